@@ -1,0 +1,92 @@
+"""Shared fixtures: where the real test data lives, and optional frameworks.
+
+Real data we did not write lives outside the repository, found through the
+``TILESTREAM_TESTDATA`` environment variable or ``../shared/testdata`` beside
+the checkout. Where neither exists (a user's clone) the tests that need it skip
+with a reason; under ``CI=true`` a missing data set or framework is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _testdata_root() -> Path | None:
+    env = os.environ.get("TILESTREAM_TESTDATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "testdata")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def missing(reason: str) -> None:
+    """Skip the test, or fail it under CI where everything must be present."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing requirement is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    """The root of the shared real test data."""
+    root = _testdata_root()
+    if root is None:
+        missing("real test data not found: set TILESTREAM_TESTDATA or put it at ../shared/testdata")
+    assert root is not None
+    return root
+
+
+def _subset(root: Path, name: str) -> Path:
+    path = root / name
+    if not path.is_dir():
+        missing(f"test data set {name!r} not found under {root}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def slides_dir(testdata: Path) -> Path:
+    """``testdata/slides``: real whole-slide images, see its SOURCES.md."""
+    return _subset(testdata, "slides")
+
+
+@pytest.fixture(scope="session")
+def tfrecords_dir(testdata: Path) -> Path:
+    """``testdata/tfrecords``: TFRecords written by TensorFlow and other tools."""
+    return _subset(testdata, "tfrecords")
+
+
+@pytest.fixture(scope="session")
+def detection_dir(testdata: Path) -> Path:
+    """``testdata/detection``: VOC, COCO and TF Object Detection CSV sets."""
+    return _subset(testdata, "detection")
+
+
+def _framework(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"{name} is not installed (pip install -e '.[test]')")
+        raise  # unreachable: missing() always raises
+
+
+@pytest.fixture(scope="session")
+def tf() -> ModuleType:
+    """TensorFlow, or a skip (a failure under CI)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return _framework("tensorflow")
+
+
+@pytest.fixture(scope="session")
+def torch() -> ModuleType:
+    """PyTorch, or a skip (a failure under CI)."""
+    return _framework("torch")
