@@ -1,0 +1,35 @@
+"""Whole-slide images: one :class:`Slide` API over OpenSlide, tifffile and Pillow.
+
+>>> from tilestream.slide import open_slide, available_backends
+>>> available_backends()
+('tifffile', 'openslide', 'image')
+
+``open_slide(path, *, backend="auto", mpp=None, color=None)`` returns a
+:class:`Slide` with OpenSlide's vocabulary (``dimensions``, ``level_count``,
+``level_dimensions``, ``level_downsamples``, ``properties``,
+``associated_images``, ``read_region``, ``get_thumbnail``,
+``get_best_level_for_downsample``) plus ``mpp``, ``objective_power``,
+``bounds``, ``background_color``, ``tile_size``, ``require_mpp()`` and the
+stored-tile access used for JPEG pass-through (``stored_tile_grid``,
+``read_stored_tile_bytes``). See :mod:`tilestream.slide.base`.
+"""
+
+from __future__ import annotations
+
+from tilestream.slide.base import (
+    Slide,
+    SlideBackend,
+    available_backends,
+    detect_format,
+    open_slide,
+    register_backend,
+)
+
+__all__ = [
+    "Slide",
+    "SlideBackend",
+    "available_backends",
+    "detect_format",
+    "open_slide",
+    "register_backend",
+]

@@ -1,0 +1,329 @@
+"""The ``tifffile`` backend: SVS (JPEG and JPEG 2000), NDPI, generic, OME and flat TIFF.
+
+Pixels come from the fast tile path (:mod:`tilestream.slide.fastpath`): stored
+tiles read through one file handle, decoded once by tifffile's codec for the
+page (imagecodecs) and cached; pixels equal OpenSlide's on the files both read.
+Vendor TIFF variants whose geometry needs vendor logic (Philips, Ventana, Leica,
+Trestle...) are left to the ``openslide`` backend.
+
+Examples
+--------
+>>> TiffFileBackend.available()
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from tilestream.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from tilestream.slide._resolution import mpp_from_tiff_resolution
+from tilestream.slide.base import DEFAULT_CACHE_BYTES, SlideBackend, register_backend
+from tilestream.slide.fastpath import FileReader, StoredLevel, TileCache, _to_rgb8
+
+__all__ = ["TiffFileBackend"]
+
+logger = logging.getLogger(__name__)
+
+# OpenSlide formats this backend reads itself; other OpenSlide TIFF vendors are refused.
+_OWN_FORMATS = {"aperio", "hamamatsu", "generic-tiff"}
+_ASSOCIATED = {"thumbnail", "label", "macro", "map"}
+_APERIO_YCBCR_J2K = 33003
+
+
+def _tifffile() -> Any:
+    import tifffile
+
+    return tifffile
+
+
+def _openslide_format(path: Path) -> str | None:
+    try:
+        import openslide
+
+        fmt = openslide.OpenSlide.detect_format(str(path))
+    except Exception:
+        return None
+    return str(fmt) if fmt else None
+
+
+def _fmt_number(value: float) -> str:
+    return repr(float(value)) if value != int(value) else str(int(value))
+
+
+@register_backend
+class TiffFileBackend(SlideBackend):
+    """TIFF-based slides through tifffile + imagecodecs, with the fast tile path."""
+
+    name = "tifffile"
+    priority = 10
+
+    def __init__(self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        super().__init__(path, cache_bytes=cache_bytes)
+        tifffile = _tifffile()
+        try:
+            self._tif = tifffile.TiffFile(str(path))
+        except tifffile.TiffFileError as exc:
+            raise UnsupportedSlideError(f"not a TIFF file ({exc})", path=path) from exc
+        except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:
+            raise UnsupportedSlideError(f"tifffile cannot parse it: {exc}", path=path) from exc
+        try:
+            self._setup(tifffile)
+        except BaseException:
+            self._tif.close()
+            raise
+        self._reader = FileReader(path)
+        self._cache = TileCache(cache_bytes)
+        self._levels = tuple(
+            StoredLevel(page, self._reader, self._cache, key=i)
+            for i, page in enumerate(self._pages)
+        )
+        self._lock = threading.Lock()
+
+    # -- opening ------------------------------------------------------------------
+    def _setup(self, tifffile: Any) -> None:
+        tif = self._tif
+        if tif.is_svs:
+            self._format = "aperio"
+        elif tif.is_ndpi:
+            self._format = "hamamatsu"
+        elif tif.is_ome:
+            self._format = "ome-tiff"
+        else:
+            fmt = _openslide_format(self.path)
+            if fmt is not None and fmt not in _OWN_FORMATS:
+                raise UnsupportedSlideError(
+                    f"a {fmt} TIFF: its layout needs the openslide backend", path=self.path
+                )
+            self._format = "generic-tiff" if fmt == "generic-tiff" else "tiff"
+        if not tif.series:
+            raise UnsupportedSlideError("the TIFF holds no image series", path=self.path)
+        series = tif.series[0]
+        pages = []
+        for level in series.levels:
+            page = level.keyframe
+            if len(level.pages) != 1 or page.planarconfig != 1:
+                raise UnsupportedSlideError(
+                    f"series {series.name!r} has {len(level.pages)} planes "
+                    f"(shape {level.shape}, axes {level.axes}); only 2D RGB/grey pyramids "
+                    "are supported here",
+                    path=self.path,
+                )
+            if page.samplesperpixel not in (1, 2, 3, 4):
+                raise UnsupportedSlideError(
+                    f"{page.samplesperpixel} samples per pixel are not supported", path=self.path
+                )
+            compression = int(page.compression)
+            if compression not in tifffile.TIFF.DECOMPRESSORS:
+                raise UnsupportedSlideError(
+                    f"unsupported TIFF compression {compression}", path=self.path
+                )
+            if compression == _APERIO_YCBCR_J2K:
+                raise UnsupportedSlideError(
+                    "Aperio YCbCr JPEG 2000 (compression 33003) needs the openslide backend",
+                    path=self.path,
+                )
+            pages.append(page)
+        dims = [(int(p.imagewidth), int(p.imagelength)) for p in pages]
+        if any(b[0] > a[0] or b[1] > a[1] for a, b in itertools.pairwise(dims)):
+            raise UnsupportedSlideError(f"levels are not a pyramid: {dims}", path=self.path)
+        self._pages = pages
+        self._dims = tuple(dims)
+        self._series = series
+        self._assoc = {
+            s.name.lower(): s for s in tif.series[1:] if s.name and s.name.lower() in _ASSOCIATED
+        }
+        self._properties = self._build_properties()
+
+    def _build_properties(self) -> dict[str, str]:
+        page0 = self._pages[0]
+        tags = page0.tags
+        props: dict[str, str] = {}
+        if self._format in _OWN_FORMATS:
+            props["openslide.vendor"] = self._format
+        elif self._format == "ome-tiff":
+            props["openslide.vendor"] = "ome-tiff"
+        desc = page0.description or ""
+        if desc:
+            props["tiff.ImageDescription"] = desc
+        for tag in ("Make", "Model", "Software", "DateTime", "Artist", "Copyright", "HostComputer"):
+            value = tags.valueof(tag)
+            if value:
+                props[f"tiff.{tag}"] = str(value)
+        unit_tag = tags.get("ResolutionUnit")
+        unit = unit_tag.value.name if unit_tag is not None else "NONE"
+        xres_tag, yres_tag = tags.get("XResolution"), tags.get("YResolution")
+        if unit_tag is not None:
+            props["tiff.ResolutionUnit"] = {
+                "NONE": "none",
+                "INCH": "inch",
+                "CENTIMETER": "centimeter",
+            }.get(unit, unit.lower())
+        mpp: tuple[float, float] | None = None
+        suspicious = False
+        if xres_tag is not None and yres_tag is not None:
+            xres = xres_tag.value[0] / xres_tag.value[1] if xres_tag.value[1] else 0.0
+            yres = yres_tag.value[0] / yres_tag.value[1] if yres_tag.value[1] else 0.0
+            props["tiff.XResolution"] = _fmt_number(xres)
+            props["tiff.YResolution"] = _fmt_number(yres)
+            mx = mpp_from_tiff_resolution(xres, unit)
+            my = mpp_from_tiff_resolution(yres, unit)
+            if mx is not None and my is not None:
+                mpp = (mx[0], my[0])
+                suspicious = mx[1] or my[1]
+        objective: str | None = None
+        if self._format == "aperio":
+            props["openslide.comment"] = desc
+            for part in desc.split("|")[1:]:
+                key, sep, value = part.partition("=")
+                if sep:
+                    props[f"aperio.{key.strip()}"] = value.strip()
+            if "aperio.MPP" in props:
+                mpp = (float(props["aperio.MPP"]), float(props["aperio.MPP"]))
+                suspicious = False
+            else:
+                mpp = None  # OpenSlide ignores Aperio's TIFF resolution tags
+            objective = props.get("aperio.AppMag")
+        elif self._format == "hamamatsu":
+            ndpi = getattr(page0, "ndpi_tags", None) or {}
+            lens = ndpi.get("Magnification")
+            if lens:
+                props["hamamatsu.SourceLens"] = _fmt_number(float(lens))
+                objective = props["hamamatsu.SourceLens"]
+            for key in ("XOffsetFromSlideCenter", "YOffsetFromSlideCenter", "Model"):
+                if key in ndpi:
+                    props[f"hamamatsu.{key}"] = str(ndpi[key])
+        elif desc and self._format != "aperio":
+            props["openslide.comment"] = desc
+        if mpp is not None:
+            props["openslide.mpp-x"] = repr(mpp[0])
+            props["openslide.mpp-y"] = repr(mpp[1])
+            if suspicious:
+                props["tilestream.mpp-suspicious"] = "1"
+        if objective:
+            props["openslide.objective-power"] = objective
+        icc = self.color_profile
+        if icc is not None:
+            props["openslide.icc-size"] = str(len(icc))
+        props["openslide.level-count"] = str(len(self._dims))
+        downsamples = self.level_downsamples
+        for i, (page, (w, h)) in enumerate(zip(self._pages, self._dims, strict=True)):
+            props[f"openslide.level[{i}].width"] = str(w)
+            props[f"openslide.level[{i}].height"] = str(h)
+            props[f"openslide.level[{i}].downsample"] = _fmt_number(downsamples[i])
+            if page.is_tiled:
+                props[f"openslide.level[{i}].tile-width"] = str(page.tilewidth)
+                props[f"openslide.level[{i}].tile-height"] = str(page.tilelength)
+        for name, series in self._assoc.items():
+            shape = series.shape
+            props[f"openslide.associated.{name}.width"] = str(shape[1])
+            props[f"openslide.associated.{name}.height"] = str(shape[0])
+        props["tilestream.format"] = self._format
+        return props
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            _tifffile()
+            import imagecodecs  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @classmethod
+    def detect_format(cls, path: Path) -> str | None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:
+            return None
+        if head not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return None
+        tifffile = _tifffile()
+        try:
+            with tifffile.TiffFile(str(path)) as tif:
+                if tif.is_svs:
+                    return "aperio"
+                if tif.is_ndpi:
+                    return "hamamatsu"
+                if tif.is_ome:
+                    return "ome-tiff"
+        except Exception:
+            return None
+        return _openslide_format(path) or "tiff"
+
+    # -- geometry / metadata ------------------------------------------------------
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._dims
+
+    def level_tile_size(self, level: int) -> tuple[int, int] | None:
+        page = self._pages[level]
+        return (int(page.tilewidth), int(page.tilelength)) if page.is_tiled else None
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        return self._properties
+
+    @property
+    def vendor(self) -> str | None:
+        return self._properties.get("openslide.vendor")
+
+    @property
+    def color_profile(self) -> bytes | None:
+        value = self._pages[0].tags.valueof(34675)  # InterColorProfile
+        return bytes(value) if value is not None else None
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(self._assoc)
+
+    def read_associated_image(self, name: str) -> Image.Image:
+        series = self._assoc[name]
+        with self._lock:
+            try:
+                arr = np.asarray(series.asarray())
+            except Exception as exc:
+                raise CorruptSlideError(
+                    f"cannot decode associated image {name!r}: {type(exc).__name__}: {exc}",
+                    path=self.path,
+                ) from exc
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        return Image.fromarray(np.ascontiguousarray(_to_rgb8(arr)), "RGB")
+
+    # -- pixels -------------------------------------------------------------------
+    def stored_level(self, level: int) -> StoredLevel:
+        """The fast-path reader of ``level``."""
+        return self._levels[level]
+
+    def read_level_rgb(self, level: int, x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
+        return self._levels[level].read_rgb(x, y, w, h)
+
+    def stored_tile_grid(self, level: int) -> tuple[int, int] | None:
+        stored = self._levels[level]
+        return (stored.tile_w, stored.tile_h) if stored.is_plain_jpeg else None
+
+    def read_stored_tile_bytes(self, level: int, col: int, row: int) -> bytes:
+        return self._levels[level].read_jpeg_tile(col, row)
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._reader.close()
+        self._tif.close()
+
+
+def _check_version() -> None:  # pragma: no cover - guard for very old tifffile
+    version = getattr(_tifffile(), "__version__", "0")
+    if re.match(r"^20(1\d|2[0-3])\.", version):
+        raise SlideError(f"tifffile {version} is too old; tilestream needs 2024.1.30 or newer")

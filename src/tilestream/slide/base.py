@@ -1,0 +1,757 @@
+"""The :class:`Slide` object, the abstract :class:`SlideBackend` and the backend registry.
+
+A :class:`Slide` is what users hold: OpenSlide's vocabulary (``dimensions``,
+``level_downsamples``, ``read_region``...) over whichever backend reads the
+file. Backends subclass :class:`SlideBackend` and register under a name;
+``backend="auto"`` tries them fastest-first and keeps the first one that opens
+the file correctly.
+
+Errors
+------
+Opening raises :class:`~tilestream.errors.SlideNotFoundError` (no such file),
+:class:`~tilestream.errors.UnsupportedSlideError` (no backend reads it; the
+message lists each backend's reason and ``__cause__`` is the first backend's
+error) or :class:`~tilestream.errors.SlideError` (e.g. unreadable: permission
+denied, a directory). Reading pixels raises
+:class:`~tilestream.errors.CorruptSlideError` when stored data is damaged.
+
+Unlike OpenSlide, whose handle *latches* its first read error (every later call
+on that ``OpenSlide`` object fails), a :class:`Slide` does not latch: a damaged
+tile raises :class:`~tilestream.errors.CorruptSlideError` on every read that
+touches it, and every other region stays readable (the ``openslide`` backend
+reopens its handle after an error to get there). Failed tiles are never cached.
+
+Examples
+--------
+>>> import numpy as np, tempfile, pathlib
+>>> from PIL import Image
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.png"
+>>> Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(path)
+>>> with open_slide(path, mpp=0.5) as slide:
+...     print(slide.backend, slide.dimensions, slide.level_count, slide.mpp)
+...     print(slide.read_region((35, 0), 0, (10, 2)).getpixel((9, 0)))
+...     print(slide.read_region((0, 0), 0, (2, 2), as_array=True).shape)
+image (40, 30) 1 (0.5, 0.5)
+(0, 0, 0, 0)
+(2, 2, 3)
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from tilestream.errors import (
+    MissingMPPError,
+    SlideError,
+    SlideNotFoundError,
+    UnsupportedSlideError,
+)
+from tilestream.slide._paint import paint_region, rgba_to_rgb
+from tilestream.slide._resolution import plausible_mpp
+
+if TYPE_CHECKING:
+    from tilestream.slide.color import ColorTransform
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "Slide",
+    "SlideBackend",
+    "available_backends",
+    "backend_class",
+    "detect_format",
+    "open_slide",
+    "register_backend",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default size of a slide's decoded-tile cache (bytes).
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+
+PathLike = str | os.PathLike[str]
+
+
+class SlideBackend(abc.ABC):
+    """One way of reading a slide file (OpenSlide, tifffile, Pillow...).
+
+    Subclasses set :attr:`name` and :attr:`priority` (lower is tried first by
+    ``backend="auto"``), open the file in ``__init__`` (raising a
+    :class:`~tilestream.errors.SlideError` subclass that names the file and
+    the cause), and implement the abstract members. Pixel reads either
+    implement :meth:`read_level_rgb` (an in-bounds rectangle of one level) and
+    inherit OpenSlide-compatible :meth:`read_region_rgba`, or override
+    :meth:`read_region_rgba` directly.
+
+    Parameters
+    ----------
+    path
+        The slide file.
+    cache_bytes
+        Budget for decoded pixel data the backend may keep (0 disables caching).
+    """
+
+    name: ClassVar[str]
+    priority: ClassVar[int] = 100
+
+    def __init__(self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.path = path
+        self.cache_bytes = cache_bytes
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the backend's dependencies are importable."""
+        return True
+
+    @classmethod
+    def detect_format(cls, path: Path) -> str | None:
+        """Cheaply name the file's format if this backend recognises it, else ``None``."""
+        return None
+
+    # -- geometry -----------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of each level, level 0 first."""
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Downsample of each level relative to level 0 (OpenSlide's formula)."""
+        (w0, h0), *_ = self.level_dimensions
+        return tuple((w0 / w + h0 / h) / 2.0 for w, h in self.level_dimensions)
+
+    def level_tile_size(self, level: int) -> tuple[int, int] | None:
+        """Stored tile size ``(width, height)`` of a level, ``None`` when not tiled."""
+        return None
+
+    # -- metadata -----------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def properties(self) -> Mapping[str, str]:
+        """Metadata, with OpenSlide's property names (``openslide.mpp-x``...) where known."""
+
+    @property
+    def vendor(self) -> str | None:
+        """Scanner vendor / format name as OpenSlide names it (``aperio``...)."""
+        return self.properties.get("openslide.vendor")
+
+    @property
+    def color_profile(self) -> bytes | None:
+        """The level-0 ICC profile, raw bytes."""
+        return None
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        """Names of the associated images (``label``, ``macro``, ``thumbnail``...)."""
+        return ()
+
+    def read_associated_image(self, name: str) -> Image.Image:
+        """Decode one associated image as RGB(A)."""
+        raise KeyError(name)
+
+    # -- pixels -------------------------------------------------------------------
+    def read_level_rgb(self, level: int, x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
+        """RGB uint8 ``(h, w, 3)`` of a rectangle lying inside ``level``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read_level_rgb")
+
+    def read_region_rgba(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> NDArray[np.uint8]:
+        """OpenSlide's ``read_region`` as a non-premultiplied RGBA ``(h, w, 4)`` array."""
+        ds = self.level_downsamples[level]
+        dims = self.level_dimensions[level]
+
+        def read(x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
+            return self.read_level_rgb(level, x, y, w, h)
+
+        return paint_region(read, dims, location[0] / ds, location[1] / ds, size[0], size[1])
+
+    def read_region_rgb(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        background: tuple[int, int, int],
+    ) -> NDArray[np.uint8]:
+        """:meth:`read_region_rgba` composited over ``background`` as RGB ``(h, w, 3)``.
+
+        Backends implementing :meth:`read_level_rgb` skip the RGBA detour when
+        the region is pixel-aligned and inside the level (the common tile read).
+        """
+        if type(self).read_level_rgb is not SlideBackend.read_level_rgb:
+            ds = self.level_downsamples[level]
+            lw, lh = self.level_dimensions[level]
+            fx, fy = location[0] / ds, location[1] / ds
+            x, y = int(fx), int(fy)
+            w, h = size
+            if (
+                x == fx
+                and y == fy
+                and x >= 0
+                and y >= 0
+                and x + w <= lw
+                and y + h <= lh
+                and w > 0
+                and h > 0
+            ):
+                return self.read_level_rgb(level, x, y, w, h)
+        return rgba_to_rgb(self.read_region_rgba(location, level, size), background)
+
+    # -- stored tiles (pass-through) ---------------------------------------------
+    def stored_tile_grid(self, level: int) -> tuple[int, int] | None:
+        """``(tile_w, tile_h)`` when ``level``'s stored tiles can be passed through as JPEG."""
+        return None
+
+    def read_stored_tile_bytes(self, level: int, col: int, row: int) -> bytes:
+        """Stored tile ``(col, row)`` of ``level`` as a standalone JPEG file."""
+        raise UnsupportedSlideError(
+            f"the {self.name} backend cannot pass stored tiles through", path=self.path
+        )
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release file handles and caches."""
+
+
+_REGISTRY: dict[str, type[SlideBackend]] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register_backend(cls: type[SlideBackend]) -> type[SlideBackend]:
+    """Register a backend class under ``cls.name`` (usable as a class decorator)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _ensure_builtin_backends() -> None:
+    # Importing the package registers the built-in backends; registering them
+    # here again keeps the registry whole if this module was imported twice.
+    from tilestream.slide import backends
+
+    for cls in (backends.TiffFileBackend, backends.OpenSlideBackend, backends.ImageBackend):
+        _REGISTRY.setdefault(cls.name, cls)
+
+
+def backend_class(name: str) -> type[SlideBackend]:
+    """The registered backend class called ``name``."""
+    _ensure_builtin_backends()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown slide backend {name!r}; known: {known}, auto") from None
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names of the usable backends, in the order ``backend="auto"`` tries them.
+
+    Examples
+    --------
+    >>> available_backends()
+    ('tifffile', 'openslide', 'image')
+    """
+    _ensure_builtin_backends()
+    ordered = sorted(_REGISTRY.values(), key=lambda c: (c.priority, c.name))
+    return tuple(c.name for c in ordered if c.available())
+
+
+def _check_path(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise SlideNotFoundError("no such slide file", path=p)
+    if p.is_dir():
+        raise SlideError("is a directory, not a slide file", path=p)
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise SlideError(f"cannot read the file: {exc.strerror or exc}", path=p) from exc
+    return p
+
+
+def detect_format(path: PathLike) -> str | None:
+    """Name the slide format of ``path``, or ``None`` when no backend recognises it.
+
+    Vendor formats use OpenSlide's names (``aperio``, ``hamamatsu``,
+    ``generic-tiff``, ``dicom``...); other TIFFs give ``tiff`` or
+    ``ome-tiff``; plain images give Pillow's format in lower case (``png``...).
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> from PIL import Image
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+    >>> Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    >>> detect_format(path)
+    'png'
+    """
+    p = _check_path(path)
+    for name in available_backends():
+        fmt = _REGISTRY[name].detect_format(p)
+        if fmt is not None:
+            return fmt
+    return None
+
+
+class Slide:
+    """A whole-slide image, read through one backend, with OpenSlide's vocabulary.
+
+    Use :func:`open_slide` (the same arguments). A slide holds an open file:
+    close it, or use it as a context manager. It pickles by path (it reopens in
+    the receiving process), so it can be handed to worker processes.
+
+    Parameters
+    ----------
+    path
+        The slide file (for DICOM, any file of the series).
+    backend
+        ``"auto"`` (default), or a name from :func:`available_backends`.
+    mpp
+        Microns per pixel overriding the file's (a number, or ``(x, y)``).
+    color
+        ``"srgb"`` to convert pixels through the slide's ICC profile into sRGB
+        (the transform is built once per slide); ``None`` keeps stored values.
+    cache_bytes
+        Budget of the decoded-tile cache.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        backend: str = "auto",
+        mpp: float | tuple[float, float] | None = None,
+        color: Literal["srgb"] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.path = _check_path(path)
+        if color not in (None, "srgb"):
+            raise ValueError(f"color must be None or 'srgb', not {color!r}")
+        self._open_args: dict[str, Any] = {
+            "backend": backend,
+            "mpp": mpp,
+            "color": color,
+            "cache_bytes": cache_bytes,
+        }
+        self._mpp_override = _normalise_mpp(mpp, self.path)
+        self._color = color
+        self._color_transform: ColorTransform | None = None
+        self._color_lock = threading.Lock()
+        self._impl = _open_backend(self.path, backend, cache_bytes=cache_bytes)
+        self._closed = False
+        self._mpp_cache: tuple[float, float] | Literal[False] | None = False
+
+    # -- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        """Close the file and drop caches; later reads raise :class:`SlideError`."""
+        if not self._closed:
+            self._closed = True
+            self._impl.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
+
+    def __reduce__(self) -> tuple[Callable[..., Slide], tuple[Any, ...]]:
+        args = dict(self._open_args)
+        args["backend"] = self.backend
+        return (_reopen, (str(self.path), args))
+
+    def __repr__(self) -> str:
+        return f"Slide({str(self.path)!r}, backend={self.backend!r})"
+
+    def _check_open(self) -> SlideBackend:
+        if self._closed:
+            raise SlideError("the slide is closed", path=self.path)
+        return self._impl
+
+    # -- backend / geometry -------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Name of the backend reading this slide."""
+        return self._impl.name
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 ``(width, height)``."""
+        return self._impl.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels."""
+        return len(self._impl.level_dimensions)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of every level."""
+        return self._impl.level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Downsample factor of every level relative to level 0."""
+        return self._impl.level_downsamples
+
+    @property
+    def tile_size(self) -> tuple[int, int] | None:
+        """Stored tile size of level 0, ``None`` when level 0 is not tiled."""
+        return self._impl.level_tile_size(0)
+
+    def level_tile_size(self, level: int) -> tuple[int, int] | None:
+        """Stored tile size of ``level``, ``None`` when it is not tiled."""
+        return self._impl.level_tile_size(self._check_level(level))
+
+    # -- metadata -----------------------------------------------------------------
+    @property
+    def properties(self) -> Mapping[str, str]:
+        """Metadata, using OpenSlide's property names where known (read-only)."""
+        return MappingProxyType(dict(self._impl.properties))
+
+    @property
+    def associated_images(self) -> Mapping[str, Image.Image]:
+        """Associated images (``label``, ``macro``, ``thumbnail``...), decoded on access."""
+        return _AssociatedImages(self)
+
+    @property
+    def color_profile(self) -> bytes | None:
+        """The raw ICC profile of the pixels, if the file has one."""
+        return self._impl.color_profile
+
+    @property
+    def vendor(self) -> str | None:
+        """Format / vendor name (OpenSlide's ``openslide.vendor``), if known."""
+        return self._impl.vendor
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """Microns per pixel ``(x, y)`` at level 0; ``None`` when unknown or implausible.
+
+        The ``mpp=`` given when opening wins. A resolution from the file that
+        cannot be a microscope's (e.g. 72 dpi from a flat TIFF) is logged as a
+        warning and treated as missing.
+        """
+        if self._mpp_override is not None:
+            return self._mpp_override
+        if self._mpp_cache is False:
+            self._mpp_cache = self._file_mpp()
+        return self._mpp_cache
+
+    def _file_mpp(self) -> tuple[float, float] | None:
+        props = self._impl.properties
+        try:
+            mx = float(props["openslide.mpp-x"])
+            my = float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            return None
+        if plausible_mpp(mx) and plausible_mpp(my) and not props.get("tilestream.mpp-suspicious"):
+            return (mx, my)
+        logger.warning(
+            "%s: ignoring implausible resolution %.4g x %.4g um/px (a screen/print "
+            "resolution, not a microscope's); pass mpp= to set it",
+            self.path,
+            mx,
+            my,
+        )
+        return None
+
+    def require_mpp(self) -> tuple[float, float]:
+        """:attr:`mpp`, or :class:`~tilestream.errors.MissingMPPError` naming the file."""
+        mpp = self.mpp
+        if mpp is None:
+            raise MissingMPPError(
+                "the slide has no usable resolution (microns per pixel); "
+                "pass it with open_slide(..., mpp=0.25) (or --mpp on the command line)",
+                path=self.path,
+            )
+        return mpp
+
+    @property
+    def objective_power(self) -> float | None:
+        """Scanning objective magnification (``openslide.objective-power``), if known."""
+        value = self._impl.properties.get("openslide.objective-power")
+        try:
+            power = float(value) if value is not None else None
+        except ValueError:
+            return None
+        return power if power and power > 0 else None
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """``(x, y, width, height)`` of the non-empty region in level 0, else the full slide."""
+        props = self._impl.properties
+        try:
+            return (
+                int(props["openslide.bounds-x"]),
+                int(props["openslide.bounds-y"]),
+                int(props["openslide.bounds-width"]),
+                int(props["openslide.bounds-height"]),
+            )
+        except (KeyError, ValueError):
+            return (0, 0, *self.dimensions)
+
+    @property
+    def background_color(self) -> tuple[int, int, int]:
+        """Background colour ``(r, g, b)`` (``openslide.background-color``, else white)."""
+        value = self._impl.properties.get("openslide.background-color")
+        if value and len(value) == 6:
+            try:
+                return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+            except ValueError:
+                pass
+        return (255, 255, 255)
+
+    # -- pixels -------------------------------------------------------------------
+    def _check_level(self, level: int) -> int:
+        level = int(level)
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} out of range: the slide has {self.level_count}")
+        return level
+
+    @overload
+    def read_region(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        *,
+        as_array: Literal[False] = ...,
+    ) -> Image.Image: ...
+
+    @overload
+    def read_region(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        *,
+        as_array: Literal[True],
+    ) -> NDArray[np.uint8]: ...
+
+    def read_region(
+        self,
+        location: tuple[int, int],
+        level: int,
+        size: tuple[int, int],
+        *,
+        as_array: bool = False,
+    ) -> Image.Image | NDArray[np.uint8]:
+        """Read a region, with OpenSlide's semantics.
+
+        Parameters
+        ----------
+        location
+            Top-left ``(x, y)`` in level-0 pixels.
+        level
+            Pyramid level to read from.
+        size
+            ``(width, height)`` in pixels of ``level``.
+        as_array
+            False: an RGBA :class:`PIL.Image.Image` exactly as OpenSlide returns
+            it (transparent outside the slide). True: an RGB uint8 array
+            ``(h, w, 3)`` with the outside filled with :attr:`background_color`.
+
+        Raises
+        ------
+        CorruptSlideError
+            When stored pixel data is damaged (see the module notes: no latching).
+        """
+        impl = self._check_open()
+        level = self._check_level(level)
+        x, y = (int(v) for v in location)
+        w, h = (int(v) for v in size)
+        if w < 0 or h < 0:
+            raise ValueError(f"region size must be non-negative, not {size!r}")
+        if as_array:
+            rgb = impl.read_region_rgb((x, y), level, (w, h), self.background_color)
+            return self._apply_color_array(rgb)
+        rgba = impl.read_region_rgba((x, y), level, (w, h))
+        image = Image.fromarray(rgba, "RGBA")
+        if self._color is not None:
+            image = self._color_image(image)
+        return image
+
+    def get_thumbnail(self, size: tuple[int, int]) -> Image.Image:
+        """An RGB thumbnail fitting in ``size``, over :attr:`background_color` (as OpenSlide)."""
+        w0, h0 = self.dimensions
+        downsample = max(w0 / size[0], h0 / size[1])
+        level = self.get_best_level_for_downsample(downsample)
+        tile = self.read_region((0, 0), level, self.level_dimensions[level])
+        bg = Image.new("RGB", tile.size, self.background_color)
+        bg.paste(tile, None, tile)
+        bg.thumbnail(size, Image.Resampling.LANCZOS)
+        return bg
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        """The largest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
+        downsamples = self.level_downsamples
+        if downsample < downsamples[0]:
+            return 0
+        for i in range(1, len(downsamples)):
+            if downsample < downsamples[i]:
+                return i - 1
+        return len(downsamples) - 1
+
+    # -- stored tiles (JPEG pass-through) ------------------------------------------
+    def stored_tile_grid(self, level: int) -> tuple[int, int] | None:
+        """``(tile_w, tile_h)`` of ``level``'s stored JPEG tiles, or ``None``.
+
+        Not ``None`` only when the stored tiles are plain 8-bit RGB JPEG tiles
+        that :meth:`read_stored_tile_bytes` can hand out without re-encoding
+        (``tifffile`` backend: Aperio SVS and generic JPEG TIFF levels; NDPI
+        strips, JPEG 2000, other codecs and the other backends give ``None``).
+        Stored tile ``(col, row)`` covers level pixels
+        ``[col * tile_w, (col + 1) * tile_w) x [row * tile_h, (row + 1) * tile_h)``;
+        edge tiles are stored full-size (padding beyond the level's edge).
+        """
+        return self._check_open().stored_tile_grid(self._check_level(level))
+
+    def read_stored_tile_bytes(self, level: int, col: int, row: int) -> bytes:
+        """Stored JPEG tile ``(col, row)`` of ``level`` as a standalone JPEG file.
+
+        The bytes are the tile as stored, with the page's ``JPEGTables`` merged
+        in and, for RGB-coded tiles (Aperio), an Adobe APP14 marker with
+        ``transform=0`` so any decoder (Pillow, simplejpeg, libjpeg, browsers)
+        decodes the right colours: the pixels equal OpenSlide's ``read_region``
+        of that tile. No ICC conversion is applied (``color=`` is ignored).
+
+        Raises
+        ------
+        UnsupportedSlideError
+            When :meth:`stored_tile_grid` is ``None`` for ``level``.
+        IndexError
+            When ``(col, row)`` is outside the level's tile grid.
+        CorruptSlideError
+            When the stored bytes are truncated or not a JPEG stream.
+        """
+        impl = self._check_open()
+        level = self._check_level(level)
+        if impl.stored_tile_grid(level) is None:
+            raise UnsupportedSlideError(
+                f"level {level} has no stored JPEG tiles to pass through "
+                f"(backend {impl.name}); read pixels with read_region",
+                path=self.path,
+            )
+        return impl.read_stored_tile_bytes(level, int(col), int(row))
+
+    # -- colour -------------------------------------------------------------------
+    def color_transform(self) -> ColorTransform | None:
+        """The ICC -> sRGB transform of this slide (built once), ``None`` without a profile."""
+        if self._color_transform is None and self.color_profile is not None:
+            with self._color_lock:
+                if self._color_transform is None:
+                    from tilestream.slide.color import ColorTransform
+
+                    self._color_transform = ColorTransform(self.color_profile, path=self.path)
+        return self._color_transform
+
+    def _apply_color_array(self, rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        if self._color is None:
+            return rgb
+        transform = self.color_transform()
+        return rgb if transform is None else transform.apply_array(rgb)
+
+    def _color_image(self, image: Image.Image) -> Image.Image:
+        transform = self.color_transform()
+        return image if transform is None else transform.apply(image)
+
+
+class _AssociatedImages(Mapping[str, Image.Image]):
+    """Lazy mapping: an associated image is decoded when looked up."""
+
+    def __init__(self, slide: Slide) -> None:
+        self._slide = slide
+
+    def __getitem__(self, name: str) -> Image.Image:
+        impl = self._slide._check_open()
+        if name not in impl.associated_image_names:
+            raise KeyError(name)
+        return impl.read_associated_image(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._slide._impl.associated_image_names)
+
+    def __len__(self) -> int:
+        return len(self._slide._impl.associated_image_names)
+
+
+def _normalise_mpp(
+    mpp: float | tuple[float, float] | None, path: Path
+) -> tuple[float, float] | None:
+    if mpp is None:
+        return None
+    pair = (float(mpp), float(mpp)) if isinstance(mpp, (int, float)) else tuple(map(float, mpp))
+    if len(pair) != 2 or not all(v > 0 and np.isfinite(v) for v in pair):
+        raise ValueError(f"{path}: mpp must be a positive number or (x, y) pair, not {mpp!r}")
+    return (pair[0], pair[1])
+
+
+def _open_backend(path: Path, backend: str, *, cache_bytes: int) -> SlideBackend:
+    if backend != "auto":
+        cls = backend_class(backend)
+        if not cls.available():
+            raise SlideError(f"slide backend {backend!r} is not available here", path=path)
+        return cls(path, cache_bytes=cache_bytes)
+    errors: list[tuple[str, SlideError]] = []
+    for name in available_backends():
+        try:
+            return _REGISTRY[name](path, cache_bytes=cache_bytes)
+        except SlideError as exc:
+            logger.debug("%s: backend %s cannot open it: %s", path, name, exc.message)
+            errors.append((name, exc))
+    if not errors:
+        raise UnsupportedSlideError("no slide backend is available", path=path)
+    # The first backend that recognised the format explains best why it failed
+    # (e.g. OpenSlide on an unsupported DICOM transfer syntax), else the first tried.
+    recognised = [e for e in errors if _REGISTRY[e[0]].detect_format(path) is not None]
+    first = (recognised or errors)[0][1]
+    reasons = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
+    err_cls = type(first) if isinstance(first, UnsupportedSlideError) else UnsupportedSlideError
+    raise err_cls(f"no backend can read this file ({reasons})", path=path) from first
+
+
+def open_slide(
+    path: PathLike,
+    *,
+    backend: str = "auto",
+    mpp: float | tuple[float, float] | None = None,
+    color: Literal["srgb"] | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> Slide:
+    """Open a slide (a context manager); see :class:`Slide` for the arguments.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> from PIL import Image
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+    >>> Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    >>> with open_slide(path) as slide:
+    ...     slide.mpp is None
+    True
+    """
+    return Slide(path, backend=backend, mpp=mpp, color=color, cache_bytes=cache_bytes)
+
+
+def _reopen(path: str, args: dict[str, Any]) -> Slide:
+    return Slide(path, **args)

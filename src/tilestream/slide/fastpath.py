@@ -1,0 +1,336 @@
+"""The fast tile path: stored tiles read with one file handle, decoded once, cached.
+
+OpenSlide's ``read_region`` decodes every stored tile a region touches on every
+call and converts pixels twice. Here each stored tile (or strip) of a TIFF page
+is read straight from its ``TileOffsets``/``TileByteCounts`` through one file
+handle (``os.pread``, so threads share it), decoded once (libjpeg-turbo /
+OpenJPEG / zlib... through tifffile's decoder for the page, which picks the
+right JPEG colour space: Aperio JPEG tiles are RGB-coded, not YCbCr), kept in a
+:class:`TileCache` bounded in bytes (LRU), and regions are assembled from it.
+Reading a slide in grid order therefore decodes each stored tile once while
+memory stays bounded by the cache budget, whatever the slide's size.
+
+:meth:`StoredLevel.read_jpeg_tile` returns a stored JPEG tile as a complete,
+standalone JPEG file (the page's ``JPEGTables`` merged in, and an Adobe APP14
+marker with ``transform=0`` when the tile is RGB-coded) so that any decoder
+gives the same pixels as OpenSlide, without re-encoding.
+
+Examples
+--------
+>>> import numpy as np
+>>> cache = TileCache(max_bytes=500)
+>>> cache.put(("a",), np.zeros((10, 10, 3), np.uint8))
+>>> cache.put(("b",), np.zeros((10, 10, 3), np.uint8))  # 600 bytes > 500: "a" evicted
+>>> cache.get(("a",)) is None, cache.get(("b",)) is not None, cache.nbytes
+(True, True, 300)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tilestream.errors import CorruptSlideError, SlideError
+
+__all__ = ["FileReader", "StoredLevel", "TileCache", "merge_jpeg_tables"]
+
+_JPEG = 7
+_JPEG_OLD = 6
+_PHOTOMETRIC_RGB = 2
+_PHOTOMETRIC_YCBCR = 6
+
+
+class TileCache:
+    """A thread-safe LRU cache of decoded tiles, bounded in bytes.
+
+    Parameters
+    ----------
+    max_bytes
+        Budget; the least recently used tiles are dropped beyond it. 0 disables
+        caching (every read decodes).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max(0, int(max_bytes))
+        self._data: OrderedDict[Hashable, NDArray[np.uint8]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> NDArray[np.uint8] | None:
+        """The cached tile for ``key`` (marking it recently used), or ``None``."""
+        with self._lock:
+            tile = self._data.get(key)
+            if tile is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return tile
+
+    def put(self, key: Hashable, tile: NDArray[np.uint8]) -> None:
+        """Cache ``tile`` (read-only from now on), evicting older tiles past the budget."""
+        size = int(tile.nbytes)
+        if size > self.max_bytes:
+            return
+        tile.flags.writeable = False
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.nbytes -= int(old.nbytes)
+            self._data[key] = tile
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, dropped = self._data.popitem(last=False)
+                self.nbytes -= int(dropped.nbytes)
+
+    def clear(self) -> None:
+        """Drop every tile."""
+        with self._lock:
+            self._data.clear()
+            self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class FileReader:
+    """Positional reads from one file handle, safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._f = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+        self._pread = getattr(os, "pread", None)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+        if self._pread is not None:
+            return bytes(self._pread(self._f.fileno(), size, offset))
+        with self._lock:  # pragma: no cover - platforms without pread
+            self._f.seek(offset)
+            return self._f.read(size)
+
+    def close(self) -> None:
+        """Close the handle."""
+        self._f.close()
+
+
+def merge_jpeg_tables(tile: bytes, tables: bytes | None, *, rgb: bool) -> bytes:
+    """A standalone JPEG from an abbreviated TIFF tile stream and its ``JPEGTables``.
+
+    Parameters
+    ----------
+    tile
+        The stored tile bytes (SOI ... EOI, possibly without quantisation and
+        Huffman tables).
+    tables
+        The page's ``JPEGTables`` (SOI, DQT/DHT segments, EOI) or ``None``.
+    rgb
+        True when the tile is RGB-coded (TIFF photometric RGB); an Adobe APP14
+        marker with ``transform=0`` is added so decoders do not assume YCbCr.
+
+    Examples
+    --------
+    >>> tile = b"\\xff\\xd8" + b"\\xff\\xda\\x00\\x02" + b"\\xff\\xd9"
+    >>> tables = b"\\xff\\xd8" + b"\\xff\\xdb\\x00\\x02" + b"\\xff\\xd9"
+    >>> merge_jpeg_tables(tile, tables, rgb=False).hex()
+    'ffd8ffdb0002ffda0002ffd9'
+    """
+    if tile[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG stream (no SOI marker)")
+    parts = [b"\xff\xd8"]
+    if rgb:
+        # APP14 "Adobe": version 100, flags0 0, flags1 0, transform 0 (no colour transform).
+        parts.append(b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00")
+    if tables:
+        body = tables[2:]
+        if body.endswith(b"\xff\xd9"):
+            body = body[:-2]
+        parts.append(body)
+    parts.append(tile[2:])
+    return b"".join(parts)
+
+
+class StoredLevel:
+    """One TIFF page (a pyramid level) read tile by tile with a shared cache.
+
+    Parameters
+    ----------
+    page
+        The tifffile ``TiffPage`` (its ``decode`` is used; not its file handle).
+    reader
+        The shared :class:`FileReader`.
+    cache
+        The shared :class:`TileCache`.
+    key
+        Distinguishes this level's tiles in the cache (e.g. the level number).
+    """
+
+    def __init__(self, page: Any, reader: FileReader, cache: TileCache, key: Hashable) -> None:
+        self.page = page
+        self.reader = reader
+        self.cache = cache
+        self.key = key
+        self.width = int(page.imagewidth)
+        self.height = int(page.imagelength)
+        self.tiled = bool(page.is_tiled)
+        if self.tiled:
+            self.tile_w, self.tile_h = int(page.tilewidth), int(page.tilelength)
+        else:  # strips: tiles as wide as the image
+            rows = int(page.rowsperstrip or self.height)
+            self.tile_w, self.tile_h = self.width, min(rows, self.height)
+        self.cols = -(-self.width // self.tile_w)
+        self.rows = -(-self.height // self.tile_h)
+        self.offsets = tuple(int(v) for v in page.dataoffsets)
+        self.bytecounts = tuple(int(v) for v in page.databytecounts)
+        if len(self.offsets) < self.cols * self.rows:
+            raise SlideError(
+                f"level {key}: {len(self.offsets)} stored segments for a "
+                f"{self.cols}x{self.rows} grid (multi-plane data is not supported)",
+                path=reader.path,
+            )
+        self.compression = int(page.compression)
+        self.photometric = int(page.photometric)
+        self.jpegtables: bytes | None = getattr(page, "jpegtables", None)
+        self.jpegheader: bytes | None = getattr(page, "jpegheader", None)
+        self._decode = page.decode
+
+    @property
+    def is_plain_jpeg(self) -> bool:
+        """Whether stored tiles are ordinary TIFF JPEG tiles (pass-through possible)."""
+        return (
+            self.tiled
+            and self.compression == _JPEG
+            and self.jpegheader is None
+            and self.photometric in (_PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR)
+            and int(self.page.samplesperpixel) == 3
+            and int(self.page.bitspersample) == 8
+        )
+
+    def _index(self, col: int, row: int) -> int:
+        if not (0 <= col < self.cols and 0 <= row < self.rows):
+            raise IndexError(
+                f"tile ({col}, {row}) outside the {self.cols}x{self.rows} grid of level {self.key}"
+            )
+        return row * self.cols + col
+
+    def read_raw_tile(self, col: int, row: int) -> bytes:
+        """The stored (still compressed) bytes of tile ``(col, row)``."""
+        index = self._index(col, row)
+        size = self.bytecounts[index]
+        data = self.reader.read(self.offsets[index], size) if size else b""
+        if len(data) != size:
+            raise CorruptSlideError(
+                f"level {self.key} tile ({col}, {row}): file truncated "
+                f"({len(data)} of {size} bytes at offset {self.offsets[index]})",
+                path=self.reader.path,
+            )
+        return data
+
+    def read_jpeg_tile(self, col: int, row: int) -> bytes:
+        """Tile ``(col, row)`` as a standalone JPEG file decoding to OpenSlide's pixels."""
+        if not self.is_plain_jpeg:
+            raise ValueError(f"level {self.key} does not store plain JPEG tiles")
+        data = self.read_raw_tile(col, row)
+        try:
+            return merge_jpeg_tables(
+                data, self.jpegtables, rgb=self.photometric == _PHOTOMETRIC_RGB
+            )
+        except ValueError as exc:
+            raise CorruptSlideError(
+                f"level {self.key} tile ({col}, {row}): {exc}", path=self.reader.path
+            ) from exc
+
+    def tile(self, col: int, row: int) -> NDArray[np.uint8]:
+        """Decoded RGB uint8 tile ``(tile_h, tile_w, 3)`` (edge tiles padded), cached."""
+        key = (self.key, col, row)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        index = self._index(col, row)
+        if not self.bytecounts[index]:
+            # A sparse (never written) tile: OpenSlide draws nothing there.
+            decoded = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
+        else:
+            data = self.read_raw_tile(col, row)
+            decoded = self._decode_tile(data, index, col, row)
+        self.cache.put(key, decoded)
+        return decoded
+
+    def _decode_tile(self, data: bytes, index: int, col: int, row: int) -> NDArray[np.uint8]:
+        try:
+            segment, _, _ = self._decode(
+                data, index, jpegtables=self.jpegtables, jpegheader=self.jpegheader
+            )
+        except Exception as exc:  # codec errors come as many types (Jpeg8Error, ValueError...)
+            raise CorruptSlideError(
+                f"level {self.key} tile ({col}, {row}) cannot be decoded: "
+                f"{type(exc).__name__}: {exc}",
+                path=self.reader.path,
+            ) from exc
+        if segment is None:
+            raise CorruptSlideError(
+                f"level {self.key} tile ({col}, {row}) is empty", path=self.reader.path
+            )
+        arr = np.asarray(segment)
+        arr = arr.reshape(arr.shape[-3:]) if arr.ndim > 3 else arr
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        rgb = _to_rgb8(arr)
+        h, w = rgb.shape[:2]
+        if (h, w) != (self.tile_h, self.tile_w):
+            full = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
+            full[: min(h, self.tile_h), : min(w, self.tile_w)] = rgb[: self.tile_h, : self.tile_w]
+            rgb = full
+        return np.ascontiguousarray(rgb)
+
+    def read_rgb(self, x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
+        """RGB uint8 ``(h, w, 3)`` of an in-bounds rectangle, assembled from cached tiles."""
+        tw, th = self.tile_w, self.tile_h
+        c0, c1 = x // tw, (x + w - 1) // tw
+        r0, r1 = y // th, (y + h - 1) // th
+        if c0 == c1 and r0 == r1:
+            t = self.tile(c0, r0)
+            ox, oy = x - c0 * tw, y - r0 * th
+            return t[oy : oy + h, ox : ox + w].copy()
+        out = np.empty((h, w, 3), np.uint8)
+        for row in range(r0, r1 + 1):
+            ty0 = row * th
+            sy0, sy1 = max(y, ty0), min(y + h, ty0 + th)
+            for col in range(c0, c1 + 1):
+                tx0 = col * tw
+                sx0, sx1 = max(x, tx0), min(x + w, tx0 + tw)
+                t = self.tile(col, row)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = t[
+                    sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
+                ]
+        return out
+
+
+def _to_rgb8(arr: NDArray[Any]) -> NDArray[np.uint8]:
+    """Any decoded tile (grey, grey+alpha, RGB, RGBA; 8/16-bit, float) as RGB uint8."""
+    if arr.dtype != np.uint8:
+        if arr.dtype == np.uint16:
+            arr = (arr >> 8).astype(np.uint8)
+        elif arr.dtype.kind == "b":
+            arr = arr.astype(np.uint8) * 255
+        elif arr.dtype.kind == "f":
+            arr = np.clip(arr * 255.0 if arr.max(initial=0) <= 1.0 else arr, 0, 255).astype(
+                np.uint8
+            )
+        else:
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+    samples = arr.shape[-1]
+    if samples == 3:
+        return arr
+    if samples in (1, 2):
+        return np.repeat(arr[..., :1], 3, axis=-1)
+    return arr[..., :3]
