@@ -1,0 +1,59 @@
+"""The TFRecord format without TensorFlow: framing, ``tf.train.Example``, indexes, random access.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from tilestream.tfrecord import TFRecordWriter, iter_records, serialized_record, parse_example
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "slide.tfrecords"
+>>> with TFRecordWriter(path) as w:
+...     w.write(serialized_record("slide", b"img", 0, 256), location=(0, 256))
+>>> [parse_example(r)["loc_y"] for r in iter_records(path)]
+[256]
+"""
+
+from __future__ import annotations
+
+from tilestream.tfrecord._decode import decode_example, feature_value, parse_example
+from tilestream.tfrecord.example import encode_example, serialized_record
+from tilestream.tfrecord.feature import Feature, FeatureKind
+from tilestream.tfrecord.framing import detect_compression, frame
+from tilestream.tfrecord.index import (
+    TFRecordIndex,
+    create_index,
+    export_text_index,
+    find_index,
+    index_path_for,
+    index_staleness,
+    load_index,
+    read_index_file,
+    save_index,
+    scan_index,
+)
+from tilestream.tfrecord.reader import RecordIterator, iter_examples, iter_records
+from tilestream.tfrecord.writer import TFRecordWriter
+
+__all__ = [
+    "Feature",
+    "FeatureKind",
+    "RecordIterator",
+    "TFRecordIndex",
+    "TFRecordWriter",
+    "create_index",
+    "decode_example",
+    "detect_compression",
+    "encode_example",
+    "export_text_index",
+    "feature_value",
+    "find_index",
+    "frame",
+    "index_path_for",
+    "index_staleness",
+    "iter_examples",
+    "iter_records",
+    "load_index",
+    "parse_example",
+    "read_index_file",
+    "save_index",
+    "scan_index",
+    "serialized_record",
+]

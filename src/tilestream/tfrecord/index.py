@@ -1,0 +1,649 @@
+"""TFRecord indexes: record offsets and lengths (and tile locations) for random access.
+
+Formats read and written:
+
+- ``<name>.index.npz`` (Slideflow, the default): ``arr_0`` int64 ``(n, 2)``
+  start offset and total record length including the 16 framing bytes;
+  ``locations`` int64 ``(n, 2)`` ``(loc_x, loc_y)`` when the records have
+  them. tilestream adds ``tfrecord_size`` and ``tfrecord_mtime_ns`` (ignored
+  by Slideflow) to detect a TFRecord that changed after its index was made.
+- ``<name>.index.npy`` (older Slideflow): the ``(n, 2)`` array alone.
+- ``<name>.index`` text, one ``offset length`` line per record, as NVIDIA DALI
+  and the ``tfrecord`` PyPI package read (older Slideflow too).
+
+An index is checked before it is used: its TFRecord's size and mtime (when
+recorded), and that its records tile the file exactly. A stale index is
+rebuilt (a warning is logged), never trusted silently.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from tilestream.tfrecord.example import serialized_record
+>>> from tilestream.tfrecord.writer import TFRecordWriter
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> with TFRecordWriter(d / "a.tfrecords", index=False) as w:
+...     for x in (0, 256):
+...         w.write(serialized_record("a", b"img", x, 512))
+>>> idx = create_index(d / "a.tfrecords")
+>>> idx.array.tolist(), idx.locations.tolist()
+([[0, 89], [89, 90]], [[0, 512], [256, 512]])
+>>> load_index(d / "a.tfrecords").path.name
+'a.index.npz'
+>>> export_text_index(d / "a.tfrecords").read_text()
+'0 89\\n89 90\\n'
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from tilestream._util.atomic import atomic_write
+from tilestream.errors import (
+    ConfigError,
+    CorruptRecordError,
+    InvalidTFRecordIndex,
+    TruncatedRecordError,
+)
+from tilestream.tfrecord._crc import _crc
+from tilestream.tfrecord._decode import _DecodeError, _parse_feature
+from tilestream.tfrecord.framing import (
+    HEADER_SIZE,
+    CompressionArg,
+    detect_compression,
+    normalize_compression,
+)
+from tilestream.tfrecord.reader import RecordIterator
+
+__all__ = [
+    "IndexFormat",
+    "TFRecordIndex",
+    "create_index",
+    "export_text_index",
+    "find_index",
+    "index_path_for",
+    "index_staleness",
+    "load_index",
+    "read_index_file",
+    "save_index",
+    "scan_index",
+]
+
+log = logging.getLogger(__name__)
+
+IndexFormat = Literal["npz", "npy", "text"]
+ProgressCallback = Callable[[int, int], None]
+_SUFFIX: dict[str, str] = {"npz": ".index.npz", "npy": ".index.npy", "text": ".index"}
+_HEAD = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+_DELTA = 0xA282EAD8
+
+
+@dataclass(frozen=True, eq=False)
+class TFRecordIndex:
+    """Offsets and lengths of the records of one TFRecord file.
+
+    Attributes
+    ----------
+    array
+        int64 ``(n, 2)``: start offset and total length (incl. 16 framing bytes).
+    locations
+        int64 ``(n, 2)`` tile ``(loc_x, loc_y)``, or ``None``.
+    path
+        The index file it was read from or written to, if any.
+    """
+
+    array: npt.NDArray[np.int64]
+    locations: npt.NDArray[np.int64] | None = None
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]:
+        """Start offset of every record."""
+        return self.array[:, 0]
+
+    @property
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """Total length of every record, framing included."""
+        return self.array[:, 1]
+
+
+def index_path_for(tfrecord: str | os.PathLike[str], fmt: IndexFormat = "npz") -> Path:
+    """Where the index of ``tfrecord`` lives: ``<name>.index.npz`` beside it.
+
+    Examples
+    --------
+    >>> index_path_for("/data/slide1.tfrecords").as_posix()
+    '/data/slide1.index.npz'
+    >>> index_path_for("x.tfrecord.gz", "text").as_posix()
+    'x.tfrecord.index'
+    """
+    if fmt not in _SUFFIX:
+        raise ConfigError(f"index format must be 'npz', 'npy' or 'text', not {fmt!r}")
+    p = Path(tfrecord)
+    stem = p.name.rsplit(".", 1)[0] if "." in p.name.lstrip(".") else p.name
+    return p.with_name(stem + _SUFFIX[fmt])
+
+
+def find_index(tfrecord: str | os.PathLike[str]) -> Path | None:
+    """The existing index of ``tfrecord``: ``.index.npz``, else ``.index.npy``, else ``.index``."""
+    formats: tuple[IndexFormat, ...] = ("npz", "npy", "text")
+    for fmt in formats:
+        p = index_path_for(tfrecord, fmt)
+        if p.is_file():
+            return p
+    return None
+
+
+def _check_array(arr: Any, name: str, path: Path) -> npt.NDArray[np.int64]:
+    a = np.asarray(arr)
+    if a.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if a.ndim == 1 and a.shape[0] == 2:
+        a = a.reshape(1, 2)
+    if a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "iuf":
+        raise InvalidTFRecordIndex(
+            f"index {name} must be an integer (n, 2) array, not {a.dtype} {a.shape}", path=path
+        )
+    return a.astype(np.int64)
+
+
+def read_index_file(index_path: str | os.PathLike[str]) -> TFRecordIndex:
+    """Read an index file in any supported format (by its suffix).
+
+    Raises
+    ------
+    InvalidTFRecordIndex
+        The file cannot be parsed or does not hold an ``(n, 2)`` integer table.
+    """
+    path = Path(index_path)
+    try:
+        if path.stat().st_size == 0:
+            return TFRecordIndex(np.zeros((0, 2), np.int64), None, path)
+        if path.name.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                if "arr_0" not in z.files:
+                    raise InvalidTFRecordIndex("index has no 'arr_0' array", path=path)
+                arr = _check_array(z["arr_0"], "arr_0", path)
+                locs = _check_array(z["locations"], "locations", path) if "locations" in z else None
+        elif path.name.endswith(".npy"):
+            arr = _check_array(np.load(path, allow_pickle=False), "array", path)
+            locs = None
+        else:
+            text = path.read_text(encoding="ascii")
+            rows = [line.split() for line in text.splitlines() if line.strip()]
+            if any(len(r) != 2 for r in rows):
+                raise InvalidTFRecordIndex("text index lines must be 'offset length'", path=path)
+            arr = _check_array(np.array(rows, dtype=np.int64), "table", path)
+            locs = None
+    except InvalidTFRecordIndex:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise InvalidTFRecordIndex(f"unreadable index ({exc})", path=path) from exc
+    if locs is not None and len(locs) != len(arr):
+        raise InvalidTFRecordIndex(
+            f"index has {len(arr)} records but {len(locs)} locations", path=path
+        )
+    return TFRecordIndex(arr, locs, path)
+
+
+def save_index(
+    index: TFRecordIndex,
+    index_path: str | os.PathLike[str],
+    *,
+    tfrecord: str | os.PathLike[str] | None = None,
+    fmt: IndexFormat | None = None,
+) -> Path:
+    """Write ``index`` atomically; the format follows the suffix unless ``fmt`` is given.
+
+    With ``tfrecord``, its size and mtime are stored too (npz only) so a later
+    change of the TFRecord is noticed.
+    """
+    path = Path(index_path)
+    if fmt is None:
+        fmt = (
+            "npz" if path.name.endswith(".npz") else "npy" if path.name.endswith(".npy") else "text"
+        )
+    if fmt == "npz":
+        arrays: dict[str, Any] = {"arr_0": index.array.astype(np.int64)}
+        if index.locations is not None:
+            arrays["locations"] = index.locations.astype(np.int64)
+        if tfrecord is not None:
+            st = os.stat(tfrecord)
+            arrays["tfrecord_size"] = np.int64(st.st_size)
+            arrays["tfrecord_mtime_ns"] = np.int64(st.st_mtime_ns)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        payload = buf.getvalue()
+    elif fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, index.array.astype(np.int64))
+        payload = buf.getvalue()
+    elif fmt == "text":
+        payload = "".join(f"{o} {n}\n" for o, n in index.array.tolist()).encode("ascii")
+    else:
+        raise ConfigError(f"index format must be 'npz', 'npy' or 'text', not {fmt!r}")
+    with atomic_write(path, "wb") as f:
+        f.write(payload)
+    return path
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def _entry_int(buf: Any, pos: int, end: int) -> int | None:
+    """The first value of a serialized int64 Feature (``None`` for any other kind)."""
+    data = bytes(buf[pos:end])
+    kind, values = _parse_feature(data, 0, len(data))
+    if kind != "int64_list" or values is None or len(values) == 0:
+        return None
+    return int(values[0])
+
+
+def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end or shift >= 70:
+            raise ValueError("bad varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _skip(buf: Any, pos: int, end: int, wire: int) -> int:
+    if wire == 0:
+        return _varint(buf, pos, end)[1]
+    if wire == 1:
+        return pos + 8
+    if wire == 2:
+        n, pos = _varint(buf, pos, end)
+        return pos + n
+    if wire == 5:
+        return pos + 4
+    raise ValueError(f"invalid wire type {wire}")
+
+
+def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
+    """``(loc_x, loc_y)`` of one record, reading only the map keys and those two values.
+
+    Works on a memory map without copying the (large) image bytes.
+    """
+    found: dict[bytes, int | None] = {}
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        if tag == 0x12:
+            raise _SequenceExample
+        if tag != 0x0A:
+            pos = _skip(buf, pos, end, tag & 7)
+            continue
+        n, pos = _varint(buf, pos, end)
+        fend = pos + n
+        while pos < fend:  # Features: map entries
+            tag, pos = _varint(buf, pos, fend)
+            if tag != 0x0A:
+                pos = _skip(buf, pos, fend, tag & 7)
+                continue
+            n, pos = _varint(buf, pos, fend)
+            eend = pos + n
+            key = b""
+            vpos = vend = -1
+            while pos < eend:
+                tag, pos = _varint(buf, pos, eend)
+                if tag in (0x0A, 0x12):
+                    n, pos = _varint(buf, pos, eend)
+                    if tag == 0x0A:
+                        key = bytes(buf[pos : pos + n]) if n <= 16 else b"?"
+                    else:
+                        vpos, vend = pos, pos + n
+                    pos += n
+                else:
+                    pos = _skip(buf, pos, eend, tag & 7)
+            if key in (b"loc_x", b"loc_y") and vpos >= 0:
+                found[key] = _entry_int(buf, vpos, vend)
+            pos = eend
+        pos = fend
+    x, y = found.get(b"loc_x"), found.get(b"loc_y")
+    if x is None or y is None:
+        return None
+    return x, y
+
+
+class _SequenceExample(Exception):
+    pass
+
+
+def scan_index(
+    tfrecord: str | os.PathLike[str],
+    *,
+    locations: bool = True,
+    compression: CompressionArg | str = "auto",
+    verify: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TFRecordIndex:
+    """Build the index of a TFRecord in memory, without writing it.
+
+    Only the framing is read (plus, with ``locations``, the ``loc_x``/``loc_y``
+    features of each record), so a plain file is indexed at about disk speed.
+    Length CRCs are always checked; ``verify=True`` checks data CRCs too.
+
+    Parameters
+    ----------
+    progress
+        Called as ``progress(bytes_done, bytes_total)`` now and then.
+    """
+    path = os.fspath(tfrecord)
+    comp = normalize_compression(compression)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(HEADER_SIZE)
+        if comp == "auto":
+            comp = detect_compression(head)
+        if comp is None and size > 0:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return _scan_mapped(m, path, locations, verify, progress)
+    if size == 0:
+        return TFRecordIndex(np.zeros((0, 2), np.int64), None)
+    return _scan_stream(path, comp, locations, verify, progress)
+
+
+def _scan_mapped(
+    m: mmap.mmap, path: str, want_locs: bool, verify: bool, progress: ProgressCallback | None
+) -> TFRecordIndex:
+    size = len(m)
+    unpack = _HEAD.unpack_from
+    offsets: list[int] = []
+    locs: list[tuple[int, int]] | None = [] if want_locs else None
+    pos = 0
+    n = 0
+    next_report = 64 << 20
+    while pos < size:
+        if pos + 12 > size:
+            raise TruncatedRecordError(
+                f"file ends inside a record header ({size - pos} of 12 bytes present)",
+                path=path,
+                record=n,
+                offset=pos,
+            )
+        length, lcrc = unpack(m, pos)
+        c = _crc(m[pos : pos + 8])
+        if lcrc != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
+            raise CorruptRecordError(
+                "length CRC mismatch (not a TFRecord file, or a corrupt header)",
+                path=path,
+                record=n,
+                offset=pos,
+            )
+        end = pos + 16 + length
+        if end > size:
+            raise TruncatedRecordError(
+                f"record declares {length} data bytes but the file ends "
+                f"{size - pos} bytes after the record start",
+                path=path,
+                record=n,
+                offset=pos,
+            )
+        if verify:
+            c = _crc(m[pos + 12 : end - 4])
+            if _U32.unpack_from(m, end - 4)[0] != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
+                raise CorruptRecordError(
+                    f"data CRC mismatch (record of {length} bytes)",
+                    path=path,
+                    record=n,
+                    offset=pos,
+                )
+        if locs is not None:
+            loc = _location_or_none(m, pos + 12, end - 4, path, n, pos)
+            if loc is None:
+                locs = None
+            else:
+                locs.append(loc)
+        offsets.append(pos)
+        pos = end
+        n += 1
+        if progress is not None and pos >= next_report:
+            progress(pos, size)
+            next_report = pos + (64 << 20)
+    if progress is not None:
+        progress(size, size)
+    return _make_index(offsets, size, locs)
+
+
+def _location_or_none(
+    buf: Any, start: int, end: int, path: str, record: int, offset: int
+) -> tuple[int, int] | None:
+    try:
+        return _record_location(buf, start, end)
+    except _SequenceExample:
+        return None
+    except (ValueError, IndexError, _DecodeError) as exc:
+        raise CorruptRecordError(
+            f"malformed Example ({exc})", path=path, record=record, offset=offset
+        ) from exc
+
+
+def _make_index(
+    offsets: list[int], total: int, locs: list[tuple[int, int]] | None
+) -> TFRecordIndex:
+    arr = np.empty((len(offsets), 2), dtype=np.int64)
+    if offsets:
+        arr[:, 0] = offsets
+        arr[:-1, 1] = np.diff(arr[:, 0])
+        arr[-1, 1] = total - offsets[-1]
+    loc_arr = None
+    if locs is not None and offsets:
+        loc_arr = np.array(locs, dtype=np.int64).reshape(-1, 2)
+    return TFRecordIndex(arr, loc_arr)
+
+
+def _scan_stream(
+    path: str,
+    comp: str | None,
+    want_locs: bool,
+    verify: bool,
+    progress: ProgressCallback | None,
+) -> TFRecordIndex:
+    it = RecordIterator(path, compression=comp, verify=verify)
+    offsets: list[int] = []
+    locs: list[tuple[int, int]] | None = [] if want_locs else None
+    for i, data in enumerate(it):
+        start = it.offset - len(data) - 16
+        offsets.append(start)
+        if locs is not None:
+            loc = _location_or_none(data, 0, len(data), path, i, start)
+            if loc is None:
+                locs = None
+            else:
+                locs.append(loc)
+    if progress is not None:
+        progress(it.offset, it.offset)
+    return _make_index(offsets, it.offset, locs)
+
+
+def create_index(
+    tfrecord: str | os.PathLike[str],
+    *,
+    locations: bool = True,
+    index_path: str | os.PathLike[str] | None = None,
+    fmt: IndexFormat = "npz",
+    write: bool = True,
+    compression: CompressionArg | str = "auto",
+    verify: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TFRecordIndex:
+    """Index a TFRecord file and (by default) write the index beside it.
+
+    Parameters
+    ----------
+    tfrecord
+        The TFRecord file.
+    locations
+        Also record each tile's ``(loc_x, loc_y)`` (npz only) when every
+        record has both.
+    index_path
+        Where to write; default :func:`index_path_for` ``(tfrecord, fmt)``.
+    fmt
+        ``"npz"`` (Slideflow), ``"npy"`` (older Slideflow) or ``"text"``
+        (``offset length`` lines for DALI and the ``tfrecord`` package).
+    write
+        Write the file (atomically); with ``False`` only return the index.
+    verify
+        Check data CRCs as well as length CRCs.
+    progress
+        ``progress(bytes_done, bytes_total)`` callback.
+
+    Returns
+    -------
+    TFRecordIndex
+
+    Raises
+    ------
+    CorruptRecordError, TruncatedRecordError
+        The file is not a valid TFRecord.
+    """
+    index = scan_index(
+        tfrecord,
+        locations=locations and fmt == "npz",
+        compression=compression,
+        verify=verify,
+        progress=progress,
+    )
+    if not write:
+        return index
+    out = Path(index_path) if index_path is not None else index_path_for(tfrecord, fmt)
+    save_index(index, out, tfrecord=tfrecord, fmt=fmt)
+    return TFRecordIndex(index.array, index.locations, out)
+
+
+def export_text_index(
+    tfrecord: str | os.PathLike[str], index_path: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write the plain-text ``offset length`` index read by NVIDIA DALI and ``tfrecord``."""
+    index = create_index(tfrecord, fmt="text", index_path=index_path, locations=False)
+    assert index.path is not None
+    return index.path
+
+
+def _stored_stat(index_path: Path) -> tuple[int, int] | None:
+    if not index_path.name.endswith(".npz"):
+        return None
+    try:
+        with np.load(index_path, allow_pickle=False) as z:
+            if "tfrecord_size" in z.files and "tfrecord_mtime_ns" in z.files:
+                return int(z["tfrecord_size"]), int(z["tfrecord_mtime_ns"])
+    except (OSError, ValueError, EOFError):
+        return None
+    return None
+
+
+def index_staleness(tfrecord: str | os.PathLike[str], index: TFRecordIndex) -> str | None:
+    """Why ``index`` does not describe ``tfrecord`` (``None`` when it does).
+
+    Checks the recorded size and mtime (tilestream indexes), that the
+    TFRecord is not newer than an index without them, and that the records
+    tile a plain file exactly (first at 0, each where the previous ends, the
+    last ending at the file size: a changed record count shows here).
+    """
+    st = os.stat(tfrecord)
+    path = index.path
+    stored = _stored_stat(path) if path is not None else None
+    if stored is not None:
+        if stored[0] != st.st_size:
+            return f"the TFRecord is {st.st_size} bytes, the index was made for {stored[0]}"
+        if stored[1] != st.st_mtime_ns:
+            return "the TFRecord was modified after its index was made"
+    elif path is not None and os.stat(path).st_mtime_ns < st.st_mtime_ns:
+        return "the TFRecord is newer than its index"
+    arr = index.array
+    with open(tfrecord, "rb") as f:
+        compressed = detect_compression(f.read(HEADER_SIZE)) is not None
+    if compressed:
+        return None if stored is not None else "compressed TFRecord without a recorded size"
+    if len(arr) == 0:
+        return None if st.st_size == 0 else "the index is empty but the TFRecord is not"
+    offs, lens = arr[:, 0], arr[:, 1]
+    if offs[0] != 0 or np.any(lens < 16) or np.any(offs[1:] != offs[:-1] + lens[:-1]):
+        return "the index's records do not follow each other"
+    if int(offs[-1] + lens[-1]) != st.st_size:
+        return (
+            f"the index covers {int(offs[-1] + lens[-1])} bytes in {len(arr)} records, "
+            f"the TFRecord has {st.st_size}"
+        )
+    return None
+
+
+def load_index(
+    tfrecord: str | os.PathLike[str],
+    *,
+    index_path: str | os.PathLike[str] | None = None,
+    rebuild: bool = True,
+    write: bool = True,
+    locations: bool = True,
+) -> TFRecordIndex:
+    """Load the index of ``tfrecord``, creating or rebuilding it when needed.
+
+    Parameters
+    ----------
+    tfrecord
+        The TFRecord file.
+    index_path
+        A specific index file; default :func:`find_index`.
+    rebuild
+        Build a missing, unreadable or stale index (default). With ``False``
+        those raise :class:`~tilestream.errors.InvalidTFRecordIndex`.
+    write
+        Save a rebuilt index as ``<name>.index.npz`` (skipped, with a debug
+        log, where the folder is read-only).
+    locations
+        Record tile locations when building.
+
+    Raises
+    ------
+    InvalidTFRecordIndex
+        The index is missing, unreadable or stale and ``rebuild`` is off.
+    """
+    found = Path(index_path) if index_path is not None else find_index(tfrecord)
+    reason = "no index file"
+    if found is not None:
+        try:
+            index = read_index_file(found)
+            stale = index_staleness(tfrecord, index)
+        except InvalidTFRecordIndex as exc:
+            stale = str(exc)
+        if stale is None:
+            return index
+        reason = f"stale index {found}: {stale}"
+        if not rebuild:
+            raise InvalidTFRecordIndex(stale, path=found)
+        log.warning("%s: %s; rebuilding it", os.fspath(tfrecord), reason)
+    elif not rebuild:
+        raise InvalidTFRecordIndex("no index file", path=tfrecord)
+    index = scan_index(tfrecord, locations=locations)
+    if not write:
+        return index
+    out = index_path_for(tfrecord, "npz")
+    try:
+        save_index(index, out, tfrecord=tfrecord)
+    except OSError as exc:
+        log.debug("%s: cannot write index %s (%s): %s", tfrecord, out, exc, reason)
+        return index
+    return TFRecordIndex(index.array, index.locations, out)

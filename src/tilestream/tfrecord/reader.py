@@ -1,0 +1,396 @@
+"""Sequential reading of TFRecord files: raw payloads, or decoded Examples.
+
+The reader pulls the file in large chunks and cuts records out of them, so
+the per-record cost is a header unpack, two CRCs and one slice. Errors name
+the file, the record number and its byte offset; a length field that points
+beyond the end of the file is reported as truncation, never allocated.
+
+Examples
+--------
+>>> import io
+>>> from tilestream.tfrecord.framing import frame
+>>> data = frame(b"one") + frame(b"two")
+>>> list(iter_records(io.BytesIO(data)))
+[b'one', b'two']
+>>> it = iter_records(io.BytesIO(data[:-3]), allow_truncated=True)
+>>> list(it), it.truncated_at
+([b'one'], 19)
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tilestream.errors import CorruptRecordError, TruncatedRecordError
+from tilestream.tfrecord._crc import _crc
+from tilestream.tfrecord.example import parse_example
+from tilestream.tfrecord.framing import (
+    HEADER_SIZE,
+    CompressionArg,
+    Source,
+    Stream,
+    detect_compression,
+    normalize_compression,
+    open_stream,
+    source_name,
+    wrap_stream_error,
+)
+
+__all__ = ["RecordIterator", "iter_examples", "iter_records"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 4 << 20
+_MAX_READ = 64 << 20
+_HEAD = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+_DELTA = 0xA282EAD8
+
+
+class RecordIterator(Iterator[bytes]):
+    """Iterator over the raw payloads of a TFRecord stream.
+
+    Returned by :func:`iter_records`. Besides iterating, it tells how far it
+    got: ``records`` read so far, ``offset`` (bytes consumed in the
+    uncompressed stream) and, when a truncated file was read with
+    ``allow_truncated=True``, ``truncated_at`` (offset of the incomplete
+    record) and ``error`` (the :class:`~tilestream.errors.TruncatedRecordError`
+    that was not raised).
+
+    Attributes
+    ----------
+    path : str | None
+    records : int
+    offset : int
+    truncated_at : int | None
+    error : TruncatedRecordError | None
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        compression: CompressionArg | str = "auto",
+        verify: bool = True,
+        allow_truncated: bool = False,
+        on_truncated: Callable[[TruncatedRecordError], None] | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        self.path = source_name(source)
+        self.records = 0
+        self.offset = 0
+        self.truncated_at: int | None = None
+        self.error: TruncatedRecordError | None = None
+        self._source = source
+        self._compression = normalize_compression(compression)
+        self._verify = verify
+        self._allow_truncated = allow_truncated
+        self._on_truncated = on_truncated
+        self._chunk = max(int(chunk_size), 64)
+        self._gen: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._gen is None:
+            self._gen = self._records()
+        return self._gen
+
+    def __next__(self) -> bytes:
+        return next(iter(self))
+
+    def close(self) -> None:
+        """Stop iterating and close the file (if this iterator opened it)."""
+        if self._gen is not None:
+            self._gen.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> RecordIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _truncated(self, message: str, record: int, offset: int) -> None:
+        err = TruncatedRecordError(message, path=self.path, record=record, offset=offset)
+        if not self._allow_truncated:
+            raise err
+        self.truncated_at = offset
+        self.error = err
+        log.warning("%s; read %d intact records before it", err, record)
+        if self._on_truncated is not None:
+            self._on_truncated(err)
+
+    def _records(self) -> Iterator[bytes]:
+        if isinstance(self._source, (str, os.PathLike)):
+            mapped = _map_plain_file(self._source, self._compression)
+            if mapped is not None:
+                with mapped:
+                    yield from self._frames_mapped(mapped)
+                return
+        try:
+            stream = open_stream(self._source, self._compression)
+        except (OSError, EOFError, zlib.error) as exc:
+            if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
+                raise
+            raise wrap_stream_error(exc, path=self.path, record=0, offset=0) from exc
+        with stream:
+            yield from self._frames(stream)
+
+    def _frames_mapped(self, buf: mmap.mmap) -> Iterator[bytes]:
+        """The loop over a memory-mapped plain file: no refills, one copy per record."""
+        path = self.path
+        verify = self._verify
+        unpack = _HEAD.unpack_from
+        unpack32 = _U32.unpack_from
+        crc = _crc
+        delta = _DELTA
+        size = len(buf)
+        pos = 0
+        n = 0
+        while pos + 12 <= size:
+            length, lcrc = unpack(buf, pos)
+            if verify:
+                c = crc(buf[pos : pos + 8])
+                if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                    raise CorruptRecordError(
+                        "length CRC mismatch (not a TFRecord file, or a corrupt header)",
+                        path=path,
+                        record=n,
+                        offset=pos,
+                    )
+            end = pos + 16 + length
+            if end > size:
+                self._truncated(
+                    f"record declares {length} data bytes but the file ends "
+                    f"{size - pos} bytes after the record start",
+                    n,
+                    pos,
+                )
+                return
+            data = buf[pos + 12 : end - 4]
+            if verify:
+                c = crc(data)
+                if unpack32(buf, end - 4)[0] != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                    raise CorruptRecordError(
+                        f"data CRC mismatch (record of {length} bytes)",
+                        path=path,
+                        record=n,
+                        offset=pos,
+                    )
+            n += 1
+            pos = end
+            self.records = n
+            self.offset = end
+            yield data
+        if pos < size:
+            self._truncated(
+                f"file ends inside a record header ({size - pos} of 12 bytes present)", n, pos
+            )
+
+    def _frames(self, stream: Stream) -> Iterator[bytes]:
+        path = self.path
+        verify = self._verify
+        chunk = self._chunk
+        size = stream.size
+        read = stream.read
+        unpack = _HEAD.unpack_from
+        unpack32 = _U32.unpack_from
+        crc = _crc
+        delta = _DELTA
+        buf = b""
+        pos = 0  # position in buf of the next record
+        base = 0  # stream offset of buf[0]
+        n = 0  # records yielded
+        eof = False
+        while True:
+            blen = len(buf)
+            # ---- fast path: whole records inside the buffer
+            while pos + 12 <= blen:
+                length, lcrc = unpack(buf, pos)
+                if verify:
+                    c = crc(buf[pos : pos + 8])
+                    if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                        self.offset = base + pos
+                        raise CorruptRecordError(
+                            "length CRC mismatch (not a TFRecord file, or a corrupt header)",
+                            path=path,
+                            record=n,
+                            offset=base + pos,
+                        )
+                end = pos + 16 + length
+                if end > blen:
+                    break
+                data = buf[pos + 12 : end - 4]
+                if verify:
+                    c = crc(data)
+                    if unpack32(buf, end - 4)[0] != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                        self.offset = base + pos
+                        raise CorruptRecordError(
+                            f"data CRC mismatch (record of {length} bytes)",
+                            path=path,
+                            record=n,
+                            offset=base + pos,
+                        )
+                n += 1
+                pos = end
+                self.records = n
+                self.offset = base + end
+                yield data
+            # ---- need more bytes: how many?
+            avail = blen - pos
+            if avail >= 12:
+                length = unpack(buf, pos)[0]
+                need = 16 + length - avail
+                if size is not None and base + pos + 16 + length > size:
+                    self._truncated(
+                        f"record declares {length} data bytes but the file ends "
+                        f"{size - (base + pos)} bytes after the record start",
+                        n,
+                        base + pos,
+                    )
+                    return
+            else:
+                need = 12 - avail
+            if eof:
+                if avail == 0:
+                    return
+                what = "record header" if avail < 12 else "record"
+                self._truncated(
+                    f"file ends inside a {what} ({avail} of {avail + need} bytes present)",
+                    n,
+                    base + pos,
+                )
+                return
+            # ---- refill, never asking for more than exists (absurd lengths)
+            pieces = [buf[pos:]] if avail else []
+            got = 0
+            want = max(need, chunk)
+            while got < need:
+                try:
+                    piece = read(min(want - got, _MAX_READ))
+                except EOFError as exc:
+                    self._truncated(f"compressed stream ends early ({exc})", n, base + pos)
+                    return
+                except (OSError, zlib.error) as exc:
+                    raise wrap_stream_error(exc, path=path, record=n, offset=base + pos) from exc
+                if not piece:
+                    eof = True
+                    break
+                pieces.append(piece)
+                got += len(piece)
+            base += pos
+            pos = 0
+            buf = b"".join(pieces) if len(pieces) != 1 else pieces[0]
+
+
+def _map_plain_file(
+    path: str | os.PathLike[str], compression: CompressionArg | str
+) -> mmap.mmap | None:
+    """Memory-map a non-empty, uncompressed TFRecord file; ``None`` for other files."""
+    comp = normalize_compression(compression)
+    if comp not in ("auto", None):
+        return None
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < HEADER_SIZE:
+            return None
+        if comp == "auto" and detect_compression(f.read(HEADER_SIZE)) is not None:
+            return None
+        try:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # e.g. a pipe or a special file
+            return None
+
+
+def iter_records(
+    source: Source,
+    *,
+    compression: CompressionArg | str = "auto",
+    verify: bool = True,
+    allow_truncated: bool = False,
+    on_truncated: Callable[[TruncatedRecordError], None] | None = None,
+) -> RecordIterator:
+    """Iterate over the raw payloads of a TFRecord file.
+
+    Parameters
+    ----------
+    source
+        A path or a binary file object (read from its current position, not closed).
+    compression
+        ``"auto"`` (default: detect GZIP/ZLIB from the first bytes), ``None``,
+        ``"gzip"`` or ``"zlib"``.
+    verify
+        Check both CRCs of every record (default). Turning it off is faster
+        but lets corrupt payloads through.
+    allow_truncated
+        When the file ends inside a record, stop after the last intact record
+        instead of raising; a warning is logged and the iterator's
+        ``truncated_at``/``error`` tell where it stopped.
+    on_truncated
+        Called with the :class:`~tilestream.errors.TruncatedRecordError` when
+        ``allow_truncated`` swallows one.
+
+    Returns
+    -------
+    RecordIterator
+        An iterator of ``bytes`` payloads.
+
+    Raises
+    ------
+    CorruptRecordError
+        A CRC does not match, or the data is not a TFRecord stream.
+    TruncatedRecordError
+        The file ends inside a record (unless ``allow_truncated``).
+
+    Examples
+    --------
+    >>> import io
+    >>> from tilestream.tfrecord.framing import frame
+    >>> bad = bytearray(frame(b"payload")); bad[14] ^= 1
+    >>> list(iter_records(io.BytesIO(bytes(bad))))
+    Traceback (most recent call last):
+    ...
+    tilestream.errors.CorruptRecordError: record 0 at byte 0: data CRC mismatch (record of 7 bytes)
+    >>> list(iter_records(io.BytesIO(bytes(bad)), verify=False))
+    [b'paxload']
+    """
+    return RecordIterator(
+        source,
+        compression=compression,
+        verify=verify,
+        allow_truncated=allow_truncated,
+        on_truncated=on_truncated,
+    )
+
+
+def iter_examples(
+    source: Source,
+    *,
+    compression: CompressionArg | str = "auto",
+    verify: bool = True,
+    squeeze: bool = True,
+    allow_truncated: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Iterate over the records of a file decoded with :func:`parse_example`.
+
+    Examples
+    --------
+    >>> import io
+    >>> from tilestream.tfrecord.example import serialized_record
+    >>> from tilestream.tfrecord.framing import frame
+    >>> f = io.BytesIO(frame(serialized_record("s", b"img", 1, 2)))
+    >>> [(r["slide"], r["loc_x"]) for r in iter_examples(f)]
+    [(b's', 1)]
+    """
+    it = RecordIterator(
+        source, compression=compression, verify=verify, allow_truncated=allow_truncated
+    )
+    path = it.path
+    for i, data in enumerate(it):
+        yield parse_example(data, squeeze=squeeze, path=path, record=i)

@@ -1,0 +1,217 @@
+"""Atomic TFRecord writing, with the Slideflow index written beside the file.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from tilestream.tfrecord.example import serialized_record
+>>> from tilestream.tfrecord.reader import iter_records
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> with TFRecordWriter(d / "s1.tfrecords") as w:
+...     w.write(serialized_record("s1", b"img", 0, 0), location=(0, 0))
+...     w.write(serialized_record("s1", b"img", 256, 0), location=(256, 0))
+>>> sorted(p.name for p in d.iterdir())
+['s1.index.npz', 's1.tfrecords']
+>>> len(list(iter_records(d / "s1.tfrecords")))
+2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import zlib
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import numpy as np
+
+from tilestream._util.atomic import atomic_path
+from tilestream.errors import ConfigError
+from tilestream.tfrecord._crc import _crc
+from tilestream.tfrecord.framing import CompressionArg, normalize_compression
+
+__all__ = ["TFRecordWriter"]
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+_DELTA = 0xA282EAD8
+_BUFFER = 1 << 20
+
+
+class _Compressor:
+    """Stream compressor writing GZIP (as TensorFlow does) or ZLIB."""
+
+    def __init__(self, fh: BinaryIO, kind: str) -> None:
+        wbits = 31 if kind == "gzip" else 15
+        self._fh = fh
+        self._c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, wbits)
+
+    def write(self, data: bytes) -> None:
+        out = self._c.compress(data)
+        if out:
+            self._fh.write(out)
+
+    def finish(self) -> None:
+        self._fh.write(self._c.flush())
+
+
+class TFRecordWriter:
+    """Write records to a TFRecord file that appears only when complete.
+
+    Records go to a temporary file beside ``path``; :meth:`close` flushes,
+    fsyncs and renames it onto ``path``. Leaving a ``with`` block through an
+    exception discards the temporary file and leaves ``path`` untouched.
+
+    Parameters
+    ----------
+    path
+        The TFRecord file to write.
+    compression
+        ``None`` (default), ``"gzip"`` or ``"zlib"``.
+    index
+        Also write ``<name>.index.npz`` beside the file (Slideflow's format:
+        ``arr_0`` offsets and lengths; ``locations`` when every
+        :meth:`write` gave one). For compressed files the offsets are in
+        the uncompressed stream.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    count : int
+        Records written so far.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        compression: CompressionArg | str = None,
+        index: bool = True,
+    ) -> None:
+        comp = normalize_compression(compression)
+        if comp == "auto":
+            raise ConfigError("a writer needs an explicit compression: None, 'gzip' or 'zlib'")
+        self.path = Path(path)
+        self.compression = comp
+        self.index = index
+        self.count = 0
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        self._locations: list[tuple[int, int]] | None = [] if index else None
+        self._pos = 0
+        self._stack = contextlib.ExitStack()
+        self._closed = False
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        try:
+            self._fh: BinaryIO = self._stack.enter_context(
+                open(tmp, "wb", buffering=_BUFFER)  # noqa: SIM115
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        self._compressor = _Compressor(self._fh, comp) if comp else None
+        self._write = self._compressor.write if self._compressor else self._fh.write
+
+    def write(self, record: bytes, *, location: tuple[int, int] | None = None) -> None:
+        """Append one record (a serialized ``tf.train.Example``, or any bytes).
+
+        Parameters
+        ----------
+        record
+            The payload.
+        location
+            The tile's ``(x, y)``, stored in the index's ``locations``.
+        """
+        if self._closed:
+            raise ConfigError(f"{self.path}: cannot write to a closed TFRecordWriter")
+        n = len(record)
+        header = _LEN.pack(n)
+        c = _crc(header)
+        d = _crc(record)
+        self._write(
+            header
+            + _CRC.pack((((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF)
+            + record
+            + _CRC.pack((((d >> 15) | (d << 17)) + _DELTA) & 0xFFFFFFFF)
+        )
+        if self.index:
+            self._offsets.append(self._pos)
+            self._lengths.append(n + 16)
+            if self._locations is not None:
+                if location is None:
+                    self._locations = None
+                else:
+                    self._locations.append((int(location[0]), int(location[1])))
+        self._pos += n + 16
+        self.count += 1
+
+    def flush(self) -> None:
+        """Flush buffered records to the temporary file."""
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Finish the file: flush, fsync, rename into place, then write the index."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._compressor is not None:
+                self._compressor.finish()
+            self._fh.flush()  # atomic_path fsyncs and renames
+        except BaseException:
+            self._stack.__exit__(*_exc_info())
+            raise
+        self._stack.close()
+        if self.index:
+            self._write_index()
+
+    def abort(self) -> None:
+        """Discard everything written; ``path`` is left untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        err = RuntimeError("TFRecordWriter aborted")
+        with contextlib.suppress(RuntimeError):
+            self._stack.__exit__(RuntimeError, err, None)
+
+    def _write_index(self) -> None:
+        from tilestream.tfrecord.index import TFRecordIndex, index_path_for, save_index
+
+        arr = np.empty((len(self._offsets), 2), dtype=np.int64)
+        arr[:, 0] = self._offsets
+        arr[:, 1] = self._lengths
+        locs = None
+        if self._locations is not None and len(self._locations) == len(self._offsets):
+            locs = np.array(self._locations, dtype=np.int64).reshape(-1, 2)
+        index = TFRecordIndex(arr, locs)
+        save_index(index, index_path_for(self.path), tfrecord=self.path)
+
+    def __enter__(self) -> TFRecordWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:  # an unclosed writer never publishes a partial file
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.abort()
+
+
+def _exc_info() -> tuple[type[BaseException] | None, BaseException | None, TracebackType | None]:
+    import sys
+
+    return sys.exc_info()
