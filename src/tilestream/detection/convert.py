@@ -646,6 +646,7 @@ def convert(
                 summary.reencoded_images += res.reencoded
             if progress is not None:
                 progress(done, total)
+        problems.sort(key=lambda p: (p.file, p.image or "", -1 if p.object is None else p.object))
         if policy == "fail" and problems:
             raise_problems(problems, source=source.source)
         summary.problems = problems
