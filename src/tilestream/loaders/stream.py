@@ -1,0 +1,480 @@
+"""Framework-free record streams: one file, or many interleaved by weight.
+
+:func:`tfrecord_loader` reads one TFRecord, :func:`multi_tfrecord_loader`
+interleaves many. Both read records by index offsets (one ``pread`` each), so
+sharding and shuffling never read a record a shard does not need.
+
+Sharding splits *records*, not files (see :mod:`tilestream.loaders.sharding`):
+for ``shard=(i, n)`` the ``n`` shards together read every record exactly once
+(in finite mode), whatever the number of files. The per-epoch order of a file's
+records depends only on ``(seed, epoch, file)``, so every shard computes the
+same order and takes its own positions of it; the interleaving between files
+depends on ``(seed, epoch, shard)``.
+
+Examples
+--------
+>>> import tempfile, os
+>>> from tilestream.loaders.stream import _write_demo
+>>> d = tempfile.mkdtemp()
+>>> paths = [_write_demo(os.path.join(d, f"{s}.tfrecords"), s, n) for s, n in [("a", 3), ("b", 2)]]
+>>> [r["loc_x"] for r in tfrecord_loader(paths[0])]
+[0, 1, 2]
+>>> got = [(r["slide"], r["loc_x"]) for r in multi_tfrecord_loader(paths, infinite=False, seed=1)]
+>>> sorted(got)
+[(b'a', 0), (b'a', 1), (b'a', 2), (b'b', 0), (b'b', 1)]
+>>> shards = [list(multi_tfrecord_loader(paths, infinite=False, shard=(i, 2), seed=1))
+...           for i in range(2)]
+>>> [len(s) for s in shards]
+[3, 2]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tilestream.errors import ConfigError, CorruptRecordError, UnsupportedRecordError
+from tilestream.loaders._io import FileHandles, file_size, frame_sizes, load_offsets, read_record
+from tilestream.loaders.sampling import (
+    WeightedSampler,
+    WeightSpec,
+    match_files,
+    normalize_weights,
+)
+from tilestream.loaders.sharding import shard_ranges, validate_shard
+
+__all__ = [
+    "ClipSpec",
+    "RecordSource",
+    "RecordStream",
+    "multi_tfrecord_loader",
+    "open_sources",
+    "tfrecord_loader",
+]
+
+log = logging.getLogger(__name__)
+
+#: Records to keep per file: one cap for all, or ``{file: cap}`` (files not named are not clipped).
+ClipSpec = int | Mapping[str | os.PathLike[str], int] | None
+OnError = Literal["raise", "skip"]
+Parser = Callable[[bytes], Any]
+
+
+@dataclass(frozen=True)
+class RecordSource:
+    """One TFRecord file ready for random access: its path and record frames.
+
+    Attributes
+    ----------
+    path
+        The file.
+    offsets
+        Byte offset of each record kept (after clipping).
+    sizes
+        Bytes each record's frame spans.
+    """
+
+    path: str
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def _clip_values(clip: ClipSpec, paths: Sequence[str]) -> list[int | None]:
+    if clip is None:
+        return [None] * len(paths)
+    if isinstance(clip, Mapping):
+        values = match_files(clip, paths, what="clip", require_all=False)
+    else:
+        values = [clip] * len(paths)
+    for p, v in zip(paths, values, strict=True):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0):
+            raise ConfigError(f"clip must be a non-negative integer, got {v!r} for {p}")
+    return [None if v is None else int(v) for v in values]
+
+
+def open_sources(
+    paths: Sequence[str | os.PathLike[str]],
+    indices: Sequence[Any] | None = None,
+    *,
+    clip: ClipSpec = None,
+) -> list[RecordSource]:
+    """Check files and load their record offsets, once, before any iteration.
+
+    Parameters
+    ----------
+    paths
+        Uncompressed TFRecord files.
+    indices
+        Per file: offsets, an index file, or None (the index beside the file, or a scan).
+    clip
+        Cap on records per file: an int, or ``{file: cap}``.
+
+    Raises
+    ------
+    TFRecordError
+        A file is missing or unreadable.
+    EmptyTFRecordsError
+        A file holds no records, or no paths are given.
+    InvalidTFRecordIndex
+        An index does not fit its file.
+    ConfigError
+        Bad ``clip`` or ``indices``.
+    """
+    from tilestream.errors import EmptyTFRecordsError
+
+    names = [os.fspath(p) for p in paths]
+    if not names:
+        raise EmptyTFRecordsError("no TFRecord files given")
+    if indices is not None and len(indices) != len(names):
+        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
+    clips = _clip_values(clip, names)
+    out = []
+    for i, path in enumerate(names):
+        offsets = load_offsets(path, None if indices is None else indices[i])
+        sizes = frame_sizes(offsets, file_size(path))
+        cap = clips[i]
+        if cap is not None:
+            offsets, sizes = offsets[:cap], sizes[:cap]
+        out.append(RecordSource(path, offsets, sizes))
+    return out
+
+
+class RecordStream(Iterator[Any]):
+    """An iterator of parsed records that counts the records it skipped.
+
+    Attributes
+    ----------
+    skipped
+        Records skipped as corrupt (``on_error="skip"`` only).
+    """
+
+    def __init__(self, gen_factory: Callable[[RecordStream], Iterator[Any]]) -> None:
+        self.skipped = 0
+        self._it = gen_factory(self)
+
+    def __iter__(self) -> RecordStream:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+
+def _order_rng(seed: int, epoch: int, file: int, cycle: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, file, cycle]))
+
+
+def _stream(
+    stats: RecordStream,
+    sources: list[RecordSource],
+    *,
+    weights: np.ndarray | None,
+    infinite: bool,
+    interleave: bool,
+    shard: tuple[int, int] | None,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    epoch_length: int | None,
+    parser: Parser | None,
+    on_error: OnError,
+    verify: bool,
+    with_location: bool,
+) -> Iterator[Any]:
+    lengths = [len(s) for s in sources]
+    ranges = shard_ranges(lengths, shard)
+    if infinite and not any(len(r) for r in ranges):
+        # More shards than records: an infinite shard reads everything rather than nothing.
+        ranges = [range(n) for n in lengths]
+    nfiles = len(sources)
+    cursors = [0] * nfiles
+    cycles = [0] * nfiles
+    orders: list[np.ndarray | None] = [None] * nfiles
+
+    def order(f: int) -> np.ndarray:
+        cached = orders[f]
+        if cached is None:
+            n = lengths[f]
+            if shuffle:
+                cached = _order_rng(seed, epoch, f, cycles[f]).permutation(n)
+            else:
+                cached = np.arange(n)
+            orders[f] = cached
+        return cached
+
+    active = np.array([len(r) > 0 for r in ranges])
+    w = np.ones(nfiles) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = np.where(active, w, 0.0)
+    shard_index = -1 if shard is None else shard[0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, shard_index + 1, 1 << 20]))
+    if not np.any(w > 0):
+        return
+    sampler = WeightedSampler(w, rng) if interleave else None
+    sequential = [f for f in range(nfiles) if w[f] > 0]
+    seq_pos = 0
+    handles = FileHandles()
+    parse = parser
+    produced = 0
+    failures_in_a_row = 0
+    limit = sum(len(r) for r in ranges) + 1
+    try:
+        while epoch_length is None or produced < epoch_length:
+            if sampler is not None:
+                if len(sampler) == 0:
+                    return
+                f = sampler.sample()
+            else:
+                if seq_pos >= len(sequential):
+                    if not infinite:
+                        return
+                    seq_pos = 0
+                f = sequential[seq_pos]
+            r = ranges[f]
+            c = cursors[f]
+            record = int(order(f)[r[c]])
+            c += 1
+            if c == len(r):
+                if infinite:
+                    c = 0
+                    cycles[f] += 1
+                    orders[f] = None
+                elif sampler is not None:
+                    sampler.remove(f)
+                else:
+                    seq_pos += 1
+            cursors[f] = c
+            src = sources[f]
+            offset = int(src.offsets[record])
+            try:
+                data = read_record(
+                    handles.get(src.path),
+                    src.path,
+                    record,
+                    offset,
+                    int(src.sizes[record]),
+                    verify=verify,
+                )
+                item = data if parse is None else parse(data)
+            except (CorruptRecordError, UnsupportedRecordError) as exc:
+                if exc.path is None or getattr(exc, "record", None) is None:
+                    err = CorruptRecordError(
+                        getattr(exc, "message", str(exc)),
+                        path=src.path,
+                        record=record,
+                        offset=offset,
+                    )
+                    err.__cause__ = exc
+                else:
+                    err = exc  # type: ignore[assignment]
+                if on_error == "raise":
+                    raise err from exc
+                stats.skipped += 1
+                failures_in_a_row += 1
+                log.warning("skipping record (%d skipped so far): %s", stats.skipped, err)
+                if failures_in_a_row > limit:
+                    raise CorruptRecordError(
+                        f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
+                        path=src.path,
+                    ) from exc
+                continue
+            failures_in_a_row = 0
+            produced += 1
+            yield (item, src.path, record) if with_location else item
+    finally:
+        handles.close()
+
+
+def _check_common(
+    on_error: str, shuffle: bool, shard: tuple[int, int] | None, seed: int | None
+) -> int:
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if seed is None:
+        if shuffle and shard is not None and shard[1] > 1:
+            raise ConfigError(
+                "shuffling a sharded stream needs a seed shared by every shard (pass seed=)"
+            )
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def tfrecord_loader(
+    path: str | os.PathLike[str],
+    index: Any = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    clip: int | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    epoch: int = 0,
+    parser: Parser | None = None,
+    on_error: OnError = "raise",
+    verify: bool = True,
+) -> RecordStream:
+    """Stream the records of one TFRecord file, in order or shuffled per epoch.
+
+    Parameters
+    ----------
+    path
+        An uncompressed TFRecord file.
+    index
+        Offsets, an index file, or None (the index beside the file, or a scan of
+        the framing; the shard is honoured either way).
+    shard
+        ``(i, n)``: read only shard ``i`` of ``n`` disjoint parts of the records.
+    clip
+        Read at most this many records (the first ones).
+    shuffle
+        Shuffle the records, with an order fixed by ``(seed, epoch)``.
+    seed, epoch
+        The shuffle's seed and epoch. Sharded shuffling needs an explicit seed.
+    parser
+        Called on each record's payload (bytes); default
+        :func:`tilestream.tfrecord.parse_example`.
+    on_error
+        ``"raise"`` (default): a corrupt record raises
+        :class:`~tilestream.errors.CorruptRecordError` naming file, record and
+        offset. ``"skip"``: log it, count it in ``stream.skipped``, go on.
+    verify
+        Check the CRCs of every record.
+
+    Returns
+    -------
+    RecordStream
+        An iterator of parsed records.
+    """
+    return multi_tfrecord_loader(
+        [path],
+        None if index is None else [index],
+        infinite=False,
+        shard=shard,
+        clip=clip,
+        shuffle=shuffle,
+        seed=seed,
+        epoch=epoch,
+        parser=parser,
+        on_error=on_error,
+        verify=verify,
+    )
+
+
+def _default_parser() -> Parser:
+    from tilestream.tfrecord import parse_example
+
+    return parse_example
+
+
+def multi_tfrecord_loader(
+    paths: Sequence[str | os.PathLike[str]] | Sequence[RecordSource],
+    indices: Sequence[Any] | None = None,
+    *,
+    weights: WeightSpec | None = None,
+    infinite: bool = True,
+    shard: tuple[int, int] | None = None,
+    clip: ClipSpec = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    epoch: int = 0,
+    epoch_length: int | None = None,
+    interleave: bool = True,
+    parser: Parser | None = None,
+    on_error: OnError = "raise",
+    verify: bool = True,
+    with_location: bool = False,
+) -> RecordStream:
+    """Interleave the records of many TFRecord files, choosing files by weight.
+
+    Parameters
+    ----------
+    paths
+        Uncompressed TFRecord files (or sources from :func:`open_sources`).
+    indices
+        Per file: offsets, an index file or None.
+    weights
+        Per file, a list in file order or ``{file: weight}`` (path, name or
+        stem); any positive scale, normalised. None is uniform. The next file is
+        drawn in ``O(log n)``.
+    infinite
+        Restart each file (reshuffled) when it runs out, forever (or for
+        ``epoch_length`` records). In finite mode exhausted files drop out and
+        the remaining weights renormalise; every record of the shard is read
+        exactly once (files of weight 0 are not read).
+    shard
+        ``(i, n)``: read shard ``i`` of ``n`` disjoint parts of the records.
+    clip
+        Records per file: an int, or ``{file: cap}``.
+    shuffle
+        Shuffle each file's records per epoch (order fixed by ``(seed, epoch)``).
+    seed, epoch
+        Make the stream deterministic: the same seed and epoch give the same stream.
+    epoch_length
+        Stop after this many records (for infinite streams).
+    interleave
+        Choose files at random by weight (default); False reads files one after
+        another in order.
+    parser, on_error, verify
+        As for :func:`tfrecord_loader`.
+    with_location
+        Yield ``(record, path, record_number)`` instead of the record alone.
+
+    Returns
+    -------
+    RecordStream
+        An iterator of parsed records.
+
+    Raises
+    ------
+    ConfigError, TFRecordError
+        Bad options, or missing, empty or unreadable files, at call time.
+    """
+    shard = validate_shard(shard)
+    seed_value = _check_common(on_error, shuffle, shard, seed)
+    if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 0):
+        raise ConfigError(f"epoch_length must be a non-negative integer, got {epoch_length!r}")
+    sources: list[RecordSource]
+    if paths and all(isinstance(p, RecordSource) for p in paths):
+        sources = [p for p in paths if isinstance(p, RecordSource)]
+    else:
+        sources = open_sources(
+            [p for p in paths if not isinstance(p, RecordSource)], indices, clip=clip
+        )
+    w = normalize_weights(weights, [s.path for s in sources]) if weights is not None else None
+    parse = parser if parser is not None else _default_parser()
+    return RecordStream(
+        lambda stats: _stream(
+            stats,
+            sources,
+            weights=w,
+            infinite=infinite,
+            interleave=interleave,
+            shard=shard,
+            shuffle=shuffle,
+            seed=seed_value,
+            epoch=int(epoch),
+            epoch_length=epoch_length,
+            parser=parse,
+            on_error=on_error,
+            verify=verify,
+            with_location=with_location,
+        )
+    )
+
+
+def _write_demo(path: str, slide: str, n: int) -> str:
+    """Write a tiny Slideflow-schema TFRecord (for the examples)."""
+    from tilestream.tfrecord import TFRecordWriter, serialized_record
+
+    with TFRecordWriter(path) as w:
+        for i in range(n):
+            w.write(serialized_record(slide, b"\xff\xd8", i, 0))
+    return str(Path(path))
