@@ -1,0 +1,455 @@
+"""PyTorch datasets: :class:`TileDataset` (streaming) and :class:`IndexedTileDataset`.
+
+Both hold paths and offsets, never open files, so they pickle cheaply into
+DataLoader workers; files are opened lazily in each worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from tilestream._util.optional import require
+from tilestream.errors import AnnotationError, ConfigError
+from tilestream.loaders._io import FileHandles, read_record
+from tilestream.loaders.augment import augment_image, parse_augment
+from tilestream.loaders.labels import Balance, slide_name_of
+from tilestream.loaders.parser import decode_rgb
+from tilestream.loaders.sampling import WeightSpec
+from tilestream.loaders.sharding import distributed_context, global_shard, split_count
+from tilestream.loaders.stream import ClipSpec, RecordStream, multi_tfrecord_loader
+from tilestream.loaders.tiles import TilePlan, plan_tiles
+
+torch = require("torch", extra="torch", purpose="tilestream.torch datasets")
+
+__all__ = ["IndexedTileDataset", "TileDataset"]
+
+_IterableDataset: Any = torch.utils.data.IterableDataset
+_MapDataset: Any = torch.utils.data.Dataset
+
+OnError = Literal["raise", "skip"]
+
+
+class _TileParser:
+    """Payload -> (image tensor, slide, loc_x, loc_y), with augmentation."""
+
+    def __init__(
+        self,
+        *,
+        augment: str,
+        standardize: bool,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None,
+        img_size: int | None,
+    ) -> None:
+        self.augment = augment
+        self.standardize = standardize
+        self.normalizer = normalizer
+        self.img_size = img_size
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, data: bytes) -> tuple[Any, str | None, int, int]:
+        from tilestream.tfrecord import decode_example
+
+        ex = decode_example(data)
+        raw = ex.get("image_raw")
+        if raw is None or raw.kind != "bytes_list" or not raw.value:
+            from tilestream.errors import CorruptRecordError
+
+            raise CorruptRecordError("record has no image_raw bytes feature")
+        img = decode_rgb(raw.value[0])
+        if self.img_size is not None and img.shape[:2] != (self.img_size, self.img_size):
+            raise ConfigError(
+                f"a tile is {img.shape[1]}x{img.shape[0]} px, expected img_size={self.img_size}"
+            )
+        if self.augment:
+            img = augment_image(img, self.augment, self.rng)
+        if self.normalizer is not None:
+            img = self.normalizer(np.ascontiguousarray(img))
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        t = t.float().div_(127.5).sub_(1.0) if self.standardize else t.contiguous()
+        slide = ex.get("slide")
+        name = slide.value[0] if slide is not None and slide.kind == "bytes_list" else None
+        x = ex.get("loc_x")
+        y = ex.get("loc_y")
+        loc_x = int(x.value[0]) if x is not None and len(x.value) else 0
+        loc_y = int(y.value[0]) if y is not None and len(y.value) else 0
+        return t, (name.decode("utf-8", "replace") if name is not None else None), loc_x, loc_y
+
+
+class _Common:
+    """Options and output formatting shared by both datasets."""
+
+    plan: TilePlan
+
+    def _setup(
+        self,
+        tfrecords: Any,
+        *,
+        labels: Any,
+        label_column: str | None,
+        weights: WeightSpec | None,
+        balance: Balance | None,
+        clip: ClipSpec,
+        indices: Sequence[Any] | None,
+        seed: int,
+        augment: bool | str,
+        standardize: bool,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None,
+        img_size: int | None,
+        incl_slidenames: bool,
+        incl_loc: bool,
+        as_dict: bool,
+        on_error: str,
+        verify: bool,
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.plan = plan_tiles(
+            tfrecords,
+            labels=labels,
+            label_column=label_column,
+            weights=weights,
+            balance=balance,
+            clip=clip,
+            indices=indices,
+        )
+        self.seed = int(seed)
+        self.parser = _TileParser(
+            augment=parse_augment(augment),
+            standardize=standardize,
+            normalizer=normalizer,
+            img_size=img_size,
+        )
+        self.incl_slidenames = incl_slidenames
+        self.incl_loc = incl_loc
+        self.as_dict = as_dict
+        self.on_error: OnError = on_error  # type: ignore[assignment]
+        self.verify = verify
+        # A shared-memory epoch counter: set_epoch() reaches persistent workers too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def tfrecords(self) -> list[str]:
+        """The TFRecord files."""
+        return self.plan.paths
+
+    @property
+    def labels(self) -> dict[str, Any] | None:
+        """Label by slide name."""
+        return self.plan.labels
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """Category names, when the labels were text (label ``i`` is ``label_names[i]``)."""
+        return self.plan.label_names
+
+    @property
+    def num_records(self) -> int:
+        """Records per epoch over all ranks and workers (finite mode, after clipping)."""
+        return self.plan.num_records
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch: a new, deterministic shuffle (call before each epoch)."""
+        if isinstance(epoch, bool) or int(epoch) != epoch or epoch < 0:
+            raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self._epoch.fill_(int(epoch))
+
+    def _format(self, parsed: tuple[Any, str | None, int, int], path: str) -> Any:
+        image, slide, loc_x, loc_y = parsed
+        name = slide if slide is not None else slide_name_of(None, path)
+        if self.plan.labels is not None:
+            try:
+                label = self.plan.labels[name]
+            except KeyError:
+                raise AnnotationError(f"no label for slide {name!r}", path=path) from None
+        else:
+            label = 0
+        if self.as_dict:
+            return {"image": image, "label": label, "slide": name, "loc_x": loc_x, "loc_y": loc_y}
+        out: tuple[Any, ...] = (image, label)
+        if self.incl_slidenames:
+            out += (name,)
+        if self.incl_loc:
+            out += (loc_x, loc_y)
+        return out
+
+
+class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
+    """Tiles of many TFRecords as an ``IterableDataset`` of ``(image, label)``.
+
+    Records are split between every DataLoader worker of every distributed
+    rank: the global shard is ``rank * num_workers + worker_id`` of
+    ``world_size * num_workers``, with rank and world size from
+    ``torch.distributed`` when it is initialised, else ``RANK`` and
+    ``WORLD_SIZE``. In finite mode each record is read exactly once per epoch
+    over all ranks and workers.
+
+    Parameters
+    ----------
+    tfrecords
+        TFRecord files, or a folder of ``*.tfrecords``.
+    labels
+        ``{slide name: label}`` (the records' ``slide`` feature), or an
+        annotations CSV (with ``label_column``). Without labels, the label is 0.
+    label_column
+        The CSV column of labels; text labels become category indices.
+    weights
+        Per-file sampling weights (list or ``{file: weight}``), normalised.
+    balance
+        ``"tile"``, ``"slide"`` or ``"category"``: weights as Slideflow balances.
+    clip
+        Records per file: an int or ``{file: cap}``.
+    infinite
+        Stream forever (files restart reshuffled when they run out). With
+        ``epoch_length`` an "epoch" ends after that many records per rank.
+    epoch_length
+        Records each rank yields per epoch in infinite mode (default: all
+        records divided by the world size), the same on every rank so ranks
+        stay in step.
+    shuffle
+        Shuffle records within files and interleave files at random (per epoch).
+    seed
+        Seed of every random choice: the same seed and epoch give the same stream.
+    augment
+        Augmentation letters ``x y r j b`` or True (``n`` is not available yet).
+    standardize
+        Float32 images ``img / 127.5 - 1`` instead of uint8.
+    normalizer
+        A callable on each uint8 HWC image (after augmentation).
+    img_size
+        Expected tile size in pixels (a mismatch is an error).
+    incl_slidenames, incl_loc
+        Also yield the slide name, and ``loc_x, loc_y``.
+    as_dict
+        Yield ``{"image", "label", "slide", "loc_x", "loc_y"}`` dicts instead of tuples.
+    on_error
+        ``"raise"`` a :class:`~tilestream.errors.CorruptRecordError` naming file,
+        record and offset (default), or ``"skip"`` corrupt records (logged, counted).
+    indices
+        Per-file offsets or index files (default: beside each file, or a scan).
+    verify
+        Check record CRCs.
+
+    Notes
+    -----
+    Images are torch uint8 CHW tensors (float32 CHW with ``standardize``).
+    Use :meth:`set_epoch` before each epoch; it reaches persistent workers.
+    """
+
+    def __init__(
+        self,
+        tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        label_column: str | None = None,
+        weights: WeightSpec | None = None,
+        balance: Balance | None = None,
+        clip: ClipSpec = None,
+        infinite: bool = False,
+        epoch_length: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        augment: bool | str = False,
+        standardize: bool = False,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+        img_size: int | None = None,
+        incl_slidenames: bool = False,
+        incl_loc: bool = False,
+        as_dict: bool = False,
+        on_error: OnError = "raise",
+        indices: Sequence[Any] | None = None,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        self._setup(
+            tfrecords,
+            labels=labels,
+            label_column=label_column,
+            weights=weights,
+            balance=balance,
+            clip=clip,
+            indices=indices,
+            seed=seed,
+            augment=augment,
+            standardize=standardize,
+            normalizer=normalizer,
+            img_size=img_size,
+            incl_slidenames=incl_slidenames,
+            incl_loc=incl_loc,
+            as_dict=as_dict,
+            on_error=on_error,
+            verify=verify,
+        )
+        if epoch_length is not None and not infinite:
+            raise ConfigError("epoch_length applies to infinite=True only")
+        if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
+            raise ConfigError(f"epoch_length must be a positive integer, got {epoch_length!r}")
+        self.infinite = infinite
+        self.epoch_length = epoch_length
+        self.shuffle = shuffle
+        self.skipped = 0
+
+    def shard(self) -> tuple[int, int, int, int]:
+        """``(shard, num_shards, rank, world_size)`` of the calling worker."""
+        info = torch.utils.data.get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rank, world = distributed_context()
+        index, count = global_shard(
+            rank=rank, world_size=world, worker_id=worker_id, num_workers=num_workers
+        )
+        return index, count, rank, world
+
+    def rank_epoch_length(self, world_size: int) -> int:
+        """Records each rank yields per epoch in infinite mode."""
+        if self.epoch_length is not None:
+            return self.epoch_length
+        return max(1, self.plan.num_records // world_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        index, count, rank, world = self.shard()
+        epoch = self.epoch
+        num_workers = count // world
+        worker_id = index - rank * num_workers
+        self.parser.rng = np.random.default_rng(
+            np.random.SeedSequence([self.seed, epoch, index, count, 0xA06])
+        )
+        length = None
+        if self.infinite:
+            length = split_count(self.rank_epoch_length(world), (worker_id, num_workers))
+        weighted = self.plan.weights is not None
+        stream: RecordStream = multi_tfrecord_loader(
+            self.plan.sources,
+            weights=self.plan.weights,
+            infinite=self.infinite,
+            shard=(index, count),
+            shuffle=self.shuffle,
+            seed=self.seed,
+            epoch=epoch,
+            epoch_length=length,
+            interleave=self.shuffle or weighted,
+            parser=self.parser,
+            on_error=self.on_error,
+            verify=self.verify,
+            with_location=True,
+        )
+        try:
+            for parsed, path, _ in stream:
+                yield self._format(parsed, path)
+        finally:
+            self.skipped = stream.skipped
+
+
+class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
+    """Map-style random access to every tile: ``dataset[i]`` is ``(image, label)``.
+
+    Tile ``i`` is record ``i - offset[f]`` of file ``f`` in file order (after
+    clipping). Use with ``DistributedSampler`` or any sampler; augmentation
+    draws from a generator seeded per worker and epoch (:meth:`set_epoch`).
+    Options are as for :class:`TileDataset`.
+    """
+
+    def __init__(
+        self,
+        tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        label_column: str | None = None,
+        clip: ClipSpec = None,
+        seed: int = 0,
+        augment: bool | str = False,
+        standardize: bool = False,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+        img_size: int | None = None,
+        incl_slidenames: bool = False,
+        incl_loc: bool = False,
+        as_dict: bool = False,
+        indices: Sequence[Any] | None = None,
+        verify: bool = True,
+    ) -> None:
+        super().__init__()
+        self._setup(
+            tfrecords,
+            labels=labels,
+            label_column=label_column,
+            weights=None,
+            balance=None,
+            clip=clip,
+            indices=indices,
+            seed=seed,
+            augment=augment,
+            standardize=standardize,
+            normalizer=normalizer,
+            img_size=img_size,
+            incl_slidenames=incl_slidenames,
+            incl_loc=incl_loc,
+            as_dict=as_dict,
+            on_error="raise",
+            verify=verify,
+        )
+        self._starts = np.cumsum([0, *self.plan.lengths])
+        self._handles: FileHandles | None = None
+        self._rng_key: tuple[int, int, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = None
+        state["_rng_key"] = None
+        return state
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """``(file, record)`` of tile ``index``."""
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"tile {index} is out of range for {n} tiles")
+        f = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.plan.sources[f].path, index - int(self._starts[f])
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self)
+        i = int(index) + (n if index < 0 else 0)
+        if not 0 <= i < n:
+            raise IndexError(f"tile {index} is out of range for {n} tiles")
+        f = int(np.searchsorted(self._starts, i, side="right")) - 1
+        record = i - int(self._starts[f])
+        src = self.plan.sources[f]
+        if self._handles is None:
+            self._handles = FileHandles()
+        info = torch.utils.data.get_worker_info()
+        key = (os.getpid(), info.id if info is not None else -1, self.epoch)
+        if key != self._rng_key:
+            self._rng_key = key
+            self.parser.rng = np.random.default_rng(
+                np.random.SeedSequence([self.seed, self.epoch, key[1] + 1, 0x1DE])
+            )
+        offset = int(src.offsets[record])
+        data = read_record(
+            self._handles.get(src.path),
+            src.path,
+            record,
+            offset,
+            int(src.sizes[record]),
+            verify=self.verify,
+        )
+        from tilestream.errors import CorruptRecordError
+
+        try:
+            parsed = self.parser(data)
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(
+                exc.message, path=src.path, record=record, offset=offset
+            ) from exc
+        return self._format(parsed, src.path)

@@ -1,0 +1,257 @@
+"""PyTorch datasets through a real DataLoader, with real workers and simulated ranks."""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tilestream.errors import AnnotationError, ConfigError, CorruptRecordError, TFRecordError
+
+pytestmark = pytest.mark.torch
+
+SPEC = [("a", 7), ("b", 1), ("c", 12), ("d", 3)]
+
+
+def expected(spec):
+    return sorted((s, j) for s, n in spec for j in range(n))
+
+
+def run(loader) -> list[tuple[str, int]]:
+    out = []
+    for batch in loader:
+        out += list(zip(batch["slide"], batch["loc_x"].tolist(), strict=True))
+    return out
+
+
+def loader_for(torch, ds, workers, **kw):
+    return torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, **kw)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_every_record_exactly_once_per_epoch(torch, write_tfrecords, monkeypatch, world, workers):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    ds = TileDataset(paths, as_dict=True, seed=3)
+    seen = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        seen += run(loader_for(torch, ds, workers))
+    assert sorted(seen) == expected(SPEC)
+
+
+def test_more_shards_than_files_and_records(torch, write_tfrecords, monkeypatch):
+    from tilestream.torch import TileDataset
+
+    spec = [("a", 2), ("b", 1)]
+    ds = TileDataset(write_tfrecords(spec), as_dict=True, seed=0)
+    seen = []
+    for rank in range(3):  # 3 ranks x 2 workers = 6 shards for 3 records
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        seen += run(loader_for(torch, ds, 2))
+    assert sorted(seen) == expected(spec)
+
+
+def test_same_seed_same_order_and_epochs_reshuffle(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    a = TileDataset(paths, as_dict=True, seed=7)
+    b = TileDataset(paths, as_dict=True, seed=7)
+    first = run(loader_for(torch, a, 2))
+    assert first == run(loader_for(torch, b, 2))
+    assert first != expected(SPEC)  # shuffled
+    a.set_epoch(1)
+    second = run(loader_for(torch, a, 2))
+    assert second != first
+    assert sorted(second) == sorted(first) == expected(SPEC)
+    c = TileDataset(paths, as_dict=True, seed=8)
+    assert run(loader_for(torch, c, 2)) != first
+
+
+def test_set_epoch_reaches_persistent_workers(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    ds = TileDataset(paths, as_dict=True, seed=1)
+    loader = loader_for(torch, ds, 2, persistent_workers=True)
+    epoch0 = run(loader)
+    ds.set_epoch(1)
+    epoch1 = run(loader)
+    fresh = TileDataset(paths, as_dict=True, seed=1)
+    fresh.set_epoch(1)
+    assert epoch1 == run(loader_for(torch, fresh, 2))
+    assert epoch0 != epoch1
+
+
+def test_unshuffled_reads_files_in_order(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    ds = TileDataset(write_tfrecords(SPEC), as_dict=True, shuffle=False)
+    assert run(loader_for(torch, ds, 0)) == [(s, j) for s, n in SPEC for j in range(n)]
+
+
+def test_images_are_the_decoded_tiles(torch, write_tfrecords, real_tiles):
+    import simplejpeg
+
+    from tilestream.torch import TileDataset
+
+    ds = TileDataset(write_tfrecords([("a", 5)]), shuffle=False, incl_loc=True)
+    items = list(ds)
+    assert len(items) == 5
+    for j, (img, label, x, y) in enumerate(items):
+        assert (label, x, y) == (0, j, 1000 + j)
+        assert img.dtype == torch.uint8
+        assert img.shape == (3, 32, 32)
+        want = simplejpeg.decode_jpeg(real_tiles[j], colorspace="RGB")
+        assert np.array_equal(img.permute(1, 2, 0).numpy(), want)
+    std = TileDataset(ds.tfrecords, shuffle=False, standardize=True)
+    img0 = next(iter(std))[0]
+    assert img0.dtype == torch.float32
+    torch.testing.assert_close(img0, items[0][0].float() / 127.5 - 1)
+
+
+def test_labels_from_dict_and_csv(torch, write_tfrecords, tmp_path):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    ds = TileDataset(paths, labels={"a": 1, "b": 0, "c": 1, "d": 2}, incl_slidenames=True)
+    for _img, label, slide in ds:
+        assert label == {"a": 1, "b": 0, "c": 1, "d": 2}[slide]
+    csv = tmp_path / "annotations.csv"
+    csv.write_text("patient,slide,subtype\np1,a,lung\np2,b,colon\np3,c,lung\np4,d,breast\n")
+    ds = TileDataset(paths, labels=csv, label_column="subtype", incl_slidenames=True)
+    assert ds.label_names == ["breast", "colon", "lung"]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=30)))
+    for label, slide in zip(batch[1].tolist(), batch[2], strict=True):
+        assert (
+            ds.label_names[label] == {"a": "lung", "b": "colon", "c": "lung", "d": "breast"}[slide]
+        )
+
+
+def test_construction_errors(torch, write_tfrecords, tmp_path):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    with pytest.raises(AnnotationError, match=r"no label for slide 'd'"):
+        TileDataset(paths, labels={"a": 1, "b": 0, "c": 1})
+    with pytest.raises(ConfigError, match="unknown files: 'zz'"):
+        TileDataset(paths, weights={"a": 1, "b": 1, "c": 1, "d": 1, "zz": 1})
+    with pytest.raises(TFRecordError, match="does not exist"):
+        TileDataset([*paths, str(tmp_path / "gone.tfrecords")])
+    with pytest.raises(ConfigError, match="stain augmentation"):
+        TileDataset(paths, augment="xyn")
+    csv = tmp_path / "ann.csv"
+    csv.write_text("slide,x\na,1\n")
+    with pytest.raises(AnnotationError, match="no column 'outcome'"):
+        TileDataset(paths, labels=csv, label_column="outcome")
+    with pytest.raises(ConfigError, match="balance='category' needs labels"):
+        TileDataset(paths, balance="category")
+
+
+def test_infinite_mode_keeps_ranks_in_step(torch, write_tfrecords, monkeypatch):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    ds = TileDataset(paths, infinite=True, epoch_length=10, as_dict=True, seed=4)
+    counts = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        counts.append(len(run(loader_for(torch, ds, 2))))
+    assert counts == [10, 10]
+    default = TileDataset(paths, infinite=True, as_dict=True, seed=4)
+    monkeypatch.setenv("RANK", "1")
+    assert len(run(loader_for(torch, default, 2))) == sum(n for _, n in SPEC) // 2
+
+
+def test_balance_weights_steer_sampling(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords([("a", 2), ("b", 18)])
+    ds = TileDataset(paths, balance="slide", infinite=True, epoch_length=2000, as_dict=True)
+    counts = collections.Counter(s for s, _ in run(loader_for(torch, ds, 0)))
+    assert counts["a"] / 2000 == pytest.approx(0.5, abs=0.05)
+    ds = TileDataset(paths, balance="tile", infinite=True, epoch_length=2000, as_dict=True)
+    counts = collections.Counter(s for s, _ in run(loader_for(torch, ds, 0)))
+    assert counts["a"] / 2000 == pytest.approx(0.1, abs=0.03)
+
+
+def test_augmentation_is_reproducible_per_seed(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords([("a", 16)])
+
+    def images(seed, augment):
+        ds = TileDataset(paths, shuffle=False, augment=augment, seed=seed)
+        loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)
+        return torch.cat([b[0] for b in loader])
+
+    plain = images(0, False)
+    a = images(0, "xyr")
+    assert torch.equal(a, images(0, "xyr"))
+    assert not torch.equal(a, plain)
+    assert not torch.equal(a, images(1, "xyr"))
+    # Flips and rotations only move pixels.
+    assert torch.equal(a.sum(dim=(1, 2, 3)), plain.sum(dim=(1, 2, 3)))
+
+
+def test_corrupt_record_in_a_worker(torch, write_tfrecords):
+    from tilestream.tfrecord import load_index
+    from tilestream.torch import TileDataset
+
+    (path,) = write_tfrecords([("a", 6)])
+    offset = int(load_index(path).offsets[3])
+    # Bit rot on disk: one flipped byte, the file's mtime unchanged (the index stays valid).
+    stat = os.stat(path)
+    data = bytearray(Path(path).read_bytes())
+    data[offset + 30] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    ds = TileDataset([path], as_dict=True)
+    with pytest.raises(CorruptRecordError, match=rf"record 3 at byte {offset}"):
+        run(loader_for(torch, ds, 1))
+    ds = TileDataset([path], as_dict=True, on_error="skip")
+    assert sorted(run(loader_for(torch, ds, 1))) == [("a", j) for j in (0, 1, 2, 4, 5)]
+
+
+def test_dataset_pickles_by_path(torch, write_tfrecords):
+    from tilestream.torch import IndexedTileDataset, TileDataset
+
+    paths = write_tfrecords(SPEC)
+    for ds in (TileDataset(paths), IndexedTileDataset(paths)):
+        blob = pickle.dumps(ds)
+        assert len(blob) < 10_000
+        assert pickle.loads(blob).tfrecords == paths
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_indexed_dataset_with_distributed_sampler(torch, write_tfrecords, workers):
+    from tilestream.torch import IndexedTileDataset
+
+    paths = write_tfrecords(SPEC)
+    ds = IndexedTileDataset(paths, as_dict=True)
+    assert len(ds) == 23
+    assert ds.locate(7) == (paths[1], 0)
+    seen = []
+    for rank in range(3):
+        sampler = torch.utils.data.DistributedSampler(
+            ds, num_replicas=3, rank=rank, shuffle=True, seed=0, drop_last=False
+        )
+        seen += run(
+            torch.utils.data.DataLoader(ds, batch_size=5, sampler=sampler, num_workers=workers)
+        )
+    # DistributedSampler pads to a multiple of the world size with repeats.
+    assert set(seen) == set(expected(SPEC))
+    assert len(seen) == 24
+    with pytest.raises(IndexError):
+        ds[23]
+    assert ds[-1]["loc_x"] == 2
