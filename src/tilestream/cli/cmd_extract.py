@@ -1,0 +1,220 @@
+"""``tilestream extract`` and ``tilestream demo``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tilestream.extract import ExtractConfig, ExtractionRun, RunProgress, extract_slides, run_demo
+from tilestream.extract.select import REJECT_REASONS
+
+__all__ = ["register"]
+
+console = Console()
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar over slides, with tiles/s; yields the library callback."""
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("slides  {task.fields[tiles]} tiles  {task.fields[rate]} tiles/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        job = bar.add_task("extracting", total=None, tiles=0, rate="-")
+        start = bar.get_time()
+
+        def callback(p: RunProgress) -> None:
+            tiles = p.tiles_done + (p.slide_tiles_done if p.result is None else 0)
+            elapsed = max(bar.get_time() - start, 1e-6)
+            desc = p.slide if p.slide and p.result is None else "extracting"
+            bar.update(
+                job,
+                total=p.slides_total,
+                completed=p.slides_done,
+                tiles=tiles,
+                rate=f"{tiles / elapsed:,.0f}",
+                description=desc,
+            )
+
+        yield callback
+
+
+def summary_table(run: ExtractionRun) -> Table:
+    """The per-slide summary of a run."""
+    table = Table(title=f"tilestream extraction: {run.run_dir}")
+    for col in ("slide", "status", "tiles", "grid", "rejected", "seconds", "error"):
+        table.add_column(col, justify="right" if col in ("tiles", "grid", "seconds") else "left")
+    styles = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for r in sorted(run.results, key=lambda r: r.slide):
+        rej = ", ".join(f"{k} {r.rejected[k]}" for k in REJECT_REASONS if r.rejected.get(k))
+        table.add_row(
+            r.slide,
+            f"[{styles.get(r.status, 'white')}]{r.status}",
+            str(r.tiles),
+            str(r.grid),
+            rej,
+            f"{r.seconds:.2f}",
+            r.error or "",
+        )
+    table.caption = (
+        f"{run.done} extracted, {run.skipped} already complete, {len(run.failed)} failed; "
+        f"{run.tiles} tiles in {run.seconds:.1f} s"
+    )
+    return table
+
+
+def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
+    config_file = opts.pop("config_file")
+    values = {k: v for k, v in opts.items() if v is not None}
+    if config_file is not None:
+        return ExtractConfig.from_file(config_file, **values)
+    if "tile_px" not in values or "tile_um" not in values:
+        raise click.UsageError("--tile-px and --tile-um are required (or --config FILE)")
+    return ExtractConfig.from_dict(values)
+
+
+@click.command("extract")
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output root."
+)
+@click.option("--tile-px", type=int, help="Tile size in pixels.")
+@click.option("--tile-um", help="Tile size in microns (302) or a magnification (10x).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A JSON or TOML file of options; flags override it.",
+)
+@click.option("--stride-div", type=int, help="1 = no overlap, 2 = half-tile stride.")
+@click.option("--max-tiles", type=int, help="At most this many tiles per slide.")
+@click.option("--randomize-origin/--no-randomize-origin", default=None)
+@click.option("--use-edge-tiles/--no-edge-tiles", default=None)
+@click.option("--seed", type=int)
+@click.option("--tissue", "tissue_method", type=click.Choice(["otsu", "none"]))
+@click.option("--min-tissue", type=float, help="Minimum tissue fraction per tile.")
+@click.option("--grayspace-fraction", type=float)
+@click.option("--grayspace-threshold", type=float)
+@click.option("--whitespace-fraction", type=float)
+@click.option("--whitespace-threshold", type=float)
+@click.option(
+    "--blur-threshold", type=float, help="Laplacian variance below which a tile is blurry."
+)
+@click.option("--blur-filter/--no-blur-filter", default=None, help="Reject blurry tiles.")
+@click.option("--roi-method", type=click.Choice(["auto", "inside", "outside", "ignore"]))
+@click.option(
+    "--roi-fraction", type=float, help="Fraction of a tile inside the ROI (else: centre)."
+)
+@click.option(
+    "--roi-dir", type=click.Path(path_type=Path, file_okay=False), help="Folder of ROI files."
+)
+@click.option("--img-format", type=click.Choice(["jpeg", "png"]))
+@click.option("--quality", type=int, help="JPEG quality (default 95).")
+@click.option("--jpeg-passthrough/--no-jpeg-passthrough", default=None)
+@click.option("--mpp", "mpp_override", type=float, help="Microns per pixel for every slide.")
+@click.option("--workers", type=int, help="Processes (default: all cores).")
+@click.option("--threads", type=int, help="Threads per slide.")
+@click.option("--overwrite", is_flag=True, help="Re-extract complete slides.")
+@click.option("--to-images", is_flag=True, help="Write loose images instead of TFRecords.")
+@click.option("--no-progress", is_flag=True)
+def extract_cmd(
+    slides: tuple[Path, ...],
+    out_dir: Path,
+    roi_dir: Path | None,
+    workers: int | None,
+    threads: int | None,
+    overwrite: bool,
+    to_images: bool,
+    no_progress: bool,
+    **opts: Any,
+) -> None:
+    """Extract tiles from SLIDES (files, folders or a CSV with a 'slide' column)."""
+    config = _config_from_options(opts)
+    with progress_bar(not no_progress) as callback:
+        run = extract_slides(
+            slides,
+            out_dir,
+            config=config,
+            workers=workers,
+            threads=threads,
+            overwrite=overwrite,
+            to_images=to_images,
+            roi_dir=roi_dir,
+            progress=callback,
+        )
+    console.print(summary_table(run))
+    console.print(f"report: {run.run_dir / 'report.html'}")
+    if run.failed:
+        raise SystemExit(1 if len(run.failed) == len(run.results) else 0)
+
+
+@click.command("demo")
+@click.option(
+    "--out",
+    "out_dir",
+    default="tilestream-demo",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Where to write the demo outputs.",
+)
+def demo_cmd(out_dir: Path) -> None:
+    """Extract the bundled sample slide and read a few tiles back."""
+    console.print(
+        "[bold]tilestream demo[/]: extracting the bundled CMU-1-Small-Region.svs "
+        "(Aperio, CC0) at 256 px / 128 um"
+    )
+    with progress_bar() as callback:
+        result = run_demo(out_dir, progress=callback)
+    run = result.run
+    console.print(summary_table(run))
+    if run.failed:
+        raise SystemExit(1)
+    table = Table(title=f"tiles read back through TFRecord: {result.tfrecord.name}")
+    for col in ("record", "slide", "loc_x", "loc_y", "shape", "mean RGB"):
+        table.add_column(col)
+    for s in result.samples:
+        table.add_row(
+            str(s["index"]),
+            s["slide"],
+            str(s["loc_x"]),
+            str(s["loc_y"]),
+            "x".join(map(str, s["shape"])),
+            ", ".join(map(str, s["mean_rgb"])),
+        )
+    console.print(table)
+    d = run.run_dir
+    console.print(
+        "Look at:\n"
+        f"  preview  {d / 'previews' / 'CMU-1-Small-Region.jpg'}  (kept tiles green, rejected red)\n"
+        f"  report   {d / 'report.html'}\n"
+        f"  tiles    {result.tfrecord}  (+ .index.npz, .coords.csv)\n"
+        f"  inspect  tilestream inspect {result.tfrecord}"
+    )
+
+
+def register(group: click.Group) -> None:
+    """Add the commands to the root group."""
+    group.add_command(extract_cmd)
+    group.add_command(demo_cmd)

@@ -1,0 +1,267 @@
+"""The extraction configuration: one frozen object, hashed for resume.
+
+Examples
+--------
+>>> cfg = ExtractConfig(tile_px=299, tile_um=302)
+>>> cfg.label
+'299px_302um'
+>>> ExtractConfig(tile_px=256, tile_um="10x").label
+'256px_10x'
+>>> cfg.replace(stride_div=2).stride_div
+2
+>>> len(cfg.hash())
+16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tilestream.errors import ConfigError
+
+__all__ = ["ExtractConfig", "TileSize", "parse_tile_um"]
+
+_MAG_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX]\s*$")
+_UM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:um|µm|micron|microns)?\s*$")
+
+RoiMethod = Literal["auto", "inside", "outside", "ignore"]
+TissueMethod = Literal["otsu", "none"]
+ImgFormat = Literal["jpeg", "png"]
+
+
+@dataclass(frozen=True)
+class TileSize:
+    """A tile's physical size: microns, or a magnification such as ``10x``.
+
+    Examples
+    --------
+    >>> parse_tile_um("10x")
+    TileSize(microns=None, magnification=10.0)
+    >>> parse_tile_um(302)
+    TileSize(microns=302.0, magnification=None)
+    >>> parse_tile_um("128um").label
+    '128um'
+    """
+
+    microns: float | None = None
+    magnification: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The folder-name form: ``302um`` or ``10x``."""
+        if self.magnification is not None:
+            return f"{_fmt(self.magnification)}x"
+        assert self.microns is not None
+        return f"{_fmt(self.microns)}um"
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def parse_tile_um(value: str | float | int | TileSize) -> TileSize:
+    """Parse ``tile_um``: microns as a number (or ``"302um"``), or a magnification ``"10x"``."""
+    if isinstance(value, TileSize):
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"tile_um must be microns or a magnification like '10x', not {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ConfigError(f"tile_um must be positive, not {value!r}")
+        return TileSize(microns=float(value))
+    if isinstance(value, str):
+        m = _MAG_RE.match(value)
+        if m:
+            mag = float(m.group(1))
+            if mag <= 0:
+                raise ConfigError(f"magnification must be positive, not {value!r}")
+            return TileSize(magnification=mag)
+        m = _UM_RE.match(value)
+        if m:
+            return parse_tile_um(float(m.group(1)))
+    raise ConfigError(
+        f"tile_um must be microns (e.g. 302) or a magnification (e.g. '10x'), not {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that decides which tiles are extracted and how they are encoded.
+
+    Two runs with equal configs produce identical outputs; :meth:`hash` keys
+    resume. Run-time options that do not change outputs (number of workers,
+    progress reporting) are not part of it.
+
+    Parameters
+    ----------
+    tile_px
+        Output tile width and height in pixels.
+    tile_um
+        Tile width in microns, or a magnification such as ``"10x"``.
+    stride_div
+        Stride is the tile's extent divided by this (1 = no overlap).
+    max_tiles
+        Keep at most this many tiles per slide (a seeded random subset), or all.
+    randomize_origin
+        Shift the grid origin by a seeded random offset below one stride.
+    use_edge_tiles
+        Also extract tiles that run over the slide's right or bottom edge
+        (padded with the slide's background colour).
+    seed
+        Seed for ``randomize_origin`` and ``max_tiles``.
+    tissue_method
+        ``"otsu"`` (Otsu threshold on HSV saturation of a low-resolution image) or ``"none"``.
+    min_tissue
+        Minimum fraction of a tile covered by tissue.
+    grayspace_fraction, grayspace_threshold
+        Reject a tile when more than ``grayspace_fraction`` of it has HSV
+        saturation below ``grayspace_threshold`` (Slideflow's defaults 0.6, 0.05).
+    whitespace_fraction, whitespace_threshold
+        Reject a tile when more than ``whitespace_fraction`` of it has mean RGB
+        above ``whitespace_threshold`` (off by default, threshold 230).
+    blur_threshold
+        Laplacian-variance threshold below which a tile is flagged blurry
+        (``None``: no blur QC).
+    blur_filter
+        Reject blurry tiles instead of only flagging them.
+    roi_method, roi_fraction
+        How ROIs select tiles (``auto``: inside when the slide has an ROI) and
+        the fraction of a tile that must be inside (``None``: its centre).
+    img_format, quality
+        Encoding of stored tiles.
+    jpeg_passthrough
+        Where the grid aligns with the slide's stored JPEG tiles and no resize
+        is needed, copy the stored JPEG bytes instead of decoding and
+        re-encoding (lossless and much faster).
+    mpp_override
+        Microns per pixel to use for every slide, overriding the file's.
+    normalizer
+        Name of a stain normaliser applied before encoding (reserved for the
+        stain normalisation layer).
+    """
+
+    tile_px: int
+    tile_um: TileSize | str | float = field(default=None)  # type: ignore[assignment]
+    stride_div: int = 1
+    max_tiles: int | None = None
+    randomize_origin: bool = False
+    use_edge_tiles: bool = False
+    seed: int = 0
+    tissue_method: TissueMethod = "otsu"
+    min_tissue: float = 0.5
+    grayspace_fraction: float | None = 0.6
+    grayspace_threshold: float = 0.05
+    whitespace_fraction: float | None = None
+    whitespace_threshold: float = 230.0
+    blur_threshold: float | None = None
+    blur_filter: bool = False
+    roi_method: RoiMethod = "auto"
+    roi_fraction: float | None = None
+    img_format: ImgFormat = "jpeg"
+    quality: int = 95
+    jpeg_passthrough: bool = True
+    mpp_override: float | None = None
+    normalizer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile_um is None:
+            raise ConfigError(
+                "tile_um is required (microns, e.g. 302, or a magnification, e.g. '10x')"
+            )
+        object.__setattr__(self, "tile_um", parse_tile_um(self.tile_um))
+        _check(isinstance(self.tile_px, int) and self.tile_px > 0, "tile_px must be a positive int")
+        _check(isinstance(self.stride_div, int) and self.stride_div >= 1, "stride_div must be >= 1")
+        _check(self.max_tiles is None or self.max_tiles > 0, "max_tiles must be positive")
+        _check(self.tissue_method in ("otsu", "none"), "tissue_method must be 'otsu' or 'none'")
+        _check(0.0 <= self.min_tissue <= 1.0, "min_tissue must be in [0, 1]")
+        for name in ("grayspace_fraction", "whitespace_fraction", "roi_fraction"):
+            value = getattr(self, name)
+            _check(value is None or 0.0 <= value <= 1.0, f"{name} must be in [0, 1] or None")
+        _check(self.roi_method in ("auto", "inside", "outside", "ignore"), "invalid roi_method")
+        _check(self.img_format in ("jpeg", "png"), "img_format must be 'jpeg' or 'png'")
+        _check(1 <= self.quality <= 100, "quality must be in [1, 100]")
+        _check(self.mpp_override is None or self.mpp_override > 0, "mpp_override must be > 0")
+
+    @property
+    def size(self) -> TileSize:
+        """``tile_um`` parsed."""
+        assert isinstance(self.tile_um, TileSize)
+        return self.tile_um
+
+    @property
+    def label(self) -> str:
+        """The output subfolder name, e.g. ``299px_302um`` or ``256px_10x``."""
+        return f"{self.tile_px}px_{self.size.label}"
+
+    def replace(self, **changes: Any) -> ExtractConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``tile_um`` in its input form)."""
+        data = dataclasses.asdict(self)
+        size = self.size
+        data["tile_um"] = size.label if size.magnification is not None else size.microns
+        return data
+
+    def hash(self) -> str:
+        """A short stable hash of everything that decides the outputs."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExtractConfig:
+        """Build from a mapping, rejecting unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown extraction option(s): {', '.join(unknown)}")
+        if "tile_px" not in data:
+            raise ConfigError("tile_px is required")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> ExtractConfig:
+        """Load a JSON or TOML config file; ``overrides`` win over the file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config: {exc.strerror or exc}", path=p) from exc
+        try:
+            data: dict[str, Any]
+            if p.suffix.lower() != ".toml":
+                data = json.loads(text)
+            elif sys.version_info >= (3, 11):
+                import tomllib
+
+                data = tomllib.loads(text)
+            else:  # pragma: no cover
+                raise RuntimeError("TOML config files need Python 3.11 or newer")
+        except ValueError as exc:
+            raise ConfigError(f"not valid {p.suffix.lstrip('.') or 'JSON'}: {exc}", path=p) from exc
+        if not isinstance(data, dict):
+            raise ConfigError("a config file must hold a table/object of options", path=p)
+        data.pop("hash", None)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=p) from exc
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

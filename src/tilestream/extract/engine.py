@@ -1,0 +1,373 @@
+"""Extraction of one slide: grid, filters, tiles, and its outputs written atomically.
+
+Outputs of a slide named ``S`` in the run folder (``<out>/<tile_px>px_<tile_um>/``)::
+
+    S.tfrecords  S.index.npz  S.coords.csv   previews/S.jpg
+    state/S.json  (written last: a slide is complete exactly when its state says "done")
+    state/S.rejected.csv
+
+With ``to_images=True`` the tiles go to ``S/S_<loc_x>_<loc_y>.<ext>`` instead of a TFRecord.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tilestream._util.atomic import atomic_write, write_json_atomic
+from tilestream.errors import ConfigError, ExtractionError, TileStreamError
+from tilestream.extract.config import ExtractConfig
+from tilestream.extract.grid import Grid, plan_grid
+from tilestream.extract.lowres import mask_downsample, read_lowres
+from tilestream.extract.preview import render_preview, save_preview
+from tilestream.extract.roi import ROI, load_rois
+from tilestream.extract.select import REJECT_REASONS, select_tiles
+from tilestream.extract.tiles import StageTimes, iter_encoded_tiles
+from tilestream.slide import Slide, open_slide
+from tilestream.tfrecord import TFRecordWriter, serialized_record
+
+__all__ = [
+    "SlideResult",
+    "SlideTask",
+    "TileProgress",
+    "extract_slide_task",
+    "failure_result",
+    "slide_outputs",
+    "write_failure_state",
+]
+
+log = logging.getLogger(__name__)
+
+#: Called with (slide name, tiles done so far, tiles to do) while a slide is extracted.
+TileProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class SlideTask:
+    """What one extraction task needs: picklable, holds paths only.
+
+    Attributes
+    ----------
+    path
+        The slide file (for DICOM, any file of the series).
+    name
+        The slide name used for outputs and in the ``slide`` feature.
+    mpp
+        Microns per pixel overriding the file's, for this slide.
+    roi
+        An ROI file (QuPath CSV or GeoJSON) for this slide.
+    """
+
+    path: str
+    name: str
+    mpp: float | None = None
+    roi: str | None = None
+
+
+@dataclass
+class SlideResult:
+    """A small record of one slide's extraction (never pixels)."""
+
+    slide: str
+    path: str
+    status: str  # "done" | "failed" | "skipped"
+    config_hash: str = ""
+    tiles: int = 0
+    grid: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    blurry: int = 0
+    blurry_slide: bool = False
+    passthrough: int = 0
+    error: str | None = None
+    error_type: str | None = None
+    mpp: float | None = None
+    level: int | None = None
+    extract_px: int | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlideResult:
+        """Rebuild from :meth:`to_dict` output (unknown keys ignored)."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def slide_outputs(run_dir: Path, name: str, *, to_images: bool = False) -> dict[str, Path]:
+    """The paths of a slide's outputs in ``run_dir``."""
+    out = {
+        "coords": run_dir / f"{name}.coords.csv",
+        "preview": run_dir / "previews" / f"{name}.jpg",
+        "state": run_dir / "state" / f"{name}.json",
+        "rejected": run_dir / "state" / f"{name}.rejected.csv",
+    }
+    if to_images:
+        out["images"] = run_dir / name
+    else:
+        out["tfrecord"] = run_dir / f"{name}.tfrecords"
+        out["index"] = run_dir / f"{name}.index.npz"
+    return out
+
+
+def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size and modification time of the slide file (to notice a changed input)."""
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _remove_stale_temp_files(run_dir: Path, name: str) -> None:
+    """Remove temporary files an interrupted run left for this slide's outputs (ours only)."""
+    for folder in (run_dir, run_dir / "state", run_dir / "previews"):
+        if folder.is_dir():
+            for tmp in folder.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
+def _can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
+    if not config.jpeg_passthrough or config.img_format != "jpeg" or grid.needs_resize:
+        return False
+    if config.blur_threshold is not None or config.normalizer is not None:
+        return False
+    stored = getattr(slide, "stored_tile_grid", None)
+    if stored is None:
+        return False
+    size = stored(grid.level)
+    if size is None or tuple(size) != (grid.read_px, grid.read_px):
+        return False
+    step = grid.read_px * grid.level_downsample
+    if grid.stride % step or not float(step).is_integer():
+        return False
+    aligned = (grid.xs % step == 0) & (grid.ys % step == 0)
+    if not aligned.all():
+        return False
+    w, h = slide.dimensions
+    return bool(
+        ((grid.xs + grid.extract_px) <= w).all() and ((grid.ys + grid.extract_px) <= h).all()
+    )
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with atomic_write(path, "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def extract_slide_task(
+    task: SlideTask,
+    run_dir: str | os.PathLike[str],
+    config: ExtractConfig,
+    *,
+    to_images: bool = False,
+    threads: int = 1,
+    progress: TileProgress | None = None,
+) -> SlideResult:
+    """Extract one slide into ``run_dir``; raise on failure (callers record it).
+
+    Returns
+    -------
+    SlideResult
+        With status ``"done"``; the same record is written to ``state/<name>.json``.
+    """
+    t_start = time.perf_counter()
+    run = Path(run_dir)
+    name = task.name
+    if config.normalizer is not None:
+        raise ConfigError(
+            "stain normalisation is not available yet in this version of tilestream "
+            f"(normalizer={config.normalizer!r})"
+        )
+    outputs = slide_outputs(run, name, to_images=to_images)
+    for folder in (run / "state", run / "previews"):
+        folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(run, name)
+    timings: dict[str, float] = {}
+
+    mpp = task.mpp if task.mpp is not None else config.mpp_override
+
+    def opener() -> Slide:
+        return open_slide(task.path, mpp=mpp)
+
+    t0 = time.perf_counter()
+    rois: list[ROI] = load_rois(task.roi) if task.roi else []
+    with opener() as slide:
+        slide_mpp = slide.mpp[0] if slide.mpp is not None else None
+        grid = plan_grid(
+            config,
+            dimensions=slide.dimensions,
+            downsamples=slide.level_downsamples,
+            mpp=slide_mpp,
+            objective_power=slide.objective_power,
+            name=name,
+        )
+        w, h = slide.dimensions
+        for roi in rois:
+            x0, y0, x1, y1 = roi.bounds
+            if x1 < 0 or y1 < 0 or x0 > w or y0 > h:
+                raise ExtractionError(
+                    f"{name}: ROI {roi.name!r} lies outside the slide ({w}x{h}): "
+                    f"bounds {x0:.0f},{y0:.0f}-{x1:.0f},{y1:.0f}",
+                    path=task.roi,
+                )
+        timings["open"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        lowres = read_lowres(slide, mask_downsample(slide.dimensions, grid.extract_px))
+        selection = select_tiles(grid, lowres, config, rois=rois, name=name)
+        timings["mask"] = time.perf_counter() - t0
+        kept = selection.kept_indices
+        if len(kept) == 0:
+            counts = ", ".join(f"{k} {v}" for k, v in selection.counts.items() if v)
+            raise ExtractionError(
+                f"{name}: no tile passed the filters (grid {len(grid)} tiles; rejected: "
+                f"{counts or 'none'}); no tissue detected?"
+            )
+        passthrough = _can_pass_through(slide, grid, config)
+
+    stage = StageTimes()
+    centers = grid.centers
+    coords_rows: list[list[Any]] = []
+    blur_reject: list[int] = []
+    n_pass = 0
+    t0 = time.perf_counter()
+    tiles = iter_encoded_tiles(
+        opener, grid, kept, config, threads=max(1, threads), passthrough=passthrough
+    )
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if to_images:
+            img_dir = outputs["images"]
+            img_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            writer = stack.enter_context(TFRecordWriter(outputs["tfrecord"], index=True))
+        ext = "jpg" if config.img_format == "jpeg" else "png"
+        done = 0
+        for tile in tiles:
+            stage.add(tile.times)
+            n_pass += tile.passthrough
+            i = tile.index
+            blurry = (
+                tile.blur is not None
+                and config.blur_threshold is not None
+                and tile.blur < config.blur_threshold
+            )
+            if blurry and config.blur_filter:
+                blur_reject.append(i)
+                continue
+            lx, ly = int(centers[i, 0]), int(centers[i, 1])
+            tw = time.perf_counter()
+            if writer is not None:
+                writer.write(serialized_record(name, tile.data, lx, ly), location=(lx, ly))
+            else:
+                with atomic_write(img_dir / f"{name}_{lx}_{ly}.{ext}", "wb") as f:
+                    f.write(tile.data)
+            timings["write"] = timings.get("write", 0.0) + time.perf_counter() - tw
+            coords_rows.append(
+                [
+                    len(coords_rows), lx, ly, int(grid.xs[i]), int(grid.ys[i]),
+                    grid.extract_px, grid.extract_px, grid.level,
+                    round(float(selection.tissue[i]), 4),
+                    round(float(selection.grayspace[i]), 4),
+                    round(float(selection.whitespace[i]), 4),
+                    "" if tile.blur is None else round(tile.blur, 2),
+                    int(blurry),
+                ]
+            )  # fmt: skip
+            done += 1
+            if progress is not None and (done % 64 == 0 or done == len(kept)):
+                progress(name, done, len(kept))
+    timings["tiles"] = time.perf_counter() - t0
+    timings.update(stage.to_dict())
+
+    if blur_reject:
+        selection.keep[blur_reject] = False
+        selection.reason[blur_reject] = "blur"
+        selection.counts["blur"] = len(blur_reject)
+    if not coords_rows:
+        raise ExtractionError(f"{name}: every tile was rejected as blurry")
+
+    t0 = time.perf_counter()
+    _write_csv(
+        outputs["coords"],
+        ["record", "loc_x", "loc_y", "x", "y", "width", "height", "level",
+         "tissue", "grayspace", "whitespace", "blur", "blurry"],
+        coords_rows,
+    )  # fmt: skip
+    rej = np.flatnonzero(~selection.keep)
+    _write_csv(
+        outputs["rejected"],
+        ["x", "y", "reason"],
+        [[int(grid.xs[i]), int(grid.ys[i]), str(selection.reason[i])] for i in rej],
+    )
+    keep_idx = selection.kept_indices
+    preview = render_preview(
+        lowres.image,
+        lowres.downsample,
+        tissue=selection.tissue_mask if config.tissue_method == "otsu" else None,
+        kept=np.stack([grid.xs[keep_idx], grid.ys[keep_idx]], axis=1),
+        rejected=np.stack([grid.xs[rej], grid.ys[rej]], axis=1),
+        extract_px=grid.extract_px,
+        rois=rois,
+    )
+    save_preview(preview, outputs["preview"])
+    timings["outputs"] = time.perf_counter() - t0
+
+    n_blurry = sum(int(r[-1]) for r in coords_rows)
+    result = SlideResult(
+        slide=name,
+        path=str(task.path),
+        status="done",
+        config_hash=config.hash(),
+        tiles=len(coords_rows),
+        grid=len(grid),
+        rejected={k: int(selection.counts.get(k, 0)) for k in REJECT_REASONS},
+        blurry=n_blurry,
+        blurry_slide=bool(config.blur_threshold is not None and n_blurry > 0.5 * len(coords_rows)),
+        passthrough=n_pass,
+        mpp=slide_mpp,
+        level=grid.level,
+        extract_px=grid.extract_px,
+        seconds=round(time.perf_counter() - t_start, 4),
+        timings={k: round(v, 4) for k, v in timings.items()},
+        source=source_fingerprint(task.path),
+    )
+    write_json_atomic(outputs["state"], result.to_dict())
+    return result
+
+
+def failure_result(
+    task: SlideTask, config: ExtractConfig, exc: BaseException, seconds: float
+) -> SlideResult:
+    """A failure record for ``task``, naming the error."""
+    message = str(exc) if isinstance(exc, TileStreamError) else f"{type(exc).__name__}: {exc}"
+    if task.name not in message:
+        message = f"{task.name}: {message}"
+    return SlideResult(
+        slide=task.name,
+        path=str(task.path),
+        status="failed",
+        config_hash=config.hash(),
+        error=message,
+        error_type=type(exc).__name__,
+        seconds=round(seconds, 4),
+    )
+
+
+def write_failure_state(run_dir: Path, result: SlideResult) -> None:
+    """Record a failed slide's state (and remove nothing)."""
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "state" / f"{result.slide}.json", result.to_dict())

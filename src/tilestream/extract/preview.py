@@ -1,0 +1,101 @@
+"""Preview images: the slide thumbnail with tissue outline, ROIs, kept and rejected tiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw
+
+from tilestream._util.atomic import atomic_path
+from tilestream.extract.roi import ROI
+
+__all__ = ["KEPT_COLOR", "REJECTED_COLOR", "render_preview", "save_preview"]
+
+KEPT_COLOR = (0, 200, 70)
+REJECTED_COLOR = (230, 40, 40)
+TISSUE_COLOR = (40, 90, 255)
+ROI_COLOR = (255, 200, 0)
+
+
+def _outline(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    edge = np.zeros_like(mask)
+    edge[1:, :] |= mask[1:, :] != mask[:-1, :]
+    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    return edge & mask
+
+
+def render_preview(
+    image: NDArray[np.uint8],
+    downsample: float,
+    *,
+    tissue: NDArray[np.bool_] | None = None,
+    kept: NDArray[np.int64] | None = None,
+    rejected: NDArray[np.int64] | None = None,
+    extract_px: int = 0,
+    rois: Sequence[ROI] = (),
+    max_side: int = 1600,
+) -> Image.Image:
+    """Draw the grid on a low-resolution image.
+
+    Parameters
+    ----------
+    image, downsample
+        The low-resolution RGB image and its level-0 pixels per pixel.
+    tissue
+        Tissue mask of the same shape as ``image``; its outline is drawn in blue.
+    kept, rejected
+        ``(n, 2)`` top-left corners in level-0 pixels; kept tiles are outlined
+        green, rejected tiles red.
+    extract_px
+        Tile size in level-0 pixels.
+    rois
+        ROI polygons, drawn in yellow.
+    max_side
+        The preview's longest side in pixels.
+
+    Examples
+    --------
+    >>> img = np.full((100, 200, 3), 255, np.uint8)
+    >>> im = render_preview(img, 10.0, kept=np.array([[0, 0]]), extract_px=100)
+    >>> im.size
+    (200, 100)
+    """
+    canvas = image.copy()
+    if tissue is not None and tissue.shape == canvas.shape[:2]:
+        edge = _outline(tissue)
+        edge[1:] |= edge[:-1]  # two pixels wide, visible after downscaling
+        edge[:, 1:] |= edge[:, :-1]
+        canvas[edge] = TISSUE_COLOR
+    pil = Image.fromarray(canvas)
+    scale = min(1.0, max_side / max(pil.size))
+    if scale < 1.0:
+        pil = pil.resize(
+            (max(1, round(pil.width * scale)), max(1, round(pil.height * scale))),
+            Image.Resampling.BOX,
+        )
+    factor = scale / downsample
+    overlay = Image.new("RGBA", pil.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    size = max(extract_px * factor - 1, 1)
+    if rejected is not None:
+        for x, y in np.asarray(rejected, np.float64).reshape(-1, 2) * factor:
+            draw.rectangle((x, y, x + size, y + size), outline=(*REJECTED_COLOR, 160))
+    if kept is not None:
+        for x, y in np.asarray(kept, np.float64).reshape(-1, 2) * factor:
+            draw.rectangle(
+                (x, y, x + size, y + size), fill=(*KEPT_COLOR, 40), outline=(*KEPT_COLOR, 255)
+            )
+    for roi in rois:
+        for ring in (roi.exterior, *roi.holes):
+            pts = [tuple(p) for p in (ring * factor).tolist()]
+            draw.line([*pts, pts[0]], fill=(*ROI_COLOR, 255), width=3)
+    return Image.alpha_composite(pil.convert("RGBA"), overlay).convert("RGB")
+
+
+def save_preview(image: Image.Image, path: str | os.PathLike[str], *, quality: int = 85) -> None:
+    """Save a preview as JPEG, atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="JPEG", quality=quality)

@@ -1,0 +1,217 @@
+"""Regions of interest: QuPath CSV and GeoJSON polygons, and tile selection.
+
+A CSV as exported from QuPath has one vertex per row with columns
+``ROI_name, X_base, Y_base`` (and optionally ``label``); consecutive rows with
+the same name form one polygon. GeoJSON may be a ``FeatureCollection``, a
+``Feature`` or a bare geometry, with ``Polygon`` and ``MultiPolygon`` (holes
+included). Coordinates are level-0 pixels.
+
+Examples
+--------
+>>> import numpy as np
+>>> square = ROI(name="a", exterior=np.array([[0, 0], [10, 0], [10, 10], [0, 10]], float))
+>>> rois_contain([square], np.array([[5, 5], [15, 5]], float)).tolist()
+[True, False]
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw
+
+from tilestream.errors import ROIError
+
+__all__ = ["ROI", "load_rois", "rasterize_rois", "rois_contain"]
+
+
+@dataclass(frozen=True)
+class ROI:
+    """One polygon with optional holes, in level-0 pixel coordinates."""
+
+    name: str
+    exterior: NDArray[np.float64]
+    holes: tuple[NDArray[np.float64], ...] = ()
+    label: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(xmin, ymin, xmax, ymax)`` of the exterior."""
+        xs, ys = self.exterior[:, 0], self.exterior[:, 1]
+        return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def load_rois(path: str | os.PathLike[str]) -> list[ROI]:
+    """Read ROIs from a QuPath CSV or a GeoJSON file.
+
+    Raises
+    ------
+    ROIError
+        When the file is missing, malformed, or holds a polygon with fewer than three points.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ROIError("ROI file not found", path=p)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ROIError(f"cannot read ROI file: {exc}", path=p) from exc
+    if p.suffix.lower() in (".json", ".geojson") or text.lstrip().startswith("{"):
+        rois = _from_geojson(text, p)
+    else:
+        rois = _from_csv(text, p)
+    if not rois:
+        raise ROIError("no ROI polygons in file", path=p)
+    return rois
+
+
+def _polygon(points: Any, p: Path, where: str) -> NDArray[np.float64]:
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ROIError(f"{where}: coordinates are not numbers", path=p) from exc
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ROIError(f"{where}: coordinates must be a list of [x, y] points", path=p)
+    arr = arr[:, :2]
+    if len(arr) >= 2 and np.array_equal(arr[0], arr[-1]):
+        arr = arr[:-1]
+    if len(arr) < 3:
+        raise ROIError(f"{where}: a polygon needs at least 3 points, got {len(arr)}", path=p)
+    if not np.isfinite(arr).all():
+        raise ROIError(f"{where}: coordinates must be finite", path=p)
+    return arr
+
+
+def _from_csv(text: str, p: Path) -> list[ROI]:
+    reader = csv.DictReader(text.splitlines())
+    cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    missing = [c for c in ("roi_name", "x_base", "y_base") if c not in cols]
+    if missing:
+        raise ROIError(
+            f"ROI CSV needs columns ROI_name, X_base, Y_base; missing {', '.join(missing)}", path=p
+        )
+    groups: dict[str, list[tuple[float, float]]] = {}
+    labels: dict[str, str | None] = {}
+    for lineno, row in enumerate(reader, start=2):
+        name = (row[cols["roi_name"]] or "").strip()
+        try:
+            x, y = float(row[cols["x_base"]]), float(row[cols["y_base"]])
+        except (TypeError, ValueError) as exc:
+            raise ROIError(f"line {lineno}: X_base/Y_base are not numbers", path=p) from exc
+        groups.setdefault(name, []).append((x, y))
+        if "label" in cols:
+            labels[name] = (row[cols["label"]] or "").strip() or None
+    return [
+        ROI(name=name, exterior=_polygon(pts, p, f"ROI {name!r}"), label=labels.get(name))
+        for name, pts in groups.items()
+    ]
+
+
+def _from_geojson(text: str, p: Path) -> list[ROI]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ROIError(f"not valid JSON: {exc}", path=p) from exc
+    if not isinstance(data, dict):
+        raise ROIError("GeoJSON must be an object", path=p)
+    if data.get("type") == "FeatureCollection":
+        features = data.get("features")
+        if not isinstance(features, list):
+            raise ROIError("FeatureCollection without a 'features' list", path=p)
+    elif data.get("type") == "Feature":
+        features = [data]
+    else:
+        features = [{"type": "Feature", "geometry": data, "properties": {}}]
+    rois: list[ROI] = []
+    for i, feat in enumerate(features):
+        if not isinstance(feat, dict):
+            raise ROIError(f"feature {i} is not an object", path=p)
+        props = feat.get("properties") or {}
+        name = str(props.get("name") or feat.get("id") or f"roi_{i}")
+        label = _label(props)
+        geom = feat.get("geometry")
+        if not isinstance(geom, dict):
+            raise ROIError(f"feature {i} ({name}) has no geometry", path=p)
+        gtype, coords = geom.get("type"), geom.get("coordinates")
+        polys: Any
+        if gtype == "Polygon":
+            polys = [coords]
+        elif gtype == "MultiPolygon":
+            polys = coords if isinstance(coords, list) else None
+        elif gtype in ("Point", "MultiPoint", "LineString", "MultiLineString"):
+            continue  # annotations that are not areas select no tiles
+        else:
+            raise ROIError(f"feature {i} ({name}): unsupported geometry type {gtype!r}", path=p)
+        if not isinstance(polys, list):
+            raise ROIError(f"feature {i} ({name}): coordinates missing", path=p)
+        for j, rings in enumerate(polys):
+            if not isinstance(rings, list) or not rings:
+                raise ROIError(f"feature {i} ({name}) polygon {j}: no rings", path=p)
+            where = f"feature {i} ({name}) polygon {j}"
+            ext = _polygon(rings[0], p, where)
+            holes = tuple(_polygon(r, p, f"{where} hole {k}") for k, r in enumerate(rings[1:]))
+            rois.append(ROI(name=name, exterior=ext, holes=holes, label=label, extra=dict(props)))
+    return rois
+
+
+def _label(props: dict[str, Any]) -> str | None:
+    cls = props.get("classification")
+    if isinstance(cls, dict) and cls.get("name"):
+        return str(cls["name"])
+    if isinstance(cls, str):
+        return cls
+    return str(props["label"]) if props.get("label") else None
+
+
+def _points_in_polygon(poly: NDArray[np.float64], pts: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Even-odd ray casting, vectorised over points (loop over edges only)."""
+    x, y = pts[:, 0], pts[:, 1]
+    inside = np.zeros(len(pts), bool)
+    xj, yj = poly[-1]
+    for xi, yi in poly:
+        crosses = (yi > y) != (yj > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xint = (xj - xi) * (y - yi) / (yj - yi) + xi
+        inside ^= crosses & (x < xint)
+        xj, yj = xi, yi
+    return inside
+
+
+def rois_contain(rois: Sequence[ROI], points: NDArray[np.floating]) -> NDArray[np.bool_]:
+    """Whether each ``(x, y)`` point lies inside any ROI (outside its holes)."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    result = np.zeros(len(pts), bool)
+    for roi in rois:
+        xmin, ymin, xmax, ymax = roi.bounds
+        cand = (pts[:, 0] >= xmin) & (pts[:, 0] <= xmax) & (pts[:, 1] >= ymin) & (pts[:, 1] <= ymax)
+        if not cand.any():
+            continue
+        sub = pts[cand]
+        inside = _points_in_polygon(roi.exterior, sub)
+        for hole in roi.holes:
+            inside &= ~_points_in_polygon(hole, sub)
+        result[cand] |= inside
+    return result
+
+
+def rasterize_rois(
+    rois: Sequence[ROI], shape: tuple[int, int], downsample: float
+) -> NDArray[np.bool_]:
+    """A boolean mask of ``shape`` (rows, cols) where each pixel is ``downsample`` level-0 pixels."""
+    h, w = shape
+    canvas = Image.new("1", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    for roi in rois:
+        draw.polygon([tuple(pt) for pt in (roi.exterior / downsample).tolist()], fill=1)
+        for hole in roi.holes:
+            draw.polygon([tuple(pt) for pt in (hole / downsample).tolist()], fill=0)
+    return np.asarray(canvas, dtype=bool)

@@ -1,0 +1,403 @@
+"""Extraction of many slides: resume, parallel execution, manifest, summary and report.
+
+The driver submits one task per slide (largest first) to a
+:class:`concurrent.futures.Executor` (a process pool by default) and records
+each small result as it arrives. A slide that fails is recorded with its
+reason and the others go on. Re-running the same command skips the slides
+whose outputs are complete and whose config hash and source file match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tilestream import __version__
+from tilestream._util.atomic import write_json_atomic
+from tilestream.errors import ConfigError, ExtractionError
+from tilestream.extract.config import ExtractConfig
+from tilestream.extract.engine import (
+    SlideResult,
+    SlideTask,
+    TileProgress,
+    extract_slide_task,
+    failure_result,
+    slide_outputs,
+    source_fingerprint,
+    write_failure_state,
+)
+from tilestream.extract.report import write_report
+from tilestream.extract.sources import discover_slides
+
+__all__ = [
+    "ExtractionRun",
+    "RunProgress",
+    "extract_slides",
+    "extract_tiles",
+    "is_complete",
+    "run_slide_task",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunProgress:
+    """What a progress callback receives.
+
+    ``slide_tiles_done``/``slide_tiles_total`` are set while one slide is
+    extracted in this process; ``result`` when a slide finishes.
+    """
+
+    slides_total: int
+    slides_done: int
+    tiles_done: int
+    slide: str | None = None
+    slide_tiles_done: int = 0
+    slide_tiles_total: int = 0
+    result: SlideResult | None = None
+
+
+ProgressCallback = Callable[[RunProgress], None]
+
+
+@dataclass
+class ExtractionRun:
+    """The outcome of :func:`extract_slides`."""
+
+    run_dir: Path
+    config: ExtractConfig
+    results: list[SlideResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def _count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def done(self) -> int:
+        """Slides extracted in this run."""
+        return self._count("done")
+
+    @property
+    def skipped(self) -> int:
+        """Slides already complete from an earlier run."""
+        return self._count("skipped")
+
+    @property
+    def failed(self) -> list[SlideResult]:
+        """Slides that failed, with their reasons."""
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def tiles(self) -> int:
+        """Tiles stored for the slides of this run (extracted or already complete)."""
+        return sum(r.tiles for r in self.results if r.status in ("done", "skipped"))
+
+
+def _versions() -> dict[str, str]:
+    out = {"tilestream": __version__}
+    for mod in ("openslide", "tifffile", "imagecodecs", "simplejpeg", "numpy", "PIL"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", "?"))
+        except ImportError:  # pragma: no cover - all are dependencies
+            continue
+    try:
+        import openslide
+
+        out["openslide-library"] = str(openslide.__library_version__)
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return out
+
+
+def is_complete(
+    run_dir: Path, task: SlideTask, config: ExtractConfig, *, to_images: bool = False
+) -> SlideResult | None:
+    """The stored result if ``task`` is already extracted with ``config`` from the same file."""
+    outputs = slide_outputs(run_dir, task.name, to_images=to_images)
+    try:
+        state = json.loads(outputs["state"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if state.get("status") != "done" or state.get("config_hash") != config.hash():
+        return None
+    try:
+        if state.get("source") != source_fingerprint(task.path):
+            return None
+    except OSError:
+        return None
+    if not all(p.exists() for p in outputs.values()):
+        return None
+    result = SlideResult.from_dict(state)
+    result.status = "skipped"
+    return result
+
+
+def run_slide_task(
+    task: SlideTask,
+    run_dir: str,
+    config: ExtractConfig,
+    *,
+    to_images: bool = False,
+    threads: int = 1,
+    progress: TileProgress | None = None,
+) -> SlideResult:
+    """Extract one slide and return its record; any failure becomes a failure record.
+
+    This is the unit of work sent to executors: it takes and returns small
+    picklable objects, never pixels.
+    """
+    t0 = time.perf_counter()
+    try:
+        return extract_slide_task(
+            task, run_dir, config, to_images=to_images, threads=threads, progress=progress
+        )
+    except Exception as exc:
+        log.warning("slide %s failed: %s", task.name, exc)
+        result = failure_result(task, config, exc, time.perf_counter() - t0)
+        try:
+            write_failure_state(Path(run_dir), result)
+        except OSError as state_exc:  # the folder itself is failing (e.g. disk full)
+            log.error("cannot record failure of %s: %s", task.name, state_exc)
+        return result
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExtractionError(
+            f"cannot create output folder: {exc.strerror or exc}", path=run_dir
+        ) from exc
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ExtractionError("output folder is not writable", path=run_dir)
+
+
+def _size(task: SlideTask) -> int:
+    try:
+        return os.stat(task.path).st_size
+    except OSError:
+        return -1
+
+
+def _manifest_entry(run_dir: Path, result: SlideResult, to_images: bool) -> tuple[str, int] | None:
+    if to_images or result.status not in ("done", "skipped"):
+        return None
+    return f"{result.slide}.tfrecords", result.tiles
+
+
+def extract_slides(
+    slides: Iterable[str | os.PathLike[str] | SlideTask],
+    out_dir: str | os.PathLike[str],
+    *,
+    config: ExtractConfig | None = None,
+    executor: Executor | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    to_images: bool = False,
+    roi_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> ExtractionRun:
+    """Extract tiles from many slides into ``out_dir/<tile_px>px_<tile_um>/``.
+
+    Parameters
+    ----------
+    slides
+        Slide files, folders, CSV lists or :class:`SlideTask` objects (see
+        :func:`~tilestream.extract.sources.discover_slides`).
+    out_dir
+        The output root.
+    config
+        The extraction options; or give them as keyword ``options``
+        (``tile_px=..., tile_um=..., ...``).
+    executor
+        Where slide tasks run (e.g. a Dask client's executor); default: a
+        process pool of ``workers`` processes.
+    workers
+        Processes of the default pool (default: all cores); 1 runs in this process.
+    threads
+        Threads per slide task (default: the cores left per worker).
+    overwrite
+        Re-extract slides even when their outputs are complete.
+    to_images
+        Write loose image files instead of TFRecords.
+    roi_dir
+        A folder of ROI files named after the slides.
+    progress
+        Called with a :class:`RunProgress` as slides (and, in-process, tiles) complete.
+
+    Returns
+    -------
+    ExtractionRun
+        Per-slide results; failures are recorded there and in ``state/``, never raised.
+    """
+    t_start = time.perf_counter()
+    if config is None:
+        config = ExtractConfig.from_dict(options)
+    elif options:
+        config = config.replace(**options)
+    run_dir = Path(out_dir) / config.label
+    _check_writable(run_dir)
+    write_json_atomic(
+        run_dir / "config.json",
+        {"config": config.to_dict(), "hash": config.hash(), "versions": _versions()},
+    )
+    tasks = discover_slides(slides, roi_dir=roi_dir)
+    if not tasks:
+        raise ConfigError("no slides found in the given inputs")
+    run = ExtractionRun(run_dir=run_dir, config=config)
+    manifest_path = run_dir / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+
+    todo: list[SlideTask] = []
+    for task in tasks:
+        previous = None if overwrite else is_complete(run_dir, task, config, to_images=to_images)
+        if previous is not None:
+            run.results.append(previous)
+        else:
+            todo.append(task)
+    todo.sort(key=_size, reverse=True)
+    total = len(tasks)
+    tiles_done = run.tiles
+
+    def record(result: SlideResult) -> None:
+        nonlocal tiles_done
+        run.results.append(result)
+        entry = _manifest_entry(run_dir, result, to_images)
+        if entry is not None:
+            manifest[entry[0]] = {"total": entry[1]}
+            write_json_atomic(manifest_path, manifest)
+            tiles_done += result.tiles
+        if progress is not None:
+            progress(RunProgress(total, len(run.results), tiles_done, result.slide, result=result))
+
+    for r in run.results:
+        entry = _manifest_entry(run_dir, r, to_images)
+        if entry is not None:
+            manifest[entry[0]] = {"total": entry[1]}
+    if run.results:
+        write_json_atomic(manifest_path, manifest)
+        if progress is not None:
+            progress(RunProgress(total, len(run.results), tiles_done))
+
+    cores = os.cpu_count() or 1
+    n_workers = max(1, workers or cores)
+    if todo and executor is None and (n_workers == 1 or len(todo) == 1):
+        per_slide = threads or cores
+
+        def tile_progress(name: str, done: int, of: int) -> None:
+            if progress is not None:
+                progress(RunProgress(total, len(run.results), tiles_done, name, done, of))
+
+        for task in todo:
+            record(
+                run_slide_task(
+                    task,
+                    str(run_dir),
+                    config,
+                    to_images=to_images,
+                    threads=per_slide,
+                    progress=tile_progress,
+                )
+            )
+    elif todo:
+        per_slide = threads or max(1, cores // min(n_workers, len(todo)))
+        own = executor is None
+        pool: Executor = executor or ProcessPoolExecutor(
+            max_workers=min(n_workers, len(todo)), mp_context=multiprocessing.get_context("spawn")
+        )
+        try:
+            futures: dict[Future[SlideResult], SlideTask] = {
+                pool.submit(
+                    run_slide_task, t, str(run_dir), config, to_images=to_images, threads=per_slide
+                ): t
+                for t in todo
+            }
+            for fut in as_completed(futures):
+                task = futures[fut]
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    result = failure_result(
+                        task,
+                        config,
+                        ExtractionError(f"{task.name}: worker process died ({exc})"),
+                        0.0,
+                    )
+                    write_failure_state(run_dir, result)
+                record(result)
+        finally:
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    run.seconds = time.perf_counter() - t_start
+    write_report(run_dir, config)
+    return run
+
+
+def extract_tiles(
+    slide: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    tile_px: int,
+    tile_um: str | float,
+    mpp: float | None = None,
+    roi: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    to_images: bool = False,
+    progress: ProgressCallback | None = None,
+    **options: Any,
+) -> SlideResult:
+    """Extract one slide; see :func:`extract_slides` for the outputs.
+
+    Returns
+    -------
+    SlideResult
+        Status ``done``, ``skipped`` (already complete) or ``failed`` (with ``error``).
+
+    Examples
+    --------
+    >>> from tilestream.extract import demo_slide_path
+    >>> import tempfile
+    >>> r = extract_tiles(demo_slide_path(), tempfile.mkdtemp(), tile_px=128, tile_um=256)
+    >>> r.status, r.tiles > 0
+    ('done', True)
+    """
+    from tilestream.extract.sources import slide_name
+
+    task = SlideTask(
+        path=os.fspath(slide),
+        name=name or slide_name(slide),
+        mpp=mpp,
+        roi=os.fspath(roi) if roi is not None else None,
+    )
+    run = extract_slides(
+        [task],
+        out_dir,
+        workers=1,
+        threads=threads,
+        overwrite=overwrite,
+        to_images=to_images,
+        progress=progress,
+        tile_px=tile_px,
+        tile_um=tile_um,
+        **options,
+    )
+    return run.results[0]

@@ -1,0 +1,199 @@
+"""Reading, resizing and encoding the kept tiles of one slide, in parallel threads.
+
+Each worker thread opens its own handle on the slide; tiles are processed in
+chunks in grid order and handed back in that order, with a bounded number of
+chunks in flight, so memory does not grow with the slide and the output is the
+same whatever the number of threads.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import simplejpeg
+from numpy.typing import NDArray
+from PIL import Image
+
+from tilestream.extract.config import ExtractConfig
+from tilestream.extract.grid import Grid
+from tilestream.extract.tissue import laplacian_variance
+from tilestream.slide import Slide
+
+__all__ = ["EncodedTile", "StageTimes", "encode_tile", "iter_encoded_tiles", "resize_tile"]
+
+CHUNK = 32
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over threads."""
+
+    read: float = 0.0
+    resize: float = 0.0
+    quality: float = 0.0
+    encode: float = 0.0
+    passthrough: float = 0.0
+
+    def add(self, other: StageTimes) -> None:
+        """Accumulate ``other`` into this."""
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_dict(self) -> dict[str, float]:
+        """Rounded seconds per stage."""
+        return {k: round(getattr(self, k), 4) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class EncodedTile:
+    """One processed tile: its grid index, encoded bytes and blur score."""
+
+    index: int
+    data: bytes
+    blur: float | None = None
+    passthrough: bool = False
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+def resize_tile(tile: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
+    """Resize a square RGB tile to ``size`` pixels with antialiasing (Lanczos)."""
+    if tile.shape[0] == size and tile.shape[1] == size:
+        return tile
+    img = Image.fromarray(np.ascontiguousarray(tile))
+    return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def encode_tile(tile: NDArray[np.uint8], img_format: str, quality: int) -> bytes:
+    """Encode an RGB uint8 tile as JPEG (4:4:4, ``quality``) or PNG."""
+    if img_format == "jpeg":
+        return bytes(
+            simplejpeg.encode_jpeg(
+                np.ascontiguousarray(tile),
+                quality=quality,
+                colorspace="RGB",
+                colorsubsampling="444",
+            )
+        )
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(tile)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Handles:
+    """One open slide per thread."""
+
+    def __init__(self, opener: Callable[[], Slide]) -> None:
+        self._opener = opener
+        self._local = threading.local()
+        self._all: list[Slide] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Slide:
+        slide = getattr(self._local, "slide", None)
+        if slide is None:
+            slide = self._opener()
+            self._local.slide = slide
+            with self._lock:
+                self._all.append(slide)
+        return slide
+
+    def close(self) -> None:
+        with self._lock:
+            for slide in self._all:
+                slide.close()
+            self._all.clear()
+
+
+def _process_chunk(
+    handles: _Handles,
+    grid: Grid,
+    config: ExtractConfig,
+    indices: Sequence[int],
+    passthrough: bool,
+) -> list[EncodedTile]:
+    slide = handles.get()
+    out: list[EncodedTile] = []
+    for i in indices:
+        t = StageTimes()
+        x, y = int(grid.xs[i]), int(grid.ys[i])
+        if passthrough:
+            t0 = time.perf_counter()
+            col = round(x / grid.level_downsample) // grid.read_px
+            row = round(y / grid.level_downsample) // grid.read_px
+            data = slide.read_stored_tile_bytes(grid.level, col, row)
+            t.passthrough += time.perf_counter() - t0
+            out.append(EncodedTile(index=i, data=data, passthrough=True, times=t))
+            continue
+        t0 = time.perf_counter()
+        tile = slide.read_region((x, y), grid.level, (grid.read_px, grid.read_px), as_array=True)
+        t1 = time.perf_counter()
+        tile = resize_tile(tile, grid.tile_px)
+        t2 = time.perf_counter()
+        blur = laplacian_variance(tile) if config.blur_threshold is not None else None
+        t3 = time.perf_counter()
+        data = encode_tile(tile, config.img_format, config.quality)
+        t4 = time.perf_counter()
+        t.read, t.resize, t.quality, t.encode = t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        out.append(EncodedTile(index=i, data=data, blur=blur, times=t))
+    return out
+
+
+def iter_encoded_tiles(
+    opener: Callable[[], Slide],
+    grid: Grid,
+    indices: Sequence[int] | NDArray[np.int64],
+    config: ExtractConfig,
+    *,
+    threads: int = 1,
+    passthrough: bool = False,
+) -> Iterator[EncodedTile]:
+    """Yield the encoded tiles at ``indices`` of ``grid``, in that order.
+
+    Parameters
+    ----------
+    opener
+        Opens a new handle on the slide (called once per thread).
+    grid, indices
+        The grid and the indices of the tiles to produce.
+    config
+        Encoding and blur options.
+    threads
+        Worker threads; 1 processes in the calling thread.
+    passthrough
+        Copy the stored JPEG tiles as they are (the caller checked the grid
+        aligns with them).
+    """
+    idx = [int(i) for i in indices]
+    chunks = [idx[s : s + CHUNK] for s in range(0, len(idx), CHUNK)]
+    handles = _Handles(opener)
+    try:
+        if threads <= 1:
+            for chunk in chunks:
+                yield from _process_chunk(handles, grid, config, chunk, passthrough)
+            return
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tilestream-tiles") as pool:
+            pending: deque[Future[list[EncodedTile]]] = deque()
+            it = iter(chunks)
+            for chunk in it:
+                pending.append(
+                    pool.submit(_process_chunk, handles, grid, config, chunk, passthrough)
+                )
+                if len(pending) >= 2 * threads:
+                    break
+            while pending:
+                done = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(
+                        pool.submit(_process_chunk, handles, grid, config, nxt, passthrough)
+                    )
+                yield from done
+    finally:
+        handles.close()

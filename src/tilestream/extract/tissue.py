@@ -1,0 +1,149 @@
+"""Tissue detection and per-tile background filters, vectorised over the grid.
+
+Everything here works on a low-resolution RGB image of the whole slide (a few
+mask pixels per tile): per-pixel masks are computed once, and each tile's
+fractions are read from summed-area tables in one vectorised step, never in a
+Python loop over tiles.
+
+Examples
+--------
+>>> import numpy as np
+>>> img = np.full((8, 8, 3), 240, np.uint8)
+>>> img[:4, :4] = (200, 60, 120)          # a "tissue" quadrant
+>>> mask = tissue_mask(img)
+>>> int(mask.sum())
+16
+>>> box_fractions(mask, np.array([[0, 0, 4, 4], [4, 4, 4, 4]])).tolist()
+[1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "box_fractions",
+    "box_mean",
+    "grayspace_mask",
+    "laplacian_variance",
+    "otsu_threshold",
+    "saturation",
+    "tissue_mask",
+    "whitespace_mask",
+]
+
+#: Below this Otsu threshold on saturation the image is treated as having no
+#: tissue at all (a blank or uniformly grey slide has no bimodal histogram).
+MIN_TISSUE_SATURATION = 0.07
+
+
+def saturation(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """HSV saturation in [0, 1] of an RGB uint8 image: ``(max - min) / max``."""
+    arr = np.asarray(rgb)
+    mx = arr.max(axis=-1).astype(np.float32)
+    mn = arr.min(axis=-1).astype(np.float32)
+    out = np.zeros(mx.shape, np.float32)
+    np.divide(mx - mn, mx, out=out, where=mx > 0)
+    return out
+
+
+def otsu_threshold(values: NDArray[np.floating], *, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1] (maximises between-class variance).
+
+    >>> v = np.concatenate([np.full(100, 0.1), np.full(100, 0.8)])
+    >>> 0.1 <= otsu_threshold(v) < 0.8
+    True
+    """
+    hist, edges = np.histogram(np.ravel(values), bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    total = hist.sum()
+    if total == 0:
+        return 1.0
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = total - w0
+    m0 = np.cumsum(hist * centers)
+    mt = m0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mt * w0 / total - m0) ** 2 / (w0 * w1 / total)
+    between[~np.isfinite(between)] = -1
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def box_mean(mask: NDArray[np.bool_], radius: int) -> NDArray[np.float64]:
+    """Mean of ``mask`` over the ``(2 * radius + 1)``-square around each pixel (edges clipped).
+
+    >>> box_mean(np.eye(3, dtype=bool), 1).round(2).tolist()[1]
+    [0.33, 0.33, 0.33]
+    """
+    h, w = mask.shape
+    sat = np.zeros((h + 1, w + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    ys, xs = np.arange(h), np.arange(w)
+    y0, y1 = np.clip(ys - radius, 0, h), np.clip(ys + radius + 1, 0, h)
+    x0, x1 = np.clip(xs - radius, 0, w), np.clip(xs + radius + 1, 0, w)
+    total = sat[y1][:, x1] - sat[y0][:, x1] - sat[y1][:, x0] + sat[y0][:, x0]
+    area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
+    return total / area
+
+
+def tissue_mask(
+    rgb: NDArray[np.uint8],
+    *,
+    min_saturation: float = MIN_TISSUE_SATURATION,
+    smooth: int = 0,
+) -> NDArray[np.bool_]:
+    """Tissue pixels: HSV saturation above its Otsu threshold (and above ``min_saturation``).
+
+    ``smooth`` > 0 closes the gaps between stained structures (fibres,
+    nuclei): a pixel is tissue when at least a quarter of the square of that
+    radius around it is.
+    """
+    sat = saturation(rgb)
+    threshold = max(otsu_threshold(sat), min_saturation)
+    mask = sat > threshold
+    if smooth > 0 and mask.any():
+        mask = box_mean(mask, smooth) >= 0.25
+    return mask
+
+
+def grayspace_mask(rgb: NDArray[np.uint8], threshold: float) -> NDArray[np.bool_]:
+    """Pixels whose HSV saturation is below ``threshold`` (Slideflow's grayspace)."""
+    return saturation(rgb) < threshold
+
+
+def whitespace_mask(rgb: NDArray[np.uint8], threshold: float) -> NDArray[np.bool_]:
+    """Pixels whose mean RGB is above ``threshold`` (Slideflow's whitespace)."""
+    return np.asarray(rgb, np.float32).mean(axis=-1) > threshold
+
+
+def box_fractions(mask: NDArray[np.bool_], boxes: NDArray[np.integer]) -> NDArray[np.float64]:
+    """Fraction of ``True`` pixels of ``mask`` inside each box ``(x, y, w, h)``.
+
+    Boxes are in mask pixels and may run over the mask's edge: the area
+    outside counts as ``False``. Computed from a summed-area table.
+    """
+    boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
+    h, w = mask.shape
+    sat = np.zeros((h + 1, w + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    x0 = np.clip(boxes[:, 0], 0, w)
+    y0 = np.clip(boxes[:, 1], 0, h)
+    x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w)
+    y1 = np.clip(boxes[:, 1] + boxes[:, 3], 0, h)
+    inside = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+    area = np.maximum(boxes[:, 2] * boxes[:, 3], 1)
+    return inside / area
+
+
+def laplacian_variance(rgb: NDArray[np.uint8]) -> float:
+    """Variance of the 4-neighbour Laplacian of the grey image: low means blurry.
+
+    >>> flat = np.full((32, 32, 3), 128, np.uint8)
+    >>> laplacian_variance(flat)
+    0.0
+    """
+    grey = np.asarray(rgb, np.float32).mean(axis=-1)
+    lap = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
+    return float(lap.var()) if lap.size else 0.0
