@@ -98,10 +98,10 @@ def paint_region(
     alpha = acc[..., 3:4]
     if bool((alpha == 255).all()):
         return acc.astype(np.uint8)
-    # Un-premultiply as openslide-python does (rounding to nearest).
+    # Un-premultiply as openslide-python does (255 * c // a, truncating).
     rgb = acc[..., :3]
     safe = np.maximum(alpha, 1)
-    unpre = np.where(alpha == 255, rgb, np.where(alpha == 0, 0, (rgb * 255 + safe // 2) // safe))
+    unpre = np.where(alpha == 255, rgb, np.where(alpha == 0, 0, (rgb * 255) // safe))
     out = np.empty(acc.shape, np.uint8)
     out[..., :3] = np.minimum(unpre, 255)
     out[..., 3] = alpha[..., 0]

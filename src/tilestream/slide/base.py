@@ -175,7 +175,21 @@ class SlideBackend(abc.ABC):
         def read(x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
             return self.read_level_rgb(level, x, y, w, h)
 
-        return paint_region(read, dims, location[0] / ds, location[1] / ds, size[0], size[1])
+        x, y = location
+        w, h = size
+        # OpenSlide shifts the output by whole level pixels for a negative
+        # location (truncating) and paints from level-0 coordinate 0.
+        tx = int(-x / ds) if x < 0 else 0
+        ty = int(-y / ds) if y < 0 else 0
+        if x >= 0 and y >= 0:
+            return paint_region(read, dims, x / ds, y / ds, w, h)
+        out = np.zeros((h, w, 4), np.uint8)
+        pw, ph = w - tx, h - ty
+        if pw > 0 and ph > 0:
+            fx = 0.0 if x < 0 else x / ds
+            fy = 0.0 if y < 0 else y / ds
+            out[ty:, tx:] = paint_region(read, dims, fx, fy, pw, ph)
+        return out
 
     def read_region_rgb(
         self,
@@ -481,7 +495,7 @@ class Slide:
         if mpp is None:
             raise MissingMPPError(
                 "the slide has no usable resolution (microns per pixel); "
-                "pass it with open_slide(..., mpp=0.25) (or --mpp on the command line)",
+                "pass it with open_slide(path, mpp=0.25) (on the command line: --slide-mpp)",
                 path=self.path,
             )
         return mpp
