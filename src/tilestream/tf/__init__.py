@@ -1,0 +1,16 @@
+"""TensorFlow interop: tilestream's tile datasets as ``tf.data`` pipelines (needs the ``tf`` extra).
+
+:func:`tile_dataset` returns a ``tf.data.Dataset`` with the options of
+:class:`tilestream.torch.TileDataset` (weights through ``sample_from_datasets``,
+record-level sharding, parsing, augmentation); the same records decode to the
+same pixels through both.
+
+Importing this package imports TensorFlow; without it, a
+:class:`~tilestream.errors.MissingDependencyError` says how to install it.
+"""
+
+from __future__ import annotations
+
+from tilestream.tf.dataset import tile_dataset
+
+__all__ = ["tile_dataset"]

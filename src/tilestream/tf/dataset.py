@@ -1,0 +1,245 @@
+"""``tile_dataset``: TFRecords of tiles as a native ``tf.data`` pipeline."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tilestream._util.optional import require
+from tilestream.errors import ConfigError
+from tilestream.loaders.augment import parse_augment
+from tilestream.loaders.labels import Balance
+from tilestream.loaders.sampling import WeightSpec
+from tilestream.loaders.sharding import shard_ranges, validate_shard
+from tilestream.loaders.stream import ClipSpec
+from tilestream.loaders.tiles import plan_tiles
+
+tf = require("tensorflow", extra="tf", purpose="tilestream.tf datasets")
+
+__all__ = ["tile_dataset"]
+
+_FEATURES = {
+    "image_raw": tf.io.FixedLenFeature([], tf.string),
+    "slide": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "loc_x": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    "loc_y": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+}
+
+
+def _seed_pair(*parts: int) -> list[int]:
+    state = np.random.SeedSequence(list(parts)).generate_state(2, dtype=np.uint32)
+    return [int(state[0] >> 1), int(state[1] >> 1)]
+
+
+def _gaussian_blur(img: Any, sigma: Any) -> Any:
+    radius = 6  # covers sigma up to 2.0 (3 sigma)
+    x = tf.range(-radius, radius + 1, dtype=tf.float32)
+    k = tf.exp(-(x**2) / (2.0 * sigma**2))
+    k = k / tf.reduce_sum(k)
+    kx = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, 3, 1])
+    ky = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, 3, 1])
+    f = tf.cast(img, tf.float32)[tf.newaxis]
+    f = tf.pad(f, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    f = tf.nn.depthwise_conv2d(f, kx, [1, 1, 1, 1], "VALID")
+    f = tf.nn.depthwise_conv2d(f, ky, [1, 1, 1, 1], "VALID")
+    return tf.cast(tf.clip_by_value(tf.round(f[0]), 0, 255), tf.uint8)
+
+
+def _augment(img: Any, letters: str, seed: Any) -> Any:
+    """The augmentation letters as stateless TensorFlow ops seeded per record."""
+
+    def draw(i: int) -> Any:
+        return tf.random.stateless_uniform(
+            [], seed=tf.random.experimental.stateless_fold_in(seed, i)
+        )
+
+    if "x" in letters:
+        img = tf.cond(draw(1) < 0.5, lambda: tf.image.flip_left_right(img), lambda: img)
+    if "y" in letters:
+        img = tf.cond(draw(2) < 0.5, lambda: tf.image.flip_up_down(img), lambda: img)
+    if "r" in letters:
+        k = tf.cast(tf.floor(draw(3) * 4.0), tf.int32)
+        img = tf.image.rot90(img, k=k)
+    if "j" in letters:
+        jpeg_seed = tf.random.experimental.stateless_fold_in(seed, 5)
+        img = tf.cond(
+            draw(4) < 0.5,
+            lambda: tf.cast(
+                tf.image.stateless_random_jpeg_quality(img, 50, 100, jpeg_seed), tf.uint8
+            ),
+            lambda: img,
+        )
+    if "b" in letters:
+        sigma = 0.5 + 1.5 * draw(7)
+        img = tf.cond(draw(6) < 0.1, lambda: _gaussian_blur(img, sigma), lambda: img)
+    return img
+
+
+def tile_dataset(
+    tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    label_column: str | None = None,
+    weights: WeightSpec | None = None,
+    balance: Balance | None = None,
+    clip: ClipSpec = None,
+    infinite: bool = False,
+    shuffle: bool = True,
+    seed: int = 0,
+    shard: tuple[int, int] | None = None,
+    augment: bool | str = False,
+    standardize: bool = False,
+    img_size: int | None = None,
+    incl_slidenames: bool = False,
+    incl_loc: bool = False,
+    as_dict: bool = False,
+    batch_size: int | None = None,
+    drop_last: bool = False,
+    num_parallel_calls: int | None = None,
+    deterministic: bool | None = None,
+    indices: Sequence[Any] | None = None,
+) -> Any:
+    """Tiles of many TFRecords as a ``tf.data.Dataset`` of ``(image, label)``.
+
+    Options are as for :class:`tilestream.torch.TileDataset`. Differences:
+
+    - sharding is explicit: ``shard=(i, n)`` (the same record-level split:
+      disjoint, complete, balanced);
+    - images are ``tf.uint8`` HWC, or with ``standardize`` float32 through
+      ``tf.image.per_image_standardization`` (Slideflow's TensorFlow convention);
+    - files are interleaved with ``tf.data.Dataset.sample_from_datasets`` (by
+      weight; exhausted files drop out in finite mode), records shuffled within
+      each file with a full-file buffer, reshuffled every iteration;
+    - augmentation uses stateless TensorFlow ops seeded by ``(seed, record
+      number)``, so a run is reproducible;
+    - ``batch_size`` batches (dropping a short last batch with ``drop_last``)
+      and prefetches.
+
+    Returns
+    -------
+    tf.data.Dataset
+
+    Raises
+    ------
+    TFRecordError, AnnotationError, ConfigError
+        At call time, as for the PyTorch dataset.
+    """
+    shard = validate_shard(shard)
+    letters = parse_augment(augment)
+    plan = plan_tiles(
+        tfrecords,
+        labels=labels,
+        label_column=label_column,
+        weights=weights,
+        balance=balance,
+        clip=clip,
+        indices=indices,
+    )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    lengths = plan.lengths
+    ranges = shard_ranges(lengths, shard)
+    if infinite and not any(len(r) for r in ranges):
+        # More shards than records: an infinite shard reads everything rather than nothing.
+        shard, ranges = None, shard_ranges(lengths, None)
+    files = [f for f, r in enumerate(ranges) if len(r)]
+    auto = tf.data.AUTOTUNE
+    calls = auto if num_parallel_calls is None else num_parallel_calls
+
+    def one_file(f: int) -> Any:
+        ds = tf.data.TFRecordDataset(plan.sources[f].path)
+        ds = ds.take(lengths[f])
+        if shard is not None:
+            ds = ds.skip(ranges[f].start).shard(shard[1], 0)
+        if shuffle:
+            ds = ds.shuffle(len(ranges[f]), seed=_seed_pair(seed, f, 1)[0])
+        if infinite:
+            ds = ds.repeat()
+        return ds
+
+    per_file = [one_file(f) for f in files]
+    if not per_file:  # a finite shard with no records: an empty dataset of the right structure
+        per_file = [tf.data.TFRecordDataset(plan.sources[0].path).take(0)]
+        files = [0]
+    if shuffle or plan.weights is not None:
+        w = (
+            np.asarray([plan.weights[f] for f in files])
+            if plan.weights is not None
+            else np.ones(len(files))
+        )
+        if w.sum() <= 0:
+            raise ConfigError(f"every file of shard {shard} has weight zero")
+        ds = tf.data.Dataset.sample_from_datasets(
+            per_file,
+            weights=(w / w.sum()).tolist(),
+            seed=_seed_pair(seed, 0 if shard is None else shard[0] + 1, 2)[0],
+            stop_on_empty_dataset=False,
+        )
+    else:
+        ds = functools.reduce(lambda a, b: a.concatenate(b), per_file)
+        if infinite:
+            ds = ds.repeat()
+
+    table = None
+    label_dtype = tf.int64
+    if plan.labels is not None:
+        values = [plan.labels[s] for s in plan.slides]
+        keys = list(plan.labels.keys())
+        vals = [plan.labels[k] for k in keys]
+        if any(isinstance(v, float) for v in values):
+            label_dtype = tf.float32
+            vals = [float(v) for v in vals]
+        elif not all(isinstance(v, int | np.integer) for v in vals):
+            raise ConfigError("tile_dataset supports integer or float labels per slide")
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys, tf.string), tf.constant(vals, label_dtype)
+            ),
+            default_value=tf.constant(-1, label_dtype),
+        )
+
+    base_seed = _seed_pair(seed, 3)
+
+    def parse(index: Any, record: Any) -> Any:
+        ex = tf.io.parse_single_example(record, _FEATURES)
+        raw = ex["image_raw"]
+        # Accurate integer DCT: TensorFlow's default (fast DCT) differs in the last bits
+        # from libjpeg-turbo's accurate decode that the PyTorch path uses.
+        img = tf.cond(
+            tf.io.is_jpeg(raw),
+            lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
+        )
+        if img_size is not None:
+            tf.debugging.assert_equal(
+                tf.shape(img)[:2], [img_size, img_size], message="tile is not img_size px"
+            )
+            img = tf.ensure_shape(img, [img_size, img_size, 3])
+        if letters:
+            img = _augment(img, letters, tf.stack([tf.constant(base_seed[0], tf.int64), index]))
+        if standardize:
+            img = tf.image.per_image_standardization(img)
+        label = table.lookup(ex["slide"]) if table is not None else tf.constant(0, tf.int64)
+        if as_dict:
+            return {
+                "image": img,
+                "label": label,
+                "slide": ex["slide"],
+                "loc_x": ex["loc_x"],
+                "loc_y": ex["loc_y"],
+            }
+        out: tuple[Any, ...] = (img, label)
+        if incl_slidenames:
+            out += (ex["slide"],)
+        if incl_loc:
+            out += (ex["loc_x"], ex["loc_y"])
+        return out
+
+    ds = ds.enumerate().map(parse, num_parallel_calls=calls, deterministic=deterministic)
+    if batch_size is not None:
+        ds = ds.batch(batch_size, drop_remainder=drop_last)
+    return ds.prefetch(auto)
