@@ -41,7 +41,7 @@ class ImageBackend(SlideBackend):
         self._pixels: NDArray[np.uint8] | None = None
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore")  # Pillow warns on odd files; we raise
                 with Image.open(path) as image:
                     self._size = (int(image.width), int(image.height))
                     self._format = (image.format or "image").lower()
@@ -69,7 +69,7 @@ class ImageBackend(SlideBackend):
     def detect_format(cls, path: Path) -> str | None:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore")  # Pillow warns on odd files; we raise
                 with Image.open(path) as image:
                     return (image.format or "image").lower()
         except Exception:
@@ -96,7 +96,7 @@ class ImageBackend(SlideBackend):
             if self._pixels is None:
                 try:
                     with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                        warnings.simplefilter("ignore")  # Pillow warns on odd files; we raise
                         with Image.open(self.path) as image:
                             rgb = image.convert("RGB")
                 except (OSError, ValueError, SyntaxError) as exc:
