@@ -668,6 +668,61 @@ class Slide:
             )
         return impl.read_stored_tile_bytes(level, int(col), int(row))
 
+    # -- large_image vocabulary (tilestream.slide.magnification / .tiling) -------
+    def metadata(self) -> dict[str, Any]:
+        """large_image's ``getMetadata``: see :func:`tilestream.slide.magnification.metadata`."""
+        from tilestream.slide import magnification
+
+        return magnification.metadata(self)
+
+    def native_magnification(self) -> dict[str, float | None]:
+        """See :func:`tilestream.slide.magnification.native_magnification`."""
+        from tilestream.slide import magnification
+
+        return magnification.native_magnification(self)
+
+    def magnification_for_level(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """See :func:`tilestream.slide.magnification.magnification_for_level`."""
+        from tilestream.slide import magnification
+
+        return magnification.magnification_for_level(self, *args, **kwargs)
+
+    def level_for_magnification(self, *args: Any, **kwargs: Any) -> Any:
+        """See :func:`tilestream.slide.magnification.level_for_magnification`."""
+        from tilestream.slide import magnification
+
+        return magnification.level_for_magnification(self, *args, **kwargs)
+
+    def region(self, *args: Any, **kwargs: Any) -> Any:
+        """large_image's ``getRegion``: see :func:`tilestream.slide.magnification.region`."""
+        from tilestream.slide import magnification
+
+        return magnification.region(self, *args, **kwargs)
+
+    def convert_region_scale(self, *args: Any, **kwargs: Any) -> Any:
+        """See :func:`tilestream.slide.magnification.convert_region_scale`."""
+        from tilestream.slide import magnification
+
+        return magnification.convert_region_scale(self, *args, **kwargs)
+
+    def region_at_another_scale(self, *args: Any, **kwargs: Any) -> Any:
+        """See :func:`tilestream.slide.magnification.region_at_another_scale`."""
+        from tilestream.slide import magnification
+
+        return magnification.region_at_another_scale(self, *args, **kwargs)
+
+    def tiles(self, *args: Any, **kwargs: Any) -> Any:
+        """large_image's ``tileIterator``: see :func:`tilestream.slide.tiling.tiles`."""
+        from tilestream.slide import tiling
+
+        return tiling.tiles(self, *args, **kwargs)
+
+    def single_tile(self, *args: Any, **kwargs: Any) -> Any:
+        """large_image's ``getSingleTile``: see :func:`tilestream.slide.tiling.single_tile`."""
+        from tilestream.slide import tiling
+
+        return tiling.single_tile(self, *args, **kwargs)
+
     # -- colour -------------------------------------------------------------------
     def color_transform(self) -> ColorTransform | None:
         """The ICC -> sRGB transform of this slide (built once), ``None`` without a profile."""
