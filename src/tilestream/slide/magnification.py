@@ -1,0 +1,690 @@
+"""Magnification-aware regions and tiles, in large_image's vocabulary.
+
+These functions take a :class:`~tilestream.slide.Slide` (they are also its
+methods: ``slide.metadata()``, ``slide.region(...)``, ``slide.tiles(...)``...)
+and speak the language of `large_image <https://girder.github.io/large_image/>`_
+tile sources, so code written against ``getMetadata``, ``getRegion`` or
+``tileIterator`` maps over one to one:
+
+============================  =========================================
+large_image                   tilestream
+============================  =========================================
+``getMetadata()``             :func:`metadata`
+``getNativeMagnification()``  :func:`native_magnification`
+``getMagnificationForLevel``  :func:`magnification_for_level`
+``getLevelForMagnification``  :func:`level_for_magnification`
+``getRegion``                 :func:`region` (returns the image only)
+``convertRegionScale``        :func:`convert_region_scale`
+``getRegionAtAnotherScale``   :func:`region_at_another_scale`
+``tileIterator``              :func:`~tilestream.slide.tiling.tiles`
+``getSingleTile``             :func:`~tilestream.slide.tiling.single_tile`
+============================  =========================================
+
+Levels
+    As in large_image, a *level* here is a power-of-two step of a virtual
+    pyramid: level ``metadata()["levels"] - 1`` is full resolution, each level
+    below halves it, and level 0 fits in one tile. (OpenSlide-style pyramid
+    levels, 0 = full resolution, are :attr:`Slide.level_count` & co.; tiles
+    report the one they were read from as ``slide_level``.)
+
+Scales
+    A ``scale`` is a mapping with ``magnification`` (e.g. ``{"magnification":
+    10}``) and/or ``mm_x`` / ``mm_y`` (millimetres per pixel), like
+    large_image; tilestream also accepts ``{"scale": 2.0}`` (level-0 pixels per
+    output pixel), which needs no resolution metadata. ``None`` means full
+    resolution. A magnification is the objective power, or ``10 / mpp`` when
+    the slide only records its resolution (large_image's estimate).
+
+Regions
+    A mapping with any of ``left``, ``top``, ``right``, ``bottom``, ``width``,
+    ``height`` and ``units``: ``base_pixels`` (level 0, the default),
+    ``mag_pixels`` (pixels at the given scale), ``mm``, ``um``, ``nm`` or
+    ``fraction`` (0..1 of the slide); ``unitsWH`` optionally gives other units
+    for ``width``/``height``. Negative edges count from the right / bottom.
+
+Pixels
+    At scale ``s`` (level-0 pixels per output pixel) the slide is a virtual
+    image of ``floor(width / s) x floor(height / s)`` pixels, output pixel
+    ``(i, j)`` covering level-0 ``[i*s, (i+1)*s) x [j*s, (j+1)*s)``. Regions and
+    tiles are crops of that image: they are read from the coarsest pyramid level
+    that is at least as fine as ``s`` (never upsampled from a coarser level; a
+    level whose downsample differs from ``s`` only through the rounding of its
+    size to whole pixels counts as equal), then resized with an antialiasing filter (Lanczos by
+    default) that also sees the pixels around the crop, so tiles join without
+    seams. At a scale that is a pyramid level's downsample the pixels are that
+    level's, untouched.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from tilestream.slide import open_slide
+>>> from tilestream.slide.synthetic import make_synthetic_slide
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "m.svs"
+>>> _ = make_synthetic_slide(path, width=2000, height=1500, levels=2, mpp=0.5)
+>>> with open_slide(path) as slide:
+...     meta = metadata(slide)
+...     print(meta["levels"], meta["magnification"], meta["mm_x"])
+...     print(region(slide, {"left": 0, "top": 0, "width": 800, "height": 400},
+...                  scale={"magnification": 5}).shape)
+5 20.0 0.0005
+(100, 200, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from tilestream.errors import ConfigError, MissingMPPError
+
+if TYPE_CHECKING:
+    from tilestream.slide.base import Slide
+
+__all__ = [
+    "convert_region_scale",
+    "level_for_magnification",
+    "magnification_for_level",
+    "metadata",
+    "native_magnification",
+    "read_scaled",
+    "region",
+    "region_at_another_scale",
+]
+
+Scale = Mapping[str, Any]
+Region = Mapping[str, Any]
+Format = Literal["numpy", "pil"]
+Resample = Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"]
+
+_UNITS = {
+    None: "base_pixels",
+    "base": "base_pixels",
+    "base_pixel": "base_pixels",
+    "base_pixels": "base_pixels",
+    "pixel": "mag_pixels",
+    "pixels": "mag_pixels",
+    "mag_pixel": "mag_pixels",
+    "mag_pixels": "mag_pixels",
+    "magnification_pixel": "mag_pixels",
+    "magnification_pixels": "mag_pixels",
+    "mm": "mm",
+    "millimeter": "mm",
+    "millimeters": "mm",
+    "um": "um",
+    "micrometer": "um",
+    "micrometers": "um",
+    "micron": "um",
+    "microns": "um",
+    "nm": "nm",
+    "nanometer": "nm",
+    "nanometers": "nm",
+    "fraction": "fraction",
+}
+_MM_PER_UNIT = {"mm": 1.0, "um": 1e-3, "nm": 1e-6}
+_FILTERS: dict[str, tuple[Image.Resampling, float]] = {
+    # PIL filter and its support radius in source pixels (at 1:1).
+    "nearest": (Image.Resampling.NEAREST, 0.0),
+    "box": (Image.Resampling.BOX, 0.0),
+    "bilinear": (Image.Resampling.BILINEAR, 1.0),
+    "hamming": (Image.Resampling.HAMMING, 1.0),
+    "bicubic": (Image.Resampling.BICUBIC, 2.0),
+    "lanczos": (Image.Resampling.LANCZOS, 3.0),
+}
+_SCALE_KEYS = {"magnification", "mm_x", "mm_y", "scale", "exact"}
+
+
+# ---------------------------------------------------------------------------
+# Metadata and levels
+
+
+def _tile_size(slide: Slide) -> tuple[int, int]:
+    """large_image's tile size: the stored one, else 256, within the image."""
+    width, height = slide.dimensions
+    tw, th = slide.tile_size or (256, 256)
+    if tw < 4 or th < 4 or max(tw, th) / min(tw, th) >= 4:
+        tw = th = 256
+    return min(tw, width), min(th, height)
+
+
+def _levels(slide: Slide) -> int:
+    width, height = slide.dimensions
+    tw, th = _tile_size(slide)
+    steps = math.ceil(max(math.log2(width / tw), math.log2(height / th)) - 1e-12)
+    return max(1, steps + 1)
+
+
+def native_magnification(slide: Slide) -> dict[str, float | None]:
+    """Magnification and pixel size (mm) of full resolution.
+
+    ``magnification`` is the objective power, else ``0.01 / mm_x`` (large_image's
+    estimate from the resolution), else ``None``; ``mm_x``/``mm_y`` are
+    ``mpp / 1000`` or ``None``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.slide import open_slide
+    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "n.svs",
+    ...                             width=300, height=200, mpp=0.25, objective_power=40).path
+    >>> with open_slide(path) as slide:
+    ...     native_magnification(slide)
+    {'magnification': 40.0, 'mm_x': 0.00025, 'mm_y': 0.00025}
+    """
+    mpp = slide.mpp
+    mm_x = mpp[0] * 0.001 if mpp else None
+    mm_y = mpp[1] * 0.001 if mpp else None
+    magnification = slide.objective_power
+    if magnification is None and mm_x:
+        magnification = 0.01 / mm_x
+    return {"magnification": magnification, "mm_x": mm_x, "mm_y": mm_y}
+
+
+def metadata(slide: Slide) -> dict[str, Any]:
+    """large_image's ``getMetadata()``: size, tile size, levels, magnification.
+
+    Returns
+    -------
+    dict
+        ``levels`` (virtual power-of-two levels down to one tile), ``sizeX``,
+        ``sizeY``, ``tileWidth``, ``tileHeight`` (the stored tile size, else
+        256), ``magnification``, ``mm_x``, ``mm_y`` (``None`` when unknown),
+        ``dtype`` (``"uint8"``) and ``bandCount`` (3).
+    """
+    width, height = slide.dimensions
+    tw, th = _tile_size(slide)
+    return {
+        "levels": _levels(slide),
+        "sizeX": width,
+        "sizeY": height,
+        "tileWidth": tw,
+        "tileHeight": th,
+        **native_magnification(slide),
+        "dtype": "uint8",
+        "bandCount": 3,
+    }
+
+
+def magnification_for_level(slide: Slide, level: float | None = None) -> dict[str, Any]:
+    """Magnification, pixel size and ``scale`` of a large_image level.
+
+    Parameters
+    ----------
+    slide
+        The slide.
+    level
+        A level in large_image numbering (``levels - 1`` = full resolution,
+        fractional allowed); ``None`` for full resolution.
+
+    Returns
+    -------
+    dict
+        ``magnification``, ``mm_x``, ``mm_y`` (``None`` when unknown), ``level``
+        and ``scale`` (level-0 pixels per pixel of that level).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.slide import open_slide
+    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "l.svs",
+    ...                             width=2000, height=1000, mpp=0.5).path
+    >>> with open_slide(path) as slide:
+    ...     magnification_for_level(slide, 2)
+    {'magnification': 5.0, 'mm_x': 0.002, 'mm_y': 0.002, 'level': 2, 'scale': 4.0}
+    """
+    levels = _levels(slide)
+    mag: dict[str, Any] = dict(native_magnification(slide))
+    if level is None or level == levels - 1:
+        mag["level"] = levels - 1 if level is None else level
+        mag["scale"] = 1.0
+        return mag
+    scale = 2.0 ** (levels - 1 - level)
+    if mag["magnification"]:
+        mag["magnification"] /= scale
+    if mag["mm_x"] and mag["mm_y"]:
+        mag["mm_x"] *= scale
+        mag["mm_y"] *= scale
+    mag["level"] = level
+    mag["scale"] = scale
+    return mag
+
+
+def level_for_magnification(
+    slide: Slide,
+    magnification: float | None = None,
+    *,
+    mm_x: float | None = None,
+    mm_y: float | None = None,
+    exact: bool = False,
+    rounding: Literal["round", "ceil"] | bool | None = "round",
+) -> int | float | None:
+    """The large_image level of a magnification or pixel size.
+
+    Works as large_image's ``getLevelForMagnification``: with several of
+    ``magnification``, ``mm_x``, ``mm_y`` the (log) average is used; with none,
+    or when the slide's own values are unknown, full resolution is returned.
+
+    Parameters
+    ----------
+    slide
+        The slide.
+    magnification
+        Wanted magnification.
+    mm_x, mm_y
+        Wanted pixel size in millimetres.
+    exact
+        Return ``None`` unless a level matches exactly.
+    rounding
+        ``"round"`` or ``"ceil"``: an integer level within the pyramid;
+        ``False``: a fractional level within the pyramid; ``None``: fractional
+        and unclamped.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.slide import open_slide
+    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "m.svs",
+    ...                             width=2000, height=1000, mpp=0.5).path
+    >>> with open_slide(path) as slide:
+    ...     (level_for_magnification(slide, 10), level_for_magnification(slide, mm_x=0.002),
+    ...      round(level_for_magnification(slide, 7, rounding=None), 4))
+    (3, 2, 2.4854)
+    """
+    native = magnification_for_level(slide)
+    ratios = []
+    if magnification and native["magnification"]:
+        ratios.append(float(magnification) / native["magnification"])
+    if mm_x and native["mm_x"]:
+        ratios.append(native["mm_x"] / mm_x)
+    if mm_y and native["mm_y"]:
+        ratios.append(native["mm_y"] / mm_y)
+    top = native["level"]
+    if not ratios:
+        return top
+    logs = [round(math.log2(r), 4) for r in ratios]
+    if exact and any(int(v) != v or v != logs[0] for v in logs):
+        return None
+    level: int | float = top + round(sum(logs) / len(logs), 4)
+    if rounding:
+        level = int(math.ceil(level) if rounding == "ceil" else round(level))
+    if (exact and (level > top or level < 0)) or (rounding == "ceil" and level > top):
+        return None
+    if rounding is not None:
+        level = max(0, min(top, level))
+    return level
+
+
+def _scale_factor(slide: Slide, scale: Scale | None) -> float:
+    """Level-0 pixels per output pixel for a ``scale`` mapping."""
+    if not scale:
+        return 1.0
+    if not isinstance(scale, Mapping):
+        raise ConfigError(f"scale must be a mapping such as {{'magnification': 10}}, not {scale!r}")
+    unknown = set(scale) - _SCALE_KEYS
+    if unknown:
+        raise ConfigError(f"unknown scale keys {sorted(unknown)}; use {sorted(_SCALE_KEYS)}")
+    native = native_magnification(slide)
+    logs = []
+    if scale.get("magnification") is not None:
+        if not native["magnification"]:
+            raise MissingMPPError(
+                "the slide records neither objective power nor resolution, so a "
+                "magnification cannot be read; open it with mpp= or use {'scale': ...}",
+                path=slide.path,
+            )
+        logs.append(math.log2(native["magnification"] / _positive(scale, "magnification")))
+    for key in ("mm_x", "mm_y"):
+        if scale.get(key) is not None:
+            native_mm = native[key]
+            if not native_mm:
+                raise MissingMPPError(
+                    f"the slide has no resolution, so {key} cannot be used; open it with mpp=",
+                    path=slide.path,
+                )
+            logs.append(math.log2(_positive(scale, key) / native_mm))
+    if logs:
+        log = sum(logs) / len(logs)
+    elif scale.get("scale") is not None:
+        log = math.log2(_positive(scale, "scale"))
+    else:
+        return 1.0
+    if abs(log - round(log)) < 1e-4:  # an exact power of two up to float noise
+        log = round(log)
+    if scale.get("exact") and (log != int(log) or log < 0 or log > _levels(slide) - 1):
+        raise ConfigError(f"no level matches scale {dict(scale)} exactly")
+    return float(2.0**log)
+
+
+def _positive(scale: Scale, key: str) -> float:
+    try:
+        value = float(scale[key])
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise ConfigError(f"scale {key} must be a positive number, not {scale[key]!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Regions
+
+
+def _canonical_units(units: str | None) -> str:
+    try:
+        return _UNITS[units.lower() if isinstance(units, str) else units]
+    except KeyError:
+        names = sorted({"base_pixels", "mag_pixels", "mm", "um", "nm", "fraction"})
+        raise ConfigError(f"invalid region units {units!r}; use one of {names}") from None
+
+
+def _unit_scale(slide: Slide, units: str, s: float) -> tuple[float, float]:
+    """Level-0 pixels per unit, horizontally and vertically."""
+    if units == "base_pixels":
+        return 1.0, 1.0
+    if units == "mag_pixels":
+        return s, s
+    if units == "fraction":
+        width, height = slide.dimensions
+        return float(width), float(height)
+    native = native_magnification(slide)
+    if not native["mm_x"] or not native["mm_y"]:
+        raise MissingMPPError(
+            f"the slide has no resolution, so regions in {units} cannot be used; open it with mpp=",
+            path=slide.path,
+        )
+    mm = _MM_PER_UNIT[units]
+    return mm / native["mm_x"], mm / native["mm_y"]
+
+
+_REGION_KEYS = {"left", "top", "right", "bottom", "width", "height", "units", "unitsWH"}
+
+
+def _region_bounds(
+    slide: Slide, region: Region | None, s: float, *, crop: bool = True
+) -> tuple[float, float, float, float]:
+    """``(left, top, right, bottom)`` of a region in level-0 pixels."""
+    region = region or {}
+    if not isinstance(region, Mapping):
+        raise ConfigError(f"region must be a mapping such as {{'left': 0, ...}}, not {region!r}")
+    unknown = set(region) - _REGION_KEYS
+    if unknown:
+        raise ConfigError(f"unknown region keys {sorted(unknown)}; use {sorted(_REGION_KEYS)}")
+    sx, sy = _unit_scale(slide, _canonical_units(region.get("units")), s)
+    values = {
+        k: float(region[k])
+        for k in ("left", "top", "right", "bottom", "width", "height")
+        if region.get(k) is not None
+    }
+    if region.get("unitsWH") is not None:
+        sw, sh = _unit_scale(slide, _canonical_units(region["unitsWH"]), s)
+        if "width" in values:
+            values.pop("right", None)
+        if "height" in values:
+            values.pop("bottom", None)
+    else:
+        sw, sh = sx, sy
+    width, height = slide.dimensions
+    for key, factor in (("left", sx), ("right", sx), ("width", sw)):
+        if key in values:
+            values[key] *= factor
+    for key, factor in (("top", sy), ("bottom", sy), ("height", sh)):
+        if key in values:
+            values[key] *= factor
+    for key, size in (("left", width), ("right", width), ("top", height), ("bottom", height)):
+        if key in values and values[key] < 0:
+            values[key] += size
+    left, right = _span(values, "left", "right", "width", width)
+    top, bottom = _span(values, "top", "bottom", "height", height)
+    if crop:
+        left = min(width, max(0, round(left)))
+        right = min(width, max(left, round(right)))
+        top = min(height, max(0, round(top)))
+        bottom = min(height, max(top, round(bottom)))
+    return float(left), float(top), float(right), float(bottom)
+
+
+def _span(values: dict[str, float], lo: str, hi: str, size: str, full: int) -> tuple[float, float]:
+    if lo in values:
+        start = values[lo]
+    elif hi in values and size in values:
+        start = values[hi] - values[size]
+    else:
+        start = 0.0
+    if hi in values:
+        end = values[hi]
+    elif size in values:
+        end = start + values[size]
+    else:
+        end = float(full)
+    return start, end
+
+
+def convert_region_scale(
+    slide: Slide,
+    region: Region,
+    *,
+    source_scale: Scale | None = None,
+    target_scale: Scale | None = None,
+    target_units: str | None = None,
+    crop_to_image: bool = True,
+) -> dict[str, Any]:
+    """Express a region given at one scale in other units or at another scale.
+
+    As large_image's ``convertRegionScale``: a region in ``mag_pixels`` is
+    relative to ``source_scale``; the result is in ``target_units`` (by
+    default ``base_pixels``) and, for ``mag_pixels``, relative to
+    ``target_scale``. Only the keys given in ``region`` are returned. A region
+    not in ``mag_pixels`` whose units are already the target's is returned as is.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.slide import open_slide
+    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "c.svs",
+    ...                             width=2000, height=1000, mpp=0.5).path
+    >>> with open_slide(path) as slide:
+    ...     convert_region_scale(slide, {"left": 10, "top": 20, "width": 100, "height": 50,
+    ...                                  "units": "mag_pixels"},
+    ...                          source_scale={"magnification": 10}, target_units="um")
+    {'left': 10.0, 'top': 20.0, 'width': 100.0, 'height': 50.0, 'units': 'um'}
+    """
+    units = _canonical_units(region.get("units"))
+    target = None if target_units is None else _canonical_units(target_units)
+    if units != "mag_pixels" and (target is None or target == units):
+        return dict(region)
+    target = target or "base_pixels"
+    s_source = _scale_factor(slide, source_scale)
+    left, top, right, bottom = _region_bounds(slide, region, s_source, crop=crop_to_image)
+    fx, fy = _unit_scale(slide, target, _scale_factor(slide, target_scale))
+    converted = {
+        "left": left / fx,
+        "top": top / fy,
+        "right": right / fx,
+        "bottom": bottom / fy,
+        "width": (right - left) / fx,
+        "height": (bottom - top) / fy,
+    }
+    out: dict[str, Any] = {k: v for k, v in converted.items() if k in region}
+    out["units"] = target
+    return out
+
+
+def _virtual_size(slide: Slide, s: float) -> tuple[int, int]:
+    width, height = slide.dimensions
+    return max(1, math.floor(width / s + 1e-6)), max(1, math.floor(height / s + 1e-6))
+
+
+def _output_box(slide: Slide, region: Region | None, s: float) -> tuple[int, int, int, int]:
+    """The region as ``[x0, x1) x [y0, y1)`` output pixels at scale ``s``."""
+    left, top, right, bottom = _region_bounds(slide, region, s)
+    vw, vh = _virtual_size(slide, s)
+
+    def snap(v: float, hi: int) -> int:
+        return min(hi, max(0, math.floor(v / s + 0.5)))
+
+    x0, y0 = snap(left, vw), snap(top, vh)
+    x1, y1 = max(x0, snap(right, vw)), max(y0, snap(bottom, vh))
+    if x1 == x0 or y1 == y0:
+        raise ConfigError(
+            f"region {dict(region or {})} is empty at scale {s:g} (the slide is "
+            f"{slide.dimensions[0]} x {slide.dimensions[1]} level-0 pixels)"
+        )
+    return x0, y0, x1, y1
+
+
+def _slide_level(slide: Slide, s: float) -> int:
+    """The coarsest pyramid level at least as fine as scale ``s``.
+
+    A level's downsample is computed from its size rounded to whole pixels
+    (e.g. 16.02 for a 2,000 px slide whose level is 125 px): a level within that
+    rounding (one pixel of its smaller side) of ``s`` counts as exactly ``s``.
+    """
+    best = 0
+    for level, (downsample, (lw, lh)) in enumerate(
+        zip(slide.level_downsamples, slide.level_dimensions, strict=True)
+    ):
+        if downsample <= s * (1 + 1 / max(1, min(lw, lh))) + 1e-9:
+            best = level
+    return best
+
+
+def _filter(resample: str) -> tuple[Image.Resampling, float]:
+    try:
+        return _FILTERS[resample]
+    except KeyError:
+        raise ConfigError(f"resample must be one of {sorted(_FILTERS)}, not {resample!r}") from None
+
+
+def read_scaled(
+    slide: Slide,
+    box: tuple[int, int, int, int],
+    s: float,
+    *,
+    resample: str = "lanczos",
+    level: int | None = None,
+) -> NDArray[np.uint8]:
+    """Output pixels ``[x0, x1) x [y0, y1)`` of the slide at scale ``s``, RGB.
+
+    The building block of :func:`region` and of the tiles of
+    :mod:`tilestream.slide.tiling`; ``level`` forces
+    the pyramid level to read from (by default the best one for ``s``).
+    """
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    if s == 1.0:
+        return slide.read_region((x0, y0), 0, (w, h), as_array=True)
+    pil_filter, support = _filter(resample)
+    level = _slide_level(slide, s) if level is None else level
+    ds = slide.level_downsamples[level]
+    lw, lh = slide.level_dimensions[level]
+    ratio = s / ds  # level pixels per output pixel
+    # The box in the level's pixel frame, and a margin for the filter's support.
+    bx0, by0, bx1, by1 = x0 * ratio, y0 * ratio, x1 * ratio, y1 * ratio
+    margin = math.ceil(support * max(ratio, 1.0))
+    rx0 = max(0, math.floor(bx0 + 1e-9) - margin)
+    ry0 = max(0, math.floor(by0 + 1e-9) - margin)
+    rx1 = max(min(lw, math.ceil(bx1 - 1e-9) + margin), math.ceil(bx1 - 1e-9))
+    ry1 = max(min(lh, math.ceil(by1 - 1e-9) + margin), math.ceil(by1 - 1e-9))
+    # Level-0 location of the read; with a fractional downsample the read starts
+    # between level pixels (OpenSlide's semantics) and the box shifts with it.
+    loc_x, loc_y = math.floor(rx0 * ds + 1e-9), math.floor(ry0 * ds + 1e-9)
+    ox, oy = loc_x / ds, loc_y / ds
+    rw, rh = math.ceil(rx1 - ox - 1e-9), math.ceil(ry1 - oy - 1e-9)
+    pixels = slide.read_region((loc_x, loc_y), level, (rw, rh), as_array=True)
+    local = (bx0 - ox, by0 - oy, bx1 - ox, by1 - oy)
+    if all(abs(v - round(v)) < 1e-6 for v in local):
+        cx0, cy0, cx1, cy1 = (round(v) for v in local)
+        if (cx1 - cx0, cy1 - cy0) == (w, h):
+            return np.ascontiguousarray(pixels[cy0:cy1, cx0:cx1])
+    image = Image.fromarray(pixels).resize((w, h), pil_filter, box=local)
+    return np.array(image)
+
+
+def _as_format(pixels: NDArray[np.uint8], format: str) -> NDArray[np.uint8] | Image.Image:
+    if format == "numpy":
+        return pixels
+    if format == "pil":
+        return Image.fromarray(pixels)
+    raise ConfigError(f"format must be 'numpy' or 'pil', not {format!r}")
+
+
+def region(
+    slide: Slide,
+    region: Region | None = None,
+    *,
+    scale: Scale | None = None,
+    format: Format = "numpy",
+    resample: Resample = "lanczos",
+) -> NDArray[np.uint8] | Image.Image:
+    """Read any region at any magnification or pixel size.
+
+    Parameters
+    ----------
+    slide
+        The slide.
+    region
+        The region (see the module notes); ``None`` for the whole slide.
+    scale
+        Output scale, e.g. ``{"magnification": 10}``, ``{"mm_x": 0.001}``;
+        ``None`` for full resolution.
+    format
+        ``"numpy"`` (RGB uint8 ``(h, w, 3)``) or ``"pil"`` (RGB image).
+    resample
+        Resize filter: ``lanczos`` (default), ``bicubic``, ``hamming``,
+        ``bilinear``, ``box`` or ``nearest``.
+
+    Returns
+    -------
+    numpy.ndarray or PIL.Image.Image
+        ``round(width / s) x round(height / s)`` pixels (snapped to the output
+        grid, within the slide) where ``s`` is level-0 pixels per output pixel.
+
+    Raises
+    ------
+    ConfigError
+        Invalid region, scale or format, or a region empty within the slide.
+    MissingMPPError
+        The region or scale needs a resolution the slide does not have.
+    """
+    return _region(slide, region, scale, format, resample)
+
+
+def _region(
+    slide: Slide, area: Region | None, scale: Scale | None, format: str, resample: str
+) -> NDArray[np.uint8] | Image.Image:
+    s = _scale_factor(slide, scale)
+    box = _output_box(slide, area, s)
+    return _as_format(read_scaled(slide, box, s, resample=resample), format)
+
+
+def region_at_another_scale(
+    slide: Slide,
+    region: Region,
+    *,
+    source_scale: Scale | None = None,
+    target_scale: Scale | None = None,
+    target_units: str | None = None,
+    format: Format = "numpy",
+    resample: Resample = "lanczos",
+) -> NDArray[np.uint8] | Image.Image:
+    """:func:`region` of a region given at ``source_scale``, read at ``target_scale``.
+
+    As large_image's ``getRegionAtAnotherScale``: the region is converted with
+    :func:`convert_region_scale`, then read with ``scale=target_scale``.
+    """
+    converted = convert_region_scale(
+        slide,
+        region,
+        source_scale=source_scale,
+        target_scale=target_scale,
+        target_units=target_units,
+    )
+    return _region(slide, converted, target_scale, format, resample)
