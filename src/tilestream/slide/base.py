@@ -222,6 +222,10 @@ class SlideBackend(abc.ABC):
                 return self.read_level_rgb(level, x, y, w, h)
         return rgba_to_rgb(self.read_region_rgba(location, level, size), background)
 
+    def cache_info(self) -> dict[str, int] | None:
+        """Decoded-tile cache statistics, ``None`` when the backend has no such cache."""
+        return None
+
     # -- stored tiles (pass-through) ---------------------------------------------
     def stored_tile_grid(self, level: int) -> tuple[int, int] | None:
         """``(tile_w, tile_h)`` when ``level``'s stored tiles can be passed through as JPEG."""
@@ -625,6 +629,14 @@ class Slide:
             if downsample < downsamples[i]:
                 return i - 1
         return len(downsamples) - 1
+
+    def cache_info(self) -> dict[str, int] | None:
+        """Statistics of the decoded-tile cache (``tifffile`` backend), else ``None``.
+
+        Keys: ``hits``, ``misses`` (= stored tiles decoded), ``tiles`` and
+        ``bytes`` (now cached) and ``max_bytes`` (the ``cache_bytes`` budget).
+        """
+        return self._check_open().cache_info()
 
     # -- stored tiles (JPEG pass-through) ------------------------------------------
     def stored_tile_grid(self, level: int) -> tuple[int, int] | None:

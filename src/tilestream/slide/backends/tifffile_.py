@@ -310,6 +310,16 @@ class TiffFileBackend(SlideBackend):
     def read_level_rgb(self, level: int, x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
         return self._levels[level].read_rgb(x, y, w, h)
 
+    def cache_info(self) -> dict[str, int] | None:
+        cache = self._cache
+        return {
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "tiles": len(cache),
+            "bytes": cache.nbytes,
+            "max_bytes": cache.max_bytes,
+        }
+
     def stored_tile_grid(self, level: int) -> tuple[int, int] | None:
         stored = self._levels[level]
         return (stored.tile_w, stored.tile_h) if stored.is_plain_jpeg else None
