@@ -43,7 +43,7 @@ _register_commands()
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; our own errors become a one-line message and exit code 1."""
     try:
-        cli.main(args=argv, prog_name="tilestream", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="tilestream", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,27 +62,34 @@ def progress_bar(enabled: bool = True) -> Iterator[Any]:
 
 
 def summary_table(run: ExtractionRun) -> Table:
-    """The per-slide summary of a run."""
-    table = Table(title=f"tilestream extraction: {run.run_dir}")
-    for col in ("slide", "status", "tiles", "grid", "rejected", "seconds", "error"):
-        table.add_column(col, justify="right" if col in ("tiles", "grid", "seconds") else "left")
+    """The per-slide summary of a run (failure reasons are listed by :func:`print_summary`)."""
+    table = Table(title=f"tilestream extraction: {run.run_dir.name}")
+    table.add_column("slide", overflow="fold")
+    table.add_column("status")
+    for col in ("tiles", "grid"):
+        table.add_column(col, justify="right")
+    table.add_column("rejected", overflow="fold")
+    table.add_column("seconds", justify="right")
     styles = {"done": "green", "skipped": "cyan", "failed": "red"}
     for r in sorted(run.results, key=lambda r: r.slide):
         rej = ", ".join(f"{k} {r.rejected[k]}" for k in REJECT_REASONS if r.rejected.get(k))
-        table.add_row(
-            r.slide,
-            f"[{styles.get(r.status, 'white')}]{r.status}",
-            str(r.tiles),
-            str(r.grid),
-            rej,
-            f"{r.seconds:.2f}",
-            r.error or "",
-        )
+        status = f"[{styles.get(r.status, 'white')}]{r.status}"
+        if r.status == "failed":
+            status += f" ({r.error_type})"
+        table.add_row(r.slide, status, str(r.tiles), str(r.grid), rej, f"{r.seconds:.2f}")
     table.caption = (
         f"{run.done} extracted, {run.skipped} already complete, {len(run.failed)} failed; "
         f"{run.tiles} tiles in {run.seconds:.1f} s"
     )
     return table
+
+
+def print_summary(run: ExtractionRun) -> None:
+    """The summary table, then each failure with its full reason."""
+    console.print(summary_table(run))
+    for r in sorted(run.failed, key=lambda r: r.slide):
+        console.print(f"[red]failed[/] {r.slide}: {r.error}", soft_wrap=True, highlight=False)
+    console.print(f"report: {run.run_dir / 'report.html'}", soft_wrap=True)
 
 
 def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
@@ -150,7 +157,12 @@ def extract_cmd(
     no_progress: bool,
     **opts: Any,
 ) -> None:
-    """Extract tiles from SLIDES (files, folders or a CSV with a 'slide' column)."""
+    """Extract tiles from SLIDES (files, folders or a CSV with a 'slide' column).
+
+    A slide that fails is recorded with its reason and the others go on; the
+    exit code is 1 only when every slide failed. Re-running the same command
+    skips the slides already complete.
+    """
     config = _config_from_options(opts)
     with progress_bar(not no_progress) as callback:
         run = extract_slides(
@@ -164,10 +176,9 @@ def extract_cmd(
             roi_dir=roi_dir,
             progress=callback,
         )
-    console.print(summary_table(run))
-    console.print(f"report: {run.run_dir / 'report.html'}")
-    if run.failed:
-        raise SystemExit(1 if len(run.failed) == len(run.results) else 0)
+    print_summary(run)
+    if run.failed and len(run.failed) == len(run.results):
+        raise click.exceptions.Exit(1)
 
 
 @click.command("demo")
@@ -188,9 +199,9 @@ def demo_cmd(out_dir: Path) -> None:
     with progress_bar() as callback:
         result = run_demo(out_dir, progress=callback)
     run = result.run
-    console.print(summary_table(run))
+    print_summary(run)
     if run.failed:
-        raise SystemExit(1)
+        raise click.exceptions.Exit(1)
     table = Table(title=f"tiles read back through TFRecord: {result.tfrecord.name}")
     for col in ("record", "slide", "loc_x", "loc_y", "shape", "mean RGB"):
         table.add_column(col)
@@ -210,7 +221,8 @@ def demo_cmd(out_dir: Path) -> None:
         f"  preview  {d / 'previews' / 'CMU-1-Small-Region.jpg'}  (kept tiles green, rejected red)\n"
         f"  report   {d / 'report.html'}\n"
         f"  tiles    {result.tfrecord}  (+ .index.npz, .coords.csv)\n"
-        f"  inspect  tilestream inspect {result.tfrecord}"
+        f"  inspect  tilestream inspect {result.tfrecord}",
+        soft_wrap=True,
     )
 
 

@@ -230,6 +230,11 @@ def extract_slide_task(
         selection = select_tiles(grid, lowres, config, rois=rois, name=name)
         timings["mask"] = time.perf_counter() - t0
         kept = selection.kept_indices
+        if len(grid) == 0:
+            raise ExtractionError(
+                f"{name}: the slide ({w}x{h} px) is smaller than one tile "
+                f"({grid.extract_px} level-0 px for tile_um={config.size.label})"
+            )
         if len(kept) == 0:
             counts = ", ".join(f"{k} {v}" for k, v in selection.counts.items() if v)
             raise ExtractionError(

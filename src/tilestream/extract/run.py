@@ -163,7 +163,7 @@ def run_slide_task(
             task, run_dir, config, to_images=to_images, threads=threads, progress=progress
         )
     except Exception as exc:
-        log.warning("slide %s failed: %s", task.name, exc)
+        log.info("slide %s failed: %s", task.name, exc)
         result = failure_result(task, config, exc, time.perf_counter() - t0)
         try:
             write_failure_state(Path(run_dir), result)

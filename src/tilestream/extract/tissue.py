@@ -37,6 +37,9 @@ __all__ = [
 #: tissue at all (a blank or uniformly grey slide has no bimodal histogram).
 MIN_TISSUE_SATURATION = 0.07
 
+#: Pixels whose brightest channel is below this are never tissue.
+MIN_TISSUE_VALUE = 30
+
 
 def saturation(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     """HSV saturation in [0, 1] of an RGB uint8 image: ``(max - min) / max``."""
@@ -101,6 +104,9 @@ def tissue_mask(
     radius around it is.
     """
     sat = saturation(rgb)
+    # Near-black pixels (fluorescence background, scanner padding) have noisy,
+    # meaningless saturation: they are never tissue in a brightfield image.
+    sat[np.asarray(rgb).max(axis=-1) < MIN_TISSUE_VALUE] = 0.0
     threshold = max(otsu_threshold(sat), min_saturation)
     mask = sat > threshold
     if smooth > 0 and mask.any():
