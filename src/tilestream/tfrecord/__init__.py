@@ -17,6 +17,7 @@ from tilestream.tfrecord._decode import decode_example, feature_value, parse_exa
 from tilestream.tfrecord.example import encode_example, serialized_record
 from tilestream.tfrecord.feature import Feature, FeatureKind
 from tilestream.tfrecord.framing import detect_compression, frame
+from tilestream.tfrecord.image import decode_image, detect_image_format
 from tilestream.tfrecord.index import (
     TFRecordIndex,
     create_index,
@@ -30,30 +31,51 @@ from tilestream.tfrecord.index import (
     scan_index,
 )
 from tilestream.tfrecord.reader import RecordIterator, iter_examples, iter_records
+from tilestream.tfrecord.sfio import (
+    detect_tfrecord_format,
+    get_locations_from_tfrecord,
+    get_tfrecord_by_index,
+    get_tfrecord_by_location,
+    get_tfrecord_length,
+    read_and_return_record,
+    tfrecord_has_locations,
+)
+from tilestream.tfrecord.tfrecord_file import TFRecord, record_to_dict
 from tilestream.tfrecord.writer import TFRecordWriter
 
 __all__ = [
     "Feature",
     "FeatureKind",
     "RecordIterator",
+    "TFRecord",
     "TFRecordIndex",
     "TFRecordWriter",
     "create_index",
     "decode_example",
+    "decode_image",
     "detect_compression",
+    "detect_image_format",
+    "detect_tfrecord_format",
     "encode_example",
     "export_text_index",
     "feature_value",
     "find_index",
     "frame",
+    "get_locations_from_tfrecord",
+    "get_tfrecord_by_index",
+    "get_tfrecord_by_location",
+    "get_tfrecord_length",
     "index_path_for",
     "index_staleness",
     "iter_examples",
     "iter_records",
     "load_index",
     "parse_example",
+    "read_and_return_record",
     "read_index_file",
+    "record_to_dict",
     "save_index",
     "scan_index",
     "serialized_record",
+    "tfrecord_has_locations",
 ]

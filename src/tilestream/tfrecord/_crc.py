@@ -1,8 +1,10 @@
 """Masked CRC32C, the checksum of the TFRecord framing.
 
-Uses the hardware-accelerated ``google-crc32c`` package (Apache-2.0); falls
-back to the ``crc32c`` package when only that one is installed. Both run at
-about 20 GB/s on SSE4.2 hardware, with the same per-call overhead (~0.12 us).
+Two hardware-accelerated packages exist and run at the same speed here (SSE4.2,
+~20 GB/s, ~0.12 us per call): ``crc32c`` and ``google-crc32c``. ``crc32c``
+also checksums any buffer (a memoryview of a memory map) without copying it,
+which lets the readers verify and decode records in place; it is used when
+installed, ``google-crc32c`` otherwise (bytes are then copied first).
 
 Examples
 --------
@@ -10,30 +12,41 @@ Examples
 2726488792
 >>> hex(crc32c(b"123456789"))
 '0xe3069283'
+>>> crc32c(memoryview(b"__123456789")[2:]) == crc32c(b"123456789")
+True
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["MASK_DELTA", "crc32c", "mask", "masked_crc32c"]
+__all__ = ["BUFFER_CRC", "MASK_DELTA", "crc32c", "mask", "masked_crc32c"]
 
 MASK_DELTA = 0xA282EAD8
 
-_crc: Callable[[bytes], int]
+_crc: Callable[[Any], int]
+_crc_buf: Callable[[Any], int]
 try:
-    from google_crc32c import value as _google_value
-
-    _crc = _google_value
-except ImportError:  # pragma: no cover - exercised only without google-crc32c
     from crc32c import crc32c as _crc32c_value
 
     _crc = _crc32c_value
+    _crc_buf = _crc32c_value
+    BUFFER_CRC = True
+except ImportError:  # pragma: no cover - exercised only without the crc32c package
+    from google_crc32c import value as _google_value
+
+    def _google_buf(data: Any) -> int:
+        return int(_google_value(bytes(data)))
+
+    _crc = _google_value
+    _crc_buf = _google_buf
+    BUFFER_CRC = False
 
 
-def crc32c(data: bytes) -> int:
-    """Plain CRC32C (Castagnoli) of ``data``."""
-    return _crc(data)
+def crc32c(data: bytes | bytearray | memoryview) -> int:
+    """Plain CRC32C (Castagnoli) of ``data`` (any bytes-like object)."""
+    return _crc_buf(data)
 
 
 def mask(crc: int) -> int:
@@ -41,7 +54,7 @@ def mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF
 
 
-def masked_crc32c(data: bytes) -> int:
+def masked_crc32c(data: bytes | bytearray | memoryview) -> int:
     """The masked CRC32C of ``data``, as stored in TFRecord framing."""
-    c = _crc(data)
+    c = _crc_buf(data)
     return (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF

@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from typing import Any
@@ -23,7 +24,7 @@ import numpy.typing as npt
 from tilestream.errors import CorruptRecordError, UnsupportedRecordError
 from tilestream.tfrecord.feature import Feature, FeatureKind
 
-__all__ = ["decode_example", "feature_value", "parse_example"]
+__all__ = ["decode_example", "feature_value", "parse_at", "parse_example"]
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -327,10 +328,10 @@ def _merge(a: _RawFeature, b: _RawFeature) -> _RawFeature:
     return a[0], _join(a[1], b[1])
 
 
-def _decode_raw(data: bytes) -> dict[str, _RawFeature]:
+def _decode_raw(data: bytes, pos: int = 0, end: int | None = None) -> dict[str, _RawFeature]:
     out: dict[str, _RawFeature] = {}
-    end = len(data)
-    pos = 0
+    if end is None:
+        end = len(data)
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -380,15 +381,17 @@ def _plain(raw: _RawFeature, squeeze: bool) -> Any:
 
 
 def _decode_guarded(
-    data: bytes | bytearray | memoryview,
+    data: Any,
     path: str | os.PathLike[str] | None,
     record: int | None,
     offset: int | None,
+    start: int = 0,
+    end: int | None = None,
 ) -> dict[str, _RawFeature]:
-    if not isinstance(data, bytes):
+    if not isinstance(data, (bytes, mmap.mmap)):
         data = bytes(data)
     try:
-        return _decode_raw(data)
+        return _decode_raw(data, start, end)
     except _DecodeError as exc:
         raise CorruptRecordError(str(exc), path=path, record=record, offset=offset) from None
     except UnsupportedRecordError as exc:
@@ -447,6 +450,27 @@ def decode_example(
     """
     raw = _decode_guarded(data, path, record, offset)
     return {k: _to_feature_obj(f) for k, f in raw.items()}
+
+
+def parse_at(
+    buf: bytes | mmap.mmap,
+    start: int,
+    end: int,
+    *,
+    squeeze: bool = True,
+    path: str | os.PathLike[str] | None = None,
+    record: int | None = None,
+    offset: int | None = None,
+) -> dict[str, Any]:
+    """:func:`parse_example` of ``buf[start:end]`` without copying the record first.
+
+    Examples
+    --------
+    >>> parse_at(b"xx\\n\\x0c\\n\\n\\n\\x01a\\x12\\x05\\x1a\\x03\\n\\x01\\x07yy", 2, 16)
+    {'a': 7}
+    """
+    raw = _decode_guarded(buf, path, record, offset, start, end)
+    return {k: _plain(f, squeeze) for k, f in raw.items()}
 
 
 def feature_value(feature: Feature, *, squeeze: bool = True) -> Any:

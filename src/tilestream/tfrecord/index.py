@@ -367,7 +367,11 @@ def scan_index(
 
 
 def _scan_mapped(
-    m: mmap.mmap, path: str, want_locs: bool, verify: bool, progress: ProgressCallback | None
+    m: mmap.mmap | bytes,
+    path: str,
+    want_locs: bool,
+    verify: bool,
+    progress: ProgressCallback | None,
 ) -> TFRecordIndex:
     size = len(m)
     unpack = _HEAD.unpack_from
@@ -436,9 +440,8 @@ def _location_or_none(
     except _SequenceExample:
         return None
     except (ValueError, IndexError, _DecodeError) as exc:
-        raise CorruptRecordError(
-            f"malformed Example ({exc})", path=path, record=record, offset=offset
-        ) from exc
+        log.debug("%s: record %d at byte %d is not an Example (%s)", path, record, offset, exc)
+        return None
 
 
 def _make_index(

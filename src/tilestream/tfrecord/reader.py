@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tilestream.errors import CorruptRecordError, TruncatedRecordError
-from tilestream.tfrecord._crc import _crc
-from tilestream.tfrecord.example import parse_example
+from tilestream.tfrecord._crc import _crc, _crc_buf
+from tilestream.tfrecord._decode import parse_at, parse_example
 from tilestream.tfrecord.framing import (
     HEADER_SIZE,
     CompressionArg,
@@ -188,6 +188,59 @@ class RecordIterator(Iterator[bytes]):
             self.records = n
             self.offset = end
             yield data
+        if pos < size:
+            self._truncated(
+                f"file ends inside a record header ({size - pos} of 12 bytes present)", n, pos
+            )
+
+    def examples_mapped(self, buf: mmap.mmap, squeeze: bool) -> Iterator[dict[str, Any]]:
+        """Decoded records of a memory-mapped plain file, checked and parsed in place."""
+        path = self.path
+        verify = self._verify
+        unpack = _HEAD.unpack_from
+        unpack32 = _U32.unpack_from
+        crc = _crc_buf
+        delta = _DELTA
+        size = len(buf)
+        pos = 0
+        n = 0
+        with memoryview(buf) as view:
+            while pos + 12 <= size:
+                length, lcrc = unpack(buf, pos)
+                end = pos + 16 + length
+                if verify:
+                    c = crc(view[pos : pos + 8])
+                    if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                        raise CorruptRecordError(
+                            "length CRC mismatch (not a TFRecord file, or a corrupt header)",
+                            path=path,
+                            record=n,
+                            offset=pos,
+                        )
+                if end > size:
+                    self._truncated(
+                        f"record declares {length} data bytes but the file ends "
+                        f"{size - pos} bytes after the record start",
+                        n,
+                        pos,
+                    )
+                    return
+                if verify:
+                    c = crc(view[pos + 12 : end - 4])
+                    if unpack32(buf, end - 4)[0] != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                        raise CorruptRecordError(
+                            f"data CRC mismatch (record of {length} bytes)",
+                            path=path,
+                            record=n,
+                            offset=pos,
+                        )
+                record = parse_at(
+                    buf, pos + 12, end - 4, squeeze=squeeze, path=path, record=n, offset=pos
+                )
+                n += 1
+                self.records = n
+                self.offset = pos = end
+                yield record
         if pos < size:
             self._truncated(
                 f"file ends inside a record header ({size - pos} of 12 bytes present)", n, pos
@@ -391,6 +444,12 @@ def iter_examples(
     it = RecordIterator(
         source, compression=compression, verify=verify, allow_truncated=allow_truncated
     )
+    if isinstance(source, (str, os.PathLike)):
+        mapped = _map_plain_file(source, compression)
+        if mapped is not None:
+            with mapped:
+                yield from it.examples_mapped(mapped, squeeze)
+            return
     path = it.path
     for i, data in enumerate(it):
         yield parse_example(data, squeeze=squeeze, path=path, record=i)

@@ -1,0 +1,383 @@
+"""Random access to the records of one TFRecord file: :class:`TFRecord`.
+
+The file is memory-mapped (a compressed file is decompressed into memory
+once) and its index loaded on first use; records are cut straight out of the
+map. Each access checks the record's header against the index, so an index
+that lies raises :class:`~tilestream.errors.InvalidTFRecordIndex` instead of
+returning garbage. The object pickles by path, for DataLoader workers.
+
+Examples
+--------
+>>> import tempfile, pathlib, pickle
+>>> from tilestream.tfrecord import TFRecordWriter, serialized_record
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "s.tfrecords"
+>>> with TFRecordWriter(path) as w:
+...     for i in range(3):
+...         w.write(serialized_record("s", b"\\xff\\xd8\\xff" + bytes([i]), i * 256, 0),
+...                 location=(i * 256, 0))
+>>> with TFRecord(path) as tfr:
+...     len(tfr), tfr.fields, tfr.img_format, tfr[-1]["loc_x"], tfr[1]["slide"]
+(3, ['image_raw', 'slide', 'loc_x', 'loc_y'], 'jpeg', 512, 's')
+>>> tfr.get_record_by_xy(256, 0)[1]
+b'\\xff\\xd8\\xff\\x01'
+>>> len(pickle.loads(pickle.dumps(tfr)))
+3
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from tilestream.errors import (
+    CorruptRecordError,
+    EmptyTFRecordsError,
+    InvalidTFRecordIndex,
+    RecordNotFoundError,
+)
+from tilestream.tfrecord._crc import _crc, _crc_buf
+from tilestream.tfrecord._decode import parse_at
+from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, frame
+from tilestream.tfrecord.image import decode_image, detect_image_format
+from tilestream.tfrecord.index import (
+    TFRecordIndex,
+    _scan_mapped,
+    load_index,
+    read_index_file,
+)
+from tilestream.tfrecord.reader import iter_records
+
+__all__ = ["TFRecord", "record_to_dict"]
+
+_HEAD = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+_DELTA = 0xA282EAD8
+IMAGE_KEYS = ("image_raw", "image/encoded")
+
+
+def record_to_dict(
+    data: bytes | mmap.mmap,
+    *,
+    path: str | None = None,
+    record: int | None = None,
+    start: int = 0,
+    end: int | None = None,
+) -> dict[str, Any]:
+    """Decode a record as :class:`TFRecord` returns it.
+
+    Values as :func:`~tilestream.tfrecord.parse_example` gives them
+    (single values unwrapped), with ``slide`` as ``str``.
+
+    Examples
+    --------
+    >>> from tilestream.tfrecord import serialized_record
+    >>> record_to_dict(serialized_record(b"slide", b"img", 1, 2))
+    {'image_raw': b'img', 'slide': 'slide', 'loc_x': 1, 'loc_y': 2}
+    """
+    out = parse_at(data, start, len(data) if end is None else end, path=path, record=record)
+    slide = out.get("slide")
+    if isinstance(slide, bytes):
+        try:
+            out["slide"] = slide.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptRecordError(
+                f"slide name is not UTF-8 ({exc})", path=path, record=record
+            ) from None
+    return out
+
+
+class TFRecord:
+    """One TFRecord file with random access by record number and tile location.
+
+    Parameters
+    ----------
+    path
+        The TFRecord file (plain, GZIP or ZLIB).
+    index
+        An index file path or an ``(n, 2)`` array to use instead of the one
+        found beside the file.
+    create_index
+        Write ``<name>.index.npz`` when it is missing or stale (default);
+        with ``False`` a missing index is built in memory only.
+    verify
+        Check each record's data CRC when it is read (default). The header is
+        always checked against the index.
+
+    Notes
+    -----
+    ``tfr[i]`` returns a dict (``slide`` as ``str``, ``image_raw`` as
+    ``bytes``, ``loc_x``/``loc_y`` as ``int``, other features as
+    :func:`~tilestream.tfrecord.parse_example` gives them);
+    ``get_record_by_xy(x, y)`` returns ``(slide, image)`` like Slideflow.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        index: str | os.PathLike[str] | npt.NDArray[Any] | None = None,
+        *,
+        create_index: bool = True,
+        verify: bool = True,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._index_arg = index
+        self.create_index = create_index
+        self.verify = verify
+        self._reset()
+
+    # ------------------------------------------------------------------ state
+
+    def _reset(self) -> None:
+        self._buf: mmap.mmap | bytes | None = None
+        self._view: memoryview = memoryview(b"")
+        self._fh: Any = None
+        self._index: TFRecordIndex | None = None
+        self._offs: list[int] = []
+        self._lens: list[int] = []
+        self._size = 0
+        self._index_name: str | None = None
+        self._xy: dict[tuple[int, int], int] | None = None
+        self._fields: list[str] | None = None
+        self._img_format: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "index": self._index_arg,
+            "create_index": self.create_index,
+            "verify": self.verify,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._index_arg = state["index"]
+        self.create_index = state["create_index"]
+        self.verify = state["verify"]
+        self._reset()
+
+    def _open(self) -> bytes | mmap.mmap:
+        if self._buf is not None:
+            return self._buf
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            compression = detect_compression(f.read(HEADER_SIZE)) if size else None
+            if compression is None and size:
+                buf: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            elif compression is None:
+                buf = b""
+            else:
+                buf = b"".join(frame(r) for r in iter_records(self.path))
+        self._size = len(buf)
+        self._index = self._load_index(buf, compressed=compression is not None)
+        self._offs = self._index.offsets.tolist()
+        self._lens = self._index.lengths.tolist()
+        self._index_name = os.fspath(self._index.path) if self._index.path else self.path
+        self._view = memoryview(buf)
+        self._buf = buf
+        return buf
+
+    def _load_index(self, buf: bytes | mmap.mmap, *, compressed: bool) -> TFRecordIndex:
+        arg = self._index_arg
+        if isinstance(arg, np.ndarray):
+            arr = np.asarray(arg, dtype=np.int64).reshape(-1, 2)
+            return TFRecordIndex(arr, None, None)
+        if arg is not None:
+            return read_index_file(arg)
+        if compressed or not buf:
+            return _scan_mapped(buf, self.path, True, False, None) if buf else _EMPTY
+        return load_index(self.path, write=self.create_index)
+
+    def close(self) -> None:
+        """Release the memory map; the object reopens on next use."""
+        buf = self._buf
+        self._view.release()
+        self._reset()
+        if isinstance(buf, mmap.mmap):
+            buf.close()
+
+    def __enter__(self) -> TFRecord:
+        self._open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        view = getattr(self, "_view", None)
+        if view is not None:
+            view.release()
+        buf = getattr(self, "_buf", None)
+        if isinstance(buf, mmap.mmap):
+            buf.close()
+
+    # ------------------------------------------------------------------ access
+
+    def __len__(self) -> int:
+        self._open()
+        return len(self._offs)
+
+    @property
+    def length(self) -> int:
+        """Number of records."""
+        return len(self)
+
+    @property
+    def index(self) -> npt.NDArray[np.int64]:
+        """The ``(n, 2)`` offset/length array (Slideflow's ``TFRecord.index``)."""
+        self._open()
+        assert self._index is not None
+        return self._index.array
+
+    def _locate(self, i: int) -> tuple[int, int, int]:
+        """``(record number, start, end of payload)`` of record ``i``, checked against the file."""
+        buf = self._open()
+        n = len(self._offs)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            if n == 0:
+                raise EmptyTFRecordsError(f"{self.path} has no records")
+            raise InvalidTFRecordIndex(f"record {i} is out of range (file has {n})", path=self.path)
+        off = self._offs[i]
+        ln = self._lens[i]
+        if off < 0 or ln < 16 or off + ln > self._size:
+            raise self._lie(i, off, f"it spans bytes {off}..{off + ln} of a {self._size}-byte file")
+        length, lcrc = _HEAD.unpack_from(buf, off)
+        c = _crc(buf[off : off + 8])
+        if lcrc != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
+            raise self._lie(i, off, "no record starts there (length CRC mismatch)")
+        if length + 16 != ln:
+            raise self._lie(i, off, f"the index says {ln} bytes, the record header {length + 16}")
+        end = off + ln - 4
+        if self.verify:
+            c = _crc_buf(self._view[off + 12 : end])
+            if _U32.unpack_from(buf, end)[0] != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
+                raise CorruptRecordError(
+                    f"data CRC mismatch (record of {length} bytes)",
+                    path=self.path,
+                    record=i,
+                    offset=off,
+                )
+        return i, off + 12, end
+
+    def read_raw(self, i: int) -> bytes:
+        """The raw payload of record ``i`` (a serialized Example)."""
+        _, start, end = self._locate(i)
+        assert self._buf is not None
+        return self._buf[start:end]
+
+    def _lie(self, i: int, off: int, what: str) -> InvalidTFRecordIndex:
+        return InvalidTFRecordIndex(
+            f"index does not match {self.path}: record {i} at byte {off}: {what}; "
+            "delete the index to rebuild it",
+            path=self._index_name,
+        )
+
+    @overload
+    def __getitem__(self, key: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, key: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(key, slice):
+            return [self[i] for i in range(*key.indices(len(self)))]
+        if not isinstance(key, (int, np.integer)):
+            raise TypeError(f"TFRecord indices must be int or slice, not {type(key).__name__}")
+        i, start, end = self._locate(int(key))
+        assert self._buf is not None
+        return record_to_dict(self._buf, path=self.path, record=i, start=start, end=end)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"<TFRecord(path='{self.path}')>"
+
+    def get_size(self) -> int:
+        """Size of the file in bytes."""
+        return os.path.getsize(self.path)
+
+    # ------------------------------------------------------------------ format
+
+    def _first(self) -> dict[str, Any]:
+        if len(self) == 0:
+            raise EmptyTFRecordsError(f"{self.path} has no records")
+        return self[0]
+
+    @property
+    def fields(self) -> list[str]:
+        """Feature names of the first record, in their stored order."""
+        if self._fields is None:
+            self._fields = list(self._first())
+        return self._fields
+
+    @property
+    def img_format(self) -> str | None:
+        """``'jpeg'`` or ``'png'`` (etc.) of the first record's image; ``None`` without one."""
+        if self._img_format is None:
+            first = self._first()
+            for key in IMAGE_KEYS:
+                value = first.get(key)
+                if isinstance(value, bytes):
+                    self._img_format = detect_image_format(value)
+                    break
+        return self._img_format
+
+    @property
+    def locations(self) -> list[tuple[int, int]] | None:
+        """``(loc_x, loc_y)`` of every record, or ``None`` when the records have none."""
+        self._open()
+        assert self._index is not None
+        if self._index.locations is None:
+            return None
+        return [(x, y) for x, y in self._index.locations.tolist()]
+
+    def _xy_map(self) -> dict[tuple[int, int], int]:
+        if self._xy is None:
+            locs = self.locations
+            if locs is None:
+                raise RecordNotFoundError(
+                    "the records have no loc_x/loc_y locations", path=self.path
+                )
+            xy: dict[tuple[int, int], int] = {}
+            for i, loc in enumerate(locs):
+                xy.setdefault(loc, i)  # the first record wins for duplicates
+            self._xy = xy
+        return self._xy
+
+    def index_of(self, x: int, y: int) -> int:
+        """Record number of the tile at ``(x, y)`` (O(1) after the first call)."""
+        xy = self._xy_map()
+        try:
+            return xy[(x, y)]
+        except KeyError:
+            raise RecordNotFoundError(f"no record at location ({x}, {y})", path=self.path) from None
+
+    def get_record_by_xy(
+        self, x: int, y: int, decode: bool = False
+    ) -> tuple[str, bytes | npt.NDArray[np.uint8]]:
+        """``(slide, image)`` of the tile at ``(x, y)``; ``decode=True`` decodes the image.
+
+        Raises
+        ------
+        RecordNotFoundError
+            No record has that location (Slideflow returns ``(False, False)``).
+        """
+        i = self.index_of(x, y)
+        rec = self[i]
+        if self._xy is not None and (rec.get("loc_x"), rec.get("loc_y")) != (x, y):
+            at = (rec.get("loc_x"), rec.get("loc_y"))
+            raise self._lie(i, self._offs[i], f"the record is at {at}, not ({x}, {y})")
+        image = rec.get("image_raw")
+        if not isinstance(image, bytes):
+            raise RecordNotFoundError("the record has no image_raw", path=self.path)
+        return rec.get("slide", ""), decode_image(image) if decode else image
+
+
+_EMPTY = TFRecordIndex(np.zeros((0, 2), np.int64), None, None)
