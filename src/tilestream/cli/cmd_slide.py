@@ -9,7 +9,6 @@ thumbnail; ``tilestream slide region SLIDE --x --y --width --height
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -98,18 +97,25 @@ def _save_image(image: Image.Image, out: Path) -> None:
 
 
 def _read_scaled(
-    slide: Slide, x: int, y: int, width: int, height: int, downsample: float
+    slide: Slide, x: int, y: int, width: int, height: int, scale: dict[str, float]
 ) -> Image.Image:
-    """Region of ``width x height`` output pixels at ``downsample`` from level 0, RGBA."""
-    level = slide.get_best_level_for_downsample(downsample)
-    level_ds = slide.level_downsamples[level]
-    factor = downsample / level_ds
-    read_w = max(1, math.ceil(width * factor))
-    read_h = max(1, math.ceil(height * factor))
-    region = slide.read_region((x, y), level, (read_w, read_h))
-    if (read_w, read_h) == (width, height):
-        return region
-    return region.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    """``width x height`` output pixels at ``scale`` from level-0 ``(x, y)`` (clipped to the slide)."""
+    extent = slide.convert_region_scale(
+        {"left": 0, "top": 0, "width": width, "height": height, "units": "mag_pixels"},
+        source_scale=scale,
+        target_units="base_pixels",
+        crop_to_image=False,
+    )
+    area = {
+        "left": x,
+        "top": y,
+        "width": float(extent["width"]),
+        "height": float(extent["height"]),
+        "units": "base_pixels",
+    }
+    image = slide.region(area, scale=scale, format="pil")
+    assert isinstance(image, Image.Image)
+    return image
 
 
 def register(group: click.Group) -> None:
@@ -225,9 +231,12 @@ def register(group: click.Group) -> None:
     ) -> None:
         """Write a region of SLIDE: top-left (--x, --y) in level-0 pixels, size in output pixels.
 
-        The scale is one of --level (a pyramid level, as OpenSlide's read_region),
-        --mag (a magnification; needs the slide's objective power) or --mpp
-        (microns per pixel; needs the slide's resolution, or --slide-mpp).
+        The scale is one of --level (a pyramid level, as OpenSlide's read_region:
+        RGBA, transparent outside the slide), --mag (a magnification; needs the
+        slide's objective power or resolution) or --mpp (microns per pixel; needs
+        the slide's resolution, or --slide-mpp). With --mag/--mpp the region is
+        read from the best level and resized with antialiasing (the library's
+        Slide.region), RGB, and clipped to the slide.
         """
         chosen = [name for name, v in (("--level", level), ("--mag", mag), ("--mpp", mpp)) if v]
         if level == 0:
@@ -244,17 +253,10 @@ def register(group: click.Group) -> None:
                     )
                 image = slide.read_region((x, y), level, (width, height))
             elif mag is not None:
-                native = slide.objective_power
-                if native is None:
-                    raise ConfigError(
-                        "--mag needs the slide's objective power, which it does not record; "
-                        "use --mpp (with --slide-mpp if needed) or --level",
-                        path=slide.path,
-                    )
-                image = _read_scaled(slide, x, y, width, height, native / mag)
+                image = _read_scaled(slide, x, y, width, height, {"magnification": mag})
             else:
                 assert mpp is not None
-                base = slide.require_mpp()
-                image = _read_scaled(slide, x, y, width, height, mpp / ((base[0] + base[1]) / 2))
+                slide.require_mpp()
+                image = _read_scaled(slide, x, y, width, height, {"mm_x": mpp / 1000.0})
         _save_image(image, out)
         console.print(f"wrote {out} ({image.width}x{image.height})", highlight=False)
