@@ -23,6 +23,7 @@ from tilestream.slide.base import (
     detect_format,
     open_slide,
     register_backend,
+    unregister_backend,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "detect_format",
     "open_slide",
     "register_backend",
+    "unregister_backend",
 ]

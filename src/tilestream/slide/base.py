@@ -73,6 +73,7 @@ __all__ = [
     "detect_format",
     "open_slide",
     "register_backend",
+    "unregister_backend",
 ]
 
 logger = logging.getLogger(__name__)
@@ -250,6 +251,14 @@ def register_backend(cls: type[SlideBackend]) -> type[SlideBackend]:
     with _REGISTRY_LOCK:
         _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend added with :func:`register_backend` (built-ins cannot be removed)."""
+    if name in ("tifffile", "openslide", "image"):
+        raise ValueError(f"the built-in backend {name!r} cannot be unregistered")
+    with _REGISTRY_LOCK:
+        _REGISTRY.pop(name, None)
 
 
 def _ensure_builtin_backends() -> None:
