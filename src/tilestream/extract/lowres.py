@@ -64,12 +64,20 @@ def mask_downsample(
 
 
 def read_lowres(slide: Slide, downsample: float) -> LowRes:
-    """Read the whole slide at ``downsample`` (level-0 pixels per output pixel)."""
+    """Read the whole slide at about ``downsample`` (level-0 pixels per output pixel).
+
+    The result's :attr:`LowRes.downsample` is the scale actually used.
+    """
     width, height = slide.dimensions
-    out_w = max(1, math.ceil(width / downsample))
-    out_h = max(1, math.ceil(height / downsample))
-    level = choose_level(slide.level_downsamples, downsample)
+    # A stored level up to 1.5x coarser or finer than asked is used as it is:
+    # reading a level is much cheaper than reading a finer one and shrinking it.
+    level = choose_level(slide.level_downsamples, downsample * 1.5)
     lw, lh = slide.level_dimensions[level]
+    if slide.level_downsamples[level] >= downsample / 1.5:
+        out_w, out_h = lw, lh
+    else:
+        out_w = max(1, math.ceil(width / downsample))
+        out_h = max(1, math.ceil(height / downsample))
     # Level rows per output row, and level-0 rows per level row.
     ratio = lh / out_h
     level_ds_y = height / lh

@@ -183,6 +183,23 @@ def _check_writable(run_dir: Path) -> None:
         raise ExtractionError("output folder is not writable", path=run_dir)
 
 
+RUN_FILES = ("manifest.json", "config.json", "summary.json", "report.html")
+
+
+def _remove_stale_run_temp_files(run_dir: Path) -> None:
+    """Remove temporary files an interrupted run left for the run-level files (ours only).
+
+    One driver at a time owns a run folder; per-slide temporary files are
+    cleaned when the slide is extracted again.
+    """
+    for name in RUN_FILES:
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:  # pragma: no cover - e.g. removed concurrently
+                log.debug("could not remove %s", tmp)
+
+
 def _size(task: SlideTask) -> int:
     try:
         return os.stat(task.path).st_size
@@ -250,6 +267,7 @@ def extract_slides(
         config = config.replace(**options)
     run_dir = Path(out_dir) / config.label
     _check_writable(run_dir)
+    _remove_stale_run_temp_files(run_dir)
     write_json_atomic(
         run_dir / "config.json",
         {"config": config.to_dict(), "hash": config.hash(), "versions": _versions()},

@@ -17,7 +17,13 @@ from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
 from tilestream.extract.lowres import LowRes
 from tilestream.extract.roi import ROI, rasterize_rois, rois_contain
-from tilestream.extract.tissue import box_fractions, grayspace_mask, tissue_mask, whitespace_mask
+from tilestream.extract.tissue import (
+    box_fractions,
+    grayspace_mask,
+    saturation,
+    tissue_mask,
+    whitespace_mask,
+)
 
 __all__ = ["REJECT_REASONS", "Selection", "select_tiles"]
 
@@ -96,9 +102,10 @@ def select_tiles(
             ok = frac >= config.roi_fraction
         _reject(keep, reason, ~ok, "roi")
 
+    sat = saturation(img)
     if config.tissue_method == "otsu":
         # close gaps between stained structures over about 24 level-0 pixels
-        tmask = tissue_mask(img, smooth=max(1, round(24 / ds)))
+        tmask = tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
         tissue = box_fractions(tmask, boxes)
         _reject(keep, reason, tissue < config.min_tissue, "tissue")
     else:
@@ -107,7 +114,7 @@ def select_tiles(
 
     gray = np.zeros(n)
     if config.grayspace_fraction is not None:
-        gray = box_fractions(grayspace_mask(img, config.grayspace_threshold), boxes)
+        gray = box_fractions(grayspace_mask(img, config.grayspace_threshold, sat=sat), boxes)
         _reject(keep, reason, gray > config.grayspace_fraction, "grayspace")
     white = np.zeros(n)
     if config.whitespace_fraction is not None:
