@@ -38,12 +38,51 @@ from numpy.typing import NDArray
 
 from tilestream.errors import CorruptSlideError, SlideError
 
-__all__ = ["FileReader", "StoredLevel", "TileCache", "merge_jpeg_tables"]
+__all__ = [
+    "APERIO_JP2K_YCBCR",
+    "FileReader",
+    "StoredLevel",
+    "TileCache",
+    "merge_jpeg_tables",
+    "ycbcr_to_rgb",
+]
 
 _JPEG = 7
 _JPEG_OLD = 6
 _PHOTOMETRIC_RGB = 2
 _PHOTOMETRIC_YCBCR = 6
+#: Aperio JPEG 2000 with YCbCr components (no colour transform in the codestream).
+APERIO_JP2K_YCBCR = 33003
+
+
+def _fix(value: float) -> int:
+    return int(value * 65536 + 0.5)
+
+
+# YCbCr -> RGB chroma contributions, as libjpeg's and OpenSlide's tables (16.16 fixed point).
+_CHROMA = np.arange(256, dtype=np.int64) - 128
+_R_CR = (_fix(1.40200) * _CHROMA + (1 << 15)) >> 16
+_B_CB = (_fix(1.77200) * _CHROMA + (1 << 15)) >> 16
+_G_CB = -_fix(0.34414) * _CHROMA + (1 << 15)
+_G_CR = -_fix(0.71414) * _CHROMA
+
+
+def ycbcr_to_rgb(ycc: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Full-range YCbCr to RGB exactly as OpenSlide converts Aperio 33003 tiles.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ycbcr_to_rgb(np.array([[[128, 128, 128], [76, 85, 255]]], np.uint8)).tolist()
+    [[[128, 128, 128], [254, 0, 0]]]
+    """
+    y = ycc[..., 0].astype(np.int64)
+    cb, cr = ycc[..., 1], ycc[..., 2]
+    out = np.empty((*ycc.shape[:-1], 3), np.uint8)
+    out[..., 0] = np.clip(y + _R_CR[cr], 0, 255)
+    out[..., 1] = np.clip(y + ((_G_CB[cb] + _G_CR[cr]) >> 16), 0, 255)
+    out[..., 2] = np.clip(y + _B_CB[cb], 0, 255)
+    return out
 
 
 class TileCache:
@@ -284,6 +323,14 @@ class StoredLevel:
         arr = arr.reshape(arr.shape[-3:]) if arr.ndim > 3 else arr
         if arr.ndim == 2:
             arr = arr[..., None]
+        if self.compression == APERIO_JP2K_YCBCR:
+            if arr.shape[-1] != 3 or arr.dtype != np.uint8:
+                raise CorruptSlideError(
+                    f"level {self.key} tile ({col}, {row}): YCbCr JPEG 2000 decoded to "
+                    f"{arr.shape} {arr.dtype}, not 3 8-bit components",
+                    path=self.reader.path,
+                )
+            arr = ycbcr_to_rgb(arr)
         rgb = _to_rgb8(arr)
         h, w = rgb.shape[:2]
         if (h, w) != (self.tile_h, self.tile_w):

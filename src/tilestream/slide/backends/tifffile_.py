@@ -89,6 +89,30 @@ class TiffFileBackend(SlideBackend):
             for i, page in enumerate(self._pages)
         )
         self._lock = threading.Lock()
+        try:
+            self._probe_ycbcr_jp2k()
+        except BaseException:
+            self.close()
+            raise
+
+    def _probe_ycbcr_jp2k(self) -> None:
+        # Aperio 33003 tiles usually carry chroma subsampled 2x horizontally,
+        # which OpenSlide upsamples itself; decode one tile now and leave files
+        # our decoder cannot take to the openslide backend.
+        for level in self._levels:
+            if level.compression != _APERIO_YCBCR_J2K:
+                continue
+            index = next((i for i, n in enumerate(level.bytecounts) if n), None)
+            if index is None:
+                continue
+            try:
+                level.tile(index % level.cols, index // level.cols)
+            except CorruptSlideError as exc:
+                raise UnsupportedSlideError(
+                    f"Aperio YCbCr JPEG 2000 (compression 33003) tiles this decoder cannot "
+                    f"take ({exc.message}); use the openslide backend",
+                    path=self.path,
+                ) from exc
 
     # -- opening ------------------------------------------------------------------
     def _setup(self, tifffile: Any) -> None:
@@ -127,11 +151,6 @@ class TiffFileBackend(SlideBackend):
             if compression not in tifffile.TIFF.DECOMPRESSORS:
                 raise UnsupportedSlideError(
                     f"unsupported TIFF compression {compression}", path=self.path
-                )
-            if compression == _APERIO_YCBCR_J2K:
-                raise UnsupportedSlideError(
-                    "Aperio YCbCr JPEG 2000 (compression 33003) needs the openslide backend",
-                    path=self.path,
                 )
             pages.append(page)
         dims = [(int(p.imagewidth), int(p.imagelength)) for p in pages]
