@@ -239,3 +239,13 @@ def test_feature_value_and_equality() -> None:
     assert feature_value(Feature.bytes_list([b"a", b"b"])) == [b"a", b"b"]
     assert Feature.int64_list([1]) != Feature.float_list([1.0])
     assert Feature.int64_list([1, 2]) == Feature.int64_list(np.array([1, 2]))
+
+
+def test_overlong_varint_keeps_the_low_64_bits_like_protobuf() -> None:
+    # 10-byte varints whose last byte sets bits above 2**64 (TensorFlow never writes them).
+    big = b"\xff" * 9 + b"\x7f"
+    ints = b"\x08" + big
+    packed = b"\x0a\x0a" + big
+    dec = decode_example(_example([(b"u", _ld(3, ints)), (b"p", _ld(3, packed))]))
+    assert dec["u"].value.tolist() == [-1]
+    assert dec["p"].value.tolist() == [-1]

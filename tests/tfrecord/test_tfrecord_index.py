@@ -86,10 +86,18 @@ def test_npy_and_text_formats_round_trip(tmp_path: Path) -> None:
 
 
 def test_text_index_is_what_the_tfrecord_package_writes(tmp_path: Path) -> None:
-    tfrecord2idx = pytest.importorskip("tfrecord.tools.tfrecord2idx")
+    # The tfrecord package registers tensorflow.Example in protobuf's default
+    # pool, which breaks a later TensorFlow import: run it in its own process.
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tfrecord") is None:
+        pytest.skip("the tfrecord package is not installed (it is a dev extra)")
     path = _make(tmp_path / "a.tfrecords")
     theirs = tmp_path / "theirs.index"
-    tfrecord2idx.create_index(str(path), str(theirs))
+    code = "import sys; from tfrecord.tools.tfrecord2idx import create_index; create_index(*sys.argv[1:])"
+    subprocess.run([sys.executable, "-c", code, str(path), str(theirs)], check=True, timeout=120)
     ours = export_text_index(path, tmp_path / "ours.index")
     np.testing.assert_array_equal(
         np.loadtxt(theirs, dtype=np.int64), np.loadtxt(ours, dtype=np.int64)

@@ -27,6 +27,7 @@ from tilestream.tfrecord.feature import Feature, FeatureKind
 __all__ = ["decode_example", "feature_value", "parse_at", "parse_example"]
 
 _U64 = 1 << 64
+_M64 = _U64 - 1
 _I64_MAX = (1 << 63) - 1
 _F32 = struct.Struct("<f")
 _DTYPES: dict[str, type[np.generic]] = {"float_list": np.float32, "int64_list": np.int64}
@@ -95,6 +96,7 @@ def _packed_varints(data: bytes, pos: int, end: int) -> list[int] | npt.NDArray[
                 pos += 2
             else:
                 v, pos = _read_varint(data, pos, end)
+                v &= _M64  # protobuf keeps the low 64 bits
                 out.append(v - _U64 if v > _I64_MAX else v)
         return out
     arr = np.frombuffer(data, np.uint8, count=n, offset=pos)
@@ -206,6 +208,7 @@ def _parse_list(data: bytes, pos: int, end: int, kind: FeatureKind) -> Any:
             pos += 4
         elif tag == 0x08 and kind == "int64_list":  # unpacked int64
             v, pos = _read_varint(data, pos, end)
+            v &= _M64  # protobuf keeps the low 64 bits
             values.append(v - _U64 if v > _I64_MAX else v)
         else:
             if tag >= 0x80:
