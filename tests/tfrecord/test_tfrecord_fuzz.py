@@ -410,6 +410,66 @@ def test_tfrecord_random_access_on_damaged_file(scratch: Path, pos: int, blob: b
         pass
 
 
+INDEX_TILES = [
+    (f"s{i}", bytes([i]) * (40 + 7 * i), 256 * (i % 3), 256 * (i // 3)) for i in range(7)
+]
+
+
+@FEW
+@given(
+    mutation=st.sampled_from(
+        ["swap_locations", "swap_offsets", "shift_offset", "random_locations", "drop_last",
+         "bad_length", "duplicate_location"]
+    ),
+    i=st.integers(0, len(INDEX_TILES) - 1),
+    j=st.integers(0, len(INDEX_TILES) - 1),
+    delta=st.integers(-40, 40).filter(bool),
+)  # fmt: skip
+def test_an_index_that_lies_never_yields_wrong_tiles(
+    scratch: Path, mutation: str, i: int, j: int, delta: int
+) -> None:
+    # A tampered .index.npz (its recorded file size and mtime kept, so only
+    # its content lies): every answer is the right tile or one of our errors.
+    path = scratch / f"lie{next(_counter)}.tfrecords"
+    with TFRecordWriter(path) as writer:
+        for slide, img, x, y in INDEX_TILES:
+            writer.write(serialized_record(slide, img, x, y), location=(x, y))
+    index = path.with_name(path.name.replace(".tfrecords", ".index.npz"))
+    with np.load(index) as z:
+        arrays = {k: z[k].copy() for k in z.files}
+    offsets, locations = arrays["arr_0"], arrays["locations"]
+    if mutation == "swap_locations":
+        locations[[i, j]] = locations[[j, i]]
+    elif mutation == "swap_offsets":
+        offsets[[i, j]] = offsets[[j, i]]
+    elif mutation == "shift_offset":
+        offsets[i, 0] += delta
+    elif mutation == "random_locations":
+        locations[:] = np.random.default_rng(abs(delta)).integers(0, 1024, locations.shape)
+    elif mutation == "drop_last":
+        arrays["arr_0"], arrays["locations"] = offsets[:-1], locations[:-1]
+    elif mutation == "bad_length":
+        offsets[i, 1] += delta
+    else:
+        locations[i] = locations[j]
+    stat = os.stat(index)
+    with open(index, "wb") as f:
+        np.savez(f, **arrays)
+    os.utime(index, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    by_xy = {(x, y): (slide, img) for slide, img, x, y in INDEX_TILES}
+    try:
+        with TFRecord(path) as rec:
+            for k, (slide, img, x, y) in enumerate(INDEX_TILES):
+                with contextlib.suppress(TileStreamError):
+                    row = rec[k]
+                    assert (row["slide"], row["image_raw"]) == (slide, img), k
+                with contextlib.suppress(TileStreamError):
+                    assert rec.get_record_by_xy(x, y) == by_xy[(x, y)], (x, y)
+    except TileStreamError:
+        pass
+
+
 # --------------------------------------------------------------------------- oracle: protobuf
 
 
