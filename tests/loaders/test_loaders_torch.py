@@ -255,3 +255,51 @@ def test_indexed_dataset_with_distributed_sampler(torch, write_tfrecords, worker
     with pytest.raises(IndexError):
         ds[23]
     assert ds[-1]["loc_x"] == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_worker_batches_hold_every_record_once_with_the_same_pixels(
+    torch, write_tfrecords, monkeypatch, workers
+):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)
+    labels = {"a": 3, "b": 1, "c": 2, "d": 0}
+    per_tile = {
+        (e["slide"], e["loc_x"]): (e["image"], e["label"])
+        for e in TileDataset(paths, labels=labels, as_dict=True, seed=5)
+    }
+    seen = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        ds = TileDataset(paths, labels=labels, as_dict=True, seed=5, batch_size=4)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+        for batch in loader:
+            images = batch["image"]
+            assert images.dtype == torch.uint8
+            assert images.shape[1:] == (3, 32, 32)
+            assert images.shape[0] <= 4
+            for i, key in enumerate(zip(batch["slide"], batch["loc_x"].tolist(), strict=True)):
+                want_image, want_label = per_tile[key]
+                assert torch.equal(images[i], want_image)
+                assert int(batch["label"][i]) == want_label
+                seen.append(key)
+    assert sorted(seen) == expected(SPEC)
+
+
+def test_worker_batches_drop_last_and_standardize(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords(SPEC)  # 23 records
+    ds = TileDataset(paths, batch_size=5, drop_last=True, standardize=True, incl_loc=True)
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0))
+    assert [b[0].shape[0] for b in batches] == [5, 5, 5, 5]
+    images, labels, loc_x, loc_y = batches[0]
+    assert images.dtype == torch.float32
+    assert float(images.min()) >= -1.0
+    assert float(images.max()) <= 1.0
+    assert labels.tolist() == [0] * 5
+    assert torch.equal(loc_y, loc_x + 1000)
+    with pytest.raises(ConfigError, match="batch_size"):
+        TileDataset(paths, batch_size=0)

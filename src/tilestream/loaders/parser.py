@@ -51,7 +51,9 @@ def decode_rgb(data: bytes, *, out: np.ndarray | None = None) -> np.ndarray:
     data
         The encoded image.
     out
-        Optional C-contiguous uint8 buffer of the right shape to decode a JPEG into.
+        Optional C-contiguous uint8 ``(height, width, 3)`` array to decode a JPEG
+        into; it is returned when used. An image of another size is decoded
+        into a new array instead.
 
     Raises
     ------
@@ -69,7 +71,12 @@ def decode_rgb(data: bytes, *, out: np.ndarray | None = None) -> np.ndarray:
         import simplejpeg
 
         try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+            if out is not None:
+                height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+                if out.shape == (height, width, 3):
+                    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
+                    return out
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ValueError as exc:
             raise CorruptRecordError(f"cannot decode JPEG image: {exc}") from exc
     import io

@@ -49,8 +49,10 @@ class _TileParser:
         self.normalizer = normalizer
         self.img_size = img_size
         self.rng = np.random.default_rng(0)
+        #: Where to decode the next image (a batch slot), when set.
+        self.target: np.ndarray | None = None
 
-    def __call__(self, data: bytes) -> tuple[Any, str | None, int, int]:
+    def __call__(self, data: bytes) -> tuple[np.ndarray, str | None, int, int]:
         from tilestream.tfrecord import decode_example
 
         ex = decode_example(data)
@@ -59,7 +61,9 @@ class _TileParser:
             from tilestream.errors import CorruptRecordError
 
             raise CorruptRecordError("record has no image_raw bytes feature")
-        img = decode_rgb(raw.value[0])
+        target = self.target
+        direct = target is not None and not self.augment and self.normalizer is None
+        img = decode_rgb(raw.value[0], out=target if direct else None)
         if self.img_size is not None and img.shape[:2] != (self.img_size, self.img_size):
             raise ConfigError(
                 f"a tile is {img.shape[1]}x{img.shape[0]} px, expected img_size={self.img_size}"
@@ -68,15 +72,26 @@ class _TileParser:
             img = augment_image(img, self.augment, self.rng)
         if self.normalizer is not None:
             img = self.normalizer(np.ascontiguousarray(img))
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-        t = t.float().div_(127.5).sub_(1.0) if self.standardize else t.contiguous()
+        if target is not None and img is not target:
+            if img.shape != target.shape:
+                raise ConfigError(
+                    f"tiles of {img.shape[1]}x{img.shape[0]} and {target.shape[1]}x"
+                    f"{target.shape[0]} px cannot share a batch"
+                )
+            target[...] = img
+            img = target
         slide = ex.get("slide")
         name = slide.value[0] if slide is not None and slide.kind == "bytes_list" else None
         x = ex.get("loc_x")
         y = ex.get("loc_y")
         loc_x = int(x.value[0]) if x is not None and len(x.value) else 0
         loc_y = int(y.value[0]) if y is not None and len(y.value) else 0
-        return t, (name.decode("utf-8", "replace") if name is not None else None), loc_x, loc_y
+        return img, (name.decode("utf-8", "replace") if name is not None else None), loc_x, loc_y
+
+    def tensor(self, img: np.ndarray) -> Any:
+        """One HWC uint8 image as a CHW tensor (uint8, or standardised float32)."""
+        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return t.float().div_(127.5).sub_(1.0) if self.standardize else t
 
 
 class _Common:
@@ -163,16 +178,19 @@ class _Common:
             raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
         self._epoch.fill_(int(epoch))
 
-    def _format(self, parsed: tuple[Any, str | None, int, int], path: str) -> Any:
-        image, slide, loc_x, loc_y = parsed
+    def _label(self, slide: str | None, path: str) -> tuple[str, Any]:
         name = slide if slide is not None else slide_name_of(None, path)
-        if self.plan.labels is not None:
-            try:
-                label = self.plan.labels[name]
-            except KeyError:
-                raise AnnotationError(f"no label for slide {name!r}", path=path) from None
-        else:
-            label = 0
+        if self.plan.labels is None:
+            return name, 0
+        try:
+            return name, self.plan.labels[name]
+        except KeyError:
+            raise AnnotationError(f"no label for slide {name!r}", path=path) from None
+
+    def _format(self, parsed: tuple[Any, str | None, int, int], path: str) -> Any:
+        img, slide, loc_x, loc_y = parsed
+        image = self.parser.tensor(img)
+        name, label = self._label(slide, path)
         if self.as_dict:
             return {"image": image, "label": label, "slide": name, "loc_x": loc_x, "loc_y": loc_y}
         out: tuple[Any, ...] = (image, label)
@@ -238,6 +256,14 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         Per-file offsets or index files (default: beside each file, or a scan).
     verify
         Check record CRCs.
+    batch_size
+        Yield whole batches built in the worker (use ``DataLoader(batch_size=None)``):
+        tiles are decoded straight into a shared-memory ``(N, H, W, 3)`` buffer
+        and yielded as an ``NCHW`` view in channels-last memory format, with no
+        per-tile copy or transpose. Labels and locations become tensors, slide
+        names a list. Each worker's last batch may be short.
+    drop_last
+        With ``batch_size``: drop each worker's short last batch.
 
     Notes
     -----
@@ -268,8 +294,14 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         on_error: OnError = "raise",
         indices: Sequence[Any] | None = None,
         verify: bool = True,
+        batch_size: int | None = None,
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.drop_last = drop_last
         self._setup(
             tfrecords,
             labels=labels,
@@ -342,10 +374,75 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
             with_location=True,
         )
         try:
-            for parsed, path, _ in stream:
-                yield self._format(parsed, path)
+            if self.batch_size is None:
+                for parsed, path, _ in stream:
+                    yield self._format(parsed, path)
+            else:
+                yield from self._batches(
+                    stream, shared=torch.utils.data.get_worker_info() is not None
+                )
         finally:
             self.skipped = stream.skipped
+            self.parser.target = None
+
+    def _batches(self, stream: RecordStream, *, shared: bool) -> Iterator[Any]:
+        """Decode straight into (shared-memory) batch buffers; yield collated batches."""
+        size = self.batch_size or 1
+        buf: Any = None
+        arr: np.ndarray | None = None
+        fields: list[list[Any]] = [[], [], [], []]  # label, slide, loc_x, loc_y
+        n = 0
+
+        def new_buffer(shape: tuple[int, ...]) -> tuple[Any, np.ndarray]:
+            t = torch.empty((size, *shape), dtype=torch.uint8)
+            if shared:  # already shared: sending it to the main process copies nothing
+                t.share_memory_()
+            return t, t.numpy()
+
+        while True:
+            self.parser.target = arr[n] if arr is not None else None
+            try:
+                parsed, path, _ = next(stream)
+            except StopIteration:
+                break
+            img, slide, loc_x, loc_y = parsed
+            if arr is None:
+                buf, arr = new_buffer(img.shape)
+                arr[0] = img
+            name, label = self._label(slide, path)
+            for column, value in zip(fields, (label, name, loc_x, loc_y), strict=True):
+                column.append(value)
+            n += 1
+            if n == size:
+                yield self._collate(buf, fields)
+                buf, arr = new_buffer(arr.shape[1:])
+                fields = [[], [], [], []]
+                n = 0
+        if n and not self.drop_last:
+            yield self._collate(buf[:n], fields)
+
+    def _collate(self, buf: Any, fields: list[list[Any]]) -> Any:
+        images = buf.permute(0, 3, 1, 2)  # NCHW, channels-last in memory: no copy
+        if self.parser.standardize:
+            images = images.float().div_(127.5).sub_(1.0)
+        labels, slides, xs, ys = fields
+        label = torch.as_tensor(np.asarray(labels))
+        loc_x = torch.as_tensor(xs, dtype=torch.int64)
+        loc_y = torch.as_tensor(ys, dtype=torch.int64)
+        if self.as_dict:
+            return {
+                "image": images,
+                "label": label,
+                "slide": slides,
+                "loc_x": loc_x,
+                "loc_y": loc_y,
+            }
+        out: tuple[Any, ...] = (images, label)
+        if self.incl_slidenames:
+            out += (slides,)
+        if self.incl_loc:
+            out += (loc_x, loc_y)
+        return out
 
 
 class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
