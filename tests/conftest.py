@@ -90,3 +90,9 @@ def tf() -> ModuleType:
 def torch() -> ModuleType:
     """PyTorch, or a skip (a failure under CI)."""
     return _framework("torch")
+
+
+@pytest.fixture(scope="session")
+def dask_distributed() -> ModuleType:
+    """Dask distributed, or a skip (a failure under CI)."""
+    return _framework("distributed")

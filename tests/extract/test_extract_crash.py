@@ -11,9 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from _outputs import assert_same_outputs
 from tilestream.tfrecord import iter_records
 
 N_SLIDES = 8
@@ -32,32 +32,6 @@ def _cmd(listing: Path, out: Path) -> list[str]:
         "--tile-px", "128", "--tile-um", "128", "--stride-div", "2", "--workers", "1",
         "--threads", "1", "--no-progress",
     ]  # fmt: skip
-
-
-def _comparable_state(path: Path) -> dict[str, object]:
-    state = json.loads(path.read_text())
-    for volatile in ("seconds", "timings"):
-        state.pop(volatile, None)
-    return state
-
-
-def _assert_same_outputs(a: Path, b: Path) -> None:
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    for rel in files_a:
-        pa, pb = a / rel, b / rel
-        if rel.name in ("summary.json", "report.html"):
-            continue  # carry timings
-        if rel.parent.name == "state" and rel.suffix == ".json":
-            assert _comparable_state(pa) == _comparable_state(pb), rel
-        elif rel.suffix == ".npz":
-            za, zb = np.load(pa), np.load(pb)
-            assert sorted(za.files) == sorted(zb.files)
-            for key in ("arr_0", "locations"):  # the index proper; the rest is file metadata
-                assert np.array_equal(za[key], zb[key]), (rel, key)
-        else:
-            assert pa.read_bytes() == pb.read_bytes(), rel
 
 
 @pytest.mark.slow
@@ -96,7 +70,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(cmu_slide: Path, tmp_path: 
     rerun = subprocess.run(_cmd(listing, out), check=True, capture_output=True, text=True)
     assert "already complete" in rerun.stdout
     assert not list(out.rglob("*.tmp"))
-    _assert_same_outputs(ref_out, out)
+    assert_same_outputs(ref_out, out)
 
 
 def test_disk_full_leaves_nothing_partial(cmu_slide: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,17 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 @click.option("--threads", type=int, help="Threads per slide.")
 @click.option("--overwrite", is_flag=True, help="Re-extract complete slides.")
 @click.option("--to-images", is_flag=True, help="Write loose images instead of TFRecords.")
+@click.option("--cluster", help="Run on a local Dask cluster: local:N (needs tilestream[dask]).")
+@click.option(
+    "--scheduler", help="Run on a running Dask scheduler (or set DASK_SCHEDULER_ADDRESS)."
+)
+@click.option(
+    "--retries",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Dask retries of a task that hit a transient error or lost its worker.",
+)
 @click.option("--no-progress", is_flag=True)
 def extract_cmd(
     slides: tuple[Path, ...],
@@ -155,6 +167,9 @@ def extract_cmd(
     overwrite: bool,
     to_images: bool,
     no_progress: bool,
+    cluster: str | None,
+    scheduler: str | None,
+    retries: int,
     **opts: Any,
 ) -> None:
     """Extract tiles from SLIDES (files, folders or a CSV with a 'slide' column).
@@ -164,11 +179,25 @@ def extract_cmd(
     skips the slides already complete.
     """
     config = _config_from_options(opts)
-    with progress_bar(not no_progress) as callback:
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if cluster or scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+            from tilestream.distributed import dask_executor
+
+            dask = stack.enter_context(
+                dask_executor(cluster=cluster, scheduler=scheduler, retries=retries)
+            )
+            executor = dask.executor
+            console.print(
+                f"Dask: {dask.workers} workers; dashboard: {dask.dashboard_link or 'not served'}",
+                soft_wrap=True,
+            )
+        callback = stack.enter_context(progress_bar(not no_progress))
         run = extract_slides(
             slides,
             out_dir,
             config=config,
+            executor=executor,
             workers=workers,
             threads=threads,
             overwrite=overwrite,

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 
 from tilestream import __version__
 from tilestream._util.atomic import write_json_atomic
-from tilestream.errors import ConfigError, ExtractionError
+from tilestream.errors import ConfigError, ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import (
     SlideResult,
@@ -151,11 +151,21 @@ def run_slide_task(
     to_images: bool = False,
     threads: int = 1,
     progress: TileProgress | None = None,
+    raise_transient: bool = False,
 ) -> SlideResult:
-    """Extract one slide and return its record; any failure becomes a failure record.
+    """Extract one slide and return its record; a permanent failure becomes a failure record.
 
     This is the unit of work sent to executors: it takes and returns small
     picklable objects, never pixels.
+
+    Parameters
+    ----------
+    raise_transient
+        Let transient errors (``OSError`` other than tilestream's own, e.g. an
+        I/O error on shared storage) propagate, so that an executor with
+        retries (Dask) repeats only what can succeed. Permanent errors (an
+        unreadable slide, no tissue, missing MPP: every
+        :class:`~tilestream.errors.TileStreamError`) always become records.
     """
     t0 = time.perf_counter()
     try:
@@ -163,6 +173,9 @@ def run_slide_task(
             task, run_dir, config, to_images=to_images, threads=threads, progress=progress
         )
     except Exception as exc:
+        if raise_transient and isinstance(exc, OSError) and not isinstance(exc, TileStreamError):
+            log.warning("slide %s: transient error, leaving it to the executor: %s", task.name, exc)
+            raise
         log.info("slide %s failed: %s", task.name, exc)
         result = failure_result(task, config, exc, time.perf_counter() - t0)
         try:
@@ -240,8 +253,11 @@ def extract_slides(
         The extraction options; or give them as keyword ``options``
         (``tile_px=..., tile_um=..., ...``).
     executor
-        Where slide tasks run (e.g. a Dask client's executor); default: a
-        process pool of ``workers`` processes.
+        Where slide tasks run (any :class:`concurrent.futures.Executor`, e.g.
+        :func:`tilestream.distributed.dask_executor`); default: a process pool
+        of ``workers`` processes. With an executor of your own, transient
+        errors (I/O) are raised inside the task so that the executor's retries
+        repeat them; permanent ones come back as failure records.
     workers
         Processes of the default pool (default: all cores); 1 runs in this process.
     threads
@@ -299,7 +315,7 @@ def extract_slides(
         entry = _manifest_entry(run_dir, result, to_images)
         if entry is not None:
             manifest[entry[0]] = {"total": entry[1]}
-            write_json_atomic(manifest_path, manifest)
+            write_json_atomic(manifest_path, dict(sorted(manifest.items())))
             tiles_done += result.tiles
         if progress is not None:
             progress(RunProgress(total, len(run.results), tiles_done, result.slide, result=result))
@@ -309,7 +325,7 @@ def extract_slides(
         if entry is not None:
             manifest[entry[0]] = {"total": entry[1]}
     if run.results:
-        write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, dict(sorted(manifest.items())))
         if progress is not None:
             progress(RunProgress(total, len(run.results), tiles_done))
 
@@ -334,15 +350,22 @@ def extract_slides(
                 )
             )
     elif todo:
-        per_slide = threads or max(1, cores // min(n_workers, len(todo)))
         own = executor is None
+        # an executor of the caller's runs one task per worker thread: one thread each
+        per_slide = threads or (max(1, cores // min(n_workers, len(todo))) if own else 1)
         pool: Executor = executor or ProcessPoolExecutor(
             max_workers=min(n_workers, len(todo)), mp_context=multiprocessing.get_context("spawn")
         )
         try:
             futures: dict[Future[SlideResult], SlideTask] = {
                 pool.submit(
-                    run_slide_task, t, str(run_dir), config, to_images=to_images, threads=per_slide
+                    run_slide_task,
+                    t,
+                    str(run_dir),
+                    config,
+                    to_images=to_images,
+                    threads=per_slide,
+                    raise_transient=not own,
                 ): t
                 for t in todo
             }
@@ -350,13 +373,12 @@ def extract_slides(
                 task = futures[fut]
                 try:
                     result = fut.result()
-                except BrokenProcessPool as exc:
-                    result = failure_result(
-                        task,
-                        config,
-                        ExtractionError(f"{task.name}: worker process died ({exc})"),
-                        0.0,
-                    )
+                except CancelledError:
+                    raise
+                except Exception as exc:  # a worker died, or retries ran out on a transient error
+                    if isinstance(exc, BrokenProcessPool):
+                        exc = ExtractionError(f"{task.name}: worker process died ({exc})")
+                    result = failure_result(task, config, exc, 0.0)
                     write_failure_state(run_dir, result)
                 record(result)
         finally:
