@@ -17,12 +17,13 @@ Examples
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["ImageBytes", "ImageReadError", "load_image_bytes"]
+__all__ = ["ImageBytes", "ImageReadError", "jpeg_size", "load_image_bytes"]
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -41,6 +42,44 @@ class ImageBytes:
     width: int
     height: int
     reencoded: bool
+
+
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a JPEG's SOF header, or ``None`` if not found.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO(); Image.new("RGB", (7, 3)).save(buf, "JPEG")
+    >>> jpeg_size(buf.getvalue())
+    (7, 3)
+    """
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before a frame
+            return None
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker in _SOF:
+            if pos + 9 > end:
+                return None
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            return (width, height) if width and height else None
+        pos += 2 + length
+    return None
 
 
 def _jpeg_complete(data: bytes) -> bool:
@@ -79,6 +118,13 @@ def load_image_bytes(data: bytes, *, decode: bool = False) -> ImageBytes:
         fmt, complete = "", True
     if not complete:
         raise ImageReadError(f"truncated {fmt.upper()} (no end marker)")
+    if not decode:  # fast path: the size from the header, no Pillow
+        if fmt == "jpeg" and (size := jpeg_size(data)) is not None:
+            return ImageBytes(data, fmt, size[0], size[1], reencoded=False)
+        if fmt == "png" and data[12:16] == b"IHDR" and len(data) >= 24:
+            width, height = struct.unpack(">II", data[16:24])
+            if width and height:
+                return ImageBytes(data, fmt, width, height, reencoded=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
