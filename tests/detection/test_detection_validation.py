@@ -449,3 +449,52 @@ def test_options_are_checked(voc_dir: Path, tmp_path: Path) -> None:
         convert(src, tmp_path / "o", include_masks=True)
     with pytest.raises(ConfigError, match="jpeg_format"):
         convert(src, tmp_path / "o", jpeg_format="JPG")
+
+
+def _many(tmp_path: Path, n: int) -> Path:
+    d = tmp_path / "many"
+    d.mkdir()
+    jpeg(d / "a.jpg", (16, 16))
+    rows = "".join(f"i{i:04d}.jpg,16,16,{'ab'[i % 2]},1,1,8,8\n" for i in range(n))
+    for i in range(n):
+        (d / f"i{i:04d}.jpg").symlink_to(d / "a.jpg")
+    (d / "l.csv").write_text(HEADER + rows)
+    return d
+
+
+def test_streaming_keeps_few_images_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    conv = importlib.import_module("tilestream.detection.convert")
+
+    d = _many(tmp_path, 600)
+    started = [0]
+    real = conv._process_chunk
+
+    def counting(items, ctx):  # a spy: counts, then does the real work
+        started[0] += len(items)
+        return real(items, ctx)
+
+    monkeypatch.setattr(conv, "_process_chunk", counting)
+    ahead: list[int] = []
+    s = convert_csv(
+        d / "l.csv",
+        tmp_path / "out",
+        workers=2,
+        progress=lambda done, _: ahead.append(started[0] - done),
+    )
+    assert s.images == 600 and len(ahead) == 600
+    # at most 2 chunks per worker are read ahead of what has been written
+    assert max(ahead) <= 2 * 2 * conv._CHUNK
+
+
+def test_process_executor_gives_the_same_output(tmp_path: Path) -> None:
+    d = _many(tmp_path, 80)
+    convert_csv(d / "l.csv", tmp_path / "t", split="0.5,0.5", seed=2)
+    convert_csv(d / "l.csv", tmp_path / "p", split="0.5,0.5", seed=2, executor="process", workers=2)
+    for name in ("train.tfrecord", "valid.tfrecord"):
+        assert (tmp_path / "t" / name).read_bytes() == (tmp_path / "p" / name).read_bytes()
+    with pytest.raises(ConfigError, match="executor"):
+        convert_csv(d / "l.csv", tmp_path / "x", executor="gpu")

@@ -123,7 +123,7 @@ def read_coco(
         width, height = _positive_int(entry.get("width")), _positive_int(entry.get("height"))
         images[entry["id"]] = ImageAnnotation(
             file_name,
-            img_dir / file_name,
+            os.fspath(img_dir / file_name),
             source=spath,
             width=width,
             height=height,

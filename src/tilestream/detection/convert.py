@@ -35,11 +35,12 @@ import contextlib
 import hashlib
 import logging
 import math
+import multiprocessing
 import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _SPLIT_NAMES = ("train", "valid", "test")
+
+# Images per job: large enough that handing results between threads is rare.
+_CHUNK = 32
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -424,22 +428,39 @@ def _process(number: int, image: ImageAnnotation, ctx: _Context) -> _Result:
     return _Result(record, problems, texts, check.dropped, check.clipped, img.reencoded)
 
 
+def _process_chunk(items: list[tuple[int, ImageAnnotation]], ctx: _Context) -> list[_Result]:
+    return [_process(number, image, ctx) for number, image in items]
+
+
+def _chunks(
+    assignment: Mapping[str, list[int]],
+    numbers: list[int],
+    images: list[ImageAnnotation],
+    size: int,
+) -> Iterator[tuple[str, list[tuple[int, ImageAnnotation]]]]:
+    for split_name, members in assignment.items():
+        for start in range(0, len(members), size):
+            part = members[start : start + size]
+            yield split_name, [(numbers[j], images[j]) for j in part]
+
+
 def _bounded_map(
-    pool: ThreadPoolExecutor,
-    fn: Callable[..., _Result],
-    items: Iterator[tuple[Any, ...]],
+    pool: Executor,
+    ctx: _Context,
+    chunks: Iterator[tuple[str, list[tuple[int, ImageAnnotation]]]],
     window: int,
-) -> Iterator[tuple[tuple[Any, ...], _Result]]:
-    pending: deque[tuple[tuple[Any, ...], Future[_Result]]] = deque()
+) -> Iterator[tuple[str, list[_Result]]]:
+    """Results of ``chunks`` in order, with at most ``window`` chunks in flight."""
+    pending: deque[tuple[str, Future[list[_Result]]]] = deque()
     try:
-        for args in items:
-            pending.append((args, pool.submit(fn, *args[1:])))
+        for split_name, items in chunks:
+            pending.append((split_name, pool.submit(_process_chunk, items, ctx)))
             if len(pending) >= window:
-                done_args, fut = pending.popleft()
-                yield done_args, fut.result()
+                name, fut = pending.popleft()
+                yield name, fut.result()
         while pending:
-            done_args, fut = pending.popleft()
-            yield done_args, fut.result()
+            name, fut = pending.popleft()
+            yield name, fut.result()
     finally:
         for _, fut in pending:
             fut.cancel()
@@ -489,6 +510,7 @@ def convert(
     jpeg_format: str = "jpeg",
     decode_images: bool = False,
     workers: int | None = None,
+    executor: str = "thread",
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ConversionSummary:
@@ -529,7 +551,10 @@ def convert(
         Fully decode every image to check it (default: a header and
         end-marker check).
     workers
-        Threads reading, hashing and serialising images (default: CPU count).
+        Threads (or processes) reading, hashing and serialising images
+        (default: CPU count).
+    executor
+        ``"thread"`` (default) or ``"process"``.
     overwrite
         Replace existing output files (else an existing output is an error).
     progress
@@ -606,13 +631,11 @@ def convert(
         splits={name: SplitSummary(name, list(names[name])) for name in fractions},
     )
     total = len(kept_images)
-    jobs = (
-        (split_name, kept_numbers[j], kept_images[j], ctx)
-        for split_name, members in assignment.items()
-        for j in members
-    )
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     n_workers = max(1, n_workers)
+    if executor not in ("thread", "process"):
+        raise ConfigError(f"executor must be 'thread' or 'process', not {executor!r}")
+    chunk = max(1, min(_CHUNK, -(-total // n_workers)))
     if policy == "fail" and problems:
         log.info("%d problem(s) while parsing; checking the images too", len(problems))
     done = 0
@@ -622,30 +645,35 @@ def convert(
             for name in fractions
         }
         written = dict.fromkeys(fractions, 0)
-        pool = stack.enter_context(ThreadPoolExecutor(n_workers, "tilestream-detection"))
-        for (split_name, _number, _img, _ctx), res in _bounded_map(
-            pool, _process, jobs, window=4 * n_workers
-        ):
-            done += 1
-            problems.extend(res.problems)
-            if res.record is None:
-                summary.skipped_images += 1
-            elif skip_empty and not res.texts:
-                summary.skipped_empty += 1
-            else:
-                k = written[split_name]
-                writers[split_name][k % shards].write(res.record)
-                written[split_name] = k + 1
-                s = summary.splits[split_name]
-                s.images += 1
-                s.objects += len(res.texts)
-                s.negatives += not res.texts
-                s.classes.update(res.texts)
-                summary.dropped_objects += res.dropped
-                summary.clipped_boxes += res.clipped
-                summary.reencoded_images += res.reencoded
-            if progress is not None:
-                progress(done, total)
+        pool: Executor
+        if executor == "process" and n_workers > 1:
+            pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+        else:
+            pool = ThreadPoolExecutor(n_workers, "tilestream-detection")
+        stack.enter_context(pool)
+        chunks = _chunks(assignment, kept_numbers, kept_images, chunk)
+        for split_name, results in _bounded_map(pool, ctx, chunks, window=2 * n_workers):
+            for res in results:
+                done += 1
+                problems.extend(res.problems)
+                if res.record is None:
+                    summary.skipped_images += 1
+                elif skip_empty and not res.texts:
+                    summary.skipped_empty += 1
+                else:
+                    k = written[split_name]
+                    writers[split_name][k % shards].write(res.record)
+                    written[split_name] = k + 1
+                    s = summary.splits[split_name]
+                    s.images += 1
+                    s.objects += len(res.texts)
+                    s.negatives += not res.texts
+                    s.classes.update(res.texts)
+                    summary.dropped_objects += res.dropped
+                    summary.clipped_boxes += res.clipped
+                    summary.reencoded_images += res.reencoded
+                if progress is not None:
+                    progress(done, total)
         problems.sort(key=lambda p: (p.file, p.image or "", -1 if p.object is None else p.object))
         if policy == "fail" and problems:
             raise_problems(problems, source=source.source)

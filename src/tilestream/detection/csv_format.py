@@ -21,6 +21,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tilestream.detection.annotations import (
@@ -64,18 +66,22 @@ def read_csv(
         When the file is missing, empty, or lacks a required column.
     """
     path = Path(csv_path)
-    spath = os.fspath(path)
-    img_dir = Path(images_dir) if images_dir is not None else path.parent
+    img_dir = os.fspath(images_dir if images_dir is not None else path.parent)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return _read_rows(csv.reader(f), path, img_dir)
     except FileNotFoundError as exc:
         raise AnnotationError("CSV file not found", path=path) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise AnnotationError(f"cannot read CSV: {exc}", path=path) from exc
-    if not text.strip():
+
+
+def _read_rows(reader: Iterator[list[str]], path: Path, img_dir: str) -> AnnotationSet:
+    spath = os.fspath(path)
+    header_row = next(reader, None)
+    if header_row is None or not any(h.strip() for h in header_row):
         raise AnnotationError("the CSV file is empty", path=path)
-    reader = csv.reader(text.splitlines())
-    header = [h.strip().lower() for h in next(reader)]
+    header = [h.strip().lower() for h in header_row]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise AnnotationError(
@@ -108,7 +114,7 @@ def read_csv(
         if image is None:
             image = ImageAnnotation(
                 filename,
-                img_dir / filename,
+                os.path.join(img_dir, filename),
                 source=spath,
                 width=_size(value["width"]),
                 height=_size(value["height"]),
@@ -154,6 +160,6 @@ def read_csv(
             )
             coords = [math.nan] * 4
         image.objects.append(
-            ObjectAnnotation(coords[0], coords[1], coords[2], coords[3], value["class"])
+            ObjectAnnotation(coords[0], coords[1], coords[2], coords[3], sys.intern(value["class"]))
         )
     return AnnotationSet("csv", list(images.values()), problems, source=spath)

@@ -142,7 +142,7 @@ def parse_voc_xml(
             )
         )
     image = ImageAnnotation(
-        filename, image_path, source=spath, width=width, height=height, objects=objects
+        filename, os.fspath(image_path), source=spath, width=width, height=height, objects=objects
     )
     return image, problems
 

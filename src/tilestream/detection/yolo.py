@@ -184,7 +184,7 @@ def read_yolo(
     for path in image_files:
         label = _label_path(path, root)
         rel = path.relative_to(search).as_posix()
-        image = ImageAnnotation(rel, path, source=os.fspath(label), normalized=True)
+        image = ImageAnnotation(rel, os.fspath(path), source=os.fspath(label), normalized=True)
         if label.exists():
             _parse_label_file(label, image, names, problems)
         images.append(image)
