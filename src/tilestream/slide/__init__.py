@@ -25,12 +25,16 @@ from tilestream.slide.base import (
     register_backend,
     unregister_backend,
 )
+from tilestream.slide.deepzoom import DeepZoomGenerator
+from tilestream.slide.synthetic import make_synthetic_slide
 
 __all__ = [
+    "DeepZoomGenerator",
     "Slide",
     "SlideBackend",
     "available_backends",
     "detect_format",
+    "make_synthetic_slide",
     "open_slide",
     "register_backend",
     "unregister_backend",
