@@ -187,6 +187,12 @@ def test_invalid_level_and_address(slides_dir: Path) -> None:
         assert "DeepZoomGenerator(Slide(" in repr(dz)
 
 
+def test_package_exports_it() -> None:
+    import tilestream.slide
+
+    assert tilestream.slide.DeepZoomGenerator is DeepZoomGenerator
+
+
 def test_accepts_an_openslide_object(slides_dir: Path) -> None:
     path = slides_dir / "CMU-1-Small-Region.svs"
     with openslide.OpenSlide(path) as osr:

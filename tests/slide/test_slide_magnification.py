@@ -430,3 +430,29 @@ def test_tile_argument_errors(syn: Slide) -> None:
     default = tiles(syn)
     assert default.tile_size == (240, 240)  # the stored tile size, as large_image
     assert tiles(syn, tile_size={"width": 100}).tile_size == (100, 100)
+
+
+def test_slide_methods_are_these_functions(syn: Slide) -> None:
+    import tilestream.slide as slide_package
+
+    assert slide_package.make_synthetic_slide is make_synthetic_slide
+    assert syn.metadata() == metadata(syn)
+    assert syn.native_magnification() == native_magnification(syn)
+    assert syn.magnification_for_level(1) == magnification_for_level(syn, 1)
+    assert syn.level_for_magnification(10) == level_for_magnification(syn, 10) == 3
+    box = {"left": 10, "top": 20, "width": 30, "height": 40, "units": "mag_pixels"}
+    assert syn.convert_region_scale(box, source_scale={"scale": 2}) == convert_region_scale(
+        syn, box, source_scale={"scale": 2}
+    )
+    np.testing.assert_array_equal(
+        syn.region({"right": 100, "bottom": 50}, scale={"scale": 2}),
+        region(syn, {"right": 100, "bottom": 50}, scale={"scale": 2}),
+    )
+    np.testing.assert_array_equal(
+        syn.region_at_another_scale(box, source_scale={"scale": 2}),
+        region_at_another_scale(syn, box, source_scale={"scale": 2}),
+    )
+    assert len(syn.tiles(tile_size=512)) == len(tiles(syn, tile_size=512)) == 6 * 4
+    np.testing.assert_array_equal(
+        syn.single_tile(3, tile_size=128)["tile"], single_tile(syn, 3, tile_size=128)["tile"]
+    )
