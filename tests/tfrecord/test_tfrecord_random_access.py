@@ -349,3 +349,33 @@ def test_cli_index_reports_bad_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["index", str(bad)])
     assert result.exit_code != 0
     assert "bad.tfrecords" in result.output
+
+
+def test_layer_imports_neither_tensorflow_nor_the_slide_layer() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tilestream.tfrecord as t; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'torch') "
+        "or m.startswith('tilestream.slide') or m.startswith('google.protobuf')]; "
+        "assert not bad, bad; assert t.__all__"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_verified_records_are_not_rechecked_but_failures_repeat(
+    tiles: tuple[Path, list[bytes]],
+) -> None:
+    path, _ = tiles
+    with TFRecord(path) as tfr:
+        off = int(tfr.index[2, 0])
+    data = bytearray(path.read_bytes())
+    data[off + 30] ^= 0x01
+    path.write_bytes(bytes(data))
+    with TFRecord(path, create_index=False) as tfr:
+        for _ in range(2):
+            with pytest.raises(CorruptRecordError):
+                tfr[2]
+        assert tfr[1]["loc_x"] == 256
+        assert tfr[1]["loc_x"] == 256

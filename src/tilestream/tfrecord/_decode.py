@@ -221,12 +221,23 @@ def _parse_list(data: bytes, pos: int, end: int, kind: FeatureKind) -> Any:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
-def _parse_features(data: bytes, pos: int, end: int, out: dict[str, _RawFeature]) -> None:
-    # The hot loop of decoding: varints of one or two bytes and the usual
-    # "one list per Feature" shape are handled inline; anything else falls
-    # back to the general helpers. Reads past ``end`` (IndexError) or lengths
-    # beyond it are reported by the callers' checks.
+_NAMES: dict[bytes, str] = {}
+
+
+def _parse_features(
+    data: bytes, pos: int, end: int, out: dict[str, Any], squeeze: bool | None
+) -> None:
+    """Parse a Features message into ``out``.
+
+    With ``squeeze=None`` values are raw ``(kind, values)`` pairs; otherwise
+    plain values as :func:`parse_example` returns them (built inline: this is
+    the hot loop of decoding). Varints of up to three bytes and the usual
+    "one list per Feature" shape are handled inline; anything else falls back
+    to the general helpers. Reads past ``end`` (IndexError) or lengths beyond
+    it are reported by the callers' checks.
+    """
     read_varint = _read_varint
+    names = _NAMES
     while pos < end:
         tag = data[pos]
         pos += 1
@@ -243,7 +254,9 @@ def _parse_features(data: bytes, pos: int, end: int, out: dict[str, _RawFeature]
         if eend > end:
             raise _DecodeError("feature map entry runs past the end of its message")
         key = b""
-        feature: _RawFeature | None = None
+        kind: FeatureKind | None = None
+        values: Any = None
+        seen = False
         while pos < eend:
             tag = data[pos]
             pos += 1
@@ -251,11 +264,7 @@ def _parse_features(data: bytes, pos: int, end: int, out: dict[str, _RawFeature]
                 n = data[pos]
                 pos += 1
                 if n >= 0x80:
-                    m = data[pos]
-                    pos += 1
-                    n = (n & 0x7F) | (m << 7)
-                    if m >= 0x80:
-                        n, pos = read_varint(data, pos - 2, eend)
+                    n, pos = read_varint(data, pos - 1, eend)
                 vend = pos + n
                 if vend > eend:
                     raise _DecodeError("feature name or value runs past its map entry")
@@ -263,76 +272,97 @@ def _parse_features(data: bytes, pos: int, end: int, out: dict[str, _RawFeature]
                     key = data[pos:vend]
                     pos = vend
                     continue
-                f: _RawFeature | None = None
-                if n >= 2:  # common case: the Feature holds exactly one list
+                fast = False
+                if n >= 2 and not seen:  # common case: the Feature holds exactly one list
                     ftag = data[pos]
                     fl = data[pos + 1]
-                    hdr = 2
+                    lp = pos + 2
                     if fl >= 0x80:
-                        m = data[pos + 2]
-                        fl = (fl & 0x7F) | (m << 7)
-                        hdr = 3
-                        if m >= 0x80:
-                            fl, lpos = read_varint(data, pos + 1, vend)
-                            hdr = lpos - pos
-                    lp = pos + hdr
+                        fl, lp = read_varint(data, pos + 1, vend)
                     if lp + fl == vend:
                         if ftag == 0x0A:  # bytes_list
-                            single: list[bytes] | None = None
                             if fl >= 2 and data[lp] == 0x0A:  # a single value?
                                 bl = data[lp + 1]
                                 bp = lp + 2
                                 if bl >= 0x80:
-                                    m = data[bp]
-                                    bl = (bl & 0x7F) | (m << 7)
-                                    bp += 1
-                                    if m >= 0x80:
-                                        bl, bp = read_varint(data, lp + 1, vend)
+                                    bl, bp = read_varint(data, lp + 1, vend)
                                 if bp + bl == vend:
-                                    single = [data[bp:vend]]
-                            if single is None:
-                                single = _parse_list(data, lp, vend, "bytes_list")
-                            f = ("bytes_list", single)
-                        elif ftag == 0x1A:  # int64_list
+                                    kind, values, fast = "bytes_list", [data[bp:vend]], True
+                            if not fast:
+                                kind = "bytes_list"
+                                values = _parse_list(data, lp, vend, "bytes_list")
+                                fast = True
+                        elif ftag == 0x1A:  # int64_list: one small value inline
                             if fl == 3 and data[lp] == 0x0A and data[lp + 1] == 1:
                                 v = data[lp + 2]
                                 if v < 0x80:
-                                    f = ("int64_list", [v])
+                                    kind, values, fast = "int64_list", [v], True
                             elif fl == 4 and data[lp] == 0x0A and data[lp + 1] == 2:
                                 v = data[lp + 2]
                                 m = data[lp + 3]
                                 if v >= 0x80 and m < 0x80:
-                                    f = ("int64_list", [(v & 0x7F) | (m << 7)])
-                            if f is None:
-                                f = ("int64_list", _parse_list(data, lp, vend, "int64_list"))
+                                    kind, values = "int64_list", [(v & 0x7F) | (m << 7)]
+                                    fast = True
+                            elif fl == 5 and data[lp] == 0x0A and data[lp + 1] == 3:
+                                v = data[lp + 2]
+                                m = data[lp + 3]
+                                w = data[lp + 4]
+                                if v >= 0x80 and m >= 0x80 and w < 0x80:
+                                    values = [(v & 0x7F) | ((m & 0x7F) << 7) | (w << 14)]
+                                    kind, fast = "int64_list", True
+                            if not fast:
+                                kind = "int64_list"
+                                values = _parse_list(data, lp, vend, "int64_list")
+                                fast = True
                         elif ftag == 0x12:  # float_list
-                            f = ("float_list", _parse_list(data, lp, vend, "float_list"))
-                if f is None:
+                            kind = "float_list"
+                            values = _parse_list(data, lp, vend, "float_list")
+                            fast = True
+                if not fast:
                     f = _parse_feature(data, pos, vend)
-                feature = f if feature is None else _merge(feature, f)
+                    kind, values = _merge((kind, values), f) if seen else f
+                seen = True
                 pos = vend
             else:
                 if tag >= 0x80:
                     tag, pos = read_varint(data, pos - 1, eend)
                 pos = _skip(data, pos, eend, tag & 7)
-        try:
-            name = key.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _DecodeError(f"feature name {key!r} is not valid UTF-8") from exc
-        out[name] = feature if feature is not None else (None, None)
+        name = names.get(key)
+        if name is None:
+            try:
+                name = key.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _DecodeError(f"feature name {key!r} is not valid UTF-8") from exc
+            if len(names) < 4096:
+                names[key] = name
+        if squeeze is None:
+            out[name] = (kind, values)
+        elif kind is None:
+            out[name] = None
+        elif squeeze and len(values) == 1:
+            v = values[0]
+            out[name] = v.item() if isinstance(v, np.generic) else v
+        elif kind == "bytes_list" or isinstance(values, np.ndarray):
+            out[name] = values
+        else:
+            out[name] = np.array(values, dtype=_DTYPES[kind])
 
 
 def _merge(a: _RawFeature, b: _RawFeature) -> _RawFeature:
     """Protobuf merge of two occurrences of the same Feature message."""
     if b[0] is None:
         return a
+    if a[0] is None:
+        return b
     if a[0] != b[0]:
         return b
     return a[0], _join(a[1], b[1])
 
 
-def _decode_raw(data: bytes, pos: int = 0, end: int | None = None) -> dict[str, _RawFeature]:
-    out: dict[str, _RawFeature] = {}
+def _decode_raw(
+    data: bytes, pos: int = 0, end: int | None = None, squeeze: bool | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if end is None:
         end = len(data)
     while pos < end:
@@ -346,7 +376,7 @@ def _decode_raw(data: bytes, pos: int = 0, end: int | None = None) -> dict[str, 
             fend = pos + n
             if fend > end:
                 raise _DecodeError("features run past the end of the record")
-            _parse_features(data, pos, fend, out)
+            _parse_features(data, pos, fend, out, squeeze)
             pos = fend
         elif field == 2 and wire == 2:
             raise UnsupportedRecordError(
@@ -390,11 +420,12 @@ def _decode_guarded(
     offset: int | None,
     start: int = 0,
     end: int | None = None,
-) -> dict[str, _RawFeature]:
+    squeeze: bool | None = None,
+) -> dict[str, Any]:
     if not isinstance(data, (bytes, mmap.mmap)):
         data = bytes(data)
     try:
-        return _decode_raw(data, start, end)
+        return _decode_raw(data, start, end, squeeze)
     except _DecodeError as exc:
         raise CorruptRecordError(str(exc), path=path, record=record, offset=offset) from None
     except UnsupportedRecordError as exc:
@@ -472,8 +503,7 @@ def parse_at(
     >>> parse_at(b"xx\\n\\x0c\\n\\n\\n\\x01a\\x12\\x05\\x1a\\x03\\n\\x01\\x07yy", 2, 16)
     {'a': 7}
     """
-    raw = _decode_guarded(buf, path, record, offset, start, end)
-    return {k: _plain(f, squeeze) for k, f in raw.items()}
+    return _decode_guarded(buf, path, record, offset, start, end, squeeze)
 
 
 def feature_value(feature: Feature, *, squeeze: bool = True) -> Any:
@@ -512,5 +542,4 @@ def parse_example(
     >>> parse_example(encode_example({"b": b"x"}), squeeze=False)
     {'b': [b'x']}
     """
-    raw = _decode_guarded(data, path, record, offset)
-    return {k: _plain(f, squeeze) for k, f in raw.items()}
+    return _decode_guarded(data, path, record, offset, 0, None, squeeze)

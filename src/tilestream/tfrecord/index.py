@@ -299,12 +299,24 @@ def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
         n, pos = _varint(buf, pos, end)
         fend = pos + n
         while pos < fend:  # Features: map entries
-            tag, pos = _varint(buf, pos, fend)
+            tag = buf[pos]
             if tag != 0x0A:
+                tag, pos = _varint(buf, pos, fend)
                 pos = _skip(buf, pos, fend, tag & 7)
                 continue
-            n, pos = _varint(buf, pos, fend)
+            n = buf[pos + 1]
+            pos += 2
+            if n >= 0x80:
+                n, pos = _varint(buf, pos - 1, fend)
             eend = pos + n
+            if eend > fend:
+                raise ValueError("map entry runs past its message")
+            klen = buf[pos + 1] if pos + 1 < eend else 0x80
+            if buf[pos] == 0x0A and klen < 0x80:  # usual layout: the key first
+                key = buf[pos + 2 : pos + 2 + klen]
+                if key != b"loc_x" and key != b"loc_y":
+                    pos = eend  # skip the value (an image) unread
+                    continue
             key = b""
             vpos = vend = -1
             while pos < eend:

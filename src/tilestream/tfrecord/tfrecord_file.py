@@ -106,8 +106,9 @@ class TFRecord:
         Write ``<name>.index.npz`` when it is missing or stale (default);
         with ``False`` a missing index is built in memory only.
     verify
-        Check each record's data CRC when it is read (default). The header is
-        always checked against the index.
+        Check each record's data CRC the first time it is read after opening
+        (default); later reads of the same record skip the check. The header
+        is checked against the index on every read.
 
     Notes
     -----
@@ -136,6 +137,7 @@ class TFRecord:
     def _reset(self) -> None:
         self._buf: mmap.mmap | bytes | None = None
         self._view: memoryview = memoryview(b"")
+        self._checked = bytearray()  # records whose data CRC passed since opening
         self._fh: Any = None
         self._index: TFRecordIndex | None = None
         self._offs: list[int] = []
@@ -179,6 +181,7 @@ class TFRecord:
         self._lens = self._index.lengths.tolist()
         self._index_name = os.fspath(self._index.path) if self._index.path else self.path
         self._view = memoryview(buf)
+        self._checked = bytearray(len(self._offs))
         self._buf = buf
         return buf
 
@@ -255,7 +258,7 @@ class TFRecord:
         if length + 16 != ln:
             raise self._lie(i, off, f"the index says {ln} bytes, the record header {length + 16}")
         end = off + ln - 4
-        if self.verify:
+        if self.verify and not self._checked[i]:
             c = _crc_buf(self._view[off + 12 : end])
             if _U32.unpack_from(buf, end)[0] != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
                 raise CorruptRecordError(
@@ -264,6 +267,7 @@ class TFRecord:
                     record=i,
                     offset=off,
                 )
+            self._checked[i] = 1
         return i, off + 12, end
 
     def read_raw(self, i: int) -> bytes:
@@ -364,20 +368,36 @@ class TFRecord:
     ) -> tuple[str, bytes | npt.NDArray[np.uint8]]:
         """``(slide, image)`` of the tile at ``(x, y)``; ``decode=True`` decodes the image.
 
+        The record's own ``loc_x``/``loc_y`` are checked against the index.
+
         Raises
         ------
         RecordNotFoundError
             No record has that location (Slideflow returns ``(False, False)``).
+        InvalidTFRecordIndex
+            The index's locations do not match the records.
         """
-        i = self.index_of(x, y)
-        rec = self[i]
-        if self._xy is not None and (rec.get("loc_x"), rec.get("loc_y")) != (x, y):
+        xy = self._xy if self._xy is not None else self._xy_map()
+        i = xy.get((x, y))
+        if i is None:
+            raise RecordNotFoundError(f"no record at location ({x}, {y})", path=self.path)
+        _, start, end = self._locate(i)
+        rec = parse_at(self._buf, start, end, path=self.path, record=i)  # type: ignore[arg-type]
+        if rec.get("loc_x") != x or rec.get("loc_y") != y:
             at = (rec.get("loc_x"), rec.get("loc_y"))
             raise self._lie(i, self._offs[i], f"the record is at {at}, not ({x}, {y})")
         image = rec.get("image_raw")
         if not isinstance(image, bytes):
             raise RecordNotFoundError("the record has no image_raw", path=self.path)
-        return rec.get("slide", ""), decode_image(image) if decode else image
+        slide = rec.get("slide", b"")
+        if isinstance(slide, bytes):
+            try:
+                slide = slide.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorruptRecordError(
+                    f"slide name is not UTF-8 ({exc})", path=self.path, record=i
+                ) from None
+        return slide, decode_image(image) if decode else image
 
 
 _EMPTY = TFRecordIndex(np.zeros((0, 2), np.int64), None, None)
