@@ -78,7 +78,10 @@ def test_direct_encoder_matches_generic_codec(
         "texts": texts[:n],
         "labels": labels[:n],
     }
-    assert build_example(**kwargs, extra=extra) == generic(**kwargs, extra=extra)
+    expected = generic(**kwargs, extra=extra)
+    assert build_example(**kwargs, extra=extra) == expected
+    kwargs["labels"] = np.asarray(labels[:n], dtype=np.int64)  # numpy input too
+    assert build_example(**kwargs, extra=extra) == expected
 
 
 @pytest.mark.tensorflow

@@ -331,10 +331,10 @@ class _Result:
 
 
 def _process(number: int, image: ImageAnnotation, ctx: _Context) -> _Result:
-    path = Path(image.image_path)
-    spath = os.fspath(path)
+    spath = image.image_path
     try:
-        data = path.read_bytes()
+        with open(spath, "rb", buffering=0) as f:
+            data = f.readall()
     except FileNotFoundError:
         msg = f"image file {spath} not found"
         return _Result(None, [Problem("missing_image", image.source, msg, image=image.filename)])

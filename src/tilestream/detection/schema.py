@@ -175,12 +175,12 @@ def _entry(key: bytes, feature: bytes) -> bytes:
     header = _KEY_HEADERS.get(key)
     if header is None:
         header = _KEY_HEADERS[key] = b"\x0a" + _varint(len(key)) + key + b"\x12"
-    body_len = len(header) + _vlen(len(feature)) + len(feature)
-    return b"".join((b"\x0a", _varint(body_len), header, _varint(len(feature)), feature))
+    body = header + _varint(len(feature)) + feature
+    return b"\x0a" + _varint(len(body)) + body
 
 
 def _bytes_feature(values: Sequence[bytes]) -> bytes:
-    return _ld(b"\x0a", b"".join(_ld(b"\x0a", v) for v in values))
+    return _ld(b"\x0a", b"".join([b"\x0a" + _varint(len(v)) + v for v in values]))
 
 
 def _float_feature(packed: bytes) -> bytes:
@@ -188,7 +188,10 @@ def _float_feature(packed: bytes) -> bytes:
 
 
 def _int_feature(values: Sequence[int]) -> bytes:
-    packed = b"".join(_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values)
+    if all(type(v) is int and 0 <= v < 0x80 for v in values):
+        packed = bytes(values)  # the usual case: one byte per value
+    else:
+        packed = b"".join([_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values])
     return _ld(b"\x1a", _ld(b"\x0a", packed) if packed else b"")
 
 
