@@ -204,12 +204,15 @@ def _int64_field(name: bytes, value: int) -> bytes:
     )
 
 
-def _bytes_field(name: bytes, value: bytes) -> bytes:
-    lv = _varint(len(value))
-    blist = b"\x0a" + lv + value  # BytesList
-    feat = b"\x0a" + _varint(len(blist)) + blist  # Feature
-    entry_head = b"\x0a" + _VARINT1[len(name)] + name + b"\x12" + _varint(len(feat))
-    return b"\x0a" + _varint(len(entry_head) + len(feat)) + entry_head + feat
+def _bytes_field_head(name: bytes, value_len: int) -> bytes:
+    """Everything of a one-value bytes_list map entry except the value itself."""
+    lv = _varint(value_len)
+    blist_len = 1 + len(lv) + value_len  # BytesList{value}
+    feat_len = 1 + len(_varint(blist_len)) + blist_len  # Feature{bytes_list}
+    parts = [b"\x0a", _varint(len(name)), name, b"\x12", _varint(feat_len)]
+    parts += [b"\x0a", _varint(blist_len), b"\x0a", lv]
+    inner = b"".join(parts)
+    return b"\x0a" + _varint(len(inner) + value_len) + inner
 
 
 def serialized_record(
@@ -231,10 +234,14 @@ def serialized_record(
     """
     if isinstance(slide, str):
         slide = slide.encode("utf-8")
-    body = (
-        _bytes_field(b"image_raw", bytes(image_raw))
-        + _bytes_field(b"slide", bytes(slide))
+    image = image_raw if isinstance(image_raw, bytes) else bytes(image_raw)
+    slide = bytes(slide)
+    head = _bytes_field_head(b"image_raw", len(image))
+    tail = (
+        _bytes_field_head(b"slide", len(slide))
+        + slide
         + _int64_field(b"loc_x", int(loc_x))
         + _int64_field(b"loc_y", int(loc_y))
     )
-    return b"\x0a" + _varint(len(body)) + body
+    body_len = len(head) + len(image) + len(tail)
+    return b"".join((b"\x0a", _varint(body_len), head, image, tail))

@@ -30,7 +30,7 @@ import numpy as np
 
 from tilestream._util.atomic import atomic_path
 from tilestream.errors import ConfigError
-from tilestream.tfrecord._crc import _crc
+from tilestream.tfrecord._crc import _crc, _crc_buf
 from tilestream.tfrecord.framing import CompressionArg, normalize_compression
 
 __all__ = ["TFRecordWriter"]
@@ -132,13 +132,11 @@ class TFRecordWriter:
         n = len(record)
         header = _LEN.pack(n)
         c = _crc(header)
-        d = _crc(record)
-        self._write(
-            header
-            + _CRC.pack((((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF)
-            + record
-            + _CRC.pack((((d >> 15) | (d << 17)) + _DELTA) & 0xFFFFFFFF)
-        )
+        d = _crc_buf(record)
+        write = self._write
+        write(header + _CRC.pack((((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF))
+        write(record)  # not concatenated: no extra copy of a large payload
+        write(_CRC.pack((((d >> 15) | (d << 17)) + _DELTA) & 0xFFFFFFFF))
         if self.index:
             self._offsets.append(self._pos)
             self._lengths.append(n + 16)
