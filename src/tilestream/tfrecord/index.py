@@ -362,6 +362,16 @@ def scan_index(
     ----------
     progress
         Called as ``progress(bytes_done, bytes_total)`` now and then.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.tfrecord import TFRecordWriter, serialized_record
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
+    >>> with TFRecordWriter(path, index=False) as w:
+    ...     w.write(serialized_record("t", b"img", 512, 256))
+    >>> scan_index(path).array.tolist()
+    [[0, 90]]
     """
     path = os.fspath(tfrecord)
     comp = normalize_compression(compression)
@@ -534,6 +544,19 @@ def create_index(
     ------
     CorruptRecordError, TruncatedRecordError
         The file is not a valid TFRecord.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.tfrecord import TFRecordWriter, serialized_record
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
+    >>> with TFRecordWriter(path, index=False) as w:
+    ...     w.write(serialized_record("t", b"img", 512, 256))
+    >>> idx = create_index(path)
+    >>> idx.path.name, idx.array.tolist(), idx.locations.tolist()
+    ('t.index.npz', [[0, 90]], [[512, 256]])
+    >>> create_index(path, fmt="text").path.read_text()
+    '0 90\\n'
     """
     index = scan_index(
         tfrecord,
@@ -577,6 +600,20 @@ def index_staleness(tfrecord: str | os.PathLike[str], index: TFRecordIndex) -> s
     TFRecord is not newer than an index without them, and that the records
     tile a plain file exactly (first at 0, each where the previous ends, the
     last ending at the file size: a changed record count shows here).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.tfrecord import TFRecordWriter, serialized_record
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
+    >>> with TFRecordWriter(path, index=False) as w:
+    ...     w.write(serialized_record("t", b"img", 512, 256))
+    >>> index = create_index(path)
+    >>> index_staleness(path, index) is None
+    True
+    >>> _ = path.write_bytes(path.read_bytes() * 2)
+    >>> index_staleness(path, read_index_file(index.path))
+    'the TFRecord is 180 bytes, the index was made for 90'
     """
     st = os.stat(tfrecord)
     path = index.path
@@ -635,6 +672,23 @@ def load_index(
     ------
     InvalidTFRecordIndex
         The index is missing, unreadable or stale and ``rebuild`` is off.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.tfrecord import TFRecordWriter, serialized_record
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
+    >>> with TFRecordWriter(path, index=False) as w:
+    ...     w.write(serialized_record("t", b"img", 512, 256))
+    >>> len(load_index(path))  # no index yet: built and saved
+    1
+    >>> find_index(path).name
+    't.index.npz'
+    >>> with TFRecordWriter(path, index=False) as w:  # the file changes...
+    ...     for x in (0, 256):
+    ...         w.write(serialized_record("t", b"img", x, 0))
+    >>> len(load_index(path))  # ...so the stale index is rebuilt
+    2
     """
     found = Path(index_path) if index_path is not None else find_index(tfrecord)
     reason = "no index file"

@@ -144,6 +144,16 @@ def get_tfrecord_by_location(
         ``location`` is not a pair of ints (Slideflow's check).
     RecordNotFoundError
         No record has that location.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tilestream.tfrecord import TFRecordWriter, serialized_record
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.tfrecords"
+    >>> with TFRecordWriter(path) as w:
+    ...     w.write(serialized_record("s", b"jpeg bytes", 0, 512), location=(0, 512))
+    >>> get_tfrecord_by_location(path, (0, 512), decode=False)
+    ('s', b'jpeg bytes')
     """
     if isinstance(location, list):
         location = tuple(location)  # type: ignore[assignment]

@@ -84,6 +84,17 @@ class TFRecordWriter:
     path : pathlib.Path
     count : int
         Records written so far.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.tfrecord.gz"
+    >>> with TFRecordWriter(path, compression="gzip", index=False) as w:
+    ...     w.write(b"payload")
+    ...     path.exists()  # not before close
+    False
+    >>> path.read_bytes()[:2]
+    b'\\x1f\\x8b'
     """
 
     def __init__(
