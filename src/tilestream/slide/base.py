@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import (
+    CorruptSlideError,
     MissingMPPError,
     SlideError,
     SlideNotFoundError,
@@ -609,10 +610,19 @@ class Slide:
         w, h = (int(v) for v in size)
         if w < 0 or h < 0:
             raise ValueError(f"region size must be non-negative, not {size!r}")
-        if as_array:
-            rgb = impl.read_region_rgb((x, y), level, (w, h), self.background_color)
-            return self._apply_color_array(rgb)
-        rgba = impl.read_region_rgba((x, y), level, (w, h))
+        try:
+            if as_array:
+                rgb = impl.read_region_rgb((x, y), level, (w, h), self.background_color)
+                return self._apply_color_array(rgb)
+            rgba = impl.read_region_rgba((x, y), level, (w, h))
+        except (SlideError, MemoryError):
+            raise
+        except Exception as exc:  # a dependency failing on damaged data
+            raise CorruptSlideError(
+                f"cannot read region at {(x, y)} level {level} size {(w, h)}: "
+                f"{type(exc).__name__}: {exc}",
+                path=self.path,
+            ) from exc
         image = Image.fromarray(rgba, "RGBA")
         if self._color is not None:
             image = self._color_image(image)
@@ -776,7 +786,15 @@ class _AssociatedImages(Mapping[str, Image.Image]):
         impl = self._slide._check_open()
         if name not in impl.associated_image_names:
             raise KeyError(name)
-        return impl.read_associated_image(name)
+        try:
+            return impl.read_associated_image(name)
+        except (SlideError, MemoryError):
+            raise
+        except Exception as exc:
+            raise CorruptSlideError(
+                f"cannot read associated image {name!r}: {type(exc).__name__}: {exc}",
+                path=self._slide.path,
+            ) from exc
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._slide._impl.associated_image_names)
@@ -796,16 +814,30 @@ def _normalise_mpp(
     return (pair[0], pair[1])
 
 
+def _construct(cls: type[SlideBackend], path: Path, cache_bytes: int) -> SlideBackend:
+    """Open ``path`` with one backend; anything but our own errors becomes one."""
+    try:
+        return cls(path, cache_bytes=cache_bytes)
+    except SlideError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # a dependency choking on a malformed file
+        raise UnsupportedSlideError(
+            f"the {cls.name} backend cannot parse it ({type(exc).__name__}: {exc})", path=path
+        ) from exc
+
+
 def _open_backend(path: Path, backend: str, *, cache_bytes: int) -> SlideBackend:
     if backend != "auto":
         cls = backend_class(backend)
         if not cls.available():
             raise SlideError(f"slide backend {backend!r} is not available here", path=path)
-        return cls(path, cache_bytes=cache_bytes)
+        return _construct(cls, path, cache_bytes)
     errors: list[tuple[str, SlideError]] = []
     for name in available_backends():
         try:
-            return _REGISTRY[name](path, cache_bytes=cache_bytes)
+            return _construct(_REGISTRY[name], path, cache_bytes)
         except SlideError as exc:
             logger.debug("%s: backend %s cannot open it: %s", path, name, exc.message)
             errors.append((name, exc))

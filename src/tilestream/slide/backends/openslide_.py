@@ -45,11 +45,18 @@ class OpenSlideBackend(SlideBackend):
         super().__init__(path, cache_bytes=cache_bytes)
         self._lock = threading.Lock()
         self._osr = self._open()
-        self._level_dimensions = tuple(tuple(map(int, d)) for d in self._osr.level_dimensions)
-        self._level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
-        self._properties = dict(self._osr.properties)
-        self._associated = tuple(self._osr.associated_images.keys())
-        self._icc = self._osr.color_profile.tobytes() if self._osr.color_profile else None
+        try:
+            self._level_dimensions = tuple((int(w), int(h)) for w, h in self._osr.level_dimensions)
+            self._level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
+            self._properties = {str(k): str(v) for k, v in self._osr.properties.items()}
+            self._associated = tuple(self._osr.associated_images.keys())
+            profile = self._osr.color_profile
+            self._icc = profile.tobytes() if profile is not None else None
+        except Exception as exc:
+            self._osr.close()
+            raise UnsupportedSlideError(
+                f"OpenSlide cannot read its metadata: {type(exc).__name__}: {exc}", path=path
+            ) from exc
 
     def _open(self) -> Any:
         openslide = _openslide()
@@ -63,8 +70,6 @@ class OpenSlideBackend(SlideBackend):
             raise UnsupportedSlideError(f"OpenSlide cannot open it: {exc}", path=self.path) from exc
         except OSError as exc:  # pragma: no cover - e.g. permissions raced away
             raise SlideError(f"cannot read the file: {exc}", path=self.path) from exc
-        if osr.color_profile is not None:
-            pass
         return osr
 
     @classmethod
@@ -85,7 +90,7 @@ class OpenSlideBackend(SlideBackend):
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._level_dimensions  # type: ignore[return-value]
+        return self._level_dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
@@ -133,7 +138,7 @@ class OpenSlideBackend(SlideBackend):
         with self._lock:
             try:
                 image = self._osr.read_region(location, level, size)
-            except openslide.OpenSlideError as exc:
+            except (openslide.OpenSlideError, ValueError, KeyError) as exc:
                 self._reopen()
                 raise CorruptSlideError(
                     f"cannot read region at {location} level {level} size {size}: {exc}",

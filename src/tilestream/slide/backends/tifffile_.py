@@ -207,11 +207,13 @@ class TiffFileBackend(SlideBackend):
                 key, sep, value = part.partition("=")
                 if sep:
                     props[f"aperio.{key.strip()}"] = value.strip()
-            if "aperio.MPP" in props:
-                mpp = (float(props["aperio.MPP"]), float(props["aperio.MPP"]))
-                suspicious = False
-            else:
-                mpp = None  # OpenSlide ignores Aperio's TIFF resolution tags
+            mpp = None  # OpenSlide ignores Aperio's TIFF resolution tags
+            suspicious = False
+            try:
+                value = float(props["aperio.MPP"])
+                mpp = (value, value)
+            except (KeyError, ValueError):
+                pass
             objective = props.get("aperio.AppMag")
         elif self._format == "hamamatsu":
             ndpi = getattr(page0, "ndpi_tags", None) or {}
