@@ -128,6 +128,14 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         open_slide(tmp_path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_named_pipe_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.svs"
+    os.mkfifo(fifo)
+    with pytest.raises(SlideError, match="not a regular file"):
+        open_slide(fifo)
+
+
 def test_empty_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.svs"
     empty.write_bytes(b"")

@@ -300,6 +300,8 @@ def _check_path(path: PathLike) -> Path:
         raise SlideNotFoundError("no such slide file", path=p)
     if p.is_dir():
         raise SlideError("is a directory, not a slide file", path=p)
+    if not p.is_file():  # a FIFO or device would block or never end
+        raise SlideError("not a regular file", path=p)
     try:
         with open(p, "rb") as f:
             f.read(1)
