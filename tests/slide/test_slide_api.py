@@ -21,7 +21,6 @@ from tilestream.slide import (
 )
 from tilestream.slide._paint import paint_region, rgba_to_rgb
 from tilestream.slide._resolution import mpp_from_tiff_resolution, plausible_mpp
-from tilestream.slide.base import DEFAULT_CACHE_BYTES
 
 
 class NpyBackend(SlideBackend):
@@ -30,7 +29,7 @@ class NpyBackend(SlideBackend):
     name = "npy"
     priority = 5
 
-    def __init__(self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         super().__init__(path, cache_bytes=cache_bytes)
         if path.suffix != ".npy":
             raise UnsupportedSlideError("not a .npy file", path=path)

@@ -16,7 +16,8 @@ from PIL import Image
 
 from tilestream.errors import UnsupportedSlideError
 from tilestream.slide import open_slide
-from tilestream.slide.fastpath import TileCache, merge_jpeg_tables
+from tilestream.slide.base import DEFAULT_CACHE_BYTES, MAX_AUTO_CACHE_BYTES
+from tilestream.slide.fastpath import FileReader, StoredLevel, TileCache, merge_jpeg_tables
 
 CMU = "CMU-1-Small-Region.svs"
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
@@ -91,6 +92,50 @@ def test_small_cache_stays_bounded_and_correct(slides_dir: Path, cmu_reference: 
             np.testing.assert_array_equal(tile, cmu_reference[y : y + 300, x : x + 300, :3])
             info = slide.cache_info()
             assert info is not None and info["bytes"] <= budget and info["max_bytes"] == budget
+
+
+@pytest.mark.testdata
+@pytest.mark.parametrize("region", [256, 512])
+def test_growing_budget_decodes_once_where_a_fixed_one_cannot(
+    slides_dir: Path, cmu_reference: np.ndarray, region: int
+) -> None:
+    """A budget of one tile that may grow behaves like a wide slide's default cache:
+    it grows to the stored rows a region spans plus one, and no further."""
+    tile_bytes = 240 * 240 * 3
+    results = {}
+    for name, cache in {
+        "growing": TileCache(tile_bytes, grow_limit=1 << 30),
+        "fixed": TileCache(3 * tile_bytes),
+    }.items():
+        with tifffile.TiffFile(slides_dir / CMU) as tif:
+            reader = FileReader(slides_dir / CMU)
+            try:
+                level = StoredLevel(tif.pages[0], reader, cache, key=0)
+                for y in range(0, 2967 - region + 1, region):
+                    for x in range(0, 2220 - region + 1, region):
+                        got = level.read_rgb(x, y, region, region)
+                        want = cmu_reference[y : y + region, x : x + region, :3]
+                        np.testing.assert_array_equal(got, want)
+            finally:
+                reader.close()
+        assert cache.nbytes <= cache.max_bytes
+        results[name] = (cache.misses, cache.max_bytes)
+    rows = 2967 // region * region
+    needed = (2220 // region * region + 239) // 240 * ((rows + 239) // 240)
+    assert results["growing"][0] == needed  # each stored tile under the regions decoded once
+    spans = -(-region // 240) + 1  # rows a region can span
+    assert results["growing"][1] <= (spans + 1) * level.row_bytes
+    assert results["fixed"][0] > needed and results["fixed"][1] == 3 * tile_bytes
+
+
+@pytest.mark.testdata
+def test_default_budget(slides_dir: Path) -> None:
+    with open_slide(slides_dir / CMU) as slide:
+        info = slide.cache_info()
+        assert info is not None and info["max_bytes"] == DEFAULT_CACHE_BYTES
+        slide.read_region((0, 0), 0, (2220, 2967), as_array=True)
+        info = slide.cache_info()
+        assert info is not None and DEFAULT_CACHE_BYTES <= info["max_bytes"] <= MAX_AUTO_CACHE_BYTES
 
 
 @pytest.mark.testdata

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
+    "MAX_AUTO_CACHE_BYTES",
     "Slide",
     "SlideBackend",
     "available_backends",
@@ -79,8 +80,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default size of a slide's decoded-tile cache (bytes).
+#: Initial budget of a slide's decoded-tile cache (bytes) when ``cache_bytes`` is not given.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: Ceiling to which that budget may grow so a grid-order pass decodes each tile once.
+MAX_AUTO_CACHE_BYTES = 256 * 1024 * 1024
 
 PathLike = str | os.PathLike[str]
 
@@ -101,13 +104,15 @@ class SlideBackend(abc.ABC):
     path
         The slide file.
     cache_bytes
-        Budget for decoded pixel data the backend may keep (0 disables caching).
+        Budget for decoded pixel data the backend may keep (0 disables caching);
+        ``None``: :data:`DEFAULT_CACHE_BYTES`, growing as reads need up to
+        :data:`MAX_AUTO_CACHE_BYTES`.
     """
 
     name: ClassVar[str]
     priority: ClassVar[int] = 100
 
-    def __init__(self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         self.path = path
         self.cache_bytes = cache_bytes
 
@@ -353,7 +358,12 @@ class Slide:
         ``"srgb"`` to convert pixels through the slide's ICC profile into sRGB
         (the transform is built once per slide); ``None`` keeps stored values.
     cache_bytes
-        Budget of the decoded-tile cache.
+        Budget of the decoded-tile cache in bytes (``tifffile`` backend). By
+        default (``None``) it starts at 64 MiB and grows, up to 256 MiB, to
+        the few rows of stored tiles a region spans plus one, so that reading
+        a slide in grid (row-major) order decodes every stored tile once even
+        on 100,000 px wide slides; an int fixes the budget (0: no cache).
+        Memory never exceeds the budget, whatever the slide's size.
     """
 
     def __init__(
@@ -363,7 +373,7 @@ class Slide:
         backend: str = "auto",
         mpp: float | tuple[float, float] | None = None,
         color: Literal["srgb"] | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
     ) -> None:
         self.path = _check_path(path)
         if color not in (None, "srgb"):
@@ -816,7 +826,7 @@ def _normalise_mpp(
     return (pair[0], pair[1])
 
 
-def _construct(cls: type[SlideBackend], path: Path, cache_bytes: int) -> SlideBackend:
+def _construct(cls: type[SlideBackend], path: Path, cache_bytes: int | None) -> SlideBackend:
     """Open ``path`` with one backend; anything but our own errors becomes one."""
     try:
         return cls(path, cache_bytes=cache_bytes)
@@ -830,7 +840,7 @@ def _construct(cls: type[SlideBackend], path: Path, cache_bytes: int) -> SlideBa
         ) from exc
 
 
-def _open_backend(path: Path, backend: str, *, cache_bytes: int) -> SlideBackend:
+def _open_backend(path: Path, backend: str, *, cache_bytes: int | None) -> SlideBackend:
     if backend != "auto":
         cls = backend_class(backend)
         if not cls.available():

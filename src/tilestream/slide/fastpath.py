@@ -8,7 +8,9 @@ OpenJPEG / zlib... through tifffile's decoder for the page, which picks the
 right JPEG colour space: Aperio JPEG tiles are RGB-coded, not YCbCr), kept in a
 :class:`TileCache` bounded in bytes (LRU), and regions are assembled from it.
 Reading a slide in grid order therefore decodes each stored tile once while
-memory stays bounded by the cache budget, whatever the slide's size.
+memory stays bounded by the cache budget, whatever the slide's size: a budget
+that may grow (``grow_limit``) is raised to the rows of stored tiles a region
+spans plus one, which is what a row-major pass needs to decode every tile once.
 
 :meth:`StoredLevel.read_jpeg_tile` returns a stored JPEG tile as a complete,
 standalone JPEG file (the page's ``JPEGTables`` merged in, and an Adobe APP14
@@ -93,10 +95,13 @@ class TileCache:
     max_bytes
         Budget; the least recently used tiles are dropped beyond it. 0 disables
         caching (every read decodes).
+    grow_limit
+        When given, :meth:`reserve` may raise the budget up to this many bytes.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, grow_limit: int | None = None) -> None:
         self.max_bytes = max(0, int(max_bytes))
+        self.grow_limit = grow_limit
         self._data: OrderedDict[Hashable, NDArray[np.uint8]] = OrderedDict()
         self._lock = threading.Lock()
         self.nbytes = 0
@@ -129,6 +134,11 @@ class TileCache:
             while self.nbytes > self.max_bytes:
                 _, dropped = self._data.popitem(last=False)
                 self.nbytes -= int(dropped.nbytes)
+
+    def reserve(self, nbytes: int) -> None:
+        """Grow the budget to ``nbytes`` (at most ``grow_limit``) if growing is allowed."""
+        if self.grow_limit is not None and nbytes > self.max_bytes:
+            self.max_bytes = min(int(nbytes), self.grow_limit)
 
     def clear(self) -> None:
         """Drop every tile."""
@@ -228,6 +238,8 @@ class StoredLevel:
             self.tile_w, self.tile_h = self.width, min(rows, self.height)
         self.cols = -(-self.width // self.tile_w)
         self.rows = -(-self.height // self.tile_h)
+        #: Decoded bytes of one row of stored tiles.
+        self.row_bytes = self.cols * self.tile_w * self.tile_h * 3
         self.offsets = tuple(int(v) for v in page.dataoffsets)
         self.bytecounts = tuple(int(v) for v in page.databytecounts)
         if len(self.offsets) < self.cols * self.rows:
@@ -344,6 +356,9 @@ class StoredLevel:
         tw, th = self.tile_w, self.tile_h
         c0, c1 = x // tw, (x + w - 1) // tw
         r0, r1 = y // th, (y + h - 1) // th
+        # Row-major readers come back for the bottom rows of this region on the
+        # next row of regions: keep the rows it spans plus one (LRU needs that).
+        self.cache.reserve((r1 - r0 + 2) * self.row_bytes)
         if c0 == c1 and r0 == r1:
             t = self.tile(c0, r0)
             ox, oy = x - c0 * tw, y - r0 * th

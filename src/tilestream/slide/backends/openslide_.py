@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import CorruptSlideError, SlideError, UnsupportedSlideError
-from tilestream.slide.base import DEFAULT_CACHE_BYTES, SlideBackend, register_backend
+from tilestream.slide.base import SlideBackend, register_backend
 
 __all__ = ["OpenSlideBackend"]
 
@@ -41,7 +41,7 @@ class OpenSlideBackend(SlideBackend):
     name = "openslide"
     priority = 20
 
-    def __init__(self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         super().__init__(path, cache_bytes=cache_bytes)
         self._lock = threading.Lock()
         self._osr = self._open()

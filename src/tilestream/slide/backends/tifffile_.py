@@ -28,7 +28,12 @@ from PIL import Image
 
 from tilestream.errors import CorruptSlideError, SlideError, UnsupportedSlideError
 from tilestream.slide._resolution import mpp_from_tiff_resolution
-from tilestream.slide.base import DEFAULT_CACHE_BYTES, SlideBackend, register_backend
+from tilestream.slide.base import (
+    DEFAULT_CACHE_BYTES,
+    MAX_AUTO_CACHE_BYTES,
+    SlideBackend,
+    register_backend,
+)
 from tilestream.slide.fastpath import FileReader, StoredLevel, TileCache, _to_rgb8
 
 __all__ = ["TiffFileBackend"]
@@ -68,7 +73,7 @@ class TiffFileBackend(SlideBackend):
     name = "tifffile"
     priority = 10
 
-    def __init__(self, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+    def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         super().__init__(path, cache_bytes=cache_bytes)
         tifffile = _tifffile()
         try:
@@ -83,7 +88,11 @@ class TiffFileBackend(SlideBackend):
             self._tif.close()
             raise
         self._reader = FileReader(path)
-        self._cache = TileCache(cache_bytes)
+        self._cache = (
+            TileCache(DEFAULT_CACHE_BYTES, grow_limit=MAX_AUTO_CACHE_BYTES)
+            if cache_bytes is None
+            else TileCache(cache_bytes)
+        )
         self._levels = tuple(
             StoredLevel(page, self._reader, self._cache, key=i)
             for i, page in enumerate(self._pages)
