@@ -160,7 +160,7 @@ def make_scaled(root: Path, n: int) -> Path:
             name = f"s{i:07d}-{src}"
             link = links / name
             if not link.exists():
-                link.symlink_to(root / "images" / src)
+                link.symlink_to((root / "images" / src).resolve())
             for row in groups[src]:
                 w.writerow([name, *row[1:]])
     (scaled / "done").write_text("ok")
@@ -248,6 +248,18 @@ def run_ours(data: Path, images: Path, out: Path, workers: int | None) -> int:
     return summary.images
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. ``ru_maxrss`` would include the parent's RSS at fork time
+    (Linux keeps it across exec), so read the high-water mark of our own memory map."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: argparse.Namespace) -> None:
     data, images, out = Path(args.data), Path(args.images), Path(args.out)
     if args.run.startswith("peer"):
@@ -262,7 +274,7 @@ def child(args: argparse.Namespace) -> None:
         n = run_ours(data, images, out, args.workers)
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"images": n, "seconds": seconds, "cpu": cpu, "rss_mb": rss}))
 
 
@@ -296,6 +308,8 @@ def warm(images: Path) -> int:
 
 def check_same(peer_file: Path, ours_dir: Path) -> None:
     """Both outputs hold the same images, boxes and classes."""
+    import hashlib
+
     from tilestream.tfrecord import decode_example, iter_records
 
     def load(files: list[Path]) -> dict[bytes, tuple]:
@@ -305,7 +319,7 @@ def check_same(peer_file: Path, ours_dir: Path) -> None:
                 ex = decode_example(r)
                 key = ex["image/filename"].value[0]
                 out[key] = (
-                    ex["image/encoded"].value[0],
+                    hashlib.sha256(ex["image/encoded"].value[0]).digest(),
                     ex["image/width"].value.tolist(),
                     ex["image/object/bbox/xmin"].value.tolist(),
                     ex["image/object/bbox/ymax"].value.tolist(),

@@ -302,3 +302,12 @@ def test_reencode_non_jpeg_png_to_png(tf: ModuleType, tmp_path: Path) -> None:
     for rec in recs.values():
         decoded = tf.io.decode_image(rec["image/encoded"]).numpy()
         np.testing.assert_array_equal(decoded, pixels)
+
+
+def test_vocdevkit_root_is_entered(detection_dir: Path, tmp_path: Path) -> None:
+    a = convert_voc(detection_dir / "VOCdevkit", tmp_path / "a", image_set="trainval")
+    b = convert_voc(detection_dir / "VOCdevkit" / "VOC2007", tmp_path / "b")
+    assert a.images == b.images == 5
+    assert (tmp_path / "a" / "train.tfrecord").read_bytes() == (
+        tmp_path / "b" / "train.tfrecord"
+    ).read_bytes()

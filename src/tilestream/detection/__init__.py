@@ -1,10 +1,26 @@
 """Object-detection data sets to TF Object Detection API TFRecords, and back to COCO.
 
-Readers for PASCAL VOC XML, COCO JSON, the TF Object Detection CSV and YOLO
-text files produce an :class:`AnnotationSet`; :func:`convert` validates it and
-writes split, sharded TFRecords with the OD API schema, a ``label_map.pbtxt``
-and a summary. :func:`tfrecords_to_coco` goes back to COCO. Depends on
-:mod:`tilestream.tfrecord` only.
+Readers for PASCAL VOC XML (:func:`read_voc`), COCO JSON (:func:`read_coco`),
+the TF Object Detection CSV (:func:`read_csv`) and YOLO text files
+(:func:`read_yolo`) produce an :class:`AnnotationSet`; :func:`convert` (or one
+``convert_<format>`` call) validates it and writes split, sharded TFRecords
+with the OD API schema, the ``label_map.pbtxt`` used, ``summary.json`` and a
+``README.md`` of counts per split and class. :func:`tfrecords_to_coco` goes
+back to COCO. Depends on :mod:`tilestream.tfrecord` only.
+
+Choices worth knowing:
+
+* ``image/format`` is ``jpeg`` or ``png``, the values the OD API's own tools
+  write. The tutorial ``generate_tfrecord.py`` wrote ``jpg``; pass
+  ``jpeg_format="jpg"`` (CLI ``--jpeg-format jpg``) to reproduce such files
+  exactly. TensorFlow decodes the image from its bytes either way.
+* JPEG and PNG bytes are copied as they are; other formats are re-encoded to
+  PNG. ``image/key/sha256`` is the SHA-256 of the bytes written.
+* Problems are handled by ``on_error`` (see :mod:`tilestream.detection.validate`):
+  ``fail`` (default) writes nothing and lists every problem.
+* Images with no objects are kept as negatives unless ``skip_empty``.
+* Memory: annotations take about 1.5 KB per image; pixels are read a few
+  dozen images at a time (about 200 MB peak for 100,000 images).
 
 Examples
 --------

@@ -148,6 +148,10 @@ def parse_voc_xml(
 
 
 def _find_dirs(data_dir: Path) -> tuple[Path, Path]:
+    # a VOCdevkit folder holding one year folder (VOC2007/) is entered
+    years = [p for p in data_dir.iterdir() if p.is_dir() and (p / "Annotations").is_dir()]
+    if not (data_dir / "Annotations").is_dir() and len(years) == 1:
+        data_dir = years[0]
     for ann, img in (("Annotations", "JPEGImages"), ("annotations", "images")):
         if (data_dir / ann).is_dir():
             images = data_dir / img
@@ -185,6 +189,7 @@ def read_voc(
     if not root.is_dir():
         raise AnnotationError("VOC data folder not found", path=root)
     ann_dir, img_dir = _find_dirs(root)
+    root = ann_dir.parent if ann_dir != root else root
     ann_dir = Path(annotations_dir) if annotations_dir is not None else ann_dir
     img_dir = Path(images_dir) if images_dir is not None else img_dir
     if image_set is not None:
