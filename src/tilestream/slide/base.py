@@ -360,7 +360,7 @@ class Slide:
     cache_bytes
         Budget of the decoded-tile cache in bytes (``tifffile`` backend). By
         default (``None``) it starts at 64 MiB and grows, up to 256 MiB, to
-        the few rows of stored tiles a region spans plus one, so that reading
+        the rows of stored tiles a region spans (plus a region), so that reading
         a slide in grid (row-major) order decodes every stored tile once even
         on 100,000 px wide slides; an int fixes the budget (0: no cache).
         Memory never exceeds the budget, whatever the slide's size.

@@ -10,7 +10,8 @@ right JPEG colour space: Aperio JPEG tiles are RGB-coded, not YCbCr), kept in a
 Reading a slide in grid order therefore decodes each stored tile once while
 memory stays bounded by the cache budget, whatever the slide's size: a budget
 that may grow (``grow_limit``) is raised to the rows of stored tiles a region
-spans plus one, which is what a row-major pass needs to decode every tile once.
+spans (plus a region's worth), what an LRU needs for a row-major pass to decode
+every stored tile once.
 
 :meth:`StoredLevel.read_jpeg_tile` returns a stored JPEG tile as a complete,
 standalone JPEG file (the page's ``JPEGTables`` merged in, and an Adobe APP14
@@ -357,8 +358,10 @@ class StoredLevel:
         c0, c1 = x // tw, (x + w - 1) // tw
         r0, r1 = y // th, (y + h - 1) // th
         # Row-major readers come back for the bottom rows of this region on the
-        # next row of regions: keep the rows it spans plus one (LRU needs that).
-        self.cache.reserve((r1 - r0 + 2) * self.row_bytes)
+        # next row of regions: with LRU that needs the rows it spans, plus its
+        # own tiles once more.
+        span = r1 - r0 + 1
+        self.cache.reserve(span * (self.row_bytes + (c1 - c0 + 2) * tw * th * 3))
         if c0 == c1 and r0 == r1:
             t = self.tile(c0, r0)
             ox, oy = x - c0 * tw, y - r0 * th
