@@ -1,0 +1,128 @@
+"""Manifests: counts of real TFRecords, reuse of fresh counts, unreadable files kept."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tilestream.dataset import manifest as manifest_mod
+from tilestream.dataset import read_manifest, update_manifest_at_dir
+from tilestream.tfrecord import TFRecordWriter, serialized_record
+
+pytestmark = pytest.mark.testdata
+
+# Record counts from the data set's SOURCES.md (read with TensorFlow).
+EXPECTED = {
+    "raccoon_test.record": 40,
+    "tfx_mnist.tfrecord": 1000,
+    "tfx_penguin_train_data_tfrecord-00000-of-00001.gz": 234,
+    "tfx_sequence_eval_data_tfrecord_eval.gz": 4500,
+    "tfx_tfjs_next_page_data.tfrecord.gz": 100,
+    "torchdata_example.tfrecord": 4,
+    "torchdata_sequence_example.tfrecord": 4,
+    "datumaro_tf_detection_api_dataset/train.tfrecord": 1,
+    "datumaro_tf_detection_api_dataset/val.tfrecord": 1,
+    "datumaro_tf_detection_api_dataset/test.tfrecord": 1,
+}
+CORRUPTED = (
+    "corrupted/pets_examples.domj07-corrupted.record",
+    "corrupted/snapshot_serengeti_sequence_examples.domj07-corrupted.record",
+)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_real_tfrecords_counted_and_corrupted_recorded_not_deleted(
+    tfrecords_dir: Path, tmp_path: Path
+) -> None:
+    before = {rel: _digest(tfrecords_dir / rel) for rel in CORRUPTED}
+    out = tmp_path / "manifest.json"
+    manifest = update_manifest_at_dir(tfrecords_dir, manifest_path=out)
+    for rel, n in EXPECTED.items():
+        assert manifest[rel]["total"] == n, rel
+        assert "error" not in manifest[rel]
+    shards = [k for k in manifest if k.startswith("tfx_csv_example_gen_unlabelled/")]
+    assert len(shards) == 12 and sum(manifest[k]["total"] for k in shards) == 2459
+    assert "CorruptRecordError" in manifest[CORRUPTED[0]]["error"]
+    assert "record 1 at byte 18446" in manifest[CORRUPTED[0]]["error"]
+    assert "TruncatedRecordError" in manifest[CORRUPTED[1]]["error"]
+    assert manifest[CORRUPTED[0]]["total"] == 0
+    for rel, digest in before.items():  # still there, unchanged
+        assert _digest(tfrecords_dir / rel) == digest
+    assert read_manifest(out) == manifest
+    assert not (tfrecords_dir / "manifest.json").exists()
+
+
+def test_fresh_counts_reused_changed_files_recounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    for name, n in (("s1", 3), ("s2", 2)):
+        with TFRecordWriter(sub / f"{name}.tfrecords") as w:
+            for i in range(n):
+                w.write(serialized_record(name, b"img", i, 0), location=(i, 0))
+    first = update_manifest_at_dir(tmp_path)
+    assert {k: v["total"] for k, v in first.items()} == {
+        "a/b/s1.tfrecords": 3,
+        "a/b/s2.tfrecords": 2,
+    }
+
+    counted: list[str] = []
+    real_count = manifest_mod._count
+
+    def spy(path: Path) -> int:
+        counted.append(path.name)
+        return real_count(path)
+
+    monkeypatch.setattr(manifest_mod, "_count", spy)
+    mtime = (tmp_path / "manifest.json").stat().st_mtime_ns
+    assert update_manifest_at_dir(tmp_path) == first
+    assert counted == []  # every count was fresh
+    assert (tmp_path / "manifest.json").stat().st_mtime_ns == mtime  # unchanged: not rewritten
+
+    with TFRecordWriter(sub / "s2.tfrecords") as w:
+        for i in range(5):
+            w.write(serialized_record("s2", b"img", i, 0))
+    again = update_manifest_at_dir(tmp_path)
+    assert counted == ["s2.tfrecords"] and again["a/b/s2.tfrecords"]["total"] == 5
+    update_manifest_at_dir(tmp_path, force_update=True)
+    assert sorted(counted[1:]) == ["s1.tfrecords", "s2.tfrecords"]
+
+
+def test_unreadable_and_empty_files_are_kept(tmp_path: Path, tfrecords_dir: Path) -> None:
+    shutil.copy(tfrecords_dir / CORRUPTED[1], tmp_path / "trunc.tfrecords")
+    (tmp_path / "empty.tfrecords").write_bytes(b"")
+    (tmp_path / ".hidden.tfrecords").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not a tfrecord")
+    manifest = update_manifest_at_dir(tmp_path)
+    assert set(manifest) == {"trunc.tfrecords", "empty.tfrecords"}
+    assert manifest["empty.tfrecords"] == {
+        "total": 0,
+        "size": 0,
+        "mtime_ns": (tmp_path / "empty.tfrecords").stat().st_mtime_ns,
+        "error": "empty TFRecord (no records)",
+    }
+    assert "TruncatedRecordError" in manifest["trunc.tfrecords"]["error"]
+    names = sorted(os.listdir(tmp_path))
+    assert names == [
+        ".hidden.tfrecords",
+        "empty.tfrecords",
+        "manifest.json",
+        "notes.txt",
+        "trunc.tfrecords",
+    ]
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+
+
+def test_entries_of_removed_files_leave_the_manifest(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"gone.tfrecords": {"total": 9}}))
+    assert update_manifest_at_dir(tmp_path) == {}
+    assert read_manifest(tmp_path / "manifest.json") == {}
