@@ -19,7 +19,7 @@ from tilestream.slide import (
     register_backend,
     unregister_backend,
 )
-from tilestream.slide._paint import paint_region, rgba_to_rgb
+from tilestream.slide._paint import paint_region, paint_region_rgb, rgba_to_rgb
 from tilestream.slide._resolution import mpp_from_tiff_resolution, plausible_mpp
 
 
@@ -172,6 +172,33 @@ def test_paint_region_fractional_is_bilinear() -> None:
     assert (out[..., 3] == 255).all()
     edge = paint_region(read, (32, 32), 27.5, 0.0, 8, 2)
     assert edge[0, 4, 3] == 127 and edge[0, 5, 3] == 0  # half-covered, then outside
+
+
+@pytest.mark.parametrize(("fx", "fy"), [(0.0, 0.5), (0.3, 0.0), (0.71, 0.13), (0.999, 0.996)])
+def test_paint_region_fast_path_equals_pixman_formula(fx: float, fy: float) -> None:
+    """The separable in-bounds path equals pixman's 2x2 ``(sum w * p) >> 16`` exactly."""
+    rng = np.random.default_rng(11)
+    level = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+
+    def read(x: int, y: int, w: int, h: int) -> np.ndarray:
+        return level[y : y + h, x : x + w]
+
+    got = paint_region_rgb(read, (50, 40), 5 + fx, 7 + fy, 30, 20)
+    assert got is not None
+    dx = ((round(fx * 65536) >> 9) & 0x7F) << 1
+    dy = ((round(fy * 65536) >> 9) & 0x7F) << 1
+    p = level[7:28, 5:36].astype(np.int64)
+    want = (
+        p[:-1, :-1] * (256 - dx) * (256 - dy)
+        + p[:-1, 1:] * dx * (256 - dy)
+        + p[1:, :-1] * (256 - dx) * dy
+        + p[1:, 1:] * dx * dy
+    ) >> 16
+    np.testing.assert_array_equal(got, want)
+    rgba = paint_region(read, (50, 40), 5 + fx, 7 + fy, 30, 20)
+    np.testing.assert_array_equal(rgba[..., :3], want)
+    assert (rgba[..., 3] == 255).all()
+    assert paint_region_rgb(read, (50, 40), 45.5, 0.0, 5, 5) is None  # needs column 50
 
 
 def test_rgba_to_rgb_composites() -> None:

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import UnsupportedSlideError
-from tilestream.slide._paint import paint_region, rgba_to_rgb
+from tilestream.slide._paint import paint_region, paint_region_rgb, rgba_to_rgb
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -166,23 +166,26 @@ class SlideBackend(abc.ABC):
         Backends implementing :meth:`read_level_rgb` skip the RGBA detour when
         the region is pixel-aligned and inside the level (the common tile read).
         """
-        if type(self).read_level_rgb is not SlideBackend.read_level_rgb:
+        if (
+            type(self).read_level_rgb is not SlideBackend.read_level_rgb
+            and location[0] >= 0
+            and location[1] >= 0
+        ):
             ds = self.level_downsamples[level]
-            lw, lh = self.level_dimensions[level]
-            fx, fy = location[0] / ds, location[1] / ds
-            x, y = int(fx), int(fy)
-            w, h = size
-            if (
-                x == fx
-                and y == fy
-                and x >= 0
-                and y >= 0
-                and x + w <= lw
-                and y + h <= lh
-                and w > 0
-                and h > 0
-            ):
+
+            def read(x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
                 return self.read_level_rgb(level, x, y, w, h)
+
+            rgb = paint_region_rgb(
+                read,
+                self.level_dimensions[level],
+                location[0] / ds,
+                location[1] / ds,
+                size[0],
+                size[1],
+            )
+            if rgb is not None:
+                return rgb
         return rgba_to_rgb(self.read_region_rgba(location, level, size), background)
 
     def cache_info(self) -> dict[str, int] | None:
