@@ -3,6 +3,10 @@
 - :func:`load_annotations`: CSV or dict-list annotations with errors naming file and line.
 - :func:`update_manifest_at_dir`: record counts in ``manifest.json`` (never deletes anything).
 - :func:`generate_crossfolds`: site-preserved (exact MILP) or stratified k-fold.
+- Slideflow's ``sf.io`` utilities: :func:`write_tfrecords_single`,
+  :func:`write_tfrecords_multi`, :func:`write_tfrecords_merge`,
+  :func:`extract_tiles`, :func:`split_tfrecord`, :func:`merge_tfrecords`,
+  :func:`shuffle_tfrecord`, :func:`transform_tfrecord`, :func:`join_tfrecord`.
 
 Examples
 --------
@@ -17,15 +21,37 @@ from __future__ import annotations
 
 from tilestream.dataset.annotations import Annotations, load_annotations
 from tilestream.dataset.crossfolds import CrossfoldResult, crossfold_objective, generate_crossfolds
+from tilestream.dataset.io import (
+    extract_tiles,
+    join_tfrecord,
+    merge_tfrecords,
+    parse_location,
+    shuffle_tfrecord,
+    split_tfrecord,
+    transform_tfrecord,
+    write_tfrecords_merge,
+    write_tfrecords_multi,
+    write_tfrecords_single,
+)
 from tilestream.dataset.manifest import find_tfrecords, read_manifest, update_manifest_at_dir
 
 __all__ = [
     "Annotations",
     "CrossfoldResult",
     "crossfold_objective",
+    "extract_tiles",
     "find_tfrecords",
     "generate_crossfolds",
+    "join_tfrecord",
     "load_annotations",
+    "merge_tfrecords",
+    "parse_location",
     "read_manifest",
+    "shuffle_tfrecord",
+    "split_tfrecord",
+    "transform_tfrecord",
     "update_manifest_at_dir",
+    "write_tfrecords_merge",
+    "write_tfrecords_multi",
+    "write_tfrecords_single",
 ]
