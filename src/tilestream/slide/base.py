@@ -258,7 +258,15 @@ class Slide:
     # -- metadata -----------------------------------------------------------------
     @property
     def properties(self) -> Mapping[str, str]:
-        """Metadata, using OpenSlide's property names where known (read-only)."""
+        """Metadata, using OpenSlide's property names where known (read-only).
+
+        ``openslide.*`` (vendor, mpp-x/y, objective-power, level[i].*, comment,
+        icc-size, associated.*), the vendor's own (``aperio.*``,
+        ``hamamatsu.*``...) and ``tiff.*`` tags as OpenSlide names them; the
+        ``tifffile`` backend adds ``tilestream.format`` and, for a resolution
+        it does not trust (72 dpi...), ``tilestream.mpp-suspicious``. Raw
+        values are kept: :attr:`mpp` is the checked resolution.
+        """
         return MappingProxyType(dict(self._impl.properties))
 
     @property
