@@ -1,5 +1,7 @@
 """Datasets of per-slide TFRecords: annotations, manifests, cross-folds and ``sf.io`` utilities.
 
+- :class:`Dataset`: TFRecords + annotations, with filters, clipping, labels,
+  balancing, a summary of problems found, and PyTorch / TensorFlow loaders.
 - :func:`load_annotations`: CSV or dict-list annotations with errors naming file and line.
 - :func:`update_manifest_at_dir`: record counts in ``manifest.json`` (never deletes anything).
 - :func:`generate_crossfolds`: site-preserved (exact MILP) or stratified k-fold.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from tilestream.dataset.annotations import Annotations, load_annotations
 from tilestream.dataset.crossfolds import CrossfoldResult, crossfold_objective, generate_crossfolds
+from tilestream.dataset.dataset import BalanceStrategy, Dataset, DatasetSummary
 from tilestream.dataset.io import (
     extract_tiles,
     join_tfrecord,
@@ -37,7 +40,10 @@ from tilestream.dataset.manifest import find_tfrecords, read_manifest, update_ma
 
 __all__ = [
     "Annotations",
+    "BalanceStrategy",
     "CrossfoldResult",
+    "Dataset",
+    "DatasetSummary",
     "crossfold_objective",
     "extract_tiles",
     "find_tfrecords",
