@@ -78,6 +78,8 @@ _SPLIT_NAMES = ("train", "valid", "test")
 
 # Images per job: large enough that handing results between threads is rare.
 _CHUNK = 32
+# Default thread count cap: beyond this the GIL-held share of the work dominates.
+_MAX_THREADS = 8
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -552,7 +554,7 @@ def convert(
         end-marker check).
     workers
         Threads (or processes) reading, hashing and serialising images
-        (default: CPU count).
+        (default: the CPU count, at most 8).
     executor
         ``"thread"`` (default) or ``"process"``.
     overwrite
@@ -631,7 +633,7 @@ def convert(
         splits={name: SplitSummary(name, list(names[name])) for name in fractions},
     )
     total = len(kept_images)
-    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    n_workers = workers if workers is not None else min(os.cpu_count() or 1, _MAX_THREADS)
     n_workers = max(1, n_workers)
     if executor not in ("thread", "process"):
         raise ConfigError(f"executor must be 'thread' or 'process', not {executor!r}")

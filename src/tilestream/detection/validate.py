@@ -87,29 +87,31 @@ def check_objects(
     """
     res = ObjectCheck()
     eps = _EPS * max(width, height, 1.0)
+    get = label_map.get
     for i, obj in enumerate(image.objects):
-
-        def problem(kind: str, message: str, i: int = i, label: str = obj.label) -> None:
-            res.problems.append(
-                Problem(
-                    kind, image.source, message, image=image.filename, object=i, label=label or None
-                )
-            )
-
-        coords = (obj.xmin, obj.ymin, obj.xmax, obj.ymax)
-        if i in reported or not all(math.isfinite(c) for c in coords):
+        xmin, ymin, xmax, ymax = obj.xmin, obj.ymin, obj.xmax, obj.ymax
+        if i in reported or not math.isfinite(xmin + ymin + xmax + ymax):
             if i not in reported:
-                problem("bad_box", f"box {coords} is not finite")
+                _problem(
+                    res,
+                    image,
+                    i,
+                    obj.label,
+                    "bad_box",
+                    f"box {(xmin, ymin, xmax, ymax)} is not finite",
+                )
             res.dropped += 1
             continue
-        label_id = None
-        if not obj.label.strip():
-            problem("empty_class", "the class name is empty")
-        else:
-            label_id = label_map.get(obj.label)
-            if label_id is None:
+
+        def problem(kind: str, message: str, i: int = i, label: str = obj.label) -> None:
+            _problem(res, image, i, label, kind, message)
+
+        label_id = get(obj.label)
+        if label_id is None:
+            if not obj.label.strip():
+                problem("empty_class", "the class name is empty")
+            else:
                 problem("unknown_class", f"class {obj.label!r} is not in the label map")
-        xmin, ymin, xmax, ymax = coords
         box_ok = True
         if xmax <= xmin or ymax <= ymin:
             problem(
@@ -145,6 +147,14 @@ def check_objects(
         )
         res.labels.append(label_id)
     return res
+
+
+def _problem(
+    res: ObjectCheck, image: ImageAnnotation, i: int, label: str, kind: str, message: str
+) -> None:
+    res.problems.append(
+        Problem(kind, image.source, message, image=image.filename, object=i, label=label or None)
+    )
 
 
 def raise_problems(problems: list[Problem], *, source: str, limit: int | None = None) -> None:
