@@ -74,7 +74,7 @@ def test_filters_clip_min_tiles_labels_balance(work: Path, real_dir: Path) -> No
     assert ds.filter(min_tiles=n["slideA"] + 1).slides() == []
     clipped = ds.clip(5)
     assert clipped.num_tiles == 15 and ds.num_tiles == sum(n.values())
-    assert set(v["clipped"] for v in clipped.manifest().values()) == {5}
+    assert {v["clipped"] for v in clipped.manifest().values()} == {5}
     assert ds.clip({"slideA": 2}).num_tiles == 2 + n["slideB"] + n["slideC"]
     assert ds.labels("label") == (
         {"slideA": 1, "slideB": 0, "slideC": 1, "slideD": 0},
@@ -89,7 +89,7 @@ def test_filters_clip_min_tiles_labels_balance(work: Path, real_dir: Path) -> No
 
     paths = {c: str(work / "64px_128um" / f"{c}.tfrecords") for c in n}
     w = ds.balance(strategy="slide").prob_weights
-    assert w == pytest.approx({p: 1 / 3 for p in paths.values()})
+    assert w == pytest.approx(dict.fromkeys(paths.values(), 1 / 3))
     w = ds.balance(strategy="tile").prob_weights
     assert w == pytest.approx({paths[c]: n[c] / sum(n.values()) for c in n})
     w = ds.balance(strategy="patient").prob_weights  # p1 has two slides, p2 one
