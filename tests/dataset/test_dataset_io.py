@@ -233,3 +233,30 @@ def test_bad_inputs_leave_no_output(tfrecords_dir: Path, tmp_path: Path) -> None
         extract_tiles(corrupt, tmp_path / "loose")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tfrecords", "loose", "split"]
     assert _files(tmp_path / "loose") == [] and _files(tmp_path / "split") == []
+
+
+def test_compressed_tfrecord_shuffled_in_place_stays_compressed(
+    tfrecords_dir: Path, tmp_path: Path
+) -> None:
+    src = tfrecords_dir / "tfx_penguin_train_data_tfrecord-00000-of-00001.gz"
+    copy = tmp_path / "penguin.tfrecord.gz"
+    shutil.copy(src, copy)
+    assert shuffle_tfrecord(copy, seed=1) == 234
+    assert copy.read_bytes()[:2] == b"\x1f\x8b"
+    before, after = list(iter_records(src)), list(iter_records(copy))
+    assert before != after and sorted(before) == sorted(after)
+
+
+def test_empty_image_folders(tmp_path: Path) -> None:
+    (tmp_path / "in" / "empty").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no JPEG or PNG images"):
+        write_tfrecords_single(tmp_path / "in" / "empty", tmp_path / "out", "e.tfrecords", "e")
+    with pytest.raises(ConfigError, match="no subfolder holds JPEG or PNG images"):
+        write_tfrecords_multi(tmp_path / "in", tmp_path / "out")
+    (tmp_path / "in" / "full").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "in" / "full" / "t_0_0.png")
+    assert write_tfrecords_multi(tmp_path / "in", tmp_path / "out") == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "full.index.npz",
+        "full.tfrecords",
+    ]

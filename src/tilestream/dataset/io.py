@@ -67,6 +67,7 @@ from tilestream.tfrecord import (
     serialized_record,
 )
 from tilestream.tfrecord.feature import Feature
+from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -223,6 +224,8 @@ def write_tfrecords_single(
     """
     src = Path(input_directory)
     files = _image_files(src)
+    if not files:
+        raise ConfigError("no JPEG or PNG images in this folder", path=src)
     _check_images([(src, files)])
     out = _output(Path(output_directory) / filename, overwrite)
     return _write_images(_order([(f, slide) for f in files], shuffle, seed), out)
@@ -246,10 +249,19 @@ def write_tfrecords_multi(
     """One TFRecord per subfolder, named after it (``<subfolder>.tfrecords``, slide = subfolder).
 
     Every image of every subfolder is checked before the first TFRecord is
-    written. Returns the total number of records written.
+    written; subfolders without images are skipped (logged). Returns the total
+    number of records written.
     """
-    dirs = _slide_dirs(input_directory)
-    groups = [(d, _image_files(d)) for d in dirs]
+    groups = []
+    for d in _slide_dirs(input_directory):
+        files = _image_files(d)
+        if files:
+            groups.append((d, files))
+        else:
+            log.warning("%s: no JPEG or PNG images; no TFRecord written for it", d)
+    if not groups:
+        raise ConfigError("no subfolder holds JPEG or PNG images", path=input_directory)
+    dirs = [d for d, _ in groups]
     _check_images(groups)
     outs = [_output(Path(output_directory) / f"{d.name}.tfrecords", overwrite) for d in dirs]
     total = 0
@@ -271,6 +283,8 @@ def write_tfrecords_merge(
     """The images of every subfolder in one TFRecord (slide = subfolder name); returns the count."""
     dirs = _slide_dirs(input_directory)
     groups = [(d, _image_files(d)) for d in dirs]
+    if not any(files for _, files in groups):
+        raise ConfigError("no subfolder holds JPEG or PNG images", path=input_directory)
     _check_images([(Path(input_directory), [f for _, fs in groups for f in fs])])
     out = _output(Path(output_directory) / filename, overwrite)
     items = [(f, d.name) for d, files in groups for f in files]
@@ -423,6 +437,11 @@ def merge_tfrecords(
     return writer.count
 
 
+def _compression_of(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        return detect_compression(f.read(HEADER_SIZE))
+
+
 def _permuted(tfr: TFRecord, rng: random.Random) -> Iterator[bytes]:
     order = list(range(len(tfr)))
     rng.shuffle(order)
@@ -436,14 +455,19 @@ def shuffle_tfrecord(
     """Shuffle the records of a TFRecord (in place unless ``output`` is given).
 
     Records are copied out of a memory map in a random order: memory stays
-    bounded. In place, the shuffled file replaces the original atomically (it
-    holds the same records); Slideflow keeps a ``.old`` copy instead. Returns
-    the number of records.
+    bounded (a GZIP/ZLIB file is decompressed into memory first, and written
+    back with the same compression). In place, the shuffled file replaces the
+    original atomically (it holds the same records); Slideflow keeps a
+    ``.old`` copy instead. Returns the number of records.
     """
     src = Path(target)
     out = Path(output) if output is not None else src
     rng = random.Random(seed)
-    with TFRecord(src, create_index=False) as tfr, TFRecordWriter(out) as writer:
+    comp = _compression_of(src)
+    with (
+        TFRecord(src, create_index=False) as tfr,
+        TFRecordWriter(out, compression=comp) as writer,
+    ):
         for data in _permuted(tfr, rng):
             writer.write(data, location=_location_from_bytes(data))
     return writer.count
@@ -538,7 +562,8 @@ def transform_tfrecord(
     Parameters
     ----------
     origin, target
-        Input and output (they may be the same file: it is replaced atomically).
+        Input and output (they may be the same file: it is replaced atomically,
+        keeping its compression).
     assign_slide
         A new slide name, or a function of the old one.
     hue_shift
@@ -563,10 +588,12 @@ def transform_tfrecord(
     if img_format is not None and img_format.lower() not in ("jpeg", "jpg", "png"):
         raise ConfigError(f"img_format must be 'jpeg' or 'png', not {img_format!r}")
     fmt_out = {"jpg": "jpeg"}.get((img_format or "").lower(), (img_format or "").lower()) or None
-    if src.resolve() != out.resolve():
+    in_place = src.resolve() == out.resolve()
+    if not in_place:
         _output(out, overwrite)
     reencode = hue_shift is not None or resize is not None or fmt_out is not None
-    with TFRecordWriter(out) as writer:
+    comp = _compression_of(src) if in_place else None
+    with TFRecordWriter(out, compression=comp) as writer:
         for i, data in enumerate(iter_records(src)):
             feats = dict(decode_example(data, path=os.fspath(src), record=i))
             plain = parse_example(data, path=os.fspath(src), record=i)
