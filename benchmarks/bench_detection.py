@@ -52,6 +52,22 @@ START = "<!-- bench_detection:start -->"
 END = "<!-- bench_detection:end -->"
 CLASSES = ("cat", "dog", "raccoon")
 
+ANALYSIS = """\
+Reading the table. The floor row is the work any converter that writes `image/key/sha256` must
+do (read each file, hash it, write it; no parsing, no framing); its CPU per image is well under
+half the tutorial's, so even one core could in principle beat the tutorial by about the floor's
+ratio. tilestream's CPU per image is about twice the floor (CSV parsing, validation of every
+box and image size, record encoding with its two CRCs, the thread pool) and below the
+tutorial's, which does no hashing. Reads and SHA-256 release the GIL and run on the thread pool,
+so with spare cores the wall time falls further; on this shared 2-core VM, where other
+sessions' test runs kept the load average at 5-8, no contender gets much more than one core,
+the threads cannot show, and wall-clock ratios track the CPU ratios.
+**The 3x target is not met on this machine** (about 1.0-1.2x here); it needs idle cores.
+Memory is bounded: peak RSS is ~70 MB for 10,000 images and ~200 MB for 100,000, most of it the
+annotations (~1.5 KB per image); only a few dozen images are in flight at any time. (The
+100,000-image run writes 5.8 GB, so page-cache reclaim adds kernel CPU per image; its ratios
+are against the 10,000-image tutorial run.) The tutorial's RSS is mostly TensorFlow itself."""
+
 
 def testdata_root() -> Path:
     env = os.environ.get("TILESTREAM_TESTDATA")
@@ -306,6 +322,25 @@ def warm(images: Path) -> int:
     return total
 
 
+def floor(images: Path, out: Path, repeat: int) -> tuple[float, float]:
+    """Wall and CPU seconds of the unavoidable work, in one thread: read every image,
+    SHA-256 it, write it out (no parsing, no framing)."""
+    import hashlib
+
+    files = sorted(images.iterdir())
+    best = (float("inf"), float("inf"))
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        with open(out, "wb") as f:
+            for p in files:
+                data = p.read_bytes()
+                hashlib.sha256(data).digest()
+                f.write(data)
+        best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
+    out.unlink()
+    return best
+
+
 def check_same(peer_file: Path, ours_dir: Path) -> None:
     """Both outputs hold the same images, boxes and classes."""
     import hashlib
@@ -383,6 +418,16 @@ def main() -> None:
         (label, args.images, med(k, "seconds"), med(k, "cpu"), max(r["rss_mb"] for r in runs[k]))
         for k, (label, _, _) in contenders.items()
     ]
+    fl_wall, fl_cpu = floor(images, work / "floor.bin", args.repeat)
+    rows.append(
+        (
+            "floor: read + SHA-256 + write each image, nothing else (1 thread)",
+            args.images,
+            fl_wall,
+            fl_cpu,
+            0.0,
+        )
+    )
     if args.scale:
         scaled = make_scaled(root, args.scale)
         warm(root / "images")
@@ -413,7 +458,8 @@ def main() -> None:
         ratio = (n / sec) / (args.images / peer_s)
         cpu_ratio = (peer_cpu / args.images) / (cpu / n)
         lines.append(
-            f"| {name} | {n / sec:,.0f} | {sec:.2f} | {cpu:.2f} | {rss:,.0f} | {ratio:.2f}x | "
+            f"| {name} | {n / sec:,.0f} | {sec:.2f} | {cpu:.2f} | {f'{rss:,.0f}' if rss else '-'}"
+            f" | {ratio:.2f}x | "
             f"{cpu_ratio:.2f}x |"
         )
     table = "\n".join(lines)
@@ -426,7 +472,7 @@ def main() -> None:
             "`generate_tfrecord.py` approach, outputs checked equal (same image bytes, boxes, "
             "labels). tilestream also validates every box and image size and adds "
             "`image/key/sha256`.\n\n"
-            f"{table}\n\nCommand: `python benchmarks/bench_detection.py --images {args.images}"
+            f"{table}\n\n{ANALYSIS}\n\nCommand: `python benchmarks/bench_detection.py --images {args.images}"
             f"{' --scale ' + str(args.scale) if args.scale else ''} --write-docs`\n{END}\n"
         )
         text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
