@@ -171,8 +171,8 @@ def test_crossfolds_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                 "--k",
                 "2",
                 "--in-place",
-                "--site-column",
-                "none",
+                "--method",
+                "stratified",
             ]
         )
         == 0

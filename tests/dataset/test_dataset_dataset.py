@@ -191,3 +191,23 @@ def test_tensorflow_loader(tf, work: Path) -> None:  # type: ignore[no-untyped-d
     data = ds.tensorflow(shuffle=False)
     items = list(data.as_numpy_iterator())
     assert len(items) == 6 and items[0][0].shape == (64, 64, 3)
+
+
+def test_rois_and_crossfolds(work: Path, tmp_path: Path) -> None:
+    rois = tmp_path / "rois"
+    rois.mkdir()
+    (rois / "slideA.geojson").write_text("{}")
+    (rois / "slideZ.csv").write_text("x,y\n")
+    ds = Dataset(tfrecords=work / "64px_128um", annotations=ANN, rois=rois)
+    assert ds.summary().slides_with_rois == 1
+    assert Dataset(tfrecords=work).summary().slides_with_rois is None
+    sub = ds.filter(filters={"slide": ["slideA", "slideC", "slideD"]})
+    folds = sub.crossfolds("label", 2)
+    assert folds.method == "milp" and folds.optimal
+    by_slide = {r["slide"]: r["CV2"] for r in folds.rows}
+    assert sorted(by_slide) == ["slideA", "slideC", "slideD"]
+    assert by_slide["slideC"] == by_slide["slideD"] != by_slide["slideA"]  # sites kept whole
+    with pytest.raises(
+        AnnotationError, match=r"row 2: patient 'p1' has another 'label' than at row 1"
+    ):
+        ds.crossfolds("label", 2)  # p1's two slides disagree

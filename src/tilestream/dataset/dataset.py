@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tilestream.dataset.annotations import Annotations, AnnotationSource, load_annotations
+from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
 from tilestream.dataset.manifest import update_manifest_at_dir
 from tilestream.errors import AnnotationError, ConfigError, TileStreamError
 
@@ -519,6 +520,26 @@ class Dataset:
         new = self._copy()
         new._weights = {p: w / total for p, w in raw.items()} if total else None
         return new
+
+    def crossfolds(self, category: str, k: int = 3, **kwargs: Any) -> CrossfoldResult:
+        """Cross-validation folds of :meth:`slides` (see :func:`~tilestream.dataset.generate_crossfolds`).
+
+        Site-preserved when the annotations have a ``site`` column (or
+        ``site_column=``), else stratified by patient.
+        """
+        if self.annotations is None:
+            raise AnnotationError("cross-folds need annotations")
+        ann = self.annotations
+        keep = set(self.slides())
+        idx = [i for i, r in enumerate(ann.rows) if r[ann.slide_column or "slide"] in keep]
+        subset = Annotations(
+            [ann.rows[i] for i in idx],
+            list(ann.columns),
+            ann.path,
+            [ann.lines[i] for i in idx],
+            ann.slide_column,
+        )
+        return generate_crossfolds(subset, category, k, **kwargs)
 
     @property
     def prob_weights(self) -> dict[str, float] | None:
