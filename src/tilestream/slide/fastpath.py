@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 _JPEG = 7
-_JPEG_OLD = 6
 _PHOTOMETRIC_RGB = 2
 _PHOTOMETRIC_YCBCR = 6
 #: Aperio JPEG 2000 with YCbCr components (no colour transform in the codestream).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from tilestream.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from tilestream.errors import CorruptSlideError, UnsupportedSlideError
 from tilestream.slide._resolution import mpp_from_tiff_resolution
 from tilestream.slide.base import (
     DEFAULT_CACHE_BYTES,
@@ -361,9 +360,3 @@ class TiffFileBackend(SlideBackend):
         self._cache.clear()
         self._reader.close()
         self._tif.close()
-
-
-def _check_version() -> None:  # pragma: no cover - guard for very old tifffile
-    version = getattr(_tifffile(), "__version__", "0")
-    if re.match(r"^20(1\d|2[0-3])\.", version):
-        raise SlideError(f"tifffile {version} is too old; tilestream needs 2024.1.30 or newer")
