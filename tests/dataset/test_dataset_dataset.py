@@ -133,6 +133,11 @@ def test_duplicate_slide_names_across_folders(work: Path, tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="two TFRecords for slide 'slideA'") as err:
         Dataset(tfrecords=[work / "64px_128um", other]).slides()
     assert str(other / "slideA.tfrecords") in str(err.value)
+    (work / "32px_128um").mkdir()  # a second tile size beside the first
+    shutil.copy(other / "slideA.tfrecords", work / "32px_128um" / "slideA.tfrecords")
+    with pytest.raises(ConfigError, match="give tile_px and tile_um"):
+        Dataset(tfrecords=work).slides()
+    assert len(Dataset(tfrecords=work, tile_px=32, tile_um=128).slides()) == 1
 
 
 def test_annotation_csv_errors_surface(work: Path, tmp_path: Path) -> None:
@@ -183,6 +188,12 @@ def test_torch_loader_with_labels_and_clip(torch, work: Path) -> None:  # type: 
     assert sorted(seen) == sorted([("slideA", 1)] * 4 + [("slideB", 0)] * 4 + [("slideC", 1)] * 4)
     image = next(iter(tiles))[0]
     assert tuple(image.shape) == (3, 64, 64)
+    balanced = ds.balance(strategy="patient")  # p1: slideA + slideB, p2: slideC
+    plan = balanced.torch(label="label").plan
+    weights = dict(zip(plan.paths, plan.weights.tolist(), strict=True))
+    assert weights == pytest.approx(balanced.prob_weights)
+    assert sorted(weights.values()) == pytest.approx([0.25, 0.25, 0.5])
+    assert plan.num_records == 12  # the clip carries over
 
 
 @pytest.mark.tensorflow

@@ -283,8 +283,14 @@ class Dataset:
 
         def add(name: str, path: Path, total: int, error: str | None) -> None:
             if name in found:
+                hint = (
+                    ""
+                    if self._label_dir()
+                    else " (several tile sizes? give tile_px and tile_um to pick one)"
+                )
                 raise ConfigError(
-                    f"two TFRecords for slide {name!r}: {found[name]} and {path}", path=path
+                    f"two TFRecords for slide {name!r}: {found[name]} and {path}{hint}",
+                    path=path,
                 )
             found[name] = path
             counts[name] = total
