@@ -303,3 +303,40 @@ def test_worker_batches_drop_last_and_standardize(torch, write_tfrecords):
     assert torch.equal(loc_y, loc_x + 1000)
     with pytest.raises(ConfigError, match="batch_size"):
         TileDataset(paths, batch_size=0)
+
+
+def test_torch_distributed_takes_precedence_over_the_environment(torch, monkeypatch, tmp_path):
+    import torch.distributed as dist
+
+    from tilestream.loaders import distributed_context
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed_context() == (1, 2)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert distributed_context() == (0, 1)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_spawned_workers_unpickle_the_dataset_by_path(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords([("a", 3), ("b", 4)])
+    ds = TileDataset(paths, as_dict=True, seed=0)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, num_workers=2, multiprocessing_context="spawn"
+    )
+    assert sorted(run(loader)) == expected([("a", 3), ("b", 4)])
+
+
+def test_importing_the_torch_package_does_not_import_tensorflow(torch):
+    import subprocess
+    import sys
+
+    code = "import sys, tilestream.torch, tilestream.loaders; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
