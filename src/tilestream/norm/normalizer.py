@@ -393,10 +393,20 @@ class StainNormalizer:
             else:
                 means = np.stack([f["target_means"] for f in fits])
                 stds = np.stack([f["target_stds"] for f in fits])
-            out, skip = m.reinhard_transform(
-                flat, means, stds, masked=self.method == "reinhard_mask", min_tissue=self.min_tissue
-            )
-            skipped = int(skip.sum())
+            # Blocks of about 65,536 pixels keep the float temporaries in cache.
+            step = max(1, 65536 // (h * w))
+            out = np.empty_like(flat)
+            skipped = 0
+            for a in range(0, n, step):
+                part = slice(a, a + step)
+                out[part], skip = m.reinhard_transform(
+                    flat[part],
+                    means if means.ndim == 1 else means[part],
+                    stds if stds.ndim == 1 else stds[part],
+                    masked=self.method == "reinhard_mask",
+                    min_tissue=self.min_tissue,
+                )
+                skipped += int(skip.sum())
         else:
             out = np.empty_like(flat)
             skipped = 0
