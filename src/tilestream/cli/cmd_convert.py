@@ -140,7 +140,7 @@ def _print_summary(summary: Any) -> None:
     if summary.problems:
         console.print(f"[yellow]{len(summary.problems)} problem(s) tolerated:[/yellow]")
         for p in summary.problems[:20]:
-            console.print(f"  {p}", markup=False, highlight=False)
+            console.print(f"  {p}", markup=False, highlight=False, soft_wrap=True)
         if len(summary.problems) > 20:
             console.print(f"  ... and {len(summary.problems) - 20} more (README.md in the output)")
 

@@ -173,7 +173,7 @@ def raise_problems(problems: list[Problem], *, source: str, limit: int | None = 
     counts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
     err = AnnotationError(
         f"{len(problems)} problem(s) ({counts}); nothing was written "
-        "(use on_error='skip' or 'clip' to convert anyway):\n" + "\n".join(lines),
+        "(on_error / --on-error 'skip' or 'clip' converts anyway):\n" + "\n".join(lines),
         path=source,
     )
     err.problems = list(problems)  # type: ignore[attr-defined]
