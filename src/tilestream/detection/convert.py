@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from tilestream._util.atomic import atomic_write, write_json_atomic
+from tilestream._util.atomic import atomic_write, is_temp_file, write_json_atomic
 from tilestream.detection.annotations import AnnotationSet, ImageAnnotation, Problem
 from tilestream.detection.images import ImageReadError, load_image_bytes
 from tilestream.detection.labelmap import LabelMap, read_label_map, write_label_map
@@ -590,7 +590,9 @@ def convert(
     if not overwrite:
         existing = [n for n in targets if (out / n).exists()]
         existing += sorted(
-            p.name for p in out.glob("*.tfrecord*") if p.name not in targets and p.is_file()
+            p.name
+            for p in out.glob("*.tfrecord*")
+            if p.name not in targets and p.is_file() and not is_temp_file(p)
         )
         if existing:
             raise ConfigError(
