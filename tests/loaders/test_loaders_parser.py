@@ -77,8 +77,7 @@ def test_augmentation_letters():
     assert parse_augment(True) == "xyrjb"
     assert parse_augment("bx") == "xb"
     assert parse_augment("") == ""
-    with pytest.raises(ConfigError, match=r"stain augmentation.*not available yet"):
-        parse_augment("n")
+    assert parse_augment("n") == "n"
     with pytest.raises(ConfigError, match="unknown augmentation letter"):
         parse_augment("xq")
 
@@ -147,3 +146,25 @@ def test_convert_dtype_tensorflow(tf, real_tiles):
         convert_dtype(s, np.uint8)
     batch = convert_dtype(np.stack([img, img]), tf.float32)
     assert batch.shape == (2, 32, 32, 3)
+
+
+def test_stain_augmentation_needs_a_normalizer_and_is_seeded(write_tfrecords, real_tiles):
+    from tilestream.loaders.augment import resolve_normalizer
+
+    (path,) = write_tfrecords([("s1", 4)])
+    with pytest.raises(ConfigError, match="needs a stain normalizer"):
+        get_tfrecord_parser(path, "image_raw", augment="n")
+    with pytest.raises(ConfigError, match="needs a stain normalizer"):
+        resolve_normalizer(lambda im: im, "n")  # a plain callable cannot augment
+
+    def images(augment, seed):
+        parser = get_tfrecord_parser(
+            path, "image_raw", augment=augment, normalizer="reinhard", seed=seed
+        )
+        return list(tfrecord_loader(path, parser=parser))
+
+    plain = images("", 0)
+    a, b, c = images("n", 0), images("n", 0), images("n", 1)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, plain, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))

@@ -147,7 +147,7 @@ def test_construction_errors(torch, write_tfrecords, tmp_path):
         TileDataset(paths, weights={"a": 1, "b": 1, "c": 1, "d": 1, "zz": 1})
     with pytest.raises(TFRecordError, match="does not exist"):
         TileDataset([*paths, str(tmp_path / "gone.tfrecords")])
-    with pytest.raises(ConfigError, match="stain augmentation"):
+    with pytest.raises(ConfigError, match="needs a stain normalizer"):
         TileDataset(paths, augment="xyn")
     csv = tmp_path / "ann.csv"
     csv.write_text("slide,x\na,1\n")

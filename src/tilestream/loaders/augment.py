@@ -8,7 +8,10 @@ letter    augmentation
 ``r``     rotation by a random multiple of 90 degrees
 ``j``     JPEG recompression, 50% chance, quality 50-100
 ``b``     Gaussian blur, 10% chance, sigma 0.5-2.0
-``n``     stain augmentation: not available yet (refused)
+``n``     stain augmentation: normalise towards a randomly perturbed
+          stain target (needs a stain ``normalizer``, see
+          :func:`resolve_normalizer`); applied by the parsers in place
+          of plain normalisation
 ========  =======================================================
 
 ``True`` means ``"xyrjb"``. All randomness comes from the
@@ -29,11 +32,14 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from tilestream.errors import ConfigError
 
-__all__ = ["ALL_AUGMENTATIONS", "augment_image", "parse_augment"]
+__all__ = ["ALL_AUGMENTATIONS", "augment_image", "parse_augment", "resolve_normalizer"]
 
 #: What ``augment=True`` means.
 ALL_AUGMENTATIONS = "xyrjb"
@@ -46,7 +52,7 @@ def parse_augment(augment: bool | str | None) -> str:
     Raises
     ------
     ConfigError
-        For unknown letters, and for ``n`` (stain augmentation is not available yet).
+        For unknown letters.
 
     Examples
     --------
@@ -54,10 +60,8 @@ def parse_augment(augment: bool | str | None) -> str:
     'xr'
     >>> parse_augment(False)
     ''
-    >>> parse_augment("xn")
-    Traceback (most recent call last):
-    ...
-    tilestream.errors.ConfigError: augmentation 'n' (stain augmentation) is not available yet: ...
+    >>> parse_augment("nx")
+    'xn'
     """
     if augment is None or augment is False:
         return ""
@@ -69,14 +73,69 @@ def parse_augment(augment: bool | str | None) -> str:
     if unknown:
         raise ConfigError(
             f"unknown augmentation letter(s) {''.join(unknown)!r} in {augment!r}; "
-            f"known: x, y, r, j, b (and n, not available yet)"
-        )
-    if "n" in augment:
-        raise ConfigError(
-            "augmentation 'n' (stain augmentation) is not available yet: it needs the stain "
-            "normalisation module; drop 'n' from augment"
+            f"known: x, y, r, j, b, n"
         )
     return "".join(letter for letter in _KNOWN if letter in augment)
+
+
+def resolve_normalizer(normalizer: Any, augment: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Check a ``normalizer`` option against the augmentation letters.
+
+    Parameters
+    ----------
+    normalizer
+        None, a method name for :func:`tilestream.norm.build_normalizer`
+        (``"reinhard"``, ``"macenko"``, ...), a
+        :class:`tilestream.norm.StainNormalizer`, or any callable on a uint8
+        HWC image.
+    augment
+        Letters from :func:`parse_augment`.
+
+    Returns
+    -------
+    callable or None
+
+    Raises
+    ------
+    ConfigError
+        ``n`` without a stain normaliser (one with an ``augment(image, rng)`` method).
+
+    Examples
+    --------
+    >>> resolve_normalizer(None, "xy") is None
+    True
+    >>> resolve_normalizer(None, "n")
+    Traceback (most recent call last):
+    ...
+    tilestream.errors.ConfigError: augmentation 'n' (stain augmentation) needs a stain normalizer, e.g. normalizer='reinhard'
+    """
+    if isinstance(normalizer, str):
+        from tilestream.norm import build_normalizer
+
+        normalizer = build_normalizer(normalizer)
+    if normalizer is not None and not callable(normalizer):
+        raise ConfigError(f"normalizer must be a method name or a callable, got {normalizer!r}")
+    if "n" in augment and not callable(getattr(normalizer, "augment", None)):
+        raise ConfigError(
+            "augmentation 'n' (stain augmentation) needs a stain normalizer, "
+            "e.g. normalizer='reinhard'"
+        )
+    return normalizer  # type: ignore[no-any-return]
+
+
+def normalize_image(
+    img: np.ndarray,
+    normalizer: Callable[[np.ndarray], np.ndarray] | None,
+    augment: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Stain-normalise one image: towards a random target with ``n``, else the fitted one."""
+    if normalizer is None:
+        return img
+    img = np.ascontiguousarray(img)
+    if "n" in augment:
+        return normalizer.augment(img, rng)  # type: ignore[attr-defined, no-any-return]
+    return normalizer(img)
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:

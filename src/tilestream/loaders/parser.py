@@ -35,7 +35,12 @@ import numpy as np
 
 from tilestream.errors import ConfigError, CorruptRecordError
 from tilestream.loaders._io import FileHandles, file_size, frame_sizes, load_offsets, read_record
-from tilestream.loaders.augment import augment_image, parse_augment
+from tilestream.loaders.augment import (
+    augment_image,
+    normalize_image,
+    parse_augment,
+    resolve_normalizer,
+)
 
 __all__ = ["TFRecordParser", "decode_rgb", "get_tfrecord_parser"]
 
@@ -170,8 +175,7 @@ class TFRecordParser:
             )
         if self.augment:
             img = augment_image(img, self.augment, self.rng)
-        if self.normalizer is not None:
-            img = self.normalizer(np.ascontiguousarray(img))
+        img = normalize_image(img, self.normalizer, self.augment, self.rng)
         if self.to_numpy:
             if self.standardize:
                 return img.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
@@ -220,7 +224,7 @@ def get_tfrecord_parser(
     standardize: bool = False,
     img_size: int | None = None,
     augment: bool | str = False,
-    normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+    normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
     error_if_invalid: bool = True,
     seed: int | None = None,
 ) -> TFRecordParser:
@@ -242,9 +246,12 @@ def get_tfrecord_parser(
     img_size
         Expected width and height; a tile of another size is an error.
     augment
-        Letters of :mod:`tilestream.loaders.augment` (``True`` is ``"xyrjb"``).
+        Letters of :mod:`tilestream.loaders.augment` (``True`` is ``"xyrjb"``;
+        ``n``, stain augmentation, needs a stain ``normalizer``).
     normalizer
-        A callable applied to each uint8 HWC image after augmentation.
+        A stain normaliser method name (``"reinhard"``, ``"macenko"``, ...), a
+        :class:`tilestream.norm.StainNormalizer`, or a callable on each uint8
+        HWC image, applied after augmentation.
     error_if_invalid
         Raise for a requested feature that the TFRecord lacks (else return None for it).
     seed
@@ -274,7 +281,7 @@ def get_tfrecord_parser(
         standardize=standardize,
         img_size=None if img_size is None else int(img_size),
         augment=letters,
-        normalizer=normalizer,
+        normalizer=resolve_normalizer(normalizer, letters),
         error_if_invalid=error_if_invalid,
         seed=seed,
     )

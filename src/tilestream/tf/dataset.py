@@ -130,6 +130,11 @@ def tile_dataset(
     """
     shard = validate_shard(shard)
     letters = parse_augment(augment)
+    if "n" in letters:
+        raise ConfigError(
+            "augmentation 'n' (stain augmentation) is not available in tile_dataset yet; "
+            "use tilestream.torch.TileDataset or drop 'n'"
+        )
     plan = plan_tiles(
         tfrecords,
         labels=labels,

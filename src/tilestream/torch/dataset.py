@@ -15,7 +15,12 @@ import numpy as np
 from tilestream._util.optional import require
 from tilestream.errors import AnnotationError, ConfigError
 from tilestream.loaders._io import FileHandles, read_record
-from tilestream.loaders.augment import augment_image, parse_augment
+from tilestream.loaders.augment import (
+    augment_image,
+    normalize_image,
+    parse_augment,
+    resolve_normalizer,
+)
 from tilestream.loaders.labels import Balance, slide_name_of
 from tilestream.loaders.parser import decode_rgb
 from tilestream.loaders.sampling import WeightSpec
@@ -106,8 +111,7 @@ class _TileParser:
             )
         if self.augment:
             img = augment_image(img, self.augment, self.rng)
-        if self.normalizer is not None:
-            img = self.normalizer(np.ascontiguousarray(img))
+        img = normalize_image(img, self.normalizer, self.augment, self.rng)
         if target is not None and img is not target:
             if img.shape != target.shape:
                 raise ConfigError(
@@ -148,7 +152,7 @@ class _Common:
         seed: int,
         augment: bool | str,
         standardize: bool,
-        normalizer: Callable[[np.ndarray], np.ndarray] | None,
+        normalizer: Callable[[np.ndarray], np.ndarray] | str | None,
         img_size: int | None,
         incl_slidenames: bool,
         incl_loc: bool,
@@ -170,10 +174,11 @@ class _Common:
             indices=indices,
         )
         self.seed = int(seed)
+        letters = parse_augment(augment)
         self.parser = _TileParser(
-            augment=parse_augment(augment),
+            augment=letters,
             standardize=standardize,
-            normalizer=normalizer,
+            normalizer=resolve_normalizer(normalizer, letters),
             img_size=img_size,
         )
         self.incl_slidenames = incl_slidenames
@@ -274,11 +279,14 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     seed
         Seed of every random choice: the same seed and epoch give the same stream.
     augment
-        Augmentation letters ``x y r j b`` or True (``n`` is not available yet).
+        Augmentation letters ``x y r j b n`` or True (``"xyrjb"``); ``n``
+        (stain augmentation) needs a stain ``normalizer``.
     standardize
         Float32 images ``img / 127.5 - 1`` instead of uint8.
     normalizer
-        A callable on each uint8 HWC image (after augmentation).
+        A stain normaliser method name (``"reinhard"``, ``"macenko"``, ...), a
+        :class:`tilestream.norm.StainNormalizer`, or a callable on each uint8
+        HWC image (after augmentation).
     img_size
         Expected tile size in pixels (a mismatch is an error).
     incl_slidenames, incl_loc
@@ -322,7 +330,7 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         seed: int = 0,
         augment: bool | str = False,
         standardize: bool = False,
-        normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+        normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
         img_size: int | None = None,
         incl_slidenames: bool = False,
         incl_loc: bool = False,
@@ -501,7 +509,7 @@ class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
         seed: int = 0,
         augment: bool | str = False,
         standardize: bool = False,
-        normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+        normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
         img_size: int | None = None,
         incl_slidenames: bool = False,
         incl_loc: bool = False,
