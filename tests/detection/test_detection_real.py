@@ -24,6 +24,7 @@ from tilestream.detection import (
     convert_coco,
     convert_csv,
     convert_voc,
+    convert_yolo,
     decode_rle,
     feature_spec,
     read_label_map,
@@ -314,3 +315,56 @@ def test_vocdevkit_root_is_entered(detection_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / "train.tfrecord").read_bytes() == (
         tmp_path / "b" / "train.tfrecord"
     ).read_bytes()
+
+
+def test_yolo_from_the_raccoon_csv_gives_the_same_records(
+    detection_dir: Path, tmp_path: Path
+) -> None:
+    # The 40 real raccoon images, labelled in YOLO form from the CSV: same boxes
+    # (to float32 rounding), labels and image bytes as the CSV conversion.
+    import csv
+
+    from tilestream.tfrecord import decode_example, iter_records
+
+    rac = detection_dir / "raccoon"
+    yolo = tmp_path / "yolo"
+    (yolo / "images").mkdir(parents=True)
+    (yolo / "labels").mkdir()
+    (yolo / "classes.txt").write_text("raccoon\n")
+    with open(rac / "test_labels.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            w, h = int(row["width"]), int(row["height"])
+            x0, y0, x1, y1 = (int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+            img = yolo / "images" / row["filename"]
+            if not img.exists():
+                img.symlink_to(rac / "test_images" / row["filename"])
+            with open((yolo / "labels" / row["filename"]).with_suffix(".txt"), "a") as out:
+                out.write(
+                    f"0 {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}\n"
+                )
+    convert_yolo(yolo, tmp_path / "from_yolo")
+    convert_csv(rac / "test_labels.csv", tmp_path / "from_csv", images_dir=rac / "test_images")
+
+    def load(path: Path) -> dict[bytes, dict]:
+        return {
+            ex["image/filename"].value[0]: ex
+            for ex in (decode_example(r) for r in iter_records(path))
+        }
+
+    a, b = (
+        load(tmp_path / "from_yolo" / "train.tfrecord"),
+        load(tmp_path / "from_csv" / "train.tfrecord"),
+    )
+    assert sorted(a) == sorted(b) and len(a) == 40
+    for name, ex in b.items():
+        other = a[name]
+        for key in ("image/encoded", "image/key/sha256", "image/object/class/text"):
+            assert other[key].value == ex[key].value
+        for key in ("image/width", "image/height", "image/object/class/label"):
+            np.testing.assert_array_equal(other[key].value, ex[key].value)
+        for side in ("xmin", "xmax", "ymin", "ymax"):
+            np.testing.assert_allclose(
+                other[f"image/object/bbox/{side}"].value,
+                ex[f"image/object/bbox/{side}"].value,
+                atol=1e-6,
+            )
