@@ -127,6 +127,15 @@ def tile_dataset(
     ------
     TFRecordError, AnnotationError, ConfigError
         At call time, as for the PyTorch dataset.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tilestream.loaders.parser import _demo_tfrecord
+    >>> path = _demo_tfrecord(os.path.join(tempfile.mkdtemp(), "a.tfrecords"), 3)
+    >>> images, labels = next(iter(tile_dataset([path], labels={"a": 1}, batch_size=3)))
+    >>> images.shape.as_list(), images.dtype.name, labels.numpy().tolist()
+    ([3, 8, 8, 3], 'uint8', [1, 1, 1])
     """
     shard = validate_shard(shard)
     letters = parse_augment(augment)

@@ -211,6 +211,7 @@ class _Common:
 
     @property
     def epoch(self) -> int:
+        """The current epoch (see :meth:`set_epoch`)."""
         return int(self._epoch.item())
 
     def set_epoch(self, epoch: int) -> None:
@@ -313,6 +314,19 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     -----
     Images are torch uint8 CHW tensors (float32 CHW with ``standardize``).
     Use :meth:`set_epoch` before each epoch; it reaches persistent workers.
+
+    Examples
+    --------
+    >>> import os, tempfile, torch
+    >>> from tilestream.loaders.parser import _demo_tfrecord
+    >>> d = tempfile.mkdtemp()
+    >>> paths = [_demo_tfrecord(os.path.join(d, f"{s}.tfrecords"), n) for s, n in [("a", 3), ("b", 2)]]
+    >>> ds = TileDataset(paths, labels={"a": 0, "b": 1}, seed=0)
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=0)
+    >>> images, labels = next(iter(loader))
+    >>> images.shape, images.dtype, sorted(labels.tolist())
+    (torch.Size([5, 3, 8, 8]), torch.uint8, [0, 0, 0, 1, 1])
+    >>> ds.set_epoch(1)  # a new shuffle for the next epoch
     """
 
     def __init__(
@@ -497,6 +511,15 @@ class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
     clipping). Use with ``DistributedSampler`` or any sampler; augmentation
     draws from a generator seeded per worker and epoch (:meth:`set_epoch`).
     Options are as for :class:`TileDataset`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tilestream.loaders.parser import _demo_tfrecord
+    >>> path = _demo_tfrecord(os.path.join(tempfile.mkdtemp(), "a.tfrecords"), 4)
+    >>> ds = IndexedTileDataset([path], incl_loc=True)
+    >>> len(ds), ds[2][0].shape, ds[2][2:]
+    (4, torch.Size([3, 8, 8]), (2, 0))
     """
 
     def __init__(
