@@ -142,6 +142,16 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 @click.option("--quality", type=int, help="JPEG quality (default 95).")
 @click.option("--jpeg-passthrough/--no-jpeg-passthrough", default=None)
 @click.option("--mpp", "mpp_override", type=float, help="Microns per pixel for every slide.")
+@click.option(
+    "--normalizer",
+    type=click.Choice(["reinhard", "reinhard_mask", "macenko", "vahadane"]),
+    help="Stain normalisation of every tile before encoding.",
+)
+@click.option(
+    "--normalizer-source",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Reference IMAGE to fit the normaliser to (or a saved .json fit).",
+)
 @click.option("--workers", type=int, help="Processes (default: all cores).")
 @click.option("--threads", type=int, help="Threads per slide.")
 @click.option("--overwrite", is_flag=True, help="Re-extract complete slides.")

@@ -145,8 +145,13 @@ class ExtractConfig:
     mpp_override
         Microns per pixel to use for every slide, overriding the file's.
     normalizer
-        Name of a stain normaliser applied before encoding (reserved for the
-        stain normalisation layer).
+        Stain normalisation applied to each tile before encoding:
+        ``"reinhard"``, ``"reinhard_mask"``, ``"macenko"`` or ``"vahadane"``
+        (see :class:`tilestream.norm.StainNormalizer`), or ``None``.
+    normalizer_source
+        The normaliser's target: a reference image file (fitted to) or a
+        ``.json`` fit saved by ``StainNormalizer.save``; ``None`` uses the
+        shipped default target.
     """
 
     tile_px: int
@@ -171,6 +176,7 @@ class ExtractConfig:
     jpeg_passthrough: bool = True
     mpp_override: float | None = None
     normalizer: str | None = None
+    normalizer_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.tile_um is None:
@@ -190,6 +196,15 @@ class ExtractConfig:
         _check(self.img_format in ("jpeg", "png"), "img_format must be 'jpeg' or 'png'")
         _check(1 <= self.quality <= 100, "quality must be in [1, 100]")
         _check(self.mpp_override is None or self.mpp_override > 0, "mpp_override must be > 0")
+        from tilestream.norm.presets import METHODS
+
+        _check(self.normalizer in (None, *METHODS), f"normalizer must be one of {METHODS} or None")
+        _check(
+            self.normalizer_source is None or self.normalizer is not None,
+            "normalizer_source needs a normalizer",
+        )
+        if self.normalizer_source is not None:
+            object.__setattr__(self, "normalizer_source", os.fspath(self.normalizer_source))
 
     @property
     def size(self) -> TileSize:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tilestream._util.atomic import atomic_write, write_json_atomic
-from tilestream.errors import ConfigError, ExtractionError, TileStreamError
+from tilestream.errors import ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid, plan_grid
 from tilestream.extract.lowres import mask_downsample, read_lowres
@@ -187,11 +187,11 @@ def extract_slide_task(
     t_start = time.perf_counter()
     run = Path(run_dir)
     name = task.name
-    if config.normalizer is not None:
-        raise ConfigError(
-            "stain normalisation is not available yet in this version of tilestream "
-            f"(normalizer={config.normalizer!r})"
-        )
+    normalizer = None
+    if config.normalizer is not None:  # built once per slide task (fails early on a bad target)
+        from tilestream.norm import build_normalizer
+
+        normalizer = build_normalizer(config.normalizer, config.normalizer_source)
     outputs = slide_outputs(run, name, to_images=to_images)
     for folder in (run / "state", run / "previews"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,13 @@ def extract_slide_task(
     n_pass = 0
     t0 = time.perf_counter()
     tiles = iter_encoded_tiles(
-        opener, grid, kept, config, threads=max(1, threads), passthrough=passthrough
+        opener,
+        grid,
+        kept,
+        config,
+        threads=max(1, threads),
+        passthrough=passthrough,
+        normalizer=normalizer,
     )
     with contextlib.ExitStack() as stack:
         writer = None
@@ -296,6 +302,8 @@ def extract_slide_task(
             if progress is not None and (done % 64 == 0 or done == len(kept)):
                 progress(name, done, len(kept))
     timings["tiles"] = time.perf_counter() - t0
+    if normalizer is not None and normalizer.skipped:
+        log.info("%s: %d tile(s) left unnormalised (background)", name, normalizer.skipped)
     timings.update(stage.to_dict())
 
     if blur_reject:

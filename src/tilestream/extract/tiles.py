@@ -40,6 +40,7 @@ class StageTimes:
     quality: float = 0.0
     encode: float = 0.0
     passthrough: float = 0.0
+    normalize: float = 0.0
 
     def add(self, other: StageTimes) -> None:
         """Accumulate ``other`` into this."""
@@ -117,6 +118,7 @@ def _process_chunk(
     config: ExtractConfig,
     indices: Sequence[int],
     passthrough: bool,
+    normalizer: Callable[[NDArray[np.uint8]], NDArray[np.uint8]] | None = None,
 ) -> list[EncodedTile]:
     slide = handles.get()
     out: list[EncodedTile] = []
@@ -138,9 +140,14 @@ def _process_chunk(
         t2 = time.perf_counter()
         blur = laplacian_variance(tile) if config.blur_threshold is not None else None
         t3 = time.perf_counter()
-        data = encode_tile(tile, config.img_format, config.quality)
+        if normalizer is not None:
+            tile = normalizer(tile)
         t4 = time.perf_counter()
-        t.read, t.resize, t.quality, t.encode = t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        data = encode_tile(tile, config.img_format, config.quality)
+        t5 = time.perf_counter()
+        t.read, t.resize, t.quality, t.normalize, t.encode = (
+            t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4
+        )  # fmt: skip
         out.append(EncodedTile(index=i, data=data, blur=blur, times=t))
     return out
 
@@ -153,6 +160,7 @@ def iter_encoded_tiles(
     *,
     threads: int = 1,
     passthrough: bool = False,
+    normalizer: Callable[[NDArray[np.uint8]], NDArray[np.uint8]] | None = None,
 ) -> Iterator[EncodedTile]:
     """Yield the encoded tiles at ``indices`` of ``grid``, in that order.
 
@@ -169,6 +177,9 @@ def iter_encoded_tiles(
     passthrough
         Copy the stored JPEG tiles as they are (the caller checked the grid
         aligns with them).
+    normalizer
+        Applied to each RGB tile before encoding (stain normalisation; shared
+        by the threads, so it must be thread-safe).
     """
     idx = [int(i) for i in indices]
     chunks = [idx[s : s + CHUNK] for s in range(0, len(idx), CHUNK)]
@@ -176,14 +187,16 @@ def iter_encoded_tiles(
     try:
         if threads <= 1:
             for chunk in chunks:
-                yield from _process_chunk(handles, grid, config, chunk, passthrough)
+                yield from _process_chunk(handles, grid, config, chunk, passthrough, normalizer)
             return
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tilestream-tiles") as pool:
             pending: deque[Future[list[EncodedTile]]] = deque()
             it = iter(chunks)
             for chunk in it:
                 pending.append(
-                    pool.submit(_process_chunk, handles, grid, config, chunk, passthrough)
+                    pool.submit(
+                        _process_chunk, handles, grid, config, chunk, passthrough, normalizer
+                    )
                 )
                 if len(pending) >= 2 * threads:
                     break
@@ -192,7 +205,9 @@ def iter_encoded_tiles(
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.append(
-                        pool.submit(_process_chunk, handles, grid, config, nxt, passthrough)
+                        pool.submit(
+                            _process_chunk, handles, grid, config, nxt, passthrough, normalizer
+                        )
                     )
                 yield from done
     finally:
