@@ -174,6 +174,8 @@ def test_bad_fits_are_refused(tmp_path: Path) -> None:
         StainNormalizer("reinhard").set_fit(
             {"target_means": [1, 2, 3], "target_stds": [1, 1, 1], "x": 1}
         )
+    with pytest.raises(ConfigError, match="io must be"):
+        norm.set_fit({**norm.get_fit(), "io": "bright"})
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not a JSON stain fit") as err:

@@ -237,7 +237,10 @@ class StainNormalizer:
         if "target_stds" in new and (new["target_stds"] < 0).any():
             raise ConfigError("target_stds must not be negative")
         if "io" in fit and self.method in _DEFAULT_IO:
-            self.io = float(fit["io"])
+            io = fit["io"]
+            if not isinstance(io, (int, float)) or isinstance(io, bool) or not 1.0 < io <= 1000.0:
+                raise ConfigError(f"io must be a number in (1, 1000], got {io!r}")
+            self.io = float(io)
         self._fit = new
         return self
 
