@@ -180,12 +180,35 @@ class Stream:
         compression: Compression,
         path: str | None,
         close: Callable[[], None] | None = None,
+        readinto: Callable[[memoryview], int | None] | None = None,
+        prefix: bytes = b"",
     ) -> None:
-        self.read = read
+        self.read = _prefixed(prefix, read) if prefix else read
         self.size = size
         self.compression = compression
         self.path = path
         self._close = close
+        self._readinto = readinto
+        self._prefix = prefix
+
+    def readinto(self, view: memoryview) -> int:
+        """Fill the start of ``view``; return the byte count (0 only at the end)."""
+        if self._prefix:
+            k = min(len(self._prefix), len(view))
+            view[:k] = self._prefix[:k]
+            self._prefix = self._prefix[k:]
+            if self._prefix:
+                return k
+            self.read = self._read_after_prefix
+            return k
+        if self._readinto is not None:
+            return self._readinto(view) or 0
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _read_after_prefix(self, n: int) -> bytes:  # pragma: no cover - read() after readinto()
+        raise ConfigError("a Stream is read either with read() or with readinto(), not both")
 
     def close(self) -> None:
         if self._close is not None:
@@ -250,10 +273,18 @@ def open_stream(source: Source, compression: CompressionArg | str = "auto") -> S
         if comp == "auto":
             head = raw_read(HEADER_SIZE)
             comp = detect_compression(head)
-            if head:
-                raw_read = _prefixed(head, raw_read)
         if comp is None:
-            return Stream(raw_read, size=size, compression=None, path=path, close=close)
+            return Stream(
+                raw_read,
+                size=size,
+                compression=None,
+                path=path,
+                close=close,
+                readinto=getattr(fh, "readinto", None),
+                prefix=head,
+            )
+        if head:
+            raw_read = _prefixed(head, raw_read)
         wbits = 31 if comp == "gzip" else 15
         return Stream(
             _InflateReader(raw_read, wbits).read,

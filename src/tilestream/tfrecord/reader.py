@@ -247,99 +247,118 @@ class RecordIterator(Iterator[bytes]):
             )
 
     def _frames(self, stream: Stream) -> Iterator[bytes]:
+        """The loop over a stream: one reused buffer, filled with ``readinto``."""
         path = self.path
         verify = self._verify
-        chunk = self._chunk
         size = stream.size
-        read = stream.read
+        fill = stream.readinto
         unpack = _HEAD.unpack_from
         unpack32 = _U32.unpack_from
-        crc = _crc
+        crc = _crc_buf
         delta = _DELTA
-        buf = b""
+        buf = bytearray(self._chunk)
+        view = memoryview(buf)
+        have = 0  # bytes of data in buf
         pos = 0  # position in buf of the next record
         base = 0  # stream offset of buf[0]
         n = 0  # records yielded
         eof = False
-        while True:
-            blen = len(buf)
-            # ---- fast path: whole records inside the buffer
-            while pos + 12 <= blen:
-                length, lcrc = unpack(buf, pos)
-                if verify:
-                    c = crc(buf[pos : pos + 8])
-                    if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                        self.offset = base + pos
-                        raise CorruptRecordError(
-                            "length CRC mismatch (not a TFRecord file, or a corrupt header)",
-                            path=path,
-                            record=n,
-                            offset=base + pos,
+        try:
+            while True:
+                # ---- fast path: whole records inside the buffer
+                while pos + 12 <= have:
+                    length, lcrc = unpack(buf, pos)
+                    if verify:
+                        c = crc(view[pos : pos + 8])
+                        if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
+                            self.offset = base + pos
+                            raise CorruptRecordError(
+                                "length CRC mismatch (not a TFRecord file, or a corrupt header)",
+                                path=path,
+                                record=n,
+                                offset=base + pos,
+                            )
+                    end = pos + 16 + length
+                    if end > have:
+                        break
+                    data = bytes(view[pos + 12 : end - 4])
+                    if verify:
+                        c = crc(data)
+                        if (
+                            unpack32(buf, end - 4)[0]
+                            != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF
+                        ):
+                            self.offset = base + pos
+                            raise CorruptRecordError(
+                                f"data CRC mismatch (record of {length} bytes)",
+                                path=path,
+                                record=n,
+                                offset=base + pos,
+                            )
+                    n += 1
+                    pos = end
+                    self.records = n
+                    self.offset = base + end
+                    yield data
+                # ---- need more bytes: how many?
+                avail = have - pos
+                if avail >= 12:
+                    length = unpack(buf, pos)[0]
+                    need = 16 + length - avail
+                    if size is not None and base + pos + 16 + length > size:
+                        self._truncated(
+                            f"record declares {length} data bytes but the file ends "
+                            f"{size - (base + pos)} bytes after the record start",
+                            n,
+                            base + pos,
                         )
-                end = pos + 16 + length
-                if end > blen:
-                    break
-                data = buf[pos + 12 : end - 4]
-                if verify:
-                    c = crc(data)
-                    if unpack32(buf, end - 4)[0] != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                        self.offset = base + pos
-                        raise CorruptRecordError(
-                            f"data CRC mismatch (record of {length} bytes)",
-                            path=path,
-                            record=n,
-                            offset=base + pos,
-                        )
-                n += 1
-                pos = end
-                self.records = n
-                self.offset = base + end
-                yield data
-            # ---- need more bytes: how many?
-            avail = blen - pos
-            if avail >= 12:
-                length = unpack(buf, pos)[0]
-                need = 16 + length - avail
-                if size is not None and base + pos + 16 + length > size:
+                        return
+                else:
+                    need = 12 - avail
+                if eof:
+                    if avail == 0:
+                        return
+                    what = "record header" if avail < 12 else "record"
                     self._truncated(
-                        f"record declares {length} data bytes but the file ends "
-                        f"{size - (base + pos)} bytes after the record start",
+                        f"file ends inside a {what} ({avail} of {avail + need} bytes present)",
                         n,
                         base + pos,
                     )
                     return
-            else:
-                need = 12 - avail
-            if eof:
-                if avail == 0:
-                    return
-                what = "record header" if avail < 12 else "record"
-                self._truncated(
-                    f"file ends inside a {what} ({avail} of {avail + need} bytes present)",
-                    n,
-                    base + pos,
-                )
-                return
-            # ---- refill, never asking for more than exists (absurd lengths)
-            pieces = [buf[pos:]] if avail else []
-            got = 0
-            want = max(need, chunk)
-            while got < need:
-                try:
-                    piece = read(min(want - got, _MAX_READ))
-                except EOFError as exc:
-                    self._truncated(f"compressed stream ends early ({exc})", n, base + pos)
-                    return
-                except (OSError, zlib.error) as exc:
-                    raise wrap_stream_error(exc, path=path, record=n, offset=base + pos) from exc
-                if not piece:
-                    eof = True
-                    break
-                pieces.append(piece)
-                got += len(piece)
-            base += pos
-            pos = 0
-            buf = b"".join(pieces) if len(pieces) != 1 else pieces[0]
+                # ---- move the partial record to the front; grow only as data arrives
+                if pos:
+                    buf[:avail] = buf[pos:have]
+                    base += pos
+                    pos = 0
+                    have = avail
+                target = avail + need
+                if target > len(buf):
+                    # bounded by the data already read: an absurd length
+                    # field never allocates more than _MAX_READ at a time
+                    grown = bytearray(max(len(buf), min(target, have + _MAX_READ)))
+                    grown[:have] = view[:have]
+                    view.release()
+                    buf = grown
+                    view = memoryview(buf)
+                # ---- refill
+                while have < target:
+                    if have == len(buf):
+                        break  # grow first (next round)
+                    try:
+                        got = fill(view[have:])
+                    except EOFError as exc:
+                        self._truncated(f"compressed stream ends early ({exc})", n, base + pos)
+                        return
+                    except (OSError, zlib.error) as exc:
+                        raise wrap_stream_error(
+                            exc, path=path, record=n, offset=base + pos
+                        ) from exc
+                    if not got:
+                        eof = True
+                        break
+                    have += got
+        finally:
+            view.release()
 
 
 def _map_plain_file(
