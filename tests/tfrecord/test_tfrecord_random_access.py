@@ -372,3 +372,15 @@ def test_verified_records_are_not_rechecked_but_failures_repeat(
                 tfr[2]
         assert tfr[1]["loc_x"] == 256
         assert tfr[1]["loc_x"] == 256
+
+
+def test_cli_index_unwritable_index_is_a_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.tfrecords"
+    with TFRecordWriter(path, index=False) as w:
+        w.write(serialized_record("a", b"i", 1, 2))
+    (tmp_path / "a.index.npz").mkdir()  # the index cannot be written there
+    result = CliRunner().invoke(cli, ["index", str(path)])
+    assert result.exit_code == 1
+    assert "a.tfrecords" in result.output
+    assert "could not be indexed" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -183,8 +183,9 @@ def register(group: click.Group) -> None:
                         + f" -> {idx.path}",
                         soft_wrap=True,
                     )
-                except TileStreamError as exc:
-                    progress.console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+                except (TileStreamError, OSError) as exc:  # OSError: e.g. a read-only folder
+                    msg = str(exc) if isinstance(exc, TileStreamError) else f"{f}: {exc}"
+                    progress.console.print(f"[red]error:[/red] {msg}", soft_wrap=True)
                     failures += 1
                 done += size
                 progress.update(task, completed=done)
