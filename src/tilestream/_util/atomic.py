@@ -13,6 +13,9 @@ Examples
 ...     _ = f.write("hello")
 >>> (d / "a.txt").read_text()
 'hello'
+>>> import os, stat
+>>> stat.S_IMODE(os.stat(d / "a.txt").st_mode) == 0o666 & ~_umask()
+True
 """
 
 from __future__ import annotations
@@ -28,6 +31,21 @@ from typing import IO, Any
 __all__ = ["atomic_path", "atomic_write", "fsync_dir", "is_temp_file", "write_json_atomic"]
 
 TEMP_SUFFIX = ".tmp"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask() can only be read by setting it, which is not
+# safe while other threads create files.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def is_temp_file(path: str | os.PathLike[str]) -> bool:
@@ -59,6 +77,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TEMP_SUFFIX, dir=final.parent)
+    # mkstemp creates 0600; give the file the permissions open() would (0666 less umask)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
