@@ -260,3 +260,15 @@ def test_empty_image_folders(tmp_path: Path) -> None:
         "full.index.npz",
         "full.tfrecords",
     ]
+
+
+def test_hue_shift_turns_the_hue(real_dir: Path, tmp_path: Path) -> None:
+    src = real_dir / "slideA.tfrecords"
+    out = tmp_path / "h.tfrecords"
+    transform_tfrecord(src, out, hue_shift=0.5, img_format="png")
+    for a, b in zip(_records(src)[:5], _records(out)[:5], strict=True):
+        before = np.asarray(Image.fromarray(decode_image(a["image_raw"])).convert("HSV"))
+        after = np.asarray(Image.fromarray(decode_image(b["image_raw"])).convert("HSV"))
+        coloured = before[..., 1] > 60  # hue is meaningful where saturation is
+        turn = (after[..., 0].astype(int) - before[..., 0].astype(int)) % 256
+        assert np.median(turn[coloured]) == pytest.approx(128, abs=6)
