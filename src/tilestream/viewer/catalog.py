@@ -1,0 +1,230 @@
+"""What a viewer serves: the slides found under a path, with their extraction outputs.
+
+``PATH`` may be a slide file, a folder of slides, an extraction run folder
+(``<tile_px>px_<tile_um>/`` with ``config.json`` and ``state/``) or a folder
+holding run folders. Every slide becomes a :class:`SlideEntry` with an ``id``
+(its name, or ``<run>/<name>`` when several runs hold the same name): URLs name
+slides by id only, never by file path.
+
+Examples
+--------
+>>> import tempfile
+>>> from tilestream.extract import demo_slide_path
+>>> catalog = Catalog.from_path(demo_slide_path())
+>>> catalog.mode, [e.id for e in catalog.entries], catalog.root is None
+('slide', ['CMU-1-Small-Region'], True)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tilestream.errors import ConfigError, SlideNotFoundError
+from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discover_slides, slide_name
+
+__all__ = ["Catalog", "SlideEntry", "is_run_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is an extraction run folder (``config.json`` and ``state/``)."""
+    return (path / "config.json").is_file() and (path / "state").is_dir()
+
+
+@dataclass
+class SlideEntry:
+    """One slide: its file (if known and present) and its extraction outputs (if any)."""
+
+    id: str
+    name: str
+    slide_path: Path | None
+    run_dir: Path | None = None
+    run: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    roi_path: Path | None = None
+
+    def _out(self, relative: str) -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / relative
+        return path if path.is_file() else None
+
+    @property
+    def tfrecord(self) -> Path | None:
+        """The slide's TFRecord file, if written."""
+        return self._out(f"{self.name}.tfrecords")
+
+    @property
+    def coords(self) -> Path | None:
+        """The kept tiles' coordinates table, if written."""
+        return self._out(f"{self.name}.coords.csv")
+
+    @property
+    def rejected(self) -> Path | None:
+        """The rejected tiles' table, if written."""
+        return self._out(f"state/{self.name}.rejected.csv")
+
+    @property
+    def preview(self) -> Path | None:
+        """The extraction's preview image, if written."""
+        return self._out(f"previews/{self.name}.jpg")
+
+    @property
+    def has_slide(self) -> bool:
+        """Whether the slide file exists (Deep Zoom, metadata and tissue need it)."""
+        return self.slide_path is not None and self.slide_path.exists()
+
+    def _preview_url(self) -> str | None:
+        if self.preview is None:
+            return None
+        prefix = "" if self.run in (None, ".") else f"{self.run}/"
+        return f"{prefix}previews/{self.name}.jpg"
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts for the dataset view."""
+        state = self.state
+        return {
+            "id": self.id,
+            "name": self.name,
+            "run": self.run,
+            "has_slide": self.has_slide,
+            "slide_path": str(self.slide_path) if self.slide_path else None,
+            "status": state.get("status"),
+            "tiles": state.get("tiles"),
+            "grid": state.get("grid"),
+            "rejected": state.get("rejected"),
+            "error": state.get("error"),
+            "error_type": state.get("error_type"),
+            "mpp": state.get("mpp"),
+            "has_tfrecord": self.tfrecord is not None,
+            "has_grid": self.coords is not None or self.rejected is not None,
+            "has_roi": self.roi_path is not None,
+            "preview": self._preview_url(),
+            "tile_px": self.config.get("tile_px"),
+            "tile_um": self.config.get("tile_um"),
+        }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _find_roi(name: str, folders: list[Path]) -> Path | None:
+    for folder in folders:
+        for ext in ROI_EXTENSIONS:
+            candidate = folder / f"{name}{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@dataclass
+class Catalog:
+    """The slides a viewer serves.
+
+    Attributes
+    ----------
+    root
+        The served folder (files under it may be fetched; nothing outside), or
+        ``None`` when a single slide is served.
+    mode
+        ``"slide"``, ``"slides"`` (a folder of slides) or ``"runs"`` (extraction outputs).
+    entries
+        The slides, in order.
+    """
+
+    root: Path | None
+    mode: str
+    entries: list[SlideEntry]
+
+    def get(self, slide_id: str) -> SlideEntry | None:
+        """The entry with id ``slide_id``, or ``None``."""
+        for entry in self.entries:
+            if entry.id == slide_id:
+                return entry
+        return None
+
+    @classmethod
+    def from_path(
+        cls, path: str | os.PathLike[str], *, roi_dir: str | os.PathLike[str] | None = None
+    ) -> Catalog:
+        """Catalogue a slide, a folder of slides, a run folder or a folder of run folders.
+
+        ROI files (``<slide>.geojson``/``.json``/``.csv``) are looked for in
+        ``roi_dir`` and beside each slide file.
+
+        Raises
+        ------
+        SlideNotFoundError
+            When ``path`` does not exist.
+        ConfigError
+            When a folder holds neither slides nor extraction outputs.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise SlideNotFoundError("no such file or folder", path=p)
+        rois = [Path(roi_dir)] if roi_dir is not None else []
+        if p.is_file():
+            entry = SlideEntry(id=slide_name(p), name=slide_name(p), slide_path=p.resolve())
+            entry.roi_path = _find_roi(entry.name, [*rois, p.parent])
+            return cls(root=None, mode="slide", entries=[entry])
+        root = p.resolve()
+        runs = [root] if is_run_dir(root) else sorted(d for d in root.iterdir() if is_run_dir(d))
+        if runs:
+            return cls(root=root, mode="runs", entries=_run_entries(root, runs, rois))
+        entries = []
+        for task in discover_slides([root]):
+            sp = Path(task.path)
+            roi = _find_roi(task.name, [*rois, sp.parent])
+            entries.append(SlideEntry(id=task.name, name=task.name, slide_path=sp, roi_path=roi))
+        if not entries:
+            exts = ", ".join(sorted(SLIDE_EXTENSIONS))
+            raise ConfigError(
+                f"no slides ({exts}) and no extraction outputs (config.json and state/) found",
+                path=p,
+            )
+        return cls(root=root, mode="slides", entries=entries)
+
+
+def _run_entries(root: Path, runs: list[Path], rois: list[Path]) -> list[SlideEntry]:
+    entries: list[SlideEntry] = []
+    for run_dir in runs:
+        config = _read_json(run_dir / "config.json").get("config", {})
+        run = run_dir.relative_to(root).as_posix() if run_dir != root else "."
+        names = sorted(s.name[: -len(".json")] for s in (run_dir / "state").glob("*.json"))
+        for name in names:
+            state = _read_json(run_dir / "state" / f"{name}.json")
+            recorded = state.get("path")
+            sp = Path(recorded) if isinstance(recorded, str) and recorded else None
+            folders = [*rois] + ([sp.parent] if sp is not None else [])
+            entries.append(
+                SlideEntry(
+                    id=name,
+                    name=name,
+                    slide_path=sp,
+                    run_dir=run_dir,
+                    run=run,
+                    state=state,
+                    config=config if isinstance(config, dict) else {},
+                    roi_path=_find_roi(name, folders),
+                )
+            )
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.name] = counts.get(e.name, 0) + 1
+    for e in entries:
+        if counts[e.name] > 1:
+            e.id = f"{e.run}/{e.name}"
+    return entries
