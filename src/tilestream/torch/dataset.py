@@ -54,7 +54,7 @@ def _populate(t: Any) -> None:
             fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
             fn.restype = ctypes.c_int
             _madvise = fn
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # no libc madvise (e.g. Windows)
             _madvise = False
     if _madvise:
         ptr = t.data_ptr()
