@@ -11,14 +11,16 @@ the background already filled in) and are encoded by libjpeg-turbo
 - no RGBA round trip and no compositing (``as_array=True``);
 - the coarse Deep Zoom levels (up to :data:`LEVEL_IMAGE_PIXELS` pixels each)
   are rendered once as whole images, each from the next finer one by a 2x
-  Lanczos reduction, and their tiles are crops: the whole-slide read that every coarse
+  reduction, and their tiles are crops: the whole-slide read that every coarse
   tile of ``openslide.deepzoom`` repeats is done once per slide;
 - encoded tiles are kept in a small LRU (:class:`BytesLRU`), so panning back
   costs nothing.
 
-Levels that need a reduction are reduced with Lanczos (as OpenSlide's
-generator). Pixels therefore match OpenSlide's generator exactly on the levels
-read 1:1 and closely elsewhere.
+A reduction by an exact integer factor (2x between Deep Zoom levels, 2x or 4x
+from a finer slide level) is a box filter (area averaging, as libvips builds
+Deep Zoom pyramids, several times cheaper than Lanczos); any other factor is
+Lanczos, as OpenSlide's generator. Pixels therefore equal OpenSlide's on the
+levels read 1:1 and are a box-filtered version of OpenSlide's region elsewhere.
 
 Examples
 --------
@@ -247,23 +249,36 @@ class TileRenderer:
         w, h = self.dz.level_dimensions[level]
         if level + 1 in self._whole:
             finer = self._level_image_locked(level + 1)
-            # exactly 2x (the odd edge padded): Lanczos, as OpenSlide's generator
+            # exactly 2x (the odd edge padded)
             fh, fw = finer.shape[:2]
             padded = np.pad(finer, ((0, 2 * h - fh), (0, 2 * w - fw), (0, 0)), mode="edge")
             image = _fit(padded, (w, h))
         else:
             (location, slide_level, _) = self.dz.get_tile_coordinates(level, (0, 0))
             size = self._source_size(level, slide_level)
-            # the exact scale of the Deep Zoom level (past the edge: background)
+            # the exact scale of the Deep Zoom level; past the level's edge, background
             with self.pool.handle() as slide:
-                arr = slide.read_region(location, slide_level, size, as_array=True)
+                lw, lh = slide.level_dimensions[slide_level]
+                ds = slide.level_downsamples[slide_level]
+                rw = max(1, min(size[0], lw - int(location[0] / ds)))
+                rh = max(1, min(size[1], lh - int(location[1] / ds)))
+                arr = slide.read_region(location, slide_level, (rw, rh), as_array=True)
+                if (rw, rh) != size:
+                    canvas = np.empty((size[1], size[0], 3), np.uint8)
+                    canvas[:] = slide.background_color
+                    canvas[:rh, :rw] = arr
+                    arr = canvas
             image = _fit(arr, (w, h))
         self._level_images[level] = image
         return image
 
 
 def _fit(arr: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
-    """``arr`` at ``size``: as it is, cropped or edge-padded by a pixel, or resampled."""
+    """``arr`` at ``size``: as it is, cropped or edge-padded by a pixel, or reduced.
+
+    An exact integer reduction is a box filter (``Image.reduce``: area
+    averaging, as libvips builds Deep Zoom pyramids), anything else Lanczos.
+    """
     w, h = size
     ah, aw = arr.shape[:2]
     if (aw, ah) == (w, h):
@@ -274,4 +289,7 @@ def _fit(arr: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:
         pad = ((0, h - arr.shape[0]), (0, w - arr.shape[1]), (0, 0))
         return np.pad(arr, pad, mode="edge") if any(p[1] for p in pad) else arr
     image = Image.fromarray(np.ascontiguousarray(arr))
+    factor = aw // w
+    if factor >= 2 and aw == factor * w and ah == factor * h:
+        return np.asarray(image.reduce(factor))
     return np.asarray(image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0))

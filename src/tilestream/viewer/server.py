@@ -223,6 +223,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "tilestream-viewer"
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle's
+    # algorithm and the client's delayed ACK hold every keep-alive response ~40 ms
+    disable_nagle_algorithm = True
 
     # -- plumbing -----------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:
