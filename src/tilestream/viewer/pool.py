@@ -14,6 +14,8 @@ Examples
 (2220, 2967)
 >>> pool.opened
 1
+>>> pool.trim(); pool.opened  # idle handles closed, reopened on demand
+0
 >>> pool.close()
 """
 
@@ -108,6 +110,17 @@ class SlidePool:
             yield slide
         finally:
             self._release(slide)
+
+    def trim(self) -> None:
+        """Close the idle handles; the pool stays usable and reopens handles on demand."""
+        with self._cond:
+            idle, self._free = self._free, []
+            for slide in idle:
+                self._all.remove(slide)
+            self._count -= len(idle)
+            self._cond.notify_all()
+        for slide in idle:
+            slide.close()
 
     def close(self) -> None:
         """Close the idle handles now and the lent ones when they come back."""

@@ -57,7 +57,7 @@ __all__ = ["LEVEL_IMAGE_PIXELS", "BytesLRU", "TileNotFound", "TileRenderer"]
 LEVEL_IMAGE_PIXELS = 2048 * 2048
 
 #: Largest slide-level region read in one piece to render a whole Deep Zoom level.
-MAX_SOURCE_PIXELS = 64 * 1024 * 1024
+MAX_SOURCE_PIXELS = 16 * 1024 * 1024
 
 
 class TileNotFound(LookupError):
@@ -165,20 +165,18 @@ class TileRenderer:
         return self.dz.get_dzi("jpeg")
 
     def _whole_levels(self, budget: int) -> frozenset[int]:
-        # The coarse levels, up to the budget, whose chain of 2x reductions starts
-        # from a level small enough to read in one piece.
-        levels: set[int] = set()
+        # The coarse levels up to the finest one within the budget whose source (the
+        # slide level region it is read from, in one piece) is small enough; the
+        # coarser ones are 2x reductions of it.
+        top = -1
         for level, (w, h) in enumerate(self.dz.level_dimensions):
             if w * h > budget:
                 break
-            levels.add(level)
-        if levels:
-            top = max(levels)
-            (_, slide_level, _) = self.dz.get_tile_coordinates(top, (0, 0))
-            lw, lh = self._source_size(top, slide_level)
-            if lw * lh > MAX_SOURCE_PIXELS:
-                return frozenset()
-        return frozenset(levels)
+            (_, slide_level, _) = self.dz.get_tile_coordinates(level, (0, 0))
+            sw, sh = self._source_size(level, slide_level)
+            if sw * sh <= MAX_SOURCE_PIXELS:
+                top = level
+        return frozenset(range(top + 1))
 
     def _source_size(self, level: int, slide_level: int) -> tuple[int, int]:
         # Pixels of the slide level covering the whole Deep Zoom level.

@@ -44,6 +44,7 @@ import logging
 import mimetypes
 import os
 import threading
+from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,6 +67,9 @@ log = logging.getLogger(__name__)
 
 #: The pages, scripts and OpenSeadragon shipped with the package.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+#: Slides keeping open handles, level images and TFRecord maps at once.
+OPEN_SLIDES = 8
 
 #: Budget of the encoded Deep Zoom tile cache shared by all slides.
 TILE_CACHE_BYTES = 128 * 1024 * 1024
@@ -147,13 +151,23 @@ def _stamp(path: Path | None) -> tuple[int, int]:
 
 
 class ViewerApp:
-    """The viewer's state: catalogue, slide handle pools, renderers and caches (thread-safe)."""
+    """The viewer's state: catalogue, slide handle pools, renderers and caches (thread-safe).
 
-    def __init__(self, catalog: Catalog, *, handles_per_slide: int = 4) -> None:
+    Only the ``open_slides`` most recently used slides keep open handles, whole
+    Deep Zoom level images and TFRecord maps; older ones are released (and
+    reopened when asked for again), so browsing a folder of thousands of slides
+    holds neither thousands of files open nor their memory.
+    """
+
+    def __init__(
+        self, catalog: Catalog, *, handles_per_slide: int = 4, open_slides: int = OPEN_SLIDES
+    ) -> None:
         self.catalog = catalog
         self.handles_per_slide = handles_per_slide
+        self.open_slides = open_slides
         self.tiles = BytesLRU(TILE_CACHE_BYTES)
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._pools: dict[str, SlidePool] = {}
         self._renderers: dict[str, TileRenderer] = {}
         self._data: dict[str, SlideData] = {}
@@ -172,15 +186,37 @@ class ViewerApp:
             raise HTTPError(404, f"slide file of {entry.name!r} not found: {entry.slide_path}")
         assert entry.slide_path is not None
         with self._lock:
+            self._touch(entry.id)
             pool = self._pools.get(entry.id)
             if pool is None:
                 pool = SlidePool(entry.slide_path, self.handles_per_slide)
                 self._pools[entry.id] = pool
             return pool
 
+    def _touch(self, slide_id: str) -> None:
+        # Mark a slide used; release the least recently used beyond ``open_slides``.
+        self._recent[slide_id] = None
+        self._recent.move_to_end(slide_id)
+        while len(self._recent) > self.open_slides:
+            old, _ = self._recent.popitem(last=False)
+            self._renderers.pop(old, None)
+            pool = self._pools.pop(old, None)
+            if pool is not None:
+                pool.trim()  # requests still holding it reopen a handle
+            data = self._data.get(old)
+            if data is not None:
+                data.close()
+
+    @property
+    def open_slide_ids(self) -> list[str]:
+        """Ids of the slides holding resources, least recently used first."""
+        with self._lock:
+            return list(self._recent)
+
     def renderer(self, entry: SlideEntry) -> TileRenderer:
         """The Deep Zoom renderer of a slide (built once)."""
         with self._lock:
+            self._touch(entry.id)
             renderer = self._renderers.get(entry.id)
         if renderer is None:
             renderer = TileRenderer(self.pool(entry), cache=self.tiles)
@@ -191,6 +227,7 @@ class ViewerApp:
     def data(self, entry: SlideEntry) -> SlideData:
         """The extraction data of a slide."""
         with self._lock:
+            self._touch(entry.id)
             return self._data.setdefault(entry.id, SlideData(entry))
 
     def cached(self, entry: SlideEntry, what: str, make: Any) -> bytes:
