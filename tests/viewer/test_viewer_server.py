@@ -471,3 +471,12 @@ def test_only_recent_slides_hold_handles_even_under_concurrent_requests(slides_d
             t.join()
         assert statuses == [200] * 48
         assert len(srv.app.open_slide_ids) == 1
+
+
+def test_loopback_server_refuses_foreign_host_headers(server: ViewerServer) -> None:
+    port = server.address[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert fetch(server, "/api/slides", {"Host": host})[0] == 200
+    for host in ("evil.example:80", f"evil.example:{port}", "127.0.0.1.evil.example"):
+        status, _, body = fetch(server, "/api/slides", {"Host": host})
+        assert status == 403 and b"Host" in body

@@ -19,7 +19,9 @@ Routes (``GET`` and ``HEAD``; slides are named by catalogue id, never by path):
 ``/api/tissue.png?id=``                the tissue mask's outline (transparent PNG)
 =====================================  ==================================================
 
-Files are served only from inside the served folder and the static folder:
+Bound to loopback (the default), the server answers only requests whose
+``Host`` is a loopback name (no DNS rebinding from other web pages). Files are
+served only from inside the served folder and the static folder:
 ``..`` (plain or percent-encoded), absolute paths and symlinks leading outside
 get 403. Unknown slides, tiles and locations get 404 with a one-line JSON
 error; the library never prints (request logs go to :mod:`logging`).
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import mimetypes
@@ -310,6 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, *, head: bool) -> None:
         try:
+            self._check_host()
             self._route(head)
         except HTTPError as exc:
             self._json({"error": exc.message}, status=exc.status, head=head)
@@ -323,6 +327,16 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("internal error answering %s", self.path)
             self._json({"error": "internal error (see the server log)"}, status=500, head=head)
+
+    def _check_host(self) -> None:
+        # On loopback, answer only requests addressed to loopback names: a web page
+        # elsewhere cannot reach the slides through DNS rebinding.
+        if not self.server.loopback:
+            return
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in _LOOPBACK_NAMES:
+            raise HTTPError(403, f"unexpected Host header {host!r}: use the printed URL")
 
     # -- routes -------------------------------------------------------------------
     def _route(self, head: bool) -> None:
@@ -516,10 +530,21 @@ def _record_url(entry: SlideEntry, x: int, y: int) -> str:
     return f"/api/record?id={quote(entry.id, safe='')}&x={x}&y={y}"
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     app: ViewerApp
+    loopback: bool
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection error from %s", client_address, exc_info=True)
@@ -555,6 +580,7 @@ class ViewerServer:
         except OSError as exc:
             raise TileStreamError(f"cannot listen on {host}:{port}: {exc}") from exc
         self._httpd.app = self.app
+        self._httpd.loopback = _is_loopback(self.address[0])
         self._thread: threading.Thread | None = None
 
     @property
