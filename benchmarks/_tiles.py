@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -280,7 +279,7 @@ def write_tile_tfrecords(
         tiles = realistic_tiles(n_tiles, tile_px=tile_px, quality=quality, seed=seed)
     elif len(tiles) < n_tiles:
         raise ValueError(f"{len(tiles)} tiles given, {n_tiles} needed")
-    writer = _tilestream_writer(compression) or _fallback_writer(compression)
+    writer = _tilestream_writer(compression)
     bounds = np.linspace(0, n_tiles, n_files + 1).round().astype(int)
     paths: list[Path] = []
     for k in range(n_files):
@@ -298,11 +297,8 @@ def write_tile_tfrecords(
 _Writer = Callable[[Path, str, Sequence[bytes], Sequence[tuple[int, int]]], None]
 
 
-def _tilestream_writer(compression: str | None) -> _Writer | None:
-    try:
-        from tilestream.tfrecord import TFRecordWriter, serialized_record
-    except ImportError:
-        return None
+def _tilestream_writer(compression: str | None) -> _Writer:
+    from tilestream.tfrecord import TFRecordWriter, serialized_record
 
     def write(
         path: Path, slide: str, tiles: Sequence[bytes], locs: Sequence[tuple[int, int]]
@@ -314,66 +310,3 @@ def _tilestream_writer(compression: str | None) -> _Writer | None:
     return write
 
 
-def _fallback_writer(compression: str | None) -> _Writer:
-    if compression is not None:
-        raise TileSourceError("compressed output needs tilestream.tfrecord.TFRecordWriter")
-    import google_crc32c
-
-    def masked(data: bytes) -> bytes:
-        crc = google_crc32c.value(data)
-        return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
-
-    def varint(v: int) -> bytes:
-        v &= (1 << 64) - 1
-        out = bytearray()
-        while True:
-            b = v & 0x7F
-            v >>= 7
-            if v:
-                out.append(b | 0x80)
-            else:
-                out.append(b)
-                return bytes(out)
-
-    def ld(field: int, payload: bytes) -> bytes:  # length-delimited field
-        return varint(field << 3 | 2) + varint(len(payload)) + payload
-
-    def entry(key: str, feature: bytes) -> bytes:
-        return ld(1, ld(1, key.encode()) + ld(2, feature))
-
-    def bytes_feature(v: bytes) -> bytes:
-        return ld(1, ld(1, v))
-
-    def int_feature(v: int) -> bytes:
-        return ld(3, ld(1, varint(v)))
-
-    def write(
-        path: Path, slide: str, tiles: Sequence[bytes], locs: Sequence[tuple[int, int]]
-    ) -> None:
-        offsets = []
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            pos = 0
-            for tile, (x, y) in zip(tiles, locs, strict=True):
-                features = (
-                    entry("image_raw", bytes_feature(tile))
-                    + entry("slide", bytes_feature(slide.encode()))
-                    + entry("loc_x", int_feature(x))
-                    + entry("loc_y", int_feature(y))
-                )
-                payload = ld(1, features)
-                head = struct.pack("<Q", len(payload))
-                f.write(head + masked(head) + payload + masked(payload))
-                offsets.append((pos, len(payload) + 16))
-                pos += len(payload) + 16
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        index = path.with_name(path.name[: -len(path.suffix)] + ".index.npz")
-        np.savez(
-            index,
-            np.asarray(offsets, dtype=np.int64).reshape(-1, 2),
-            locations=np.asarray(locs, dtype=np.int64).reshape(-1, 2),
-        )
-
-    return write

@@ -15,7 +15,6 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-from google_crc32c import value as _crc32c
 
 from tilestream.errors import (
     CorruptRecordError,
@@ -25,19 +24,14 @@ from tilestream.errors import (
     TruncatedRecordError,
     UnsupportedRecordError,
 )
+from tilestream.tfrecord import masked_crc32c as _masked
 
 __all__ = ["FileHandles", "file_size", "frame_sizes", "load_offsets", "read_record"]
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<QI")
-_MASK_DELTA = 0xA282EAD8
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _masked(data: bytes) -> int:
-    c = _crc32c(data)
-    return (((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 def file_size(path: str) -> int:

@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+from tilestream.tfrecord._crc import crc32c, masked_crc32c
 from tilestream.tfrecord._decode import decode_example, feature_value, parse_example
 from tilestream.tfrecord.example import encode_example, serialized_record
 from tilestream.tfrecord.feature import Feature, FeatureKind
@@ -50,6 +51,7 @@ __all__ = [
     "TFRecord",
     "TFRecordIndex",
     "TFRecordWriter",
+    "crc32c",
     "create_index",
     "decode_example",
     "decode_image",
@@ -70,6 +72,7 @@ __all__ = [
     "iter_examples",
     "iter_records",
     "load_index",
+    "masked_crc32c",
     "parse_example",
     "read_and_return_record",
     "read_index_file",

@@ -3,8 +3,9 @@
 Two hardware-accelerated packages exist and run at the same speed here (SSE4.2,
 ~20 GB/s, ~0.12 us per call): ``crc32c`` and ``google-crc32c``. ``crc32c``
 also checksums any buffer (a memoryview of a memory map) without copying it,
-which lets the readers verify and decode records in place; it is used when
-installed, ``google-crc32c`` otherwise (bytes are then copied first).
+which lets the readers verify and decode records in place, so it is the
+dependency; ``google-crc32c`` is used if only it is installed (bytes are then
+copied first).
 
 Examples
 --------
