@@ -480,3 +480,28 @@ def test_loopback_server_refuses_foreign_host_headers(server: ViewerServer) -> N
     for host in ("evil.example:80", f"evil.example:{port}", "127.0.0.1.evil.example"):
         status, _, body = fetch(server, "/api/slides", {"Host": host})
         assert status == 403 and b"Host" in body
+
+
+def test_reduced_tiles_decoded_at_scale_match_openslide(slides_dir: Path) -> None:
+    # Every level read per tile (no whole-level images): 2x, 4x and 8x reductions of
+    # CMU's stored JPEG tiles decoded at that scale, against box reductions of
+    # OpenSlide's pixels.
+    path = slides_dir / f"{SLIDE}.svs"
+    renderer = TileRenderer(SlidePool(path), level_image_pixels=0)
+    assert renderer._scaled is not None
+    with openslide.OpenSlide(path) as ref:
+        for level, k in ((11, 2), (10, 4), (9, 8)):
+            cols, rows = renderer.level_tiles[level]
+            for col, row in [(0, 0), (cols // 2, rows // 2), (cols - 1, rows - 1)]:
+                pixels = renderer.tile_array(level, col, row).astype(float)
+                x0, y0 = (max(0, t * 254 - 1) for t in (col, row))
+                reference = _openslide_box(ref, (x0 * k, y0 * k), k, pixels.shape[:2][::-1])
+                diff = np.abs(pixels - reference)
+                assert diff.mean() < (0.5 if col < cols - 1 else 2), (level, col, row)
+    assert renderer._scaled._cache  # the scaled path was taken
+    scaled = renderer._scaled
+    assert scaled.region(0, (480, 480), 3, (10, 10)) is None  # not 2, 4 or 8
+    assert scaled.region(0, (2200, 0), 2, (100, 10)) is None  # past the right edge
+    jp2k = TileRenderer(SlidePool(slides_dir / "tcga-cr-7395-01a-01-ts1.svs"))
+    assert jp2k._scaled is not None
+    assert jp2k._scaled.region(0, (0, 0), 2, (64, 64)) is None  # JPEG 2000: not stored JPEG

@@ -16,11 +16,14 @@ the background already filled in) and are encoded by libjpeg-turbo
 - encoded tiles are kept in a small LRU (:class:`BytesLRU`), so panning back
   costs nothing.
 
-A reduction by an exact integer factor (2x between Deep Zoom levels, 2x or 4x
-from a finer slide level) is a box filter (area averaging, as libvips builds
-Deep Zoom pyramids, several times cheaper than Lanczos); any other factor is
-Lanczos, as OpenSlide's generator. Pixels therefore equal OpenSlide's on the
-levels read 1:1 and are a box-filtered version of OpenSlide's region elsewhere.
+A tile reduced 2x, 4x or 8x from a finer slide level with stored JPEG tiles is
+assembled from those tiles decoded at that scale in the DCT (libjpeg-turbo's
+scaled decoding, :mod:`tilestream.viewer.scaled`): no full decode, no reduction.
+Otherwise a reduction by an exact integer factor is a box filter (area
+averaging, as libvips builds Deep Zoom pyramids, several times cheaper than
+Lanczos); any other factor is Lanczos, as OpenSlide's generator. Pixels
+therefore equal OpenSlide's on the levels read 1:1 and are close to a
+box-filtered version of OpenSlide's region elsewhere.
 
 Examples
 --------
@@ -50,6 +53,7 @@ from PIL import Image
 
 from tilestream.slide import DeepZoomGenerator
 from tilestream.viewer.pool import SlidePool
+from tilestream.viewer.scaled import ScaledTiles
 
 __all__ = ["LEVEL_IMAGE_PIXELS", "BytesLRU", "TileNotFound", "TileRenderer"]
 
@@ -117,6 +121,9 @@ class TileRenderer:
         Encoded tiles to reuse (shared between renderers; keys include the slide path).
     level_image_pixels
         Deep Zoom levels up to this size are rendered whole once and cropped (0: never).
+    scaled_decoding
+        Read tiles reduced 2x, 4x or 8x from a finer slide level by decoding its
+        stored JPEG tiles at that scale (:class:`~tilestream.viewer.scaled.ScaledTiles`).
     """
 
     def __init__(
@@ -129,6 +136,7 @@ class TileRenderer:
         quality: int = 80,
         cache: BytesLRU | None = None,
         level_image_pixels: int = LEVEL_IMAGE_PIXELS,
+        scaled_decoding: bool = True,
     ) -> None:
         self.pool = pool
         self.quality = quality
@@ -144,6 +152,7 @@ class TileRenderer:
         self._level_images: dict[int, NDArray[np.uint8]] = {}
         self._level_lock = threading.Lock()
         self._whole = self._whole_levels(level_image_pixels)
+        self._scaled = ScaledTiles(pool) if scaled_decoding else None
 
     @property
     def level_count(self) -> int:
@@ -229,6 +238,11 @@ class TileRenderer:
             y0 = max(0, row * self.tile_size - self.overlap)
             return image[y0 : y0 + th, x0 : x0 + tw]
         location, slide_level, size = self.dz.get_tile_coordinates(level, (col, row))
+        k = size[0] // tw
+        if self._scaled is not None and size == (k * tw, k * th) and k >= 2:
+            arr = self._scaled.region(slide_level, location, k, (tw, th))
+            if arr is not None:
+                return arr
         with self.pool.handle() as slide:
             arr = slide.read_region(location, slide_level, size, as_array=True)
         return _fit(arr, (tw, th))
