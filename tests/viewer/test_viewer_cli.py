@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
-import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,23 +23,27 @@ pytestmark = pytest.mark.testdata
 
 
 def _read_url(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[str, str]:
+    # A thread reads the lines: select() on a buffered pipe misses lines already buffered.
     assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    stdout = proc.stdout
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
     seen = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not sel.select(timeout=1):
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
             if proc.poll() is not None:
                 break
             continue
-        line = proc.stdout.readline()
         if not line:
             break
         seen += line
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)
         if match:
             return match.group(0), seen
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
     raise AssertionError(f"no URL printed within {timeout} s: {seen!r}")
 
 
