@@ -7,6 +7,7 @@ Ctrl-C stops it. See :mod:`tilestream.viewer`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -37,7 +38,9 @@ def register(group: click.Group) -> None:
         console.print(f"tilestream viewer: {slides} slide{'s' * (slides != 1)} from {path}")
         if host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"[yellow]listening on {host}: reachable from other computers[/]")
-        console.print(f"open {server.url}  (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+        # plain and flushed: scripts and tests wait for this line on a pipe
+        click.echo(f"open {server.url}  (Ctrl-C to stop)")
+        sys.stdout.flush()
         try:
             server.serve_forever()
         except KeyboardInterrupt:
