@@ -308,5 +308,3 @@ def _tilestream_writer(compression: str | None) -> _Writer:
                 w.write(serialized_record(slide, tile, x, y), location=(x, y))
 
     return write
-
-
