@@ -115,17 +115,17 @@ def _loop_part(args: tuple[str, int, float, str, int, int]) -> dict[str, float]:
                 continue
             for x in range(0, w - extract + 1, extract):
                 t0 = time.perf_counter()
-                tile = np.asarray(osr.read_region((x, y), level, (read, read)).convert("RGB"))
+                rgb = osr.read_region((x, y), level, (read, read)).convert("RGB")
                 t1 = time.perf_counter()
-                mx = tile.max(axis=2).astype(np.float32)
-                sat = np.where(mx > 0, (mx - tile.min(axis=2)) / np.maximum(mx, 1), 0)
-                gray = float((sat < 0.05).mean())
+                # Slideflow's grayspace filter: fraction of pixels with HSV saturation < 0.05
+                sat = np.asarray(rgb.convert("HSV"))[..., 1]
+                gray = float((sat < 0.05 * 255).mean())
                 t2 = time.perf_counter()
                 times["read"] += t1 - t0
                 times["filter"] += t2 - t1
                 if gray > 0.6:
                     continue
-                img = Image.fromarray(tile)
+                img = rgb
                 if read != tile_px:
                     img = img.resize((tile_px, tile_px), Image.Resampling.LANCZOS)
                 t3 = time.perf_counter()
