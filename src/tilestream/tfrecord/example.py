@@ -46,6 +46,7 @@ __all__ = [
     "FeatureLike",
     "decode_example",
     "encode_example",
+    "encode_varint",
     "feature_value",
     "parse_example",
     "serialized_record",
@@ -70,7 +71,12 @@ _FIELD_BY_KIND: dict[str, int] = {"bytes_list": 0x0A, "float_list": 0x12, "int64
 _VARINT1 = [bytes((i,)) for i in range(128)]
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative ``n`` (for writers of fixed schemas).
+
+    >>> encode_varint(300)
+    b'\\xac\\x02'
+    """
     if n < 0x80:
         return _VARINT1[n]
     out = bytearray()
@@ -79,6 +85,9 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_varint = encode_varint
 
 
 def _varints(values: npt.NDArray[np.int64]) -> bytes:
