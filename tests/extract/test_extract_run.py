@@ -325,3 +325,12 @@ def test_output_folder_not_writable(cmu_slide: Path, tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(ExtractionError, match="a-file"):
         extract_tiles(cmu_slide, blocker / "out", tile_px=64, tile_um=64)
+
+
+def test_each_task_logs_its_memory_estimate(
+    cmu_slide: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="tilestream.extract.engine"):
+        extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, threads=2)
+    estimates = [r.getMessage() for r in caplog.records if "memory estimate" in r.getMessage()]
+    assert len(estimates) == 1 and "CMU-1-Small-Region" in estimates[0] and "MB" in estimates[0]

@@ -31,8 +31,9 @@ from tilestream.extract.lowres import mask_downsample, read_lowres
 from tilestream.extract.preview import render_preview, save_preview
 from tilestream.extract.roi import ROI, load_rois
 from tilestream.extract.select import REJECT_REASONS, select_tiles
-from tilestream.extract.tiles import StageTimes, iter_encoded_tiles
+from tilestream.extract.tiles import CHUNK, StageTimes, iter_encoded_tiles
 from tilestream.slide import Slide, open_slide
+from tilestream.slide.backend import MAX_AUTO_CACHE_BYTES
 from tilestream.tfrecord import TFRecordWriter, serialized_record
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "TileProgress",
     "extract_slide_task",
     "failure_result",
+    "memory_estimate",
     "slide_outputs",
     "write_failure_state",
 ]
@@ -161,6 +163,25 @@ def _can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
     )
 
 
+def memory_estimate(lowres_bytes: int, grid: Grid, *, threads: int) -> int:
+    """An upper bound of the bytes a slide task holds (logged per task, for sizing workers).
+
+    The low-resolution image and its masks (about 4x its size), and per reading
+    thread a slide handle with its decoded-tile cache at its largest plus the
+    chunks of tiles in flight (read region, resized tile and encoded bytes).
+
+    >>> from tilestream.extract.config import ExtractConfig
+    >>> from tilestream.extract.grid import plan_grid
+    >>> g = plan_grid(ExtractConfig(tile_px=256, tile_um=128), dimensions=(4096, 4096),
+    ...               downsamples=(1.0,), mpp=0.5)
+    >>> memory_estimate(3 * 256 * 256, g, threads=2) // 2**20
+    584
+    """
+    per_tile = 3 * (grid.read_px**2 + 2 * grid.tile_px**2)
+    per_thread = MAX_AUTO_CACHE_BYTES + 2 * CHUNK * per_tile
+    return 5 * lowres_bytes + threads * per_thread
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     with atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -242,6 +263,11 @@ def extract_slide_task(
                 f"{counts or 'none'}); no tissue detected?"
             )
         passthrough = _can_pass_through(slide, grid, config)
+    estimate = memory_estimate(lowres.image.nbytes, grid, threads=max(1, threads))
+    log.info(
+        "%s: %d of %d tiles to extract at level %d; memory estimate %.0f MB",
+        name, len(kept), len(grid), grid.level, estimate / 2**20,
+    )  # fmt: skip
 
     stage = StageTimes()
     centers = grid.centers
