@@ -39,6 +39,11 @@ def _summary(states: list[dict[str, Any]], config: ExtractConfig) -> dict[str, A
     }
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 slide``, ``2 slides``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _row(state: dict[str, Any]) -> str:
     e = html.escape
     name = str(state.get("slide", "?"))
