@@ -77,7 +77,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 img {{ max-width: 320px; max-height: 240px; }} tr.failed {{ background: #fee; }}
 </style></head><body>
 <h1>Extraction report: {html.escape(config.label)}</h1>
-<p>{summary["done"]} slides extracted, {summary["failed"]} failed, {summary["tiles"]} tiles.
+<p>{_n(summary["done"], "slide")} extracted, {summary["failed"]} failed, {_n(summary["tiles"], "tile")}.
 Config hash <code>{summary["config_hash"]}</code>.
 Kept tiles are outlined in green, rejected tiles in red, the tissue outline in blue, ROIs in yellow.</p>
 <table><thead><tr><th>preview</th><th>slide</th><th>status</th><th>tiles</th><th>grid</th>
