@@ -48,6 +48,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
+
 DOCS = REPO / "docs" / "benchmarks.md"
 START = "<!-- bench_dataset:start -->"
 END = "<!-- bench_dataset:end -->"
@@ -250,16 +252,7 @@ def table(results: dict[tuple[str, str], dict[str, Any]], size_mb: float) -> str
 
 
 def write_docs(text: str) -> None:
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        updated = before + text + ("\n" + after if after else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, DOCS)
+    write_section(text, START, END, docs=DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:

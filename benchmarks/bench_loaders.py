@@ -60,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
 from _tiles import realistic_tiles, write_tile_tfrecords  # noqa: E402
 
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -203,18 +204,7 @@ def table(rows: list[tuple[str, float, float, str]]) -> str:
 
 
 def write_docs(body: str) -> None:
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    text = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    section = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, DOCS)
+    write_section(f"{START}\n{body}\n{END}", START, END, docs=DOCS)
 
 
 PIPELINES = {

@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
 from _tiles import realistic_tiles  # noqa: E402
 
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -201,16 +202,7 @@ def section(table: list[str], notes: list[str], versions: dict[str, str], comman
 
 
 def write_docs(text: str) -> None:
-    current = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        updated = before + text + ("\n" + after if after else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, DOCS)
+    write_section(text, START, END, docs=DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:

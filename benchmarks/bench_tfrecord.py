@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
 from _tiles import grid_location, realistic_tiles  # noqa: E402
 
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -693,27 +694,7 @@ def section(rows: list[Row], cpu_rows: list[Row], versions: dict[str, str], comm
 
 
 def write_docs(text: str) -> None:
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    if DOCS.exists():
-        current = DOCS.read_text(encoding="utf-8")
-    else:
-        current = (
-            "# Benchmarks\n\n"
-            "Speed targets of tilestream are measured by the scripts in `benchmarks/`, never by "
-            "timed unit tests. Each benchmark runs its peers (TensorFlow, the `tfrecord` "
-            "package, PyTorch, ...) side by side in the same run and reports ratios, so "
-            "results from different machines stay comparable. One section per benchmark; each "
-            "gives the exact command that produced it.\n"
-        )
-    if START in current and END in current:
-        before, rest = current.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        updated = before + text + ("\n" + after if after else "")
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    tmp = DOCS.with_name(f".{DOCS.name}.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, DOCS)
+    write_section(text, START, END, docs=DOCS)
 
 
 def main(argv: list[str] | None = None) -> int:
