@@ -96,3 +96,9 @@ def torch() -> ModuleType:
 def dask_distributed() -> ModuleType:
     """Dask distributed, or a skip (a failure under CI)."""
     return _framework("distributed")
+
+
+@pytest.fixture(scope="session")
+def torchstain() -> ModuleType:
+    """torchstain, the stain-normalisation peer, or a skip (a failure under CI)."""
+    return _framework("torchstain")

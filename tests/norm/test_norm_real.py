@@ -8,6 +8,8 @@ slide (purple) and the TCGA slide (pink) are about 20 LAB units apart.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -130,12 +132,13 @@ def test_stain_augmentation_is_seeded_and_varies(method: str, tcga_tiles: np.nda
 
 
 @pytest.mark.parametrize("method", ["macenko", "reinhard"])
-def test_matches_torchstain(method: str, cmu_tiles: np.ndarray, tcga_tiles: np.ndarray) -> None:
+def test_matches_torchstain(
+    method: str, cmu_tiles: np.ndarray, tcga_tiles: np.ndarray, torchstain: ModuleType
+) -> None:
     """Same fit, same tiles: at most 1 grey level apart (torchstain truncates, we round).
 
     ``black=0``: torchstain keeps black pixels in the Macenko stain estimate.
     """
-    torchstain = pytest.importorskip("torchstain", reason="torchstain is a dev dependency")
     cls = {"macenko": "MacenkoNormalizer", "reinhard": "ReinhardNormalizer"}[method]
     peer = getattr(torchstain.normalizers, cls)(backend="numpy")
     reference = np.ascontiguousarray(cmu_tiles[0])
