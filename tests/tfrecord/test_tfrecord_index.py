@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import missing  # tests/conftest.py: skip here, fail under CI=true
 from tilestream.errors import InvalidTFRecordIndex, TruncatedRecordError
 from tilestream.tfrecord import (
     TFRecord,
@@ -93,7 +94,7 @@ def test_text_index_is_what_the_tfrecord_package_writes(tmp_path: Path) -> None:
     import sys
 
     if importlib.util.find_spec("tfrecord") is None:
-        pytest.skip("the tfrecord package is not installed (pip install -e ".[test]")")
+        missing("the tfrecord package is not installed (pip install -e '.[test]')")
     path = _make(tmp_path / "a.tfrecords")
     theirs = tmp_path / "theirs.index"
     code = "import sys; from tfrecord.tools.tfrecord2idx import create_index; create_index(*sys.argv[1:])"
