@@ -28,7 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "fsync_dir", "is_temp_file", "write_json_atomic"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "fsync_dir",
+    "is_temp_file",
+    "remove_temp_files",
+    "write_json_atomic",
+]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -52,6 +59,29 @@ def is_temp_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a temporary file left by an interrupted atomic write."""
     name = Path(path).name
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_temp_files(folder: str | os.PathLike[str], name: str) -> int:
+    """Remove the temporary files interrupted atomic writes of ``folder/name`` left behind.
+
+    ``name`` may be a glob (``"slide.*"``). Only files named the way
+    :func:`atomic_path` names its temporary files are touched. Returns how many
+    were removed.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / ".a.txt.x1y2.tmp").write_text("half"), (d / "a.txt").write_text("done")
+    >>> remove_temp_files(d, "a.txt"), sorted(p.name for p in d.iterdir())
+    (1, ['a.txt'])
+    """
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:  # pragma: no cover - e.g. removed concurrently
+            continue
+    return removed
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tilestream._util.atomic import atomic_write, write_json_atomic
+from tilestream._util.atomic import atomic_write, remove_temp_files, write_json_atomic
 from tilestream.errors import ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid, plan_grid
@@ -134,10 +134,7 @@ def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _remove_stale_temp_files(run_dir: Path, name: str) -> None:
     """Remove temporary files an interrupted run left for this slide's outputs (ours only)."""
     for folder in (run_dir, run_dir / "state", run_dir / "previews"):
-        if folder.is_dir():
-            for tmp in folder.glob(f".{name}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
+        remove_temp_files(folder, f"{name}.*")
 
 
 def _can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:

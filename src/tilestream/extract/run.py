@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tilestream import __version__
-from tilestream._util.atomic import write_json_atomic
+from tilestream._util.atomic import remove_temp_files, write_json_atomic
 from tilestream.errors import ConfigError, ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import (
@@ -206,11 +206,7 @@ def _remove_stale_run_temp_files(run_dir: Path) -> None:
     cleaned when the slide is extracted again.
     """
     for name in RUN_FILES:
-        for tmp in run_dir.glob(f".{name}.*.tmp"):
-            try:
-                tmp.unlink()
-            except OSError:  # pragma: no cover - e.g. removed concurrently
-                log.debug("could not remove %s", tmp)
+        remove_temp_files(run_dir, name)
 
 
 def _size(task: SlideTask) -> int:
