@@ -80,6 +80,14 @@ def otsu_threshold(values: NDArray[np.floating], *, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
+def _summed_area(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Summed-area table with a zero first row and column: ``sat[y, x]`` counts ``mask[:y, :x]``."""
+    h, w = mask.shape
+    sat = np.zeros((h + 1, w + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    return sat
+
+
 def box_mean(mask: NDArray[np.bool_], radius: int) -> NDArray[np.float64]:
     """Mean of ``mask`` over the ``(2 * radius + 1)``-square around each pixel (edges clipped).
 
@@ -87,8 +95,7 @@ def box_mean(mask: NDArray[np.bool_], radius: int) -> NDArray[np.float64]:
     [0.33, 0.33, 0.33]
     """
     h, w = mask.shape
-    sat = np.zeros((h + 1, w + 1), np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    sat = _summed_area(mask)
     ys, xs = np.arange(h), np.arange(w)
     y0, y1 = np.clip(ys - radius, 0, h), np.clip(ys + radius + 1, 0, h)
     x0, x1 = np.clip(xs - radius, 0, w), np.clip(xs + radius + 1, 0, w)
@@ -143,8 +150,7 @@ def box_fractions(mask: NDArray[np.bool_], boxes: NDArray[np.integer]) -> NDArra
     """
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
     h, w = mask.shape
-    sat = np.zeros((h + 1, w + 1), np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
+    sat = _summed_area(mask)
     x0 = np.clip(boxes[:, 0], 0, w)
     y0 = np.clip(boxes[:, 1], 0, h)
     x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w)
