@@ -108,6 +108,12 @@ def dask_distributed() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def pyvips() -> ModuleType:
+    """pyvips (libvips), the optional resizer and a benchmark peer, or a skip (a failure under CI)."""
+    return _framework("pyvips")
+
+
+@pytest.fixture(scope="session")
 def torchstain() -> ModuleType:
     """torchstain, the stain-normalisation peer, or a skip (a failure under CI)."""
     return _framework("torchstain")

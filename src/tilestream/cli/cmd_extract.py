@@ -152,6 +152,11 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Reference IMAGE to fit the normaliser to (or a saved .json fit).",
 )
+@click.option(
+    "--resizer",
+    type=click.Choice(["auto", "pillow", "vips"]),
+    help="Lanczos resize by libvips (faster; tilestream[vips]) or Pillow; auto: vips if installed.",
+)
 @click.option("--workers", type=int, help="Processes (default: all cores).")
 @click.option("--threads", type=int, help="Threads per slide.")
 @click.option("--overwrite", is_flag=True, help="Re-extract complete slides.")

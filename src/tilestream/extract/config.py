@@ -152,6 +152,12 @@ class ExtractConfig:
         The normaliser's target: a reference image file (fitted to) or a
         ``.json`` fit saved by ``StainNormalizer.save``; ``None`` uses the
         shipped default target.
+    resizer
+        What resizes a read region to ``tile_px`` (Lanczos-3 either way):
+        ``"vips"`` (libvips, about half the CPU time; needs
+        ``tilestream[vips]``), ``"pillow"``, or ``"auto"``, which becomes
+        ``"vips"`` when pyvips is installed and ``"pillow"`` otherwise when
+        the config is made (so the hash records the one used).
     """
 
     tile_px: int
@@ -177,6 +183,7 @@ class ExtractConfig:
     mpp_override: float | None = None
     normalizer: str | None = None
     normalizer_source: str | None = None
+    resizer: str = "auto"
 
     def __post_init__(self) -> None:
         if self.tile_um is None:
@@ -205,6 +212,9 @@ class ExtractConfig:
         )
         if self.normalizer_source is not None:
             object.__setattr__(self, "normalizer_source", os.fspath(self.normalizer_source))
+        from tilestream.extract.resample import resolve_resizer
+
+        object.__setattr__(self, "resizer", resolve_resizer(self.resizer))
 
     @property
     def size(self) -> TileSize:

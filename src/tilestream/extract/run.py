@@ -103,7 +103,7 @@ class ExtractionRun:
         return sum(r.tiles for r in self.results if r.status in ("done", "skipped"))
 
 
-def _versions() -> dict[str, str]:
+def _versions(config: ExtractConfig) -> dict[str, str]:
     out = {"tilestream": __version__}
     for mod in ("openslide", "tifffile", "imagecodecs", "simplejpeg", "numpy", "PIL"):
         try:
@@ -117,6 +117,11 @@ def _versions() -> dict[str, str]:
         out["openslide-library"] = str(openslide.__library_version__)
     except (ImportError, AttributeError):  # pragma: no cover
         pass
+    if config.resizer == "vips":
+        import pyvips
+
+        out["pyvips"] = str(pyvips.__version__)
+        out["libvips"] = ".".join(str(pyvips.version(i)) for i in range(3))
     return out
 
 
@@ -282,7 +287,7 @@ def extract_slides(
     _remove_stale_run_temp_files(run_dir)
     write_json_atomic(
         run_dir / "config.json",
-        {"config": config.to_dict(), "hash": config.hash(), "versions": _versions()},
+        {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
     )
     tasks = discover_slides(slides, roi_dir=roi_dir)
     if not tasks:

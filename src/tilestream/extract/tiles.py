@@ -25,10 +25,11 @@ from PIL import Image
 
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
+from tilestream.extract.resample import resize_tile
 from tilestream.extract.tissue import laplacian_variance
 from tilestream.slide import Slide
 
-__all__ = ["EncodedTile", "StageTimes", "encode_tile", "iter_encoded_tiles", "resize_tile"]
+__all__ = ["EncodedTile", "StageTimes", "encode_tile", "iter_encoded_tiles"]
 
 CHUNK = 32
 
@@ -63,14 +64,6 @@ class EncodedTile:
     blur: float | None = None
     passthrough: bool = False
     times: StageTimes = field(default_factory=StageTimes)
-
-
-def resize_tile(tile: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
-    """Resize a square RGB tile to ``size`` pixels with antialiasing (Lanczos)."""
-    if tile.shape[0] == size and tile.shape[1] == size:
-        return tile
-    img = Image.fromarray(np.ascontiguousarray(tile))
-    return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def encode_tile(tile: NDArray[np.uint8], img_format: str, quality: int) -> bytes:
@@ -158,7 +151,7 @@ def _process_chunk(
         t0 = time.perf_counter()
         tile = slide.read_region((x, y), grid.level, (grid.read_px, grid.read_px), as_array=True)
         t1 = time.perf_counter()
-        tile = resize_tile(tile, grid.tile_px)
+        tile = resize_tile(tile, grid.tile_px, resizer=config.resizer)
         t2 = time.perf_counter()
         blur = laplacian_variance(tile) if config.blur_threshold is not None else None
         t3 = time.perf_counter()

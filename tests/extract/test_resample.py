@@ -1,0 +1,150 @@
+"""The resizers of the extraction: Pillow's Lanczos and libvips' Lanczos-3, chosen in the config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import openslide
+import pytest
+from numpy.typing import NDArray
+from PIL import Image
+
+from tilestream.errors import ConfigError, MissingDependencyError
+from tilestream.extract import ExtractConfig, extract_tiles, resample
+from tilestream.extract.resample import resize_tile, resolve_resizer
+
+
+def _psnr(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def regions(cmu_slide: Path) -> list[NDArray[np.uint8]]:
+    """604 px tissue regions of the sample slide (302 um at its 0.499 um/px), read by OpenSlide."""
+    with openslide.OpenSlide(cmu_slide) as osr:
+        w, h = osr.dimensions
+        return [
+            np.asarray(osr.read_region((x, y), 0, (604, 604)).convert("RGB"))
+            for x in range(0, w - 604, 500)
+            for y in range(0, h - 604, 500)
+        ]
+
+
+def test_pillow_resizer_is_pillows_lanczos(regions: list[NDArray[np.uint8]]) -> None:
+    for region in regions:
+        want = np.asarray(Image.fromarray(region).resize((299, 299), Image.Resampling.LANCZOS))
+        assert np.array_equal(resize_tile(region, 299, resizer="pillow"), want)
+
+
+def test_vips_resizer_is_libvips_lanczos3_and_close_to_pillow(
+    regions: list[NDArray[np.uint8]], pyvips: ModuleType
+) -> None:
+    """libvips' own ``reduce`` pixels, above 50 dB from Pillow's Lanczos (53-67 dB measured)."""
+    psnrs = []
+    for region in regions:
+        image = pyvips.Image.new_from_memory(region.tobytes(), 604, 604, 3, "uchar")
+        out = image.reduce(604 / 299, 604 / 299, kernel="lanczos3")
+        want = np.ndarray(buffer=out.write_to_memory(), dtype=np.uint8, shape=(299, 299, 3))
+        got = resize_tile(region, 299, resizer="vips")
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
+        pillow = resize_tile(region, 299, resizer="pillow")
+        psnrs.append(_psnr(got, pillow))
+        assert float(np.abs(got.astype(int) - pillow.astype(int)).mean()) < 0.5
+    assert len(psnrs) >= 4 and min(psnrs) > 50.0, psnrs
+
+
+def test_vips_pipeline_reused_for_new_pixels_gives_fresh_results(
+    regions: list[NDArray[np.uint8]], pyvips: ModuleType
+) -> None:
+    """Each thread reuses one libvips pipeline per shape: never a result of earlier pixels."""
+    fresh = []
+    for region in regions:
+        image = pyvips.Image.new_from_memory(region.tobytes(), 604, 604, 3, "uchar")
+        out = image.reduce(604 / 299, 604 / 299, kernel="lanczos3")
+        fresh.append(np.frombuffer(out.write_to_memory(), np.uint8).reshape(299, 299, 3))
+    order = [*range(len(regions)), *reversed(range(len(regions))), 0, 0, 1]
+
+    def run() -> list[NDArray[np.uint8]]:
+        return [resize_tile(regions[i], 299, resizer="vips") for i in order]
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: run(), range(3)))
+    for got in [run(), *results]:
+        for i, tile in zip(order, got, strict=True):
+            assert np.array_equal(tile, fresh[i])
+    # Another shape through the same thread: its own pipeline.
+    small = regions[0][:512, :512]
+    assert resize_tile(small, 256, resizer="vips").shape == (256, 256, 3)
+    assert np.array_equal(resize_tile(regions[1], 299, resizer="vips"), fresh[1])
+
+
+@pytest.mark.parametrize("n", [300, 302, 512, 513, 604, 1208, 1209])
+@pytest.mark.parametrize("size", [224, 256, 299])
+def test_vips_output_is_exactly_the_requested_size(n: int, size: int, pyvips: ModuleType) -> None:
+    tile = np.random.default_rng(n).integers(0, 256, (n, n, 3), dtype=np.uint8)
+    assert resize_tile(tile, size, resizer="vips").shape == (size, size, 3)
+
+
+@pytest.mark.parametrize("resizer", ["pillow", "vips"])
+def test_upsampling_is_refused(resizer: str, pyvips: ModuleType) -> None:
+    tile = np.zeros((257, 257, 3), np.uint8)
+    with pytest.raises(ValueError, match="cannot resize a 257x257 tile to 299 px"):
+        resize_tile(tile, 299, resizer=resizer)
+
+
+def test_a_tile_of_the_right_size_is_returned_as_it_is() -> None:
+    tile = np.zeros((299, 299, 3), np.uint8)
+    assert resize_tile(tile, 299, resizer="vips") is tile
+
+
+def test_auto_is_recorded_as_the_resizer_it_chose(pyvips: ModuleType) -> None:
+    auto = ExtractConfig(tile_px=299, tile_um=302)
+    assert auto.resizer == "vips" and auto.to_dict()["resizer"] == "vips"
+    pillow = ExtractConfig(tile_px=299, tile_um=302, resizer="pillow")
+    assert pillow.hash() != auto.hash()  # other pixels: resume re-extracts
+    assert ExtractConfig.from_dict(pillow.to_dict()) == pillow
+
+
+def test_unknown_resizer_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="resizer must be one of auto, pillow, vips"):
+        ExtractConfig(tile_px=299, tile_um=302, resizer="bicubic")
+
+
+@pytest.fixture
+def without_pyvips(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An interpreter where ``import pyvips`` fails, as where tilestream[vips] is not installed."""
+    resample._pyvips.cache_clear()
+    monkeypatch.setitem(sys.modules, "pyvips", None)
+    yield
+    resample._pyvips.cache_clear()
+
+
+@pytest.mark.usefixtures("without_pyvips")
+def test_without_pyvips_auto_is_pillow_and_vips_says_what_to_install() -> None:
+    assert resolve_resizer("auto") == "pillow"
+    assert ExtractConfig(tile_px=299, tile_um=302).resizer == "pillow"
+    with pytest.raises(MissingDependencyError, match=r"pip install 'tilestream\[vips\]'"):
+        ExtractConfig(tile_px=299, tile_um=302, resizer="vips")
+
+
+def test_run_records_the_resizer(cmu_slide: Path, tmp_path: Path, pyvips: ModuleType) -> None:
+    """config.json names the resizer; changing it re-extracts the slide (other pixels)."""
+    import json
+
+    first = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, resizer="pillow")
+    cfg = json.loads((tmp_path / "128px_256um" / "config.json").read_text())
+    assert first.status == "done" and cfg["config"]["resizer"] == "pillow"
+    assert "libvips" not in cfg["versions"]
+    again = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, resizer="pillow")
+    assert again.status == "skipped"
+    other = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, resizer="vips")
+    assert other.status == "done"
+    cfg = json.loads((tmp_path / "128px_256um" / "config.json").read_text())
+    assert cfg["config"]["resizer"] == "vips"
+    assert cfg["versions"]["libvips"].count(".") == 2
