@@ -27,18 +27,16 @@ from __future__ import annotations
 import functools
 import threading
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from tilestream._util.optional import require
-from tilestream.errors import ConfigError
+from tilestream.errors import ConfigError, MissingDependencyError
 
-__all__ = ["RESIZERS", "Resizer", "resize_tile", "resolve_resizer", "vips_available"]
+__all__ = ["RESIZERS", "resize_tile", "resolve_resizer", "vips_available"]
 
-Resizer = Literal["auto", "pillow", "vips"]
 #: The accepted names; ``"auto"`` is libvips when it is installed, else Pillow.
 RESIZERS: tuple[str, ...] = ("auto", "pillow", "vips")
 
@@ -73,7 +71,10 @@ def resolve_resizer(name: str) -> str:
     if name == "auto":
         return "vips" if vips_available() else "pillow"
     if name == "vips" and not vips_available():
-        require("pyvips", extra="vips", purpose="resizing tiles with libvips (resizer='vips')")
+        raise MissingDependencyError(
+            "pyvips (and the libvips it loads) is needed for resizer='vips' but cannot be "
+            "loaded; install it with: pip install 'tilestream[vips]'"
+        )
     return name
 
 
