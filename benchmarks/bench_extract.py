@@ -289,7 +289,7 @@ def _reading(rows: Rows) -> str:
         "loop's byte for byte; with libvips they are libvips' Lanczos-3 of the same region "
         "(both tested), 53-67 dB PSNR from Pillow's. Per kept tile that is about 5.9 stored "
         "256 px tiles decoded (libjpeg-turbo, about 0.55 ms each on this tissue, 3.2 ms in "
-        "all), the resize (about 2.0 ms of CPU by libvips, 4.5 ms by Pillow) and an encode of "
+        "all), the resize (about 1.1 ms of CPU by libvips, 4.5 ms by Pillow) and an encode of "
         "about 0.8 ms: the decoding is now the floor of this work. Cheaper resizes that change "
         "the filter were measured and not made the default: a 2 x 2 box reduction (or "
         "libjpeg's half-scale decoding) to 302 px followed by Lanczos to 299 px is only "
