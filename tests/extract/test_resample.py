@@ -96,10 +96,38 @@ def test_vips_output_is_exactly_the_requested_size(n: int, size: int, pyvips: Mo
 
 
 @pytest.mark.parametrize("resizer", ["pillow", "vips"])
-def test_upsampling_is_refused(resizer: str, pyvips: ModuleType) -> None:
-    tile = np.zeros((257, 257, 3), np.uint8)
-    with pytest.raises(ValueError, match="cannot resize a 257x257 tile to 299 px"):
-        resize_tile(tile, 299, resizer=resizer)
+def test_enlarging_by_a_pixel_is_pillows_lanczos(
+    resizer: str, request: pytest.FixtureRequest
+) -> None:
+    """A level within rounding of the scale can need 1023 px -> 1024: Pillow does it either way."""
+    if resizer == "vips":
+        request.getfixturevalue("pyvips")
+    tile = np.random.default_rng(0).integers(0, 256, (1023, 1023, 3), dtype=np.uint8)
+    want = np.asarray(Image.fromarray(tile).resize((1024, 1024), Image.Resampling.LANCZOS))
+    assert np.array_equal(resize_tile(tile, 1024, resizer=resizer), want)
+
+
+@pytest.mark.parametrize("bands", [1, 4])
+def test_grey_and_rgba_tiles(
+    bands: int, regions: list[NDArray[np.uint8]], pyvips: ModuleType
+) -> None:
+    rgb = regions[0]
+    opaque = np.full(rgb.shape[:2], 255, np.uint8)  # Pillow premultiplies alpha; libvips does not
+    tile = rgb[..., 0] if bands == 1 else np.dstack([rgb, opaque])
+    got = resize_tile(tile, 299, resizer="vips")
+    pillow = resize_tile(tile, 299, resizer="pillow")
+    assert got.shape == pillow.shape == (299, 299, *tile.shape[2:])
+    assert _psnr(got, pillow) > 50.0
+
+
+def test_other_dtypes_and_bad_sizes_are_refused(pyvips: ModuleType) -> None:
+    for resizer in ("pillow", "vips"):
+        with pytest.raises(ValueError, match="uint8 pixels, not uint16"):
+            resize_tile(np.zeros((604, 604, 3), np.uint16), 299, resizer=resizer)
+        with pytest.raises(ValueError, match="to 0 px"):
+            resize_tile(np.zeros((604, 604, 3), np.uint8), 0, resizer=resizer)
+    with pytest.raises(ConfigError, match="resizer must be one of"):
+        resize_tile(np.zeros((299, 299, 3), np.uint8), 299, resizer="bicubic")
 
 
 def test_a_tile_of_the_right_size_is_returned_as_it_is() -> None:
@@ -113,6 +141,17 @@ def test_auto_is_recorded_as_the_resizer_it_chose(pyvips: ModuleType) -> None:
     pillow = ExtractConfig(tile_px=299, tile_um=302, resizer="pillow")
     assert pillow.hash() != auto.hash()  # other pixels: resume re-extracts
     assert ExtractConfig.from_dict(pillow.to_dict()) == pillow
+
+
+def test_pillow_configs_keep_the_hash_of_runs_made_before_the_option() -> None:
+    """Pillow gives the earlier versions' pixels, so their runs resume instead of re-extracting."""
+    import hashlib
+    import json
+
+    pillow = ExtractConfig(tile_px=299, tile_um=302, resizer="pillow")
+    before = {k: v for k, v in pillow.to_dict().items() if k != "resizer"}
+    blob = json.dumps(before, sort_keys=True).encode()
+    assert pillow.hash() == hashlib.sha256(blob).hexdigest()[:16]
 
 
 def test_unknown_resizer_is_a_config_error() -> None:
@@ -152,3 +191,27 @@ def test_run_records_the_resizer(cmu_slide: Path, tmp_path: Path, pyvips: Module
     cfg = json.loads((tmp_path / "128px_256um" / "config.json").read_text())
     assert cfg["config"]["resizer"] == "vips"
     assert cfg["versions"]["libvips"].count(".") == 2
+
+
+def test_a_worker_without_pyvips_fails_the_task_at_once(
+    tmp_path: Path, pyvips: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config made where pyvips is installed, run by a worker where it is not (a cluster).
+
+    The task fails before the slide is opened: a slide path that does not exist is
+    reported as the missing resizer, not as a missing file.
+    """
+    from tilestream.extract import SlideTask
+    from tilestream.extract.run import run_slide_task
+
+    config = ExtractConfig(tile_px=128, tile_um=256, resizer="vips")
+    resample._pyvips.cache_clear()
+    monkeypatch.setitem(sys.modules, "pyvips", None)
+    try:
+        task = SlideTask(path=str(tmp_path / "not-there.svs"), name="not-there")
+        result = run_slide_task(task, str(tmp_path), config)
+    finally:
+        resample._pyvips.cache_clear()
+    assert result.status == "failed"
+    assert "resizer='vips'" in (result.error or "") and "tilestream[vips]" in (result.error or "")
+    assert not list(tmp_path.glob("*.tfrecords"))

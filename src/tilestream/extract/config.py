@@ -154,10 +154,12 @@ class ExtractConfig:
         shipped default target.
     resizer
         What resizes a read region to ``tile_px`` (Lanczos-3 either way):
-        ``"vips"`` (libvips, about half the CPU time; needs
+        ``"vips"`` (libvips, a quarter of Pillow's CPU time; needs
         ``tilestream[vips]``), ``"pillow"``, or ``"auto"``, which becomes
         ``"vips"`` when pyvips is installed and ``"pillow"`` otherwise when
-        the config is made (so the hash records the one used).
+        the config is made (so the hash records the one used: a run resumed
+        where the other one is installed re-extracts, and cluster workers
+        need the same extras as the machine that made the config).
     """
 
     tile_px: int
@@ -239,8 +241,17 @@ class ExtractConfig:
         return data
 
     def hash(self) -> str:
-        """A short stable hash of everything that decides the outputs."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """A short stable hash of everything that decides the outputs.
+
+        Options added after a release are left out while they hold the value
+        that reproduces the earlier outputs, so runs made before keep their
+        hash and resume.
+        """
+        data = self.to_dict()
+        for name, earlier in _HASH_SINCE.items():
+            if data.get(name) == earlier:
+                del data[name]
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
@@ -285,6 +296,10 @@ class ExtractConfig:
             return cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(exc.message, path=p) from exc
+
+
+#: Options added later -> the value that gives the outputs of the versions before them.
+_HASH_SINCE: dict[str, Any] = {"resizer": "pillow"}
 
 
 def _check(condition: bool, message: str) -> None:

@@ -36,6 +36,7 @@ from tilestream.extract.engine import (
     write_failure_state,
 )
 from tilestream.extract.report import write_report
+from tilestream.extract.resample import resolve_resizer
 from tilestream.extract.sources import discover_slides
 
 __all__ = [
@@ -174,6 +175,9 @@ def run_slide_task(
     """
     t0 = time.perf_counter()
     try:
+        # The config was made elsewhere (a cluster's client): fail before opening the
+        # slide when this worker lacks the resizer it names.
+        resolve_resizer(config.resizer)
         return extract_slide_task(
             task, run_dir, config, to_images=to_images, threads=threads, progress=progress
         )
