@@ -204,11 +204,10 @@ def _versions() -> str:
         f"{openslide.__library_version__}, Pillow {PIL.__version__}, simplejpeg "
         f"{simplejpeg.__version__}"
     )
-    try:
-        import pyvips
-    except (ImportError, OSError):
-        return text
-    return text + f", libvips {'.'.join(str(pyvips.version(i)) for i in range(3))}"
+    from tilestream.extract.resample import libvips_version
+
+    libvips = libvips_version()
+    return text if libvips is None else f"{text}, libvips {libvips}"
 
 
 Rows = list[tuple[str, dict[str, dict[str, Any]], dict[str, Any]]]

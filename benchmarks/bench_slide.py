@@ -256,10 +256,11 @@ def versions() -> str:
     import pyvips
     import tifffile
 
+    from tilestream.extract.resample import libvips_version
+
     return (
         f"Python {platform.python_version()}, OpenSlide {openslide.__library_version__} "
-        f"(openslide-python {openslide.__version__}), libvips "
-        f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)} (pyvips "
+        f"(openslide-python {openslide.__version__}), libvips {libvips_version()} (pyvips "
         f"{pyvips.__version__}), tifffile {tifffile.__version__}, imagecodecs "
         f"{imagecodecs.__version__}, Pillow {PIL.__version__}"
     )

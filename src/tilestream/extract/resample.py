@@ -36,7 +36,7 @@ from PIL import Image
 
 from tilestream.errors import ConfigError, MissingDependencyError
 
-__all__ = ["RESIZERS", "resize_tile", "resolve_resizer", "vips_available"]
+__all__ = ["RESIZERS", "libvips_version", "resize_tile", "resolve_resizer", "vips_available"]
 
 #: The accepted names; ``"auto"`` is libvips when it is installed, else Pillow.
 RESIZERS: tuple[str, ...] = ("auto", "pillow", "vips")
@@ -55,6 +55,14 @@ def _pyvips() -> ModuleType | None:
 def vips_available() -> bool:
     """Whether ``pyvips`` and libvips can be loaded."""
     return _pyvips() is not None
+
+
+def libvips_version() -> str | None:
+    """The loaded libvips' version, e.g. ``"8.18.7"``, or ``None`` when it cannot be loaded."""
+    pyvips = _pyvips()
+    if pyvips is None:
+        return None
+    return ".".join(str(pyvips.version(i)) for i in range(3))
 
 
 def resolve_resizer(name: str) -> str:
@@ -104,10 +112,10 @@ def resize_tile(
         raise ValueError(f"cannot resize a tile to {size} px")
     if tile.shape[0] == size and tile.shape[1] == size:
         return tile
-    tile = np.ascontiguousarray(tile)
     if resizer == "pillow" or size > min(tile.shape[0], tile.shape[1]):
-        img = Image.fromarray(tile).resize((size, size), Image.Resampling.LANCZOS)
-        return np.asarray(img, dtype=np.uint8)
+        img = Image.fromarray(np.ascontiguousarray(tile))
+        return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+    # (copied into the pipeline's own buffer, strided or not)
     return _vips_reduce(tile if tile.ndim == 3 else tile[..., None], size).reshape(
         (size, size, *tile.shape[2:])
     )

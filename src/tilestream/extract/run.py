@@ -36,7 +36,7 @@ from tilestream.extract.engine import (
     write_failure_state,
 )
 from tilestream.extract.report import write_report
-from tilestream.extract.resample import resolve_resizer
+from tilestream.extract.resample import libvips_version, resolve_resizer
 from tilestream.extract.sources import discover_slides
 
 __all__ = [
@@ -122,7 +122,7 @@ def _versions(config: ExtractConfig) -> dict[str, str]:
         import pyvips
 
         out["pyvips"] = str(pyvips.__version__)
-        out["libvips"] = ".".join(str(pyvips.version(i)) for i in range(3))
+        out["libvips"] = str(libvips_version())
     return out
 
 
