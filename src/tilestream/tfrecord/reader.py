@@ -5,6 +5,15 @@ the per-record cost is a header unpack, two CRCs and one slice. Errors name
 the file, the record number and its byte offset; a length field that points
 beyond the end of the file is reported as truncation, never allocated.
 
+An uncompressed file given by path is memory-mapped and, when the compiled
+core ``tilestream.tfrecord._native`` is built (it is by a normal install with
+a C compiler), read by its ``Scanner``: a native thread checks the CRCs ahead
+of the consumer outside the GIL while the calling thread copies the records
+out (and, for :func:`iter_examples`, decodes tile-shaped Examples in C). At
+the first record the scanner cannot vouch for, the Python loop below takes
+over from that record and reports it, so errors and truncation behave the
+same with or without the compiled core.
+
 Examples
 --------
 >>> import io
@@ -42,6 +51,11 @@ from tilestream.tfrecord.framing import (
     source_name,
     wrap_stream_error,
 )
+
+try:
+    from tilestream.tfrecord import _native
+except ImportError:  # pragma: no cover - exercised only where it could not be compiled
+    _native = None  # type: ignore[assignment]
 
 __all__ = ["RecordIterator", "iter_examples", "iter_records"]
 
@@ -84,8 +98,9 @@ class RecordIterator(Iterator[bytes]):
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.path = source_name(source)
-        self.records = 0
-        self.offset = 0
+        self._n = 0
+        self._offset = 0
+        self._scan: Any = None  # the native Scanner while it is reading
         self.truncated_at: int | None = None
         self.error: TruncatedRecordError | None = None
         self._source = source
@@ -103,6 +118,18 @@ class RecordIterator(Iterator[bytes]):
 
     def __next__(self) -> bytes:
         return next(iter(self))
+
+    @property
+    def records(self) -> int:
+        """Records read so far."""
+        scan = self._scan
+        return self._n if scan is None else int(scan.records)
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed so far in the uncompressed stream (the end of the last record read)."""
+        scan = self._scan
+        return self._offset if scan is None else int(scan.pos)
 
     def close(self) -> None:
         """Stop iterating and close the file (if this iterator opened it)."""
@@ -143,14 +170,33 @@ class RecordIterator(Iterator[bytes]):
         with stream:
             yield from self._frames(stream)
 
+    def _native_scan(self, scan: Any) -> Iterator[Any]:
+        """Yield what ``scan`` yields; its counters become this iterator's while it runs and after."""
+        self._scan = scan
+        try:
+            yield from scan
+        finally:
+            scan.close()
+            self._scan = None
+            self._n = scan.records
+            self._offset = scan.pos
+
     def _frames_mapped(self, buf: mmap.mmap) -> Iterator[bytes]:
         """The loop over a memory-mapped plain file: no refills, one copy per record.
 
-        The data CRC is computed over the mapped bytes first and the payload
-        copied out right after, while it is still in the CPU cache: the file's
-        bytes come from memory once (copying first and checking the copy would
-        stream them twice, as a copy from memory and a check of that copy).
+        The native scanner reads up to the first record it cannot vouch for;
+        the Python loop reads on from there. It computes the data CRC over the
+        mapped bytes first and copies the payload out right after, while it
+        is still in the CPU cache: the file's bytes come from memory once
+        (copying first and checking the copy would stream them twice).
         """
+        pos = n = 0
+        scan = _scanner(buf, self._verify)
+        if scan is not None:
+            yield from self._native_scan(scan)
+            if not scan.problem:
+                return
+            pos, n = scan.pos, scan.records
         path = self.path
         verify = self._verify
         unpack = _HEAD.unpack_from
@@ -160,8 +206,6 @@ class RecordIterator(Iterator[bytes]):
         in_place = BUFFER_CRC  # else _crc_buf copies: check the copy instead
         delta = _DELTA
         size = len(buf)
-        pos = 0
-        n = 0
         with memoryview(buf) as view:
             while pos + 12 <= size:
                 length, lcrc = unpack(buf, pos)
@@ -202,8 +246,8 @@ class RecordIterator(Iterator[bytes]):
                     data = buf[start : end - 4]
                 n += 1
                 pos = end
-                self.records = n
-                self.offset = end
+                self._n = n
+                self._offset = end
                 yield data
         if pos < size:
             self._truncated(
@@ -215,9 +259,24 @@ class RecordIterator(Iterator[bytes]):
 
         Tile-shaped records go through :func:`~tilestream.tfrecord._fast.parse_fast`
         (identical results); anything else, or a record it declines, through
-        the generic parser, which also reports malformed records.
+        the generic parser, which also reports malformed records. The native
+        scanner decodes tile-shaped records in C and calls the same parsers
+        for the rest.
         """
         path = self.path
+        pos = n = 0
+
+        def parse(start: int, stop: int, record: int, offset: int) -> dict[str, Any]:
+            return parse_at(
+                buf, start, stop, squeeze=squeeze, path=path, record=record, offset=offset
+            )
+
+        scan = _scanner(buf, self._verify, parse=parse, tiles=squeeze)
+        if scan is not None:
+            yield from self._native_scan(scan)
+            if not scan.problem:
+                return
+            pos, n = scan.pos, scan.records
         verify = self._verify
         unpack = _HEAD.unpack_from
         unpack32 = _U32.unpack_from
@@ -226,8 +285,6 @@ class RecordIterator(Iterator[bytes]):
         fast = parse_fast if squeeze else None
         delta = _DELTA
         size = len(buf)
-        pos = 0
-        n = 0
         with memoryview(buf) as view:
             while pos + 12 <= size:
                 length, lcrc = unpack(buf, pos)
@@ -278,8 +335,8 @@ class RecordIterator(Iterator[bytes]):
                         fast=fast is None,  # tried above when set
                     )
                 n += 1
-                self.records = n
-                self.offset = pos = end
+                self._n = n
+                self._offset = pos = end
                 yield record
         if pos < size:
             self._truncated(
@@ -311,7 +368,7 @@ class RecordIterator(Iterator[bytes]):
                     if verify:
                         c = crc(view[pos : pos + 8])
                         if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                            self.offset = base + pos
+                            self._offset = base + pos
                             raise CorruptRecordError(
                                 "length CRC mismatch (not a TFRecord file, or a corrupt header)",
                                 path=path,
@@ -328,7 +385,7 @@ class RecordIterator(Iterator[bytes]):
                             unpack32(buf, end - 4)[0]
                             != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF
                         ):
-                            self.offset = base + pos
+                            self._offset = base + pos
                             raise CorruptRecordError(
                                 f"data CRC mismatch (record of {length} bytes)",
                                 path=path,
@@ -337,8 +394,8 @@ class RecordIterator(Iterator[bytes]):
                             )
                     n += 1
                     pos = end
-                    self.records = n
-                    self.offset = base + end
+                    self._n = n
+                    self._offset = base + end
                     yield data
                 # ---- need more bytes: how many?
                 avail = have - pos
@@ -399,6 +456,19 @@ class RecordIterator(Iterator[bytes]):
                     have += got
         finally:
             view.release()
+
+
+def _scanner(buf: mmap.mmap, verify: bool, **kw: Any) -> Any:
+    """A native ``Scanner`` over ``buf``, or ``None`` to read it with the Python loop.
+
+    Without hardware CRC32C (not x86-64, or no SSE4.2) the ``crc32c`` package
+    checks faster than the compiled core's table code, so checked reads stay
+    in Python there.
+    """
+    native = _native
+    if native is None or (verify and not native.HARDWARE_CRC):
+        return None
+    return native.Scanner(buf, verify=verify, **kw)
 
 
 def _map_plain_file(
