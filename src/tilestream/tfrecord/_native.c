@@ -171,43 +171,40 @@ static inline uint32_t crc_shift(uint32_t zeros[4][256], uint32_t crc) {
            zeros[3][crc >> 24];
 }
 
+/* The three-stream loop over blocks of ``block`` bytes (``shift`` appends that many zeros). */
+__attribute__((target("sse4.2"))) static inline uint64_t crc_hw_blocks(uint64_t c0, const unsigned char **pp,
+                                                                      size_t *np, size_t block,
+                                                                      uint32_t shift[4][256]) {
+    const unsigned char *p = *pp;
+    size_t n = *np;
+    while (n >= 3 * block) {
+        const unsigned char *end = p + block;
+        uint64_t c1 = 0, c2 = 0;
+        do {
+            c0 = _mm_crc32_u64(c0, load64(p));
+            c1 = _mm_crc32_u64(c1, load64(p + block));
+            c2 = _mm_crc32_u64(c2, load64(p + 2 * block));
+            p += 8;
+        } while (p < end);
+        c0 = crc_shift(shift, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = crc_shift(shift, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * block;
+        n -= 3 * block;
+    }
+    *pp = p;
+    *np = n;
+    return c0;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const unsigned char *p,
                                                          size_t n) {
-    uint64_t c0 = crc, c1, c2;
+    uint64_t c0 = crc;
     while (n && ((uintptr_t)p & 7)) {
         c0 = _mm_crc32_u8((uint32_t)c0, *p++);
         n--;
     }
-    while (n >= 3 * LONG_BLOCK) {
-        const unsigned char *end = p + LONG_BLOCK;
-        c1 = 0;
-        c2 = 0;
-        do {
-            c0 = _mm_crc32_u64(c0, load64(p));
-            c1 = _mm_crc32_u64(c1, load64(p + LONG_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64(p + 2 * LONG_BLOCK));
-            p += 8;
-        } while (p < end);
-        c0 = crc_shift(shift_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = crc_shift(shift_long, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * LONG_BLOCK;
-        n -= 3 * LONG_BLOCK;
-    }
-    while (n >= 3 * SHORT_BLOCK) {
-        const unsigned char *end = p + SHORT_BLOCK;
-        c1 = 0;
-        c2 = 0;
-        do {
-            c0 = _mm_crc32_u64(c0, load64(p));
-            c1 = _mm_crc32_u64(c1, load64(p + SHORT_BLOCK));
-            c2 = _mm_crc32_u64(c2, load64(p + 2 * SHORT_BLOCK));
-            p += 8;
-        } while (p < end);
-        c0 = crc_shift(shift_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = crc_shift(shift_short, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * SHORT_BLOCK;
-        n -= 3 * SHORT_BLOCK;
-    }
+    c0 = crc_hw_blocks(c0, &p, &n, LONG_BLOCK, shift_long);
+    c0 = crc_hw_blocks(c0, &p, &n, SHORT_BLOCK, shift_short);
     while (n >= 8) {
         c0 = _mm_crc32_u64(c0, load64(p));
         p += 8;
