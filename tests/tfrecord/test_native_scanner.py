@@ -504,6 +504,53 @@ def test_a_reference_cycle_through_the_callback_is_collected(
             )
 
 
+def test_a_cycle_through_a_memoryview_buffer_is_not_freed_under_the_verifier() -> None:
+    """The collector must not clear the buffer's owner while the scanner reads it
+    (a memoryview in a cycle with the scanner used to be freed under the thread)."""
+    proc = _run_python(
+        """
+        import gc
+        from tilestream.tfrecord import _native
+        from tilestream.tfrecord.framing import frame
+
+        framed = frame(b"\\x01" * (300 << 20)) + frame(b"x")
+
+        class Parse:  # a callable that refers back to the scanner
+            def __init__(self, box): self.box = box
+            def __call__(self, *a): return a
+
+        for threaded in (True, False):
+            mv = memoryview(bytearray(framed))
+            box = []
+            scan = _native.Scanner(mv, parse=Parse(box), tiles=False, threaded=threaded)
+            box.append(scan)  # scan -> Parse -> box -> scan, and scan -> mv
+            del mv, box, scan
+            gc.collect(0)
+        print("ok")
+        """,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (
+        f"exit code {proc.returncode}: {proc.stderr[-2000:]}"
+    )
+
+
+def test_stop_iteration_from_the_parse_callback_is_an_error_not_the_end() -> None:
+    buf = _framed([b"%d" % i for i in range(5)])
+
+    def parse(start: int, stop: int, record: int, offset: int) -> int:
+        if record == 2:
+            raise StopIteration  # e.g. next() on an exhausted iterator inside a parser
+        return record
+
+    scan = _native.Scanner(buf, parse=parse, tiles=False)
+    got = [next(scan), next(scan)]
+    with pytest.raises(RuntimeError, match="parse raised StopIteration") as info:
+        next(scan)
+    assert isinstance(info.value.__cause__, StopIteration)
+    assert got == [0, 1] and scan.records == 2 and not scan.problem
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_while_the_verifier_runs() -> None:
     proc = _run_python(

@@ -44,6 +44,7 @@
 #else
 #define TS_THREADS 1
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <unistd.h>
 #endif
@@ -475,6 +476,9 @@ static inline void wake(Scanner *s) {
 
 static void *verifier(void *arg) {
     Scanner *s = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals go to Python's threads */
     const unsigned char *b = s->buf;
     Py_ssize_t size = s->size, pos = (Py_ssize_t)atomic_load(&s->verified), end;
     while (!atomic_load(&s->stop)) {
@@ -632,9 +636,12 @@ static PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)s;
 }
 
+/* Only ``parse`` is visited: were the buffer's owner visited, the collector
+ * could clear it (a memoryview in a cycle with this scanner) and free the
+ * bytes while the verifier still reads them. A cycle through the buffer is
+ * left uncollected instead. */
 static int Scanner_traverse(Scanner *s, visitproc visit, void *arg) {
     Py_VISIT(s->parse);
-    if (s->has_view) Py_VISIT(s->view.obj);
     return 0;
 }
 
@@ -694,8 +701,24 @@ static PyObject *scan_next(Scanner *s) {
         out = PyBytes_FromStringAndSize((const char *)b + start, (Py_ssize_t)length);
     } else {
         out = s->tiles && length ? parse_tile(&s->keys, b + start, b + stop) : NULL;
-        if (out == NULL && !PyErr_Occurred())
+        if (out == NULL && !PyErr_Occurred()) {
             out = PyObject_CallFunction(s->parse, "nnnn", start, stop, s->records, pos);
+            if (out == NULL && PyErr_ExceptionMatches(PyExc_StopIteration)) {
+                /* as PEP 479 does for generators: not the end of the records */
+                PyObject *type, *exc, *tb, *type2, *err, *tb2;
+                PyErr_Fetch(&type, &exc, &tb);
+                PyErr_NormalizeException(&type, &exc, &tb);
+                if (tb != NULL) PyException_SetTraceback(exc, tb);
+                Py_XDECREF(tb);
+                Py_DECREF(type);
+                PyErr_SetString(PyExc_RuntimeError, "parse raised StopIteration");
+                PyErr_Fetch(&type2, &err, &tb2);
+                PyErr_NormalizeException(&type2, &err, &tb2);
+                PyException_SetCause(err, Py_NewRef(exc)); /* both steal a reference */
+                PyException_SetContext(err, exc);
+                PyErr_Restore(type2, err, tb2);
+            }
+        }
     }
     if (out == NULL) return NULL; /* an error from the parser: the Python reader's own */
     s->pos = end;
