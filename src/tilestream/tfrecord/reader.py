@@ -33,7 +33,7 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from tilestream.errors import CorruptRecordError, TruncatedRecordError
@@ -170,8 +170,19 @@ class RecordIterator(Iterator[bytes]):
         with stream:
             yield from self._frames(stream)
 
-    def _native_scan(self, scan: Any) -> Iterator[Any]:
-        """Yield what ``scan`` yields; its counters become this iterator's while it runs and after."""
+    def _native_scan(
+        self, buf: mmap.mmap, **kw: Any
+    ) -> Generator[Any, None, tuple[int, int] | None]:
+        """Yield what a native scanner over ``buf`` yields, if one can read it.
+
+        Returns where the Python loop must read on from: ``(offset, record)``
+        (``(0, 0)`` without a scanner, the record it stopped at otherwise), or
+        ``None`` when the scanner read to the end. While it runs, its counters
+        are this iterator's.
+        """
+        scan = _scanner(buf, self._verify, **kw)
+        if scan is None:
+            return 0, 0
         self._scan = scan
         try:
             yield from scan
@@ -180,6 +191,7 @@ class RecordIterator(Iterator[bytes]):
             self._scan = None
             self._n = scan.records
             self._offset = scan.pos
+        return (scan.pos, scan.records) if scan.problem else None
 
     def _frames_mapped(self, buf: mmap.mmap) -> Iterator[bytes]:
         """The loop over a memory-mapped plain file: no refills, one copy per record.
@@ -190,13 +202,10 @@ class RecordIterator(Iterator[bytes]):
         is still in the CPU cache: the file's bytes come from memory once
         (copying first and checking the copy would stream them twice).
         """
-        pos = n = 0
-        scan = _scanner(buf, self._verify)
-        if scan is not None:
-            yield from self._native_scan(scan)
-            if not scan.problem:
-                return
-            pos, n = scan.pos, scan.records
+        resume = yield from self._native_scan(buf)
+        if resume is None:
+            return
+        pos, n = resume
         path = self.path
         verify = self._verify
         unpack = _HEAD.unpack_from
@@ -264,19 +273,16 @@ class RecordIterator(Iterator[bytes]):
         for the rest.
         """
         path = self.path
-        pos = n = 0
 
         def parse(start: int, stop: int, record: int, offset: int) -> dict[str, Any]:
             return parse_at(
                 buf, start, stop, squeeze=squeeze, path=path, record=record, offset=offset
             )
 
-        scan = _scanner(buf, self._verify, parse=parse, tiles=squeeze)
-        if scan is not None:
-            yield from self._native_scan(scan)
-            if not scan.problem:
-                return
-            pos, n = scan.pos, scan.records
+        resume = yield from self._native_scan(buf, parse=parse, tiles=squeeze)
+        if resume is None:
+            return
+        pos, n = resume
         verify = self._verify
         unpack = _HEAD.unpack_from
         unpack32 = _U32.unpack_from
