@@ -375,7 +375,8 @@ static PyObject *feature_value(const unsigned char *q, const unsigned char *e) {
 }
 
 /* Decode a tile-shaped Example: a new dict, or NULL without an exception set
- * to decline (the generic parser then decides), or NULL with one set. */
+ * to decline (the generic parser then decides), or NULL with one set (only
+ * from Python's allocators). */
 static PyObject *parse_tile(KeyCache *kc, const unsigned char *q, const unsigned char *e) {
     const unsigned char *fe;
     if (q >= e || *q++ != 0x0A || span(&q, e, &fe) || fe != e) return NULL;
@@ -383,36 +384,27 @@ static PyObject *parse_tile(KeyCache *kc, const unsigned char *q, const unsigned
     if (out == NULL) return NULL;
     while (q < e) {
         const unsigned char *ee, *ke, *ve, *key;
-        if (*q++ != 0x0A || span(&q, e, &ee)) goto decline;
-        if (q >= ee || *q++ != 0x0A || span(&q, ee, &ke)) goto decline;
+        if (*q++ != 0x0A || span(&q, e, &ee)) goto drop;
+        if (q >= ee || *q++ != 0x0A || span(&q, ee, &ke)) goto drop;
         key = q;
         q = ke;
-        if (q >= ee || *q++ != 0x12 || span(&q, ee, &ve) || ve != ee) goto decline;
+        if (q >= ee || *q++ != 0x12 || span(&q, ee, &ve) || ve != ee) goto drop;
         PyObject *value = feature_value(q, ee);
-        if (value == NULL) {
-            if (PyErr_Occurred()) goto fail;
-            goto decline;
-        }
+        if (value == NULL) goto drop; /* declined, or out of memory (exception set) */
         PyObject *name = cached_key(kc, key, ke - key);
         if (name == NULL) {
             Py_DECREF(value);
-            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                PyErr_Clear();
-                goto decline;
-            }
-            goto fail;
+            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear(); /* decline */
+            goto drop;
         }
         int rc = PyDict_SetItem(out, name, value);
         Py_DECREF(name);
         Py_DECREF(value);
-        if (rc) goto fail;
+        if (rc) goto drop;
         q = ee;
     }
     return out;
-decline:
-    Py_DECREF(out);
-    return NULL;
-fail:
+drop: /* declining or failing alike: PyErr_Occurred() tells the caller which */
     Py_DECREF(out);
     return NULL;
 }
