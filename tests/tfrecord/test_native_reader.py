@@ -227,3 +227,19 @@ def test_gzip_and_file_objects_still_use_the_python_loops(
     assert list(it) == records and it._scan is None
     it = iter_records(io.BytesIO(data))
     assert list(it) == records and it._scan is None
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_missing_and_empty_files_the_same_either_way(
+    native: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    if not compiled:
+        _python(monkeypatch)
+    missing_path = tmp_path / "nope.tfrecords"
+    for read in (iter_records, iter_examples):
+        with pytest.raises(FileNotFoundError) as info:
+            list(read(missing_path))
+        assert info.value.filename == str(missing_path)
+    empty = tmp_path / "empty.tfrecords"
+    empty.write_bytes(b"")
+    assert list(iter_records(empty)) == [] and list(iter_examples(empty)) == []
