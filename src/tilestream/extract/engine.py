@@ -32,6 +32,7 @@ from tilestream.extract.preview import render_preview, save_preview
 from tilestream.extract.roi import ROI, load_rois
 from tilestream.extract.select import REJECT_REASONS, select_tiles
 from tilestream.extract.tiles import CHUNK, StageTimes, iter_encoded_tiles
+from tilestream.runfolder import slide_outputs
 from tilestream.slide import Slide, open_slide
 from tilestream.slide.backend import MAX_AUTO_CACHE_BYTES
 from tilestream.tfrecord import TFRecordWriter, serialized_record
@@ -107,22 +108,6 @@ class SlideResult:
         """Rebuild from :meth:`to_dict` output (unknown keys ignored)."""
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def slide_outputs(run_dir: Path, name: str, *, to_images: bool = False) -> dict[str, Path]:
-    """The paths of a slide's outputs in ``run_dir``."""
-    out = {
-        "coords": run_dir / f"{name}.coords.csv",
-        "preview": run_dir / "previews" / f"{name}.jpg",
-        "state": run_dir / "state" / f"{name}.json",
-        "rejected": run_dir / "state" / f"{name}.rejected.csv",
-    }
-    if to_images:
-        out["images"] = run_dir / name
-    else:
-        out["tfrecord"] = run_dir / f"{name}.tfrecords"
-        out["index"] = run_dir / f"{name}.index.npz"
-    return out
 
 
 def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,215 @@
+"""The on-disk contract of an extraction run folder, and which of its slides are current.
+
+An extraction writes one run folder (``<out>/<tile_px>px_<tile_um>/``)::
+
+    config.json            {"config": ..., "hash": <config hash>, "versions": ...}
+    <slide>.tfrecords  <slide>.index.npz  <slide>.coords.csv
+    state/<slide>.json     the slide's record; written first as "running", last as "done"
+    state/<slide>.rejected.csv   previews/<slide>.jpg
+
+A slide's outputs are **current** when its state says ``"done"``, was made
+under the config hash ``config.json`` names, and the sizes it recorded for its
+outputs still match the files. Everything else in a run folder (a slide that
+failed or was interrupted on a rerun, one extracted under another config, an
+output changed since) is **stale**: readers (:mod:`tilestream.dataset`, the
+loaders, the viewer, the manifest) leave it out with a warning naming it.
+Nothing is ever deleted.
+
+A folder without a ``config.json`` that names a hash is not a run folder (a
+folder of TFRecords from elsewhere): all its TFRecords are current.
+
+Examples
+--------
+>>> import json, tempfile, pathlib
+>>> run = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (run / "config.json").write_text(json.dumps({"hash": "h1"}))
+>>> (run / "state").mkdir()
+>>> _ = (run / "a.tfrecords").write_bytes(b"x" * 10)
+>>> _ = (run / "b.tfrecords").write_bytes(b"y" * 10)
+>>> state = {"status": "done", "config_hash": "h1", "outputs": {"tfrecord": {"size": 10}}}
+>>> _ = (run / "state" / "a.json").write_text(json.dumps(state))
+>>> _ = (run / "state" / "b.json").write_text(json.dumps({**state, "config_hash": "h0"}))
+>>> stale_slides(run)
+{'b': 'extracted under config h0, but the folder holds config h1'}
+>>> [p.name for p in current_tfrecords([run / "a.tfrecords", run / "b.tfrecords"], warn=False)]
+['a.tfrecords']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONFIG_FILE",
+    "OUTPUT_KINDS",
+    "STATE_DIR",
+    "TFRECORD_SUFFIX",
+    "current_tfrecords",
+    "output_sizes",
+    "read_state",
+    "run_config_hash",
+    "slide_outputs",
+    "slide_staleness",
+    "stale_slides",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+STATE_DIR = "state"
+TFRECORD_SUFFIX = ".tfrecords"
+#: The outputs whose sizes a "done" state records (``state["outputs"][kind]["size"]``).
+OUTPUT_KINDS = ("tfrecord", "index", "coords")
+
+
+def slide_outputs(
+    run_dir: str | os.PathLike[str], name: str, *, to_images: bool = False
+) -> dict[str, Path]:
+    """The paths of a slide's outputs in ``run_dir``.
+
+    >>> sorted(slide_outputs("run", "s1"))
+    ['coords', 'index', 'preview', 'rejected', 'state', 'tfrecord']
+    """
+    run = Path(run_dir)
+    out = {
+        "coords": run / f"{name}.coords.csv",
+        "preview": run / "previews" / f"{name}.jpg",
+        "state": run / STATE_DIR / f"{name}.json",
+        "rejected": run / STATE_DIR / f"{name}.rejected.csv",
+    }
+    if to_images:
+        out["images"] = run / name
+    else:
+        out["tfrecord"] = run / f"{name}{TFRECORD_SUFFIX}"
+        out["index"] = run / f"{name}.index.npz"
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_config_hash(run_dir: str | os.PathLike[str]) -> str | None:
+    """The config hash ``run_dir/config.json`` names; ``None`` when it is not a run folder."""
+    data = _read_json(Path(run_dir) / CONFIG_FILE)
+    value = data.get("hash") if data is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def read_state(run_dir: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
+    """A slide's state record, or ``None`` when it is missing or unreadable."""
+    return _read_json(Path(run_dir) / STATE_DIR / f"{name}.json")
+
+
+def output_sizes(outputs: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """``{kind: {"size": bytes}}`` of the outputs a "done" state records (those that exist)."""
+    sizes: dict[str, dict[str, int]] = {}
+    for kind in OUTPUT_KINDS:
+        path = outputs.get(kind)
+        if path is not None and path.is_file():
+            sizes[kind] = {"size": path.stat().st_size}
+    return sizes
+
+
+def slide_staleness(
+    run_dir: str | os.PathLike[str],
+    name: str,
+    *,
+    config_hash: str | None = None,
+    state: dict[str, Any] | None = None,
+) -> str | None:
+    """Why slide ``name``'s outputs in ``run_dir`` are not current; ``None`` when they are.
+
+    ``config_hash`` defaults to the one in ``run_dir/config.json``; with
+    neither, the folder is not a run folder and every slide is current.
+    """
+    run = Path(run_dir)
+    expected = config_hash if config_hash is not None else run_config_hash(run)
+    if expected is None:
+        return None
+    if state is None:
+        state = read_state(run, name)
+    if state is None:
+        return "no record of a completed extraction (state file missing or unreadable)"
+    status = state.get("status")
+    if status != "done":
+        error = state.get("error")
+        what = "failed" if status == "failed" else f"did not complete (state {status!r})"
+        return f"its last extraction {what}" + (f": {error}" if error else "")
+    recorded = state.get("config_hash")
+    if recorded != expected:
+        return f"extracted under config {recorded}, but the folder holds config {expected}"
+    outputs = slide_outputs(run, name)
+    for kind, meta in (state.get("outputs") or {}).items():
+        path = outputs.get(kind)
+        if path is None or not isinstance(meta, dict):
+            continue
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"its {kind} file {path.name} is missing"
+        if meta.get("size") is not None and size != meta["size"]:
+            return f"its {kind} file {path.name} changed since extraction ({size} bytes, recorded {meta['size']})"
+    return None
+
+
+def stale_slides(run_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """``{slide: reason}`` for every TFRecord in ``run_dir`` whose slide is not current.
+
+    Empty for a folder that is not a run folder.
+    """
+    run = Path(run_dir)
+    expected = run_config_hash(run)
+    if expected is None:
+        return {}
+    out: dict[str, str] = {}
+    for path in sorted(run.glob(f"*{TFRECORD_SUFFIX}")):
+        if path.name.startswith("."):
+            continue
+        name = path.name[: -len(TFRECORD_SUFFIX)]
+        reason = slide_staleness(run, name, config_hash=expected)
+        if reason is not None:
+            out[name] = reason
+    return out
+
+
+def _split(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Path, str]]:
+    current: list[Path] = []
+    stale: dict[Path, str] = {}
+    hashes: dict[Path, str | None] = {}
+    for p in paths:
+        path = Path(p)
+        folder = path.parent
+        if folder not in hashes:
+            hashes[folder] = run_config_hash(folder)
+        expected = hashes[folder]
+        reason = None
+        if expected is not None and path.name.endswith(TFRECORD_SUFFIX):
+            name = path.name[: -len(TFRECORD_SUFFIX)]
+            reason = slide_staleness(folder, name, config_hash=expected)
+        if reason is None:
+            current.append(path)
+        else:
+            stale[path] = reason
+    return current, stale
+
+
+def current_tfrecords(paths: Sequence[str | os.PathLike[str]], *, warn: bool = True) -> list[Path]:
+    """``paths`` without the TFRecords of stale slides in run folders (see the module doc).
+
+    Each one left out is logged at WARNING with its reason when ``warn``.
+    """
+    current, stale = _split(paths)
+    if warn:
+        for path, reason in stale.items():
+            log.warning("leaving out %s: %s (outputs kept, not deleted)", path, reason)
+    return current
