@@ -231,7 +231,10 @@ class StainNormalizer:
             norms = np.linalg.norm(new["stain_matrix"], axis=1)
             if (norms < 1e-6).any():
                 raise ConfigError("stain_matrix rows must be non-zero stain vectors")
-            new["stain_matrix"] = new["stain_matrix"] / norms[:, None]
+            # rows already of unit length are kept as given: dividing by a norm that is
+            # 1 within rounding changes the last bit and breaks the save/load round trip
+            if np.abs(norms - 1.0).max() > 1e-12:
+                new["stain_matrix"] = new["stain_matrix"] / norms[:, None]
         if "max_concentrations" in new and (new["max_concentrations"] <= 0).any():
             raise ConfigError("max_concentrations must be positive")
         if "target_stds" in new and (new["target_stds"] < 0).any():
