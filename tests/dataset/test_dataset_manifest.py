@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -126,3 +127,57 @@ def test_entries_of_removed_files_leave_the_manifest(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"gone.tfrecords": {"total": 9}}))
     assert update_manifest_at_dir(tmp_path) == {}
     assert read_manifest(tmp_path / "manifest.json") == {}
+
+
+def _write(path: Path, n: int) -> None:
+    with TFRecordWriter(path) as w:
+        for i in range(n):
+            w.write(serialized_record(path.stem, bytes([i]) * 64, i * 64, 0), location=(i * 64, 0))
+
+
+def _flip_data_byte(path: Path, record: int) -> None:
+    """Flip one byte of record ``record``'s data: its length and length CRC stay intact."""
+    data = bytearray(path.read_bytes())
+    pos = 0
+    for _ in range(record):
+        pos += 12 + int.from_bytes(data[pos : pos + 8], "little") + 4
+    data[pos + 12 + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_reads_every_record_and_records_crc_errors(tmp_path: Path) -> None:
+    _write(tmp_path / "good.tfrecords", 4)
+    _write(tmp_path / "bad.tfrecords", 4)
+    _flip_data_byte(tmp_path / "bad.tfrecords", 2)
+    quick = update_manifest_at_dir(tmp_path, write=False)
+    assert quick["bad.tfrecords"]["total"] == 4 and "error" not in quick["bad.tfrecords"]
+    assert not quick["bad.tfrecords"].get("verified")  # counted from the framing only
+    checked = update_manifest_at_dir(tmp_path, verify=True)
+    assert checked["good.tfrecords"] == {**checked["good.tfrecords"], "total": 4, "verified": True}
+    assert "error" not in checked["good.tfrecords"]
+    bad = checked["bad.tfrecords"]
+    assert bad["total"] == 0 and "CorruptRecordError" in bad["error"] and "record 2" in bad["error"]
+    assert read_manifest(tmp_path / "manifest.json") == checked
+    # a verified count of an unchanged file is reused; a plain update keeps the verdict
+    assert update_manifest_at_dir(tmp_path) == checked
+    assert update_manifest_at_dir(tmp_path, verify=True) == checked
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_unparseable_manifest_is_kept_aside_with_a_warning(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write(tmp_path / "s1.tfrecords", 3)
+    mpath = tmp_path / "manifest.json"
+    mpath.write_text(text)
+    with caplog.at_level(logging.WARNING, logger="tilestream"):
+        assert update_manifest_at_dir(tmp_path, write=False)["s1.tfrecords"]["total"] == 3
+    assert mpath.read_text() == text
+    assert [r for r in caplog.records if str(mpath) in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tilestream"):
+        manifest = update_manifest_at_dir(tmp_path)
+    assert read_manifest(mpath) == manifest
+    kept = tmp_path / "manifest.json.unparseable"
+    assert kept.read_text() == text
+    assert [r for r in caplog.records if str(kept) in r.getMessage()]
