@@ -6,6 +6,16 @@ a TFRecord folder that does not exist, annotated slides without a TFRecord,
 TFRecords without an annotation row, unreadable or empty TFRecords all show
 in :meth:`Dataset.summary` and through their own methods.
 
+In an extraction run folder, the TFRecords of stale slides (a slide whose
+last extraction failed or did not finish, or that was extracted under another
+config than the folder's ``config.json``; see :mod:`tilestream.runfolder`)
+are left out of everything the dataset reads and loads, each logged at
+WARNING, and listed by :meth:`Dataset.stale_tfrecords` and in the summary.
+
+Reading writes nothing: record counts come from ``manifest.json`` where it
+is fresh and are counted in memory otherwise (``tilestream manifest`` saves
+them); a read-only folder works.
+
 :meth:`Dataset.summary` returns a :class:`DatasetSummary` and prints nothing
 (the library never prints); pass ``print_fn=print`` for a plain-text
 rendering, or use ``tilestream dataset summary`` for a rich table.
@@ -47,7 +57,7 @@ from typing import Any, Literal
 
 from tilestream.dataset.annotations import Annotations, AnnotationSource, load_annotations
 from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
-from tilestream.dataset.manifest import update_manifest_at_dir
+from tilestream.dataset.manifest import _stale_files, scan_manifest
 from tilestream.errors import AnnotationError, ConfigError, TileStreamError
 
 __all__ = ["BalanceStrategy", "Dataset", "DatasetSummary"]
@@ -85,6 +95,7 @@ class DatasetSummary:
     tfrecords_without_annotations: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
     below_min_tiles: list[str] = field(default_factory=list)
+    stale: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -112,6 +123,7 @@ class DatasetSummary:
             ("TFRecords without an annotation", self.tfrecords_without_annotations),
             ("Slides below min_tiles", self.below_min_tiles),
             ("Unreadable TFRecords", [f"{k} ({v})" for k, v in self.unreadable.items()]),
+            ("Stale TFRecords, left out", [f"{k} ({v})" for k, v in self.stale.items()]),
         ]
         for title, items in problems:
             if items:
@@ -125,6 +137,7 @@ class _Scan:
     counts: dict[str, int]
     unreadable: dict[str, str]
     missing: list[str]
+    stale: dict[str, str]
 
 
 def _as_paths(value: PathLike | Iterable[PathLike] | None) -> list[Path]:
@@ -297,12 +310,20 @@ class Dataset:
             if error:
                 bad[os.fspath(path)] = error
 
+        stale: dict[str, str] = {}
         for folder in folders:
-            manifest = update_manifest_at_dir(folder, suffixes=(_SUFFIX,))
-            for rel, entry in manifest.items():
+            scan = scan_manifest(folder, suffixes=(_SUFFIX,))
+            stale.update({os.fspath(folder / rel): why for rel, why in scan.stale.items()})
+            for rel, entry in scan.entries.items():
                 path = folder / rel
                 add(path.name[: -len(_SUFFIX)], path, int(entry["total"]), entry.get("error"))
+        single_stale = _stale_files(singles)
+        for path, why in single_stale.items():
+            log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)
+            stale[os.fspath(path)] = why
         for path in singles:
+            if path in single_stale:
+                continue
             from tilestream.tfrecord import get_tfrecord_length
 
             name = path.name.split(".")[0]
@@ -313,7 +334,7 @@ class Dataset:
             except (TileStreamError, OSError) as exc:
                 total, error = 0, f"{type(exc).__name__}: {exc}"
             add(name, path, total, error)
-        self._scan_cache = _Scan(found, counts, bad, missing)
+        self._scan_cache = _Scan(found, counts, bad, missing, stale)
         return self._scan_cache
 
     def _annotated_slides(self) -> list[str]:
@@ -460,6 +481,15 @@ class Dataset:
     def missing_sources(self) -> list[str]:
         """TFRecord sources given that do not exist."""
         return list(self._scan().missing)
+
+    def stale_tfrecords(self) -> dict[str, str]:
+        """``{path: reason}`` of TFRecords of stale slides in run folders, left out (never deleted).
+
+        A slide is stale when its last extraction in the run folder failed or
+        did not finish, was made under another config than the folder's, or
+        its outputs changed since (see :mod:`tilestream.runfolder`).
+        """
+        return dict(self._scan().stale)
 
     # ------------------------------------------------------------------ derived datasets
 
@@ -684,6 +714,7 @@ class Dataset:
             tfrecords_without_annotations=self.tfrecords_without_annotations(),
             unreadable=dict(scan.unreadable),
             below_min_tiles=below,
+            stale=dict(scan.stale),
         )
         if print_fn is not None:
             for line in result.lines():
