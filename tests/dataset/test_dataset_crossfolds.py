@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import random
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
+from conftest import missing  # tests/conftest.py: skip here, fail under CI=true
 from tilestream.dataset import crossfold_objective, generate_crossfolds, load_annotations
 from tilestream.dataset.crossfolds import _greedy
 from tilestream.errors import AnnotationError, ConfigError
@@ -173,3 +175,49 @@ def test_large_input_uses_a_time_limit() -> None:
     counts, _ = _counts(rows)
     greedy = crossfold_objective(counts, _greedy(counts, 3, seed=0, timelimit=1), 3)
     assert result.objective <= greedy
+
+
+@pytest.fixture(scope="module")
+def pd() -> ModuleType:
+    """pandas, or a skip (a failure under CI, where the test extra installs it)."""
+    try:
+        import pandas
+    except ImportError:
+        missing("pandas is not installed (pip install -e '.[test]')")
+        raise
+    return pandas
+
+
+def test_dataframe_in_gives_that_dataframe_out_with_the_fold_column(pd: ModuleType) -> None:
+    """Slideflow's contract: the same DataFrame (index, order) with ``target_column`` as "1".."k"."""
+    rng = random.Random(3)
+    rows = _random_rows(rng, 6)
+    frame = pd.DataFrame(rows, index=[f"r{i}" for i in range(len(rows))][::-1])
+    frame["age"] = [float(i) for i in range(len(rows))]  # a non-text column rides along
+    original = frame.copy()
+    out = generate_crossfolds(frame, "label", 3)
+    assert out is frame  # as in Slideflow, the fold column is added to the DataFrame given
+    assert list(out.columns) == [*original.columns, "CV3"]
+    assert list(out.index) == list(original.index)
+    pd.testing.assert_frame_equal(out.drop(columns="CV3"), original)
+    expected = generate_crossfolds(rows, "label", 3)
+    assert list(out["CV3"]) == [r["CV3"] for r in expected.rows]
+    assert all(isinstance(v, str) for v in out["CV3"]) and set(out["CV3"]) <= {"1", "2", "3"}
+    again = generate_crossfolds(
+        original.copy(), "label", 2, target_column="fold", method="stratified"
+    )
+    assert list(again.columns) == [*original.columns, "fold"]
+    for patient, group in again.groupby("patient"):
+        assert group["fold"].nunique() == 1, patient
+
+
+def test_dataframe_blank_cells_are_empty_values(pd: ModuleType) -> None:
+    frame = pd.DataFrame(
+        {"patient": ["p1", "p2", "p3"], "site": ["A", None, "C"], "label": ["x", "y", "x"]}
+    )
+    with pytest.raises(AnnotationError, match="row 2: empty 'site'"):
+        generate_crossfolds(frame, "label", 2)
+    frame.loc[1, "site"] = float("nan")
+    with pytest.raises(AnnotationError, match="row 2: empty 'site'"):
+        generate_crossfolds(frame, "label", 2)
+    assert "CV2" not in frame.columns  # nothing added when it fails

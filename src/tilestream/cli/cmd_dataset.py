@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -330,7 +330,7 @@ def register(group: click.Group) -> None:
     ) -> None:
         """Site-preserved (or stratified) cross-validation folds for CSV_FILE."""
         from tilestream.dataset.annotations import load_annotations, write_csv
-        from tilestream.dataset.crossfolds import generate_crossfolds
+        from tilestream.dataset.crossfolds import Method, generate_crossfolds
 
         if out and in_place:
             raise click.UsageError("give --out or --in-place, not both")
@@ -342,7 +342,7 @@ def register(group: click.Group) -> None:
             target_column=target_column,
             site_column=site_column,
             patient_column=patient_column,
-            method=method,  # type: ignore[arg-type]
+            method=cast(Method, method),
             timelimit=timelimit,
             seed=seed,
         )
