@@ -126,8 +126,15 @@ def crossfold_objective(
 def _solve_milp(
     counts: npt.NDArray[np.int64], k: int, timelimit: float
 ) -> tuple[npt.NDArray[np.int64] | None, bool]:
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
+    from tilestream._util.optional import require
+
+    optimize = require(
+        "scipy.optimize",
+        extra="crossfolds",
+        purpose="exact site-preserved cross-folds (method='greedy' needs nothing more)",
+    )
+    sparse = require("scipy.sparse", extra="crossfolds", purpose="exact cross-folds")
+    bounds_cls, constraint_cls, milp = optimize.Bounds, optimize.LinearConstraint, optimize.milp
 
     n_cat, n_sites = counts.shape
     n_g = n_sites * k  # g[s, i] at s * k + i
@@ -170,7 +177,7 @@ def _solve_milp(
                 lb.append(f(j) - slope * j)
                 ub.append(np.inf)
                 r += 1
-    a = coo_matrix((vals, (rows, cols)), shape=(r, n_var)).tocsr()
+    a = sparse.coo_matrix((vals, (rows, cols)), shape=(r, n_var)).tocsr()
     upper = np.ones(n_var)
     upper[n_g:] = np.inf
     for s in range(n_sites):  # symmetry: site s goes to one of the first s + 1 folds
@@ -183,8 +190,8 @@ def _solve_milp(
     res = milp(
         cost,
         integrality=integrality,
-        bounds=Bounds(np.zeros(n_var), upper),
-        constraints=LinearConstraint(a, np.array(lb), np.array(ub)),
+        bounds=bounds_cls(np.zeros(n_var), upper),
+        constraints=constraint_cls(a, np.array(lb), np.array(ub)),
         options={"time_limit": float(timelimit), "disp": False},
     )
     if res.x is None:
