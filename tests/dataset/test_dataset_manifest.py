@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tilestream.dataset import manifest as manifest_mod
 from tilestream.dataset import read_manifest, update_manifest_at_dir
@@ -181,3 +183,34 @@ def test_unparseable_manifest_is_kept_aside_with_a_warning(
     kept = tmp_path / "manifest.json.unparseable"
     assert kept.read_text() == text
     assert [r for r in caplog.records if str(kept) in r.getMessage()]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_verify_finds_any_damaged_data_byte(
+    tmp_path: Path, sizes: list[int], data: st.DataObject
+) -> None:
+    """Without --verify a damaged record is counted as healthy; with it, it never is."""
+    folder = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    path = folder / "s.tfrecords"
+    with TFRecordWriter(path, index=False) as w:
+        for n in sizes:
+            w.write(bytes(range(256)) * (n // 256) + bytes(n % 256))
+    record = data.draw(st.integers(0, len(sizes) - 1), label="record")
+    offset = data.draw(st.integers(0, sizes[record] - 1), label="offset")
+    flip = data.draw(st.integers(1, 255), label="xor")
+    raw = bytearray(path.read_bytes())
+    pos = sum(12 + n + 4 for n in sizes[:record]) + 12 + offset
+    raw[pos] ^= flip
+    path.write_bytes(bytes(raw))
+    quick = update_manifest_at_dir(folder, write=False)["s.tfrecords"]
+    assert quick["total"] == len(sizes) and "error" not in quick
+    checked = update_manifest_at_dir(folder, write=False, verify=True)["s.tfrecords"]
+    assert checked["total"] == 0 and checked["verified"] is True
+    assert "CorruptRecordError" in checked["error"] and f"record {record}" in checked["error"]
