@@ -202,3 +202,16 @@ def test_manifest_command_says_what_it_verified(
     assert "CorruptRecordError" in text and "1 unreadable or empty" in text
     assert "verified" in text and "not verified" not in text
     assert read_manifest(tmp_path / "manifest.json")["s.tfrecords"]["total"] == 0
+
+
+def test_manifest_command_says_when_it_could_not_save(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tilestream.tfrecord import TFRecordWriter, serialized_record
+
+    with TFRecordWriter(tmp_path / "s.tfrecords") as w:
+        w.write(serialized_record("s", b"tile", 0, 0))
+    out = tmp_path / "no" / "such" / "folder" / "manifest.json"
+    assert main(["manifest", str(tmp_path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cannot write" in text and "counts not saved" in text and not out.exists()

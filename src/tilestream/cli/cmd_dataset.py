@@ -224,6 +224,8 @@ def register(group: click.Group) -> None:
         console.print(table)
         if scan.problem is not None:
             console.print(f"[yellow]the stored manifest {scan.problem}; counted again[/yellow]")
+        if scan.write_error is not None:
+            console.print(f"[yellow]{scan.write_error}: counts not saved[/yellow]")
         bad = sum(1 for e in manifest.values() if e.get("error"))
         total = sum(int(e["total"]) for e in manifest.values())
         stale = f", {len(scan.stale)} stale left out" if scan.stale else ""

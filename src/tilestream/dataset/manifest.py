@@ -134,11 +134,14 @@ class ManifestScan:
         ``{relative path: reason}``: TFRecords of stale slides of run folders, left out.
     problem
         Why the stored manifest file could not be used (``None`` when it was fine or absent).
+    write_error
+        Why a write that was asked for failed (``None``: written, unchanged, or not asked).
     """
 
     entries: dict[str, dict[str, Any]]
     stale: dict[str, str] = field(default_factory=dict)
     problem: str | None = None
+    write_error: str | None = None
 
 
 def _stale_files(files: Sequence[Path]) -> dict[Path, str]:
@@ -187,7 +190,8 @@ def _is_fresh(old: dict[str, Any] | None, path: Path, verify: bool) -> bool:
     return bool(old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns)
 
 
-def _save(mpath: Path, manifest: dict[str, dict[str, Any]], problem: str | None) -> None:
+def _save(mpath: Path, manifest: dict[str, dict[str, Any]], problem: str | None) -> str | None:
+    """Write the manifest; return why it could not be written (``None`` when it was)."""
     try:
         if problem is not None and mpath.exists():
             kept = mpath.with_name(mpath.name + ".unparseable")
@@ -198,6 +202,8 @@ def _save(mpath: Path, manifest: dict[str, dict[str, Any]], problem: str | None)
         write_json_atomic(mpath, manifest)
     except OSError as exc:
         log.info("cannot write manifest %s (%s); counts kept in memory", mpath, exc)
+        return f"cannot write {mpath}: {exc.strerror or exc}"
+    return None
 
 
 def scan_manifest(
@@ -242,11 +248,11 @@ def scan_manifest(
             manifest[rel] = _entry(path, verify)
         if progress is not None:
             progress(i + 1, len(current))
+    write_error = None
     if write and (manifest != prior or problem is not None) and root.is_dir():
-        _save(mpath, manifest, problem)
-    return ManifestScan(
-        manifest, {p.relative_to(root).as_posix(): r for p, r in stale.items()}, problem
-    )
+        write_error = _save(mpath, manifest, problem)
+    rel_stale = {p.relative_to(root).as_posix(): r for p, r in stale.items()}
+    return ManifestScan(manifest, rel_stale, problem, write_error)
 
 
 def update_manifest_at_dir(
