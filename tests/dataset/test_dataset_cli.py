@@ -180,3 +180,38 @@ def test_crossfolds_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert load_annotations(csv).columns[-1] == "CV2"
     assert main(["crossfolds", str(csv), "--category", "nope"]) == 1
     assert "missing column 'nope'" in capsys.readouterr().err
+
+
+def test_manifest_command_says_what_it_verified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tilestream.tfrecord import TFRecordWriter, serialized_record
+
+    path = tmp_path / "s.tfrecords"
+    with TFRecordWriter(path) as w:
+        for i in range(3):
+            w.write(serialized_record("s", b"tile" * 8, i, 0))
+    data = bytearray(path.read_bytes())
+    data[12 + 5] ^= 0xFF  # the first record's data: its CRC no longer matches
+    path.write_bytes(bytes(data))
+    assert main(["manifest", str(tmp_path), "--no-write"]) == 0
+    text = capsys.readouterr().out
+    assert "not verified" in text and "--verify" in text
+    assert main(["manifest", str(tmp_path), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "CorruptRecordError" in text and "1 unreadable or empty" in text
+    assert "verified" in text and "not verified" not in text
+    assert read_manifest(tmp_path / "manifest.json")["s.tfrecords"]["total"] == 0
+
+
+def test_manifest_command_says_when_it_could_not_save(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tilestream.tfrecord import TFRecordWriter, serialized_record
+
+    with TFRecordWriter(tmp_path / "s.tfrecords") as w:
+        w.write(serialized_record("s", b"tile", 0, 0))
+    out = tmp_path / "no" / "such" / "folder" / "manifest.json"
+    assert main(["manifest", str(tmp_path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cannot write" in text and "counts not saved" in text and not out.exists()

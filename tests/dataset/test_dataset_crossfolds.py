@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
+from conftest import missing  # tests/conftest.py: skip here, fail under CI=true
 from tilestream.dataset import crossfold_objective, generate_crossfolds, load_annotations
 from tilestream.dataset.crossfolds import _greedy
-from tilestream.errors import AnnotationError, ConfigError
+from tilestream.errors import AnnotationError, ConfigError, MissingDependencyError
 
 
 def _random_rows(rng: random.Random, n_sites: int, n_values: int = 3) -> list[dict[str, str]]:
@@ -173,3 +177,95 @@ def test_large_input_uses_a_time_limit() -> None:
     counts, _ = _counts(rows)
     greedy = crossfold_objective(counts, _greedy(counts, 3, seed=0, timelimit=1), 3)
     assert result.objective <= greedy
+
+
+@pytest.fixture(scope="module")
+def pd() -> ModuleType:
+    """pandas, or a skip (a failure under CI, where the test extra installs it)."""
+    try:
+        import pandas
+    except ImportError:
+        missing("pandas is not installed (pip install -e '.[test]')")
+        raise
+    return pandas
+
+
+def test_dataframe_in_gives_that_dataframe_out_with_the_fold_column(pd: ModuleType) -> None:
+    """Slideflow's contract: the same DataFrame (index, order) with ``target_column`` as "1".."k"."""
+    rng = random.Random(3)
+    rows = _random_rows(rng, 6)
+    frame = pd.DataFrame(rows, index=[f"r{i}" for i in range(len(rows))][::-1])
+    frame["age"] = [float(i) for i in range(len(rows))]  # a non-text column rides along
+    original = frame.copy()
+    out = generate_crossfolds(frame, "label", 3)
+    assert out is frame  # as in Slideflow, the fold column is added to the DataFrame given
+    assert list(out.columns) == [*original.columns, "CV3"]
+    assert list(out.index) == list(original.index)
+    pd.testing.assert_frame_equal(out.drop(columns="CV3"), original)
+    expected = generate_crossfolds(rows, "label", 3)
+    assert list(out["CV3"]) == [r["CV3"] for r in expected.rows]
+    assert all(isinstance(v, str) for v in out["CV3"]) and set(out["CV3"]) <= {"1", "2", "3"}
+    again = generate_crossfolds(
+        original.copy(), "label", 2, target_column="fold", method="stratified"
+    )
+    assert list(again.columns) == [*original.columns, "fold"]
+    for patient, group in again.groupby("patient"):
+        assert group["fold"].nunique() == 1, patient
+
+
+def test_dataframe_blank_cells_are_empty_values(pd: ModuleType) -> None:
+    frame = pd.DataFrame(
+        {"patient": ["p1", "p2", "p3"], "site": ["A", None, "C"], "label": ["x", "y", "x"]}
+    )
+    with pytest.raises(AnnotationError, match="row 2: empty 'site'"):
+        generate_crossfolds(frame, "label", 2)
+    frame.loc[1, "site"] = float("nan")
+    with pytest.raises(AnnotationError, match="row 2: empty 'site'"):
+        generate_crossfolds(frame, "label", 2)
+    assert "CV2" not in frame.columns  # nothing added when it fails
+
+
+def test_without_scipy_the_exact_solver_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SciPy is the ``crossfolds`` extra: greedy and stratified folds work without it."""
+    for name in [m for m in sys.modules if m == "scipy" or m.startswith("scipy.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # a None entry makes the import fail
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    rows = _random_rows(random.Random(5), 5)
+    for method in ("milp", "auto"):
+        with pytest.raises(MissingDependencyError, match=r"pip install 'tilestream\[crossfolds\]'"):
+            generate_crossfolds(rows, "label", 3, method=method)  # type: ignore[arg-type]
+    greedy = generate_crossfolds(rows, "label", 3, method="greedy", timelimit=1)
+    _check_sites(rows, greedy.rows, "CV3", 3)
+    assert generate_crossfolds(rows, "label", 3, method="stratified").method == "stratified"
+
+
+_BLOCK_AND_IMPORT = """
+import importlib, importlib.abc, pkgutil, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "scipy" or name.startswith("scipy."):
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+import tilestream
+bad = []
+for mod in pkgutil.walk_packages(tilestream.__path__, "tilestream."):
+    if mod.name.split(".")[1] in ("torch", "tf"):  # the frameworks' own extras
+        continue
+    try:
+        importlib.import_module(mod.name)
+    except ImportError as exc:
+        if "scipy" in str(exc):
+            bad.append(f"{mod.name}: {exc}")
+print("\\n".join(bad) or "ok")
+"""
+
+
+def test_the_core_imports_without_scipy() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _BLOCK_AND_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr

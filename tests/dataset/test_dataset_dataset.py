@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import shutil
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_selection_counts_and_problems(
     ds.summary(print_fn=lines.append)
     assert "Annotated slides without a TFRecord (1): slideD" in lines
     assert any(line.startswith("Tile size: 64px, 128um") for line in lines)
-    assert (folder / "manifest.json").exists()
+    assert not (folder / "manifest.json").exists()  # reading writes nothing
 
 
 def test_filters_clip_min_tiles_labels_balance(work: Path, real_dir: Path) -> None:
@@ -222,3 +223,57 @@ def test_rois_and_crossfolds(work: Path, tmp_path: Path) -> None:
         AnnotationError, match=r"row 2: patient 'p1' has another 'label' than at row 1"
     ):
         ds.crossfolds("label", 2)  # p1's two slides disagree
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``root`` with its size and mtime."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.stat()
+        out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    st = root.stat()
+    out["."] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_reading_a_dataset_writes_nothing(work: Path, real_dir: Path) -> None:
+    folder = work / "64px_128um"
+    for idx in folder.glob("*.index.npz"):
+        idx.unlink()  # no index: counts come from scanning, and nothing may be written
+    before = _listing(work)
+    ds = Dataset(tfrecords=work, annotations=ANN, tile_px=64, tile_um=128)
+    n = sum(_n(real_dir, c) for c in ("slideA", "slideB", "slideC"))
+    assert ds.num_tiles == n and len(ds.tfrecords()) == 3
+    ds.summary()
+    ds.balance(strategy="tile").clip(3).manifest()
+    assert _listing(work) == before
+
+
+def test_read_only_folder(work: Path, real_dir: Path) -> None:
+    folder = work / "64px_128um"
+    before = _listing(work)
+    folder.chmod(0o555)
+    try:
+        ds = Dataset(tfrecords=folder)
+        assert ds.slides() == ["slideA", "slideB", "slideC"]
+        assert ds.num_tiles == sum(_n(real_dir, c) for c in ds.slides())
+        assert ds.unreadable_tfrecords() == {}
+    finally:
+        folder.chmod(0o755)
+    assert _listing(work) == before  # (as root the chmod alone would not stop a write)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\x00\xff"])
+def test_unparseable_manifest_is_recounted_with_a_warning_and_kept(
+    work: Path, real_dir: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = work / "64px_128um"
+    manifest = folder / "manifest.json"
+    manifest.write_text(text, encoding="latin-1")
+    before = _listing(work)
+    with caplog.at_level(logging.WARNING, logger="tilestream"):
+        ds = Dataset(tfrecords=folder)
+        assert ds.num_tiles == sum(_n(real_dir, c) for c in ds.slides())
+    assert any(str(manifest) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert _listing(work) == before
+    assert manifest.read_text(encoding="latin-1") == text

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tilestream.dataset import manifest as manifest_mod
 from tilestream.dataset import read_manifest, update_manifest_at_dir
@@ -126,3 +129,88 @@ def test_entries_of_removed_files_leave_the_manifest(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"gone.tfrecords": {"total": 9}}))
     assert update_manifest_at_dir(tmp_path) == {}
     assert read_manifest(tmp_path / "manifest.json") == {}
+
+
+def _write(path: Path, n: int) -> None:
+    with TFRecordWriter(path) as w:
+        for i in range(n):
+            w.write(serialized_record(path.stem, bytes([i]) * 64, i * 64, 0), location=(i * 64, 0))
+
+
+def _flip_data_byte(path: Path, record: int) -> None:
+    """Flip one byte of record ``record``'s data: its length and length CRC stay intact."""
+    data = bytearray(path.read_bytes())
+    pos = 0
+    for _ in range(record):
+        pos += 12 + int.from_bytes(data[pos : pos + 8], "little") + 4
+    data[pos + 12 + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_verify_reads_every_record_and_records_crc_errors(tmp_path: Path) -> None:
+    _write(tmp_path / "good.tfrecords", 4)
+    _write(tmp_path / "bad.tfrecords", 4)
+    _flip_data_byte(tmp_path / "bad.tfrecords", 2)
+    quick = update_manifest_at_dir(tmp_path, write=False)
+    assert quick["bad.tfrecords"]["total"] == 4 and "error" not in quick["bad.tfrecords"]
+    assert not quick["bad.tfrecords"].get("verified")  # counted from the framing only
+    checked = update_manifest_at_dir(tmp_path, verify=True)
+    assert checked["good.tfrecords"] == {**checked["good.tfrecords"], "total": 4, "verified": True}
+    assert "error" not in checked["good.tfrecords"]
+    bad = checked["bad.tfrecords"]
+    assert bad["total"] == 0 and "CorruptRecordError" in bad["error"] and "record 2" in bad["error"]
+    assert read_manifest(tmp_path / "manifest.json") == checked
+    # a verified count of an unchanged file is reused; a plain update keeps the verdict
+    assert update_manifest_at_dir(tmp_path) == checked
+    assert update_manifest_at_dir(tmp_path, verify=True) == checked
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_unparseable_manifest_is_kept_aside_with_a_warning(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write(tmp_path / "s1.tfrecords", 3)
+    mpath = tmp_path / "manifest.json"
+    mpath.write_text(text)
+    with caplog.at_level(logging.WARNING, logger="tilestream"):
+        assert update_manifest_at_dir(tmp_path, write=False)["s1.tfrecords"]["total"] == 3
+    assert mpath.read_text() == text
+    assert [r for r in caplog.records if str(mpath) in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tilestream"):
+        manifest = update_manifest_at_dir(tmp_path)
+    assert read_manifest(mpath) == manifest
+    kept = tmp_path / "manifest.json.unparseable"
+    assert kept.read_text() == text
+    assert [r for r in caplog.records if str(kept) in r.getMessage()]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_verify_finds_any_damaged_data_byte(
+    tmp_path: Path, sizes: list[int], data: st.DataObject
+) -> None:
+    """Without --verify a damaged record is counted as healthy; with it, it never is."""
+    folder = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    path = folder / "s.tfrecords"
+    with TFRecordWriter(path, index=False) as w:
+        for n in sizes:
+            w.write(bytes(range(256)) * (n // 256) + bytes(n % 256))
+    record = data.draw(st.integers(0, len(sizes) - 1), label="record")
+    offset = data.draw(st.integers(0, sizes[record] - 1), label="offset")
+    flip = data.draw(st.integers(1, 255), label="xor")
+    raw = bytearray(path.read_bytes())
+    pos = sum(12 + n + 4 for n in sizes[:record]) + 12 + offset
+    raw[pos] ^= flip
+    path.write_bytes(bytes(raw))
+    quick = update_manifest_at_dir(folder, write=False)["s.tfrecords"]
+    assert quick["total"] == len(sizes) and "error" not in quick
+    checked = update_manifest_at_dir(folder, write=False, verify=True)["s.tfrecords"]
+    assert checked["total"] == 0 and checked["verified"] is True
+    assert "CorruptRecordError" in checked["error"] and f"record {record}" in checked["error"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
@@ -191,26 +191,53 @@ def register(group: click.Group) -> None:
     @click.argument("directory", type=click.Path(exists=True, file_okay=False))
     @click.option("--force", is_flag=True, help="Recount every file.")
     @click.option(
+        "--verify",
+        is_flag=True,
+        help="Read every record and check its data CRC (else counts come from the framing).",
+    )
+    @click.option(
         "--out",
         type=click.Path(dir_okay=False),
         default=None,
         help="Default: DIRECTORY/manifest.json.",
     )
     @click.option("--no-write", is_flag=True, help="Only print the counts.")
-    def manifest_cmd(directory: str, force: bool, out: str | None, no_write: bool) -> None:
-        """Count the records of every TFRecord under DIRECTORY into manifest.json (never deletes)."""
-        from tilestream.dataset.manifest import update_manifest_at_dir
+    def manifest_cmd(
+        directory: str, force: bool, verify: bool, out: str | None, no_write: bool
+    ) -> None:
+        """Count the records of every TFRecord under DIRECTORY into manifest.json (never deletes).
 
-        manifest = update_manifest_at_dir(directory, force, manifest_path=out, write=not no_write)
+        TFRecords of stale slides in extraction run folders (last extraction
+        failed or unfinished, or made under another config) are left out and listed.
+        """
+        from tilestream.dataset.manifest import scan_manifest
+
+        scan = scan_manifest(directory, force, manifest_path=out, write=not no_write, verify=verify)
+        manifest = scan.entries
         table = Table("TFRecord", "records", "problem", title=f"manifest of {directory}")
         for rel, entry in manifest.items():
             err = entry.get("error")
             table.add_row(rel, str(entry["total"]), f"[red]{err}[/red]" if err else "")
+        for rel, reason in scan.stale.items():
+            table.add_row(rel, "-", f"[yellow]left out, stale: {reason}[/yellow]")
         console = _console()
         console.print(table)
+        if scan.problem is not None:
+            console.print(f"[yellow]the stored manifest {scan.problem}; counted again[/yellow]")
+        if scan.write_error is not None:
+            console.print(f"[yellow]{scan.write_error}: counts not saved[/yellow]")
         bad = sum(1 for e in manifest.values() if e.get("error"))
         total = sum(int(e["total"]) for e in manifest.values())
-        console.print(f"{len(manifest)} files, {total} records, {bad} unreadable or empty")
+        stale = f", {len(scan.stale)} stale left out" if scan.stale else ""
+        console.print(f"{len(manifest)} files, {total} records, {bad} unreadable or empty{stale}")
+        unverified = sum(1 for e in manifest.values() if e.get("verified") is not True)
+        if unverified:
+            console.print(
+                f"{unverified} of {len(manifest)} files counted from the record framing, their "
+                "data CRCs not verified: use --verify to read and check every record"
+            )
+        elif manifest:
+            console.print("every file read through, each record's CRCs checked (verified)")
 
     @group.group("dataset")
     def dataset_group() -> None:
@@ -305,7 +332,7 @@ def register(group: click.Group) -> None:
     ) -> None:
         """Site-preserved (or stratified) cross-validation folds for CSV_FILE."""
         from tilestream.dataset.annotations import load_annotations, write_csv
-        from tilestream.dataset.crossfolds import generate_crossfolds
+        from tilestream.dataset.crossfolds import Method, generate_crossfolds
 
         if out and in_place:
             raise click.UsageError("give --out or --in-place, not both")
@@ -317,7 +344,7 @@ def register(group: click.Group) -> None:
             target_column=target_column,
             site_column=site_column,
             patient_column=patient_column,
-            method=method,  # type: ignore[arg-type]
+            method=cast(Method, method),
             timelimit=timelimit,
             seed=seed,
         )

@@ -3,7 +3,9 @@
 - :class:`Dataset`: TFRecords + annotations, with filters, clipping, labels,
   balancing, a summary of problems found, and PyTorch / TensorFlow loaders.
 - :func:`load_annotations`: CSV or dict-list annotations with errors naming file and line.
-- :func:`update_manifest_at_dir`: record counts in ``manifest.json`` (never deletes anything).
+- :func:`update_manifest_at_dir`: record counts in ``manifest.json`` (never deletes
+  anything; ``verify=True`` checks every record's CRC); :func:`scan_manifest` counts
+  without writing and names the stale slides of run folders it leaves out.
 - :func:`generate_crossfolds`: site-preserved (exact MILP) or stratified k-fold.
 - Slideflow's ``sf.io`` utilities: :func:`write_tfrecords_single`,
   :func:`write_tfrecords_multi`, :func:`write_tfrecords_merge`,
@@ -36,7 +38,13 @@ from tilestream.dataset.io import (
     write_tfrecords_multi,
     write_tfrecords_single,
 )
-from tilestream.dataset.manifest import find_tfrecords, read_manifest, update_manifest_at_dir
+from tilestream.dataset.manifest import (
+    ManifestScan,
+    find_tfrecords,
+    read_manifest,
+    scan_manifest,
+    update_manifest_at_dir,
+)
 
 __all__ = [
     "Annotations",
@@ -44,6 +52,7 @@ __all__ = [
     "CrossfoldResult",
     "Dataset",
     "DatasetSummary",
+    "ManifestScan",
     "crossfold_objective",
     "extract_tiles",
     "find_tfrecords",
@@ -53,6 +62,7 @@ __all__ = [
     "merge_tfrecords",
     "parse_location",
     "read_manifest",
+    "scan_manifest",
     "shuffle_tfrecord",
     "split_tfrecord",
     "transform_tfrecord",

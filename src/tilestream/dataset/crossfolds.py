@@ -17,6 +17,12 @@ seeded restarts) serves large inputs and a solver that hits its time limit
 Without a site column, patients are split into ``k`` folds stratified by
 category (shuffled with ``seed``, dealt round-robin).
 
+As in Slideflow, a pandas ``DataFrame`` given comes back as that same
+DataFrame (same index and row order) with the fold column added, its values
+the strings ``"1"`` .. ``"k"``; other inputs give a :class:`CrossfoldResult`.
+The exact MILP needs SciPy (``pip install 'tilestream[crossfolds]'``); the
+greedy and stratified methods need nothing more.
+
 Examples
 --------
 >>> rows = [{"patient": f"p{i}", "site": s, "label": l} for i, (s, l) in enumerate(
@@ -33,12 +39,14 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -118,8 +126,15 @@ def crossfold_objective(
 def _solve_milp(
     counts: npt.NDArray[np.int64], k: int, timelimit: float
 ) -> tuple[npt.NDArray[np.int64] | None, bool]:
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
+    from tilestream._util.optional import require
+
+    optimize = require(
+        "scipy.optimize",
+        extra="crossfolds",
+        purpose="exact site-preserved cross-folds (method='greedy' needs nothing more)",
+    )
+    sparse = require("scipy.sparse", extra="crossfolds", purpose="exact cross-folds")
+    bounds_cls, constraint_cls, milp = optimize.Bounds, optimize.LinearConstraint, optimize.milp
 
     n_cat, n_sites = counts.shape
     n_g = n_sites * k  # g[s, i] at s * k + i
@@ -162,7 +177,7 @@ def _solve_milp(
                 lb.append(f(j) - slope * j)
                 ub.append(np.inf)
                 r += 1
-    a = coo_matrix((vals, (rows, cols)), shape=(r, n_var)).tocsr()
+    a = sparse.coo_matrix((vals, (rows, cols)), shape=(r, n_var)).tocsr()
     upper = np.ones(n_var)
     upper[n_g:] = np.inf
     for s in range(n_sites):  # symmetry: site s goes to one of the first s + 1 folds
@@ -175,8 +190,8 @@ def _solve_milp(
     res = milp(
         cost,
         integrality=integrality,
-        bounds=Bounds(np.zeros(n_var), upper),
-        constraints=LinearConstraint(a, np.array(lb), np.array(ub)),
+        bounds=bounds_cls(np.zeros(n_var), upper),
+        constraints=constraint_cls(a, np.array(lb), np.array(ub)),
         options={"time_limit": float(timelimit), "disp": False},
     )
     if res.x is None:
@@ -306,8 +321,65 @@ def _patients(
     return out
 
 
+CrossfoldInput = Sequence[Mapping[str, Any]] | Annotations | str | os.PathLike[str]
+
+
+def _dataframe(data: Any) -> Any | None:
+    """``data`` when it is a pandas DataFrame (pandas is then already imported), else ``None``."""
+    pd = sys.modules.get("pandas")
+    return data if pd is not None and isinstance(data, pd.DataFrame) else None
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value)
+    return "" if text in ("<NA>", "NaT") and type(value).__module__.startswith("pandas") else text
+
+
+def _frame_rows(frame: Any) -> list[dict[str, str]]:
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns):
+        dup = sorted({c for c in columns if columns.count(c) > 1})
+        raise AnnotationError(f"DataFrame has duplicate column names: {dup}")
+    return [
+        {c: _cell(v) for c, v in zip(columns, values, strict=True)}
+        for values in frame.itertuples(index=False, name=None)
+    ]
+
+
+@overload
 def generate_crossfolds(
-    data: Sequence[Mapping[str, Any]] | Annotations | str | os.PathLike[str],
+    data: CrossfoldInput,
+    category: str,
+    k: int = 3,
+    *,
+    target_column: str | None = None,
+    site_column: str | None = "site",
+    patient_column: str = "patient",
+    method: Method = "auto",
+    timelimit: float = 10,
+    seed: int = 0,
+) -> CrossfoldResult: ...
+
+
+@overload
+def generate_crossfolds(
+    data: Any,
+    category: str,
+    k: int = 3,
+    *,
+    target_column: str | None = None,
+    site_column: str | None = "site",
+    patient_column: str = "patient",
+    method: Method = "auto",
+    timelimit: float = 10,
+    seed: int = 0,
+) -> Any: ...
+
+
+def generate_crossfolds(
+    data: Any,
     category: str,
     k: int = 3,
     *,
@@ -323,7 +395,8 @@ def generate_crossfolds(
     Parameters
     ----------
     data
-        Rows (dicts), :class:`~tilestream.dataset.annotations.Annotations`, or a CSV file.
+        Rows (dicts), :class:`~tilestream.dataset.annotations.Annotations`, a
+        CSV file, or a pandas ``DataFrame`` (blank cells are empty values).
     category
         The column to balance across folds.
     k
@@ -343,6 +416,14 @@ def generate_crossfolds(
     seed
         Seed of the greedy restarts and of stratified shuffling.
 
+    Returns
+    -------
+    CrossfoldResult or pandas.DataFrame
+        For a DataFrame, Slideflow's result: the DataFrame given, with
+        ``target_column`` set to ``"1"`` .. ``"k"`` on every row (same index
+        and order; nothing is added when an error is raised). Otherwise a
+        :class:`CrossfoldResult`.
+
     Raises
     ------
     AnnotationError
@@ -352,6 +433,9 @@ def generate_crossfolds(
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ConfigError(f"k must be an integer >= 2, got {k!r}")
+    frame = _dataframe(data)
+    if frame is not None:
+        data = _frame_rows(frame)
     ann = load_annotations(data, slide_column=None) if not isinstance(data, Annotations) else data
     target = target_column or f"CV{k}"
     ann.require(category)
@@ -430,6 +514,10 @@ def generate_crossfolds(
         new = dict(row)
         new[target] = str(patient_fold[row[pcol]])
         rows.append(new)
+    if frame is not None:
+        log.info("cross-folds by %r (%s): %s", category, used, "; ".join(notes) or "no notes")
+        frame[target] = [row[target] for row in rows]
+        return frame
     return CrossfoldResult(
         rows=rows,
         folds=folds,

@@ -6,6 +6,16 @@ a TFRecord folder that does not exist, annotated slides without a TFRecord,
 TFRecords without an annotation row, unreadable or empty TFRecords all show
 in :meth:`Dataset.summary` and through their own methods.
 
+In an extraction run folder, the TFRecords of stale slides (a slide whose
+last extraction failed or did not finish, or that was extracted under another
+config than the folder's ``config.json``; see :mod:`tilestream.runfolder`)
+are left out of everything the dataset reads and loads, each logged at
+WARNING, and listed by :meth:`Dataset.stale_tfrecords` and in the summary.
+
+Reading writes nothing: record counts come from ``manifest.json`` where it
+is fresh and are counted in memory otherwise (``tilestream manifest`` saves
+them); a read-only folder works.
+
 :meth:`Dataset.summary` returns a :class:`DatasetSummary` and prints nothing
 (the library never prints); pass ``print_fn=print`` for a plain-text
 rendering, or use ``tilestream dataset summary`` for a rich table.
@@ -41,13 +51,14 @@ import copy
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from tilestream.dataset.annotations import Annotations, AnnotationSource, load_annotations
 from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
-from tilestream.dataset.manifest import update_manifest_at_dir
+from tilestream.dataset.manifest import _stale_files, scan_manifest
+from tilestream.dataset.summary import DatasetSummary
 from tilestream.errors import AnnotationError, ConfigError, TileStreamError
 
 __all__ = ["BalanceStrategy", "Dataset", "DatasetSummary"]
@@ -61,70 +72,12 @@ _ROI_EXTENSIONS = (".geojson", ".json", ".csv")
 
 
 @dataclass
-class DatasetSummary:
-    """What :meth:`Dataset.summary` reports (Slideflow's summary, plus the problems found)."""
-
-    tile_px: int | None
-    tile_um: str | None
-    num_slides: int
-    num_patients: int
-    num_tfrecords: int
-    num_tiles: int
-    num_tiles_unclipped: int
-    slides_with_rois: int | None
-    filters: dict[str, list[str]]
-    filter_blank: list[str]
-    min_tiles: int
-    clip: int | dict[str, int] | None
-    tfrecord_sources: list[str]
-    slide_sources: list[str]
-    annotations: str | None
-    annotation_columns: list[str]
-    missing_sources: list[str] = field(default_factory=list)
-    slides_without_tfrecords: list[str] = field(default_factory=list)
-    tfrecords_without_annotations: list[str] = field(default_factory=list)
-    unreadable: dict[str, str] = field(default_factory=dict)
-    below_min_tiles: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
-
-    def lines(self) -> list[str]:
-        """A plain-text rendering, one line per item."""
-        size = f"{self.tile_px}px, {self.tile_um}" if self.tile_px else "(not set)"
-        out = [
-            f"Tile size: {size}",
-            f"Slides: {self.num_slides}    Patients: {self.num_patients}",
-            f"TFRecords: {self.num_tfrecords}    Tiles: {self.num_tiles}"
-            + (f" (of {self.num_tiles_unclipped}, clipped)" if self.clip is not None else ""),
-            f"Slides with ROIs: {'-' if self.slides_with_rois is None else self.slides_with_rois}",
-            f"Filters: {self.filters or '-'}    Filter blank: {self.filter_blank or '-'}",
-            f"Min tiles: {self.min_tiles}    Clip: {self.clip if self.clip is not None else '-'}",
-            f"TFRecord sources: {', '.join(self.tfrecord_sources) or '-'}",
-            f"Slide sources: {', '.join(self.slide_sources) or '-'}",
-            f"Annotations: {self.annotations or '-'}",
-            f"Annotation columns: {', '.join(self.annotation_columns) or '-'}",
-        ]
-        problems: list[tuple[str, Sequence[str]]] = [
-            ("Missing sources", self.missing_sources),
-            ("Annotated slides without a TFRecord", self.slides_without_tfrecords),
-            ("TFRecords without an annotation", self.tfrecords_without_annotations),
-            ("Slides below min_tiles", self.below_min_tiles),
-            ("Unreadable TFRecords", [f"{k} ({v})" for k, v in self.unreadable.items()]),
-        ]
-        for title, items in problems:
-            if items:
-                out.append(f"{title} ({len(items)}): {', '.join(items)}")
-        return out
-
-
-@dataclass
 class _Scan:
     files: dict[str, Path]
     counts: dict[str, int]
     unreadable: dict[str, str]
     missing: list[str]
+    stale: dict[str, str]
 
 
 def _as_paths(value: PathLike | Iterable[PathLike] | None) -> list[Path]:
@@ -297,12 +250,20 @@ class Dataset:
             if error:
                 bad[os.fspath(path)] = error
 
+        stale: dict[str, str] = {}
         for folder in folders:
-            manifest = update_manifest_at_dir(folder, suffixes=(_SUFFIX,))
-            for rel, entry in manifest.items():
+            scan = scan_manifest(folder, suffixes=(_SUFFIX,))
+            stale.update({os.fspath(folder / rel): why for rel, why in scan.stale.items()})
+            for rel, entry in scan.entries.items():
                 path = folder / rel
                 add(path.name[: -len(_SUFFIX)], path, int(entry["total"]), entry.get("error"))
+        single_stale = _stale_files(singles)
+        for path, why in single_stale.items():
+            log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)
+            stale[os.fspath(path)] = why
         for path in singles:
+            if path in single_stale:
+                continue
             from tilestream.tfrecord import get_tfrecord_length
 
             name = path.name.split(".")[0]
@@ -313,7 +274,7 @@ class Dataset:
             except (TileStreamError, OSError) as exc:
                 total, error = 0, f"{type(exc).__name__}: {exc}"
             add(name, path, total, error)
-        self._scan_cache = _Scan(found, counts, bad, missing)
+        self._scan_cache = _Scan(found, counts, bad, missing, stale)
         return self._scan_cache
 
     def _annotated_slides(self) -> list[str]:
@@ -340,8 +301,9 @@ class Dataset:
         """Slide names after filters and ``min_tiles``.
 
         With annotations: the annotated slides that pass the filters (a slide
-        without a TFRecord stays listed unless ``min_tiles`` > 0). Without:
-        the slides of the readable TFRecords found.
+        without a TFRecord, or whose TFRecord is stale, stays listed unless
+        ``min_tiles`` > 0). Without: the slides of the readable, current
+        TFRecords found.
         """
         scan = self._scan()
         if self.annotations is not None:
@@ -353,7 +315,7 @@ class Dataset:
         return names
 
     def tfrecords(self) -> list[str]:
-        """Paths of the readable TFRecords of :meth:`slides`."""
+        """Paths of the readable TFRecords of :meth:`slides` (never a stale one, see :meth:`stale_tfrecords`)."""
         scan = self._scan()
         out = []
         for name in self.slides():
@@ -460,6 +422,15 @@ class Dataset:
     def missing_sources(self) -> list[str]:
         """TFRecord sources given that do not exist."""
         return list(self._scan().missing)
+
+    def stale_tfrecords(self) -> dict[str, str]:
+        """``{path: reason}`` of TFRecords of stale slides in run folders, left out (never deleted).
+
+        A slide is stale when its last extraction in the run folder failed or
+        did not finish, was made under another config than the folder's, or
+        its outputs changed since (see :mod:`tilestream.runfolder`).
+        """
+        return dict(self._scan().stale)
 
     # ------------------------------------------------------------------ derived datasets
 
@@ -684,6 +655,7 @@ class Dataset:
             tfrecords_without_annotations=self.tfrecords_without_annotations(),
             unreadable=dict(scan.unreadable),
             below_min_tiles=below,
+            stale=dict(scan.stale),
         )
         if print_fn is not None:
             for line in result.lines():

@@ -1,10 +1,25 @@
 """Manifests: the number of records in every TFRecord under a folder, kept in ``manifest.json``.
 
-The format is Slideflow's (``{relative path: {"total": n}}``) with three more
-keys per entry: ``size`` and ``mtime_ns`` of the file when it was counted (a
-count is reused only while both still match), and ``error`` for a file that
-could not be read (its ``total`` is 0). Unlike Slideflow, an unreadable or
-empty TFRecord is recorded, **never deleted**.
+The format is Slideflow's (``{relative path: {"total": n}}``) with more keys
+per entry: ``size`` and ``mtime_ns`` of the file when it was counted (a count
+is reused only while both still match), ``error`` for a file that could not be
+read (its ``total`` is 0), and ``verified: true`` once every record was read
+with its data CRC checked (``verify=True``; ``tilestream manifest --verify``).
+Without verification a count comes from the record framing (lengths and their
+CRCs) or from a fresh index: a record whose data was damaged is counted as
+healthy. Unlike Slideflow, an unreadable or empty TFRecord is recorded,
+**never deleted**.
+
+The TFRecords of stale slides in extraction run folders (see
+:mod:`tilestream.runfolder`: a slide that failed or was interrupted on a rerun,
+or was extracted under another config) are left out, each logged at WARNING;
+:func:`scan_manifest` returns them with their reasons. A ``manifest.json``
+that cannot be parsed is never used nor silently replaced: counts are made
+again with a warning, and a write keeps the old file as
+``manifest.json.unparseable``.
+
+Reading writes nothing unless asked: :class:`~tilestream.dataset.Dataset`
+calls :func:`scan_manifest` with ``write=False``.
 
 Examples
 --------
@@ -27,17 +42,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tilestream._util.atomic import is_temp_file, write_json_atomic
 from tilestream.errors import TileStreamError
+from tilestream.runfolder import TFRECORD_SUFFIX, stale_slides
 
 __all__ = [
     "TFRECORD_SUFFIXES",
+    "ManifestScan",
     "find_tfrecords",
     "read_manifest",
+    "scan_manifest",
     "unreadable",
     "update_manifest_at_dir",
 ]
@@ -62,15 +82,26 @@ def find_tfrecords(
     return out
 
 
+def _load(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """A manifest's entries, and why the file could not be used (``None``: fine or missing)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"cannot be read ({exc})"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return {}, f"is not valid JSON ({exc})"
+    if not isinstance(data, dict):
+        return {}, f"holds a JSON {type(data).__name__}, not an object"
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)}, None
+
+
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """A manifest file's entries; ``{}`` when it is missing or not a JSON object of objects."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): v for k, v in data.items() if isinstance(v, dict)}
+    return _load(Path(path))[0]
 
 
 def unreadable(manifest: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -84,12 +115,153 @@ def _count(path: Path) -> int:
     return get_tfrecord_length(path)
 
 
+def _verified_count(path: Path) -> int:
+    """Read every record, checking length and data CRCs (raises on the first bad one)."""
+    from tilestream.tfrecord import scan_index
+
+    return len(scan_index(path, locations=False, verify=True))
+
+
+@dataclass
+class ManifestScan:
+    """What :func:`scan_manifest` found.
+
+    Attributes
+    ----------
+    entries
+        ``{relative path: entry}``: the manifest (current TFRecords only).
+    stale
+        ``{relative path: reason}``: TFRecords of stale slides of run folders, left out.
+    problem
+        Why the stored manifest file could not be used (``None`` when it was fine or absent).
+    write_error
+        Why a write that was asked for failed (``None``: written, unchanged, or not asked).
+    """
+
+    entries: dict[str, dict[str, Any]]
+    stale: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None
+    write_error: str | None = None
+
+
+def _stale_files(files: Sequence[Path]) -> dict[Path, str]:
+    """``{path: reason}`` of the files that belong to stale slides of run folders."""
+    by_folder: dict[Path, dict[str, str]] = {}
+    out: dict[Path, str] = {}
+    for path in files:
+        if not path.name.endswith(TFRECORD_SUFFIX):
+            continue
+        if path.parent not in by_folder:
+            by_folder[path.parent] = stale_slides(path.parent)
+        reason = by_folder[path.parent].get(path.name[: -len(TFRECORD_SUFFIX)])
+        if reason is not None:
+            out[path] = reason
+    return out
+
+
+def _entry(path: Path, verify: bool) -> dict[str, Any]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return {"total": 0, "error": f"cannot stat: {exc.strerror or exc}"}
+    entry: dict[str, Any] = {"total": 0, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        entry["total"] = _verified_count(path) if verify else _count(path)
+    except (TileStreamError, OSError, EOFError) as exc:
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+        log.warning("unreadable TFRecord %s (kept, recorded in the manifest): %s", path, exc)
+    else:
+        if entry["total"] == 0:
+            entry["error"] = "empty TFRecord (no records)"
+    if verify:
+        entry["verified"] = True
+    return entry
+
+
+def _is_fresh(old: dict[str, Any] | None, path: Path, verify: bool) -> bool:
+    if old is None or not isinstance(old.get("total"), int):
+        return False
+    if verify and old.get("verified") is not True:
+        return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return bool(old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns)
+
+
+def _save(mpath: Path, manifest: dict[str, dict[str, Any]], problem: str | None) -> str | None:
+    """Write the manifest; return why it could not be written (``None`` when it was)."""
+    try:
+        if problem is not None and mpath.exists():
+            kept = mpath.with_name(mpath.name + ".unparseable")
+            shutil.copyfile(mpath, kept)
+            log.warning(
+                "manifest %s %s; kept as %s and replaced by a new count", mpath, problem, kept
+            )
+        write_json_atomic(mpath, manifest)
+    except OSError as exc:
+        log.info("cannot write manifest %s (%s); counts kept in memory", mpath, exc)
+        return f"cannot write {mpath}: {exc.strerror or exc}"
+    return None
+
+
+def scan_manifest(
+    directory: str | os.PathLike[str],
+    force_update: bool = False,
+    *,
+    manifest_path: str | os.PathLike[str] | None = None,
+    write: bool = False,
+    verify: bool = False,
+    suffixes: Sequence[str] = TFRECORD_SUFFIXES,
+    progress: Callable[[int, int], None] | None = None,
+) -> ManifestScan:
+    """Count the records of every current TFRecord under ``directory``.
+
+    Parameters as :func:`update_manifest_at_dir`, except that nothing is
+    written unless ``write=True``.
+
+    Returns
+    -------
+    ManifestScan
+        The entries, the stale TFRecords left out (with reasons) and the
+        problem with the stored manifest, if any.
+    """
+    root = Path(directory)
+    mpath = Path(manifest_path) if manifest_path is not None else root / "manifest.json"
+    prior, problem = _load(mpath)
+    if problem is not None and not write:
+        log.warning("manifest %s %s; counting again (the file is left as it is)", mpath, problem)
+    files = find_tfrecords(root, suffixes=suffixes) if root.is_dir() else []
+    stale = _stale_files(files)
+    for path, reason in stale.items():
+        log.warning("leaving out %s: %s (outputs kept, not deleted)", path, reason)
+    manifest: dict[str, dict[str, Any]] = {}
+    current = [p for p in files if p not in stale]
+    for i, path in enumerate(current):
+        rel = path.relative_to(root).as_posix()
+        old = prior.get(rel)
+        if not force_update and _is_fresh(old, path, verify):
+            assert old is not None
+            manifest[rel] = old
+        else:
+            manifest[rel] = _entry(path, verify)
+        if progress is not None:
+            progress(i + 1, len(current))
+    write_error = None
+    if write and (manifest != prior or problem is not None) and root.is_dir():
+        write_error = _save(mpath, manifest, problem)
+    rel_stale = {p.relative_to(root).as_posix(): r for p, r in stale.items()}
+    return ManifestScan(manifest, rel_stale, problem, write_error)
+
+
 def update_manifest_at_dir(
     directory: str | os.PathLike[str],
     force_update: bool = False,
     *,
     manifest_path: str | os.PathLike[str] | None = None,
     write: bool = True,
+    verify: bool = False,
     suffixes: Sequence[str] = TFRECORD_SUFFIXES,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
@@ -105,7 +277,11 @@ def update_manifest_at_dir(
         Where the manifest is read and written (default ``directory/manifest.json``).
     write
         Save the manifest (atomically, and only when it changed). A folder that
-        cannot be written is logged, not an error.
+        cannot be written is logged, not an error. Pass ``False`` to only read.
+    verify
+        Read every record and check its data CRC (files whose entry was not
+        verified, or changed since, are read again); without it a count comes
+        from the framing or a fresh index, and damaged record data goes unseen.
     suffixes
         File name endings that mark a TFRecord.
     progress
@@ -115,52 +291,18 @@ def update_manifest_at_dir(
     -------
     dict
         ``{relative path: {"total": n, "size": bytes, "mtime_ns": ns}}``, with
-        ``"error": reason`` (and ``total`` 0) for files that could not be read.
-        Entries of files that no longer exist are dropped from the manifest;
-        no file is ever deleted.
+        ``"error": reason`` (and ``total`` 0) for files that could not be read
+        and ``"verified": True`` for files read with ``verify``. Entries of
+        files that no longer exist are dropped from the manifest, and so are
+        the TFRecords of stale slides of run folders (logged at WARNING; see
+        :func:`scan_manifest`); no file is ever deleted.
     """
-    root = Path(directory)
-    mpath = Path(manifest_path) if manifest_path is not None else root / "manifest.json"
-    prior = read_manifest(mpath)
-    files = find_tfrecords(root, suffixes=suffixes) if root.is_dir() else []
-    manifest: dict[str, dict[str, Any]] = {}
-    for i, path in enumerate(files):
-        rel = path.relative_to(root).as_posix()
-        try:
-            st = path.stat()
-        except OSError as exc:
-            manifest[rel] = {"total": 0, "error": f"cannot stat: {exc.strerror or exc}"}
-            continue
-        old = prior.get(rel)
-        fresh = (
-            not force_update
-            and old is not None
-            and old.get("size") == st.st_size
-            and old.get("mtime_ns") == st.st_mtime_ns
-            and isinstance(old.get("total"), int)
-        )
-        if fresh:
-            assert old is not None
-            manifest[rel] = old
-        else:
-            entry: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-            try:
-                entry["total"] = _count(path)
-            except (TileStreamError, OSError, EOFError) as exc:
-                entry["total"] = 0
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "unreadable TFRecord %s (kept, recorded in the manifest): %s", path, exc
-                )
-            else:
-                if entry["total"] == 0:
-                    entry["error"] = "empty TFRecord (no records)"
-            manifest[rel] = {"total": entry.pop("total"), **entry}
-        if progress is not None:
-            progress(i + 1, len(files))
-    if write and manifest != prior and root.is_dir():
-        try:
-            write_json_atomic(mpath, manifest)
-        except OSError as exc:
-            log.info("cannot write manifest %s (%s); counts kept in memory", mpath, exc)
-    return manifest
+    return scan_manifest(
+        directory,
+        force_update,
+        manifest_path=manifest_path,
+        write=write,
+        verify=verify,
+        suffixes=suffixes,
+        progress=progress,
+    ).entries
