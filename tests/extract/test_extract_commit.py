@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import signal
@@ -125,12 +126,17 @@ def test_kill_after_every_commit_step_then_resume(cmu_slide: Path, tmp_path: Pat
         assert (status == "skipped") == (not began), where
 
 
-def test_failed_rerun_under_new_config_is_stale_and_kept(cmu_slide: Path, tmp_path: Path) -> None:
+def test_failed_rerun_under_new_config_is_stale_and_kept(
+    cmu_slide: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     assert _extract(cmu_slide, tmp_path, CONFIG_A) == "done"
     run = tmp_path / LABEL
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert json.loads((run / "manifest.json").read_text())[f"{NAME}.tfrecords"]["total"] > 0
-    assert _extract(cmu_slide, tmp_path, CONFIG_FAILS) == "failed"
+    with caplog.at_level(logging.WARNING, logger="tilestream.extract"):
+        rerun = extract_slides([cmu_slide], tmp_path, workers=1, threads=1, **CONFIG_FAILS)
+    assert rerun.results[0].status == "failed" and list(rerun.stale) == [NAME]
+    assert any(NAME in r.getMessage() and "manifest" in r.getMessage() for r in caplog.records)
     for name in (f"{NAME}.tfrecords", f"{NAME}.index.npz", f"{NAME}.coords.csv"):
         assert (run / name).read_bytes() == before[name], f"{name} changed"  # nothing deleted
     assert json.loads((run / "manifest.json").read_text()) == {}

@@ -80,6 +80,9 @@ class ExtractionRun:
     config: ExtractConfig
     results: list[SlideResult] = field(default_factory=list)
     seconds: float = 0.0
+    #: ``{slide: reason}``: slides whose outputs are in the folder but not current
+    #: (see :mod:`tilestream.runfolder`); kept, and left out of the manifest.
+    stale: dict[str, str] = field(default_factory=dict)
 
     def _count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -456,7 +459,9 @@ def extract_slides(
                 pool.shutdown(wait=True, cancel_futures=True)
 
     run.seconds = time.perf_counter() - t_start
-    write_report(run_dir, config)
+    run.stale = dict(write_report(run_dir, config)["stale"])
+    for name, reason in run.stale.items():
+        log.warning("slide %s left out of the manifest: %s (outputs kept, not deleted)", name, reason)
     return run
 
 
