@@ -206,3 +206,21 @@ def test_passthrough_and_stored_quality_are_recorded(cmu_slide: Path, tmp_path: 
         jpeg_passthrough=False,
     ).results[0]  # fmt: skip
     assert reencoded.passthrough == 0 and reencoded.stored_quality is None
+
+
+def test_failed_rerun_after_the_slide_changed_is_stale_and_kept(
+    cmu_slide: Path, tmp_path: Path
+) -> None:
+    slide = tmp_path / "slide.svs"
+    shutil.copyfile(cmu_slide, slide)
+    out = tmp_path / "out"
+    assert _extract(slide, out, CONFIG_A) == "done"
+    run = out / LABEL
+    tfrecord = (run / "slide.tfrecords").read_bytes()
+    slide.write_bytes(slide.read_bytes()[:5000])  # replaced by a broken file
+    assert _extract(slide, out, CONFIG_A) == "failed"
+    assert (run / "slide.tfrecords").read_bytes() == tfrecord  # kept
+    assert json.loads((run / "manifest.json").read_text()) == {}
+    summary = json.loads((run / "summary.json").read_text())
+    assert list(summary["stale"]) == ["slide"] and summary["stale"] == stale_slides(run)
+    assert "failed" in summary["stale"]["slide"]
