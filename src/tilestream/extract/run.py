@@ -461,7 +461,9 @@ def extract_slides(
     run.seconds = time.perf_counter() - t_start
     run.stale = dict(write_report(run_dir, config)["stale"])
     for name, reason in run.stale.items():
-        log.warning("slide %s left out of the manifest: %s (outputs kept, not deleted)", name, reason)
+        log.warning(
+            "slide %s left out of the manifest: %s (outputs kept, not deleted)", name, reason
+        )
     return run
 
 
