@@ -26,6 +26,13 @@ def _listing(tmp_path: Path, slide: Path) -> Path:
     return listing
 
 
+def _done_states(run_dir: Path) -> set[str]:
+    """The slides whose state says "done" (a slide being extracted has a "running" one)."""
+    folder = run_dir / "state"
+    paths = folder.glob("*.json") if folder.is_dir() else []
+    return {p.stem for p in paths if json.loads(p.read_text()).get("status") == "done"}
+
+
 def _cmd(listing: Path, out: Path) -> list[str]:
     return [
         sys.executable, "-m", "tilestream", "extract", str(listing), "--out", str(out),
@@ -49,8 +56,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(cmu_slide: Path, tmp_path: 
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            done = list((run_dir / "state").glob("*.json")) if (run_dir / "state").is_dir() else []
-            if len(done) >= 2:
+            if len(_done_states(run_dir)) >= 2:
                 break
             assert proc.poll() is None, "the run ended before it could be interrupted"
             time.sleep(0.005)
@@ -58,13 +64,12 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(cmu_slide: Path, tmp_path: 
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    finished = len(list((run_dir / "state").glob("*.json")))
+    finished = len(_done_states(run_dir))
     assert 2 <= finished < N_SLIDES, "the kill did not land mid-run"
     # nothing half-written under a final name: every TFRecord present reads to its end
-    # (a slide killed after its TFRecord but before its state is simply redone)
+    # (a slide killed after its TFRecord but before its "done" state is simply redone)
     tfrecords = {p.stem for p in run_dir.glob("*.tfrecords")}
-    states = {p.stem for p in (run_dir / "state").glob("*.json")}
-    assert states <= tfrecords
+    assert _done_states(run_dir) <= tfrecords
     for path in run_dir.glob("*.tfrecords"):
         assert sum(1 for _ in iter_records(path)) > 0
     rerun = subprocess.run(_cmd(listing, out), check=True, capture_output=True, text=True)

@@ -3,10 +3,25 @@
 Outputs of a slide named ``S`` in the run folder (``<out>/<tile_px>px_<tile_um>/``)::
 
     S.tfrecords  S.index.npz  S.coords.csv   previews/S.jpg
-    state/S.json  (written last: a slide is complete exactly when its state says "done")
-    state/S.rejected.csv
+    state/S.json  state/S.rejected.csv
 
 With ``to_images=True`` the tiles go to ``S/S_<loc_x>_<loc_y>.<ext>`` instead of a TFRecord.
+
+The outputs of a slide are committed as one unit. Each is written atomically
+(complete under its final name or not there), in this order:
+
+1. ``state/S.json`` with status ``"running"``, the new config hash and the
+   slide file's fingerprint (:mod:`tilestream.extract.fingerprint`), before
+   any output is replaced;
+2. the TFRecord, its index, the coordinates, the rejected tiles, the preview;
+3. ``state/S.json`` with status ``"done"``, the size of each output and the
+   SHA-256 of the coordinates.
+
+An interruption anywhere leaves either the previous state with all of the
+previous outputs (before step 1), or a ``"running"`` state: never a
+``"done"`` state beside another config's or another run's files. A slide is
+complete (:func:`tilestream.extract.run.is_complete`) only with a ``"done"``
+state of the same config hash and fingerprint whose outputs still match it.
 """
 
 from __future__ import annotations
@@ -26,13 +41,15 @@ import numpy as np
 from tilestream._util.atomic import atomic_write, remove_temp_files, write_json_atomic
 from tilestream.errors import ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
+from tilestream.extract.fingerprint import file_sha256, source_fingerprint
 from tilestream.extract.grid import Grid, plan_grid
 from tilestream.extract.lowres import mask_downsample, read_lowres
 from tilestream.extract.preview import render_preview, save_preview
+from tilestream.extract.quality import estimate_jpeg_quality
 from tilestream.extract.roi import ROI, load_rois
 from tilestream.extract.select import REJECT_REASONS, select_tiles
 from tilestream.extract.tiles import CHUNK, StageTimes, iter_encoded_tiles
-from tilestream.runfolder import slide_outputs
+from tilestream.runfolder import output_sizes, slide_outputs
 from tilestream.slide import Slide, open_slide
 from tilestream.slide.backend import MAX_AUTO_CACHE_BYTES
 from tilestream.tfrecord import TFRecordWriter, serialized_record
@@ -44,6 +61,7 @@ __all__ = [
     "extract_slide_task",
     "failure_result",
     "memory_estimate",
+    "output_records",
     "slide_outputs",
     "write_failure_state",
 ]
@@ -82,7 +100,7 @@ class SlideResult:
 
     slide: str
     path: str
-    status: str  # "done" | "failed" | "skipped"
+    status: str  # "done" | "failed" | "skipped" | "running" (in a state file only)
     config_hash: str = ""
     tiles: int = 0
     grid: int = 0
@@ -90,6 +108,7 @@ class SlideResult:
     blurry: int = 0
     blurry_slide: bool = False
     passthrough: int = 0
+    stored_quality: int | None = None
     error: str | None = None
     error_type: str | None = None
     mpp: float | None = None
@@ -98,6 +117,7 @@ class SlideResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -110,10 +130,23 @@ class SlideResult:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Size and modification time of the slide file (to notice a changed input)."""
-    st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+#: The outputs whose SHA-256 a "done" state records besides their sizes: the
+#: coordinates table, small and byte-for-byte the same for the same extraction
+#: (the index embeds file metadata of its own, so it is checked by size).
+DIGESTED_OUTPUTS = ("coords",)
+
+
+def output_records(outputs: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """What a "done" state records of a slide's outputs: sizes, and digests of the small ones.
+
+    ``{kind: {"size": bytes}}`` as :func:`tilestream.runfolder.output_sizes`,
+    with ``"sha256"`` added for the coordinates.
+    """
+    records: dict[str, dict[str, Any]] = dict(output_sizes(outputs))
+    for kind in DIGESTED_OUTPUTS:
+        if kind in records:
+            records[kind]["sha256"] = file_sha256(outputs[kind])
+    return records
 
 
 def _remove_stale_temp_files(run_dir: Path, name: str) -> None:
@@ -245,6 +278,15 @@ def extract_slide_task(
                 f"{counts or 'none'}); no tissue detected?"
             )
         passthrough = _can_pass_through(slide, grid, config)
+    source = source_fingerprint(task.path)
+    # commit step 1: from here on, until the "done" state, the slide reads as not complete
+    write_json_atomic(
+        outputs["state"],
+        SlideResult(
+            slide=name, path=str(task.path), status="running", config_hash=config.hash(),
+            source=source,
+        ).to_dict(),
+    )  # fmt: skip
     estimate = memory_estimate(lowres.image.nbytes, grid, threads=max(1, threads))
     log.info(
         "%s: %d of %d tiles to extract at level %d; memory estimate %.0f MB",
@@ -256,6 +298,7 @@ def extract_slide_task(
     coords_rows: list[list[Any]] = []
     blur_reject: list[int] = []
     n_pass = 0
+    stored_quality: int | None = None
     t0 = time.perf_counter()
     tiles = iter_encoded_tiles(
         opener,
@@ -277,7 +320,10 @@ def extract_slide_task(
         done = 0
         for tile in tiles:
             stage.add(tile.times)
-            n_pass += tile.passthrough
+            if tile.passthrough:
+                if not n_pass:  # the tables of a slide level are shared: the first tile's
+                    stored_quality = estimate_jpeg_quality(tile.data)
+                n_pass += 1
             i = tile.index
             blurry = (
                 tile.blur is not None
@@ -359,13 +405,16 @@ def extract_slide_task(
         blurry=n_blurry,
         blurry_slide=bool(config.blur_threshold is not None and n_blurry > 0.5 * len(coords_rows)),
         passthrough=n_pass,
+        stored_quality=stored_quality,
         mpp=slide_mpp,
         level=grid.level,
         extract_px=grid.extract_px,
         seconds=round(time.perf_counter() - t_start, 4),
         timings={k: round(v, 4) for k, v in timings.items()},
-        source=source_fingerprint(task.path),
+        source=source,
+        outputs=output_records(outputs),
     )
+    # last commit step: the slide is complete
     write_json_atomic(outputs["state"], result.to_dict())
     return result
 

@@ -32,12 +32,13 @@ from tilestream.extract.engine import (
     extract_slide_task,
     failure_result,
     slide_outputs,
-    source_fingerprint,
     write_failure_state,
 )
+from tilestream.extract.fingerprint import file_sha256, fingerprint_matches
 from tilestream.extract.report import write_report
 from tilestream.extract.resample import libvips_version, resolve_resizer
 from tilestream.extract.sources import discover_slides
+from tilestream.runfolder import TFRECORD_SUFFIX, read_state, slide_staleness
 
 __all__ = [
     "ExtractionRun",
@@ -79,6 +80,9 @@ class ExtractionRun:
     config: ExtractConfig
     results: list[SlideResult] = field(default_factory=list)
     seconds: float = 0.0
+    #: ``{slide: reason}``: slides whose outputs are in the folder but not current
+    #: (see :mod:`tilestream.runfolder`); kept, and left out of the manifest.
+    stale: dict[str, str] = field(default_factory=dict)
 
     def _count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -126,23 +130,47 @@ def _versions(config: ExtractConfig) -> dict[str, str]:
     return out
 
 
+def _outputs_match(state: dict[str, Any], outputs: dict[str, Path]) -> bool:
+    """Every output exists and matches the sizes and digests its "done" state recorded."""
+    if not all(p.exists() for p in outputs.values()):
+        return False
+    recorded = state.get("outputs")
+    if not isinstance(recorded, dict) or "coords" not in recorded:
+        return False
+    for kind, meta in recorded.items():
+        path = outputs.get(kind)
+        if path is None or not isinstance(meta, dict):
+            return False
+        try:
+            if path.stat().st_size != meta.get("size"):
+                return False
+            if "sha256" in meta and file_sha256(path) != meta["sha256"]:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def is_complete(
     run_dir: Path, task: SlideTask, config: ExtractConfig, *, to_images: bool = False
 ) -> SlideResult | None:
-    """The stored result if ``task`` is already extracted with ``config`` from the same file."""
+    """The stored result if ``task`` is already extracted with ``config`` from the same file.
+
+    Complete means: the slide's state says ``"done"`` under ``config``'s hash
+    (so it is current in the sense of :func:`tilestream.runfolder.slide_staleness`),
+    every output is there with the size (and, for the coordinates,
+    the SHA-256) the state recorded, and the slide file still has the
+    fingerprint the state recorded (:mod:`tilestream.extract.fingerprint`).
+    """
     outputs = slide_outputs(run_dir, task.name, to_images=to_images)
-    try:
-        state = json.loads(outputs["state"].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    state = read_state(run_dir, task.name)
+    if state is None:
         return None
-    if state.get("status") != "done" or state.get("config_hash") != config.hash():
+    if slide_staleness(run_dir, task.name, config_hash=config.hash(), state=state) is not None:
         return None
-    try:
-        if state.get("source") != source_fingerprint(task.path):
-            return None
-    except OSError:
+    if not _outputs_match(state, outputs):
         return None
-    if not all(p.exists() for p in outputs.values()):
+    if not fingerprint_matches(state.get("source"), task.path):
         return None
     result = SlideResult.from_dict(state)
     result.status = "skipped"
@@ -225,10 +253,49 @@ def _size(task: SlideTask) -> int:
         return -1
 
 
-def _manifest_entry(run_dir: Path, result: SlideResult, to_images: bool) -> tuple[str, int] | None:
-    if to_images or result.status not in ("done", "skipped"):
+def _manifest_entry(run_dir: Path, name: str, config_hash: str) -> dict[str, int] | None:
+    """Slide ``name``'s manifest entry, ``None`` unless it is current (see :mod:`tilestream.runfolder`)."""
+    state = read_state(run_dir, name)
+    if state is None or slide_staleness(run_dir, name, config_hash=config_hash, state=state):
         return None
-    return f"{result.slide}.tfrecords", result.tiles
+    tiles = state.get("tiles")
+    return {"total": tiles} if isinstance(tiles, int) else None
+
+
+def _current_manifest(
+    run_dir: Path, config_hash: str, *, exclude: set[str] | frozenset[str] = frozenset()
+) -> dict[str, dict[str, int]]:
+    """The manifest of the slides in ``run_dir`` current under ``config_hash``, less ``exclude``.
+
+    Slides whose outputs are stale (failed, interrupted, of another config,
+    changed since) get no entry: the manifest never counts their records.
+    """
+    manifest: dict[str, dict[str, int]] = {}
+    for path in sorted(run_dir.glob(f"*{TFRECORD_SUFFIX}")):
+        name = path.name[: -len(TFRECORD_SUFFIX)]
+        if path.name.startswith(".") or name in exclude:
+            continue
+        entry = _manifest_entry(run_dir, name, config_hash)
+        if entry is not None:
+            manifest[path.name] = entry
+    return manifest
+
+
+class _Manifest:
+    """``manifest.json`` of a run folder, rewritten (atomically) only when it changes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "manifest.json"
+        try:
+            self.on_disk: Any = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.on_disk = None
+
+    def write(self, manifest: dict[str, dict[str, int]]) -> None:
+        content = dict(sorted(manifest.items()))
+        if content != self.on_disk:
+            write_json_atomic(self.path, content)
+            self.on_disk = content
 
 
 def extract_slides(
@@ -289,6 +356,8 @@ def extract_slides(
     run_dir = Path(out_dir) / config.label
     _check_writable(run_dir)
     _remove_stale_run_temp_files(run_dir)
+    manifest_file = _Manifest(run_dir)  # before config.json names a new hash: only its slides
+    manifest_file.write(_current_manifest(run_dir, config.hash()))
     write_json_atomic(
         run_dir / "config.json",
         {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
@@ -297,11 +366,6 @@ def extract_slides(
     if not tasks:
         raise ConfigError("no slides found in the given inputs")
     run = ExtractionRun(run_dir=run_dir, config=config)
-    manifest_path = run_dir / "manifest.json"
-    try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
 
     todo: list[SlideTask] = []
     for task in tasks:
@@ -314,25 +378,29 @@ def extract_slides(
     total = len(tasks)
     tiles_done = run.tiles
 
+    # the manifest lists current slides only, and none while it is being re-extracted
+    pending = {t.name for t in todo}
+    manifest = _current_manifest(run_dir, config.hash(), exclude=pending)
+    manifest_file.write(manifest)
+
     def record(result: SlideResult) -> None:
         nonlocal tiles_done
         run.results.append(result)
-        entry = _manifest_entry(run_dir, result, to_images)
-        if entry is not None:
-            manifest[entry[0]] = {"total": entry[1]}
-            write_json_atomic(manifest_path, dict(sorted(manifest.items())))
+        pending.discard(result.slide)
+        key = f"{result.slide}{TFRECORD_SUFFIX}"
+        entry = None if to_images else _manifest_entry(run_dir, result.slide, config.hash())
+        if entry is None:
+            manifest.pop(key, None)
+        else:
+            manifest[key] = entry
+        manifest_file.write(manifest)
+        if result.status == "done":
             tiles_done += result.tiles
         if progress is not None:
             progress(RunProgress(total, len(run.results), tiles_done, result.slide, result=result))
 
-    for r in run.results:
-        entry = _manifest_entry(run_dir, r, to_images)
-        if entry is not None:
-            manifest[entry[0]] = {"total": entry[1]}
-    if run.results:
-        write_json_atomic(manifest_path, dict(sorted(manifest.items())))
-        if progress is not None:
-            progress(RunProgress(total, len(run.results), tiles_done))
+    if run.results and progress is not None:
+        progress(RunProgress(total, len(run.results), tiles_done))
 
     cores = os.cpu_count() or 1
     n_workers = max(1, workers or cores)
@@ -391,7 +459,11 @@ def extract_slides(
                 pool.shutdown(wait=True, cancel_futures=True)
 
     run.seconds = time.perf_counter() - t_start
-    write_report(run_dir, config)
+    run.stale = dict(write_report(run_dir, config)["stale"])
+    for name, reason in run.stale.items():
+        log.warning(
+            "slide %s left out of the manifest: %s (outputs kept, not deleted)", name, reason
+        )
     return run
 
 
