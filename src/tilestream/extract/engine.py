@@ -15,6 +15,7 @@ import contextlib
 import csv
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,9 +118,19 @@ def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _remove_stale_temp_files(run_dir: Path, name: str) -> None:
-    """Remove temporary files an interrupted run left for this slide's outputs (ours only)."""
-    for folder in (run_dir, run_dir / "state", run_dir / "previews"):
-        remove_temp_files(folder, f"{name}.*")
+    """Remove the temporary files interrupted writes of exactly this slide's outputs left.
+
+    Names are matched exactly (in either output mode), never as a glob: the
+    leftovers of slide ``p1`` are removed, the in-progress files of slide
+    ``p1.slideA`` (or of ``a[1]`` when this is ``a*``) are not.
+    """
+    outputs = {**slide_outputs(run_dir, name), **slide_outputs(run_dir, name, to_images=True)}
+    for kind, path in outputs.items():
+        if kind == "images":
+            tile = re.compile(rf"{re.escape(name)}_-?[0-9]+_-?[0-9]+\.(?:jpg|png)")
+            remove_temp_files(path, lambda n, tile=tile: tile.fullmatch(n) is not None)
+        else:
+            remove_temp_files(path.parent, path.name)
 
 
 def _can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:

@@ -214,8 +214,7 @@ def _remove_stale_run_temp_files(run_dir: Path) -> None:
     One driver at a time owns a run folder; per-slide temporary files are
     cleaned when the slide is extracted again.
     """
-    for name in RUN_FILES:
-        remove_temp_files(run_dir, name)
+    remove_temp_files(run_dir, RUN_FILES)
 
 
 def _size(task: SlideTask) -> int:
