@@ -125,10 +125,10 @@ def _remove_stale_temp_files(run_dir: Path, name: str) -> None:
     ``p1.slideA`` (or of ``a[1]`` when this is ``a*``) are not.
     """
     outputs = {**slide_outputs(run_dir, name), **slide_outputs(run_dir, name, to_images=True)}
+    tile = re.compile(rf"{re.escape(name)}_-?[0-9]+_-?[0-9]+\.(?:jpg|png)")
     for kind, path in outputs.items():
         if kind == "images":
-            tile = re.compile(rf"{re.escape(name)}_-?[0-9]+_-?[0-9]+\.(?:jpg|png)")
-            remove_temp_files(path, lambda n, tile=tile: tile.fullmatch(n) is not None)
+            remove_temp_files(path, lambda n: tile.fullmatch(n) is not None)
         else:
             remove_temp_files(path.parent, path.name)
 
