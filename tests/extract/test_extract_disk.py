@@ -29,7 +29,9 @@ def _mount_tmpfs(where: Path, size: str) -> None:
         text=True,
     )
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {proc.stderr}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {proc.stderr}"
+        )
 
 
 @pytest.fixture
@@ -44,12 +46,10 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def _fill(folder: Path) -> None:
-    with open(folder / "filler", "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
+    with open(folder / "filler", "wb", buffering=0) as f, pytest.raises(OSError) as info:  # noqa: PT012
+        while True:
+            f.write(b"\0" * 4096)
+    assert info.value.errno == errno.ENOSPC
 
 
 def test_a_full_disk_at_the_start_is_a_clear_error(cmu_slide: Path, small_fs: Path) -> None:
@@ -71,7 +71,9 @@ def test_a_full_disk_at_the_start_is_a_clear_error(cmu_slide: Path, small_fs: Pa
     assert "Traceback" not in proc.stderr
 
 
-def test_a_disk_that_fills_mid_slide_fails_the_slide_cleanly(cmu_slide: Path, small_fs: Path) -> None:
+def test_a_disk_that_fills_mid_slide_fails_the_slide_cleanly(
+    cmu_slide: Path, small_fs: Path
+) -> None:
     out = small_fs / "out"
     run = extract_slides([cmu_slide], out, tile_px=128, tile_um=128, stride_div=2, workers=1)
     [result] = run.results
