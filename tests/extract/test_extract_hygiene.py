@@ -18,6 +18,7 @@ from tilestream.extract.engine import SlideTask, _remove_stale_temp_files, extra
 from tilestream.extract.run import run_slide_task
 from tilestream.extract.sources import check_slide_name
 from tilestream.runfolder import slide_outputs
+from tilestream.slide.synthetic import make_synthetic_slide
 
 
 def test_starting_a_slide_removes_only_its_own_leftovers(tmp_path: Path) -> None:
@@ -143,3 +144,32 @@ def test_accepted_names_stay_inside_the_run_folder(name: str) -> None:
     else:
         with pytest.raises(ConfigError, match="slide name"):
             check_slide_name(name, "here")
+
+
+@pytest.mark.parametrize("mpp", ["-1", "0", "nan", "inf"])
+def test_csv_mpp_must_be_positive(cmu_slide: Path, tmp_path: Path, mpp: str) -> None:
+    """A bad value in a slide list is the list's error, not a failing slide (nor a bug)."""
+    listing = tmp_path / "slides.csv"
+    listing.write_text(f"slide,mpp\n{cmu_slide},{mpp}\n")
+    with pytest.raises(ConfigError, match=f"{listing}: line 2: mpp must be a positive number"):
+        extract_slides([listing], tmp_path / "out", tile_px=64, tile_um=256)
+
+
+@pytest.mark.slow
+def test_slides_whose_names_prefix_each_other_extract_in_parallel(tmp_path: Path) -> None:
+    """Item 10 end to end: slide ``p1`` starts while ``p1.slideA`` writes; nothing is lost.
+
+    Two workers: one extracts the large ``p1.slideA`` while the other does
+    small slides, so that ``p1`` starts (and cleans its own leftovers) while
+    ``p1.slideA``'s files are in progress (it failed 2 of 2 times before).
+    """
+    big, small = tmp_path / "big.svs", tmp_path / "small.svs"
+    make_synthetic_slide(big, width=4000, height=4000, seed=1)
+    make_synthetic_slide(small, width=1024, height=1024, seed=2)
+    tasks = [SlideTask(str(big), "p1.slideA")]
+    tasks += [SlideTask(str(small), n) for n in ("s0", "s1", "s2", "p1")]
+    run = extract_slides(
+        tasks, tmp_path / "out", tile_px=64, tile_um=32, stride_div=4, workers=2, threads=1
+    )
+    assert [r.error for r in run.failed] == [] and run.done == 5
+    assert not list((tmp_path / "out").rglob("*.tmp"))

@@ -508,7 +508,8 @@ def _extract_locked(
                     if isinstance(exc, BrokenProcessPool):
                         exc = ExtractionError(f"{task.name}: worker process died ({exc})")
                     result = failure_result(task, config, exc, 0.0)
-                    write_failure_state(run_dir, result)
+                    log.warning("slide %s failed: %s", task.name, result.error)
+                    _record_failure(run_dir, result)
                 record(result)
         finally:
             if own:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -135,10 +136,12 @@ def discover_slides(
         else:
             # Missing files are kept: they fail as slides, recorded, without stopping the batch.
             found.append((SlideTask(path=str(p), name=slide_name(p)), str(p)))
-    if roi_dir is not None:
-        found = [(_with_roi(t, Path(roi_dir)), where) for t, where in found]
     for t, where in found:
         check_slide_name(t.name, where)
+        if t.mpp is not None and not (isinstance(t.mpp, (int, float)) and 0 < t.mpp < math.inf):
+            raise ConfigError(f"{where}: mpp must be a positive number, not {t.mpp!r}")
+    if roi_dir is not None:
+        found = [(_with_roi(t, Path(roi_dir)), where) for t, where in found]
     _check_unique(found)
     unique: dict[str, SlideTask] = {}
     for t, _ in found:
