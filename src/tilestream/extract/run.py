@@ -236,12 +236,7 @@ def run_slide_task(
             )
     except Exception as exc:
         expected = isinstance(exc, _input_errors())
-        if (
-            expected
-            and raise_transient
-            and isinstance(exc, OSError)
-            and not isinstance(exc, TileStreamError)
-        ):
+        if raise_transient and isinstance(exc, OSError) and not isinstance(exc, TileStreamError):
             log.warning("slide %s: transient error, leaving it to the executor: %s", task.name, exc)
             raise
         result = failure_result(task, config, exc, time.perf_counter() - t0)
