@@ -151,3 +151,14 @@ def test_workers_die_with_their_parent(tmp_path: Path, pdeathsig: bool) -> None:
     except psutil.TimeoutExpired:
         child.kill()
         pytest.fail("the worker outlived its parent")
+
+
+def test_the_holder_record_keeps_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["tilestream", "extract", "s.svs", "--scheduler", "tls://alice:s3cret@host:8786"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with run_lock(tmp_path):
+        text = (tmp_path / LOCK_FILE).read_text()
+    assert "s3cret" not in text and "alice" not in text
+    assert "tls://***@host:8786" in json.loads(text)["command"]
