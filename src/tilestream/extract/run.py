@@ -9,11 +9,14 @@ whose outputs are complete and whose config hash and source file match.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import multiprocessing
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +26,9 @@ from typing import Any
 
 from tilestream import __version__
 from tilestream._util.atomic import remove_temp_files, write_json_atomic
+from tilestream._util.lifetime import die_with_parent
+from tilestream._util.lock import run_lock, task_lock
+from tilestream._util.names import name_problem, outside
 from tilestream.errors import ConfigError, ExtractionError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import (
@@ -103,6 +109,11 @@ class ExtractionRun:
         return [r for r in self.results if r.status == "failed"]
 
     @property
+    def bugs(self) -> list[SlideResult]:
+        """Failures that are bugs in tilestream (they carry a ``traceback``), not bad input."""
+        return [r for r in self.failed if r.traceback]
+
+    @property
     def tiles(self) -> int:
         """Tiles stored for the slides of this run (extracted or already complete)."""
         return sum(r.tiles for r in self.results if r.status in ("done", "skipped"))
@@ -177,6 +188,40 @@ def is_complete(
     return result
 
 
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or failing storage, not a bug: they become slide failures.
+
+    Our own errors, I/O errors, running out of memory, and what the decoders
+    raise on a damaged or hostile file when it reaches them directly (the
+    slide layer turns most of these into :class:`~tilestream.errors.SlideError`).
+    """
+    errors: list[type[BaseException]] = [TileStreamError, OSError, MemoryError]
+    with contextlib.suppress(ImportError):
+        from PIL import Image
+
+        errors.append(Image.DecompressionBombError)
+    with contextlib.suppress(ImportError, AttributeError):
+        import tifffile
+
+        errors.append(tifffile.TiffFileError)
+    with contextlib.suppress(ImportError, AttributeError):
+        import openslide
+
+        errors.append(openslide.OpenSlideError)
+    return tuple(errors)
+
+
+def _record_failure(run_dir: Path, result: SlideResult) -> None:
+    """Write a failure's state file; never for a name that could write elsewhere."""
+    state = slide_outputs(run_dir, result.slide)["state"]
+    if name_problem(result.slide) is not None or outside(run_dir, [state]) is not None:
+        return
+    try:
+        write_failure_state(run_dir, result)
+    except OSError as state_exc:  # the folder itself is failing (e.g. disk full)
+        log.error("cannot record failure of %s: %s", result.slide, state_exc)
+
+
 def run_slide_task(
     task: SlideTask,
     run_dir: str,
@@ -190,7 +235,14 @@ def run_slide_task(
     """Extract one slide and return its record; a permanent failure becomes a failure record.
 
     This is the unit of work sent to executors: it takes and returns small
-    picklable objects, never pixels.
+    picklable objects, never pixels. While it works it holds the run folder's
+    shared worker lock (see :func:`tilestream._util.lock.task_lock`).
+
+    Bad input and I/O errors (every :class:`~tilestream.errors.TileStreamError`,
+    ``OSError``, ``MemoryError``, a decoder's error on a damaged file) are
+    logged at WARNING and recorded as the slide's failure. Any other
+    exception is a bug in tilestream: it is recorded the same way, with its
+    ``traceback`` in the record and the state file, and logged at ERROR.
 
     Parameters
     ----------
@@ -203,23 +255,42 @@ def run_slide_task(
     """
     t0 = time.perf_counter()
     try:
-        # The config was made elsewhere (a cluster's client): fail before opening the
-        # slide when this worker lacks the resizer it names.
-        resolve_resizer(config.resizer)
-        return extract_slide_task(
-            task, run_dir, config, to_images=to_images, threads=threads, progress=progress
-        )
+        with task_lock(run_dir):
+            # The config was made elsewhere (a cluster's client): fail before opening the
+            # slide when this worker lacks the resizer it names.
+            resolve_resizer(config.resizer)
+            return extract_slide_task(
+                task, run_dir, config, to_images=to_images, threads=threads, progress=progress
+            )
     except Exception as exc:
+        expected = isinstance(exc, _input_errors())
         if raise_transient and isinstance(exc, OSError) and not isinstance(exc, TileStreamError):
             log.warning("slide %s: transient error, leaving it to the executor: %s", task.name, exc)
             raise
-        log.info("slide %s failed: %s", task.name, exc)
         result = failure_result(task, config, exc, time.perf_counter() - t0)
-        try:
-            write_failure_state(Path(run_dir), result)
-        except OSError as state_exc:  # the folder itself is failing (e.g. disk full)
-            log.error("cannot record failure of %s: %s", task.name, state_exc)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            result.error = f"{task.name}: no space left in {run_dir} ({exc})"
+        if expected:
+            log.warning("slide %s failed: %s", task.name, result.error)
+        else:
+            result.traceback = traceback.format_exc()
+            log.error(
+                "slide %s: internal error, a bug in tilestream (please report it):\n%s",
+                task.name, result.traceback,
+            )  # fmt: skip
+        _record_failure(Path(run_dir), result)
         return result
+
+
+def _folder_error(run_dir: Path, exc: OSError) -> ExtractionError:
+    """An error naming the run folder for an OSError writing into it."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = f"no space left for the run's files ({exc.strerror})"
+    elif exc.errno == errno.EROFS:
+        what = "the output folder is on a read-only file system"
+    else:
+        what = f"cannot write into the output folder: {exc.strerror or exc}"
+    return ExtractionError(what, path=run_dir)
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -242,8 +313,7 @@ def _remove_stale_run_temp_files(run_dir: Path) -> None:
     One driver at a time owns a run folder; per-slide temporary files are
     cleaned when the slide is extracted again.
     """
-    for name in RUN_FILES:
-        remove_temp_files(run_dir, name)
+    remove_temp_files(run_dir, RUN_FILES)
 
 
 def _size(task: SlideTask) -> int:
@@ -346,7 +416,23 @@ def extract_slides(
     Returns
     -------
     ExtractionRun
-        Per-slide results; failures are recorded there and in ``state/``, never raised.
+        Per-slide results; failures are recorded there and in ``state/``, never
+        raised. A failure that is a bug in tilestream (not bad input or I/O)
+        carries its ``traceback`` (see :attr:`ExtractionRun.bugs`).
+
+    Raises
+    ------
+    ExtractionError
+        When the run folder cannot be created or written (full, read-only),
+        or another run holds it: one run per run folder at a time (see
+        :mod:`tilestream._util.lock`). A run killed without releasing the
+        folder is taken over by the next. With an executor of the caller
+        (Dask), this process holds the folder and every slide task holds its
+        shared worker lock while it works, so a rerun waits for tasks a
+        killed run left behind; their lifetime is the cluster's business.
+    ConfigError
+        On invalid options, or slide names that cannot name files (see
+        :func:`~tilestream.extract.sources.discover_slides`).
     """
     t_start = time.perf_counter()
     if config is None:
@@ -355,13 +441,41 @@ def extract_slides(
         config = config.replace(**options)
     run_dir = Path(out_dir) / config.label
     _check_writable(run_dir)
-    _remove_stale_run_temp_files(run_dir)
-    manifest_file = _Manifest(run_dir)  # before config.json names a new hash: only its slides
-    manifest_file.write(_current_manifest(run_dir, config.hash()))
-    write_json_atomic(
-        run_dir / "config.json",
-        {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
-    )
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(run_dir))
+            _remove_stale_run_temp_files(run_dir)
+            # before config.json names a new hash: the manifest keeps only that hash's slides
+            _Manifest(run_dir).write(_current_manifest(run_dir, config.hash()))
+            write_json_atomic(
+                run_dir / "config.json",
+                {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
+            )
+        except OSError as exc:
+            raise _folder_error(run_dir, exc) from exc
+        return _extract_locked(
+            slides, run_dir, config, executor=executor, workers=workers, threads=threads,
+            overwrite=overwrite, to_images=to_images, roi_dir=roi_dir, progress=progress,
+            t_start=t_start,
+        )  # fmt: skip
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: ExitStack may swallow
+
+
+def _extract_locked(
+    slides: Iterable[str | os.PathLike[str] | SlideTask],
+    run_dir: Path,
+    config: ExtractConfig,
+    *,
+    executor: Executor | None,
+    workers: int | None,
+    threads: int | None,
+    overwrite: bool,
+    to_images: bool,
+    roi_dir: str | os.PathLike[str] | None,
+    progress: ProgressCallback | None,
+    t_start: float,
+) -> ExtractionRun:
+    """The run of :func:`extract_slides`, once it holds ``run_dir``."""
     tasks = discover_slides(slides, roi_dir=roi_dir)
     if not tasks:
         raise ConfigError("no slides found in the given inputs")
@@ -380,6 +494,7 @@ def extract_slides(
 
     # the manifest lists current slides only, and none while it is being re-extracted
     pending = {t.name for t in todo}
+    manifest_file = _Manifest(run_dir)
     manifest = _current_manifest(run_dir, config.hash(), exclude=pending)
     manifest_file.write(manifest)
 
@@ -426,8 +541,13 @@ def extract_slides(
         own = executor is None
         # an executor of the caller's runs one task per worker thread: one thread each
         per_slide = threads or (max(1, cores // min(n_workers, len(todo))) if own else 1)
+        # Workers end when this process dies (even by SIGKILL); this thread holds the pool
+        # until shutdown, as the parent-death signal needs (see tilestream._util.lifetime).
         pool: Executor = executor or ProcessPoolExecutor(
-            max_workers=min(n_workers, len(todo)), mp_context=multiprocessing.get_context("spawn")
+            max_workers=min(n_workers, len(todo)),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         )
         try:
             futures: dict[Future[SlideResult], SlideTask] = {
@@ -452,7 +572,8 @@ def extract_slides(
                     if isinstance(exc, BrokenProcessPool):
                         exc = ExtractionError(f"{task.name}: worker process died ({exc})")
                     result = failure_result(task, config, exc, 0.0)
-                    write_failure_state(run_dir, result)
+                    log.warning("slide %s failed: %s", task.name, result.error)
+                    _record_failure(run_dir, result)
                 record(result)
         finally:
             if own:

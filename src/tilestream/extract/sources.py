@@ -11,14 +11,17 @@ Examples
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tilestream._util.names import name_problem, portable_key
 from tilestream.errors import ConfigError
 from tilestream.extract.engine import SlideTask
 
-__all__ = ["SLIDE_EXTENSIONS", "discover_slides", "slide_name"]
+__all__ = ["SLIDE_EXTENSIONS", "check_slide_name", "discover_slides", "slide_name"]
 
 #: Extensions searched for in folders. Plain images (.png, .jpg) are accepted
 #: when named explicitly, not picked up from folders (where they are often previews).
@@ -62,16 +65,19 @@ def _float_or_none(value: str | None, where: str) -> float | None:
         raise ConfigError(f"{where}: mpp {value!r} is not a number") from exc
 
 
-def _from_csv(path: Path) -> list[SlideTask]:
+def _from_csv(path: Path) -> list[tuple[SlideTask, str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read slide list: {exc}", path=path) from exc
-    reader = csv.DictReader(text.splitlines())
+    # newline="": a quoted name holding a line break stays one field (and is refused)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or "slide" not in reader.fieldnames:
         raise ConfigError("a slide list CSV needs a 'slide' column", path=path)
     tasks = []
-    for lineno, row in enumerate(reader, start=2):
+    end = reader.line_num  # the header's
+    for row in reader:
+        lineno, end = end + 1, reader.line_num  # the line the row starts on
         value = (row.get("slide") or "").strip()
         if not value:
             raise ConfigError(f"line {lineno}: empty 'slide'", path=path)
@@ -83,7 +89,9 @@ def _from_csv(path: Path) -> list[SlideTask]:
             roi = str(path.parent / roi)
         name = (row.get("name") or "").strip() or slide_name(p)
         mpp = _float_or_none(row.get("mpp"), f"{path}: line {lineno}")
-        tasks.append(SlideTask(path=str(p), name=name, mpp=mpp, roi=roi))
+        tasks.append(
+            (SlideTask(path=str(p), name=name, mpp=mpp, roi=roi), f"{path}: line {lineno}")
+        )
     return tasks
 
 
@@ -106,28 +114,58 @@ def discover_slides(
     Raises
     ------
     ConfigError
-        When two slides share a name (their outputs would collide), or a CSV is malformed.
+        When a slide's name cannot name files (it contains ``/``, ``\\``,
+        ``..``, a control character, starts with ``.``, or is too long: it
+        would write outside the output folder), when two slides share a name,
+        or names that differ only by case (their outputs would collide, or do
+        on case-insensitive file systems), or a CSV is malformed. The message
+        names the CSV file and line, or the slide.
     """
-    tasks: list[SlideTask] = []
+    found: list[tuple[SlideTask, str]] = []
     for item in inputs:
         if isinstance(item, SlideTask):
-            tasks.append(item)
+            found.append((item, f"slide {item.path}"))
             continue
         p = Path(item)
         if p.is_dir():
-            tasks.extend(SlideTask(path=str(f), name=slide_name(f)) for f in _from_folder(p))
+            found.extend(
+                (SlideTask(path=str(f), name=slide_name(f)), str(f)) for f in _from_folder(p)
+            )
         elif p.suffix.lower() == ".csv":
-            tasks.extend(_from_csv(p))
+            found.extend(_from_csv(p))
         else:
             # Missing files are kept: they fail as slides, recorded, without stopping the batch.
-            tasks.append(SlideTask(path=str(p), name=slide_name(p)))
+            found.append((SlideTask(path=str(p), name=slide_name(p)), str(p)))
+    for t, where in found:
+        check_slide_name(t.name, where)
+        if t.mpp is not None and not (isinstance(t.mpp, (int, float)) and 0 < t.mpp < math.inf):
+            raise ConfigError(f"{where}: mpp must be a positive number, not {t.mpp!r}")
     if roi_dir is not None:
-        tasks = [_with_roi(t, Path(roi_dir)) for t in tasks]
-    _check_unique(tasks)
+        found = [(_with_roi(t, Path(roi_dir)), where) for t, where in found]
+    _check_unique(found)
     unique: dict[str, SlideTask] = {}
-    for t in tasks:
+    for t, _ in found:
         unique.setdefault(t.name, t)
     return list(unique.values())
+
+
+def check_slide_name(name: str, where: str) -> None:
+    """Raise :class:`ConfigError` when ``name`` cannot name a slide's output files.
+
+    ``where`` says where the name came from (``"slides.csv: line 3"``).
+
+    >>> check_slide_name("../../escape", "slides.csv: line 3")
+    Traceback (most recent call last):
+    ...
+    tilestream.errors.ConfigError: slides.csv: line 3: slide name '../../escape' contains a path separator; \
+a slide name is part of its output files' names and must stay a plain file name
+    """
+    problem = name_problem(name)
+    if problem is not None:
+        raise ConfigError(
+            f"{where}: slide name {name!r} {problem}; a slide name is part of its "
+            "output files' names and must stay a plain file name"
+        )
 
 
 def _with_roi(task: SlideTask, roi_dir: Path) -> SlideTask:
@@ -140,13 +178,22 @@ def _with_roi(task: SlideTask, roi_dir: Path) -> SlideTask:
     return task
 
 
-def _check_unique(tasks: Sequence[SlideTask]) -> None:
-    seen: dict[str, str] = {}
+def _check_unique(found: Sequence[tuple[SlideTask, str]]) -> None:
+    seen: dict[str, tuple[SlideTask, str]] = {}
     dupes: list[str] = []
-    for t in tasks:
-        if t.name in seen and seen[t.name] != t.path:
-            dupes.append(f"{t.name!r} ({seen[t.name]} and {t.path})")
-        seen.setdefault(t.name, t.path)
+    for t, where in found:
+        key = portable_key(t.name)
+        if key not in seen:
+            seen[key] = (t, where)
+            continue
+        first, first_where = seen[key]
+        if first.name != t.name:
+            dupes.append(
+                f"{first.name!r} ({first_where}) and {t.name!r} ({where}) differ only by case "
+                "(or Unicode normalisation) and collide on case-insensitive file systems"
+            )
+        elif first.path != t.path:
+            dupes.append(f"{t.name!r} ({first_where}: {first.path}; {where}: {t.path})")
     if dupes:
         raise ConfigError(
             "slides with the same name would overwrite each other: " + "; ".join(dupes)
