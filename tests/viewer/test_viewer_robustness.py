@@ -6,6 +6,7 @@ Every test talks to a real server on a free loopback port through real sockets.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 import threading
@@ -14,11 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+from tilestream.slide.synthetic import make_synthetic_slide
 from tilestream.viewer import ViewerServer
 
 SLIDE = "CMU-1-Small-Region"
@@ -359,3 +363,30 @@ def test_no_deep_zoom_path_makes_a_500(
     parts = [quote(v, safe="") or "0" for v in (level, col, row)]
     status, _, body = request(server, f"/dz/{SLIDE}_files/{parts[0]}/{parts[1]}_{parts[2]}.jpeg")
     assert status in (200, 404), (level, col, row, status, body)
+
+
+# -- a slide without a pyramid: coarse tiles read in blocks ----------------------------
+
+
+def test_coarse_tiles_of_a_slide_without_a_pyramid_use_little_memory(tmp_path: Path) -> None:
+    path = tmp_path / "flat.svs"
+    make_synthetic_slide(path, width=9000, height=9000, levels=1)  # 81 Mpx, one level
+    with ViewerServer(path, port=0) as srv:
+        srv.app.tiles.max_bytes = 0
+        srv.start()
+        renderer = srv.app.renderer(srv.app.entry("flat"))
+        # the coarsest level of one 254-px tile: rendered from the whole 9000 x 9000 level
+        level = max(lv for lv, tiles in enumerate(renderer.level_tiles) if tiles == (1, 1))
+        with _PeakRSS() as rss:
+            status, _, body = request(srv, f"/dz/flat_files/{level}/0_0.jpeg")
+        assert status == 200, body
+        with srv.app.pool(srv.app.entry("flat")).handle() as slide:
+            cached = slide.cache_info()["bytes"]  # the slide layer's decoded tiles (~100 MB)
+            thumb = slide.get_thumbnail((1000, 1000))
+        # beyond the slide's cache, the viewer's own memory stays small (it grew by
+        # 540 MB when the 243 MB region was read in one piece)
+        grown = (rss.peak - rss.base - cached) >> 20
+        assert grown < 80, grown
+    tile = Image.open(io.BytesIO(body)).convert("RGB")
+    reference = np.asarray(thumb.convert("RGB").resize(tile.size, Image.Resampling.BOX), float)
+    assert np.abs(np.asarray(tile, float) - reference).mean() < 6
