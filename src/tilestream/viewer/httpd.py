@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -39,6 +40,9 @@ REQUEST_TIMEOUT = 30.0
 
 #: Connections answered at once; more get 503.
 MAX_CONNECTIONS = 64
+
+#: Seconds between two warnings about connections turned away.
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -100,6 +104,8 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.request_timeout = float(request_timeout)
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._refused = 0
+        self._refusal_logged = -math.inf
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -121,8 +127,12 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def _refuse(self, request: socket.socket, client_address: Any) -> None:
         # On the accepting thread: never block. The request is drained first, as a
         # close with unread data resets the connection and loses the answer.
-        log.warning("%s connections open: turning %s away (503)", self.max_connections,
-                    client_address[0])  # fmt: skip
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:  # not a line per connection
+            log.warning("%s connections open: turned %s away (503) since the last warning",
+                        self.max_connections, self._refused)  # fmt: skip
+            self._refused, self._refusal_logged = 0, now
         body = json.dumps({"error": "too many connections: try again"}).encode()
         head = (
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
