@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 
 from tilestream.viewer import ViewerServer, is_loopback
+from tilestream.viewer.httpd import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
 __all__ = ["register"]
 
@@ -38,9 +39,30 @@ def register(group: click.Group) -> None:
     @click.option("--token/--no-token", "token", default=None,
                   help="Require a random access token (printed in the URL); the default "
                   "off loopback. --no-token: none, even off loopback (insecure).")  # fmt: skip
-    def view(path: Path, port: int, host: str, roi_dir: Path | None, token: bool | None) -> None:
+    @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=REQUEST_TIMEOUT,
+                  show_default=True, help="Seconds a request may take to arrive, and an idle "
+                  "connection may stay open.")  # fmt: skip
+    @click.option("--max-connections", type=click.IntRange(1), default=MAX_CONNECTIONS,
+                  show_default=True, help="Connections answered at once (more get 503).")  # fmt: skip
+    def view(
+        path: Path,
+        port: int,
+        host: str,
+        roi_dir: Path | None,
+        token: bool | None,
+        timeout: float,
+        max_connections: int,
+    ) -> None:
         """Browse slides, their tile grids and extracted tiles in a web browser."""
-        server = ViewerServer(path, host=host, port=port, roi_dir=roi_dir, token=token)
+        server = ViewerServer(
+            path,
+            host=host,
+            port=port,
+            roi_dir=roi_dir,
+            token=token,
+            request_timeout=timeout,
+            max_connections=max_connections,
+        )
         slides = len(server.app.catalog.entries)
         console.print(f"tilestream viewer: {slides} slide{'s' * (slides != 1)} from {path}")
         if not is_loopback(host):
