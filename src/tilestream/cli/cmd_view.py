@@ -10,6 +10,7 @@ runs without one off loopback (anyone who can reach it sees everything). See
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def register(group: click.Group) -> None:
                 )
         # plain and flushed: scripts and tests wait for this line on a pipe
         click.echo(f"open {server.open_url}  (Ctrl-C to stop)")
+        if host in ("0.0.0.0", "::", ""):  # every interface: the URL from elsewhere
+            name = socket.gethostname()
+            click.echo(
+                f"  or {server.open_url.replace(server.url, f'http://{name}:{server.address[1]}/')}"
+            )
         sys.stdout.flush()
         try:
             server.serve_forever()
