@@ -12,7 +12,6 @@ file descriptors, and the viewer stops answering. Here:
 
 Examples
 --------
->>> from http.server import BaseHTTPRequestHandler
 >>> server = BoundedHTTPServer(("127.0.0.1", 0), DeadlineHandler, max_connections=4)
 >>> server.max_connections, server.request_timeout
 (4, 30.0)
