@@ -9,6 +9,7 @@ screenshot of each page is saved under the test's temporary folder.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,54 @@ def test_viewer_in_headless_chromium(browser: Any, slides_dir: Path, tmp_path: P
     assert not errors, errors
     for name in ("dataset.png", "slide.png", "mosaic.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_token_login_and_stale_slides_in_headless_chromium(
+    browser: Any, slides_dir: Path, tmp_path: Path
+) -> None:
+    # The printed URL logs the browser in (cookie, redirect without the token): every
+    # page, script, thumbnail and Deep Zoom tile then loads. A slide whose outputs are
+    # of another config shows as stale, with the reason.
+    result = extract_tiles(slides_dir / f"{SLIDE}.svs", tmp_path / "out", tile_px=256, tile_um=128)
+    assert result.status == "done"
+    state_file = tmp_path / "out" / "256px_128um" / "state" / f"{SLIDE}.json"
+    errors: list[str] = []
+    with ViewerServer(tmp_path / "out", port=0, token=True) as server:
+        server.start()
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.set_default_timeout(60_000)
+        page.goto(server.url)  # without the token: refused
+        assert "access token" in page.content()
+        page.goto(server.open_url)
+        assert page.url == server.url  # the token is out of the address bar
+        row = page.locator(f'#slides tbody tr[data-id="{SLIDE}"]')
+        row.wait_for()
+        assert "done" in row.inner_text()
+        page.wait_for_function(
+            "() => { const i = document.querySelector('img.thumb');"
+            " return i && i.complete && i.naturalWidth > 0; }"
+        )
+        row.locator("a[href^='/slide.html']").click()
+        page.wait_for_function(
+            "() => window.tsState && window.tsState.viewer && window.tsState.tilesLoaded > 0"
+        )
+        assert page.evaluate("document.cookie") == ""  # HttpOnly: not readable by scripts
+        page.close()
+    state = json.loads(state_file.read_text())
+    state["config_hash"] = "another-config"
+    state_file.write_text(json.dumps(state))
+    with ViewerServer(tmp_path / "out", port=0) as server:
+        server.start()
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.set_default_timeout(60_000)
+        page.goto(server.url)
+        row = page.locator(f'#slides tbody tr[data-id="{SLIDE}"]')
+        row.wait_for()
+        text = row.inner_text()
+        assert "stale" in text and "another-config" in text
+        assert row.locator("a[href^='/mosaic.html']").count() == 0
+        assert "1 stale" in page.locator("#summary").inner_text()
+        page.close()
+    assert not errors, errors

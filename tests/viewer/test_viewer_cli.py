@@ -6,11 +6,14 @@ import json
 import os
 import queue
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -97,3 +100,42 @@ def test_view_port_in_use_is_an_error(run_root: Path, capsys: pytest.CaptureFixt
         assert main(["view", str(run_root), "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_view_keeps_answering_a_flood_of_half_sent_requests_with_few_descriptors(
+    run_root: Path,
+) -> None:
+    # The server process may open only 128 files; 300 connections that never finish
+    # their request: the excess is turned away at once, the rest time out (1 s), and
+    # an ordinary request is answered.
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    cmd = [sys.executable, "-m", "tilestream", "view", str(run_root), "--port", "0",
+           "--timeout", "1", "--max-connections", "32"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit
+    )
+    sockets: list[socket.socket] = []
+    try:
+        url, _ = _read_url(proc)
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /api/slides HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            sockets.append(s)
+        t0 = time.monotonic()
+        answered = False
+        while time.monotonic() - t0 < 10 and not answered:
+            try:
+                with urllib.request.urlopen(url + "api/slides", timeout=5) as resp:
+                    answered = len(json.load(resp)["slides"]) == 2
+            except (urllib.error.HTTPError, OSError):
+                time.sleep(0.2)
+        assert answered and time.monotonic() - t0 < 5
+        assert proc.poll() is None
+    finally:
+        for s in sockets:
+            s.close()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)

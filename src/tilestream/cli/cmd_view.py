@@ -2,22 +2,28 @@
 
 ``PATH`` is a slide, a folder of slides, or an extraction output folder. The
 server listens on loopback (``--host 127.0.0.1``) by default and prints its URL;
-Ctrl-C stops it. See :mod:`tilestream.viewer`.
+Ctrl-C stops it. Off loopback it requires a random access token, printed in the
+URL (``?token=...``); ``--token`` asks for one on loopback too, ``--no-token``
+runs without one off loopback (anyone who can reach it sees everything). See
+:mod:`tilestream.viewer`.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from tilestream.viewer import ViewerServer
+from tilestream.viewer import ViewerServer, is_loopback
+from tilestream.viewer.httpd import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
 __all__ = ["register"]
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def register(group: click.Group) -> None:
@@ -31,15 +37,54 @@ def register(group: click.Group) -> None:
                   help="Address to listen on (loopback: only this computer).")  # fmt: skip
     @click.option("--roi-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
                   help="Folder of <slide>.geojson/.json/.csv ROI files to draw.")  # fmt: skip
-    def view(path: Path, port: int, host: str, roi_dir: Path | None) -> None:
+    @click.option("--token/--no-token", "token", default=None,
+                  help="Require a random access token (printed in the URL); the default "
+                  "off loopback. --no-token: none, even off loopback (insecure).")  # fmt: skip
+    @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=REQUEST_TIMEOUT,
+                  show_default=True, help="Seconds a request may take to arrive, and an idle "
+                  "connection may stay open.")  # fmt: skip
+    @click.option("--max-connections", type=click.IntRange(1), default=MAX_CONNECTIONS,
+                  show_default=True, help="Connections answered at once (more get 503).")  # fmt: skip
+    def view(
+        path: Path,
+        port: int,
+        host: str,
+        roi_dir: Path | None,
+        token: bool | None,
+        timeout: float,
+        max_connections: int,
+    ) -> None:
         """Browse slides, their tile grids and extracted tiles in a web browser."""
-        server = ViewerServer(path, host=host, port=port, roi_dir=roi_dir)
+        server = ViewerServer(
+            path,
+            host=host,
+            port=port,
+            roi_dir=roi_dir,
+            token=token,
+            request_timeout=timeout,
+            max_connections=max_connections,
+        )
         slides = len(server.app.catalog.entries)
         console.print(f"tilestream viewer: {slides} slide{'s' * (slides != 1)} from {path}")
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            console.print(f"[yellow]listening on {host}: reachable from other computers[/]")
+        if not is_loopback(host):
+            if server.token is None:
+                err_console.print(
+                    f"[bold red]WARNING: listening on {host} WITHOUT an access token "
+                    "(--no-token): anyone who can reach this computer sees every slide, "
+                    "label image, property and TFRecord served.[/]"
+                )
+            else:
+                console.print(
+                    f"[yellow]listening on {host}: reachable from other computers, "
+                    "with the access token in the URL below (keep it secret)[/]"
+                )
         # plain and flushed: scripts and tests wait for this line on a pipe
-        click.echo(f"open {server.url}  (Ctrl-C to stop)")
+        click.echo(f"open {server.open_url}  (Ctrl-C to stop)")
+        if host in ("0.0.0.0", "::", ""):  # every interface: the URL from elsewhere
+            name = socket.gethostname()
+            click.echo(
+                f"  or {server.open_url.replace(server.url, f'http://{name}:{server.address[1]}/')}"
+            )
         sys.stdout.flush()
         try:
             server.serve_forever()

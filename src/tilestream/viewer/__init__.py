@@ -1,7 +1,8 @@
 """A local web viewer for slides and extracted tiles.
 
 ``tilestream view PATH`` (or :class:`ViewerServer`) serves, on loopback by
-default, a slide, a folder of slides or an extraction output folder:
+default (elsewhere only with an access token), a slide, a folder of slides or
+an extraction output folder:
 
 - a dataset page: slides with thumbnails, tile counts, status and failures;
 - a slide page: an OpenSeadragon Deep Zoom viewer (shipped in ``static/``, no
@@ -28,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+from tilestream.viewer.access import is_loopback
 from tilestream.viewer.catalog import Catalog, SlideEntry
 from tilestream.viewer.data import SlideData
 from tilestream.viewer.pool import SlidePool
@@ -45,5 +47,6 @@ __all__ = [
     "TileRenderer",
     "ViewerApp",
     "ViewerServer",
+    "is_loopback",
     "safe_join",
 ]

@@ -4,7 +4,14 @@
 (``<tile_px>px_<tile_um>/`` with ``config.json`` and ``state/``) or a folder
 holding run folders. Every slide becomes a :class:`SlideEntry` with an ``id``
 (its name, or ``<run>/<name>`` when several runs hold the same name): URLs name
-slides by id only, never by file path.
+slides by id only, never by file path, and nothing shown to the browser holds an
+absolute path (file names and run-relative names only).
+
+A slide whose outputs in its run folder are **stale** (:mod:`tilestream.runfolder`:
+a failed or interrupted rerun, another config, files changed since) is listed
+with the reason, logged as a warning, and none of its outputs (TFRecord, tile
+tables, preview) are served as the run's data. TFRecords without a state
+record are listed that way too.
 
 Examples
 --------
@@ -26,6 +33,15 @@ from typing import Any
 
 from tilestream.errors import ConfigError, SlideNotFoundError
 from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discover_slides, slide_name
+from tilestream.runfolder import (
+    CONFIG_FILE,
+    STATE_DIR,
+    TFRECORD_SUFFIX,
+    run_config_hash,
+    slide_outputs,
+    slide_staleness,
+)
+from tilestream.viewer.access import public_text
 
 __all__ = ["Catalog", "SlideEntry", "is_run_dir"]
 
@@ -34,7 +50,7 @@ log = logging.getLogger(__name__)
 
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is an extraction run folder (``config.json`` and ``state/``)."""
-    return (path / "config.json").is_file() and (path / "state").is_dir()
+    return (path / CONFIG_FILE).is_file() and (path / STATE_DIR).is_dir()
 
 
 @dataclass
@@ -49,9 +65,11 @@ class SlideEntry:
     state: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     roi_path: Path | None = None
+    #: Why the slide's outputs in its run folder are not current (``None``: they are).
+    stale: str | None = None
 
     def _out(self, relative: str) -> Path | None:
-        if self.run_dir is None:
+        if self.run_dir is None or self.stale is not None:
             return None
         path = self.run_dir / relative
         return path if path.is_file() else None
@@ -77,6 +95,11 @@ class SlideEntry:
         return self._out(f"previews/{self.name}.jpg")
 
     @property
+    def slide_file(self) -> str | None:
+        """The slide file's name (what the browser is shown; never its folder)."""
+        return self.slide_path.name if self.slide_path is not None else None
+
+    @property
     def has_slide(self) -> bool:
         """Whether the slide file exists (Deep Zoom, metadata and tissue need it)."""
         return self.slide_path is not None and self.slide_path.exists()
@@ -88,19 +111,21 @@ class SlideEntry:
         return f"{prefix}previews/{self.name}.jpg"
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready facts for the dataset view."""
+        """JSON-ready facts for the dataset view (no absolute paths)."""
         state = self.state
+        error = state.get("error")
         return {
             "id": self.id,
             "name": self.name,
             "run": self.run,
             "has_slide": self.has_slide,
-            "slide_path": str(self.slide_path) if self.slide_path else None,
+            "slide_file": self.slide_file,
             "status": state.get("status"),
+            "stale": self.stale,
             "tiles": state.get("tiles"),
             "grid": state.get("grid"),
             "rejected": state.get("rejected"),
-            "error": state.get("error"),
+            "error": public_text(error, root=self.run_dir) if isinstance(error, str) else error,
             "error_type": state.get("error_type"),
             "mpp": state.get("mpp"),
             "has_tfrecord": self.tfrecord is not None,
@@ -198,14 +223,47 @@ class Catalog:
         return cls(root=root, mode="slides", entries=entries)
 
 
+def _slide_names(run_dir: Path) -> list[str]:
+    # Slides with a state record, and TFRecords without one (listed as stale).
+    names = {s.name[: -len(".json")] for s in (run_dir / STATE_DIR).glob("*.json")}
+    for path in run_dir.glob(f"*{TFRECORD_SUFFIX}"):
+        if not path.name.startswith("."):
+            names.add(path.name[: -len(TFRECORD_SUFFIX)])
+    return sorted(names)
+
+
+def _staleness(
+    run_dir: Path, run: str, name: str, state: dict[str, Any], expected: str | None
+) -> str | None:
+    # Why the slide's outputs are stale, when it has outputs to leave out; logged.
+    if expected is None:
+        return None
+    outputs = slide_outputs(run_dir, name)
+    if not any(
+        outputs[k].is_file() for k in ("tfrecord", "index", "coords", "rejected", "preview")
+    ):
+        return None
+    reason = slide_staleness(run_dir, name, config_hash=expected, state=state or None)
+    if reason is not None:
+        log.warning(
+            "viewer: the outputs of slide %s in run %s are stale and not shown as its data "
+            "(kept on disk): %s",
+            name,
+            run,
+            reason,
+        )
+    return reason
+
+
 def _run_entries(root: Path, runs: list[Path], rois: list[Path]) -> list[SlideEntry]:
     entries: list[SlideEntry] = []
     for run_dir in runs:
-        config = _read_json(run_dir / "config.json").get("config", {})
+        config = _read_json(run_dir / CONFIG_FILE).get("config", {})
+        expected = run_config_hash(run_dir)
         run = run_dir.relative_to(root).as_posix() if run_dir != root else "."
-        names = sorted(s.name[: -len(".json")] for s in (run_dir / "state").glob("*.json"))
-        for name in names:
-            state = _read_json(run_dir / "state" / f"{name}.json")
+        for name in _slide_names(run_dir):
+            state_file = run_dir / STATE_DIR / f"{name}.json"
+            state = _read_json(state_file) if state_file.is_file() else {}
             recorded = state.get("path")
             sp = Path(recorded) if isinstance(recorded, str) and recorded else None
             folders = [*rois] + ([sp.parent] if sp is not None else [])
@@ -219,6 +277,7 @@ def _run_entries(root: Path, runs: list[Path], rois: list[Path]) -> list[SlideEn
                     state=state,
                     config=config if isinstance(config, dict) else {},
                     roi_path=_find_roi(name, folders),
+                    stale=_staleness(run_dir, run, name, state, expected),
                 )
             )
     counts: dict[str, int] = {}

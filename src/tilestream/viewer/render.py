@@ -42,6 +42,7 @@ tilestream.viewer.render.TileNotFound: Invalid address (9, 0) for level 12 (9 x 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -51,17 +52,32 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
-from tilestream.slide import DeepZoomGenerator
+from tilestream.slide import DeepZoomGenerator, Slide
 from tilestream.viewer.pool import SlidePool
 from tilestream.viewer.scaled import ScaledTiles
 
-__all__ = ["LEVEL_IMAGE_PIXELS", "BytesLRU", "TileNotFound", "TileRenderer"]
+__all__ = [
+    "LEVEL_IMAGE_PIXELS",
+    "MAX_SOURCE_PIXELS",
+    "MAX_TILE_SOURCE_PIXELS",
+    "BytesLRU",
+    "TileNotFound",
+    "TileRenderer",
+]
 
 #: Deep Zoom levels up to this many pixels are rendered once, whole, and cropped.
 LEVEL_IMAGE_PIXELS = 2048 * 2048
 
 #: Largest slide-level region read in one piece to render a whole Deep Zoom level.
 MAX_SOURCE_PIXELS = 16 * 1024 * 1024
+
+#: Largest slide-level region one tile is rendered from; past it the tile is refused
+#: (a slide without a pyramid level near the tile's scale).
+MAX_TILE_SOURCE_PIXELS = 256 * 1024 * 1024
+
+#: A tile's region larger than :data:`MAX_SOURCE_PIXELS` is read in blocks of at
+#: most this many pixels, each box-reduced at once: memory stays small.
+READ_BLOCK_PIXELS = 4 * 1024 * 1024
 
 
 class TileNotFound(LookupError):
@@ -243,8 +259,18 @@ class TileRenderer:
             arr = self._scaled.region(slide_level, location, k, (tw, th))
             if arr is not None:
                 return arr
+        pixels = size[0] * size[1]
+        if pixels > MAX_TILE_SOURCE_PIXELS:
+            raise TileNotFound(
+                f"tile {level}/{col}_{row} would be rendered from {size[0]} x {size[1]} pixels "
+                f"of slide level {slide_level} (more than {MAX_TILE_SOURCE_PIXELS}): the slide "
+                "has no pyramid level near this scale"
+            )
         with self.pool.handle() as slide:
-            arr = slide.read_region(location, slide_level, size, as_array=True)
+            if pixels > MAX_SOURCE_PIXELS:
+                arr = _read_reduced(slide, location, slide_level, size, (tw, th))
+            else:
+                arr = slide.read_region(location, slide_level, size, as_array=True)
         return _fit(arr, (tw, th))
 
     def _level_image(self, level: int) -> NDArray[np.uint8]:
@@ -283,6 +309,32 @@ class TileRenderer:
             image = _fit(arr, (w, h))
         self._level_images[level] = image
         return image
+
+
+def _read_reduced(
+    slide: Slide,
+    location: tuple[int, int],
+    level: int,
+    size: tuple[int, int],
+    tile: tuple[int, int],
+) -> NDArray[np.uint8]:
+    """``size`` pixels of ``level`` at ``location``, box-reduced by an integer factor.
+
+    Read in blocks of at most :data:`READ_BLOCK_PIXELS`, each reduced at once, so
+    memory holds one block and the (at least ``tile``-sized) result, never the region.
+    """
+    f = max(1, min(size[0] // tile[0], size[1] // tile[1], 1024))
+    side = max(f, math.isqrt(READ_BLOCK_PIXELS) // f * f)
+    ds = slide.level_downsamples[level]
+    out = np.empty((-(-size[1] // f), -(-size[0] // f), 3), np.uint8)
+    for y in range(0, size[1], side):
+        for x in range(0, size[0], side):
+            w, h = min(side, size[0] - x), min(side, size[1] - y)
+            at = (location[0] + round(x * ds), location[1] + round(y * ds))
+            block = slide.read_region(at, level, (w, h), as_array=True)
+            small = np.asarray(Image.fromarray(np.ascontiguousarray(block)).reduce(f))
+            out[y // f : y // f + small.shape[0], x // f : x // f + small.shape[1]] = small
+    return out
 
 
 def _fit(arr: NDArray[np.uint8], size: tuple[int, int]) -> NDArray[np.uint8]:

@@ -19,12 +19,16 @@ Routes (``GET`` and ``HEAD``; slides are named by catalogue id, never by path):
 ``/api/tissue.png?id=``                the tissue mask's outline (transparent PNG)
 =====================================  ==================================================
 
-Bound to loopback (the default), the server answers only requests whose
-``Host`` is a loopback name (no DNS rebinding from other web pages). Files are
-served only from inside the served folder and the static folder:
-``..`` (plain or percent-encoded), absolute paths and symlinks leading outside
-get 403. Unknown slides, tiles and locations get 404 with a one-line JSON
-error; the library never prints (request logs go to :mod:`logging`).
+Who may ask is :mod:`tilestream.viewer.access`'s: on loopback (the default)
+only requests whose ``Host`` is a loopback name; off loopback only requests
+carrying the access token. Nothing the browser gets names an absolute path of
+the server's disk. Files are served only from inside the served folder and the
+static folder: ``..`` (plain or percent-encoded), absolute paths and symlinks
+leading outside get 403; they are streamed, with ``Range``. Unknown slides,
+tiles and locations get 404, bad parameters 400, both with a one-line JSON
+error. Connections are bounded and slow requests time out
+(:mod:`tilestream.viewer.httpd`). The library never prints (request logs go to
+:mod:`logging`, without tokens).
 
 Examples
 --------
@@ -41,102 +45,57 @@ from __future__ import annotations
 
 import hashlib
 import io
-import ipaddress
 import json
 import logging
 import mimetypes
 import os
 import threading
-from collections import OrderedDict
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from PIL import Image
 
 from tilestream.errors import RecordNotFoundError, SlideNotFoundError, TileStreamError
 from tilestream.slide import Slide
+from tilestream.viewer.access import TOKEN_PARAM, Access, public_text, redact_token
+from tilestream.viewer.app import ViewerApp
 from tilestream.viewer.catalog import Catalog, SlideEntry
-from tilestream.viewer.data import SlideData, rois_json, tissue_outline_png
-from tilestream.viewer.pool import SlidePool
-from tilestream.viewer.render import BytesLRU, TileNotFound, TileRenderer
+from tilestream.viewer.data import rois_json, tissue_outline_png
+from tilestream.viewer.httpd import (
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    BoundedHTTPServer,
+    DeadlineHandler,
+)
+from tilestream.viewer.httpio import (
+    CHUNK,
+    UNSATISFIABLE,
+    HTTPError,
+    int_param,
+    number_param,
+    parse_range,
+    safe_join,
+)
+from tilestream.viewer.render import TileNotFound
 
-__all__ = ["STATIC_DIR", "ViewerApp", "ViewerServer", "safe_join"]
+__all__ = ["MOSAIC_MAX", "STATIC_DIR", "HTTPError", "ViewerApp", "ViewerServer", "safe_join"]
 
 log = logging.getLogger(__name__)
 
 #: The pages, scripts and OpenSeadragon shipped with the package.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-#: Slides keeping open handles, level images and TFRecord maps at once.
-OPEN_SLIDES = 8
+#: Most tiles one mosaic request may ask for.
+MOSAIC_MAX = 1000
 
-#: Budget of the encoded Deep Zoom tile cache shared by all slides.
-TILE_CACHE_BYTES = 128 * 1024 * 1024
+# Level-0 coordinates accepted in queries (far beyond any slide; finite).
+_COORD = 2**40
 
 _PAGES = {"/": "index.html", "/index.html": "index.html", "/slide.html": "slide.html",
           "/mosaic.html": "mosaic.html"}  # fmt: skip
-
-
-class HTTPError(Exception):
-    """An error answered with ``status`` and a one-line JSON message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def safe_join(base: Path, relative: str) -> Path:
-    """``base / relative`` if it stays inside ``base`` once symlinks are resolved.
-
-    Raises
-    ------
-    HTTPError
-        403 for ``..``, absolute paths, backslashes, NUL bytes or a resolved path outside
-        ``base``; 404 when there is no such file.
-
-    >>> import tempfile
-    >>> base = Path(tempfile.mkdtemp())
-    >>> _ = (base / "a.txt").write_text("x")
-    >>> safe_join(base, "a.txt").name
-    'a.txt'
-    >>> safe_join(base, "../etc/passwd")
-    Traceback (most recent call last):
-    ...
-    tilestream.viewer.server.HTTPError: path outside the served folder
-    """
-    parts = relative.split("/")
-    if (
-        "\x00" in relative
-        or "\\" in relative
-        or relative.startswith("/")
-        or any(p == ".." for p in parts)
-        or (len(relative) > 1 and relative[1] == ":")
-    ):
-        raise HTTPError(403, "path outside the served folder")
-    root = base.resolve()
-    candidate = (root / relative).resolve()
-    if candidate != root and root not in candidate.parents:
-        raise HTTPError(403, "path outside the served folder")
-    if not candidate.is_file():
-        raise HTTPError(404, "no such file")
-    return candidate
-
-
-def _int(query: dict[str, list[str]], name: str, default: int | None = None) -> int:
-    values = query.get(name)
-    if not values:
-        if default is None:
-            raise HTTPError(400, f"missing parameter {name!r}")
-        return default
-    try:
-        return int(float(values[0]))
-    except ValueError:
-        raise HTTPError(400, f"parameter {name!r} is not a number: {values[0]!r}") from None
 
 
 def _etag(*parts: object) -> str:
@@ -153,113 +112,13 @@ def _stamp(path: Path | None) -> tuple[int, int]:
     return (st.st_size, st.st_mtime_ns)
 
 
-class ViewerApp:
-    """The viewer's state: catalogue, slide handle pools, renderers and caches (thread-safe).
-
-    Only the ``open_slides`` most recently used slides keep open handles, whole
-    Deep Zoom level images and TFRecord maps; older ones are released (and
-    reopened when asked for again), so browsing a folder of thousands of slides
-    holds neither thousands of files open nor their memory.
-    """
-
-    def __init__(
-        self, catalog: Catalog, *, handles_per_slide: int = 4, open_slides: int = OPEN_SLIDES
-    ) -> None:
-        self.catalog = catalog
-        self.handles_per_slide = handles_per_slide
-        self.open_slides = open_slides
-        self.tiles = BytesLRU(TILE_CACHE_BYTES)
-        self._lock = threading.Lock()
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._pools: dict[str, SlidePool] = {}
-        self._renderers: dict[str, TileRenderer] = {}
-        self._data: dict[str, SlideData] = {}
-        self._small: dict[tuple[str, str], bytes] = {}
-
-    def entry(self, slide_id: str | None) -> SlideEntry:
-        """The catalogue entry ``slide_id`` (404 when unknown)."""
-        entry = self.catalog.get(slide_id or "")
-        if entry is None:
-            raise HTTPError(404, f"no slide {slide_id!r}")
-        return entry
-
-    def pool(self, entry: SlideEntry) -> SlidePool:
-        """The handle pool of a slide (404 when its file is missing)."""
-        if not entry.has_slide:
-            raise HTTPError(404, f"slide file of {entry.name!r} not found: {entry.slide_path}")
-        assert entry.slide_path is not None
-        with self._lock:
-            self._touch(entry.id)
-            pool = self._pools.get(entry.id)
-            if pool is None:
-                pool = SlidePool(entry.slide_path, self.handles_per_slide)
-                self._pools[entry.id] = pool
-            return pool
-
-    def _touch(self, slide_id: str) -> None:
-        # Mark a slide used; release the least recently used beyond ``open_slides``.
-        self._recent[slide_id] = None
-        self._recent.move_to_end(slide_id)
-        while len(self._recent) > self.open_slides:
-            old, _ = self._recent.popitem(last=False)
-            self._renderers.pop(old, None)
-            pool = self._pools.pop(old, None)
-            if pool is not None:
-                pool.trim()  # requests still holding it reopen a handle
-            data = self._data.get(old)
-            if data is not None:
-                data.close()
-
-    @property
-    def open_slide_ids(self) -> list[str]:
-        """Ids of the slides holding resources, least recently used first."""
-        with self._lock:
-            return list(self._recent)
-
-    def renderer(self, entry: SlideEntry) -> TileRenderer:
-        """The Deep Zoom renderer of a slide (built once)."""
-        with self._lock:
-            self._touch(entry.id)
-            renderer = self._renderers.get(entry.id)
-        if renderer is None:
-            renderer = TileRenderer(self.pool(entry), cache=self.tiles)
-            with self._lock:
-                renderer = self._renderers.setdefault(entry.id, renderer)
-        return renderer
-
-    def data(self, entry: SlideEntry) -> SlideData:
-        """The extraction data of a slide."""
-        with self._lock:
-            self._touch(entry.id)
-            return self._data.setdefault(entry.id, SlideData(entry))
-
-    def cached(self, entry: SlideEntry, what: str, make: Any) -> bytes:
-        """A small rendered image (thumbnail, tissue outline...), made once."""
-        key = (entry.id, what)
-        with self._lock:
-            value = self._small.get(key)
-        if value is None:
-            value = make()
-            with self._lock:
-                self._small[key] = value
-        return value
-
-    def close(self) -> None:
-        """Close every slide handle and TFRecord map."""
-        with self._lock:
-            for pool in self._pools.values():
-                pool.close()
-            for data in self._data.values():
-                data.close()
-
-
 def _jpeg(image: Image.Image, quality: int = 85) -> bytes:
     buf = io.BytesIO()
     image.convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(DeadlineHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "tilestream-viewer"
@@ -269,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -----------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        log.debug("%s %s", self.address_string(), redact_token(format % args))
 
     def do_HEAD(self) -> None:
         self._dispatch(head=True)
@@ -287,56 +146,106 @@ class _Handler(BaseHTTPRequestHandler):
         etag: str | None = None,
         head: bool = False,
     ) -> None:
-        if etag is not None and status == 200:
-            match = self.headers.get("If-None-Match")
-            if match is not None and etag in (m.strip() for m in match.split(",")):
-                self.send_response(HTTPStatus.NOT_MODIFIED)
-                self.send_header("ETag", etag)
-                self.send_header("Cache-Control", cache)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
+        if etag is not None and status == 200 and self._not_modified(etag, cache):
+            return
+        self._head(status, content_type, len(body), cache=cache, etag=etag)
+        if not head:
+            self.wfile.write(body)
+
+    def _not_modified(self, etag: str, cache: str) -> bool:
+        # Answer 304 when the client holds this version.
+        match = self.headers.get("If-None-Match")
+        if match is None or etag not in (m.strip() for m in match.split(",")):
+            return False
+        self.send_response(HTTPStatus.NOT_MODIFIED)
+        self.send_header("ETag", etag)
+        self.send_header("Cache-Control", cache)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _head(
+        self,
+        status: int,
+        content_type: str,
+        length: int,
+        *,
+        cache: str,
+        etag: str | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
         if etag is not None:
             self.send_header("ETag", etag)
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        self._answered = True
 
     def _json(self, value: Any, *, status: int = 200, head: bool = False) -> None:
         body = json.dumps(value, allow_nan=False, default=str).encode()
         self._send(body, "application/json", status=status, head=head)
 
-    def _dispatch(self, *, head: bool) -> None:
-        try:
-            self._check_host()
-            self._route(head)
-        except HTTPError as exc:
-            self._json({"error": exc.message}, status=exc.status, head=head)
-        except (TileNotFound, RecordNotFoundError, SlideNotFoundError) as exc:
-            self._json({"error": str(exc)}, status=404, head=head)
-        except TileStreamError as exc:
-            log.warning("%s: %s", self.path, exc)
-            self._json({"error": str(exc)}, status=500, head=head)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        except Exception:
-            log.exception("internal error answering %s", self.path)
-            self._json({"error": "internal error (see the server log)"}, status=500, head=head)
-
-    def _check_host(self) -> None:
-        # On loopback, answer only requests addressed to loopback names: a web page
-        # elsewhere cannot reach the slides through DNS rebinding.
-        if not self.server.loopback:
+    def _error(self, status: int, message: str, *, head: bool) -> None:
+        # One line of JSON, without the server's paths. Once a response has begun
+        # (a file being streamed) there is nothing left to say: the connection closes.
+        if self._answered:
+            self.close_connection = True
             return
-        host = (self.headers.get("Host") or "").strip().lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name not in _LOOPBACK_NAMES:
-            raise HTTPError(403, f"unexpected Host header {host!r}: use the printed URL")
+        root = self.server.app.catalog.root
+        self._json({"error": public_text(message, root=root)}, status=status, head=head)
+
+    def _dispatch(self, *, head: bool) -> None:
+        self._answered = False
+        self.start_response()
+        path = redact_token(self.path)
+        try:
+            if not self.server.access.host_allowed(self.headers.get("Host")):
+                host = self.headers.get("Host")
+                raise HTTPError(403, f"unexpected Host header {host!r}: use the printed URL")
+            if self._admit():
+                self._route(head)
+        except HTTPError as exc:
+            self._error(exc.status, exc.message, head=head)
+        except (TileNotFound, RecordNotFoundError, SlideNotFoundError) as exc:
+            self._error(404, str(exc), head=head)
+        except TileStreamError as exc:
+            log.warning("%s: %s", path, exc)
+            self._error(500, str(exc), head=head)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            log.exception("internal error answering %s", path)
+            self._error(500, "internal error (see the server log)", head=head)
+
+    def _admit(self) -> bool:
+        # Whether the request may be answered; a valid ?token= is answered with the
+        # cookie and a redirect to the same URL without it (then False).
+        access = self.server.access
+        if access.token is None:
+            return True
+        url = urlsplit(self.path)
+        pairs = parse_qsl(url.query, keep_blank_values=True)
+        given = [v for k, v in pairs if k == TOKEN_PARAM]
+        if not given:
+            if access.authorised(self.headers):
+                return True
+            raise HTTPError(403, "this viewer needs its access token: open the URL it printed")
+        if not access.matches(given[0]):
+            raise HTTPError(403, "wrong access token: open the URL the viewer printed")
+        rest = urlencode([(k, v) for k, v in pairs if k != TOKEN_PARAM])
+        location = "/" + url.path.lstrip("/") + (f"?{rest}" if rest else "")
+        self.send_response(HTTPStatus.SEE_OTHER)
+        self.send_header("Location", location)
+        self.send_header("Set-Cookie", access.cookie())
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
 
     # -- routes -------------------------------------------------------------------
     def _route(self, head: bool) -> None:
@@ -370,12 +279,45 @@ class _Handler(BaseHTTPRequestHandler):
         raise HTTPError(404, "not found")
 
     def _file(self, path: Path, *, cache: str, head: bool) -> None:
+        # Streamed in chunks (never read whole), one Range honoured.
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if ctype.startswith("text/") or ctype == "application/javascript":
             ctype += "; charset=utf-8"
-        st = path.stat()
-        etag = _etag(str(path), st.st_size, st.st_mtime_ns)
-        self._send(path.read_bytes(), ctype, cache=cache, etag=etag, head=head)
+        with path.open("rb") as f:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            etag = _etag(str(path), size, st.st_mtime_ns, st.st_ino)
+            if self._not_modified(etag, cache):
+                return
+            span = parse_range(self.headers.get("Range"), size)
+            if_range = self.headers.get("If-Range")
+            if span is not None and if_range is not None and if_range.strip() != etag:
+                span = None  # the client's copy is of another version: the whole file
+            if span is UNSATISFIABLE:
+                message = {"error": f"no byte of the {size}-byte file in the range asked"}
+                body = json.dumps(message).encode()
+                extra = {"Content-Range": f"bytes */{size}"}
+                self._head(416, "application/json", len(body), cache="no-cache", extra=extra)
+                if not head:
+                    self.wfile.write(body)
+                return
+            start, stop = span if isinstance(span, tuple) else (0, size)
+            extra = {"Accept-Ranges": "bytes"}
+            if isinstance(span, tuple):
+                extra["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+            status = 206 if isinstance(span, tuple) else 200
+            self._head(status, ctype, stop - start, cache=cache, etag=etag, extra=extra)
+            if head:
+                return
+            f.seek(start)
+            left = stop - start
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:  # the file shrank: the client sees a short body
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     def _deepzoom(self, rest: str, head: bool) -> None:
         app = self.server.app
@@ -390,9 +332,7 @@ class _Handler(BaseHTTPRequestHandler):
         entry = app.entry(unquote(parts[0][: -len("_files")]))
         name, _, ext = parts[2].partition(".")
         col, _, row = name.partition("_")
-        if ext not in ("jpeg", "jpg") or not (parts[1].isdigit() and col.isdigit()):
-            raise HTTPError(404, f"no tile {parts[1]}/{parts[2]}")
-        if not row.isdigit():
+        if ext not in ("jpeg", "jpg") or not all(_digits(t) for t in (parts[1], col, row)):
             raise HTTPError(404, f"no tile {parts[1]}/{parts[2]}")
         level, c, r = int(parts[1]), int(col), int(row)
         renderer = app.renderer(entry)
@@ -411,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(
                 {
                     "mode": catalog.mode,
-                    "root": str(catalog.root) if catalog.root else None,
+                    "root": catalog.root.name if catalog.root else None,
                     "slides": [e.summary() for e in catalog.entries],
                 },
                 head=head,
@@ -434,20 +374,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(app.data(entry).grid(), head=head)
             return
         if name == "tile_at":
-            hit = app.data(entry).tile_at(_int(query, "x"), _int(query, "y"))
+            x, y = (number_param(query, k, low=-_COORD, high=_COORD) for k in ("x", "y"))
+            hit = app.data(entry).tile_at(int(x), int(y))
             if hit["status"] == "kept" and entry.tfrecord is not None:
                 hit["image"] = _record_url(entry, hit["loc_x"], hit["loc_y"])
             self._json(hit, head=head)
             return
         if name == "record":
-            x, y = _int(query, "x"), _int(query, "y")
+            x, y = (int_param(query, k, low=-_COORD, high=_COORD) for k in ("x", "y"))
             fmt, body = app.data(entry).stored_tile(x, y)
             etag = _etag(str(entry.tfrecord), _stamp(entry.tfrecord), x, y)
             self._send(body, f"image/{fmt}", etag=etag, head=head)
             return
         if name == "mosaic":
-            n = min(max(_int(query, "n", 64), 1), 1000)
-            locations = app.data(entry).mosaic(n, seed=_int(query, "seed", 0))
+            n = int_param(query, "n", low=1, high=MOSAIC_MAX, default=64)
+            seed = int_param(query, "seed", low=0, high=2**32 - 1, default=0)
+            locations = app.data(entry).mosaic(n, seed=seed)
             tiles = [{"loc_x": x, "loc_y": y, "image": _record_url(entry, x, y)}
                      for x, y in locations]  # fmt: skip
             self._json({"id": entry.id, "total": entry.state.get("tiles"),
@@ -472,14 +414,14 @@ class _Handler(BaseHTTPRequestHandler):
         info: dict[str, Any] = {"id": entry.id, "name": entry.name, **entry.summary()}
         info["roi_file"] = entry.roi_path.name if entry.roi_path else None
         if not entry.has_slide:
-            info["slide_error"] = f"slide file not found: {entry.slide_path}"
+            info["slide_error"] = f"slide file not found: {entry.slide_file}"
             return info
         try:
             renderer = app.renderer(entry)
             with app.pool(entry).handle() as slide:
                 info.update(_slide_facts(slide))
         except TileStreamError as exc:
-            info["slide_error"] = str(exc)
+            info["slide_error"] = public_text(str(exc), root=app.catalog.root)
             return info
         w, h = renderer.dimensions
         info["dz"] = {
@@ -526,28 +468,18 @@ def _slide_facts(slide: Slide) -> dict[str, Any]:
     }
 
 
+def _digits(text: str) -> bool:
+    # ASCII digits only (str.isdigit() accepts "²", which int() refuses), not absurdly long
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def _record_url(entry: SlideEntry, x: int, y: int) -> str:
     return f"/api/record?id={quote(entry.id, safe='')}&x={x}&y={y}"
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(BoundedHTTPServer):
     app: ViewerApp
-    loopback: bool
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection error from %s", client_address, exc_info=True)
+    access: Access
 
 
 class ViewerServer:
@@ -561,6 +493,17 @@ class ViewerServer:
         Where to listen (loopback by default; port 0 picks a free port).
     roi_dir
         A folder of ``<slide>.geojson``/``.json``/``.csv`` ROI files.
+    token
+        The access token requests must carry (see :mod:`tilestream.viewer.access`):
+        ``None`` (default) a fresh random one off loopback and none on loopback,
+        ``True`` a fresh one anyway, ``False`` none (off loopback: anyone who can
+        reach the server sees everything it serves; logged as a warning), or a
+        string of 16 to 256 URL-safe characters.
+    request_timeout
+        Seconds a request's head may take to arrive, an idle connection may stay
+        open and a write may block.
+    max_connections
+        Connections answered at once; more get 503.
 
     Use :meth:`serve_forever` (blocks) or :meth:`start` (a background thread),
     then :meth:`close` (or a ``with`` block).
@@ -573,15 +516,38 @@ class ViewerServer:
         host: str = "127.0.0.1",
         port: int = 8000,
         roi_dir: str | os.PathLike[str] | None = None,
+        token: str | bool | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.app = ViewerApp(Catalog.from_path(path, roi_dir=roi_dir))
         try:
-            self._httpd = _Server((host, port), _Handler)
+            self._httpd = _Server(
+                (host, port),
+                _Handler,
+                request_timeout=request_timeout,
+                max_connections=max_connections,
+            )
         except OSError as exc:
             raise TileStreamError(f"cannot listen on {host}:{port}: {exc}") from exc
         self._httpd.app = self.app
-        self._httpd.loopback = _is_loopback(self.address[0])
+        try:
+            self._httpd.access = Access.for_server(self.address[0], self.address[1], token=token)
+        except BaseException:
+            self._httpd.server_close()
+            raise
         self._thread: threading.Thread | None = None
+
+    @property
+    def token(self) -> str | None:
+        """The access token requests must carry, or ``None``."""
+        return self._httpd.access.token
+
+    @property
+    def open_url(self) -> str:
+        """The URL to open in a browser: :attr:`url`, with ``?token=`` when one is needed."""
+        token = self.token
+        return self.url if token is None else f"{self.url}?{TOKEN_PARAM}={token}"
 
     @property
     def address(self) -> tuple[str, int]:

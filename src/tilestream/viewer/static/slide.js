@@ -34,7 +34,8 @@ function showMeta(meta) {
   }
   const t = document.querySelector("#meta tbody");
   const mpp = meta.mpp ? `${meta.mpp[0].toFixed(4)} × ${meta.mpp[1].toFixed(4)} µm/px` : "unknown";
-  row(t, "file", meta.slide_path || "–");
+  row(t, "file", meta.slide_file || "–");
+  if (meta.stale) row(t, "stale outputs", `not shown: ${meta.stale}`);
   if (meta.slide_error) row(t, "error", meta.slide_error);
   if (meta.dimensions) row(t, "size", `${meta.dimensions[0]} × ${meta.dimensions[1]} px`);
   row(t, "mpp", mpp);

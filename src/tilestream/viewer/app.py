@@ -1,0 +1,134 @@
+"""The viewer's state: its catalogue, slide handle pools, renderers and caches.
+
+Only the ``open_slides`` most recently used slides keep open handles, whole
+Deep Zoom level images and TFRecord maps; older ones are released (and
+reopened when asked for again).
+
+Examples
+--------
+>>> from tilestream.extract import demo_slide_path
+>>> app = ViewerApp(Catalog.from_path(demo_slide_path()))
+>>> app.renderer(app.entry("CMU-1-Small-Region")).level_count
+13
+>>> app.close()
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from tilestream.viewer.catalog import Catalog, SlideEntry
+from tilestream.viewer.data import SlideData
+from tilestream.viewer.httpio import HTTPError
+from tilestream.viewer.pool import SlidePool
+from tilestream.viewer.render import BytesLRU, TileRenderer
+
+__all__ = ["OPEN_SLIDES", "TILE_CACHE_BYTES", "ViewerApp"]
+
+#: Slides keeping open handles, level images and TFRecord maps at once.
+OPEN_SLIDES = 8
+
+#: Budget of the encoded Deep Zoom tile cache shared by all slides.
+TILE_CACHE_BYTES = 128 * 1024 * 1024
+
+
+class ViewerApp:
+    """The viewer's state: catalogue, slide handle pools, renderers and caches (thread-safe).
+
+    Only the ``open_slides`` most recently used slides keep open handles, whole
+    Deep Zoom level images and TFRecord maps; older ones are released (and
+    reopened when asked for again), so browsing a folder of thousands of slides
+    holds neither thousands of files open nor their memory.
+    """
+
+    def __init__(
+        self, catalog: Catalog, *, handles_per_slide: int = 4, open_slides: int = OPEN_SLIDES
+    ) -> None:
+        self.catalog = catalog
+        self.handles_per_slide = handles_per_slide
+        self.open_slides = open_slides
+        self.tiles = BytesLRU(TILE_CACHE_BYTES)
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._pools: dict[str, SlidePool] = {}
+        self._renderers: dict[str, TileRenderer] = {}
+        self._data: dict[str, SlideData] = {}
+        self._small: dict[tuple[str, str], bytes] = {}
+
+    def entry(self, slide_id: str | None) -> SlideEntry:
+        """The catalogue entry ``slide_id`` (404 when unknown)."""
+        entry = self.catalog.get(slide_id or "")
+        if entry is None:
+            raise HTTPError(404, f"no slide {slide_id!r}")
+        return entry
+
+    def pool(self, entry: SlideEntry) -> SlidePool:
+        """The handle pool of a slide (404 when its file is missing)."""
+        if not entry.has_slide:
+            raise HTTPError(404, f"slide file of {entry.name!r} not found: {entry.slide_file}")
+        assert entry.slide_path is not None
+        with self._lock:
+            self._touch(entry.id)
+            pool = self._pools.get(entry.id)
+            if pool is None:
+                pool = SlidePool(entry.slide_path, self.handles_per_slide)
+                self._pools[entry.id] = pool
+            return pool
+
+    def _touch(self, slide_id: str) -> None:
+        # Mark a slide used; release the least recently used beyond ``open_slides``.
+        self._recent[slide_id] = None
+        self._recent.move_to_end(slide_id)
+        while len(self._recent) > self.open_slides:
+            old, _ = self._recent.popitem(last=False)
+            self._renderers.pop(old, None)
+            pool = self._pools.pop(old, None)
+            if pool is not None:
+                pool.trim()  # requests still holding it reopen a handle
+            data = self._data.get(old)
+            if data is not None:
+                data.close()
+
+    @property
+    def open_slide_ids(self) -> list[str]:
+        """Ids of the slides holding resources, least recently used first."""
+        with self._lock:
+            return list(self._recent)
+
+    def renderer(self, entry: SlideEntry) -> TileRenderer:
+        """The Deep Zoom renderer of a slide (built once)."""
+        with self._lock:
+            self._touch(entry.id)
+            renderer = self._renderers.get(entry.id)
+        if renderer is None:
+            renderer = TileRenderer(self.pool(entry), cache=self.tiles)
+            with self._lock:
+                renderer = self._renderers.setdefault(entry.id, renderer)
+        return renderer
+
+    def data(self, entry: SlideEntry) -> SlideData:
+        """The extraction data of a slide."""
+        with self._lock:
+            self._touch(entry.id)
+            return self._data.setdefault(entry.id, SlideData(entry))
+
+    def cached(self, entry: SlideEntry, what: str, make: Any) -> bytes:
+        """A small rendered image (thumbnail, tissue outline...), made once."""
+        key = (entry.id, what)
+        with self._lock:
+            value = self._small.get(key)
+        if value is None:
+            value = make()
+            with self._lock:
+                self._small[key] = value
+        return value
+
+    def close(self) -> None:
+        """Close every slide handle and TFRecord map."""
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            for data in self._data.values():
+                data.close()
