@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tilestream.errors import ConfigError
+from tilestream.errors import ConfigError, EmptyTFRecordsError
 from tilestream.loaders._io import FileHandles, read_record
 from tilestream.loaders.labels import (
     Balance,
@@ -23,8 +24,9 @@ from tilestream.loaders.labels import (
     load_labels,
     slide_name_of,
 )
-from tilestream.loaders.sampling import WeightSpec, normalize_weights
+from tilestream.loaders.sampling import WeightSpec, match_files, normalize_weights
 from tilestream.loaders.stream import ClipSpec, RecordSource, open_sources
+from tilestream.runfolder import current_tfrecords
 
 __all__ = ["TilePlan", "plan_tiles"]
 
@@ -45,6 +47,8 @@ class TilePlan:
         Category names when the labels were text, else None.
     weights
         Normalised per-file weights, or None for uniform.
+    left_out
+        Files given but left out: the TFRecords of stale slides of a run folder.
     """
 
     sources: list[RecordSource]
@@ -52,6 +56,7 @@ class TilePlan:
     labels: dict[str, Any] | None
     label_names: list[str] | None
     weights: np.ndarray | None
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -77,6 +82,36 @@ def _first_slide(source: RecordSource, handles: FileHandles) -> str:
     return slide_name_of(value, source.path)
 
 
+def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
+    if isinstance(tfrecords, str | os.PathLike):
+        root = os.fspath(tfrecords)
+        if os.path.isdir(root):
+            return sorted(
+                os.path.join(root, n) for n in os.listdir(root) if n.endswith(".tfrecords")
+            )
+        return [root]
+    return [os.fspath(p) for p in tfrecords]
+
+
+def _current(paths: list[str]) -> list[int]:
+    """Positions of the files in ``paths`` that are not stale slides of a run folder."""
+    kept = set(current_tfrecords(paths))
+    keep = [i for i, p in enumerate(paths) if Path(p) in kept]
+    if paths and not keep:
+        shown = ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else "")
+        raise EmptyTFRecordsError(
+            f"every TFRecord given is a stale slide of its run folder (left out, see the "
+            f"warnings): {shown}"
+        )
+    return keep
+
+
+def _clip_caps(clip: ClipSpec, paths: list[str]) -> list[int | None]:
+    if clip is None or not isinstance(clip, Mapping):
+        return [clip] * len(paths)
+    return match_files(clip, paths, what="clip", require_all=False)
+
+
 def plan_tiles(
     tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -89,26 +124,36 @@ def plan_tiles(
 ) -> TilePlan:
     """Open, check and weigh the TFRecords of a tile dataset.
 
-    ``tfrecords`` may be a folder (its ``*.tfrecords`` files, sorted).
+    ``tfrecords`` may be a folder (its ``*.tfrecords`` files, sorted). The
+    TFRecords of stale slides of an extraction run folder (see
+    :mod:`tilestream.runfolder`), given as a folder or by path, are left out
+    with a warning naming each; per-file ``weights``, ``clip`` and ``indices``
+    may still name them.
 
     Raises
     ------
     TFRecordError, EmptyTFRecordsError, AnnotationError, ConfigError
         Whatever is wrong, naming the file concerned.
     """
-    if isinstance(tfrecords, str | os.PathLike):
-        root = os.fspath(tfrecords)
-        if os.path.isdir(root):
-            paths: list[str] = sorted(
-                os.path.join(root, n) for n in os.listdir(root) if n.endswith(".tfrecords")
-            )
-        else:
-            paths = [root]
-    else:
-        paths = [os.fspath(p) for p in tfrecords]
-    if len(set(paths)) != len(paths):
+    all_paths = _list_paths(tfrecords)
+    if len(set(all_paths)) != len(all_paths):
         raise ConfigError("the same TFRecord is listed more than once")
-    sources = open_sources(paths, indices, clip=clip)
+    if indices is not None and len(indices) != len(all_paths):
+        raise ConfigError(f"{len(indices)} indices given for {len(all_paths)} files")
+    if weights is not None and balance is not None:
+        raise ConfigError("give weights= or balance=, not both")
+    w_all = normalize_weights(weights, all_paths) if weights is not None else None
+    caps = _clip_caps(clip, all_paths)
+    keep = _current(all_paths)
+    paths = [all_paths[i] for i in keep]
+    kept = set(keep)
+    left_out = [p for i, p in enumerate(all_paths) if i not in kept]
+    sources = []
+    for i in keep:
+        (source,) = open_sources(
+            [all_paths[i]], None if indices is None else [indices[i]], clip=caps[i]
+        )
+        sources.append(source)
     handles = FileHandles(1)
     try:
         slides = [_first_slide(s, handles) for s in sources]
@@ -117,14 +162,12 @@ def plan_tiles(
     label_map, names = load_labels(labels, label_column)
     if label_map is not None:
         check_labels(label_map, slides, paths)
-    if weights is not None and balance is not None:
-        raise ConfigError("give weights= or balance=, not both")
     w: np.ndarray | None = None
     if balance is not None:
         cats = [label_map[s] for s in slides] if label_map is not None else None
         if balance == "category" and cats is None:
             raise ConfigError("balance='category' needs labels=")
         w = np.asarray(balance_weights(balance, [len(s) for s in sources], cats))
-    elif weights is not None:
-        w = normalize_weights(weights, paths)
-    return TilePlan(sources, slides, label_map, names, w)
+    elif w_all is not None:
+        w = normalize_weights(w_all[keep], paths)
+    return TilePlan(sources, slides, label_map, names, w, left_out)
