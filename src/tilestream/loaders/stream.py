@@ -39,7 +39,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tilestream.errors import ConfigError, CorruptRecordError, UnsupportedRecordError
+from tilestream.errors import (
+    ConfigError,
+    CorruptRecordError,
+    TFRecordError,
+    UnsupportedRecordError,
+)
 from tilestream.loaders._io import FileHandles, file_size, frame_sizes, load_offsets, read_record
 from tilestream.loaders.sampling import (
     WeightedSampler,
@@ -188,6 +193,7 @@ def _stream(
     on_error: OnError,
     verify: bool,
     with_location: bool,
+    on_skip: Callable[[TFRecordError], None] | None = None,
 ) -> Iterator[Any]:
     lengths = [len(s) for s in sources]
     ranges = shard_ranges(lengths, shard)
@@ -279,6 +285,8 @@ def _stream(
                 stats.skipped += 1
                 failures_in_a_row += 1
                 log.warning("skipping record (%d skipped so far): %s", stats.skipped, err)
+                if on_skip is not None:
+                    on_skip(err)
                 if failures_in_a_row > limit:
                     raise CorruptRecordError(
                         f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
@@ -391,6 +399,7 @@ def multi_tfrecord_loader(
     on_error: OnError = "raise",
     verify: bool = True,
     with_location: bool = False,
+    on_skip: Callable[[TFRecordError], None] | None = None,
 ) -> RecordStream:
     """Interleave the records of many TFRecord files, choosing files by weight.
 
@@ -426,6 +435,8 @@ def multi_tfrecord_loader(
         As for :func:`tfrecord_loader`.
     with_location
         Yield ``(record, path, record_number)`` instead of the record alone.
+    on_skip
+        Called with the error of each record skipped (``on_error="skip"``).
 
     Returns
     -------
@@ -466,6 +477,7 @@ def multi_tfrecord_loader(
             on_error=on_error,
             verify=verify,
             with_location=with_location,
+            on_skip=on_skip,
         )
     )
 

@@ -7,6 +7,7 @@ missing or empty files, a slide without a label, weights for unknown files.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from tilestream.errors import ConfigError, EmptyTFRecordsError
+from tilestream.errors import (
+    ConfigError,
+    CorruptRecordError,
+    EmptyTFRecordsError,
+    UnsupportedRecordError,
+)
 from tilestream.loaders._io import FileHandles, read_record
 from tilestream.loaders.labels import (
     Balance,
@@ -25,10 +31,12 @@ from tilestream.loaders.labels import (
     slide_name_of,
 )
 from tilestream.loaders.sampling import WeightSpec, match_files, normalize_weights
-from tilestream.loaders.stream import ClipSpec, RecordSource, open_sources
+from tilestream.loaders.stream import ClipSpec, OnError, RecordSource, open_sources
 from tilestream.runfolder import current_tfrecords
 
 __all__ = ["TilePlan", "plan_tiles"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class TilePlan:
         Normalised per-file weights, or None for uniform.
     left_out
         Files given but left out: the TFRecords of stale slides of a run folder.
+    skipped_files
+        ``{file: reason}`` of the files left out as unreadable (``on_error="skip"``).
     """
 
     sources: list[RecordSource]
@@ -57,6 +67,7 @@ class TilePlan:
     label_names: list[str] | None
     weights: np.ndarray | None
     left_out: list[str] = field(default_factory=list)
+    skipped_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def paths(self) -> list[str]:
@@ -71,15 +82,54 @@ class TilePlan:
         return sum(self.lengths)
 
 
-def _first_slide(source: RecordSource, handles: FileHandles) -> str:
+def _first_slide(source: RecordSource, handles: FileHandles, *, skip: bool) -> str:
+    """The slide name in the file's first readable record (its first record, unless ``skip``)."""
     from tilestream.tfrecord import decode_example
 
-    data = read_record(
-        handles.get(source.path), source.path, 0, int(source.offsets[0]), int(source.sizes[0])
-    )
-    feature = decode_example(data, path=source.path, record=0).get("slide")
-    value = feature.value[0] if feature is not None and feature.kind == "bytes_list" else None
-    return slide_name_of(value, source.path)
+    fd = handles.get(source.path)
+    last: Exception | None = None
+    for record in range(len(source) if skip else 1):
+        offset = int(source.offsets[record])
+        try:
+            data = read_record(fd, source.path, record, offset, int(source.sizes[record]))
+            feature = decode_example(data, path=source.path, record=record).get("slide")
+        except (CorruptRecordError, UnsupportedRecordError) as exc:
+            if not skip:
+                raise
+            last = exc
+            continue
+        value = feature.value[0] if feature is not None and feature.kind == "bytes_list" else None
+        return slide_name_of(value, source.path)
+    raise CorruptRecordError(f"no readable record (last: {last})", path=source.path)
+
+
+def _open(
+    paths: list[str], indices: list[Any], caps: list[Any], *, skip: bool
+) -> tuple[list[RecordSource], list[str], dict[str, str]]:
+    """Sources and slide names of ``paths``; with ``skip``, unreadable files are left out."""
+    sources: list[RecordSource] = []
+    slides: list[str] = []
+    skipped: dict[str, str] = {}
+    handles = FileHandles(1)
+    try:
+        for path, index, cap in zip(paths, indices, caps, strict=True):
+            try:
+                (source,) = open_sources([path], [index], clip=cap)
+                slide = _first_slide(source, handles, skip=skip)
+            except CorruptRecordError as exc:
+                if not skip:
+                    raise
+                skipped[path] = getattr(exc, "message", str(exc))
+                log.warning("skipping unreadable TFRecord (on_error='skip'): %s", exc)
+                continue
+            sources.append(source)
+            slides.append(slide)
+    finally:
+        handles.close()
+    if not sources:
+        shown = "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:10])
+        raise EmptyTFRecordsError(f"no TFRecord left to read, every one was unreadable: {shown}")
+    return sources, slides, skipped
 
 
 def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
@@ -121,6 +171,7 @@ def plan_tiles(
     balance: Balance | None = None,
     clip: ClipSpec = None,
     indices: Sequence[Any] | None = None,
+    on_error: OnError = "raise",
 ) -> TilePlan:
     """Open, check and weigh the TFRecords of a tile dataset.
 
@@ -130,12 +181,23 @@ def plan_tiles(
     with a warning naming each; per-file ``weights``, ``clip`` and ``indices``
     may still name them.
 
+    With ``on_error="skip"``, a file that cannot be opened for its data (cut
+    short, corrupt framing, no readable record) is left out with a warning and
+    recorded in :attr:`TilePlan.skipped_files`; a corrupt first record is
+    passed over for the next readable one. Missing, empty and gzip-compressed
+    files are errors either way.
+
     Raises
     ------
     TFRecordError, EmptyTFRecordsError, AnnotationError, ConfigError
         Whatever is wrong, naming the file concerned.
     """
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     all_paths = _list_paths(tfrecords)
+    if not all_paths:
+        where = f" in {os.fspath(tfrecords)}" if isinstance(tfrecords, str | os.PathLike) else ""
+        raise EmptyTFRecordsError(f"no TFRecord files given{where}")
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("the same TFRecord is listed more than once")
     if indices is not None and len(indices) != len(all_paths):
@@ -148,17 +210,15 @@ def plan_tiles(
     paths = [all_paths[i] for i in keep]
     kept = set(keep)
     left_out = [p for i, p in enumerate(all_paths) if i not in kept]
-    sources = []
-    for i in keep:
-        (source,) = open_sources(
-            [all_paths[i]], None if indices is None else [indices[i]], clip=caps[i]
-        )
-        sources.append(source)
-    handles = FileHandles(1)
-    try:
-        slides = [_first_slide(s, handles) for s in sources]
-    finally:
-        handles.close()
+    sources, slides, skipped = _open(
+        paths,
+        [None if indices is None else indices[i] for i in keep],
+        [caps[i] for i in keep],
+        skip=on_error == "skip",
+    )
+    if skipped:
+        keep = [i for i in keep if all_paths[i] not in skipped]
+        paths = [all_paths[i] for i in keep]
     label_map, names = load_labels(labels, label_column)
     if label_map is not None:
         check_labels(label_map, slides, paths)
@@ -170,4 +230,4 @@ def plan_tiles(
         w = np.asarray(balance_weights(balance, [len(s) for s in sources], cats))
     elif w_all is not None:
         w = normalize_weights(w_all[keep], paths)
-    return TilePlan(sources, slides, label_map, names, w, left_out)
+    return TilePlan(sources, slides, label_map, names, w, left_out, skipped)

@@ -74,6 +74,30 @@ def _shared_uint8(shape: tuple[int, ...]) -> Any:
     return t
 
 
+class _SkipCounter:
+    """Records skipped by every copy of a dataset: this process and its DataLoader workers.
+
+    One int64 slot per process in a shared-memory tensor made in the parent:
+    forked and spawned workers each add to their own slot (no update is lost
+    between processes), and the parent sums them. Workers past the 255th share
+    slots, where two skips at the same instant may count once.
+    """
+
+    SLOTS = 256
+
+    def __init__(self) -> None:
+        self.counts = torch.zeros(self.SLOTS, dtype=torch.int64).share_memory_()
+
+    def __call__(self, error: Exception) -> None:
+        info = torch.utils.data.get_worker_info()
+        slot = 0 if info is None else 1 + info.id % (self.SLOTS - 1)
+        self.counts[slot] += 1
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum().item())
+
+
 class _TileParser:
     """Payload -> (image tensor, slide, loc_x, loc_y), with augmentation."""
 
@@ -172,6 +196,7 @@ class _Common:
             balance=balance,
             clip=clip,
             indices=indices,
+            on_error=on_error,  # type: ignore[arg-type]
         )
         self.seed = int(seed)
         letters = parse_augment(augment)
@@ -193,6 +218,16 @@ class _Common:
     def tfrecords(self) -> list[str]:
         """The TFRecord files."""
         return self.plan.paths
+
+    @property
+    def skipped_files(self) -> dict[str, str]:
+        """``{file: reason}`` of the files left out as unreadable (``on_error="skip"``)."""
+        return self.plan.skipped_files
+
+    @property
+    def left_out(self) -> list[str]:
+        """Files given but left out: TFRecords of stale slides of a run folder (warned)."""
+        return self.plan.left_out
 
     @property
     def labels(self) -> dict[str, Any] | None:
@@ -296,7 +331,10 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         Yield ``{"image", "label", "slide", "loc_x", "loc_y"}`` dicts instead of tuples.
     on_error
         ``"raise"`` a :class:`~tilestream.errors.CorruptRecordError` naming file,
-        record and offset (default), or ``"skip"`` corrupt records (logged, counted).
+        record and offset (default), or ``"skip"``: a corrupt record is passed
+        over (logged, counted in :attr:`skipped` over every worker), a file that
+        cannot be read (cut short, corrupt framing, no readable record) is left
+        out at construction (logged, recorded in :attr:`skipped_files`).
     indices
         Per-file offsets or index files (default: beside each file, or a scan).
     verify
@@ -314,6 +352,8 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     -----
     Images are torch uint8 CHW tensors (float32 CHW with ``standardize``).
     Use :meth:`set_epoch` before each epoch; it reaches persistent workers.
+    The TFRecords of stale slides of an extraction run folder are left out
+    with a warning (:attr:`left_out`, :mod:`tilestream.runfolder`).
 
     Examples
     --------
@@ -386,7 +426,12 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         self.infinite = infinite
         self.epoch_length = epoch_length
         self.shuffle = shuffle
-        self.skipped = 0
+        self._skips = _SkipCounter()
+
+    @property
+    def skipped(self) -> int:
+        """Records skipped as corrupt so far, over every epoch and DataLoader worker."""
+        return self._skips.total
 
     def shard(self) -> tuple[int, int, int, int]:
         """``(shard, num_shards, rank, world_size)`` of the calling worker."""
@@ -430,6 +475,7 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
             on_error=self.on_error,
             verify=self.verify,
             with_location=True,
+            on_skip=self._skips,
         )
         try:
             if self.batch_size is None:
@@ -440,7 +486,6 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
                     stream, shared=torch.utils.data.get_worker_info() is not None
                 )
         finally:
-            self.skipped = stream.skipped
             self.parser.target = None
 
     def _batches(self, stream: RecordStream, *, shared: bool) -> Iterator[Any]:

@@ -1,0 +1,118 @@
+"""``on_error="skip"`` skips bad files and records, records them, and reports them.
+
+Real TFRecords of real JPEG tiles, damaged on disk the ways files are damaged:
+one flipped byte in the middle (bit rot), a flipped byte in the first record,
+a file cut short (an interrupted copy). The skip count is read in the main
+process after real DataLoader workers (fork and spawn) did the skipping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from tilestream.errors import CorruptRecordError, EmptyTFRecordsError
+
+pytestmark = pytest.mark.torch
+
+SPEC = [("good", 4), ("mid", 5), ("first", 4), ("cut", 6)]
+
+
+def _flip(path: str, record: int, into: int = 40) -> None:
+    """Flip one payload byte of ``record``, keeping the mtime (the index stays valid)."""
+    from tilestream.tfrecord import load_index
+
+    offset = int(load_index(path).offsets[record])
+    stat = os.stat(path)
+    data = bytearray(Path(path).read_bytes())
+    data[offset + 12 + into] ^= 0xFF
+    Path(path).write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture
+def damaged(write_tfrecords) -> dict[str, str]:
+    paths = dict(zip([s for s, _ in SPEC], write_tfrecords(SPEC), strict=True))
+    _flip(paths["mid"], 2)
+    _flip(paths["first"], 0)
+    cut = Path(paths["cut"])
+    cut.write_bytes(cut.read_bytes()[:-100])  # ends inside its last record
+    return paths
+
+
+def _expected() -> list[tuple[str, int]]:
+    keep = {"good": range(4), "mid": (0, 1, 3, 4), "first": (1, 2, 3)}
+    return sorted((s, j) for s, js in keep.items() for j in js)
+
+
+def _ids(loader) -> list[tuple[str, int]]:
+    out = []
+    for batch in loader:
+        out += list(zip(batch["slide"], batch["loc_x"].tolist(), strict=True))
+    return sorted(out)
+
+
+def test_raise_names_the_bad_file_at_construction(torch, damaged):
+    from tilestream.torch import TileDataset
+
+    with pytest.raises(CorruptRecordError) as info:
+        TileDataset(list(damaged.values()))
+    assert info.value.path in (damaged["first"], damaged["cut"])
+
+
+def test_skip_constructs_records_the_bad_file_and_counts_in_the_main_process(
+    torch, damaged, caplog
+):
+    from tilestream.torch import TileDataset
+
+    with caplog.at_level(logging.WARNING):
+        ds = TileDataset(list(damaged.values()), as_dict=True, on_error="skip", seed=1)
+    assert list(ds.skipped_files) == [damaged["cut"]]
+    assert "ends" in ds.skipped_files[damaged["cut"]] or "trunc" in ds.skipped_files[damaged["cut"]]
+    assert damaged["cut"] in caplog.text
+    assert ds.tfrecords == [damaged["good"], damaged["mid"], damaged["first"]]
+    assert ds.skipped == 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    assert _ids(loader) == _expected()
+    assert ds.skipped == 2  # record 2 of "mid", record 0 of "first", skipped in workers
+    ds.set_epoch(1)
+    assert _ids(loader) == _expected()
+    assert ds.skipped == 4  # a running total over epochs
+    assert _ids(torch.utils.data.DataLoader(ds, batch_size=3, num_workers=0)) == _expected()
+    assert ds.skipped == 6
+
+
+def test_skip_count_reaches_the_main_process_from_spawned_workers(torch, damaged):
+    from tilestream.torch import TileDataset
+
+    ds = TileDataset(list(damaged.values()), as_dict=True, on_error="skip", batch_size=2)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, multiprocessing_context="spawn"
+    )
+    assert _ids(loader) == _expected()
+    assert ds.skipped == 2
+
+
+def test_a_file_with_no_readable_record_is_skipped(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    good, bad = write_tfrecords([("good", 2), ("bad", 2)])
+    _flip(bad, 0)
+    _flip(bad, 1)
+    ds = TileDataset([good, bad], as_dict=True, on_error="skip")
+    assert list(ds.skipped_files) == [bad]
+    assert "no readable record" in ds.skipped_files[bad]
+    assert sorted((e["slide"], e["loc_x"]) for e in ds) == [("good", 0), ("good", 1)]
+
+
+def test_skip_with_every_file_bad_is_a_clear_error(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    (cut,) = write_tfrecords([("cut", 3)])
+    Path(cut).write_bytes(Path(cut).read_bytes()[:-7])
+    with pytest.raises(EmptyTFRecordsError, match="no TFRecord left") as info:
+        TileDataset([cut], on_error="skip")
+    assert cut in str(info.value)
