@@ -125,3 +125,15 @@ def test_a_run_folder_of_only_stale_slides_is_a_clear_error(run_folder):
     with pytest.raises(EmptyTFRecordsError, match="stale") as info:
         plan_tiles(run_folder)
     assert "a.tfrecords" in str(info.value) and "b.tfrecords" in str(info.value)
+
+
+def test_framework_free_streams_leave_out_a_stale_slide(run_folder, caplog):
+    from tilestream.loaders import multi_tfrecord_loader, tfrecord_loader
+
+    paths = sorted(run_folder.glob("*.tfrecords"))
+    with caplog.at_level(logging.WARNING):
+        stream = multi_tfrecord_loader(paths, weights=[1, 2], infinite=False, seed=0)
+    assert _warned_about_b(caplog, run_folder)
+    assert {r["slide"] for r in stream} == {b"a"}
+    with pytest.raises(EmptyTFRecordsError, match="stale"):
+        tfrecord_loader(run_folder / "b.tfrecords")

@@ -11,7 +11,6 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +29,14 @@ from tilestream.loaders.labels import (
     load_labels,
     slide_name_of,
 )
-from tilestream.loaders.sampling import WeightSpec, match_files, normalize_weights
-from tilestream.loaders.stream import ClipSpec, OnError, RecordSource, open_sources
-from tilestream.runfolder import current_tfrecords
+from tilestream.loaders.sampling import WeightSpec, normalize_weights
+from tilestream.loaders.stream import (
+    ClipSpec,
+    OnError,
+    RecordSource,
+    open_sources,
+    select_current,
+)
 
 __all__ = ["TilePlan", "plan_tiles"]
 
@@ -143,25 +147,6 @@ def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[
     return [os.fspath(p) for p in tfrecords]
 
 
-def _current(paths: list[str]) -> list[int]:
-    """Positions of the files in ``paths`` that are not stale slides of a run folder."""
-    kept = set(current_tfrecords(paths))
-    keep = [i for i, p in enumerate(paths) if Path(p) in kept]
-    if paths and not keep:
-        shown = ", ".join(paths[:10]) + (" ..." if len(paths) > 10 else "")
-        raise EmptyTFRecordsError(
-            f"every TFRecord given is a stale slide of its run folder (left out, see the "
-            f"warnings): {shown}"
-        )
-    return keep
-
-
-def _clip_caps(clip: ClipSpec, paths: list[str]) -> list[int | None]:
-    if clip is None or not isinstance(clip, Mapping):
-        return [clip] * len(paths)
-    return match_files(clip, paths, what="clip", require_all=False)
-
-
 def plan_tiles(
     tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -200,25 +185,14 @@ def plan_tiles(
         raise EmptyTFRecordsError(f"no TFRecord files given{where}")
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("the same TFRecord is listed more than once")
-    if indices is not None and len(indices) != len(all_paths):
-        raise ConfigError(f"{len(indices)} indices given for {len(all_paths)} files")
     if weights is not None and balance is not None:
         raise ConfigError("give weights= or balance=, not both")
-    w_all = normalize_weights(weights, all_paths) if weights is not None else None
-    caps = _clip_caps(clip, all_paths)
-    keep = _current(all_paths)
-    paths = [all_paths[i] for i in keep]
-    kept = set(keep)
-    left_out = [p for i, p in enumerate(all_paths) if i not in kept]
+    files = select_current(all_paths, indices, clip=clip, weights=weights)
     sources, slides, skipped = _open(
-        paths,
-        [None if indices is None else indices[i] for i in keep],
-        [caps[i] for i in keep],
-        skip=on_error == "skip",
+        files.paths, files.indices, files.caps, skip=on_error == "skip"
     )
-    if skipped:
-        keep = [i for i in keep if all_paths[i] not in skipped]
-        paths = [all_paths[i] for i in keep]
+    keep = [i for i, p in enumerate(files.paths) if p not in skipped]
+    paths = [files.paths[i] for i in keep]
     label_map, names = load_labels(labels, label_column)
     if label_map is not None:
         check_labels(label_map, slides, paths)
@@ -228,6 +202,6 @@ def plan_tiles(
         if balance == "category" and cats is None:
             raise ConfigError("balance='category' needs labels=")
         w = np.asarray(balance_weights(balance, [len(s) for s in sources], cats))
-    elif w_all is not None:
-        w = normalize_weights(w_all[keep], paths)
-    return TilePlan(sources, slides, label_map, names, w, left_out, skipped)
+    elif files.weights is not None:
+        w = normalize_weights(files.weights[keep], paths)
+    return TilePlan(sources, slides, label_map, names, w, files.left_out, skipped)
