@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tilestream.errors import CorruptRecordError, EmptyTFRecordsError
 
@@ -116,3 +118,52 @@ def test_skip_with_every_file_bad_is_a_clear_error(torch, write_tfrecords):
     with pytest.raises(EmptyTFRecordsError, match="no TFRecord left") as info:
         TileDataset([cut], on_error="skip")
     assert cut in str(info.value)
+
+
+_FILES = st.lists(
+    st.tuples(
+        st.integers(1, 6),  # records
+        st.sets(st.integers(0, 5), max_size=6),  # records with a flipped payload byte
+        st.booleans(),  # cut short inside the last record
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=_FILES)
+def test_skip_reads_exactly_the_intact_records_and_counts_the_rest(torch, real_tiles, files):
+    import tempfile
+
+    from tilestream.tfrecord import TFRecordWriter, serialized_record
+    from tilestream.torch import TileDataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, want, want_skipped, want_files = [], set(), 0, set()
+        for f, (n, bad, cut) in enumerate(files):
+            path = os.path.join(tmp, f"s{f}.tfrecords")
+            with TFRecordWriter(path) as w:
+                for j in range(n):
+                    w.write(serialized_record(f"s{f}", real_tiles[j], j, 0), location=(j, 0))
+            bad = {j for j in bad if j < n}
+            for j in bad:
+                _flip(path, j)
+            if cut:
+                Path(path).write_bytes(Path(path).read_bytes()[:-5])
+            paths.append(path)
+            intact = [j for j in range(n) if j not in bad and not (cut and j == n - 1)]
+            if cut or not intact:
+                want_files.add(path)  # a file cut short, or with no readable record
+            else:
+                want |= {(f"s{f}", j) for j in intact}
+                want_skipped += len(bad)
+        if not want:
+            with pytest.raises(EmptyTFRecordsError, match="no TFRecord left"):
+                TileDataset(paths, on_error="skip")
+            return
+        ds = TileDataset(paths, as_dict=True, on_error="skip", seed=0)
+        got = [(e["slide"], e["loc_x"]) for e in ds]
+        assert sorted(got) == sorted(want)
+        assert set(ds.skipped_files) == want_files
+        assert ds.skipped == want_skipped
