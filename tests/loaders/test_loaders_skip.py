@@ -167,3 +167,18 @@ def test_skip_reads_exactly_the_intact_records_and_counts_the_rest(torch, real_t
         assert sorted(got) == sorted(want)
         assert set(ds.skipped_files) == want_files
         assert ds.skipped == want_skipped
+
+
+def test_an_index_that_does_not_fit_its_file_is_skipped_or_raised(torch, write_tfrecords):
+    import numpy as np
+
+    from tilestream.errors import InvalidTFRecordIndex
+    from tilestream.torch import TileDataset
+
+    good, other = write_tfrecords([("good", 2), ("other", 3)])
+    wrong = np.array([0, 50, 10**9])  # points past the end of the file
+    with pytest.raises(InvalidTFRecordIndex, match="past the end"):
+        TileDataset([good, other], indices=[None, wrong])
+    ds = TileDataset([good, other], indices=[None, wrong], as_dict=True, on_error="skip")
+    assert list(ds.skipped_files) == [other] and "past the end" in ds.skipped_files[other]
+    assert sorted(e["loc_x"] for e in ds) == [0, 1]

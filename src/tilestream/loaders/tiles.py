@@ -19,6 +19,7 @@ from tilestream.errors import (
     ConfigError,
     CorruptRecordError,
     EmptyTFRecordsError,
+    InvalidTFRecordIndex,
     UnsupportedRecordError,
 )
 from tilestream.loaders._io import FileHandles, read_record
@@ -120,7 +121,7 @@ def _open(
             try:
                 (source,) = open_sources([path], [index], clip=cap)
                 slide = _first_slide(source, handles, skip=skip)
-            except CorruptRecordError as exc:
+            except (CorruptRecordError, InvalidTFRecordIndex) as exc:
                 if not skip:
                     raise
                 skipped[path] = getattr(exc, "message", str(exc))
@@ -167,10 +168,11 @@ def plan_tiles(
     may still name them.
 
     With ``on_error="skip"``, a file that cannot be opened for its data (cut
-    short, corrupt framing, no readable record) is left out with a warning and
-    recorded in :attr:`TilePlan.skipped_files`; a corrupt first record is
-    passed over for the next readable one. Missing, empty and gzip-compressed
-    files are errors either way.
+    short, corrupt framing, no readable record, an index that does not fit
+    it) is left out with a warning and recorded in
+    :attr:`TilePlan.skipped_files`; a corrupt first record is passed over for
+    the next readable one. Missing, empty and gzip-compressed files are errors
+    either way.
 
     Raises
     ------
