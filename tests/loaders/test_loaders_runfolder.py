@@ -74,6 +74,7 @@ def test_torch_datasets_leave_out_a_stale_slide(torch, run_folder, caplog, given
         ds = TileDataset(src, as_dict=True, labels={"a": 1})
     assert _warned_about_b(caplog, run_folder)
     assert ds.tfrecords == [str(run_folder / "a.tfrecords")]
+    assert ds.left_out == [str(run_folder / "b.tfrecords")]
     assert _slides_of_torch(ds) == {"a"}
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -93,6 +94,7 @@ def test_tf_dataset_leaves_out_a_stale_slide(tf, run_folder, caplog, given):
         ds = tile_dataset(src, as_dict=True)
     assert _warned_about_b(caplog, run_folder)
     assert {e["slide"].numpy().decode() for e in ds} == {"a"}
+    assert ds.left_out == [str(run_folder / "b.tfrecords")]
 
 
 def test_plan_tiles_keeps_per_file_options_in_step(run_folder, caplog):

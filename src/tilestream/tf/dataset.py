@@ -335,8 +335,9 @@ def tile_dataset(
     Returns
     -------
     tf.data.Dataset
-        With the attributes ``skipped`` (:class:`SkipCount`) and
-        ``skipped_files`` (``{file: reason}``); mapping or batching it further
+        With the attributes ``skipped`` (:class:`SkipCount`), ``skipped_files``
+        (``{file: reason}``) and ``left_out`` (the TFRecords of stale slides of
+        a run folder, left out with a warning); mapping or batching it further
         returns a new dataset without them.
 
     Raises
@@ -426,4 +427,5 @@ def tile_dataset(
     ds = ds.prefetch(auto)
     ds.skipped = count
     ds.skipped_files = dict(plan.skipped_files)
+    ds.left_out = list(plan.left_out)
     return ds

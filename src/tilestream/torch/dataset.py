@@ -274,8 +274,9 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         ``"raise"`` a :class:`~tilestream.errors.CorruptRecordError` naming file,
         record and offset (default), or ``"skip"``: a corrupt record is passed
         over (logged, counted in :attr:`skipped` over every worker), a file that
-        cannot be read (cut short, corrupt framing, no readable record) is left
-        out at construction (logged, recorded in :attr:`skipped_files`).
+        cannot be read (cut short, corrupt framing, no readable record, an
+        index that does not fit it) is left out at construction (logged,
+        recorded in :attr:`skipped_files`).
     indices
         Per-file offsets or index files (default: beside each file, or a scan).
     verify
