@@ -91,6 +91,8 @@ def _first_slide(source: RecordSource, handles: FileHandles, *, skip: bool) -> s
     """The slide name in the file's first readable record (its first record, unless ``skip``)."""
     from tilestream.tfrecord import decode_example
 
+    if len(source) == 0:  # clipped to nothing: no record to read, none to label
+        return slide_name_of(None, source.path)
     fd = handles.get(source.path)
     last: Exception | None = None
     for record in range(len(source) if skip else 1):
@@ -196,14 +198,16 @@ def plan_tiles(
     keep = [i for i, p in enumerate(files.paths) if p not in skipped]
     paths = [files.paths[i] for i in keep]
     label_map, names = load_labels(labels, label_column)
+    read = [i for i, src in enumerate(sources) if len(src)]  # files not clipped to nothing
     if label_map is not None:
-        check_labels(label_map, slides, paths)
+        check_labels(label_map, [slides[i] for i in read], [paths[i] for i in read])
     w: np.ndarray | None = None
     if balance is not None:
-        cats = [label_map[s] for s in slides] if label_map is not None else None
+        cats = [label_map[slides[i]] for i in read] if label_map is not None else None
         if balance == "category" and cats is None:
             raise ConfigError("balance='category' needs labels=")
-        w = np.asarray(balance_weights(balance, [len(s) for s in sources], cats))
+        w = np.zeros(len(sources))
+        w[read] = balance_weights(balance, [len(sources[i]) for i in read], cats)
     elif files.weights is not None:
         w = normalize_weights(files.weights[keep], paths)
     return TilePlan(sources, slides, label_map, names, w, files.left_out, skipped)
