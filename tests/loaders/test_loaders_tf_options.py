@@ -178,3 +178,15 @@ def test_tilestreams_reader_gives_the_native_stream_in_the_same_order(tf, write_
     assert ids(on_error="skip") == native
     assert ids(verify=False) == native
     assert ids(on_error="skip", shuffle=False) == ids(shuffle=False)
+
+
+def test_skip_does_not_loop_forever_when_every_record_goes_bad(tf, write_tfrecords):
+    from tilestream.tf import tile_dataset
+
+    (path,) = write_tfrecords([("a", 3)])
+    ds = tile_dataset([path], infinite=True, on_error="skip", num_parallel_calls=1)
+    for j in range(3):  # the file rots after the dataset was made
+        _flip(path, j, 12 + 40)
+    with pytest.raises(tf.errors.OpError, match="every record read failed"):
+        list(ds.take(10))
+    assert int(ds.skipped) > 3

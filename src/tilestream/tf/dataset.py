@@ -133,14 +133,21 @@ class _RecordReader:
         self.verify = verify
         self.skip = skip
         self.count = count
-        self._local = threading.local()  # one set of file handles per tf.data thread
+        # One set of file handles per tf.data thread, by thread id: TensorFlow gives each
+        # numpy_function call a fresh Python thread state, so a threading.local would open
+        # the file again for every record.
+        self._handles: dict[int, FileHandles] = {}
+        self._lock = threading.Lock()
+        self._in_a_row = 0  # skips since the last good record: bounded, so no endless loop
+        self._limit = plan.num_records + 1
 
     def __call__(self, f: Any, record: Any) -> tuple[Any, Any]:
         src = self.plan.sources[int(f)]
         r = int(record)
-        handles = getattr(self._local, "handles", None)
+        handles = self._handles.get(threading.get_ident())
         if handles is None:
-            handles = self._local.handles = FileHandles()
+            with self._lock:
+                handles = self._handles.setdefault(threading.get_ident(), FileHandles())
         offset = int(src.offsets[r])
         try:
             data = read_record(
@@ -150,13 +157,28 @@ class _RecordReader:
             if not self.skip:
                 raise
             self.count.add()
+            self._in_a_row += 1
             log.warning("skipping record (%d skipped so far): %s", self.count.value, exc)
+            if self._in_a_row > self._limit:
+                raise CorruptRecordError(
+                    f"every record read failed ({self.count.value} skipped); last: {exc}",
+                    path=src.path,
+                ) from exc
             return np.asarray(b"", dtype=object), np.asarray(False)
+        self._in_a_row = 0
         return np.asarray(data, dtype=object), np.asarray(True)
 
     def op(self, f: Any, record: Any) -> tuple[Any, Any]:
         data, ok = tf.numpy_function(self, [f, record], [tf.string, tf.bool])
         return tf.ensure_shape(data, []), tf.ensure_shape(ok, [])
+
+
+def _is_read(data: Any, ok: Any) -> Any:
+    return ok
+
+
+def _payload(data: Any, ok: Any) -> Any:
+    return data
 
 
 def _normalize_op(
@@ -377,7 +399,7 @@ def tile_dataset(
     calls = auto if num_parallel_calls is None else num_parallel_calls
     if reader is not None:
         ds = ds.map(reader.op, num_parallel_calls=calls, deterministic=deterministic)
-        ds = ds.filter(lambda data, ok: ok).map(lambda data, ok: data)
+        ds = ds.filter(_is_read).map(_payload)
     if epoch_length is not None:
         ds = ds.take(epoch_length)
     table, _ = _label_table(plan)
