@@ -340,3 +340,12 @@ def test_importing_the_torch_package_does_not_import_tensorflow(torch):
     code = "import sys, tilestream.torch, tilestream.loaders; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_file_clipped_to_nothing_is_read_as_empty(torch, write_tfrecords):
+    from tilestream.torch import TileDataset
+
+    paths = write_tfrecords([("a", 3), ("b", 2)])
+    ds = TileDataset(paths, clip={"a": 0}, labels={"b": 1}, as_dict=True, balance="category")
+    assert sorted((e["slide"], e["loc_x"], e["label"]) for e in ds) == [("b", 0, 1), ("b", 1, 1)]
+    assert ds.num_records == 2

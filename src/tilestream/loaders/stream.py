@@ -39,7 +39,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tilestream.errors import ConfigError, CorruptRecordError, UnsupportedRecordError
+from tilestream.errors import (
+    ConfigError,
+    CorruptRecordError,
+    TFRecordError,
+    UnsupportedRecordError,
+)
 from tilestream.loaders._io import FileHandles, file_size, frame_sizes, load_offsets, read_record
 from tilestream.loaders.sampling import (
     WeightedSampler,
@@ -51,10 +56,12 @@ from tilestream.loaders.sharding import shard_ranges, validate_shard
 
 __all__ = [
     "ClipSpec",
+    "FileSelection",
     "RecordSource",
     "RecordStream",
     "multi_tfrecord_loader",
     "open_sources",
+    "select_current",
     "tfrecord_loader",
 ]
 
@@ -148,6 +155,81 @@ def open_sources(
     return out
 
 
+@dataclass(frozen=True)
+class FileSelection:
+    """The files given, less the stale slides of run folders, with their per-file options.
+
+    Attributes
+    ----------
+    paths
+        The files kept, in the order given.
+    indices
+        The index (offsets, file or None) of each file kept.
+    caps
+        The record cap (``clip``) of each file kept, or None.
+    weights
+        The weight of each file kept (normalised over every file given, so
+        renormalise), or None.
+    left_out
+        The files left out: TFRecords of stale slides of a run folder.
+    """
+
+    paths: list[str]
+    indices: list[Any]
+    caps: list[Any]
+    weights: np.ndarray | None
+    left_out: list[str]
+
+
+def select_current(
+    paths: Sequence[str | os.PathLike[str]],
+    indices: Sequence[Any] | None = None,
+    *,
+    clip: ClipSpec = None,
+    weights: WeightSpec | None = None,
+) -> FileSelection:
+    """Leave out the TFRecords of stale run-folder slides, keeping per-file options in step.
+
+    Each file left out is logged at WARNING with its reason
+    (:func:`tilestream.runfolder.current_tfrecords`); ``indices``, ``clip``
+    and ``weights`` are checked against every file given, so they may still
+    name the files left out.
+
+    Raises
+    ------
+    EmptyTFRecordsError
+        No paths, or every one is a stale slide.
+    ConfigError
+        Bad ``indices``, ``clip`` or ``weights``.
+    """
+    from tilestream.errors import EmptyTFRecordsError
+    from tilestream.runfolder import current_tfrecords
+
+    names = [os.fspath(p) for p in paths]
+    if not names:
+        raise EmptyTFRecordsError("no TFRecord files given")
+    if indices is not None and len(indices) != len(names):
+        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
+    w = normalize_weights(weights, names) if weights is not None else None
+    caps = _clip_values(clip, names)
+    current = set(current_tfrecords(names))
+    keep = [i for i, p in enumerate(names) if Path(p) in current]
+    if not keep:
+        shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+        raise EmptyTFRecordsError(
+            f"every TFRecord given is a stale slide of its run folder (left out, see the "
+            f"warnings): {shown}"
+        )
+    kept = set(keep)
+    return FileSelection(
+        paths=[names[i] for i in keep],
+        indices=[None if indices is None else indices[i] for i in keep],
+        caps=[caps[i] for i in keep],
+        weights=None if w is None else w[keep],
+        left_out=[p for i, p in enumerate(names) if i not in kept],
+    )
+
+
 class RecordStream(Iterator[Any]):
     """An iterator of parsed records that counts the records it skipped.
 
@@ -188,6 +270,7 @@ def _stream(
     on_error: OnError,
     verify: bool,
     with_location: bool,
+    on_skip: Callable[[TFRecordError], None] | None = None,
 ) -> Iterator[Any]:
     lengths = [len(s) for s in sources]
     ranges = shard_ranges(lengths, shard)
@@ -279,6 +362,8 @@ def _stream(
                 stats.skipped += 1
                 failures_in_a_row += 1
                 log.warning("skipping record (%d skipped so far): %s", stats.skipped, err)
+                if on_skip is not None:
+                    on_skip(err)
                 if failures_in_a_row > limit:
                     raise CorruptRecordError(
                         f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
@@ -391,6 +476,7 @@ def multi_tfrecord_loader(
     on_error: OnError = "raise",
     verify: bool = True,
     with_location: bool = False,
+    on_skip: Callable[[TFRecordError], None] | None = None,
 ) -> RecordStream:
     """Interleave the records of many TFRecord files, choosing files by weight.
 
@@ -398,6 +484,8 @@ def multi_tfrecord_loader(
     ----------
     paths
         Uncompressed TFRecord files (or sources from :func:`open_sources`).
+        The TFRecords of stale slides of an extraction run folder are left
+        out with a warning (:func:`select_current`).
     indices
         Per file: offsets, an index file or None.
     weights
@@ -426,6 +514,8 @@ def multi_tfrecord_loader(
         As for :func:`tfrecord_loader`.
     with_location
         Yield ``(record, path, record_number)`` instead of the record alone.
+    on_skip
+        Called with the error of each record skipped (``on_error="skip"``).
 
     Returns
     -------
@@ -445,9 +535,17 @@ def multi_tfrecord_loader(
     if paths and all(isinstance(p, RecordSource) for p in paths):
         sources = [p for p in paths if isinstance(p, RecordSource)]
     else:
-        sources = open_sources(
-            [p for p in paths if not isinstance(p, RecordSource)], indices, clip=clip
+        files = select_current(
+            [p for p in paths if not isinstance(p, RecordSource)],
+            indices,
+            clip=clip,
+            weights=weights,
         )
+        sources = [
+            open_sources([p], [i], clip=c)[0]
+            for p, i, c in zip(files.paths, files.indices, files.caps, strict=True)
+        ]
+        weights = files.weights
     w = normalize_weights(weights, [s.path for s in sources]) if weights is not None else None
     parse = parser if parser is not None else _default_parser()
     return RecordStream(
@@ -466,6 +564,7 @@ def multi_tfrecord_loader(
             on_error=on_error,
             verify=verify,
             with_location=with_location,
+            on_skip=on_skip,
         )
     )
 

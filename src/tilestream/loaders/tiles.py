@@ -7,14 +7,21 @@ missing or empty files, a slide without a label, weights for unknown files.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tilestream.errors import ConfigError
+from tilestream.errors import (
+    ConfigError,
+    CorruptRecordError,
+    EmptyTFRecordsError,
+    InvalidTFRecordIndex,
+    UnsupportedRecordError,
+)
 from tilestream.loaders._io import FileHandles, read_record
 from tilestream.loaders.labels import (
     Balance,
@@ -24,9 +31,17 @@ from tilestream.loaders.labels import (
     slide_name_of,
 )
 from tilestream.loaders.sampling import WeightSpec, normalize_weights
-from tilestream.loaders.stream import ClipSpec, RecordSource, open_sources
+from tilestream.loaders.stream import (
+    ClipSpec,
+    OnError,
+    RecordSource,
+    open_sources,
+    select_current,
+)
 
 __all__ = ["TilePlan", "plan_tiles"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,10 @@ class TilePlan:
         Category names when the labels were text, else None.
     weights
         Normalised per-file weights, or None for uniform.
+    left_out
+        Files given but left out: the TFRecords of stale slides of a run folder.
+    skipped_files
+        ``{file: reason}`` of the files left out as unreadable (``on_error="skip"``).
     """
 
     sources: list[RecordSource]
@@ -52,6 +71,8 @@ class TilePlan:
     labels: dict[str, Any] | None
     label_names: list[str] | None
     weights: np.ndarray | None
+    left_out: list[str] = field(default_factory=list)
+    skipped_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def paths(self) -> list[str]:
@@ -66,15 +87,67 @@ class TilePlan:
         return sum(self.lengths)
 
 
-def _first_slide(source: RecordSource, handles: FileHandles) -> str:
+def _first_slide(source: RecordSource, handles: FileHandles, *, skip: bool) -> str:
+    """The slide name in the file's first readable record (its first record, unless ``skip``)."""
     from tilestream.tfrecord import decode_example
 
-    data = read_record(
-        handles.get(source.path), source.path, 0, int(source.offsets[0]), int(source.sizes[0])
-    )
-    feature = decode_example(data, path=source.path, record=0).get("slide")
-    value = feature.value[0] if feature is not None and feature.kind == "bytes_list" else None
-    return slide_name_of(value, source.path)
+    if len(source) == 0:  # clipped to nothing: no record to read, none to label
+        return slide_name_of(None, source.path)
+    fd = handles.get(source.path)
+    last: Exception | None = None
+    for record in range(len(source) if skip else 1):
+        offset = int(source.offsets[record])
+        try:
+            data = read_record(fd, source.path, record, offset, int(source.sizes[record]))
+            feature = decode_example(data, path=source.path, record=record).get("slide")
+        except (CorruptRecordError, UnsupportedRecordError) as exc:
+            if not skip:
+                raise
+            last = exc
+            continue
+        value = feature.value[0] if feature is not None and feature.kind == "bytes_list" else None
+        return slide_name_of(value, source.path)
+    raise CorruptRecordError(f"no readable record (last: {last})", path=source.path)
+
+
+def _open(
+    paths: list[str], indices: list[Any], caps: list[Any], *, skip: bool
+) -> tuple[list[RecordSource], list[str], dict[str, str]]:
+    """Sources and slide names of ``paths``; with ``skip``, unreadable files are left out."""
+    sources: list[RecordSource] = []
+    slides: list[str] = []
+    skipped: dict[str, str] = {}
+    handles = FileHandles(1)
+    try:
+        for path, index, cap in zip(paths, indices, caps, strict=True):
+            try:
+                (source,) = open_sources([path], [index], clip=cap)
+                slide = _first_slide(source, handles, skip=skip)
+            except (CorruptRecordError, InvalidTFRecordIndex) as exc:
+                if not skip:
+                    raise
+                skipped[path] = getattr(exc, "message", str(exc))
+                log.warning("skipping unreadable TFRecord (on_error='skip'): %s", exc)
+                continue
+            sources.append(source)
+            slides.append(slide)
+    finally:
+        handles.close()
+    if not sources:
+        shown = "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:10])
+        raise EmptyTFRecordsError(f"no TFRecord left to read, every one was unreadable: {shown}")
+    return sources, slides, skipped
+
+
+def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
+    if isinstance(tfrecords, str | os.PathLike):
+        root = os.fspath(tfrecords)
+        if os.path.isdir(root):
+            return sorted(
+                os.path.join(root, n) for n in os.listdir(root) if n.endswith(".tfrecords")
+            )
+        return [root]
+    return [os.fspath(p) for p in tfrecords]
 
 
 def plan_tiles(
@@ -86,45 +159,55 @@ def plan_tiles(
     balance: Balance | None = None,
     clip: ClipSpec = None,
     indices: Sequence[Any] | None = None,
+    on_error: OnError = "raise",
 ) -> TilePlan:
     """Open, check and weigh the TFRecords of a tile dataset.
 
-    ``tfrecords`` may be a folder (its ``*.tfrecords`` files, sorted).
+    ``tfrecords`` may be a folder (its ``*.tfrecords`` files, sorted). The
+    TFRecords of stale slides of an extraction run folder (see
+    :mod:`tilestream.runfolder`), given as a folder or by path, are left out
+    with a warning naming each; per-file ``weights``, ``clip`` and ``indices``
+    may still name them.
+
+    With ``on_error="skip"``, a file that cannot be opened for its data (cut
+    short, corrupt framing, no readable record, an index that does not fit
+    it) is left out with a warning and recorded in
+    :attr:`TilePlan.skipped_files`; a corrupt first record is passed over for
+    the next readable one. Missing, empty and gzip-compressed files are errors
+    either way.
 
     Raises
     ------
     TFRecordError, EmptyTFRecordsError, AnnotationError, ConfigError
         Whatever is wrong, naming the file concerned.
     """
-    if isinstance(tfrecords, str | os.PathLike):
-        root = os.fspath(tfrecords)
-        if os.path.isdir(root):
-            paths: list[str] = sorted(
-                os.path.join(root, n) for n in os.listdir(root) if n.endswith(".tfrecords")
-            )
-        else:
-            paths = [root]
-    else:
-        paths = [os.fspath(p) for p in tfrecords]
-    if len(set(paths)) != len(paths):
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    all_paths = _list_paths(tfrecords)
+    if not all_paths:
+        where = f" in {os.fspath(tfrecords)}" if isinstance(tfrecords, str | os.PathLike) else ""
+        raise EmptyTFRecordsError(f"no TFRecord files given{where}")
+    if len(set(all_paths)) != len(all_paths):
         raise ConfigError("the same TFRecord is listed more than once")
-    sources = open_sources(paths, indices, clip=clip)
-    handles = FileHandles(1)
-    try:
-        slides = [_first_slide(s, handles) for s in sources]
-    finally:
-        handles.close()
-    label_map, names = load_labels(labels, label_column)
-    if label_map is not None:
-        check_labels(label_map, slides, paths)
     if weights is not None and balance is not None:
         raise ConfigError("give weights= or balance=, not both")
+    files = select_current(all_paths, indices, clip=clip, weights=weights)
+    sources, slides, skipped = _open(
+        files.paths, files.indices, files.caps, skip=on_error == "skip"
+    )
+    keep = [i for i, p in enumerate(files.paths) if p not in skipped]
+    paths = [files.paths[i] for i in keep]
+    label_map, names = load_labels(labels, label_column)
+    read = [i for i, src in enumerate(sources) if len(src)]  # files not clipped to nothing
+    if label_map is not None:
+        check_labels(label_map, [slides[i] for i in read], [paths[i] for i in read])
     w: np.ndarray | None = None
     if balance is not None:
-        cats = [label_map[s] for s in slides] if label_map is not None else None
+        cats = [label_map[slides[i]] for i in read] if label_map is not None else None
         if balance == "category" and cats is None:
             raise ConfigError("balance='category' needs labels=")
-        w = np.asarray(balance_weights(balance, [len(s) for s in sources], cats))
-    elif weights is not None:
-        w = normalize_weights(weights, paths)
-    return TilePlan(sources, slides, label_map, names, w)
+        w = np.zeros(len(sources))
+        w[read] = balance_weights(balance, [len(sources[i]) for i in read], cats)
+    elif files.weights is not None:
+        w = normalize_weights(files.weights[keep], paths)
+    return TilePlan(sources, slides, label_map, names, w, files.left_out, skipped)

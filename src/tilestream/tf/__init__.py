@@ -2,8 +2,8 @@
 
 :func:`tile_dataset` returns a ``tf.data.Dataset`` with the options of
 :class:`tilestream.torch.TileDataset` (weights through ``sample_from_datasets``,
-record-level sharding, parsing, augmentation); the same records decode to the
-same pixels through both.
+record-level sharding, parsing, augmentation, stain normalisation, skipping
+corrupt records); the same records decode to the same pixels through both.
 
 Importing this package imports TensorFlow; without it, a
 :class:`~tilestream.errors.MissingDependencyError` says how to install it.
@@ -11,6 +11,6 @@ Importing this package imports TensorFlow; without it, a
 
 from __future__ import annotations
 
-from tilestream.tf.dataset import tile_dataset
+from tilestream.tf.dataset import SkipCount, tile_dataset
 
-__all__ = ["tile_dataset"]
+__all__ = ["SkipCount", "tile_dataset"]

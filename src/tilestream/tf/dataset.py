@@ -3,24 +3,64 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from tilestream._util.optional import require
-from tilestream.errors import ConfigError
-from tilestream.loaders.augment import parse_augment
+from tilestream.errors import ConfigError, CorruptRecordError
+from tilestream.loaders._io import FileHandles, read_record
+from tilestream.loaders.augment import normalize_image, parse_augment, resolve_normalizer
 from tilestream.loaders.labels import Balance
 from tilestream.loaders.sampling import WeightSpec
 from tilestream.loaders.sharding import shard_ranges, validate_shard
 from tilestream.loaders.stream import ClipSpec
-from tilestream.loaders.tiles import plan_tiles
+from tilestream.loaders.tiles import TilePlan, plan_tiles
 
 tf = require("tensorflow", extra="tf", purpose="tilestream.tf datasets")
 
-__all__ = ["tile_dataset"]
+__all__ = ["SkipCount", "tile_dataset"]
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["raise", "skip"]
+
+
+class SkipCount:
+    """A running count of the records a dataset skipped as corrupt (``on_error="skip"``).
+
+    ``int(count)`` reads it; it grows with every pass over the dataset.
+
+    Examples
+    --------
+    >>> count = SkipCount()
+    >>> count.add()
+    >>> int(count), count
+    (1, SkipCount(1))
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        """Count one skipped record."""
+        with self._lock:
+            self.value += 1
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __index__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"SkipCount({self.value})"
+
 
 _FEATURES = {
     "image_raw": tf.io.FixedLenFeature([], tf.string),
@@ -79,106 +119,153 @@ def _augment(img: Any, letters: str, seed: Any) -> Any:
     return img
 
 
-def tile_dataset(
-    tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
-    *,
-    labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    label_column: str | None = None,
-    weights: WeightSpec | None = None,
-    balance: Balance | None = None,
-    clip: ClipSpec = None,
-    infinite: bool = False,
-    shuffle: bool = True,
-    seed: int = 0,
-    shard: tuple[int, int] | None = None,
-    augment: bool | str = False,
-    standardize: bool = False,
-    img_size: int | None = None,
-    incl_slidenames: bool = False,
-    incl_loc: bool = False,
-    as_dict: bool = False,
-    batch_size: int | None = None,
-    drop_last: bool = False,
-    num_parallel_calls: int | None = None,
-    deterministic: bool | None = None,
-    indices: Sequence[Any] | None = None,
-) -> Any:
-    """Tiles of many TFRecords as a ``tf.data.Dataset`` of ``(image, label)``.
+class _RecordReader:
+    """``(file, record number) -> (payload, ok)`` through tilestream's reader.
 
-    Options are as for :class:`tilestream.torch.TileDataset`. Differences:
-
-    - sharding is explicit: ``shard=(i, n)`` (the same record-level split:
-      disjoint, complete, balanced);
-    - images are ``tf.uint8`` HWC, or with ``standardize`` float32 through
-      ``tf.image.per_image_standardization`` (Slideflow's TensorFlow convention);
-    - files are interleaved with ``tf.data.Dataset.sample_from_datasets`` (by
-      weight; exhausted files drop out in finite mode), records shuffled within
-      each file with a full-file buffer, reshuffled every iteration;
-    - augmentation uses stateless TensorFlow ops seeded by ``(seed, record
-      number)``, so a run is reproducible;
-    - ``batch_size`` batches (dropping a short last batch with ``drop_last``)
-      and prefetches.
-
-    Returns
-    -------
-    tf.data.Dataset
-
-    Raises
-    ------
-    TFRecordError, AnnotationError, ConfigError
-        At call time, as for the PyTorch dataset.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from tilestream.loaders.parser import _demo_tfrecord
-    >>> path = _demo_tfrecord(os.path.join(tempfile.mkdtemp(), "a.tfrecords"), 3)
-    >>> images, labels = next(iter(tile_dataset([path], labels={"a": 1}, batch_size=3)))
-    >>> images.shape.as_list(), images.dtype.name, labels.numpy().tolist()
-    ([3, 8, 8, 3], 'uint8', [1, 1, 1])
+    Used instead of ``TFRecordDataset`` for ``on_error="skip"`` (a corrupt
+    record is passed over, logged and counted, where ``TFRecordDataset`` drops
+    the rest of its file) and ``verify=False`` (which it cannot do): the same
+    reads, checks and errors as :class:`tilestream.torch.TileDataset`.
     """
-    shard = validate_shard(shard)
-    letters = parse_augment(augment)
-    if "n" in letters:
-        raise ConfigError(
-            "augmentation 'n' (stain augmentation) is not available in tile_dataset yet; "
-            "use tilestream.torch.TileDataset or drop 'n'"
-        )
-    plan = plan_tiles(
-        tfrecords,
-        labels=labels,
-        label_column=label_column,
-        weights=weights,
-        balance=balance,
-        clip=clip,
-        indices=indices,
+
+    def __init__(self, plan: TilePlan, *, verify: bool, skip: bool, count: SkipCount) -> None:
+        self.plan = plan
+        self.verify = verify
+        self.skip = skip
+        self.count = count
+        # One set of file handles per tf.data thread, by thread id: TensorFlow gives each
+        # numpy_function call a fresh Python thread state, so a threading.local would open
+        # the file again for every record.
+        self._handles: dict[int, FileHandles] = {}
+        self._lock = threading.Lock()
+        self._in_a_row = 0  # skips since the last good record: bounded, so no endless loop
+        self._limit = plan.num_records + 1
+
+    def __call__(self, f: Any, record: Any) -> tuple[Any, Any]:
+        src = self.plan.sources[int(f)]
+        r = int(record)
+        handles = self._handles.get(threading.get_ident())
+        if handles is None:
+            with self._lock:
+                handles = self._handles.setdefault(threading.get_ident(), FileHandles())
+        offset = int(src.offsets[r])
+        try:
+            data = read_record(
+                handles.get(src.path), src.path, r, offset, int(src.sizes[r]), verify=self.verify
+            )
+        except CorruptRecordError as exc:
+            if not self.skip:
+                raise
+            self.count.add()
+            self._in_a_row += 1
+            log.warning("skipping record (%d skipped so far): %s", self.count.value, exc)
+            if self._in_a_row > self._limit:
+                raise CorruptRecordError(
+                    f"every record read failed ({self.count.value} skipped); last: {exc}",
+                    path=src.path,
+                ) from exc
+            return np.asarray(b"", dtype=object), np.asarray(False)
+        self._in_a_row = 0
+        return np.asarray(data, dtype=object), np.asarray(True)
+
+    def op(self, f: Any, record: Any) -> tuple[Any, Any]:
+        data, ok = tf.numpy_function(self, [f, record], [tf.string, tf.bool])
+        return tf.ensure_shape(data, []), tf.ensure_shape(ok, [])
+
+
+def _is_read(data: Any, ok: Any) -> Any:
+    return ok
+
+
+def _payload(data: Any, ok: Any) -> Any:
+    return data
+
+
+def _normalize_op(
+    normalizer: Callable[[np.ndarray], np.ndarray], letters: str, seed: int
+) -> Callable[[Any, Any], Any]:
+    """The stain normaliser (or stain augmentation ``n``) as an op, seeded per record."""
+
+    def run(img: np.ndarray, index: Any) -> np.ndarray:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, int(index), 0x57A1]))
+        out = np.asarray(normalize_image(img, normalizer, letters, rng))
+        if out.shape != img.shape or out.dtype != np.uint8:
+            raise ConfigError(
+                f"the normalizer returned a {out.dtype} array of shape {out.shape} for a uint8 "
+                f"tile of shape {img.shape}"
+            )
+        return np.ascontiguousarray(out)
+
+    def op(img: Any, index: Any) -> Any:
+        out = tf.numpy_function(run, [img, index], tf.uint8)
+        return tf.ensure_shape(out, img.shape)
+
+    return op
+
+
+def _label_table(plan: TilePlan) -> tuple[Any, Any]:
+    """A slide-name -> label lookup table (or None) and the label dtype."""
+    if plan.labels is None:
+        return None, tf.int64
+    label_dtype = tf.int64
+    values = [plan.labels[s] for s in plan.slides]
+    keys = list(plan.labels.keys())
+    vals = [plan.labels[k] for k in keys]
+    if any(isinstance(v, float) for v in values):
+        label_dtype = tf.float32
+        vals = [float(v) for v in vals]
+    elif not all(isinstance(v, int | np.integer) for v in vals):
+        raise ConfigError("tile_dataset supports integer or float labels per slide")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys, tf.string), tf.constant(vals, label_dtype)
+        ),
+        default_value=tf.constant(-1, label_dtype),
     )
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return table, label_dtype
+
+
+def _records(
+    plan: TilePlan,
+    shard: tuple[int, int] | None,
+    *,
+    infinite: bool,
+    shuffle: bool,
+    seed: int,
+    reader: _RecordReader | None,
+) -> Any:
+    """The shard's serialized records, files interleaved by weight.
+
+    Without ``reader``, each file is a ``TFRecordDataset``; with it, a dataset
+    of record numbers (shuffled the same way) read through ``reader``.
+    """
     lengths = plan.lengths
     ranges = shard_ranges(lengths, shard)
     if infinite and not any(len(r) for r in ranges):
         # More shards than records: an infinite shard reads everything rather than nothing.
         shard, ranges = None, shard_ranges(lengths, None)
     files = [f for f, r in enumerate(ranges) if len(r)]
-    auto = tf.data.AUTOTUNE
-    calls = auto if num_parallel_calls is None else num_parallel_calls
 
-    def one_file(f: int) -> Any:
-        ds = tf.data.TFRecordDataset(plan.sources[f].path)
-        ds = ds.take(lengths[f])
-        if shard is not None:
-            ds = ds.skip(ranges[f].start).shard(shard[1], 0)
-        if shuffle:
+    def one_file(f: int, take: int | None = None) -> Any:
+        if reader is not None:
+            numbers = np.asarray(ranges[f] if take is None else ranges[f][:take], dtype=np.int64)
+            ds = tf.data.Dataset.from_tensor_slices(numbers).map(
+                lambda r: (tf.constant(f, tf.int64), r)
+            )
+        else:
+            ds = tf.data.TFRecordDataset(plan.sources[f].path)
+            ds = ds.take(lengths[f] if take is None else take)
+            if shard is not None:
+                ds = ds.skip(ranges[f].start).shard(shard[1], 0)
+        if shuffle and take is None:
             ds = ds.shuffle(len(ranges[f]), seed=_seed_pair(seed, f, 1)[0])
-        if infinite:
+        if infinite and take is None:
             ds = ds.repeat()
         return ds
 
     per_file = [one_file(f) for f in files]
     if not per_file:  # a finite shard with no records: an empty dataset of the right structure
-        per_file = [tf.data.TFRecordDataset(plan.sources[0].path).take(0)]
-        files = [0]
+        per_file, files = [one_file(0, take=0)], [0]
     if shuffle or plan.weights is not None:
         w = (
             np.asarray([plan.weights[f] for f in files])
@@ -197,26 +284,127 @@ def tile_dataset(
         ds = functools.reduce(lambda a, b: a.concatenate(b), per_file)
         if infinite:
             ds = ds.repeat()
+    return ds
 
-    table = None
-    label_dtype = tf.int64
-    if plan.labels is not None:
-        values = [plan.labels[s] for s in plan.slides]
-        keys = list(plan.labels.keys())
-        vals = [plan.labels[k] for k in keys]
-        if any(isinstance(v, float) for v in values):
-            label_dtype = tf.float32
-            vals = [float(v) for v in vals]
-        elif not all(isinstance(v, int | np.integer) for v in vals):
-            raise ConfigError("tile_dataset supports integer or float labels per slide")
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(keys, tf.string), tf.constant(vals, label_dtype)
-            ),
-            default_value=tf.constant(-1, label_dtype),
-        )
 
+def _check_options(*, seed: Any, on_error: str, infinite: bool, epoch_length: int | None) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if epoch_length is not None and not infinite:
+        raise ConfigError("epoch_length applies to infinite=True only")
+    if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
+        raise ConfigError(f"epoch_length must be a positive integer, got {epoch_length!r}")
+
+
+def tile_dataset(
+    tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    label_column: str | None = None,
+    weights: WeightSpec | None = None,
+    balance: Balance | None = None,
+    clip: ClipSpec = None,
+    infinite: bool = False,
+    epoch_length: int | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    shard: tuple[int, int] | None = None,
+    augment: bool | str = False,
+    standardize: bool = False,
+    normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
+    img_size: int | None = None,
+    incl_slidenames: bool = False,
+    incl_loc: bool = False,
+    as_dict: bool = False,
+    on_error: OnError = "raise",
+    verify: bool = True,
+    batch_size: int | None = None,
+    drop_last: bool = False,
+    num_parallel_calls: int | None = None,
+    deterministic: bool | None = None,
+    indices: Sequence[Any] | None = None,
+) -> Any:
+    """Tiles of many TFRecords as a ``tf.data.Dataset`` of ``(image, label)``.
+
+    Options are as for :class:`tilestream.torch.TileDataset`. Differences:
+
+    - sharding is explicit: ``shard=(i, n)`` (the same record-level split:
+      disjoint, complete, balanced);
+    - images are ``tf.uint8`` HWC, or with ``standardize`` float32 through
+      ``tf.image.per_image_standardization`` (Slideflow's TensorFlow convention);
+    - files are interleaved with ``tf.data.Dataset.sample_from_datasets`` (by
+      weight; exhausted files drop out in finite mode), records shuffled within
+      each file with a full-file buffer, reshuffled every iteration;
+    - augmentation uses stateless TensorFlow ops seeded by ``(seed, record
+      number)``, so a run is reproducible; the stain ``normalizer`` (and stain
+      augmentation ``n``, seeded the same way) runs as a ``tf.numpy_function``,
+      after the other augmentations, as in the PyTorch dataset;
+    - ``epoch_length`` (infinite mode only) is the number of records of each
+      pass over the dataset (of this shard); without it an infinite dataset
+      never ends;
+    - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a
+      corrupt record raises ``tf.errors.DataLossError``), except with
+      ``on_error="skip"`` or ``verify=False``: then tilestream's reader reads
+      them (the same records, order and checks), and a corrupt record is
+      passed over, logged and counted in ``int(dataset.skipped)``
+      (a :class:`SkipCount`, a running total over every pass). Files left out
+      as unreadable at call time are in ``dataset.skipped_files``;
+    - ``batch_size`` batches (dropping a short last batch with ``drop_last``)
+      and prefetches.
+
+    Returns
+    -------
+    tf.data.Dataset
+        With the attributes ``skipped`` (:class:`SkipCount`), ``skipped_files``
+        (``{file: reason}``) and ``left_out`` (the TFRecords of stale slides of
+        a run folder, left out with a warning); mapping or batching it further
+        returns a new dataset without them.
+
+    Raises
+    ------
+    TFRecordError, AnnotationError, ConfigError
+        At call time, as for the PyTorch dataset.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tilestream.loaders.parser import _demo_tfrecord
+    >>> path = _demo_tfrecord(os.path.join(tempfile.mkdtemp(), "a.tfrecords"), 3)
+    >>> images, labels = next(iter(tile_dataset([path], labels={"a": 1}, batch_size=3)))
+    >>> images.shape.as_list(), images.dtype.name, labels.numpy().tolist()
+    ([3, 8, 8, 3], 'uint8', [1, 1, 1])
+    """
+    shard = validate_shard(shard)
+    letters = parse_augment(augment)
+    _check_options(seed=seed, on_error=on_error, infinite=infinite, epoch_length=epoch_length)
+    norm = resolve_normalizer(normalizer, letters)
+    plan = plan_tiles(
+        tfrecords,
+        labels=labels,
+        label_column=label_column,
+        weights=weights,
+        balance=balance,
+        clip=clip,
+        indices=indices,
+        on_error=on_error,
+    )
+    count = SkipCount()
+    reader = None
+    if on_error == "skip" or not verify:
+        reader = _RecordReader(plan, verify=verify, skip=on_error == "skip", count=count)
+    ds = _records(plan, shard, infinite=infinite, shuffle=shuffle, seed=seed, reader=reader)
+    auto = tf.data.AUTOTUNE
+    calls = auto if num_parallel_calls is None else num_parallel_calls
+    if reader is not None:
+        ds = ds.map(reader.op, num_parallel_calls=calls, deterministic=deterministic)
+        ds = ds.filter(_is_read).map(_payload)
+    if epoch_length is not None:
+        ds = ds.take(epoch_length)
+    table, _ = _label_table(plan)
     base_seed = _seed_pair(seed, 3)
+    norm_op = _normalize_op(norm, letters, seed) if norm is not None else None
 
     def parse(index: Any, record: Any) -> Any:
         ex = tf.io.parse_single_example(record, _FEATURES)
@@ -233,8 +421,10 @@ def tile_dataset(
                 tf.shape(img)[:2], [img_size, img_size], message="tile is not img_size px"
             )
             img = tf.ensure_shape(img, [img_size, img_size, 3])
-        if letters:
+        if letters.replace("n", ""):
             img = _augment(img, letters, tf.stack([tf.constant(base_seed[0], tf.int64), index]))
+        if norm_op is not None:
+            img = norm_op(img, index)
         if standardize:
             img = tf.image.per_image_standardization(img)
         label = table.lookup(ex["slide"]) if table is not None else tf.constant(0, tf.int64)
@@ -256,4 +446,8 @@ def tile_dataset(
     ds = ds.enumerate().map(parse, num_parallel_calls=calls, deterministic=deterministic)
     if batch_size is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_last)
-    return ds.prefetch(auto)
+    ds = ds.prefetch(auto)
+    ds.skipped = count
+    ds.skipped_files = dict(plan.skipped_files)
+    ds.left_out = list(plan.left_out)
+    return ds

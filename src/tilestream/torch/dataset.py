@@ -27,6 +27,7 @@ from tilestream.loaders.sampling import WeightSpec
 from tilestream.loaders.sharding import distributed_context, global_shard, split_count
 from tilestream.loaders.stream import ClipSpec, RecordStream, multi_tfrecord_loader
 from tilestream.loaders.tiles import TilePlan, plan_tiles
+from tilestream.torch._shared import SkipCounter, shared_uint8
 
 torch = require("torch", extra="torch", purpose="tilestream.torch datasets")
 
@@ -36,42 +37,6 @@ _IterableDataset: Any = torch.utils.data.IterableDataset
 _MapDataset: Any = torch.utils.data.Dataset
 
 OnError = Literal["raise", "skip"]
-
-
-_MADV_POPULATE_WRITE = 23  # Linux >= 5.14
-_madvise: Any = None
-
-
-def _populate(t: Any) -> None:
-    """Fault in a fresh buffer's pages in one system call (much cheaper than page by page)."""
-    global _madvise
-    if _madvise is None:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.madvise
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            fn.restype = ctypes.c_int
-            _madvise = fn
-        except (OSError, AttributeError, TypeError):  # no libc madvise (e.g. Windows)
-            _madvise = False
-    if _madvise:
-        ptr = t.data_ptr()
-        start = ptr & ~4095
-        if _madvise(start, t.numel() * t.element_size() + (ptr - start), _MADV_POPULATE_WRITE):
-            _madvise = False  # not supported here: let pages fault in as written
-
-
-def _shared_uint8(shape: tuple[int, ...]) -> Any:
-    """A uint8 tensor allocated directly in shared memory (no copy into it later)."""
-    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
-    if new_shared is None:  # pragma: no cover - older or future torch
-        return torch.empty(shape, dtype=torch.uint8).share_memory_()
-    nbytes = int(np.prod(shape))
-    t = torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes)).view(shape)
-    _populate(t)
-    return t
 
 
 class _TileParser:
@@ -172,6 +137,7 @@ class _Common:
             balance=balance,
             clip=clip,
             indices=indices,
+            on_error=on_error,  # type: ignore[arg-type]
         )
         self.seed = int(seed)
         letters = parse_augment(augment)
@@ -193,6 +159,16 @@ class _Common:
     def tfrecords(self) -> list[str]:
         """The TFRecord files."""
         return self.plan.paths
+
+    @property
+    def skipped_files(self) -> dict[str, str]:
+        """``{file: reason}`` of the files left out as unreadable (``on_error="skip"``)."""
+        return self.plan.skipped_files
+
+    @property
+    def left_out(self) -> list[str]:
+        """Files given but left out: TFRecords of stale slides of a run folder (warned)."""
+        return self.plan.left_out
 
     @property
     def labels(self) -> dict[str, Any] | None:
@@ -296,7 +272,11 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         Yield ``{"image", "label", "slide", "loc_x", "loc_y"}`` dicts instead of tuples.
     on_error
         ``"raise"`` a :class:`~tilestream.errors.CorruptRecordError` naming file,
-        record and offset (default), or ``"skip"`` corrupt records (logged, counted).
+        record and offset (default), or ``"skip"``: a corrupt record is passed
+        over (logged, counted in :attr:`skipped` over every worker), a file that
+        cannot be read (cut short, corrupt framing, no readable record, an
+        index that does not fit it) is left out at construction (logged,
+        recorded in :attr:`skipped_files`).
     indices
         Per-file offsets or index files (default: beside each file, or a scan).
     verify
@@ -314,6 +294,8 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     -----
     Images are torch uint8 CHW tensors (float32 CHW with ``standardize``).
     Use :meth:`set_epoch` before each epoch; it reaches persistent workers.
+    The TFRecords of stale slides of an extraction run folder are left out
+    with a warning (:attr:`left_out`, :mod:`tilestream.runfolder`).
 
     Examples
     --------
@@ -386,7 +368,12 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
         self.infinite = infinite
         self.epoch_length = epoch_length
         self.shuffle = shuffle
-        self.skipped = 0
+        self._skips = SkipCounter()
+
+    @property
+    def skipped(self) -> int:
+        """Records skipped as corrupt so far, over every epoch and DataLoader worker."""
+        return self._skips.total
 
     def shard(self) -> tuple[int, int, int, int]:
         """``(shard, num_shards, rank, world_size)`` of the calling worker."""
@@ -430,6 +417,7 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
             on_error=self.on_error,
             verify=self.verify,
             with_location=True,
+            on_skip=self._skips,
         )
         try:
             if self.batch_size is None:
@@ -440,7 +428,6 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
                     stream, shared=torch.utils.data.get_worker_info() is not None
                 )
         finally:
-            self.skipped = stream.skipped
             self.parser.target = None
 
     def _batches(self, stream: RecordStream, *, shared: bool) -> Iterator[Any]:
@@ -453,7 +440,7 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
 
         def new_buffer(shape: tuple[int, ...]) -> tuple[Any, np.ndarray]:
             if shared:  # already shared: sending it to the main process copies nothing
-                t = _shared_uint8((size, *shape))
+                t = shared_uint8((size, *shape))
             else:
                 t = torch.empty((size, *shape), dtype=torch.uint8)
             return t, t.numpy()
