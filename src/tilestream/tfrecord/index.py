@@ -57,7 +57,9 @@ from tilestream.errors import (
 )
 from tilestream.tfrecord._crc import _crc
 from tilestream.tfrecord._decode import _DecodeError, _parse_feature
+from tilestream.tfrecord._npyfile import READ_ERRORS, ArrayLimit, BadArrayFile, read_npy, read_npz
 from tilestream.tfrecord.framing import (
+    FRAME_OVERHEAD,
     HEADER_SIZE,
     CompressionArg,
     detect_compression,
@@ -74,6 +76,7 @@ __all__ = [
     "index_path_for",
     "index_staleness",
     "load_index",
+    "max_records",
     "read_index_file",
     "save_index",
     "scan_index",
@@ -87,6 +90,8 @@ _SUFFIX: dict[str, str] = {"npz": ".index.npz", "npy": ".index.npy", "text": ".i
 _HEAD = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _DELTA = 0xA282EAD8
+#: A deflate stream decodes to at most 1032 times its size (zlib's technical notes).
+_INFLATE_RATIO = 1032
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,11 +106,15 @@ class TFRecordIndex:
         int64 ``(n, 2)`` tile ``(loc_x, loc_y)``, or ``None``.
     path
         The index file it was read from or written to, if any.
+    tfrecord_stat
+        ``(size, mtime_ns)`` of the TFRecord recorded in the index file
+        (tilestream's npz indexes), or ``None``.
     """
 
     array: npt.NDArray[np.int64]
     locations: npt.NDArray[np.int64] | None = None
     path: Path | None = None
+    tfrecord_stat: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
@@ -161,45 +170,83 @@ def _check_array(arr: Any, name: str, path: Path) -> npt.NDArray[np.int64]:
     return a.astype(np.int64)
 
 
-def read_index_file(index_path: str | os.PathLike[str]) -> TFRecordIndex:
+def _row_limit(index_path: Path, max_records: int | None) -> int:
+    """Rows an index may hold: what its own bytes can decode to, and ``max_records``."""
+    own = os.stat(index_path).st_size * _INFLATE_RATIO // 8 + 1
+    return own if max_records is None else min(own, max(int(max_records), 0))
+
+
+def read_index_file(
+    index_path: str | os.PathLike[str], *, max_records: int | None = None
+) -> TFRecordIndex:
     """Read an index file in any supported format (by its suffix).
+
+    Array headers are checked before anything is allocated: an index
+    declaring more rows than ``max_records`` (what its TFRecord could hold,
+    see :func:`load_index`) or than its own bytes could hold is rejected
+    unread.
 
     Raises
     ------
     InvalidTFRecordIndex
-        The file cannot be parsed or does not hold an ``(n, 2)`` integer table.
+        The file is damaged, cannot be parsed, does not hold an ``(n, 2)``
+        integer table, or declares more records than ``max_records``.
+    FileNotFoundError
+        The file does not exist.
     """
     path = Path(index_path)
+    stat: tuple[int, int] | None = None
     try:
         if path.stat().st_size == 0:
             return TFRecordIndex(np.zeros((0, 2), np.int64), None, path)
+        rows = _row_limit(path, max_records)
         if path.name.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as z:
-                if "arr_0" not in z.files:
-                    raise InvalidTFRecordIndex("index has no 'arr_0' array", path=path)
-                arr = _check_array(z["arr_0"], "arr_0", path)
-                locs = _check_array(z["locations"], "locations", path) if "locations" in z else None
+            z = read_npz(path, _npz_limits(rows))
+            if "arr_0" not in z:
+                raise InvalidTFRecordIndex("index has no 'arr_0' array", path=path)
+            arr = _check_array(z["arr_0"], "arr_0", path)
+            locs = _check_array(z["locations"], "locations", path) if "locations" in z else None
+            if "tfrecord_size" in z and "tfrecord_mtime_ns" in z:
+                stat = int(z["tfrecord_size"].item()), int(z["tfrecord_mtime_ns"].item())
         elif path.name.endswith(".npy"):
-            arr = _check_array(np.load(path, allow_pickle=False), "array", path)
+            with open(path, "rb") as f:
+                arr = _check_array(read_npy(f, ArrayLimit(rows, 2)), "array", path)
             locs = None
         else:
-            text = path.read_text(encoding="ascii")
-            rows = [line.split() for line in text.splitlines() if line.strip()]
-            if any(len(r) != 2 for r in rows):
-                raise InvalidTFRecordIndex("text index lines must be 'offset length'", path=path)
-            arr = _check_array(np.array(rows, dtype=np.int64), "table", path)
-            locs = None
+            arr, locs = _read_text_index(path, rows), None
     except InvalidTFRecordIndex:
         raise
-    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError) as exc:
+    except (BadArrayFile, *READ_ERRORS) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise InvalidTFRecordIndex(f"unreadable index ({exc})", path=path) from exc
+        raise InvalidTFRecordIndex(f"damaged or implausible index ({exc})", path=path) from None
     if locs is not None and len(locs) != len(arr):
         raise InvalidTFRecordIndex(
             f"index has {len(arr)} records but {len(locs)} locations", path=path
         )
-    return TFRecordIndex(arr, locs, path)
+    return TFRecordIndex(arr, locs, path, stat)
+
+
+def _npz_limits(rows: int) -> dict[str, ArrayLimit]:
+    one = ArrayLimit(1, 0)
+    return {
+        "arr_0": ArrayLimit(rows, 2),
+        "locations": ArrayLimit(rows, 2),
+        "tfrecord_size": one,
+        "tfrecord_mtime_ns": one,
+    }
+
+
+def _read_text_index(path: Path, rows: int) -> npt.NDArray[np.int64]:
+    text = path.read_text(encoding="ascii")
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if any(len(r) != 2 for r in lines):
+        raise InvalidTFRecordIndex("text index lines must be 'offset length'", path=path)
+    if len(lines) > rows:
+        raise InvalidTFRecordIndex(
+            f"index lists {len(lines)} records, more than the TFRecord could hold", path=path
+        )
+    return _check_array(np.array(lines, dtype=np.int64), "table", path)
 
 
 def save_index(
@@ -581,15 +628,37 @@ def export_text_index(
     return index.path
 
 
-def _stored_stat(index_path: Path) -> tuple[int, int] | None:
-    if not index_path.name.endswith(".npz"):
+def max_records(tfrecord: str | os.PathLike[str]) -> int:
+    """The most records ``tfrecord`` can hold: each takes 16 bytes of framing at least.
+
+    A compressed file's bytes can decode to at most 1032 times as many.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
+    >>> _ = path.write_bytes(bytes(100))
+    >>> max_records(path)
+    6
+    """
+    with open(tfrecord, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        compressed = size > 0 and detect_compression(f.read(HEADER_SIZE)) is not None
+    return (size * _INFLATE_RATIO if compressed else size) // FRAME_OVERHEAD
+
+
+def _stored_stat(index: TFRecordIndex) -> tuple[int, int] | None:
+    path = index.path
+    if index.tfrecord_stat is not None or path is None or not path.name.endswith(".npz"):
+        return index.tfrecord_stat
+    try:  # an index made by hand with a path: read the two numbers alone
+        z = read_npz(
+            path, {"tfrecord_size": ArrayLimit(1, 0), "tfrecord_mtime_ns": ArrayLimit(1, 0)}
+        )
+    except (BadArrayFile, OSError):
         return None
-    try:
-        with np.load(index_path, allow_pickle=False) as z:
-            if "tfrecord_size" in z.files and "tfrecord_mtime_ns" in z.files:
-                return int(z["tfrecord_size"]), int(z["tfrecord_mtime_ns"])
-    except (OSError, ValueError, EOFError):
-        return None
+    if "tfrecord_size" in z and "tfrecord_mtime_ns" in z:
+        return int(z["tfrecord_size"].item()), int(z["tfrecord_mtime_ns"].item())
     return None
 
 
@@ -617,7 +686,7 @@ def index_staleness(tfrecord: str | os.PathLike[str], index: TFRecordIndex) -> s
     """
     st = os.stat(tfrecord)
     path = index.path
-    stored = _stored_stat(path) if path is not None else None
+    stored = _stored_stat(index)
     if stored is not None:
         if stored[0] != st.st_size:
             return f"the TFRecord is {st.st_size} bytes, the index was made for {stored[0]}"
@@ -663,10 +732,15 @@ def load_index(
         Build a missing, unreadable or stale index (default). With ``False``
         those raise :class:`~tilestream.errors.InvalidTFRecordIndex`.
     write
-        Save a rebuilt index as ``<name>.index.npz`` (skipped, with a debug
-        log, where the folder is read-only).
+        Save a rebuilt index as ``<name>.index.npz`` (skipped, with an info
+        log, where the folder is read-only: the index is then used in memory).
     locations
         Record tile locations when building.
+
+    An index that is damaged (a cut zip, a bad ``.npy`` header) or
+    implausible (declaring more records than the TFRecord's size allows,
+    see :func:`max_records`) is stale like an outdated one: rebuilt, with a
+    warning naming it; its arrays are never allocated.
 
     Raises
     ------
@@ -694,10 +768,10 @@ def load_index(
     reason = "no index file"
     if found is not None:
         try:
-            index = read_index_file(found)
+            index = read_index_file(found, max_records=max_records(tfrecord))
             stale = index_staleness(tfrecord, index)
         except InvalidTFRecordIndex as exc:
-            stale = str(exc)
+            stale = exc.message
         if stale is None:
             return index
         reason = f"stale index {found}: {stale}"
@@ -713,6 +787,6 @@ def load_index(
     try:
         save_index(index, out, tfrecord=tfrecord)
     except OSError as exc:
-        log.debug("%s: cannot write index %s (%s): %s", tfrecord, out, exc, reason)
+        log.info("%s: cannot write index %s (%s); using it in memory", tfrecord, out, exc)
         return index
     return TFRecordIndex(index.array, index.locations, out)
