@@ -33,11 +33,13 @@ from tilestream.errors import InvalidTFRecordIndex, TileStreamError
 from tilestream.tfrecord import (
     TFRecord,
     TFRecordWriter,
+    get_locations_from_tfrecord,
     get_tfrecord_length,
     index_path_for,
     load_index,
     read_index_file,
     serialized_record,
+    tfrecord_has_locations,
 )
 
 N = 34
@@ -224,3 +226,11 @@ def test_errors_are_tilestream_errors(tmp_path: Path) -> None:
         load_index(path, rebuild=False)
     assert isinstance(info.value, TileStreamError) and isinstance(info.value, IndexError)
     assert str(info.value).count(str(index_path_for(path))) == 1
+
+
+def test_the_slideflow_helpers_read_past_a_cut_index(tmp_path: Path) -> None:
+    path = _make(tmp_path / "a.tfrecords")
+    _cut(index_path_for(path))
+    assert tfrecord_has_locations(path, check_y=True)
+    assert get_locations_from_tfrecord(path)[3] == (3 * 256, 0)
+    assert get_tfrecord_length(path) == N
