@@ -177,7 +177,12 @@ class TFRecord:
             else:
                 buf = b"".join(frame(r) for r in iter_records(self.path))
         self._size = len(buf)
-        self._index = self._load_index(buf, compressed=compression is not None)
+        try:
+            self._index = self._load_index(buf, compressed=compression is not None)
+        except BaseException:
+            if isinstance(buf, mmap.mmap):
+                buf.close()
+            raise
         self._offs = self._index.offsets.tolist()
         self._lens = self._index.lengths.tolist()
         self._index_name = os.fspath(self._index.path) if self._index.path else self.path
@@ -189,10 +194,17 @@ class TFRecord:
     def _load_index(self, buf: bytes | mmap.mmap, *, compressed: bool) -> TFRecordIndex:
         arg = self._index_arg
         if isinstance(arg, np.ndarray):
-            arr = np.asarray(arg, dtype=np.int64).reshape(-1, 2)
+            arr = np.asarray(arg, dtype=np.int64)
+            if arr.ndim != 2 or arr.shape[1] != 2:
+                raise InvalidTFRecordIndex(
+                    f"the index array given for {self.path} has shape {arr.shape}, not (n, 2)"
+                )
+            _check_explicit(arr, buf, self.path, "the index array given")
             return TFRecordIndex(arr, None, None)
         if arg is not None:
-            return read_index_file(arg)
+            index = read_index_file(arg, max_records=len(buf) // 16)
+            _check_explicit(index.array, buf, self.path, f"index {os.fspath(arg)}")
+            return index
         if compressed or not buf:
             return _scan_mapped(buf, self.path, True, False, None) if buf else _EMPTY
         return load_index(self.path, write=self.create_index)
@@ -405,6 +417,48 @@ class TFRecord:
                     f"slide name is not UTF-8 ({exc})", path=self.path, record=i
                 ) from None
         return slide, decode_image(image) if decode else image
+
+
+def _check_explicit(
+    arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap, path: str, what: str
+) -> None:
+    """Check an index the caller chose as the automatic one is checked: count, size, framing.
+
+    The records must tile the (uncompressed) file exactly, and each record's
+    header must declare the length the index gives it.
+
+    Raises
+    ------
+    InvalidTFRecordIndex
+        Naming the index and the TFRecord.
+    """
+    problem = _explicit_problem(arr, buf)
+    if problem is not None:
+        raise InvalidTFRecordIndex(f"{what} does not describe {path}: {problem}")
+
+
+def _explicit_problem(arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap) -> str | None:
+    size = len(buf)
+    if len(arr) == 0:
+        return None if size == 0 else f"it is empty but the file has {size} bytes"
+    offs, lens = arr[:, 0], arr[:, 1]
+    if offs[0] != 0 or np.any(lens < 16) or np.any(offs[1:] != offs[:-1] + lens[:-1]):
+        return f"its {len(arr)} records do not follow each other from byte 0"
+    if int(offs[-1] + lens[-1]) != size:
+        return f"its {len(arr)} records cover {int(offs[-1] + lens[-1])} bytes, the file has {size}"
+    data = np.frombuffer(buf, np.uint8)
+    try:
+        heads = data[offs[:, None] + np.arange(8)].copy().view("<u8")[:, 0]
+    finally:
+        del data  # no export of a memory map may outlive this check
+    bad = np.flatnonzero(heads.astype(np.int64) + 16 != lens)
+    if bad.size:
+        i = int(bad[0])
+        return (
+            f"record {i} at byte {int(offs[i])}: the index says {int(lens[i])} bytes, "
+            f"the record header {int(heads[i]) + 16}"
+        )
+    return None
 
 
 _EMPTY = TFRecordIndex(np.zeros((0, 2), np.int64), None, None)
