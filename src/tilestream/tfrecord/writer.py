@@ -62,6 +62,11 @@ class _Compressor:
 
 _fadvise = getattr(os, "posix_fadvise", None)
 
+try:
+    from tilestream.tfrecord import _native
+except ImportError:  # pragma: no cover - exercised only where it could not be compiled
+    _native = None  # type: ignore[assignment]
+
 
 class TFRecordWriter:
     """Write records to a TFRecord file that appears only when complete.
@@ -83,9 +88,10 @@ class TFRecordWriter:
         ``None`` (default), ``"gzip"`` or ``"zlib"``.
     index
         Also write ``<name>.index.npz`` beside the file (Slideflow's format:
-        ``arr_0`` offsets and lengths; ``locations`` when every
-        :meth:`write` gave one). For compressed files the offsets are in
-        the uncompressed stream.
+        ``arr_0`` offsets and lengths; ``locations`` when every record has
+        one: the ``location`` given to :meth:`write`, else the record's own
+        ``loc_x``/``loc_y``). For compressed files the offsets are in the
+        uncompressed stream.
 
     Attributes
     ----------
@@ -157,7 +163,9 @@ class TFRecordWriter:
             ``memoryview``), written as it is without a copy, so a caller may
             reuse its buffer once ``write`` returns.
         location
-            The tile's ``(x, y)``, stored in the index's ``locations``.
+            The tile's ``(x, y)``, stored in the index's ``locations``;
+            without it, the record's own ``loc_x``/``loc_y`` are read (a scan
+            of its map keys; the image is skipped unread).
         """
         if self._closed:
             raise ConfigError(f"{self.path}: cannot write to a closed TFRecordWriter")
@@ -181,6 +189,8 @@ class TFRecordWriter:
             self._lengths.append(n + 16)
             if self._locations is not None:
                 if location is None:
+                    location = self._location_of(record)
+                if location is None:
                     self._locations = None
                 else:
                     self._locations.append((int(location[0]), int(location[1])))
@@ -188,6 +198,19 @@ class TFRecordWriter:
         self.count += 1
         if self._pos >= self._next_writeback:
             self._start_writeback()
+
+    def _location_of(self, record: bytes | memoryview) -> tuple[int, int] | None:
+        """The record's own ``loc_x``/``loc_y`` (``None`` when it has none), as an index scan reads them."""
+        native = _native
+        if native is not None:
+            loc = native.tile_location(record)
+            if loc is not None:
+                return loc
+        from tilestream.tfrecord.index import _location_or_none
+
+        return _location_or_none(
+            record, 0, len(record), os.fspath(self.path), self.count, self._pos
+        )
 
     def _start_writeback(self) -> None:
         """Start writing what is written so far to disk, without waiting for it."""
