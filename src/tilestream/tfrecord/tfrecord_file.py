@@ -26,6 +26,7 @@ b'\\xff\\xd8\\xff\\x01'
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -48,13 +49,22 @@ from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, frame
 from tilestream.tfrecord.image import decode_image, detect_image_format
 from tilestream.tfrecord.index import (
     TFRecordIndex,
+    _location_or_none,
     _scan_mapped,
     load_index,
     read_index_file,
+    save_index,
 )
 from tilestream.tfrecord.reader import iter_records
 
+try:
+    from tilestream.tfrecord import _native
+except ImportError:  # pragma: no cover - exercised only where it could not be compiled
+    _native = None  # type: ignore[assignment]
+
 __all__ = ["TFRecord", "record_to_dict"]
+
+log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
@@ -148,6 +158,7 @@ class TFRecord:
         self._xy: dict[tuple[int, int], int] | None = None
         self._fields: list[str] | None = None
         self._img_format: str | None = None
+        self._locations_read = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -348,12 +359,50 @@ class TFRecord:
 
     @property
     def locations(self) -> list[tuple[int, int]] | None:
-        """``(loc_x, loc_y)`` of every record, or ``None`` when the records have none."""
+        """``(loc_x, loc_y)`` of every record, or ``None`` when the records have none.
+
+        An index without locations (an older one) is completed by reading
+        the records' ``loc_x``/``loc_y`` once; the index beside the file is
+        then rewritten with them (atomically; in memory only where it cannot
+        be written, or for an index given explicitly).
+        """
         self._open()
-        assert self._index is not None
-        if self._index.locations is None:
+        index = self._index
+        assert index is not None
+        if index.locations is None and not self._locations_read:
+            index = self._add_locations(index)
+        if index.locations is None:
             return None
-        return [(x, y) for x, y in self._index.locations.tolist()]
+        return [(x, y) for x, y in index.locations.tolist()]
+
+    def _add_locations(self, index: TFRecordIndex) -> TFRecordIndex:
+        self._locations_read = True
+        locs = _read_locations(self._view, self._offs, self._lens, self.path)
+        if locs is None:
+            return index
+        index = TFRecordIndex(index.array, locs, index.path, index.tfrecord_stat)
+        self._index = index
+        self._save_locations(index)
+        return index
+
+    def _save_locations(self, index: TFRecordIndex) -> None:
+        """Rewrite the automatic npz index with the locations found (atomically)."""
+        out = index.path
+        if self._index_arg is not None or not self.create_index or out is None:
+            return
+        if not out.name.endswith(".npz"):
+            return
+        try:
+            save_index(index, out, tfrecord=self.path)
+        except OSError as exc:
+            log.info(
+                "%s: cannot add locations to index %s (%s); using them in memory",
+                self.path,
+                out,
+                exc,
+            )
+        else:
+            log.debug("%s: added tile locations to index %s", self.path, out)
 
     def _xy_map(self) -> dict[tuple[int, int], int]:
         if self._xy is None:
@@ -417,6 +466,23 @@ class TFRecord:
                     f"slide name is not UTF-8 ({exc})", path=self.path, record=i
                 ) from None
         return slide, decode_image(image) if decode else image
+
+
+def _read_locations(
+    view: memoryview, offs: list[int], lens: list[int], path: str
+) -> npt.NDArray[np.int64] | None:
+    """Every record's ``(loc_x, loc_y)``, or ``None`` as soon as one has none."""
+    native = _native
+    out = np.empty((len(offs), 2), np.int64)
+    for i, (off, ln) in enumerate(zip(offs, lens, strict=True)):
+        start, end = off + 12, off + ln - 4
+        loc = native.tile_location(view[start:end]) if native is not None else None
+        if loc is None:
+            loc = _location_or_none(view, start, end, path, i, off)
+            if loc is None:
+                return None
+        out[i] = loc
+    return out
 
 
 def _check_explicit(
