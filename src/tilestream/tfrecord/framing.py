@@ -269,6 +269,8 @@ def open_stream(source: Source, compression: CompressionArg | str = "auto") -> S
         size: int | None = None
         if owned:
             size = os.fstat(fh.fileno()).st_size
+        else:
+            size = _remaining(fh)
         head = b""
         if comp == "auto":
             head = raw_read(HEADER_SIZE)
@@ -297,6 +299,19 @@ def open_stream(source: Source, compression: CompressionArg | str = "auto") -> S
         if close is not None:
             close()
         raise
+
+
+def _remaining(fh: BinaryIO) -> int | None:
+    """Bytes from the current position of a seekable file object to its end (else ``None``)."""
+    try:
+        if not fh.seekable():
+            return None
+        start = fh.tell()
+        end = fh.seek(0, io.SEEK_END)
+        fh.seek(start)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return max(end - start, 0)
 
 
 def wrap_stream_error(
