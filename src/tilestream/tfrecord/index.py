@@ -56,7 +56,7 @@ from tilestream.errors import (
     TruncatedRecordError,
 )
 from tilestream.tfrecord._crc import _crc
-from tilestream.tfrecord._decode import _DecodeError, _parse_feature
+from tilestream.tfrecord._locations import record_location
 from tilestream.tfrecord._npyfile import READ_ERRORS, ArrayLimit, BadArrayFile, read_npy, read_npz
 from tilestream.tfrecord.framing import (
     FRAME_OVERHEAD,
@@ -293,104 +293,6 @@ def save_index(
 # --------------------------------------------------------------------------- scanning
 
 
-def _entry_int(buf: Any, pos: int, end: int) -> int | None:
-    """The first value of a serialized int64 Feature (``None`` for any other kind)."""
-    data = bytes(buf[pos:end])
-    kind, values = _parse_feature(data, 0, len(data))
-    if kind != "int64_list" or values is None or len(values) == 0:
-        return None
-    return int(values[0])
-
-
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end or shift >= 70:
-            raise ValueError("bad varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip(buf: Any, pos: int, end: int, wire: int) -> int:
-    if wire == 0:
-        return _varint(buf, pos, end)[1]
-    if wire == 1:
-        return pos + 8
-    if wire == 2:
-        n, pos = _varint(buf, pos, end)
-        return pos + n
-    if wire == 5:
-        return pos + 4
-    raise ValueError(f"invalid wire type {wire}")
-
-
-def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
-    """``(loc_x, loc_y)`` of one record, reading only the map keys and those two values.
-
-    Works on a memory map without copying the (large) image bytes.
-    """
-    found: dict[bytes, int | None] = {}
-    pos = start
-    while pos < end:
-        tag, pos = _varint(buf, pos, end)
-        if tag == 0x12:
-            raise _SequenceExample
-        if tag != 0x0A:
-            pos = _skip(buf, pos, end, tag & 7)
-            continue
-        n, pos = _varint(buf, pos, end)
-        fend = pos + n
-        while pos < fend:  # Features: map entries
-            tag = buf[pos]
-            if tag != 0x0A:
-                tag, pos = _varint(buf, pos, fend)
-                pos = _skip(buf, pos, fend, tag & 7)
-                continue
-            n = buf[pos + 1]
-            pos += 2
-            if n >= 0x80:
-                n, pos = _varint(buf, pos - 1, fend)
-            eend = pos + n
-            if eend > fend:
-                raise ValueError("map entry runs past its message")
-            klen = buf[pos + 1] if pos + 1 < eend else 0x80
-            if buf[pos] == 0x0A and klen < 0x80:  # usual layout: the key first
-                key = buf[pos + 2 : pos + 2 + klen]
-                if key != b"loc_x" and key != b"loc_y":
-                    pos = eend  # skip the value (an image) unread
-                    continue
-            key = b""
-            vpos = vend = -1
-            while pos < eend:
-                tag, pos = _varint(buf, pos, eend)
-                if tag in (0x0A, 0x12):
-                    n, pos = _varint(buf, pos, eend)
-                    if tag == 0x0A:
-                        key = bytes(buf[pos : pos + n]) if n <= 16 else b"?"
-                    else:
-                        vpos, vend = pos, pos + n
-                    pos += n
-                else:
-                    pos = _skip(buf, pos, eend, tag & 7)
-            if key in (b"loc_x", b"loc_y") and vpos >= 0:
-                found[key] = _entry_int(buf, vpos, vend)
-            pos = eend
-        pos = fend
-    x, y = found.get(b"loc_x"), found.get(b"loc_y")
-    if x is None or y is None:
-        return None
-    return x, y
-
-
-class _SequenceExample(Exception):
-    pass
-
-
 def scan_index(
     tfrecord: str | os.PathLike[str],
     *,
@@ -485,7 +387,7 @@ def _scan_mapped(
                     offset=pos,
                 )
         if locs is not None:
-            loc = _location_or_none(m, pos + 12, end - 4, path, n, pos)
+            loc = record_location(m, pos + 12, end - 4, path, n, pos)
             if loc is None:
                 locs = None
             else:
@@ -499,18 +401,6 @@ def _scan_mapped(
     if progress is not None:
         progress(size, size)
     return _make_index(offsets, size, locs)
-
-
-def _location_or_none(
-    buf: Any, start: int, end: int, path: str, record: int, offset: int
-) -> tuple[int, int] | None:
-    try:
-        return _record_location(buf, start, end)
-    except _SequenceExample:
-        return None
-    except (ValueError, IndexError, _DecodeError) as exc:
-        log.debug("%s: record %d at byte %d is not an Example (%s)", path, record, offset, exc)
-        return None
 
 
 def _make_index(
@@ -541,7 +431,7 @@ def _scan_stream(
         start = it.offset - len(data) - 16
         offsets.append(start)
         if locs is not None:
-            loc = _location_or_none(data, 0, len(data), path, i, start)
+            loc = record_location(data, 0, len(data), path, i, start)
             if loc is None:
                 locs = None
             else:

@@ -45,22 +45,17 @@ from tilestream.errors import (
 from tilestream.tfrecord._crc import _crc, _crc_buf
 from tilestream.tfrecord._decode import parse_at
 from tilestream.tfrecord._fast import parse_fast
+from tilestream.tfrecord._locations import record_location
 from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, frame
 from tilestream.tfrecord.image import decode_image, detect_image_format
 from tilestream.tfrecord.index import (
     TFRecordIndex,
-    _location_or_none,
     _scan_mapped,
     load_index,
     read_index_file,
     save_index,
 )
 from tilestream.tfrecord.reader import iter_records
-
-try:
-    from tilestream.tfrecord import _native
-except ImportError:  # pragma: no cover - exercised only where it could not be compiled
-    _native = None  # type: ignore[assignment]
 
 __all__ = ["TFRecord", "record_to_dict"]
 
@@ -472,15 +467,11 @@ def _read_locations(
     view: memoryview, offs: list[int], lens: list[int], path: str
 ) -> npt.NDArray[np.int64] | None:
     """Every record's ``(loc_x, loc_y)``, or ``None`` as soon as one has none."""
-    native = _native
     out = np.empty((len(offs), 2), np.int64)
     for i, (off, ln) in enumerate(zip(offs, lens, strict=True)):
-        start, end = off + 12, off + ln - 4
-        loc = native.tile_location(view[start:end]) if native is not None else None
+        loc = record_location(view, off + 12, off + ln - 4, path, i, off)
         if loc is None:
-            loc = _location_or_none(view, start, end, path, i, off)
-            if loc is None:
-                return None
+            return None
         out[i] = loc
     return out
 

@@ -31,6 +31,7 @@ import numpy as np
 from tilestream._util.atomic import atomic_path
 from tilestream.errors import ConfigError
 from tilestream.tfrecord._crc import _crc, _crc_buf
+from tilestream.tfrecord._locations import record_location
 from tilestream.tfrecord.framing import CompressionArg, normalize_compression
 
 __all__ = ["TFRecordWriter"]
@@ -61,11 +62,6 @@ class _Compressor:
 
 
 _fadvise = getattr(os, "posix_fadvise", None)
-
-try:
-    from tilestream.tfrecord import _native
-except ImportError:  # pragma: no cover - exercised only where it could not be compiled
-    _native = None  # type: ignore[assignment]
 
 
 class TFRecordWriter:
@@ -201,16 +197,7 @@ class TFRecordWriter:
 
     def _location_of(self, record: bytes | memoryview) -> tuple[int, int] | None:
         """The record's own ``loc_x``/``loc_y`` (``None`` when it has none), as an index scan reads them."""
-        native = _native
-        if native is not None:
-            loc = native.tile_location(record)
-            if loc is not None:
-                return loc
-        from tilestream.tfrecord.index import _location_or_none
-
-        return _location_or_none(
-            record, 0, len(record), os.fspath(self.path), self.count, self._pos
-        )
+        return record_location(record, 0, len(record), os.fspath(self.path), self.count, self._pos)
 
     def _start_writeback(self) -> None:
         """Start writing what is written so far to disk, without waiting for it."""
