@@ -22,6 +22,7 @@ import time
 import tracemalloc
 import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from tilestream.errors import InvalidTFRecordIndex, TileStreamError
 from tilestream.tfrecord import (
     TFRecord,
     TFRecordWriter,
+    create_index,
     get_locations_from_tfrecord,
     get_tfrecord_length,
     index_path_for,
@@ -234,3 +236,19 @@ def test_the_slideflow_helpers_read_past_a_cut_index(tmp_path: Path) -> None:
     assert tfrecord_has_locations(path, check_y=True)
     assert get_locations_from_tfrecord(path)[3] == (3 * 256, 0)
     assert get_tfrecord_length(path) == N
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_tile_dataset_reads_past_a_cut_index(
+    torch: ModuleType, tmp_path: Path, on_error: str
+) -> None:
+    from tilestream.loaders.parser import _demo_tfrecord
+    from tilestream.torch import TileDataset
+
+    paths = [_demo_tfrecord(str(tmp_path / f"{s}.tfrecords"), n) for s, n in [("a", 3), ("b", 2)]]
+    for p in paths:
+        create_index(p)
+        _cut(index_path_for(p))
+    ds = TileDataset(paths, labels={"a": 0, "b": 1}, seed=0, on_error=on_error)  # type: ignore[arg-type]
+    assert sorted(int(label) for _, label in ds) == [0, 0, 0, 1, 1]
+    assert all(len(read_index_file(index_path_for(p))) > 0 for p in paths)  # rebuilt
