@@ -11,9 +11,11 @@ Formats read and written:
 - ``<name>.index`` text, one ``offset length`` line per record, as NVIDIA DALI
   and the ``tfrecord`` PyPI package read (older Slideflow too).
 
-An index is checked before it is used: its TFRecord's size and mtime (when
-recorded), and that its records tile the file exactly. A stale index is
-rebuilt (a warning is logged), never trusted silently.
+An index is checked before it is used: its arrays' headers against what
+the TFRecord's size allows (before anything is allocated), its TFRecord's
+size and mtime (when recorded), and that its records tile the file exactly.
+A stale, damaged or implausible index is rebuilt (a warning is logged),
+never trusted silently.
 
 Examples
 --------
