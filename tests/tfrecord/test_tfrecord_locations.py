@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tilestream.tfrecord.writer as writer_module
 from tilestream.tfrecord import (
     TFRecord,
     TFRecordIndex,
@@ -59,6 +60,7 @@ def native() -> ModuleType:
 def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "python":
         monkeypatch.setattr(_locations, "_native", None)
+        monkeypatch.setattr(writer_module, "_tile_location", None)
     return str(request.param)
 
 

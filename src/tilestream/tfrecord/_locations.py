@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tilestream.tfrecord._decode import _DecodeError, _parse_feature
@@ -29,9 +30,15 @@ try:
 except ImportError:  # pragma: no cover - exercised only where it could not be compiled
     _native = None  # type: ignore[assignment]
 
-__all__ = ["record_location"]
+__all__ = ["record_location", "tile_location_fast"]
 
 log = logging.getLogger(__name__)
+
+#: The compiled ``tile_location(data)`` (``None`` without the compiled core): a
+#: tile-shaped record's location, or ``None`` when :func:`record_location` must decide.
+tile_location_fast: Callable[[Any], tuple[int, int] | None] | None = (
+    None if _native is None else _native.tile_location
+)
 
 
 def record_location(
