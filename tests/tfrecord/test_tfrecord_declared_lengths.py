@@ -139,3 +139,20 @@ def test_a_corrupt_large_record_is_reported() -> None:
         list(iter_records(io.BytesIO(gzip.compress(bytes(raw)))))
     assert info.value.record == 1 and info.value.offset == 17
     assert len(list(iter_records(io.BytesIO(gzip.compress(bytes(raw))), verify=False))) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+@pytest.mark.timeout(60)  # a reader that opens the pipe twice waits forever
+def test_a_named_pipe_is_read_not_judged_by_its_zero_size(tmp_path: Path) -> None:
+    fifo = tmp_path / "f.tfrecords"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(frame(b"a") + frame(b"bb") + _header(GIB2) + bytes(100))
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    it = iter_records(fifo, allow_truncated=True)
+    assert list(it) == [b"a", b"bb"] and it.truncated_at == 35
+    t.join(10)

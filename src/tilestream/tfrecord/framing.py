@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -268,7 +269,8 @@ def open_stream(source: Source, compression: CompressionArg | str = "auto") -> S
         raw_read: Callable[[int], bytes] = fh.read
         size: int | None = None
         if owned:
-            size = os.fstat(fh.fileno()).st_size
+            st = os.fstat(fh.fileno())
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None  # a FIFO reports 0
         else:
             size = _remaining(fh)
         head = b""

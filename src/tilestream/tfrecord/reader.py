@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Generator, Iterator
@@ -535,6 +536,11 @@ def _map_plain_file(
     comp = normalize_compression(compression)
     if comp not in ("auto", None):
         return None
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a named pipe: opening it here would take the writer's data
+    except OSError:
+        return None  # open_stream raises the error
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < HEADER_SIZE:
