@@ -13,6 +13,7 @@ from conftest import missing  # tests/conftest.py: skip here, fail under CI=true
 from tilestream.errors import InvalidTFRecordIndex, TruncatedRecordError
 from tilestream.tfrecord import (
     TFRecord,
+    TFRecordIndex,
     TFRecordWriter,
     create_index,
     export_text_index,
@@ -22,6 +23,7 @@ from tilestream.tfrecord import (
     iter_records,
     load_index,
     read_index_file,
+    save_index,
     scan_index,
     serialized_record,
 )
@@ -194,20 +196,31 @@ def test_malformed_index_tables(tmp_path: Path) -> None:
         read_index_file(tmp_path / "z.index.npz")
 
 
-def test_lying_index_is_caught_on_access(tmp_path: Path) -> None:
+def test_lying_explicit_index_is_caught_on_opening(tmp_path: Path) -> None:
     path = _make(tmp_path / "a.tfrecords", 4)
     arr = _expected(path)
     lie = arr.copy()
     lie[2, 0] += 5  # record 2 does not start there
-    with TFRecord(path, lie) as tfr:
+    with pytest.raises(InvalidTFRecordIndex, match="do not follow") as info:
+        len(TFRecord(path, lie))
+    assert str(path) in str(info.value)
+    lie = arr.copy()
+    lie[3, 1] = 10**9  # beyond the end of the file
+    with pytest.raises(InvalidTFRecordIndex, match="cover"):
+        len(TFRecord(path, lie))
+
+
+def test_lying_index_is_caught_on_access(tmp_path: Path) -> None:
+    path = _make(tmp_path / "a.tfrecords", 4)
+    arr = _expected(path)
+    lie = np.concatenate([arr[:2], [[arr[2, 0], arr[2, 1] + arr[3, 1]]]])  # 2 and 3 as one
+    idx = save_index(TFRecordIndex(lie), index_path_for(path), tfrecord=path)
+    assert index_staleness(path, read_index_file(idx)) is None  # it tiles the file
+    with TFRecord(path) as tfr:
         assert tfr[1]["loc_x"] == 256
         with pytest.raises(InvalidTFRecordIndex, match="record 2 at byte") as info:
             tfr[2]
         assert str(path) in str(info.value)
-    lie = arr.copy()
-    lie[3, 1] = 10**9  # beyond the end of the file
-    with TFRecord(path, lie) as tfr, pytest.raises(InvalidTFRecordIndex, match="spans"):
-        tfr[3]
 
 
 def test_lying_locations_are_caught(tmp_path: Path) -> None:

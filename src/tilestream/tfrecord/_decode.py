@@ -433,24 +433,28 @@ def _decode_guarded(
             tile = None
         if tile is not None:
             return tile
+    err: CorruptRecordError | UnsupportedRecordError
     try:
         return _decode_raw(data, start, end, squeeze)
     except _DecodeError as exc:
-        raise CorruptRecordError(str(exc), path=path, record=record, offset=offset) from None
+        err = CorruptRecordError(str(exc), path=path, record=record, offset=offset)
     except UnsupportedRecordError as exc:
         where = "" if record is None else f"record {record}: "
-        raise UnsupportedRecordError(where + exc.message, path=path) from None
+        err = UnsupportedRecordError(where + exc.message, path=path)
     except IndexError:
-        raise CorruptRecordError(
+        err = CorruptRecordError(
             "malformed Example: a field runs past the end of the record",
             path=path,
             record=record,
             offset=offset,
-        ) from None
+        )
     except (ValueError, struct.error) as exc:  # defensive: never leak raw errors
-        raise CorruptRecordError(
+        err = CorruptRecordError(
             f"malformed Example: {exc}", path=path, record=record, offset=offset
-        ) from exc
+        )
+    # Raised outside the handlers, unchained: the parser's traceback (its frames
+    # hold numpy views of ``data``) dies here, so a memory map can still be closed.
+    raise err
 
 
 def decode_example(

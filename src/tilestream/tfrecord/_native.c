@@ -421,6 +421,52 @@ static PyObject *py_parse_tile(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* The value of an int64 Feature holding exactly one value, packed or not
+ * (the Feature message spans [q, e)); 0 on success, -1 to decline. */
+static int single_int64(const unsigned char *q, const unsigned char *e, long long *out) {
+    const unsigned char *le, *pe;
+    uint64_t v;
+    if (q >= e || *q++ != 0x1A || span(&q, e, &le) || le != e || q >= e) return -1;
+    unsigned char t = *q++;
+    if (t == 0x0A) {
+        if (span(&q, e, &pe) || pe != e) return -1;
+    } else if (t != 0x08) {
+        return -1;
+    }
+    if (varint(&q, e, &v) || q != e) return -1;
+    *out = (long long)v;
+    return 0;
+}
+
+/* ``(loc_x, loc_y)`` of a tile-shaped Example, read without building anything
+ * else (the image is skipped unread): a new tuple, or None to decline (another
+ * shape, or no location), when the caller's general parser decides. */
+static PyObject *py_tile_location(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:tile_location", &view)) return NULL;
+    const unsigned char *q = view.buf, *e = q + view.len, *fe;
+    long long xy[2] = {0, 0};
+    int have = 0;
+    int ok = q < e && *q++ == 0x0A && !span(&q, e, &fe) && fe == e;
+    while (ok && q < e) {
+        const unsigned char *ee, *ke, *ve, *key;
+        if (*q++ != 0x0A || span(&q, e, &ee) || q >= ee || *q++ != 0x0A || span(&q, ee, &ke)) break;
+        key = q;
+        q = ke;
+        if (q >= ee || *q++ != 0x12 || span(&q, ee, &ve) || ve != ee) break;
+        if (ke - key == 5 && memcmp(key, "loc_", 4) == 0 && (key[4] == 'x' || key[4] == 'y')) {
+            int k = key[4] == 'y';
+            if (single_int64(q, ee, &xy[k])) break;
+            have |= 1 << k; /* a repeated key: the last one wins, as in protobuf */
+        }
+        q = ee;
+    }
+    ok = ok && q == e;
+    PyBuffer_Release(&view);
+    if (!ok || have != 3) Py_RETURN_NONE;
+    return Py_BuildValue("(LL)", xy[0], xy[1]);
+}
+
 /* ------------------------------------------------------------------ Scanner */
 
 /* How far the verifier may run ahead of the consumer (it then sleeps until the
@@ -797,6 +843,8 @@ static PyMethodDef module_methods[] = {
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, value=0) -> int: CRC32C of a buffer, continuing from value."},
     {"parse_tile", py_parse_tile, METH_VARARGS,
      "parse_tile(data) -> dict | None: a tile-shaped Example decoded, or None to decline."},
+    {"tile_location", py_tile_location, METH_VARARGS,
+     "tile_location(data) -> (loc_x, loc_y) | None: a tile-shaped Example's location, or None to decline."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -268,7 +269,10 @@ def open_stream(source: Source, compression: CompressionArg | str = "auto") -> S
         raw_read: Callable[[int], bytes] = fh.read
         size: int | None = None
         if owned:
-            size = os.fstat(fh.fileno()).st_size
+            st = os.fstat(fh.fileno())
+            size = st.st_size if stat.S_ISREG(st.st_mode) else None  # a FIFO reports 0
+        else:
+            size = _remaining(fh)
         head = b""
         if comp == "auto":
             head = raw_read(HEADER_SIZE)
@@ -297,6 +301,19 @@ def open_stream(source: Source, compression: CompressionArg | str = "auto") -> S
         if close is not None:
             close()
         raise
+
+
+def _remaining(fh: BinaryIO) -> int | None:
+    """Bytes from the current position of a seekable file object to its end (else ``None``)."""
+    try:
+        if not fh.seekable():
+            return None
+        start = fh.tell()
+        end = fh.seek(0, io.SEEK_END)
+        fh.seek(start)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return max(end - start, 0)
 
 
 def wrap_stream_error(

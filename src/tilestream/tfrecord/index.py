@@ -11,9 +11,11 @@ Formats read and written:
 - ``<name>.index`` text, one ``offset length`` line per record, as NVIDIA DALI
   and the ``tfrecord`` PyPI package read (older Slideflow too).
 
-An index is checked before it is used: its TFRecord's size and mtime (when
-recorded), and that its records tile the file exactly. A stale index is
-rebuilt (a warning is logged), never trusted silently.
+An index is checked before it is used: its arrays' headers against what
+the TFRecord's size allows (before anything is allocated), its TFRecord's
+size and mtime (when recorded), and that its records tile the file exactly.
+A stale, damaged or implausible index is rebuilt (a warning is logged),
+never trusted silently.
 
 Examples
 --------
@@ -56,8 +58,10 @@ from tilestream.errors import (
     TruncatedRecordError,
 )
 from tilestream.tfrecord._crc import _crc
-from tilestream.tfrecord._decode import _DecodeError, _parse_feature
+from tilestream.tfrecord._locations import record_location
+from tilestream.tfrecord._npyfile import READ_ERRORS, ArrayLimit, BadArrayFile, read_npy, read_npz
 from tilestream.tfrecord.framing import (
+    FRAME_OVERHEAD,
     HEADER_SIZE,
     CompressionArg,
     detect_compression,
@@ -74,6 +78,7 @@ __all__ = [
     "index_path_for",
     "index_staleness",
     "load_index",
+    "max_records",
     "read_index_file",
     "save_index",
     "scan_index",
@@ -87,6 +92,8 @@ _SUFFIX: dict[str, str] = {"npz": ".index.npz", "npy": ".index.npy", "text": ".i
 _HEAD = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _DELTA = 0xA282EAD8
+#: A deflate stream decodes to at most 1032 times its size (zlib's technical notes).
+_INFLATE_RATIO = 1032
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,11 +108,15 @@ class TFRecordIndex:
         int64 ``(n, 2)`` tile ``(loc_x, loc_y)``, or ``None``.
     path
         The index file it was read from or written to, if any.
+    tfrecord_stat
+        ``(size, mtime_ns)`` of the TFRecord recorded in the index file
+        (tilestream's npz indexes), or ``None``.
     """
 
     array: npt.NDArray[np.int64]
     locations: npt.NDArray[np.int64] | None = None
     path: Path | None = None
+    tfrecord_stat: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.array.shape[0])
@@ -161,45 +172,83 @@ def _check_array(arr: Any, name: str, path: Path) -> npt.NDArray[np.int64]:
     return a.astype(np.int64)
 
 
-def read_index_file(index_path: str | os.PathLike[str]) -> TFRecordIndex:
+def _row_limit(index_path: Path, max_records: int | None) -> int:
+    """Rows an index may hold: what its own bytes can decode to, and ``max_records``."""
+    own = os.stat(index_path).st_size * _INFLATE_RATIO // 8 + 1
+    return own if max_records is None else min(own, max(int(max_records), 0))
+
+
+def read_index_file(
+    index_path: str | os.PathLike[str], *, max_records: int | None = None
+) -> TFRecordIndex:
     """Read an index file in any supported format (by its suffix).
+
+    Array headers are checked before anything is allocated: an index
+    declaring more rows than ``max_records`` (what its TFRecord could hold,
+    see :func:`load_index`) or than its own bytes could hold is rejected
+    unread.
 
     Raises
     ------
     InvalidTFRecordIndex
-        The file cannot be parsed or does not hold an ``(n, 2)`` integer table.
+        The file is damaged, cannot be parsed, does not hold an ``(n, 2)``
+        integer table, or declares more records than ``max_records``.
+    FileNotFoundError
+        The file does not exist.
     """
     path = Path(index_path)
+    stat: tuple[int, int] | None = None
     try:
         if path.stat().st_size == 0:
             return TFRecordIndex(np.zeros((0, 2), np.int64), None, path)
+        rows = _row_limit(path, max_records)
         if path.name.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as z:
-                if "arr_0" not in z.files:
-                    raise InvalidTFRecordIndex("index has no 'arr_0' array", path=path)
-                arr = _check_array(z["arr_0"], "arr_0", path)
-                locs = _check_array(z["locations"], "locations", path) if "locations" in z else None
+            z = read_npz(path, _npz_limits(rows))
+            if "arr_0" not in z:
+                raise InvalidTFRecordIndex("index has no 'arr_0' array", path=path)
+            arr = _check_array(z["arr_0"], "arr_0", path)
+            locs = _check_array(z["locations"], "locations", path) if "locations" in z else None
+            if "tfrecord_size" in z and "tfrecord_mtime_ns" in z:
+                stat = int(z["tfrecord_size"].item()), int(z["tfrecord_mtime_ns"].item())
         elif path.name.endswith(".npy"):
-            arr = _check_array(np.load(path, allow_pickle=False), "array", path)
+            with open(path, "rb") as f:
+                arr = _check_array(read_npy(f, ArrayLimit(rows, 2)), "array", path)
             locs = None
         else:
-            text = path.read_text(encoding="ascii")
-            rows = [line.split() for line in text.splitlines() if line.strip()]
-            if any(len(r) != 2 for r in rows):
-                raise InvalidTFRecordIndex("text index lines must be 'offset length'", path=path)
-            arr = _check_array(np.array(rows, dtype=np.int64), "table", path)
-            locs = None
+            arr, locs = _read_text_index(path, rows), None
     except InvalidTFRecordIndex:
         raise
-    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError) as exc:
+    except (BadArrayFile, *READ_ERRORS) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise InvalidTFRecordIndex(f"unreadable index ({exc})", path=path) from exc
+        raise InvalidTFRecordIndex(f"damaged or implausible index ({exc})", path=path) from None
     if locs is not None and len(locs) != len(arr):
         raise InvalidTFRecordIndex(
             f"index has {len(arr)} records but {len(locs)} locations", path=path
         )
-    return TFRecordIndex(arr, locs, path)
+    return TFRecordIndex(arr, locs, path, stat)
+
+
+def _npz_limits(rows: int) -> dict[str, ArrayLimit]:
+    one = ArrayLimit(1, 0)
+    return {
+        "arr_0": ArrayLimit(rows, 2),
+        "locations": ArrayLimit(rows, 2),
+        "tfrecord_size": one,
+        "tfrecord_mtime_ns": one,
+    }
+
+
+def _read_text_index(path: Path, rows: int) -> npt.NDArray[np.int64]:
+    text = path.read_text(encoding="ascii")
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if any(len(r) != 2 for r in lines):
+        raise InvalidTFRecordIndex("text index lines must be 'offset length'", path=path)
+    if len(lines) > rows:
+        raise InvalidTFRecordIndex(
+            f"index lists {len(lines)} records, more than the TFRecord could hold", path=path
+        )
+    return _check_array(np.array(lines, dtype=np.int64), "table", path)
 
 
 def save_index(
@@ -244,104 +293,6 @@ def save_index(
 
 
 # --------------------------------------------------------------------------- scanning
-
-
-def _entry_int(buf: Any, pos: int, end: int) -> int | None:
-    """The first value of a serialized int64 Feature (``None`` for any other kind)."""
-    data = bytes(buf[pos:end])
-    kind, values = _parse_feature(data, 0, len(data))
-    if kind != "int64_list" or values is None or len(values) == 0:
-        return None
-    return int(values[0])
-
-
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end or shift >= 70:
-            raise ValueError("bad varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip(buf: Any, pos: int, end: int, wire: int) -> int:
-    if wire == 0:
-        return _varint(buf, pos, end)[1]
-    if wire == 1:
-        return pos + 8
-    if wire == 2:
-        n, pos = _varint(buf, pos, end)
-        return pos + n
-    if wire == 5:
-        return pos + 4
-    raise ValueError(f"invalid wire type {wire}")
-
-
-def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
-    """``(loc_x, loc_y)`` of one record, reading only the map keys and those two values.
-
-    Works on a memory map without copying the (large) image bytes.
-    """
-    found: dict[bytes, int | None] = {}
-    pos = start
-    while pos < end:
-        tag, pos = _varint(buf, pos, end)
-        if tag == 0x12:
-            raise _SequenceExample
-        if tag != 0x0A:
-            pos = _skip(buf, pos, end, tag & 7)
-            continue
-        n, pos = _varint(buf, pos, end)
-        fend = pos + n
-        while pos < fend:  # Features: map entries
-            tag = buf[pos]
-            if tag != 0x0A:
-                tag, pos = _varint(buf, pos, fend)
-                pos = _skip(buf, pos, fend, tag & 7)
-                continue
-            n = buf[pos + 1]
-            pos += 2
-            if n >= 0x80:
-                n, pos = _varint(buf, pos - 1, fend)
-            eend = pos + n
-            if eend > fend:
-                raise ValueError("map entry runs past its message")
-            klen = buf[pos + 1] if pos + 1 < eend else 0x80
-            if buf[pos] == 0x0A and klen < 0x80:  # usual layout: the key first
-                key = buf[pos + 2 : pos + 2 + klen]
-                if key != b"loc_x" and key != b"loc_y":
-                    pos = eend  # skip the value (an image) unread
-                    continue
-            key = b""
-            vpos = vend = -1
-            while pos < eend:
-                tag, pos = _varint(buf, pos, eend)
-                if tag in (0x0A, 0x12):
-                    n, pos = _varint(buf, pos, eend)
-                    if tag == 0x0A:
-                        key = bytes(buf[pos : pos + n]) if n <= 16 else b"?"
-                    else:
-                        vpos, vend = pos, pos + n
-                    pos += n
-                else:
-                    pos = _skip(buf, pos, eend, tag & 7)
-            if key in (b"loc_x", b"loc_y") and vpos >= 0:
-                found[key] = _entry_int(buf, vpos, vend)
-            pos = eend
-        pos = fend
-    x, y = found.get(b"loc_x"), found.get(b"loc_y")
-    if x is None or y is None:
-        return None
-    return x, y
-
-
-class _SequenceExample(Exception):
-    pass
 
 
 def scan_index(
@@ -438,7 +389,7 @@ def _scan_mapped(
                     offset=pos,
                 )
         if locs is not None:
-            loc = _location_or_none(m, pos + 12, end - 4, path, n, pos)
+            loc = record_location(m, pos + 12, end - 4, path, n, pos)
             if loc is None:
                 locs = None
             else:
@@ -452,18 +403,6 @@ def _scan_mapped(
     if progress is not None:
         progress(size, size)
     return _make_index(offsets, size, locs)
-
-
-def _location_or_none(
-    buf: Any, start: int, end: int, path: str, record: int, offset: int
-) -> tuple[int, int] | None:
-    try:
-        return _record_location(buf, start, end)
-    except _SequenceExample:
-        return None
-    except (ValueError, IndexError, _DecodeError) as exc:
-        log.debug("%s: record %d at byte %d is not an Example (%s)", path, record, offset, exc)
-        return None
 
 
 def _make_index(
@@ -494,7 +433,7 @@ def _scan_stream(
         start = it.offset - len(data) - 16
         offsets.append(start)
         if locs is not None:
-            loc = _location_or_none(data, 0, len(data), path, i, start)
+            loc = record_location(data, 0, len(data), path, i, start)
             if loc is None:
                 locs = None
             else:
@@ -581,15 +520,37 @@ def export_text_index(
     return index.path
 
 
-def _stored_stat(index_path: Path) -> tuple[int, int] | None:
-    if not index_path.name.endswith(".npz"):
+def max_records(tfrecord: str | os.PathLike[str]) -> int:
+    """The most records ``tfrecord`` can hold: each takes 16 bytes of framing at least.
+
+    A compressed file's bytes can decode to at most 1032 times as many.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
+    >>> _ = path.write_bytes(bytes(100))
+    >>> max_records(path)
+    6
+    """
+    with open(tfrecord, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        compressed = size > 0 and detect_compression(f.read(HEADER_SIZE)) is not None
+    return (size * _INFLATE_RATIO if compressed else size) // FRAME_OVERHEAD
+
+
+def _stored_stat(index: TFRecordIndex) -> tuple[int, int] | None:
+    path = index.path
+    if index.tfrecord_stat is not None or path is None or not path.name.endswith(".npz"):
+        return index.tfrecord_stat
+    try:  # an index made by hand with a path: read the two numbers alone
+        z = read_npz(
+            path, {"tfrecord_size": ArrayLimit(1, 0), "tfrecord_mtime_ns": ArrayLimit(1, 0)}
+        )
+    except (BadArrayFile, OSError):
         return None
-    try:
-        with np.load(index_path, allow_pickle=False) as z:
-            if "tfrecord_size" in z.files and "tfrecord_mtime_ns" in z.files:
-                return int(z["tfrecord_size"]), int(z["tfrecord_mtime_ns"])
-    except (OSError, ValueError, EOFError):
-        return None
+    if "tfrecord_size" in z and "tfrecord_mtime_ns" in z:
+        return int(z["tfrecord_size"].item()), int(z["tfrecord_mtime_ns"].item())
     return None
 
 
@@ -617,7 +578,7 @@ def index_staleness(tfrecord: str | os.PathLike[str], index: TFRecordIndex) -> s
     """
     st = os.stat(tfrecord)
     path = index.path
-    stored = _stored_stat(path) if path is not None else None
+    stored = _stored_stat(index)
     if stored is not None:
         if stored[0] != st.st_size:
             return f"the TFRecord is {st.st_size} bytes, the index was made for {stored[0]}"
@@ -663,10 +624,15 @@ def load_index(
         Build a missing, unreadable or stale index (default). With ``False``
         those raise :class:`~tilestream.errors.InvalidTFRecordIndex`.
     write
-        Save a rebuilt index as ``<name>.index.npz`` (skipped, with a debug
-        log, where the folder is read-only).
+        Save a rebuilt index as ``<name>.index.npz`` (skipped, with an info
+        log, where the folder is read-only: the index is then used in memory).
     locations
         Record tile locations when building.
+
+    An index that is damaged (a cut zip, a bad ``.npy`` header) or
+    implausible (declaring more records than the TFRecord's size allows,
+    see :func:`max_records`) is stale like an outdated one: rebuilt, with a
+    warning naming it; its arrays are never allocated.
 
     Raises
     ------
@@ -694,10 +660,10 @@ def load_index(
     reason = "no index file"
     if found is not None:
         try:
-            index = read_index_file(found)
+            index = read_index_file(found, max_records=max_records(tfrecord))
             stale = index_staleness(tfrecord, index)
         except InvalidTFRecordIndex as exc:
-            stale = str(exc)
+            stale = exc.message
         if stale is None:
             return index
         reason = f"stale index {found}: {stale}"
@@ -713,6 +679,6 @@ def load_index(
     try:
         save_index(index, out, tfrecord=tfrecord)
     except OSError as exc:
-        log.debug("%s: cannot write index %s (%s): %s", tfrecord, out, exc, reason)
+        log.info("%s: cannot write index %s (%s); using it in memory", tfrecord, out, exc)
         return index
     return TFRecordIndex(index.array, index.locations, out)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Generator, Iterator
@@ -62,7 +63,7 @@ __all__ = ["RecordIterator", "iter_examples", "iter_records"]
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4 << 20
-_MAX_READ = 64 << 20
+_PIECE = 4 << 20  # a record larger than the buffer is read this much at a time
 _HEAD = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _DELTA = 0xA282EAD8
@@ -349,6 +350,54 @@ class RecordIterator(Iterator[bytes]):
                 f"file ends inside a record header ({size - pos} of 12 bytes present)", n, pos
             )
 
+    def _large_record(
+        self, stream: Stream, head: memoryview, total: int, record: int, offset: int
+    ) -> bytes | None:
+        """The payload of a record of ``total`` bytes (framing included) that starts with ``head``.
+
+        Memory grows with the bytes the stream really yields, a piece at a
+        time (a ``bytearray`` grows in place), and the data CRC is checked
+        at the end: a length field that promises more than the stream holds
+        costs what the stream holds, never what it promises. ``None`` when
+        the stream ends first and truncation is allowed.
+        """
+        rec = bytearray(head)
+        piece = bytearray(min(_PIECE, total))
+        with memoryview(piece) as pv:
+            while len(rec) < total:
+                try:
+                    got = stream.readinto(pv[: min(total - len(rec), _PIECE)])
+                except EOFError as exc:
+                    self._truncated(f"compressed stream ends early ({exc})", record, offset)
+                    return None
+                except (OSError, zlib.error) as exc:
+                    raise wrap_stream_error(
+                        exc, path=self.path, record=record, offset=offset
+                    ) from exc
+                if not got:
+                    self._truncated(
+                        f"file ends inside a record ({len(rec)} of {total} bytes present)",
+                        record,
+                        offset,
+                    )
+                    return None
+                rec += pv[:got]
+        del piece
+        with memoryview(rec) as v:
+            if self._verify:
+                c = _crc_buf(v[12 : total - 4])
+                if (
+                    _U32.unpack_from(v, total - 4)[0]
+                    != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF
+                ):
+                    raise CorruptRecordError(
+                        f"data CRC mismatch (record of {total - 16} bytes)",
+                        path=self.path,
+                        record=record,
+                        offset=offset,
+                    )
+            return bytes(v[12 : total - 4])
+
     def _frames(self, stream: Stream) -> Iterator[bytes]:
         """The loop over a stream: one reused buffer, filled with ``readinto``."""
         path = self.path
@@ -435,14 +484,17 @@ class RecordIterator(Iterator[bytes]):
                     pos = 0
                     have = avail
                 target = avail + need
-                if target > len(buf):
-                    # bounded by the data already read: an absurd length
-                    # field never allocates more than _MAX_READ at a time
-                    grown = bytearray(max(len(buf), min(target, have + _MAX_READ)))
-                    grown[:have] = view[:have]
-                    view.release()
-                    buf = grown
-                    view = memoryview(buf)
+                if target > len(buf):  # larger than the buffer: read on its own
+                    large = self._large_record(stream, view[:have], 16 + length, n, base)
+                    if large is None:
+                        return
+                    n += 1
+                    base += 16 + length
+                    have = 0
+                    self._n = n
+                    self._offset = base
+                    yield large
+                    continue
                 # ---- refill
                 while have < target:
                     if have == len(buf):
@@ -484,6 +536,11 @@ def _map_plain_file(
     comp = normalize_compression(compression)
     if comp not in ("auto", None):
         return None
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a named pipe: opening it here would take the writer's data
+    except OSError:
+        return None  # open_stream raises the error
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < HEADER_SIZE:

@@ -35,7 +35,13 @@ from tilestream.tfrecord._decode import decode_example
 from tilestream.tfrecord.example import encode_example
 from tilestream.tfrecord.feature import Feature
 from tilestream.tfrecord.image import decode_image, detect_image_format
-from tilestream.tfrecord.index import find_index, load_index, read_index_file, scan_index
+from tilestream.tfrecord.index import (
+    find_index,
+    load_index,
+    max_records,
+    read_index_file,
+    scan_index,
+)
 from tilestream.tfrecord.reader import iter_records
 from tilestream.tfrecord.tfrecord_file import IMAGE_KEYS, TFRecord, record_to_dict
 
@@ -197,8 +203,11 @@ def tfrecord_has_locations(filename: PathLike, check_x: bool = True, check_y: bo
     """Whether the records store ``loc_x`` (and, with ``check_y``, ``loc_y``)."""
     index = find_index(filename)
     if index is not None and index.name.endswith(".npz"):
-        idx = read_index_file(index)
-        if idx.locations is not None:
+        try:
+            idx = read_index_file(index, max_records=max_records(filename))
+        except InvalidTFRecordIndex:  # damaged: the records themselves tell
+            idx = None
+        if idx is not None and idx.locations is not None:
             return True
     if get_tfrecord_length(filename) == 0:
         raise EmptyTFRecordsError(f"{os.fspath(filename)} has no records")

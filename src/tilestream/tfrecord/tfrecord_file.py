@@ -26,6 +26,7 @@ b'\\xff\\xd8\\xff\\x01'
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -44,6 +45,7 @@ from tilestream.errors import (
 from tilestream.tfrecord._crc import _crc, _crc_buf
 from tilestream.tfrecord._decode import parse_at
 from tilestream.tfrecord._fast import parse_fast
+from tilestream.tfrecord._locations import record_location
 from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, frame
 from tilestream.tfrecord.image import decode_image, detect_image_format
 from tilestream.tfrecord.index import (
@@ -51,15 +53,19 @@ from tilestream.tfrecord.index import (
     _scan_mapped,
     load_index,
     read_index_file,
+    save_index,
 )
 from tilestream.tfrecord.reader import iter_records
 
 __all__ = ["TFRecord", "record_to_dict"]
 
+log = logging.getLogger(__name__)
+
 _HEAD = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
 _DELTA = 0xA282EAD8
 IMAGE_KEYS = ("image_raw", "image/encoded")
+_SAMPLED = 17  # record headers an explicit index is checked against on opening
 
 
 def record_to_dict(
@@ -148,6 +154,7 @@ class TFRecord:
         self._xy: dict[tuple[int, int], int] | None = None
         self._fields: list[str] | None = None
         self._img_format: str | None = None
+        self._locations_read = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -177,7 +184,12 @@ class TFRecord:
             else:
                 buf = b"".join(frame(r) for r in iter_records(self.path))
         self._size = len(buf)
-        self._index = self._load_index(buf, compressed=compression is not None)
+        try:
+            self._index = self._load_index(buf, compressed=compression is not None)
+        except BaseException:
+            if isinstance(buf, mmap.mmap):
+                buf.close()
+            raise
         self._offs = self._index.offsets.tolist()
         self._lens = self._index.lengths.tolist()
         self._index_name = os.fspath(self._index.path) if self._index.path else self.path
@@ -189,10 +201,17 @@ class TFRecord:
     def _load_index(self, buf: bytes | mmap.mmap, *, compressed: bool) -> TFRecordIndex:
         arg = self._index_arg
         if isinstance(arg, np.ndarray):
-            arr = np.asarray(arg, dtype=np.int64).reshape(-1, 2)
+            arr = np.asarray(arg, dtype=np.int64)
+            if arr.ndim != 2 or arr.shape[1] != 2:
+                raise InvalidTFRecordIndex(
+                    f"the index array given for {self.path} has shape {arr.shape}, not (n, 2)"
+                )
+            _check_explicit(arr, buf, self.path, "the index array given")
             return TFRecordIndex(arr, None, None)
         if arg is not None:
-            return read_index_file(arg)
+            index = read_index_file(arg, max_records=len(buf) // 16)
+            _check_explicit(index.array, buf, self.path, f"index {os.fspath(arg)}")
+            return index
         if compressed or not buf:
             return _scan_mapped(buf, self.path, True, False, None) if buf else _EMPTY
         return load_index(self.path, write=self.create_index)
@@ -336,12 +355,50 @@ class TFRecord:
 
     @property
     def locations(self) -> list[tuple[int, int]] | None:
-        """``(loc_x, loc_y)`` of every record, or ``None`` when the records have none."""
+        """``(loc_x, loc_y)`` of every record, or ``None`` when the records have none.
+
+        An index without locations (an older one) is completed by reading
+        the records' ``loc_x``/``loc_y`` once; the index beside the file is
+        then rewritten with them (atomically; in memory only where it cannot
+        be written, or for an index given explicitly).
+        """
         self._open()
-        assert self._index is not None
-        if self._index.locations is None:
+        index = self._index
+        assert index is not None
+        if index.locations is None and not self._locations_read:
+            index = self._add_locations(index)
+        if index.locations is None:
             return None
-        return [(x, y) for x, y in self._index.locations.tolist()]
+        return [(x, y) for x, y in index.locations.tolist()]
+
+    def _add_locations(self, index: TFRecordIndex) -> TFRecordIndex:
+        self._locations_read = True
+        locs = _read_locations(self._view, self._offs, self._lens, self.path)
+        if locs is None:
+            return index
+        index = TFRecordIndex(index.array, locs, index.path, index.tfrecord_stat)
+        self._index = index
+        self._save_locations(index)
+        return index
+
+    def _save_locations(self, index: TFRecordIndex) -> None:
+        """Rewrite the automatic npz index with the locations found (atomically)."""
+        out = index.path
+        if self._index_arg is not None or not self.create_index or out is None:
+            return
+        if not out.name.endswith(".npz"):
+            return
+        try:
+            save_index(index, out, tfrecord=self.path)
+        except OSError as exc:
+            log.info(
+                "%s: cannot add locations to index %s (%s); using them in memory",
+                self.path,
+                out,
+                exc,
+            )
+        else:
+            log.debug("%s: added tile locations to index %s", self.path, out)
 
     def _xy_map(self) -> dict[tuple[int, int], int]:
         if self._xy is None:
@@ -405,6 +462,61 @@ class TFRecord:
                     f"slide name is not UTF-8 ({exc})", path=self.path, record=i
                 ) from None
         return slide, decode_image(image) if decode else image
+
+
+def _read_locations(
+    view: memoryview, offs: list[int], lens: list[int], path: str
+) -> npt.NDArray[np.int64] | None:
+    """Every record's ``(loc_x, loc_y)``, or ``None`` as soon as one has none."""
+    out = np.empty((len(offs), 2), np.int64)
+    for i, (off, ln) in enumerate(zip(offs, lens, strict=True)):
+        loc = record_location(view, off + 12, off + ln - 4, path, i, off)
+        if loc is None:
+            return None
+        out[i] = loc
+    return out
+
+
+def _check_explicit(
+    arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap, path: str, what: str
+) -> None:
+    """Check an index the caller chose as the automatic one is checked: count, size, framing.
+
+    The records must tile the (uncompressed) file exactly, and the headers
+    of the first, the last and records spread between must declare the
+    lengths the index gives them (each header is checked again when its
+    record is read).
+
+    Raises
+    ------
+    InvalidTFRecordIndex
+        Naming the index and the TFRecord.
+    """
+    problem = _explicit_problem(arr, buf)
+    if problem is not None:
+        raise InvalidTFRecordIndex(f"{what} does not describe {path}: {problem}")
+
+
+def _explicit_problem(arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap) -> str | None:
+    size = len(buf)
+    if len(arr) == 0:
+        return None if size == 0 else f"it is empty but the file has {size} bytes"
+    offs, lens = arr[:, 0], arr[:, 1]
+    if offs[0] != 0 or np.any(lens < 16) or np.any(offs[1:] != offs[:-1] + lens[:-1]):
+        return f"its {len(arr)} records do not follow each other from byte 0"
+    if int(offs[-1] + lens[-1]) != size:
+        return f"its {len(arr)} records cover {int(offs[-1] + lens[-1])} bytes, the file has {size}"
+    # Headers at a spread of offsets (every header is checked again when read):
+    # reading them all would touch every page of a large file before the first record.
+    for i in np.unique(np.linspace(0, len(arr) - 1, min(len(arr), _SAMPLED)).astype(np.int64)):
+        off, ln = int(offs[i]), int(lens[i])
+        length, lcrc = _HEAD.unpack_from(buf, off)
+        c = _crc(buf[off : off + 8])
+        if lcrc != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
+            return f"record {i} at byte {off}: no record starts there (length CRC mismatch)"
+        if length + 16 != ln:
+            return f"record {i} at byte {off}: the index says {ln} bytes, the record header {length + 16}"
+    return None
 
 
 _EMPTY = TFRecordIndex(np.zeros((0, 2), np.int64), None, None)
