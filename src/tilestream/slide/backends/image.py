@@ -57,6 +57,8 @@ class ImageBackend(SlideBackend):
                 "convert it to a tiled pyramidal TIFF",
                 path=path,
             )
+        # The image is decoded whole (Pillow holds RGB as 4 bytes a pixel).
+        self.limits.check_region(*self._size, 4, path=path, what="the flat image, decoded whole,")
         self._properties = {
             "openslide.level-count": "1",
             "openslide.level[0].width": str(self._size[0]),
