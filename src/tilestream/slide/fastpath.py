@@ -362,8 +362,8 @@ class StoredLevel:
         if size and self.offsets[index] + size > self.reader.size:
             # Checked before reading: a byte count is not an allocation size.
             raise CorruptSlideError(
-                f"level {self.key} tile ({col}, {row}): {size} bytes at offset "
-                f"{self.offsets[index]} lie beyond the end of the {self.reader.size}-byte file",
+                f"level {self.key} tile ({col}, {row}): file truncated ({size} bytes at offset "
+                f"{self.offsets[index]} lie beyond the end of the {self.reader.size}-byte file)",
                 path=self.reader.path,
             )
         data = self.reader.read(self.offsets[index], size) if size else b""
