@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -209,6 +209,34 @@ def read_level_resized(
     return out
 
 
+def _box_sums(a: NDArray[Any], starts: NDArray[np.int64], axis: int) -> NDArray[np.uint32]:
+    """Sums of ``a`` over the boxes starting at ``starts`` along ``axis`` (``np.add.reduceat``).
+
+    Short boxes (the usual low-resolution ratios) are summed by adding the
+    ``o``-th pixel of every box for each offset ``o``: whole rows or columns at
+    a time, several times faster than ``reduceat`` on uint8 pixels.
+
+    >>> a = np.arange(12, dtype=np.uint8).reshape(2, 6)
+    >>> _box_sums(a, np.array([0, 2, 3]), 1).tolist()
+    [[1, 2, 12], [13, 8, 30]]
+    """
+    sizes = np.diff(np.append(starts, a.shape[axis]))
+    longest = int(sizes.max())
+    if longest > 16:
+        return np.add.reduceat(a, starts, axis=axis, dtype=np.uint32)
+    out = np.take(a, starts, axis=axis).astype(np.uint32)
+    for offset in range(1, longest):
+        boxes = np.flatnonzero(sizes > offset)
+        add = np.take(a, starts[boxes] + offset, axis=axis)
+        if len(boxes) == len(starts):
+            out += add
+        elif axis == 0:
+            out[boxes] += add
+        else:
+            out[:, boxes] += add
+    return out
+
+
 def _copy_level(reader: _LevelReader, out: NDArray[np.uint8]) -> None:
     """``out`` = the level itself, chunk by chunk (empty chunks filled, not read)."""
     for y in range(0, reader.height, reader.chunk_h):
@@ -239,9 +267,12 @@ def _fill_band(
     row_counts = np.diff(by[i0 : i1 + 1])
     col_counts = np.diff(bx)
     count = row_counts[:, None] * col_counts[None, :]
-    # Start from all-blank and correct by what the chunks holding data hold.
-    sums = np.empty((i1 - i0, out.shape[1], 3), np.int64)
-    sums[:] = (_BLANK * count)[..., None]
+    # With chunks skipped, start from all-blank and correct by what the chunks
+    # holding data hold; else (a dense level) just add the chunks up.
+    sparse = any(len(xs) < len(reader.xs) for _, _, xs in chunks)
+    sums = np.zeros((i1 - i0, out.shape[1], 3), np.int64)
+    if sparse:
+        sums[:] = (_BLANK * count)[..., None]
     for y, h, xs in chunks:
         ia = int(np.searchsorted(by, y, "right")) - 1
         ib = int(np.searchsorted(by, y + h - 1, "right"))
@@ -254,10 +285,11 @@ def _fill_band(
             cols = np.maximum(bx[ja:jb], x) - x
             c_counts = np.diff(np.append(cols, w))
             pixels = reader.read(x, y, w, h)
-            part = np.add.reduceat(pixels, rows, axis=0, dtype=np.uint32)
-            part = np.add.reduceat(part, cols, axis=1, dtype=np.uint32)
-            blank = (_BLANK * r_counts[:, None] * c_counts[None, :])[..., None]
-            sums[ia - i0 : ib - i0, ja:jb] += part.astype(np.int64) - blank
+            part = _box_sums(_box_sums(pixels, rows, 0), cols, 1)
+            target = sums[ia - i0 : ib - i0, ja:jb]
+            target += part
+            if sparse:
+                target -= (_BLANK * r_counts[:, None] * c_counts[None, :])[..., None]
     # The mean rounded half up, floor((2 * sum + n) / (2 * n)): exact in float64
     # (integers below 2^53, and no quotient within 2^-44 of an integer for
     # boxes under 2^40 pixels), and far faster than int64 division.
