@@ -269,7 +269,7 @@ def test_deepzoom_tiles_over_budget_are_reduced_in_chunks(cmu_slide: Path) -> No
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    factor=st.integers(1, 6),
+    factor=st.integers(1, 40),
     chunk=st.sampled_from([97, 1000, 1 << 14, 1 << 20]),
     rect=st.tuples(
         st.integers(0, 300), st.integers(0, 200), st.integers(1, 400), st.integers(1, 300)
