@@ -162,6 +162,9 @@ def test_sparse_tiles_are_never_decoded_nor_cached(tmp_path: Path) -> None:
         col, row = 2000 % 79, 2000 // 79
         assert abs(int(low[row * 256 // 10 + 12, col * 256 // 10 + 12, 0]) - 200) <= 3
         assert (slide.cache_info() or {})["misses"] == 2
+        reduced = slide.read_region_reduced((0, 0), 0, (1000, 600), 4)  # 16 x 10 tiles
+        assert abs(int(reduced[0, 0, 0]) - 40) <= 2 and reduced[100:, 100:].min() == 255
+        assert (slide.cache_info() or {})["misses"] == 3  # + tile 0 reduced; sparse ones free
     assert thumb.shape == (120, 200, 3)
 
 

@@ -496,16 +496,16 @@ class StoredLevel:
         to but not equal to the box mean); otherwise the box mean.
         """
         scaled = scaled and self.is_plain_jpeg and factor in (2, 4, 8)
+        index = self._index(col, row)
+        sw, sh = self.tile_w // factor, self.tile_h // factor
+        if not self.bytecounts[index]:  # sparse: a view of the shared white tile
+            return self._blank_tile()[:sh, :sw]
         key = (self.key, col, row, factor, scaled)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        index = self._index(col, row)
-        sw, sh = self.tile_w // factor, self.tile_h // factor
         small: NDArray[np.uint8] | None = None
-        if not self.bytecounts[index]:
-            small = np.full((sh, sw, 3), 255, np.uint8)
-        elif scaled:
+        if scaled:
             small = self._decode_scaled(col, row, sw, sh)
         if small is None:
             full = self.cache.peek((self.key, col, row))
