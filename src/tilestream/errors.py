@@ -16,6 +16,7 @@ catch, so ``except ValueError`` or ``except OSError`` keep working::
     │   ├── SlideNotFoundError (FileNotFoundError)
     │   ├── UnsupportedSlideError
     │   ├── CorruptSlideError
+    │   ├── SlideTooLargeError
     │   └── MissingMPPError (ValueError)
     ├── ExtractionError
     │   └── ROIError (ValueError)
@@ -54,6 +55,7 @@ __all__ = [
     "RecordNotFoundError",
     "SlideError",
     "SlideNotFoundError",
+    "SlideTooLargeError",
     "TFRecordError",
     "TileStreamError",
     "TruncatedRecordError",
@@ -175,6 +177,15 @@ class UnsupportedSlideError(SlideError):
 
 class CorruptSlideError(SlideError):
     """The slide opened but its pixel data is damaged."""
+
+
+class SlideTooLargeError(SlideError):
+    """Decoding or reading what the slide declares would exceed the memory budget.
+
+    Raised before anything is allocated: a stored tile or strip, a region, a
+    thumbnail or an associated image larger than the budget of
+    :class:`tilestream.slide.limits.SlideLimits` (``open_slide(..., limits=)``).
+    """
 
 
 class MissingMPPError(SlideError, ValueError):

@@ -23,9 +23,14 @@ from numpy.typing import NDArray
 from tilestream.errors import ExtractionError, MissingMPPError
 from tilestream.extract.config import ExtractConfig
 
-__all__ = ["Grid", "choose_level", "plan_grid"]
+__all__ = ["MAX_GRID_POSITIONS", "Grid", "choose_level", "plan_grid"]
 
 _TOL = 1e-3
+#: Most tile positions a slide's grid may hold: the tile filters keep about
+#: 200 bytes a position (8.4 M positions: ~1.7 GB), so a slide declaring a huge
+#: size fails clearly instead of exhausting memory. A 200,000 x 100,000 px
+#: slide has 300,000 positions of 256 px, 4.9 M at a 64 px stride.
+MAX_GRID_POSITIONS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,16 @@ def plan_grid(
         ox, oy = (int(v) for v in rng.integers(0, stride, size=2))
     limit_x = width if config.use_edge_tiles else width - extract_px + 1
     limit_y = height if config.use_edge_tiles else height - extract_px + 1
+    nx = len(range(ox, max(limit_x, ox), stride))
+    ny = len(range(oy, max(limit_y, oy), stride))
+    if nx * ny > MAX_GRID_POSITIONS:
+        # Checked before allocating: the filters hold ~200 bytes a position.
+        raise ExtractionError(
+            f"{name}: the grid would hold {nx * ny:,} tile positions ({width}x{height} px at a "
+            f"stride of {stride} px), over the limit of {MAX_GRID_POSITIONS:,} "
+            "(tilestream.extract.grid.MAX_GRID_POSITIONS); use a larger tile_um or a smaller "
+            "stride_div, or check the slide's declared size"
+        )
     xs1 = np.arange(ox, max(limit_x, ox), stride, dtype=np.int64)
     ys1 = np.arange(oy, max(limit_y, oy), stride, dtype=np.int64)
     gy, gx = np.meshgrid(ys1, xs1, indexing="ij")

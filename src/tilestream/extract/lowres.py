@@ -1,9 +1,10 @@
-"""A low-resolution RGB image of a whole slide, read in strips (bounded memory).
+"""A low-resolution RGB image of a whole slide, read in chunks (bounded memory).
 
 The image is what tissue detection, background filters, ROI masks and
 previews work on. It is read from the coarsest pyramid level that is still at
-least as fine as wanted, strip by strip, each strip resized with antialiasing,
-so a level is never held in memory whole.
+least as fine as wanted, chunk by chunk, shrunk by box means, so a level is
+never held in memory whole and a sparse file's never-written tiles are not
+read (:meth:`tilestream.slide.Slide.read_level_resized`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from tilestream.extract.grid import choose_level
 from tilestream.slide import Slide
 
 __all__ = ["LowRes", "mask_downsample", "read_lowres"]
-
-#: Bytes of level pixels held at once while reading a low-resolution image.
-STRIP_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,15 @@ def mask_downsample(
 def read_lowres(slide: Slide, downsample: float) -> LowRes:
     """Read the whole slide at about ``downsample`` (level-0 pixels per output pixel).
 
-    The result's :attr:`LowRes.downsample` is the scale actually used.
+    The result's :attr:`LowRes.downsample` is the scale actually used. The level
+    is read through :meth:`~tilestream.slide.Slide.read_level_resized`: in
+    chunks of bounded size (memory is the image plus a few tens of MiB), box
+    means, and stored tiles that were never written (a sparse file) not read,
+    so the time follows the tiles the file holds, not the area it declares.
+    An image over the slide's region budget raises
+    :class:`~tilestream.errors.SlideTooLargeError` before it is allocated
+    (:func:`mask_downsample` caps it at 8192 px a side, 192 MiB, within the
+    default budget).
     """
     width, height = slide.dimensions
     # A stored level up to 1.5x coarser or finer than asked is used as it is:
@@ -76,24 +81,7 @@ def read_lowres(slide: Slide, downsample: float) -> LowRes:
     if slide.level_downsamples[level] >= downsample / 1.5:
         out_w, out_h = lw, lh
     else:
-        out_w = max(1, math.ceil(width / downsample))
-        out_h = max(1, math.ceil(height / downsample))
-    # Level rows per output row, and level-0 rows per level row.
-    ratio = lh / out_h
-    level_ds_y = height / lh
-    rows_per_strip = max(1, int(STRIP_BYTES // max(1, lw * 4 * ratio)))
-    out = np.empty((out_h, out_w, 3), np.uint8)
-    for ty0 in range(0, out_h, rows_per_strip):
-        ty1 = min(out_h, ty0 + rows_per_strip)
-        ly0 = math.floor(ty0 * ratio)
-        ly1 = min(lh, max(ly0 + 1, math.ceil(ty1 * ratio)))
-        y0_base = round(ly0 * level_ds_y)
-        strip = slide.read_region((0, y0_base), level, (lw, ly1 - ly0), as_array=True)
-        if strip.shape[1] == out_w and strip.shape[0] == ty1 - ty0:
-            out[ty0:ty1] = strip
-        else:
-            img = Image.fromarray(np.ascontiguousarray(strip))
-            out[ty0:ty1] = np.asarray(
-                img.resize((out_w, ty1 - ty0), Image.Resampling.BOX), dtype=np.uint8
-            )
-    return LowRes(image=out, downsample=width / out_w)
+        out_w = min(lw, max(1, math.ceil(width / downsample)))
+        out_h = min(lh, max(1, math.ceil(height / downsample)))
+    image = slide.read_level_resized(level, (out_w, out_h))
+    return LowRes(image=image, downsample=width / out_w)

@@ -4,14 +4,16 @@
 >>> available_backends()
 ('tifffile', 'openslide', 'image')
 
-``open_slide(path, *, backend="auto", mpp=None, color=None)`` returns a
+``open_slide(path, *, backend="auto", mpp=None, color=None, limits=None)`` returns a
 :class:`Slide` with OpenSlide's vocabulary (``dimensions``, ``level_count``,
 ``level_dimensions``, ``level_downsamples``, ``properties``,
 ``associated_images``, ``read_region``, ``get_thumbnail``,
 ``get_best_level_for_downsample``) plus ``mpp``, ``objective_power``,
 ``bounds``, ``background_color``, ``tile_size``, ``require_mpp()`` and the
 stored-tile access used for JPEG pass-through (``stored_tile_grid``,
-``read_stored_tile_bytes``). See :mod:`tilestream.slide.base`.
+``read_stored_tile_bytes``). See :mod:`tilestream.slide.base`. What one read
+or decode may allocate is bounded by :class:`SlideLimits`
+(:mod:`tilestream.slide.limits`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from tilestream.slide.base import (
     unregister_backend,
 )
 from tilestream.slide.deepzoom import DeepZoomGenerator
+from tilestream.slide.limits import SlideLimits
 from tilestream.slide.synthetic import make_synthetic_slide
 
 __all__ = [
     "DeepZoomGenerator",
     "Slide",
     "SlideBackend",
+    "SlideLimits",
     "available_backends",
     "detect_format",
     "make_synthetic_slide",

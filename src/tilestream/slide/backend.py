@@ -27,6 +27,7 @@ from PIL import Image
 
 from tilestream.errors import UnsupportedSlideError
 from tilestream.slide._paint import paint_region, paint_region_rgb, rgba_to_rgb
+from tilestream.slide.limits import OPENING, SlideLimits, default_limits
 
 __all__ = [
     "DEFAULT_CACHE_BYTES",
@@ -63,6 +64,14 @@ class SlideBackend(abc.ABC):
         Budget for decoded pixel data the backend may keep (0 disables caching);
         ``None``: :data:`DEFAULT_CACHE_BYTES`, growing as reads need up to
         :data:`MAX_AUTO_CACHE_BYTES`.
+
+    Attributes
+    ----------
+    limits
+        The memory budgets of the slide being opened
+        (:class:`~tilestream.slide.limits.SlideLimits`): a backend checks what
+        it decodes whole against them before allocating, and raises
+        :class:`~tilestream.errors.SlideTooLargeError`.
     """
 
     name: ClassVar[str]
@@ -71,6 +80,7 @@ class SlideBackend(abc.ABC):
     def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         self.path = path
         self.cache_bytes = cache_bytes
+        self.limits: SlideLimits = OPENING.get() or default_limits()
 
     @classmethod
     def available(cls) -> bool:
@@ -204,6 +214,18 @@ class SlideBackend(abc.ABC):
 
     def cache_info(self) -> dict[str, int] | None:
         """Decoded-tile cache statistics, ``None`` when the backend has no such cache."""
+        return None
+
+    def segment_mask(self, level: int) -> tuple[NDArray[np.bool_], tuple[int, int]] | None:
+        """Which stored tiles (or strips) of ``level`` hold data, when the backend knows.
+
+        ``(present, (seg_w, seg_h))``: ``present[row, col]`` is False where the
+        segment covering level pixels ``[col * seg_w, (col + 1) * seg_w) x
+        [row * seg_h, (row + 1) * seg_h)`` was never written; such pixels read
+        as white ``(255, 255, 255)``. ``None`` (the default): unknown, every
+        pixel must be read. Lets whole-level reads skip a sparse file's empty
+        area without reading it (:mod:`tilestream.slide.overview`).
+        """
         return None
 
     # -- stored tiles (pass-through) ---------------------------------------------

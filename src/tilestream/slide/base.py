@@ -15,6 +15,11 @@ message lists each backend's reason and ``__cause__`` is the first backend's
 error) or :class:`~tilestream.errors.SlideError` (e.g. unreadable: permission
 denied, a directory). Reading pixels raises
 :class:`~tilestream.errors.CorruptSlideError` when stored data is damaged.
+Memory is bounded by what the file holds and by the slide's budgets
+(:mod:`tilestream.slide.limits`): a slide whose stored tiles or strips are over
+the tile budget is refused when opened, and a region, thumbnail or associated
+image over the region budget raises :class:`~tilestream.errors.SlideTooLargeError`
+before anything is allocated.
 
 Unlike OpenSlide, whose handle *latches* its first read error (every later call
 on that ``OpenSlide`` object fails), a :class:`Slide` does not latch: a damaged
@@ -57,6 +62,7 @@ from tilestream.errors import (
     MissingMPPError,
     SlideError,
     SlideNotFoundError,
+    SlideTooLargeError,
     UnsupportedSlideError,
 )
 from tilestream.slide._resolution import plausible_mpp
@@ -70,6 +76,7 @@ from tilestream.slide.backend import (
     register_backend,
     unregister_backend,
 )
+from tilestream.slide.limits import OPENING, SlideLimits, default_limits
 
 if TYPE_CHECKING:
     from tilestream.slide.color import ColorTransform
@@ -88,6 +95,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Largest level (as RGBA bytes) :meth:`Slide.get_thumbnail` reads whole, as OpenSlide.
+THUMBNAIL_WHOLE_BYTES = 64 * 1024 * 1024
 
 PathLike = str | os.PathLike[str]
 
@@ -173,6 +183,10 @@ class Slide:
         a slide in grid (row-major) order decodes every stored tile once even
         on 100,000 px wide slides; an int fixes the budget (0: no cache).
         Memory never exceeds the budget, whatever the slide's size.
+    limits
+        Memory budgets (:class:`~tilestream.slide.limits.SlideLimits`) for what
+        one decode or one read may allocate; ``None``: the module-wide default
+        (:func:`~tilestream.slide.limits.default_limits`).
     """
 
     def __init__(
@@ -183,21 +197,26 @@ class Slide:
         mpp: float | tuple[float, float] | None = None,
         color: Literal["srgb"] | None = None,
         cache_bytes: int | None = None,
+        limits: SlideLimits | None = None,
     ) -> None:
         self.path = _check_path(path)
         if color not in (None, "srgb"):
             raise ValueError(f"color must be None or 'srgb', not {color!r}")
+        if limits is not None and not isinstance(limits, SlideLimits):
+            raise TypeError(f"limits must be a SlideLimits, not {type(limits).__name__}")
+        self.limits: SlideLimits = limits or default_limits()
         self._open_args: dict[str, Any] = {
             "backend": backend,
             "mpp": mpp,
             "color": color,
             "cache_bytes": cache_bytes,
+            "limits": limits,
         }
         self._mpp_override = _normalise_mpp(mpp, self.path)
         self._color = color
         self._color_transform: ColorTransform | None = None
         self._color_lock = threading.Lock()
-        self._impl = _open_backend(self.path, backend, cache_bytes=cache_bytes)
+        self._impl = _open_backend(self.path, backend, cache_bytes=cache_bytes, limits=self.limits)
         self._closed = False
         self._mpp_cache: tuple[float, float] | Literal[False] | None = False
 
@@ -439,6 +458,7 @@ class Slide:
         w, h = (int(v) for v in size)
         if w < 0 or h < 0:
             raise ValueError(f"region size must be non-negative, not {size!r}")
+        self.limits.check_region(w, h, path=self.path, what=f"region at {(x, y)} level {level}")
         with _reading(self.path, "region at {} level {} size {}", (x, y), level, (w, h)):
             if as_array:
                 rgb = impl.read_region_rgb((x, y), level, (w, h), self.background_color)
@@ -514,6 +534,9 @@ class Slide:
             raise ValueError(f"region size must be non-negative, not {size!r}")
         if factor == 1 or w == 0 or h == 0:
             return self.read_region((x, y), level, (w, h), as_array=True)
+        self.limits.check_region(
+            w, h, path=self.path, what=f"region at {(x, y)} level {level} reduced {factor}x"
+        )
         ds = self.level_downsamples[level]
         lx, ly = x / ds, y / ds
         if self._color is None and lx.is_integer() and ly.is_integer():
@@ -528,15 +551,53 @@ class Slide:
         return np.array(Image.fromarray(full).reduce(factor))  # writable, as the fast path
 
     def get_thumbnail(self, size: tuple[int, int]) -> Image.Image:
-        """An RGB thumbnail fitting in ``size``, over :attr:`background_color` (as OpenSlide)."""
+        """An RGB thumbnail fitting in ``size``, over :attr:`background_color` (as OpenSlide).
+
+        As OpenSlide, the best level for the downsample is read whole and
+        shrunk with Lanczos (the same pixels). A level over
+        :data:`THUMBNAIL_WHOLE_BYTES` or the region budget (a slide without a
+        small enough level) is first box-reduced, in bounded chunks, to twice
+        the thumbnail's size (:meth:`read_level_resized`; a sparse file's empty
+        area is not read), so memory stays bounded whatever the slide declares.
+        """
         w0, h0 = self.dimensions
-        downsample = max(w0 / size[0], h0 / size[1])
+        tw, th = (int(v) for v in size)
+        if tw < 1 or th < 1:
+            raise ValueError(f"thumbnail size must be positive, not {size!r}")
+        downsample = max(w0 / tw, h0 / th)
         level = self.get_best_level_for_downsample(downsample)
-        tile = self.read_region((0, 0), level, self.level_dimensions[level])
-        bg = Image.new("RGB", tile.size, self.background_color)
-        bg.paste(tile, None, tile)
-        bg.thumbnail(size, Image.Resampling.LANCZOS)
-        return bg
+        lw, lh = self.level_dimensions[level]
+        if lw * lh * 4 <= min(THUMBNAIL_WHOLE_BYTES, self.limits.region_bytes):
+            tile = self.read_region((0, 0), level, (lw, lh))
+            bg = Image.new("RGB", tile.size, self.background_color)
+            bg.paste(tile, None, tile)
+            bg.thumbnail((tw, th), Image.Resampling.LANCZOS)
+            return bg
+        from tilestream.slide import overview
+
+        final = overview.thumbnail_size((lw, lh), (tw, th))
+        mid = overview.thumbnail_source_size((lw, lh), final)
+        image = Image.fromarray(self.read_level_resized(level, mid), "RGB")
+        return image if image.size == final else image.resize(final, Image.Resampling.LANCZOS)
+
+    def read_level_resized(
+        self,
+        level: int,
+        size: tuple[int, int],
+        *,
+        rect: tuple[int, int, int, int] | None = None,
+    ) -> NDArray[np.uint8]:
+        """The whole of ``level`` (or ``rect`` of it) shrunk to ``size`` by box means, RGB uint8.
+
+        Read in chunks of bounded size, so memory is the result plus a few
+        tens of MiB whatever the level's size; stored tiles that were never
+        written (a sparse file) are not read. ``rect`` is ``(x, y, width,
+        height)`` in pixels of ``level``. See
+        :func:`tilestream.slide.overview.read_level_resized`.
+        """
+        from tilestream.slide import overview
+
+        return overview.read_level_resized(self, level, size, rect=rect)
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
         """The largest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
@@ -706,10 +767,21 @@ def _normalise_mpp(
     return (pair[0], pair[1])
 
 
-def _construct(cls: type[SlideBackend], path: Path, cache_bytes: int | None) -> SlideBackend:
+def _check_tile_sizes(impl: SlideBackend, limits: SlideLimits, path: Path) -> None:
+    """Refuse a slide whose declared stored tiles are over the tile budget (any backend)."""
+    for level in range(len(impl.level_dimensions)):
+        size = impl.level_tile_size(level)
+        if size is not None:
+            limits.check_tile(*size, 4, path=path, what=f"level {level}: a stored tile")
+
+
+def _construct(
+    cls: type[SlideBackend], path: Path, cache_bytes: int | None, limits: SlideLimits
+) -> SlideBackend:
     """Open ``path`` with one backend; anything but our own errors becomes one."""
+    token = OPENING.set(limits)  # SlideBackend.__init__ picks the budgets up
     try:
-        return cls(path, cache_bytes=cache_bytes)
+        impl = cls(path, cache_bytes=cache_bytes)
     except SlideError:
         raise
     except MemoryError:
@@ -718,18 +790,30 @@ def _construct(cls: type[SlideBackend], path: Path, cache_bytes: int | None) -> 
         raise UnsupportedSlideError(
             f"the {cls.name} backend cannot parse it ({type(exc).__name__}: {exc})", path=path
         ) from exc
+    finally:
+        OPENING.reset(token)
+    try:
+        _check_tile_sizes(impl, limits, path)
+    except BaseException:
+        impl.close()
+        raise
+    return impl
 
 
-def _open_backend(path: Path, backend: str, *, cache_bytes: int | None) -> SlideBackend:
+def _open_backend(
+    path: Path, backend: str, *, cache_bytes: int | None, limits: SlideLimits
+) -> SlideBackend:
     if backend != "auto":
         cls = backend_class(backend)
         if not cls.available():
             raise SlideError(f"slide backend {backend!r} is not available here", path=path)
-        return _construct(cls, path, cache_bytes)
+        return _construct(cls, path, cache_bytes, limits)
     errors: list[tuple[str, SlideError]] = []
     for name in available_backends():
         try:
-            return _construct(_REGISTRY[name], path, cache_bytes)
+            return _construct(_REGISTRY[name], path, cache_bytes, limits)
+        except SlideTooLargeError:
+            raise  # what the file declares is over budget whichever backend reads it
         except SlideError as exc:
             logger.debug("%s: backend %s cannot open it: %s", path, name, exc.message)
             errors.append((name, exc))
@@ -751,6 +835,7 @@ def open_slide(
     mpp: float | tuple[float, float] | None = None,
     color: Literal["srgb"] | None = None,
     cache_bytes: int | None = None,
+    limits: SlideLimits | None = None,
 ) -> Slide:
     """Open a slide (a context manager); see :class:`Slide` for the arguments.
 
@@ -764,7 +849,9 @@ def open_slide(
     ...     slide.mpp is None
     True
     """
-    return Slide(path, backend=backend, mpp=mpp, color=color, cache_bytes=cache_bytes)
+    return Slide(
+        path, backend=backend, mpp=mpp, color=color, cache_bytes=cache_bytes, limits=limits
+    )
 
 
 def _reopen(path: str, args: dict[str, Any]) -> Slide:

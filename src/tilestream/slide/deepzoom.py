@@ -39,6 +39,9 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 from PIL import Image
 
+from tilestream.slide.limits import SlideLimits, default_limits
+from tilestream.slide.overview import thumbnail_size, thumbnail_source_size
+
 __all__ = ["DeepZoomGenerator", "SlideLike"]
 
 _BOUNDS_OFFSET = ("openslide.bounds-x", "openslide.bounds-y")
@@ -218,17 +221,60 @@ class DeepZoomGenerator:
             An invalid level or address (as OpenSlide's generator).
         """
         (location, slide_level, size), tile_size = self._info(level, address)
-        tile = self._slide.read_region(location, slide_level, size)
-        profile = tile.info.get("icc_profile")
-        background = Image.new("RGB", tile.size, self._background)
-        image = Image.composite(tile, background, tile)
-        if image.size != tile_size:
-            image.thumbnail(tile_size, Image.Resampling.LANCZOS)
+        limits = getattr(self._slide, "limits", None)
+        budget = limits if isinstance(limits, SlideLimits) else default_limits()
+        if size[0] * size[1] * 4 > budget.region_bytes:
+            image = self._large_tile(level, address, location, slide_level, size, tile_size)
+            profile = None
+        else:
+            tile = self._slide.read_region(location, slide_level, size)
+            profile = tile.info.get("icc_profile")
+            background = Image.new("RGB", tile.size, self._background)
+            image = Image.composite(tile, background, tile)
+            if image.size != tile_size:
+                image.thumbnail(tile_size, Image.Resampling.LANCZOS)
         if profile is None:
             profile = self._icc_profile()
         if profile is not None:
             image.info["icc_profile"] = profile
         return image
+
+    def _large_tile(
+        self,
+        level: int,
+        address: tuple[int, int],
+        location: tuple[int, int],
+        slide_level: int,
+        size: tuple[int, int],
+        tile_size: tuple[int, int],
+    ) -> Image.Image:
+        """A tile whose region is over the region budget, box-reduced in bounded memory.
+
+        Deep Zoom levels coarser than the slide's coarsest level read regions
+        as large as the slide (OpenSlide's generator allocates them whole). A
+        tilestream :class:`~tilestream.slide.Slide` reduces such a region in
+        chunks instead (:meth:`~tilestream.slide.Slide.read_level_resized`,
+        box means, never-written tiles not read); anything else raises
+        :class:`~tilestream.errors.SlideTooLargeError`.
+        """
+        slide = self._slide
+        resized = getattr(slide, "read_level_resized", None)
+        if resized is None:
+            budget = default_limits()
+            budget.check_region(
+                *size, path=None, what=f"Deep Zoom tile {tuple(address)} of level {level} reads"
+            )
+        assert resized is not None
+        ds = self._level_downsamples[slide_level]
+        level_w, level_h = slide.level_dimensions[slide_level]
+        x = min(max(0, round(location[0] / ds)), level_w - 1)
+        y = min(max(0, round(location[1] / ds)), level_h - 1)
+        w, h = min(size[0], level_w - x), min(size[1], level_h - y)
+        # The size OpenSlide's generator gives: Image.thumbnail of the region.
+        final = thumbnail_size((w, h), tile_size)
+        mid = thumbnail_source_size((w, h), final)
+        image = Image.fromarray(resized(slide_level, mid, rect=(x, y, w, h)), "RGB")
+        return image if image.size == final else image.resize(final, Image.Resampling.LANCZOS)
 
     def _icc_profile(self) -> bytes | None:
         # A tilestream Slide reading stored (unconverted) colours: tag its profile.

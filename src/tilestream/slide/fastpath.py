@@ -50,6 +50,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import CorruptSlideError, SlideError
+from tilestream.slide.limits import SlideLimits, default_limits
 
 __all__ = [
     "APERIO_JP2K_YCBCR",
@@ -190,6 +191,8 @@ class FileReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._f = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        #: The file's size when opened: no stored segment lies beyond it.
+        self.size = os.fstat(self._f.fileno()).st_size
         self._lock = threading.Lock()
         self._pread = getattr(os, "pread", None)
 
@@ -257,7 +260,15 @@ class StoredLevel:
         Distinguishes this level's tiles in the cache (e.g. the level number).
     """
 
-    def __init__(self, page: Any, reader: FileReader, cache: TileCache, key: Hashable) -> None:
+    def __init__(
+        self,
+        page: Any,
+        reader: FileReader,
+        cache: TileCache,
+        key: Hashable,
+        *,
+        limits: SlideLimits | None = None,
+    ) -> None:
         self.page = page
         self.reader = reader
         self.cache = cache
@@ -270,12 +281,27 @@ class StoredLevel:
         else:  # strips: tiles as wide as the image
             rows = int(page.rowsperstrip or self.height)
             self.tile_w, self.tile_h = self.width, min(rows, self.height)
+        if self.tile_w < 1 or self.tile_h < 1:
+            raise CorruptSlideError(
+                f"level {key}: stored segments of {self.tile_w}x{self.tile_h} px", path=reader.path
+            )
+        # What one decode allocates: the decoder's samples, then RGB.
+        itemsize = -(-int(page.bitspersample) // 8)
+        (limits or default_limits()).check_tile(
+            self.tile_w,
+            self.tile_h,
+            max(4, int(page.samplesperpixel) * itemsize),
+            path=reader.path,
+            what=f"level {key}: a stored {'tile' if self.tiled else 'strip'}",
+        )
         self.cols = -(-self.width // self.tile_w)
         self.rows = -(-self.height // self.tile_h)
         #: Decoded bytes of one row of stored tiles.
         self.row_bytes = self.cols * self.tile_w * self.tile_h * 3
-        self.offsets = tuple(int(v) for v in page.dataoffsets)
-        self.bytecounts = tuple(int(v) for v in page.databytecounts)
+        # tifffile's tuples of ints are kept as they are (a sparse file's table
+        # can hold millions of entries); anything else becomes one.
+        self.offsets: tuple[int, ...] = _int_tuple(page.dataoffsets)
+        self.bytecounts: tuple[int, ...] = _int_tuple(page.databytecounts)
         if len(self.offsets) < self.cols * self.rows:
             raise SlideError(
                 f"level {key}: {len(self.offsets)} stored segments for a "
@@ -290,6 +316,25 @@ class StoredLevel:
         self._rgb_coded = self.photometric == _PHOTOMETRIC_RGB
         #: Plain JPEG tiles are decoded by simplejpeg (see :meth:`_decode_tile`).
         self._simplejpeg = self.is_plain_jpeg
+        self._blank: NDArray[np.uint8] | None = None
+        self._present: NDArray[np.bool_] | None = None
+
+    @property
+    def present(self) -> NDArray[np.bool_]:
+        """``(rows, cols)``: False where a stored segment was never written (byte count 0)."""
+        if self._present is None:
+            counts = np.fromiter(self.bytecounts, np.int64, self.cols * self.rows)
+            self._present = (counts > 0).reshape(self.rows, self.cols)
+        return self._present
+
+    def _blank_tile(self) -> NDArray[np.uint8]:
+        # One read-only white tile shared by every sparse tile of the level: a
+        # sparse file costs no memory and no cache room for what it lacks.
+        if self._blank is None:
+            blank = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
+            blank.flags.writeable = False
+            self._blank = blank
+        return self._blank
 
     @property
     def is_plain_jpeg(self) -> bool:
@@ -314,6 +359,13 @@ class StoredLevel:
         """The stored (still compressed) bytes of tile ``(col, row)``."""
         index = self._index(col, row)
         size = self.bytecounts[index]
+        if size and self.offsets[index] + size > self.reader.size:
+            # Checked before reading: a byte count is not an allocation size.
+            raise CorruptSlideError(
+                f"level {self.key} tile ({col}, {row}): file truncated ({size} bytes at offset "
+                f"{self.offsets[index]} lie beyond the end of the {self.reader.size}-byte file)",
+                path=self.reader.path,
+            )
         data = self.reader.read(self.offsets[index], size) if size else b""
         if len(data) != size:
             raise CorruptSlideError(
@@ -337,17 +389,16 @@ class StoredLevel:
 
     def tile(self, col: int, row: int) -> NDArray[np.uint8]:
         """Decoded RGB uint8 tile ``(tile_h, tile_w, 3)`` (edge tiles padded), cached."""
+        index = self._index(col, row)
+        if not self.bytecounts[index]:
+            # A sparse (never written) tile: OpenSlide draws nothing there.
+            return self._blank_tile()
         key = (self.key, col, row)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        index = self._index(col, row)
-        if not self.bytecounts[index]:
-            # A sparse (never written) tile: OpenSlide draws nothing there.
-            decoded = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
-        else:
-            data = self.read_raw_tile(col, row)
-            decoded = self._decode_tile(data, index, col, row)
+        data = self.read_raw_tile(col, row)
+        decoded = self._decode_tile(data, index, col, row)
         self.cache.put(key, decoded)
         return decoded
 
@@ -445,16 +496,16 @@ class StoredLevel:
         to but not equal to the box mean); otherwise the box mean.
         """
         scaled = scaled and self.is_plain_jpeg and factor in (2, 4, 8)
+        index = self._index(col, row)
+        sw, sh = self.tile_w // factor, self.tile_h // factor
+        if not self.bytecounts[index]:  # sparse: a view of the shared white tile
+            return self._blank_tile()[:sh, :sw]
         key = (self.key, col, row, factor, scaled)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        index = self._index(col, row)
-        sw, sh = self.tile_w // factor, self.tile_h // factor
         small: NDArray[np.uint8] | None = None
-        if not self.bytecounts[index]:
-            small = np.full((sh, sw, 3), 255, np.uint8)
-        elif scaled:
+        if scaled:
             small = self._decode_scaled(col, row, sw, sh)
         if small is None:
             full = self.cache.peek((self.key, col, row))
@@ -525,6 +576,12 @@ def _assemble(
                 sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
             ]
     return out
+
+
+def _int_tuple(values: Any) -> tuple[int, ...]:
+    if isinstance(values, tuple) and all(type(v) is int for v in values[:8]):
+        return values
+    return tuple(int(v) for v in values)
 
 
 def _pad_tile(rgb: NDArray[np.uint8], tile_w: int, tile_h: int) -> NDArray[np.uint8]:

@@ -47,8 +47,10 @@ class ImageBackend(SlideBackend):
                     self._format = (image.format or "image").lower()
                     self._icc: bytes | None = image.info.get("icc_profile") or None
                     self._frames = int(getattr(image, "n_frames", 1))
-        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        except UnidentifiedImageError as exc:
             raise UnsupportedSlideError("not an image Pillow can identify", path=path) from exc
+        except Image.DecompressionBombError as exc:  # declared larger than Pillow decodes
+            raise UnsupportedSlideError(f"too large a flat image: {exc}", path=path) from exc
         except OSError as exc:
             raise SlideError(f"cannot read the image: {exc}", path=path) from exc
         if self._size[0] * self._size[1] > MAX_PIXELS:
@@ -57,6 +59,8 @@ class ImageBackend(SlideBackend):
                 "convert it to a tiled pyramidal TIFF",
                 path=path,
             )
+        # The image is decoded whole (Pillow holds RGB as 4 bytes a pixel).
+        self.limits.check_region(*self._size, 4, path=path, what="the flat image, decoded whole,")
         self._properties = {
             "openslide.level-count": "1",
             "openslide.level[0].width": str(self._size[0]),

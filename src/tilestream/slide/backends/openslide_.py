@@ -5,6 +5,14 @@ Sakura, Trestle, Ventana, Zeiss, DICOM, generic tiled TIFF). OpenSlide *latches*
 its first read error on a handle; this backend reopens the handle after a
 failed read so one damaged tile does not poison the rest of the slide.
 
+OpenSlide allocates in C: it decodes whole stored tiles (4 bytes a pixel) into
+its own tile cache and whole associated images, and glib aborts the process
+when such an allocation fails. What can be bounded from here is: the stored
+tile size every level declares (checked when the slide is opened, against
+:class:`~tilestream.slide.limits.SlideLimits` ``tile_bytes``), the regions we
+ask for (``region_bytes``, checked by :class:`~tilestream.slide.Slide`) and the
+associated images' declared sizes (checked here before OpenSlide decodes them).
+
 Examples
 --------
 >>> OpenSlideBackend.available()
@@ -119,6 +127,15 @@ class OpenSlideBackend(SlideBackend):
 
     def read_associated_image(self, name: str) -> Image.Image:
         openslide = _openslide()
+        try:  # OpenSlide decodes it whole, in C: check its declared size first
+            width = int(self._properties[f"openslide.associated.{name}.width"])
+            height = int(self._properties[f"openslide.associated.{name}.height"])
+        except (KeyError, ValueError):
+            pass
+        else:
+            self.limits.check_region(
+                width, height, 4, path=self.path, what=f"associated image {name!r}"
+            )
         with self._lock:
             try:
                 image = self._osr.associated_images[name]

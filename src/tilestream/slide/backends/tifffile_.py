@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,12 +93,13 @@ class TiffFileBackend(SlideBackend):
             if cache_bytes is None
             else TileCache(cache_bytes)
         )
-        self._levels = tuple(
-            StoredLevel(page, self._reader, self._cache, key=i)
-            for i, page in enumerate(self._pages)
-        )
         self._lock = threading.Lock()
         try:
+            # Each level checks its stored tile / strip size against the budget.
+            self._levels = tuple(
+                StoredLevel(page, self._reader, self._cache, key=i, limits=self.limits)
+                for i, page in enumerate(self._pages)
+            )
             self._probe_ycbcr_jp2k()
         except BaseException:
             self.close()
@@ -319,6 +321,17 @@ class TiffFileBackend(SlideBackend):
 
     def read_associated_image(self, name: str) -> Image.Image:
         series = self._assoc[name]
+        shape = tuple(int(v) for v in series.shape)
+        samples = shape[-1] if len(shape) >= 3 and shape[-1] in (2, 3, 4) else 1
+        height, width = shape[-3:-1] if samples > 1 else shape[-2:]
+        planes = math.prod(shape) // max(1, width * height * samples)
+        self.limits.check_region(
+            width,
+            height,
+            planes * max(4, samples * series.dtype.itemsize),
+            path=self.path,
+            what=f"associated image {name!r}",
+        )
         with self._lock:
             try:
                 arr = np.asarray(series.asarray())
@@ -394,6 +407,10 @@ class TiffFileBackend(SlideBackend):
             "bytes": cache.nbytes,
             "max_bytes": cache.max_bytes,
         }
+
+    def segment_mask(self, level: int) -> tuple[NDArray[np.bool_], tuple[int, int]] | None:
+        stored = self._levels[level]
+        return stored.present, (stored.tile_w, stored.tile_h)
 
     def stored_tile_grid(self, level: int) -> tuple[int, int] | None:
         stored = self._levels[level]
