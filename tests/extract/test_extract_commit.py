@@ -224,3 +224,19 @@ def test_failed_rerun_after_the_slide_changed_is_stale_and_kept(
     summary = json.loads((run / "summary.json").read_text())
     assert list(summary["stale"]) == ["slide"] and summary["stale"] == stale_slides(run)
     assert "failed" in summary["stale"]["slide"]
+
+
+def test_cli_lists_stale_slides(cmu_slide: Path, tmp_path: Path) -> None:
+    """The command names the slides whose outputs it left stale, with the reason."""
+    from click.testing import CliRunner
+
+    from tilestream.cli import cli
+
+    assert _extract(cmu_slide, tmp_path, CONFIG_A) == "done"
+    args = ["extract", str(cmu_slide), "--out", str(tmp_path), "--threads", "1", "--workers", "1"]
+    for key, value in CONFIG_FAILS.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output  # the slide failed
+    assert "stale outputs" in result.output
+    assert f"stale {NAME}: " in result.output and "no tile passed the filters" in result.output

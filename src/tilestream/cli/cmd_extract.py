@@ -105,6 +105,14 @@ def print_summary(run: ExtractionRun) -> None:
     """The summary table, the report's path, then each failure with its full reason."""
     console.print(summary_table(run))
     console.print(f"report: {run.run_dir / 'report.html'}", soft_wrap=True)
+    if run.stale:
+        console.print(
+            f"[yellow bold]{len(run.stale)} slide(s) have stale outputs[/] (kept, not deleted; "
+            "left out of the manifest, datasets, loaders and the viewer):",
+            soft_wrap=True,
+        )
+        for name, reason in sorted(run.stale.items()):
+            console.print(f"  [yellow]stale[/] {name}: {reason}", soft_wrap=True, highlight=False)
     if not run.failed:
         return
     console.print(
