@@ -16,7 +16,7 @@ from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
 from tilestream.extract.lowres import LowRes
-from tilestream.extract.roi import ROI, rasterize_rois, rois_contain
+from tilestream.extract.roi import ROI, outline_mask, rasterize_rois, rois_contain, split_outlines
 from tilestream.extract.tissue import (
     box_fractions,
     grayspace_mask,
@@ -90,6 +90,10 @@ def select_tiles(
         method = "inside" if rois else "ignore"
     if method in ("inside", "outside") and not rois:
         raise ExtractionError(f"{name}: roi_method={method!r} but the slide has no ROI")
+    # classified Tissue / pen / artifact features define the tissue, the rest are ROIs
+    rois, tissue_rois, excluded_rois = (
+        split_outlines(rois or ()) if method != "ignore" else ([], [], [])
+    )
     roi_mask = None
     if method in ("inside", "outside") and rois:
         roi_mask = rasterize_rois(rois, lowres.shape, ds)
@@ -103,7 +107,16 @@ def select_tiles(
         _reject(keep, reason, ~ok, "roi")
 
     sat = saturation(img)
-    if config.tissue_method == "otsu":
+    if tissue_rois or excluded_rois:  # an outline file (e.g. corrected in QuPath) is the tissue
+        detected = (
+            tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
+            if config.tissue_method == "otsu" and not tissue_rois
+            else np.ones(lowres.shape, bool)
+        )
+        tmask = outline_mask(tissue_rois, excluded_rois, detected, ds)
+        tissue = box_fractions(tmask, boxes)
+        _reject(keep, reason, tissue < config.min_tissue, "tissue")
+    elif config.tissue_method == "otsu":
         # close gaps between stained structures over about 24 level-0 pixels
         tmask = tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
         tissue = box_fractions(tmask, boxes)

@@ -1,0 +1,307 @@
+"""Masks to polygons and back: tissue, pen and artifact outlines as QuPath GeoJSON.
+
+A low-resolution mask is traced along the edges of its pixels (marching
+squares on the pixel grid, no smoothing, collinear points dropped): every
+4-connected region becomes one polygon, its enclosed background regions its
+holes. Rings follow RFC 7946: the exterior counter-clockwise (positive
+shoelace area in the coordinates as written), holes clockwise; coordinates are
+level-0 pixels (mask pixel edges times the mask's downsample).
+
+:func:`rasterize_polygons` samples each pixel at its centre, so tracing a mask
+and rasterising its polygons gives back exactly the same mask: a tissue
+outline exported by an extraction and given back unchanged as the slide's ROI
+selects exactly the same tiles.
+
+Examples
+--------
+>>> m = np.zeros((4, 5), bool); m[1:3, 1:4] = True; m[2, 2] = False
+>>> polys = trace_polygons(m)
+>>> len(polys), len(polys[0])
+(1, 1)
+>>> polys[0][0].tolist()
+[[1.0, 1.0], [4.0, 1.0], [4.0, 3.0], [3.0, 3.0], [3.0, 2.0], [2.0, 2.0], [2.0, 3.0], [1.0, 3.0]]
+>>> bool((rasterize_polygons(polys, m.shape) == m).all())
+True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tilestream._util.atomic import write_json_atomic
+
+__all__ = [
+    "CLASS_COLORS",
+    "EXCLUDED_CLASSES",
+    "TISSUE_CLASS",
+    "class_name",
+    "outlines_geojson",
+    "rasterize_polygons",
+    "ring_area",
+    "trace_polygons",
+    "write_outlines",
+]
+
+#: The QuPath classification of the final tissue outline.
+TISSUE_CLASS = "Tissue"
+#: Colours (RGB) of the classes written; other classes get :data:`OTHER_COLOR`.
+CLASS_COLORS: dict[str, tuple[int, int, int]] = {
+    "Tissue": (40, 90, 255),
+    "Pen": (0, 170, 170),
+    "Fold": (150, 60, 0),
+    "Blur": (200, 0, 200),
+    "Bubble": (255, 140, 0),
+}
+OTHER_COLOR = (255, 80, 80)
+#: Classes a re-imported outline file subtracts from the tissue (pen and artifact regions).
+EXCLUDED_CLASSES = ("Pen", "Fold", "Blur", "Bubble", "Artifact", "Ink", "Edge", "Dark")
+
+#: A polygon: its exterior ring, then its holes; each ``(n, 2)`` ``x, y`` without repeating
+#: the first point.
+Polygon = list[NDArray[np.float64]]
+
+# direction codes of boundary edges: +x, +y, -x, -y (x = column, y = row)
+_DX = np.array([1, 0, -1, 0])
+_DY = np.array([0, 1, 0, -1])
+
+
+def class_name(key: str) -> str:
+    """The QuPath class name of a QC mask key: ``"pen" -> "Pen"``, ``"tissue" -> "Tissue"``."""
+    return key[:1].upper() + key[1:]
+
+
+def ring_area(ring: NDArray[np.float64]) -> float:
+    """Signed shoelace area: positive for counter-clockwise in ``x`` right, ``y`` up."""
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def _edges(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int64], ...]:
+    """Directed boundary edges, foreground on the right when looking along them (y down)."""
+    m = np.pad(np.asarray(mask, bool), 1)
+    # horizontal edges at y = r between rows r-1 and r (padded rows r and r+1)
+    above, below = m[:-1, 1:-1], m[1:, 1:-1]
+    r_dn, c_dn = np.nonzero(below & ~above)  # foreground below: +x from (c, r)
+    r_up, c_up = np.nonzero(above & ~below)  # foreground above: -x from (c+1, r)
+    # vertical edges at x = c between columns c-1 and c
+    left, right = m[1:-1, :-1], m[1:-1, 1:]
+    r_l, c_l = np.nonzero(left & ~right)  # foreground left: +y from (c, r)
+    r_r, c_r = np.nonzero(right & ~left)  # foreground right: -y from (c, r+1)
+    x = np.concatenate([c_dn, c_up + 1, c_l, c_r])
+    y = np.concatenate([r_dn, r_up, r_l, r_r + 1])
+    d = np.concatenate(
+        [np.full(len(c_dn), 0), np.full(len(c_up), 2), np.full(len(c_l), 1), np.full(len(c_r), 3)]
+    )
+    return x.astype(np.int64), y.astype(np.int64), d.astype(np.int64)
+
+
+def _successors(
+    x: NDArray[np.int64], y: NDArray[np.int64], d: NDArray[np.int64], width: int
+) -> NDArray[np.int64]:
+    """The next edge of each edge; at a saddle turn right, keeping diagonal pixels apart."""
+    stride = width + 1
+    key = (y * stride + x) * 4 + d
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    ex, ey = x + _DX[d], y + _DY[d]
+    vertex = (ey * stride + ex) * 4
+    nxt = np.full(len(x), -1, np.int64)
+    # preference: turn right (d+1) first (saddles), then straight, then left (d+3)
+    for turn in (3, 0, 1):
+        want = vertex + (d + turn) % 4
+        pos = np.clip(np.searchsorted(skey, want), 0, max(0, len(skey) - 1))
+        hit = (skey[pos] == want) if len(skey) else np.zeros(0, bool)
+        nxt = np.where(hit, order[pos], nxt)
+    return nxt
+
+
+def trace_polygons(mask: NDArray[np.bool_]) -> list[Polygon]:
+    """Trace a boolean mask into polygons with holes, in mask pixel-edge coordinates.
+
+    Returns
+    -------
+    list of Polygon
+        One per 4-connected foreground region: ``[exterior, *holes]``, each an
+        ``(n, 2)`` float array of ``(x, y)`` vertices (``x`` the column edge,
+        ``y`` the row edge), exterior counter-clockwise and holes clockwise by
+        :func:`ring_area`.
+    """
+    m = np.asarray(mask, bool)
+    if m.ndim != 2:
+        raise ValueError(f"a mask must be 2-D, got shape {m.shape}")
+    x, y, d = _edges(m)
+    if not len(x):
+        return []
+    nxt = _successors(x, y, d, m.shape[1])
+    ring_of = np.full(len(x), -1, np.int64)
+    rings: list[NDArray[np.int64]] = []
+    for start in range(len(x)):
+        if ring_of[start] >= 0:
+            continue
+        members: list[int] = []
+        e = start
+        while ring_of[e] < 0:
+            ring_of[e] = len(rings)
+            members.append(e)
+            e = int(nxt[e])
+        rings.append(np.asarray(members, np.int64))
+    coords: list[NDArray[np.float64]] = []
+    for ring in rings:
+        dirs = d[ring]
+        corner = dirs != np.roll(dirs, 1)  # a vertex where the direction changes
+        sel = ring[corner]
+        coords.append(np.stack([x[sel], y[sel]], axis=1).astype(np.float64))
+    areas = np.array([ring_area(c) for c in coords])
+    owner = _hole_owners(x, y, d, ring_of, areas)
+    polygons: dict[int, Polygon] = {int(i): [coords[i]] for i in np.flatnonzero(areas > 0)}
+    for hole in np.flatnonzero(areas < 0):
+        polygons[owner[int(hole)]].append(coords[int(hole)])
+    return [polygons[i] for i in sorted(polygons)]
+
+
+def _hole_owners(
+    x: NDArray[np.int64],
+    y: NDArray[np.int64],
+    d: NDArray[np.int64],
+    ring_of: NDArray[np.int64],
+    areas: NDArray[np.float64],
+) -> dict[int, int]:
+    """The exterior ring each hole belongs to.
+
+    A hole's leftmost vertical edge ends a run of foreground pixels on its
+    row; the edge starting that run belongs to the same region: its exterior,
+    or another hole of it lying further left (resolved first).
+    """
+    vert = np.flatnonzero((d == 1) | (d == 3))
+    row = np.where(d[vert] == 1, y[vert], y[vert] - 1)
+    order = np.lexsort((x[vert], row))
+    vert = vert[order]  # per row, by x: run starts (-y) and run ends (+y) alternate
+    start_of = {int(vert[i + 1]): int(vert[i]) for i in range(0, len(vert), 2)}
+    holes = np.flatnonzero(areas < 0)
+    leftmost: dict[int, int] = {}
+    for e in vert[d[vert] == 1]:  # run ends, in row then x order
+        r = int(ring_of[e])
+        if areas[r] < 0 and (r not in leftmost or x[e] < x[leftmost[r]]):
+            leftmost[r] = int(e)
+    owner: dict[int, int] = {}
+    for h in sorted(holes.tolist(), key=lambda h: int(x[leftmost[h]])):
+        r = int(ring_of[start_of[leftmost[h]]])
+        owner[h] = r if areas[r] > 0 else owner[r]
+    return owner
+
+
+def rasterize_polygons(
+    polygons: Sequence[Sequence[NDArray[np.floating]]],
+    shape: tuple[int, int],
+    scale: float = 1.0,
+) -> NDArray[np.bool_]:
+    """A mask of ``shape`` where each pixel's centre lies inside a polygon (outside its holes).
+
+    ``polygons`` are ``[exterior, *holes]`` in units of ``scale`` mask pixels
+    (level-0 pixels with ``scale`` the mask's downsample). Each polygon is
+    filled even-odd over its rings; polygons are united. Pixel-edge polygons
+    from :func:`trace_polygons` give back their mask exactly.
+    """
+    h, w = shape
+    out = np.zeros((h, w), bool)
+    for rings in polygons:
+        pts = [np.asarray(r, np.float64)[:, :2] / scale for r in rings if len(r) >= 3]
+        if not pts:
+            continue
+        x0 = np.concatenate([p[:, 0] for p in pts])
+        y0 = np.concatenate([p[:, 1] for p in pts])
+        x1 = np.concatenate([np.roll(p[:, 0], -1) for p in pts])
+        y1 = np.concatenate([np.roll(p[:, 1], -1) for p in pts])
+        ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
+        # rows whose centre line y = r + 0.5 the edge crosses (half-open: ylo <= y < yhi)
+        r_first = np.maximum(np.ceil(ylo - 0.5), 0).astype(np.int64)
+        r_stop = np.minimum(np.ceil(yhi - 0.5), h).astype(np.int64)
+        n = np.maximum(r_stop - r_first, 0)
+        if not n.any():
+            continue
+        edge = np.repeat(np.arange(len(n)), n)
+        rows = r_first[edge] + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+        yc = rows + 0.5
+        t = (yc - y0[edge]) / (y1[edge] - y0[edge])
+        xc = x0[edge] + t * (x1[edge] - x0[edge])
+        # pixel c lies right of the crossing when c + 0.5 > xc
+        start = np.clip(np.floor(xc - 0.5).astype(np.int64) + 1, 0, w)
+        rlo, rhi = int(rows.min()), int(rows.max()) + 1
+        toggles = np.zeros((rhi - rlo, w + 1), np.int32)
+        np.add.at(toggles, (rows - rlo, start), 1)
+        out[rlo:rhi] |= (np.cumsum(toggles[:, :w], axis=1) & 1).astype(bool)
+    return out
+
+
+def _ring_coords(ring: NDArray[np.float64], scale: float) -> list[list[float]]:
+    pts = [[round(float(px) * scale, 3), round(float(py) * scale, 3)] for px, py in ring]
+    return [*pts, pts[0]]
+
+
+def outlines_geojson(
+    masks: Mapping[str, NDArray[np.bool_]],
+    downsample: float,
+    *,
+    extra_features: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A QuPath-compatible FeatureCollection of the masks' outlines, level-0 coordinates.
+
+    Parameters
+    ----------
+    masks
+        ``{class name: mask}``, e.g. ``{"Tissue": ..., "Pen": ...}``; a class
+        whose mask is empty is left out.
+    downsample
+        Level-0 pixels per mask pixel.
+    extra_features
+        Features appended as they are (the slide's regions of interest).
+
+    Returns
+    -------
+    dict
+        One ``Feature`` per class (``Polygon`` or ``MultiPolygon``) with
+        ``properties = {"objectType": "annotation", "name": ..., "classification":
+        {"name": ..., "color": [r, g, b]}}``.
+    """
+    features: list[dict[str, Any]] = []
+    for name, mask in masks.items():
+        polys = trace_polygons(mask)
+        if not polys:
+            continue
+        coords = [[_ring_coords(r, downsample) for r in poly] for poly in polys]
+        geometry: dict[str, object] = (
+            {"type": "Polygon", "coordinates": coords[0]}
+            if len(coords) == 1
+            else {"type": "MultiPolygon", "coordinates": coords}
+        )
+        color = list(CLASS_COLORS.get(name, OTHER_COLOR))
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": geometry,
+                "properties": {
+                    "objectType": "annotation",
+                    "name": name,
+                    "classification": {"name": name, "color": color},
+                },
+            }
+        )
+    features.extend(extra_features)
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_outlines(
+    path: str | os.PathLike[str],
+    masks: Mapping[str, NDArray[np.bool_]],
+    downsample: float,
+    *,
+    extra_features: Iterable[dict[str, Any]] = (),
+) -> None:
+    """Write :func:`outlines_geojson` to ``path`` atomically."""
+    data = outlines_geojson(masks, downsample, extra_features=extra_features)
+    write_json_atomic(path, data, indent=None)
