@@ -40,6 +40,7 @@ __all__ = [
     "EXCLUDED_CLASSES",
     "TISSUE_CLASS",
     "class_name",
+    "outline_areas_mm2",
     "outlines_geojson",
     "rasterize_polygons",
     "ring_area",
@@ -305,3 +306,48 @@ def write_outlines(
     """Write :func:`outlines_geojson` to ``path`` atomically."""
     data = outlines_geojson(masks, downsample, extra_features=extra_features)
     write_json_atomic(path, data, indent=None)
+
+
+def _polygon_area(rings: Any) -> float:
+    """Area of a GeoJSON polygon's rings (exterior minus holes), in coordinate units squared."""
+    if not isinstance(rings, list):
+        return 0.0
+    total = 0.0
+    for k, ring in enumerate(rings):
+        try:
+            pts = np.asarray(ring, np.float64)[:, :2]
+        except (TypeError, ValueError, IndexError):
+            return 0.0
+        a = abs(ring_area(pts)) if len(pts) >= 3 else 0.0
+        total += a if k == 0 else -a
+    return total
+
+
+def outline_areas_mm2(data: Any, mpp: float) -> dict[str, float]:
+    """``{"tissue_mm2": ..., "pen_mm2": ...}`` of the classified outlines in a FeatureCollection.
+
+    Only the classes an extraction writes (``Tissue``, pen and artifact
+    classes) are counted; regions of interest are not. ``mpp`` is the
+    slide's microns per level-0 pixel. Malformed features count as nothing.
+
+    >>> sq = {"type": "Polygon", "coordinates": [[[0, 0], [1000, 0], [1000, 1000], [0, 1000]]]}
+    >>> f = {"type": "Feature", "geometry": sq, "properties": {"classification": {"name": "Pen"}}}
+    >>> outline_areas_mm2({"type": "FeatureCollection", "features": [f]}, 0.5)
+    {'pen_mm2': 0.25}
+    """
+    known = {c.lower() for c in (TISSUE_CLASS, *CLASS_COLORS, *EXCLUDED_CLASSES)}
+    areas: dict[str, float] = {}
+    features = data.get("features") if isinstance(data, dict) else None
+    for feat in features if isinstance(features, list) else []:
+        props = feat.get("properties") if isinstance(feat, dict) else None
+        cls = props.get("classification") if isinstance(props, dict) else None
+        name = str(cls.get("name", "")).lower() if isinstance(cls, dict) else ""
+        geom = feat.get("geometry")
+        if name not in known or not isinstance(geom, dict):
+            continue
+        coords = geom.get("coordinates")
+        polys = [coords] if geom.get("type") == "Polygon" else coords
+        px2 = sum(_polygon_area(p) for p in polys) if isinstance(polys, list) else 0.0
+        key = f"{name}_mm2"
+        areas[key] = areas.get(key, 0.0) + px2 * mpp * mpp / 1e6
+    return {k: round(v, 4) for k, v in areas.items()}
