@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from tilestream.extract.report import slide_qc, write_report
 from tilestream.extract.roi import load_rois, rasterize_rois
 from tilestream.slide import open_slide
 
-OPTIONS = {"tile_px": 64, "tile_um": 32}
+OPTIONS: dict[str, Any] = {"tile_px": 64, "tile_um": 32}
 
 
 @pytest.fixture(scope="module")
