@@ -243,3 +243,16 @@ def test_outline_is_written_inside_the_slide_commit(cmu_slide: Path, tmp_path: P
     state = [i for i, s in enumerate(steps) if s == "CMU-1-Small-Region.json"]
     assert len(state) == 2
     assert state[0] < steps.index("CMU-1-Small-Region.geojson") < state[1]
+
+
+def test_large_noisy_mask_and_overlapping_user_polygons() -> None:
+    """Thousands of rings at once (numpy, no per-edge loop); user polygons that overlap unite."""
+    rng = np.random.default_rng(7)
+    noisy = rng.random((300, 400)) < 0.45
+    polys = trace_polygons(noisy)
+    assert len(polys) == _components(noisy) > 1000
+    assert (rasterize_polygons(polys, noisy.shape, 1.0) == noisy).all()
+    a = [np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float)]
+    b = [np.array([[2, 2], [6, 2], [6, 6], [2, 6]], float)]
+    both = rasterize_polygons([a, b], (7, 7))
+    assert both[:4, :4].all() and both[2:6, 2:6].all() and both.sum() == 16 + 16 - 4

@@ -66,6 +66,9 @@ EXCLUDED_CLASSES = ("Pen", "Fold", "Blur", "Bubble", "Artifact", "Ink", "Edge", 
 #: the first point.
 Polygon = list[NDArray[np.float64]]
 
+#: Rows of a mask rasterised at once (bounds the memory of the span counts).
+_BAND = 512
+
 # direction codes of boundary edges: +x, +y, -x, -y (x = column, y = row)
 _DX = np.array([1, 0, -1, 0])
 _DY = np.array([0, 1, 0, -1])
@@ -139,30 +142,55 @@ def trace_polygons(mask: NDArray[np.bool_]) -> list[Polygon]:
     if not len(x):
         return []
     nxt = _successors(x, y, d, m.shape[1])
-    ring_of = np.full(len(x), -1, np.int64)
-    rings: list[NDArray[np.int64]] = []
-    for start in range(len(x)):
-        if ring_of[start] >= 0:
-            continue
-        members: list[int] = []
-        e = start
-        while ring_of[e] < 0:
-            ring_of[e] = len(rings)
-            members.append(e)
-            e = int(nxt[e])
-        rings.append(np.asarray(members, np.int64))
-    coords: list[NDArray[np.float64]] = []
-    for ring in rings:
-        dirs = d[ring]
-        corner = dirs != np.roll(dirs, 1)  # a vertex where the direction changes
-        sel = ring[corner]
-        coords.append(np.stack([x[sel], y[sel]], axis=1).astype(np.float64))
-    areas = np.array([ring_area(c) for c in coords])
+    ring_of, rank = _cycles(nxt)
+    # edges in ring order, each ring starting at its lowest-numbered edge
+    order = np.lexsort((rank, ring_of))
+    _, ring_of = np.unique(ring_of, return_inverse=True)
+    ring_of = ring_of.reshape(-1)
+    ords = ring_of[order]
+    first = np.r_[0, np.flatnonzero(np.diff(ords)) + 1]
+    prev_dir = np.roll(d[order], 1)
+    prev_dir[first] = d[order][np.r_[first[1:], len(order)] - 1]  # each ring's last edge
+    corner = d[order] != prev_dir  # a vertex where the direction changes
+    sel = order[corner]
+    sel_ring = ords[corner]
+    bounds = np.r_[0, np.flatnonzero(np.diff(sel_ring)) + 1, len(sel)]
+    xs, ys = x[sel].astype(np.float64), y[sel].astype(np.float64)
+    # signed shoelace area of every ring at once
+    nxt_pt = np.arange(len(sel)) + 1
+    nxt_pt[bounds[1:] - 1] = bounds[:-1]
+    cross = xs * ys[nxt_pt] - xs[nxt_pt] * ys
+    areas = 0.5 * np.add.reduceat(cross, bounds[:-1])
     owner = _hole_owners(x, y, d, ring_of, areas)
+    pts = np.stack([xs, ys], axis=1)
+    coords = np.split(pts, bounds[1:-1])
     polygons: dict[int, Polygon] = {int(i): [coords[i]] for i in np.flatnonzero(areas > 0)}
-    for hole in np.flatnonzero(areas < 0):
-        polygons[owner[int(hole)]].append(coords[int(hole)])
+    for hole, own in zip(np.flatnonzero(areas < 0).tolist(), owner.tolist(), strict=True):
+        polygons[own].append(coords[hole])
     return [polygons[i] for i in sorted(polygons)]
+
+
+def _cycles(nxt: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """For a permutation made of cycles: each element's cycle (its lowest member) and its
+    distance from that member along the cycle; by pointer doubling (numpy only)."""
+    n = len(nxt)
+    idx = np.arange(n)
+    label = idx.copy()
+    p = nxt.copy()
+    # after k rounds label[i] is the lowest of the 2**k elements from i on; it is the
+    # cycle's lowest once every element agrees with its successor
+    while not np.array_equal(label, label[nxt]):
+        label = np.minimum(label, label[p])
+        p = p[p]
+    # break every cycle before its lowest member; rank by distance to the end (Wyllie)
+    last = nxt == label
+    succ = np.where(last, idx, nxt)
+    dist = np.where(last, 0, 1)
+    while not last[succ].all():
+        dist = dist + dist[succ]
+        succ = succ[succ]
+    length = np.bincount(label, minlength=n)[label]
+    return label, length - 1 - dist
 
 
 def _hole_owners(
@@ -171,29 +199,33 @@ def _hole_owners(
     d: NDArray[np.int64],
     ring_of: NDArray[np.int64],
     areas: NDArray[np.float64],
-) -> dict[int, int]:
-    """The exterior ring each hole belongs to.
+) -> NDArray[np.int64]:
+    """The exterior ring each hole (``areas < 0``, in ring order) belongs to.
 
     A hole's leftmost vertical edge ends a run of foreground pixels on its
     row; the edge starting that run belongs to the same region: its exterior,
-    or another hole of it lying further left (resolved first).
+    or another hole of it lying further left (followed to its exterior).
     """
     vert = np.flatnonzero((d == 1) | (d == 3))
     row = np.where(d[vert] == 1, y[vert], y[vert] - 1)
-    order = np.lexsort((x[vert], row))
-    vert = vert[order]  # per row, by x: run starts (-y) and run ends (+y) alternate
-    start_of = {int(vert[i + 1]): int(vert[i]) for i in range(0, len(vert), 2)}
-    holes = np.flatnonzero(areas < 0)
-    leftmost: dict[int, int] = {}
-    for e in vert[d[vert] == 1]:  # run ends, in row then x order
-        r = int(ring_of[e])
-        if areas[r] < 0 and (r not in leftmost or x[e] < x[leftmost[r]]):
-            leftmost[r] = int(e)
-    owner: dict[int, int] = {}
-    for h in sorted(holes.tolist(), key=lambda h: int(x[leftmost[h]])):
-        r = int(ring_of[start_of[leftmost[h]]])
-        owner[h] = r if areas[r] > 0 else owner[r]
-    return owner
+    vert = vert[np.lexsort((x[vert], row))]  # per row, by x: run starts and ends alternate
+    run_start = np.empty(len(x), np.int64)
+    run_start[vert[1::2]] = vert[0::2]
+    ends = vert[1::2]  # run ends: their ring lies to the right
+    ends = ends[areas[ring_of[ends]] < 0]
+    ends = ends[np.lexsort((x[ends], ring_of[ends]))]
+    ring_e = ring_of[ends]
+    keep = np.ones(len(ends), bool)
+    keep[1:] = ring_e[1:] != ring_e[:-1]  # each hole's leftmost edge
+    left_of = np.arange(len(areas))
+    left_of[ring_e[keep]] = ring_of[run_start[ends[keep]]]
+    owner = left_of.copy()
+    while True:
+        hole = areas[owner] < 0
+        if not hole.any():
+            break
+        owner = np.where(hole, left_of[owner], owner)
+    return owner[areas < 0]
 
 
 def rasterize_polygons(
@@ -210,37 +242,48 @@ def rasterize_polygons(
     """
     h, w = shape
     out = np.zeros((h, w), bool)
-    for rings in polygons:
-        pts = [np.asarray(r, np.float64)[:, :2] / scale for r in rings if len(r) >= 3]
-        if not pts:
+    rings = [np.asarray(r, np.float64) for rings in polygons for r in rings]
+    owner = [k for k, rings in enumerate(polygons) for _ in rings]
+    valid = np.array([r.ndim == 2 and len(r) >= 3 for r in rings], bool)
+    if not valid.any() or h == 0 or w == 0:
+        return out
+    pts = np.concatenate([r[:, :2] for r, ok in zip(rings, valid, strict=True) if ok]) / scale
+    sizes = np.array([len(r) for r in rings], np.int64)[valid]
+    poly = np.repeat(np.asarray(owner, np.int64)[valid], sizes)
+    following = np.arange(len(pts)) + 1  # each vertex's successor on its ring
+    ends = np.cumsum(sizes)
+    following[ends - 1] = ends - sizes
+    x0, y0 = pts[:, 0], pts[:, 1]
+    x1, y1 = x0[following], y0[following]
+    # rows whose centre line y = r + 0.5 an edge crosses (half-open: ylo <= y < yhi)
+    ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
+    r_first = np.maximum(np.ceil(ylo - 0.5), 0).astype(np.int64)
+    n = np.maximum(np.minimum(np.ceil(yhi - 0.5), h).astype(np.int64) - r_first, 0)
+    edge = np.repeat(np.arange(len(n)), n)
+    rows = r_first[edge] + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
+    t = (rows + 0.5 - y0[edge]) / (y1[edge] - y0[edge])
+    xc = x0[edge] + t * (x1[edge] - x0[edge])
+    # pixel c lies right of a crossing when c + 0.5 > xc; per polygon and row the sorted
+    # crossings pair up into the spans inside it (even-odd), and spans are united
+    col = np.clip(np.floor(xc - 0.5).astype(np.int64) + 1, 0, w)
+    order = np.lexsort((col, rows, poly[edge]))
+    col, rows = col[order], rows[order]
+    starts, stops, span_rows = col[0::2], col[1::2], rows[0::2]
+    by_row = np.argsort(span_rows, kind="stable")
+    starts, stops, span_rows = starts[by_row], stops[by_row], span_rows[by_row]
+    for r0 in range(0, h, _BAND):
+        lo, hi = np.searchsorted(span_rows, [r0, r0 + _BAND])
+        if lo == hi:
             continue
-        x0 = np.concatenate([p[:, 0] for p in pts])
-        y0 = np.concatenate([p[:, 1] for p in pts])
-        x1 = np.concatenate([np.roll(p[:, 0], -1) for p in pts])
-        y1 = np.concatenate([np.roll(p[:, 1], -1) for p in pts])
-        ylo, yhi = np.minimum(y0, y1), np.maximum(y0, y1)
-        # rows whose centre line y = r + 0.5 the edge crosses (half-open: ylo <= y < yhi)
-        r_first = np.maximum(np.ceil(ylo - 0.5), 0).astype(np.int64)
-        r_stop = np.minimum(np.ceil(yhi - 0.5), h).astype(np.int64)
-        n = np.maximum(r_stop - r_first, 0)
-        if not n.any():
-            continue
-        edge = np.repeat(np.arange(len(n)), n)
-        rows = r_first[edge] + (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n))
-        yc = rows + 0.5
-        t = (yc - y0[edge]) / (y1[edge] - y0[edge])
-        xc = x0[edge] + t * (x1[edge] - x0[edge])
-        # pixel c lies right of the crossing when c + 0.5 > xc
-        start = np.clip(np.floor(xc - 0.5).astype(np.int64) + 1, 0, w)
-        rlo, rhi = int(rows.min()), int(rows.max()) + 1
-        toggles = np.zeros((rhi - rlo, w + 1), np.int32)
-        np.add.at(toggles, (rows - rlo, start), 1)
-        out[rlo:rhi] |= (np.cumsum(toggles[:, :w], axis=1) & 1).astype(bool)
+        band = np.zeros((min(_BAND, h - r0), w + 1), np.int32)
+        np.add.at(band, (span_rows[lo:hi] - r0, starts[lo:hi]), 1)
+        np.add.at(band, (span_rows[lo:hi] - r0, stops[lo:hi]), -1)
+        out[r0 : r0 + len(band)] = np.cumsum(band[:, :w], axis=1) > 0
     return out
 
 
 def _ring_coords(ring: NDArray[np.float64], scale: float) -> list[list[float]]:
-    pts = [[round(float(px) * scale, 3), round(float(py) * scale, 3)] for px, py in ring]
+    pts: list[list[float]] = np.round(ring * scale, 3).tolist()
     return [*pts, pts[0]]
 
 
