@@ -33,7 +33,7 @@ from tilestream.extract.outlines import (
     write_outlines,
 )
 from tilestream.extract.roi import ROI, load_rois, rasterize_rois, split_outlines
-from tilestream.extract.select import select_tiles
+from tilestream.extract.select import REJECT_REASONS, outline_excluded_classes, select_tiles
 from tilestream.runfolder import slide_outputs
 
 masks = st.integers(1, 14).flatmap(
@@ -142,6 +142,10 @@ def test_tissue_outline_replaces_detection_and_excluded_classes_are_removed(
     rois = load_rois(path)
     plain, tissue, excluded = split_outlines(rois)
     assert not plain and len(tissue) == 1 and len(excluded) == 1
+    # every QC mask named after a reject reason (the QC pass adds "pen", artifacts) reads
+    # back as excluded, never as a region of interest
+    names = {c.lower() for c in outline_excluded_classes()}
+    assert {r for r in REJECT_REASONS if r not in ("roi", "tissue")} <= names
     sel = select_tiles(grid, lowres, config, rois=rois)
     assert (sel.tissue_mask == (corrected & ~pen)).all()
     assert sel.counts["roi"] == 0

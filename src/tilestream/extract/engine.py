@@ -51,7 +51,7 @@ from tilestream.extract.outlines import TISSUE_CLASS, class_name, write_outlines
 from tilestream.extract.preview import render_preview, save_preview
 from tilestream.extract.quality import estimate_jpeg_quality
 from tilestream.extract.roi import ROI, load_rois, roi_feature, split_outlines
-from tilestream.extract.select import REJECT_REASONS, select_tiles
+from tilestream.extract.select import REJECT_REASONS, outline_excluded_classes, select_tiles
 from tilestream.extract.tiles import CHUNK, StageTimes, iter_encoded_tiles
 from tilestream.runfolder import output_sizes, slide_outputs
 from tilestream.slide import Slide, open_slide
@@ -412,11 +412,12 @@ def extract_slide_task(
         [[int(grid.xs[i]), int(grid.ys[i]), str(selection.reason[i])] for i in rej],
     )
     qc_masks: dict[str, Any] = dict(getattr(selection, "qc_masks", {}) or {})
+    plain_rois = split_outlines(rois, outline_excluded_classes())[0]
     write_outlines(
         outputs["outlines"],
         {TISSUE_CLASS: selection.tissue_mask, **{class_name(k): m for k, m in qc_masks.items()}},
         lowres.downsample,
-        extra_features=[roi_feature(r) for r in split_outlines(rois)[0]],
+        extra_features=[roi_feature(r) for r in plain_rois],
     )
     keep_idx = selection.kept_indices
     preview = render_preview(
@@ -426,7 +427,7 @@ def extract_slide_task(
         kept=np.stack([grid.xs[keep_idx], grid.ys[keep_idx]], axis=1),
         rejected=np.stack([grid.xs[rej], grid.ys[rej]], axis=1),
         extract_px=grid.extract_px,
-        rois=split_outlines(rois)[0],
+        rois=plain_rois,
         qc_masks=qc_masks,
     )
     save_preview(preview, outputs["preview"])

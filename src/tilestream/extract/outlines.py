@@ -60,7 +60,11 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
 }
 OTHER_COLOR = (255, 80, 80)
 #: Classes a re-imported outline file subtracts from the tissue (pen and artifact regions).
-EXCLUDED_CLASSES = ("Pen", "Fold", "Blur", "Bubble", "Artifact", "Ink", "Edge", "Dark")
+#: :func:`tilestream.extract.select.outline_excluded_classes` adds one per reject reason.
+EXCLUDED_CLASSES = (
+    "Pen", "Ink", "Marker", "Fold", "Dark", "Thick", "Blur", "Focus", "Out_of_focus",
+    "Bubble", "Air", "Edge", "Coverslip", "Debris", "Artifact",
+)  # fmt: skip
 
 #: A polygon: its exterior ring, then its holes; each ``(n, 2)`` ``x, y`` without repeating
 #: the first point.

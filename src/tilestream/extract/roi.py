@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,14 +231,16 @@ def rasterize_rois(
     return rasterize_polygons([(r.exterior, *r.holes) for r in rois], shape, downsample)
 
 
-def split_outlines(rois: Sequence[ROI]) -> tuple[list[ROI], list[ROI], list[ROI]]:
+def split_outlines(
+    rois: Sequence[ROI], excluded_classes: Iterable[str] = EXCLUDED_CLASSES
+) -> tuple[list[ROI], list[ROI], list[ROI]]:
     """``(regions of interest, tissue outlines, excluded regions)`` by classification.
 
-    ``Tissue`` (any case) is a tissue outline; the pen and artifact classes of
-    :data:`~tilestream.extract.outlines.EXCLUDED_CLASSES` are excluded
-    regions; everything else (unclassified included) is a region of interest.
+    ``Tissue`` (any case) is a tissue outline; the pen and artifact classes
+    ``excluded_classes`` (any case) are excluded regions; everything else
+    (unclassified included) is a region of interest.
     """
-    excluded = {c.lower() for c in EXCLUDED_CLASSES}
+    excluded = {c.lower() for c in excluded_classes}
     plain: list[ROI] = []
     tissue: list[ROI] = []
     drop: list[ROI] = []

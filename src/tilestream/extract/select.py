@@ -16,6 +16,7 @@ from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
 from tilestream.extract.lowres import LowRes
+from tilestream.extract.outlines import EXCLUDED_CLASSES, class_name
 from tilestream.extract.roi import ROI, outline_mask, rasterize_rois, rois_contain, split_outlines
 from tilestream.extract.tissue import (
     box_fractions,
@@ -25,10 +26,22 @@ from tilestream.extract.tissue import (
     whitespace_mask,
 )
 
-__all__ = ["REJECT_REASONS", "Selection", "select_tiles"]
+__all__ = ["REJECT_REASONS", "Selection", "outline_excluded_classes", "select_tiles"]
 
 #: Why a tile was rejected, in the order the filters apply.
 REJECT_REASONS = ("roi", "tissue", "grayspace", "whitespace", "max_tiles", "blur")
+
+
+def outline_excluded_classes() -> tuple[str, ...]:
+    """Classes an outline file given back as ROI removes from the tissue.
+
+    The pen and artifact classes of
+    :data:`~tilestream.extract.outlines.EXCLUDED_CLASSES` and one per reject
+    reason (``"pen"`` -> ``Pen``) except ``roi`` and ``tissue``: every QC mask
+    an extraction writes to ``<slide>.geojson`` reads back as excluded.
+    """
+    reasons = tuple(class_name(r) for r in REJECT_REASONS if r not in ("roi", "tissue"))
+    return tuple(dict.fromkeys((*EXCLUDED_CLASSES, *reasons)))
 
 
 @dataclass
@@ -92,7 +105,9 @@ def select_tiles(
         raise ExtractionError(f"{name}: roi_method={method!r} but the slide has no ROI")
     # classified Tissue / pen / artifact features define the tissue, the rest are ROIs
     rois, tissue_rois, excluded_rois = (
-        split_outlines(rois or ()) if method != "ignore" else ([], [], [])
+        split_outlines(rois or (), outline_excluded_classes())
+        if method != "ignore"
+        else ([], [], [])
     )
     roi_mask = None
     if method in ("inside", "outside") and rois:

@@ -43,6 +43,7 @@ from tilestream.extract.lowres import read_lowres
 from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, class_name
 from tilestream.extract.report import slide_qc
 from tilestream.extract.roi import ROI, load_rois, split_outlines
+from tilestream.extract.select import outline_excluded_classes
 from tilestream.extract.tissue import tissue_mask
 from tilestream.tfrecord import TFRecord, detect_image_format
 from tilestream.viewer.catalog import SlideEntry
@@ -212,7 +213,7 @@ def qc_json(entry: SlideEntry) -> dict[str, Any]:
     classes: dict[str, dict[str, Any]] = {}
     path = entry.outlines
     if path is not None:
-        _plain, tissue, excluded = split_outlines(load_rois(path))
+        _plain, tissue, excluded = split_outlines(load_rois(path), outline_excluded_classes())
         for roi in (*tissue, *excluded):
             name = roi.label or "?"
             color = CLASS_COLORS.get(class_name(name), OTHER_COLOR)
