@@ -83,12 +83,12 @@ def render_preview(
     (200, 100)
     """
     canvas = image.copy()
-    for key, mask in (qc_masks or {}).items():
+    if tissue is not None:
+        _draw_outline(canvas, np.asarray(tissue, bool), TISSUE_COLOR)
+    for key, mask in (qc_masks or {}).items():  # drawn over the tissue outline they cut
         _draw_outline(
             canvas, np.asarray(mask, bool), CLASS_COLORS.get(class_name(key), OTHER_COLOR)
         )
-    if tissue is not None:
-        _draw_outline(canvas, np.asarray(tissue, bool), TISSUE_COLOR)
     pil = Image.fromarray(canvas)
     scale = min(1.0, max_side / max(pil.size))
     if scale < 1.0:
