@@ -82,7 +82,15 @@ def select_tiles(
     rois: Sequence[ROI] | None = None,
     name: str = "slide",
 ) -> Selection:
-    """Apply the configured filters to every tile of ``grid`` at once."""
+    """Apply the configured filters to every tile of ``grid`` at once.
+
+    ``rois`` features classified ``Tissue`` replace the detected tissue mask
+    and those of :func:`outline_excluded_classes` are removed from it (an
+    outline file such as ``<slide>.geojson``, corrected in QuPath or not; the
+    tissue filter then applies to that mask as usual); the other features are
+    regions of interest for ``config.roi_method``. With ``roi_method="ignore"``
+    the whole file is ignored.
+    """
     n = len(grid)
     ds = lowres.downsample
     img = lowres.image
