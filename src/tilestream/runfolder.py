@@ -4,6 +4,7 @@ An extraction writes one run folder (``<out>/<tile_px>px_<tile_um>/``)::
 
     config.json            {"config": ..., "hash": <config hash>, "versions": ...}
     <slide>.tfrecords  <slide>.index.npz  <slide>.coords.csv
+    <slide>.geojson        tissue, pen and artifact outlines (QuPath GeoJSON, level-0 pixels)
     state/<slide>.json     the slide's record; written first as "running", last as "done"
     state/<slide>.rejected.csv   previews/<slide>.jpg
 
@@ -73,11 +74,15 @@ def slide_outputs(
     """The paths of a slide's outputs in ``run_dir``.
 
     >>> sorted(slide_outputs("run", "s1"))
-    ['coords', 'index', 'preview', 'rejected', 'state', 'tfrecord']
+    ['coords', 'index', 'outlines', 'preview', 'rejected', 'state', 'tfrecord']
+
+    The outlines file is not among :data:`OUTPUT_KINDS`: it is meant to be
+    opened and corrected (in QuPath), and editing it leaves the slide current.
     """
     run = Path(run_dir)
     out = {
         "coords": run / f"{name}.coords.csv",
+        "outlines": run / f"{name}.geojson",
         "preview": run / "previews" / f"{name}.jpg",
         "state": run / STATE_DIR / f"{name}.json",
         "rejected": run / STATE_DIR / f"{name}.rejected.csv",

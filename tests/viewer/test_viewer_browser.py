@@ -82,6 +82,23 @@ def _kept_green_and_red(page: Any) -> dict[str, int]:
     )
 
 
+def _tissue_outline_blue(page: Any) -> int:
+    # Count overlay pixels drawn in the QC tissue outline colour (40, 90, 255).
+    return int(
+        page.evaluate(
+            """() => {
+                const c = document.getElementById("overlay");
+                const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+                let n = 0;
+                for (let i = 0; i < d.length; i += 4) {
+                    if (d[i + 3] > 100 && d[i + 2] > 200 && d[i] < 90 && d[i + 1] < 140) n++;
+                }
+                return n;
+            }"""
+        )
+    )
+
+
 def test_viewer_in_headless_chromium(browser: Any, slides_dir: Path, tmp_path: Path) -> None:
     result = extract_tiles(slides_dir / f"{SLIDE}.svs", tmp_path / "out", tile_px=256, tile_um=128)
     assert result.status == "done" and result.tiles > 10
@@ -129,6 +146,17 @@ def test_viewer_in_headless_chromium(browser: Any, slides_dir: Path, tmp_path: P
         page.check("#toggle-grid")
         page.check("#toggle-tissue")
 
+        # -- the QC panel: areas in mm², tiles rejected per reason, outlines ----
+        page.locator("#qc-panel").wait_for(state="visible")
+        qc_text = page.locator("#qc-panel").inner_text()
+        assert "tissue" in qc_text and "mm²" in qc_text and f"{SLIDE}.geojson" in qc_text
+        for reason, n in result.rejected.items():
+            assert f"{reason}\t{n}" in qc_text, (reason, qc_text)
+        assert _tissue_outline_blue(page) == 0
+        page.check("#toggle-qc")
+        assert _tissue_outline_blue(page) > 500
+        page.screenshot(path=str(tmp_path / "qc.png"))
+
         # -- click the middle of a kept tile: its stored image appears ---------
         tile = kept[len(kept) // 2]
         cx = int(tile["x"]) + int(tile["width"]) / 2
@@ -169,7 +197,7 @@ def test_viewer_in_headless_chromium(browser: Any, slides_dir: Path, tmp_path: P
         page.close()
 
     assert not errors, errors
-    for name in ("dataset.png", "slide.png", "mosaic.png"):
+    for name in ("dataset.png", "qc.png", "slide.png", "mosaic.png"):
         assert (tmp_path / name).stat().st_size > 10_000
 
 

@@ -2,7 +2,7 @@
 
 Outputs of a slide named ``S`` in the run folder (``<out>/<tile_px>px_<tile_um>/``)::
 
-    S.tfrecords  S.index.npz  S.coords.csv   previews/S.jpg
+    S.tfrecords  S.index.npz  S.coords.csv   S.geojson   previews/S.jpg
     state/S.json  state/S.rejected.csv
 
 With ``to_images=True`` the tiles go to ``S/S_<loc_x>_<loc_y>.<ext>`` instead of a TFRecord.
@@ -13,7 +13,8 @@ The outputs of a slide are committed as one unit. Each is written atomically
 1. ``state/S.json`` with status ``"running"``, the new config hash and the
    slide file's fingerprint (:mod:`tilestream.extract.fingerprint`), before
    any output is replaced;
-2. the TFRecord, its index, the coordinates, the rejected tiles, the preview;
+2. the TFRecord, its index, the coordinates, the rejected tiles, the tissue,
+   pen and artifact outlines (:mod:`tilestream.extract.outlines`), the preview;
 3. ``state/S.json`` with status ``"done"``, the size of each output and the
    SHA-256 of the coordinates.
 
@@ -46,10 +47,11 @@ from tilestream.extract.config import ExtractConfig
 from tilestream.extract.fingerprint import file_sha256, source_fingerprint
 from tilestream.extract.grid import Grid, plan_grid
 from tilestream.extract.lowres import mask_downsample, read_lowres
+from tilestream.extract.outlines import TISSUE_CLASS, class_name, write_outlines
 from tilestream.extract.preview import render_preview, save_preview
 from tilestream.extract.quality import estimate_jpeg_quality
-from tilestream.extract.roi import ROI, load_rois
-from tilestream.extract.select import REJECT_REASONS, select_tiles
+from tilestream.extract.roi import ROI, load_rois, roi_feature, split_outlines
+from tilestream.extract.select import REJECT_REASONS, outline_excluded_classes, select_tiles
 from tilestream.extract.tiles import CHUNK, StageTimes, iter_encoded_tiles
 from tilestream.runfolder import output_sizes, slide_outputs
 from tilestream.slide import Slide, open_slide
@@ -409,6 +411,14 @@ def extract_slide_task(
         ["x", "y", "reason"],
         [[int(grid.xs[i]), int(grid.ys[i]), str(selection.reason[i])] for i in rej],
     )
+    qc_masks: dict[str, Any] = dict(getattr(selection, "qc_masks", {}) or {})
+    plain_rois = split_outlines(rois, outline_excluded_classes())[0]
+    write_outlines(
+        outputs["outlines"],
+        {TISSUE_CLASS: selection.tissue_mask, **{class_name(k): m for k, m in qc_masks.items()}},
+        lowres.downsample,
+        extra_features=[roi_feature(r) for r in plain_rois],
+    )
     keep_idx = selection.kept_indices
     preview = render_preview(
         lowres.image,
@@ -417,7 +427,8 @@ def extract_slide_task(
         kept=np.stack([grid.xs[keep_idx], grid.ys[keep_idx]], axis=1),
         rejected=np.stack([grid.xs[rej], grid.ys[rej]], axis=1),
         extract_px=grid.extract_px,
-        rois=rois,
+        rois=plain_rois,
+        qc_masks=qc_masks,
     )
     save_preview(preview, outputs["preview"])
     timings["outputs"] = time.perf_counter() - t0

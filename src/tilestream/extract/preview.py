@@ -1,15 +1,17 @@
-"""Preview images: the slide thumbnail with tissue outline, ROIs, kept and rejected tiles."""
+"""Preview images: the slide thumbnail with tissue, pen and artifact outlines, ROIs, kept and
+rejected tiles."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
 from tilestream._util.atomic import atomic_path
+from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, class_name
 from tilestream.extract.roi import ROI
 
 __all__ = ["KEPT_COLOR", "REJECTED_COLOR", "render_preview", "save_preview"]
@@ -27,6 +29,18 @@ def _outline(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     return edge & mask
 
 
+def _draw_outline(
+    canvas: NDArray[np.uint8], mask: NDArray[np.bool_], color: tuple[int, int, int]
+) -> None:
+    """Draw ``mask``'s outline on ``canvas`` two pixels wide (visible after downscaling)."""
+    if mask.shape != canvas.shape[:2]:
+        return
+    edge = _outline(mask)
+    edge[1:] |= edge[:-1]
+    edge[:, 1:] |= edge[:, :-1]
+    canvas[edge] = color
+
+
 def render_preview(
     image: NDArray[np.uint8],
     downsample: float,
@@ -36,6 +50,7 @@ def render_preview(
     rejected: NDArray[np.int64] | None = None,
     extract_px: int = 0,
     rois: Sequence[ROI] = (),
+    qc_masks: Mapping[str, NDArray[np.bool_]] | None = None,
     max_side: int = 1600,
 ) -> Image.Image:
     """Draw the grid on a low-resolution image.
@@ -53,6 +68,10 @@ def render_preview(
         Tile size in level-0 pixels.
     rois
         ROI polygons, drawn in yellow.
+    qc_masks
+        Pen and artifact masks (``{"pen": mask, ...}``, the shape of ``image``),
+        each outlined in its class colour
+        (:data:`tilestream.extract.outlines.CLASS_COLORS`).
     max_side
         The preview's longest side in pixels.
 
@@ -64,11 +83,12 @@ def render_preview(
     (200, 100)
     """
     canvas = image.copy()
-    if tissue is not None and tissue.shape == canvas.shape[:2]:
-        edge = _outline(tissue)
-        edge[1:] |= edge[:-1]  # two pixels wide, visible after downscaling
-        edge[:, 1:] |= edge[:, :-1]
-        canvas[edge] = TISSUE_COLOR
+    if tissue is not None:
+        _draw_outline(canvas, np.asarray(tissue, bool), TISSUE_COLOR)
+    for key, mask in (qc_masks or {}).items():  # drawn over the tissue outline they cut
+        _draw_outline(
+            canvas, np.asarray(mask, bool), CLASS_COLORS.get(class_name(key), OTHER_COLOR)
+        )
     pil = Image.fromarray(canvas)
     scale = min(1.0, max_side / max(pil.size))
     if scale < 1.0:

@@ -1,4 +1,9 @@
-"""Run summaries: ``summary.json`` and a static ``report.html`` with previews.
+"""Run summaries: ``summary.json`` and a static ``report.html`` with previews and a QC view.
+
+Per extracted slide both carry the same quality-control numbers
+(:func:`slide_qc`): the areas in mm² of the tissue, pen and artifact masks,
+the tiles rejected for each reason, and the slide's outline file
+(``<slide>.geojson``, QuPath GeoJSON).
 
 Both count as extracted only the slides whose outputs are current
 (:mod:`tilestream.runfolder`), and name the stale ones (outputs kept from a
@@ -15,10 +20,14 @@ from typing import Any
 
 from tilestream._util.atomic import atomic_write, write_json_atomic
 from tilestream.extract.config import ExtractConfig
+from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, outline_areas_mm2
 from tilestream.extract.select import REJECT_REASONS
-from tilestream.runfolder import slide_staleness, stale_slides
+from tilestream.runfolder import slide_outputs, slide_staleness, stale_slides
 
-__all__ = ["load_states", "write_report"]
+__all__ = ["load_states", "slide_qc", "write_report"]
+
+#: Outline files larger than this are not read for areas (the areas then come from the state only).
+MAX_OUTLINE_BYTES = 64 * 1024 * 1024
 
 
 def load_states(run_dir: Path) -> list[dict[str, Any]]:
@@ -30,6 +39,51 @@ def load_states(run_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
     return states
+
+
+def _areas_from_outlines(path: Path, mpp: Any) -> dict[str, float]:
+    if not isinstance(mpp, (int, float)) or mpp <= 0:
+        return {}
+    try:
+        if path.stat().st_size > MAX_OUTLINE_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return outline_areas_mm2(data, float(mpp))
+
+
+def slide_qc(run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """The QC numbers of one slide's state: areas in mm², rejected tiles per reason, outlines.
+
+    Returns
+    -------
+    dict
+        ``{"areas_mm2": {"tissue_mm2": ..., "pen_mm2": ..., ...}, "rejected":
+        {reason: tiles, ...}, "outlines": "<slide>.geojson" | None}``. The
+        areas are the state's ``qc`` record; a state without one has them
+        measured from the outline file (with the slide's mpp). Reasons are in
+        :data:`~tilestream.extract.select.REJECT_REASONS` order, then any other.
+    """
+    name = str(state.get("slide", ""))
+    outlines = slide_outputs(run_dir, name)["outlines"] if name else None
+    has_file = outlines is not None and outlines.is_file()
+    recorded = state.get("qc")
+    areas: dict[str, float] = {}
+    if isinstance(recorded, dict):
+        areas = {str(k): float(v) for k, v in recorded.items() if isinstance(v, (int, float))}
+    if not areas and has_file and outlines is not None:
+        areas = _areas_from_outlines(outlines, state.get("mpp"))
+    raw = state.get("rejected")
+    rejected = {str(k): int(v) for k, v in (raw.items() if isinstance(raw, dict) else ())}
+    order = [r for r in REJECT_REASONS if r in rejected] + [
+        r for r in rejected if r not in REJECT_REASONS
+    ]
+    return {
+        "areas_mm2": areas,
+        "rejected": {r: rejected[r] for r in order},
+        "outlines": outlines.name if has_file and outlines is not None else None,
+    }
 
 
 def _stale(run_dir: Path, states: list[dict[str, Any]], config_hash: str) -> dict[str, str]:
@@ -57,6 +111,7 @@ def _summary(run_dir: Path, states: list[dict[str, Any]], config: ExtractConfig)
         "tiles": sum(int(s.get("tiles", 0)) for s in done),
         "passthrough": sum(int(s.get("passthrough", 0)) for s in done),
         "stale": stale,
+        "qc": {str(s.get("slide")): slide_qc(run_dir, s) for s in done},
         "per_slide": states,
     }
 
@@ -80,7 +135,35 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _row(state: dict[str, Any], config: ExtractConfig, stale: dict[str, str]) -> str:
+def _swatch(key: str) -> str:
+    name = key.removesuffix("_mm2")
+    color = CLASS_COLORS.get(name[:1].upper() + name[1:], OTHER_COLOR)
+    return f'<span class="sw" style="background: rgb{color}"></span>'
+
+
+def _qc_cell(qc: dict[str, Any] | None) -> str:
+    """The QC view of one slide: areas with their outline colours, rejected tiles per reason."""
+    if qc is None:
+        return ""
+    e = html.escape
+    areas = "".join(
+        f"<li>{_swatch(k)}{e(k.removesuffix('_mm2'))}: {v:.3f} mm²</li>"
+        for k, v in qc["areas_mm2"].items()
+    )
+    rejected = "".join(f"<li>{e(k)}: {v}</li>" for k, v in qc["rejected"].items())
+    link = f'<br><a href="{e(qc["outlines"])}">{e(qc["outlines"])}</a>' if qc["outlines"] else ""
+    return (
+        f'<td class="qc"><b>areas</b><ul class="areas">{areas or "<li>none recorded</li>"}</ul>'
+        f'<b>tiles rejected</b><ul class="rejected">{rejected}</ul>{link}</td>'
+    )
+
+
+def _row(
+    state: dict[str, Any],
+    config: ExtractConfig,
+    stale: dict[str, str],
+    qc: dict[str, Any] | None = None,
+) -> str:
     e = html.escape
     name = str(state.get("slide", "?"))
     status = (
@@ -89,7 +172,7 @@ def _row(state: dict[str, Any], config: ExtractConfig, stale: dict[str, str]) ->
         else str(state.get("status", "?"))
     )
     rejected = state.get("rejected") or {}
-    rej = ", ".join(f"{k} {rejected[k]}" for k in REJECT_REASONS if rejected.get(k))
+    rej = ", ".join(f"{k} {v}" for k, v in _reasons(rejected) if v)
     preview = (
         f'<a href="previews/{e(name)}.jpg"><img src="previews/{e(name)}.jpg" alt="{e(name)}"></a>'
         if status == "done"
@@ -100,8 +183,18 @@ def _row(state: dict[str, Any], config: ExtractConfig, stale: dict[str, str]) ->
         f"<td>{int(state.get('tiles', 0))}</td><td>{int(state.get('grid', 0))}</td>"
         f"<td>{e(rej)}</td><td>{e(_encoding(state, config))}</td>"
         f"<td>{float(state.get('seconds', 0.0)):.2f}</td>"
-        f"<td>{e(str(state.get('error') or ''))}</td></tr>"
+        f"<td>{e(str(state.get('error') or ''))}</td>"
+        f"{_qc_cell(qc) if qc is not None else '<td></td>'}</tr>"
     )
+
+
+def _reasons(rejected: Any) -> list[tuple[str, int]]:
+    """``(reason, tiles)`` in :data:`REJECT_REASONS` order, then reasons not listed there."""
+    if not isinstance(rejected, dict):
+        return []
+    order = [r for r in REJECT_REASONS if r in rejected]
+    order += [str(r) for r in rejected if r not in REJECT_REASONS]
+    return [(r, int(rejected[r] or 0)) for r in order]
 
 
 def _stale_section(stale: dict[str, str]) -> str:
@@ -121,7 +214,8 @@ def write_report(run_dir: Path, config: ExtractConfig) -> dict[str, Any]:
     states = load_states(run_dir)
     summary = _summary(run_dir, states, config)
     write_json_atomic(run_dir / "summary.json", summary)
-    rows = "\n".join(_row(s, config, summary["stale"]) for s in states)
+    qc = summary["qc"]
+    rows = "\n".join(_row(s, config, summary["stale"], qc.get(str(s.get("slide")))) for s in states)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tilestream extraction report: {html.escape(config.label)}</title>
 <style>
@@ -129,13 +223,17 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }}
 img {{ max-width: 320px; max-height: 240px; }} tr.failed {{ background: #fee; }}
 tr.stale, tr.running {{ background: #ffd; }}
+td.qc ul {{ margin: 0 0 4px 0; padding-left: 1.2em; }} .sw {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
 </style></head><body>
 <h1>Extraction report: {html.escape(config.label)}</h1>
 <p>{_n(summary["done"], "slide")} extracted, {summary["failed"]} failed, {len(summary["stale"])} stale, {_n(summary["tiles"], "tile")}.
 Config hash <code>{summary["config_hash"]}</code>.
-Kept tiles are outlined in green, rejected tiles in red, the tissue outline in blue, ROIs in yellow.</p>
+Kept tiles are outlined in green, rejected tiles in red, the tissue outline in blue, pen and
+artifact outlines in their class colours (see each slide's QC column), ROIs in yellow.
+Each slide's outlines are in <code>&lt;slide&gt;.geojson</code> (QuPath GeoJSON, level-0 pixels):
+correct them in QuPath and give the file back as the slide's ROI.</p>
 {_stale_section(summary["stale"])}<table><thead><tr><th>preview</th><th>slide</th><th>status</th><th>tiles</th><th>grid</th>
-<th>rejected</th><th>stored JPEG</th><th>seconds</th><th>error</th></tr></thead>
+<th>rejected</th><th>stored JPEG</th><th>seconds</th><th>error</th><th>QC</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table></body></html>

@@ -6,6 +6,14 @@ the same name form one polygon. GeoJSON may be a ``FeatureCollection``, a
 ``Feature`` or a bare geometry, with ``Polygon`` and ``MultiPolygon`` (holes
 included). Coordinates are level-0 pixels.
 
+Classified GeoJSON features (QuPath ``classification``) that describe tissue
+rather than a region of interest are told apart by :func:`split_outlines`:
+``Tissue`` features replace the detected tissue mask, and pen and artifact
+classes (:data:`~tilestream.extract.outlines.EXCLUDED_CLASSES`) are removed
+from the tissue, so the outline file an extraction writes (``<slide>.geojson``)
+can be corrected in QuPath and given back through the same ROI options. All
+other features are ROIs as before.
+
 Examples
 --------
 >>> import numpy as np
@@ -19,18 +27,26 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
 
 from tilestream.errors import ROIError
+from tilestream.extract.outlines import EXCLUDED_CLASSES, TISSUE_CLASS, rasterize_polygons
 
-__all__ = ["ROI", "load_rois", "rasterize_rois", "rois_contain"]
+__all__ = [
+    "ROI",
+    "load_rois",
+    "outline_mask",
+    "rasterize_rois",
+    "roi_feature",
+    "rois_contain",
+    "split_outlines",
+]
 
 
 @dataclass(frozen=True)
@@ -206,12 +222,62 @@ def rois_contain(rois: Sequence[ROI], points: NDArray[np.floating]) -> NDArray[n
 def rasterize_rois(
     rois: Sequence[ROI], shape: tuple[int, int], downsample: float
 ) -> NDArray[np.bool_]:
-    """A boolean mask of ``shape`` (rows, cols) where each pixel is ``downsample`` level-0 pixels."""
-    h, w = shape
-    canvas = Image.new("1", (w, h), 0)
-    draw = ImageDraw.Draw(canvas)
+    """A boolean mask of ``shape`` (rows, cols) where each pixel is ``downsample`` level-0 pixels.
+
+    A pixel is inside when its centre is inside an ROI and outside its holes
+    (:func:`tilestream.extract.outlines.rasterize_polygons`), so a mask traced
+    into polygons and rasterised again is the same mask.
+    """
+    return rasterize_polygons([(r.exterior, *r.holes) for r in rois], shape, downsample)
+
+
+def split_outlines(
+    rois: Sequence[ROI], excluded_classes: Iterable[str] = EXCLUDED_CLASSES
+) -> tuple[list[ROI], list[ROI], list[ROI]]:
+    """``(regions of interest, tissue outlines, excluded regions)`` by classification.
+
+    ``Tissue`` (any case) is a tissue outline; the pen and artifact classes
+    ``excluded_classes`` (any case) are excluded regions; everything else
+    (unclassified included) is a region of interest.
+    """
+    excluded = {c.lower() for c in excluded_classes}
+    plain: list[ROI] = []
+    tissue: list[ROI] = []
+    drop: list[ROI] = []
     for roi in rois:
-        draw.polygon([tuple(pt) for pt in (roi.exterior / downsample).tolist()], fill=1)
-        for hole in roi.holes:
-            draw.polygon([tuple(pt) for pt in (hole / downsample).tolist()], fill=0)
-    return np.asarray(canvas, dtype=bool)
+        label = (roi.label or "").strip().lower()
+        if label == TISSUE_CLASS.lower():
+            tissue.append(roi)
+        elif label in excluded:
+            drop.append(roi)
+        else:
+            plain.append(roi)
+    return plain, tissue, drop
+
+
+def outline_mask(
+    tissue: Sequence[ROI],
+    excluded: Sequence[ROI],
+    detected: NDArray[np.bool_],
+    downsample: float,
+) -> NDArray[np.bool_]:
+    """The tissue mask an outline file gives: its ``Tissue`` outlines (else ``detected``)
+    without its excluded regions, on the grid of ``detected``."""
+    shape = (int(detected.shape[0]), int(detected.shape[1]))
+    mask = rasterize_rois(tissue, shape, downsample) if tissue else detected.copy()
+    if excluded:
+        mask &= ~rasterize_rois(excluded, shape, downsample)
+    return mask
+
+
+def roi_feature(roi: ROI) -> dict[str, Any]:
+    """``roi`` as a GeoJSON ``Feature`` (its properties kept), to be read back by :func:`load_rois`."""
+    rings = [[*pts, pts[0]] for pts in (r.tolist() for r in (roi.exterior, *roi.holes))]
+    props: dict[str, Any] = {"objectType": "annotation", **roi.extra, "name": roi.name}
+    if roi.label is not None and "classification" not in props:
+        props["classification"] = {"name": roi.label}
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": rings},
+        "properties": props,
+    }

@@ -16,7 +16,8 @@ from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
 from tilestream.extract.lowres import LowRes
-from tilestream.extract.roi import ROI, rasterize_rois, rois_contain
+from tilestream.extract.outlines import EXCLUDED_CLASSES, class_name
+from tilestream.extract.roi import ROI, outline_mask, rasterize_rois, rois_contain, split_outlines
 from tilestream.extract.tissue import (
     box_fractions,
     grayspace_mask,
@@ -25,10 +26,22 @@ from tilestream.extract.tissue import (
     whitespace_mask,
 )
 
-__all__ = ["REJECT_REASONS", "Selection", "select_tiles"]
+__all__ = ["REJECT_REASONS", "Selection", "outline_excluded_classes", "select_tiles"]
 
 #: Why a tile was rejected, in the order the filters apply.
 REJECT_REASONS = ("roi", "tissue", "grayspace", "whitespace", "max_tiles", "blur")
+
+
+def outline_excluded_classes() -> tuple[str, ...]:
+    """Classes an outline file given back as ROI removes from the tissue.
+
+    The pen and artifact classes of
+    :data:`~tilestream.extract.outlines.EXCLUDED_CLASSES` and one per reject
+    reason (``"pen"`` -> ``Pen``) except ``roi`` and ``tissue``: every QC mask
+    an extraction writes to ``<slide>.geojson`` reads back as excluded.
+    """
+    reasons = tuple(class_name(r) for r in REJECT_REASONS if r not in ("roi", "tissue"))
+    return tuple(dict.fromkeys((*EXCLUDED_CLASSES, *reasons)))
 
 
 @dataclass
@@ -69,7 +82,15 @@ def select_tiles(
     rois: Sequence[ROI] | None = None,
     name: str = "slide",
 ) -> Selection:
-    """Apply the configured filters to every tile of ``grid`` at once."""
+    """Apply the configured filters to every tile of ``grid`` at once.
+
+    ``rois`` features classified ``Tissue`` replace the detected tissue mask
+    and those of :func:`outline_excluded_classes` are removed from it (an
+    outline file such as ``<slide>.geojson``, corrected in QuPath or not; the
+    tissue filter then applies to that mask as usual); the other features are
+    regions of interest for ``config.roi_method``. With ``roi_method="ignore"``
+    the whole file is ignored.
+    """
     n = len(grid)
     ds = lowres.downsample
     img = lowres.image
@@ -90,6 +111,12 @@ def select_tiles(
         method = "inside" if rois else "ignore"
     if method in ("inside", "outside") and not rois:
         raise ExtractionError(f"{name}: roi_method={method!r} but the slide has no ROI")
+    # classified Tissue / pen / artifact features define the tissue, the rest are ROIs
+    rois, tissue_rois, excluded_rois = (
+        split_outlines(rois or (), outline_excluded_classes())
+        if method != "ignore"
+        else ([], [], [])
+    )
     roi_mask = None
     if method in ("inside", "outside") and rois:
         roi_mask = rasterize_rois(rois, lowres.shape, ds)
@@ -103,7 +130,16 @@ def select_tiles(
         _reject(keep, reason, ~ok, "roi")
 
     sat = saturation(img)
-    if config.tissue_method == "otsu":
+    if tissue_rois or excluded_rois:  # an outline file (e.g. corrected in QuPath) is the tissue
+        detected = (
+            tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
+            if config.tissue_method == "otsu" and not tissue_rois
+            else np.ones(lowres.shape, bool)
+        )
+        tmask = outline_mask(tissue_rois, excluded_rois, detected, ds)
+        tissue = box_fractions(tmask, boxes)
+        _reject(keep, reason, tissue < config.min_tissue, "tissue")
+    elif config.tissue_method == "otsu":
         # close gaps between stained structures over about 24 level-0 pixels
         tmask = tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
         tissue = box_fractions(tmask, boxes)

@@ -95,6 +95,14 @@ class SlideEntry:
         return self._out(f"previews/{self.name}.jpg")
 
     @property
+    def outlines(self) -> Path | None:
+        """The tissue, pen and artifact outlines (``<slide>.geojson``), if written."""
+        if self.run_dir is None:
+            return None
+        path = slide_outputs(self.run_dir, self.name)["outlines"]
+        return self._out(path.relative_to(self.run_dir).as_posix())
+
+    @property
     def slide_file(self) -> str | None:
         """The slide file's name (what the browser is shown; never its folder)."""
         return self.slide_path.name if self.slide_path is not None else None
@@ -131,6 +139,9 @@ class SlideEntry:
             "has_tfrecord": self.tfrecord is not None,
             "has_grid": self.coords is not None or self.rejected is not None,
             "has_roi": self.roi_path is not None,
+            "has_qc": self.run_dir is not None
+            and self.stale is None
+            and state.get("status") == "done",
             "preview": self._preview_url(),
             "tile_px": self.config.get("tile_px"),
             "tile_um": self.config.get("tile_um"),

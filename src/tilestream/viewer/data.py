@@ -40,7 +40,10 @@ from PIL import Image
 
 from tilestream.errors import RecordNotFoundError
 from tilestream.extract.lowres import read_lowres
-from tilestream.extract.roi import ROI, load_rois
+from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, class_name
+from tilestream.extract.report import slide_qc
+from tilestream.extract.roi import ROI, load_rois, split_outlines
+from tilestream.extract.select import outline_excluded_classes
 from tilestream.extract.tissue import tissue_mask
 from tilestream.tfrecord import TFRecord, detect_image_format
 from tilestream.viewer.catalog import SlideEntry
@@ -195,6 +198,28 @@ def rois_json(path: Path) -> list[dict[str, Any]]:
         }
         for r in rois
     ]
+
+
+def qc_json(entry: SlideEntry) -> dict[str, Any]:
+    """The QC view of an extracted slide: areas, rejected tiles per reason, outline polygons.
+
+    The numbers are :func:`tilestream.extract.report.slide_qc`'s (the same as
+    the run's ``summary.json``); the polygons are the slide's outline file
+    grouped by class, each with its colour, level-0 ``[[x, y], ...]`` rings.
+    """
+    if entry.run_dir is None or entry.stale is not None:
+        return {"outlines": None, "areas_mm2": {}, "rejected": {}, "classes": []}
+    qc = slide_qc(entry.run_dir, entry.state)
+    classes: dict[str, dict[str, Any]] = {}
+    path = entry.outlines
+    if path is not None:
+        _plain, tissue, excluded = split_outlines(load_rois(path), outline_excluded_classes())
+        for roi in (*tissue, *excluded):
+            name = roi.label or "?"
+            color = CLASS_COLORS.get(class_name(name), OTHER_COLOR)
+            group = classes.setdefault(name, {"name": name, "color": list(color), "polygons": []})
+            group["polygons"].append([np.round(r, 2).tolist() for r in (roi.exterior, *roi.holes)])
+    return {**qc, "classes": list(classes.values())}
 
 
 def tissue_outline_png(pool: SlidePool, *, side: int = TISSUE_SIDE) -> bytes:

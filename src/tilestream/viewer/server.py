@@ -17,6 +17,7 @@ Routes (``GET`` and ``HEAD``; slides are named by catalogue id, never by path):
 ``/api/mosaic?id=&n=&seed=``           a sample of stored tile locations
 ``/api/rois?id=``                      ROI polygons
 ``/api/tissue.png?id=``                the tissue mask's outline (transparent PNG)
+``/api/qc?id=``                        QC view: areas in mm², rejected per reason, outlines
 =====================================  ==================================================
 
 Who may ask is :mod:`tilestream.viewer.access`'s: on loopback (the default)
@@ -63,7 +64,7 @@ from tilestream.slide import Slide
 from tilestream.viewer.access import TOKEN_PARAM, Access, public_text, redact_token
 from tilestream.viewer.app import ViewerApp
 from tilestream.viewer.catalog import Catalog, SlideEntry
-from tilestream.viewer.data import rois_json, tissue_outline_png
+from tilestream.viewer.data import qc_json, rois_json, tissue_outline_png
 from tilestream.viewer.httpd import (
     MAX_CONNECTIONS,
     REQUEST_TIMEOUT,
@@ -400,6 +401,9 @@ class _Handler(DeadlineHandler):
                 self._json({"file": None, "rois": []}, head=head)
                 return
             self._json({"file": entry.roi_path.name, "rois": rois_json(entry.roi_path)}, head=head)
+            return
+        if name == "qc":
+            self._json(qc_json(entry), head=head)
             return
         if name == "tissue.png":
             pool = app.pool(entry)

@@ -9,8 +9,9 @@ const state = {
   grid: null,
   rois: null,
   tissue: null,
+  qc: null,
   selected: null,
-  show: { tissue: false, grid: false, rois: false },
+  show: { tissue: false, grid: false, rois: false, qc: false },
 };
 window.tsState = state; // for tests and the curious
 
@@ -132,6 +133,20 @@ function draw() {
       }
     }
   }
+  if (state.show.qc && state.qc) {
+    ctx.lineWidth = 2;
+    for (const cls of state.qc.classes) {
+      ctx.strokeStyle = `rgb(${cls.color.join(",")})`;
+      for (const rings of cls.polygons) {
+        for (const ring of rings) {
+          ctx.beginPath();
+          ring.forEach(([x, y], i) => (i ? ctx.lineTo(X(x), Y(y)) : ctx.moveTo(X(x), Y(y))));
+          ctx.closePath();
+          ctx.stroke();
+        }
+      }
+    }
+  }
   if (state.selected && state.selected.width) {
     const s = state.selected;
     ctx.strokeStyle = COLORS.selected;
@@ -168,10 +183,32 @@ async function loadOverlays(meta) {
     roiBox.disabled = true;
     note.push("no ROI file");
   }
+  const qcBox = document.getElementById("toggle-qc");
+  if (meta.has_qc) await loadQC(id);
+  else qcBox.disabled = true;
   document.getElementById("overlay-note").textContent = note.join("; ");
-  for (const [name, box] of [["tissue", tissueBox], ["grid", gridBox], ["rois", roiBox]]) {
+  for (const [name, box] of [["tissue", tissueBox], ["grid", gridBox], ["rois", roiBox], ["qc", qcBox]]) {
     box.addEventListener("change", () => { state.show[name] = box.checked; draw(); });
   }
+}
+
+async function loadQC(id) {
+  // areas in mm², tiles rejected per reason, and the outline polygons of the run folder
+  const qc = await ts.json(`/api/qc?id=${id}`);
+  state.qc = qc;
+  document.getElementById("qc-panel").hidden = false;
+  document.getElementById("qc-file").textContent = qc.outlines ? `(${qc.outlines})` : "(no outline file)";
+  const areas = document.querySelector("#qc-areas tbody");
+  const colors = Object.fromEntries(qc.classes.map((c) => [c.name.toLowerCase(), c.color]));
+  for (const [key, mm2] of Object.entries(qc.areas_mm2)) {
+    const name = key.replace(/_mm2$/, "");
+    const color = colors[name];
+    const swatch = ts.el("span", { class: "swatch", style: color ? `background:rgb(${color.join(",")})` : null });
+    areas.append(ts.el("tr", {}, ts.el("th", {}, swatch, name), ts.el("td", {}, `${mm2.toFixed(3)} mm²`)));
+  }
+  if (!Object.keys(qc.areas_mm2).length) row(areas, "–", "no areas recorded");
+  const rejected = document.querySelector("#qc-rejected tbody");
+  for (const [reason, n] of Object.entries(qc.rejected)) row(rejected, reason, n);
 }
 
 /* -- clicked tile --------------------------------------------------------- */
