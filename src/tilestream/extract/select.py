@@ -1,4 +1,4 @@
-"""Which grid tiles are kept: ROI, tissue, grayspace, whitespace and count limits.
+"""Which grid tiles are kept: ROI, tissue, pen/artifact QC, grayspace, whitespace, count limits.
 
 All decisions are made on the low-resolution image before any tile is read,
 vectorised over the whole grid.
@@ -16,19 +16,27 @@ from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
 from tilestream.extract.lowres import LowRes
+from tilestream.extract.qc import qc_masks
 from tilestream.extract.roi import ROI, rasterize_rois, rois_contain
 from tilestream.extract.tissue import (
     box_fractions,
+    box_mean,
     grayspace_mask,
     saturation,
     tissue_mask,
     whitespace_mask,
 )
 
-__all__ = ["REJECT_REASONS", "Selection", "select_tiles"]
+__all__ = ["QC_REASONS", "REJECT_REASONS", "Selection", "qc_areas_mm2", "select_tiles"]
 
-#: Why a tile was rejected, in the order the filters apply.
-REJECT_REASONS = ("roi", "tissue", "grayspace", "whitespace", "max_tiles", "blur")
+#: Why a tile was rejected, in the order the filters apply. ``pen``, ``fold``
+#: and ``blur_map`` come from the QC masks of the low-resolution image
+#: (:mod:`tilestream.extract.qc`); ``blur`` from the tiles' own pixels.
+REJECT_REASONS = (
+    "roi", "tissue", "pen", "fold", "blur_map", "grayspace", "whitespace", "max_tiles", "blur"
+)  # fmt: skip
+#: QC mask name -> the reject reason (and coordinates column) of its tiles.
+QC_REASONS = {"pen": "pen", "fold": "fold", "blur": "blur_map"}
 
 
 @dataclass
@@ -36,6 +44,10 @@ class Selection:
     """The outcome of filtering a grid.
 
     ``reason[i]`` is ``""`` for a kept tile, else one of :data:`REJECT_REASONS`.
+    ``tissue_mask`` is the final tissue mask, after the removal of pen and
+    artifacts that are switched on; ``qc_masks`` holds each computed QC mask
+    (``pen``, ``fold``, ``blur``; same shape) and ``qc_fractions`` each
+    tile's fraction covered by it.
     """
 
     keep: NDArray[np.bool_]
@@ -46,6 +58,8 @@ class Selection:
     tissue_mask: NDArray[np.bool_]
     roi_mask: NDArray[np.bool_] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    qc_masks: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
+    qc_fractions: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
     @property
     def kept_indices(self) -> NDArray[np.int64]:
@@ -106,11 +120,13 @@ def select_tiles(
     if config.tissue_method == "otsu":
         # close gaps between stained structures over about 24 level-0 pixels
         tmask = tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
-        tissue = box_fractions(tmask, boxes)
-        _reject(keep, reason, tissue < config.min_tissue, "tissue")
+        _reject(keep, reason, box_fractions(tmask, boxes) < config.min_tissue, "tissue")
     else:
         tmask = np.ones(lowres.shape, bool)
-        tissue = np.ones(n)
+    tmask, masks, fractions = _apply_qc(keep, reason, tmask, img, boxes, config, ds)
+    tissue = box_fractions(tmask, boxes) if config.tissue_method == "otsu" else np.ones(n)
+    if config.tissue_method == "otsu":
+        _reject(keep, reason, tissue < config.min_tissue, "tissue")
 
     gray = np.zeros(n)
     if config.grayspace_fraction is not None:
@@ -138,4 +154,57 @@ def select_tiles(
         tissue_mask=tmask,
         roi_mask=roi_mask,
         counts=counts,
+        qc_masks=masks,
+        qc_fractions=fractions,
     )
+
+
+def _apply_qc(
+    keep: NDArray[np.bool_],
+    reason: NDArray[np.str_],
+    tmask: NDArray[np.bool_],
+    img: NDArray[np.uint8],
+    boxes: NDArray[np.int64],
+    config: ExtractConfig,
+    ds: float,
+) -> tuple[NDArray[np.bool_], dict[str, NDArray[np.bool_]], dict[str, NDArray[np.float64]]]:
+    """Compute the QC masks, reject tiles by them, and remove them from the tissue mask."""
+    qc = qc_masks(
+        img,
+        tmask,
+        pen=config.pen != "off",
+        fold=config.fold != "off",
+        blur=config.blur_map != "off",
+        blur_radius=max(1, round(boxes[0, 2] / 2)) if len(boxes) else 8,
+    )
+    limits = {
+        "pen": (config.pen, config.max_pen_fraction),
+        "fold": (config.fold, config.max_fold_fraction),
+        "blur": (config.blur_map, config.max_blur_fraction),
+    }
+    fractions: dict[str, NDArray[np.float64]] = {}
+    final = tmask
+    for key, mask in qc.masks.items():
+        fractions[key] = box_fractions(mask, boxes)
+        mode, limit = limits[key]
+        if mode != "remove":
+            continue
+        # decide on the mask grown by a pixel: a stroke's faint edge is ink too
+        grown = box_mean(mask, 1) > 0 if key == "pen" else mask
+        _reject(keep, reason, box_fractions(grown, boxes) > limit, QC_REASONS[key])
+        final = final & ~mask
+    return final, qc.masks, fractions
+
+
+def qc_areas_mm2(
+    selection: Selection, downsample: float, mpp: float | None
+) -> dict[str, float | None]:
+    """Areas in mm² of the final tissue mask and of each QC mask (``None`` without mpp).
+
+    Keys ``tissue_mm2`` and ``<mask>_mm2`` (``pen_mm2``, ``fold_mm2``, ``blur_mm2``).
+    """
+    masks = {"tissue": selection.tissue_mask, **selection.qc_masks}
+    if mpp is None:
+        return {f"{k}_mm2": None for k in masks}
+    px_mm2 = (downsample * mpp / 1000.0) ** 2
+    return {f"{k}_mm2": round(float(m.sum()) * px_mm2, 6) for k, m in masks.items()}
