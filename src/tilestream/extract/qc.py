@@ -168,16 +168,19 @@ def fold_mask(
 ) -> NDArray[np.bool_]:
     """Dark folds and thick tissue: total OD above ``factor`` x the slide's median tissue OD.
 
-    (and above ``min_od``), smoothed over a 5-pixel square. Empty for an
-    image that is not brightfield or has no tissue.
+    (and above ``min_od``), smoothed over a 5-pixel square; dark regions that
+    touch ``tissue`` are taken whole. Empty for an image that is not
+    brightfield or has no tissue.
     """
     if not tissue.any() or not is_brightfield(rgb):
         return np.zeros(tissue.shape, bool)
     od = optical_density(rgb) if od is None else od
     total = od.sum(axis=-1)
     threshold = max(min_od, factor * float(np.median(total[tissue])))
-    dark = (total > threshold) & tissue
-    return (box_mean(dark, 2) >= 0.5) & tissue
+    # The darkest pixels of a fold are not in the tissue mask (near-black is never
+    # tissue there): dark regions that touch tissue are taken whole.
+    dark = box_mean(total > threshold, 2) >= 0.5
+    return _grow(dark & tissue, dark, 1000)
 
 
 def _laplacian(grey: NDArray[np.float32]) -> NDArray[np.float32]:
