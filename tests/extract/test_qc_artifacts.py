@@ -85,11 +85,11 @@ def test_blur_map_separates_sharp_from_blurred() -> None:
     rng = np.random.default_rng(0)
     texture = rng.integers(60, 250, (120, 120, 3)).astype(np.uint8)
     blurred = np.asarray(Image.fromarray(texture).filter(ImageFilter.GaussianBlur(1.5)))
-    assert blur_map(texture, 6)[30:90, 30:90].min() > 3.0
-    assert blur_map(blurred, 6)[30:90, 30:90].max() < 2.5
+    assert blur_map(texture, 12)[24:96, 24:96].min() > 3.0
+    assert blur_map(blurred, 12)[24:96, 24:96].max() < 2.5
     # contrast does not matter: a pale copy of the sharp texture is just as sharp
     pale = (200 + texture // 8).astype(np.uint8)
-    assert blur_map(pale, 6)[30:90, 30:90].min() > 3.0
+    assert blur_map(pale, 12)[24:96, 24:96].min() > 3.0
 
 
 @pytest.mark.parametrize("name", SLIDES)
@@ -105,13 +105,13 @@ def test_out_of_focus_half_is_found(lowres: dict[str, LowRes], name: str) -> Non
     blur = sel.qc_masks["blur"]
     tissue = base.tissue_mask
     right, left = tissue.copy(), tissue.copy()
-    right[:, : w // 2 + 16] = False  # away from the seam, whose windows hold both halves
-    left[:, w // 2 - 16 :] = False
+    right[:, : w // 2 + 24] = False  # away from the seam, whose blocks hold both halves
+    left[:, w // 2 - 24 :] = False
     assert (blur & right).sum() >= 0.85 * right.sum()
-    assert (blur & left).sum() <= 0.005 * left.sum()
+    assert (blur & left).sum() <= 0.01 * left.sum()
     assert sel.counts["blur_map"] > 0
-    # the unaltered slide: almost nothing out of focus
-    assert (base.qc_masks["blur"] & tissue).sum() <= 0.005 * tissue.sum()
+    # the unaltered slide: almost nothing out of focus (TCGA's JPEG 2000 smooths some areas)
+    assert (base.qc_masks["blur"] & tissue).sum() <= 0.01 * tissue.sum()
 
 
 def test_qc_columns_in_coordinates(cmu_slide: Path, tmp_path: Path) -> None:

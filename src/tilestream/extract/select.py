@@ -120,13 +120,19 @@ def select_tiles(
     if config.tissue_method == "otsu":
         # close gaps between stained structures over about 24 level-0 pixels
         tmask = tissue_mask(img, smooth=max(1, round(24 / ds)), sat=sat)
-        _reject(keep, reason, box_fractions(tmask, boxes) < config.min_tissue, "tissue")
+        before = box_fractions(tmask, boxes)
+        _reject(keep, reason, before < config.min_tissue, "tissue")
     else:
         tmask = np.ones(lowres.shape, bool)
-    tmask, masks, fractions = _apply_qc(keep, reason, tmask, img, boxes, config, ds)
-    tissue = box_fractions(tmask, boxes) if config.tissue_method == "otsu" else np.ones(n)
-    if config.tissue_method == "otsu":
+    final, masks, fractions = _apply_qc(keep, reason, tmask, img, boxes, config, ds)
+    if config.tissue_method != "otsu":
+        tissue = np.ones(n)
+    elif final is tmask:  # nothing was removed
+        tissue = before
+    else:
+        tissue = box_fractions(final, boxes)
         _reject(keep, reason, tissue < config.min_tissue, "tissue")
+    tmask = final
 
     gray = np.zeros(n)
     if config.grayspace_fraction is not None:
@@ -175,7 +181,6 @@ def _apply_qc(
         pen=config.pen != "off",
         fold=config.fold != "off",
         blur=config.blur_map != "off",
-        blur_radius=max(1, round(boxes[0, 2] / 2)) if len(boxes) else 8,
     )
     limits = {
         "pen": (config.pen, config.max_pen_fraction),
@@ -185,6 +190,9 @@ def _apply_qc(
     fractions: dict[str, NDArray[np.float64]] = {}
     final = tmask
     for key, mask in qc.masks.items():
+        if not mask.any():  # the common case: nothing to measure or remove
+            fractions[key] = np.zeros(len(boxes))
+            continue
         fractions[key] = box_fractions(mask, boxes)
         mode, limit = limits[key]
         if mode != "remove":
