@@ -124,7 +124,7 @@ def select_tiles(
         _reject(keep, reason, before < config.min_tissue, "tissue")
     else:
         tmask = np.ones(lowres.shape, bool)
-    final, masks, fractions = _apply_qc(keep, reason, tmask, img, boxes, config, ds)
+    final, masks, fractions = _apply_qc(keep, reason, tmask, img, boxes, config)
     if config.tissue_method != "otsu":
         tissue = np.ones(n)
     elif final is tmask:  # nothing was removed
@@ -172,7 +172,6 @@ def _apply_qc(
     img: NDArray[np.uint8],
     boxes: NDArray[np.int64],
     config: ExtractConfig,
-    ds: float,
 ) -> tuple[NDArray[np.bool_], dict[str, NDArray[np.bool_]], dict[str, NDArray[np.float64]]]:
     """Compute the QC masks, reject tiles by them, and remove them from the tissue mask."""
     qc = qc_masks(
