@@ -12,14 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
+from tilestream.errors import ConfigError
 from tilestream.extract import extract_tiles
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import plan_grid
 from tilestream.extract.lowres import LowRes, mask_downsample, read_lowres
-from tilestream.extract.qc import blur_map, glass_intensity, optical_density
+from tilestream.extract.qc import blur_map, glass_intensity, optical_density, qc_masks
 from tilestream.extract.select import Selection, select_tiles
 from tilestream.slide import open_slide
 
@@ -128,3 +131,31 @@ def test_qc_columns_in_coordinates(cmu_slide: Path, tmp_path: Path) -> None:
         assert (csv.DictReader(f).fieldnames or [])[-2:] == ["blur", "blurry"]  # no QC columns
     assert off.qc == {"tissue_mm2": pytest.approx(off.qc["tissue_mm2"])}
     assert optical_density(np.full((2, 2, 3), 255, np.uint8)).max() == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 48),
+    w=st.integers(1, 48),
+    seed=st.integers(0, 2**16),
+    light=st.booleans(),
+)
+def test_qc_masks_of_any_small_image(h: int, w: int, seed: int, light: bool) -> None:
+    """Any image, down to one pixel, gets masks of its own shape and never an error."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    if light:  # mostly glass, with a few strokes of ink
+        img[:] = 240
+        img[rng.random((h, w)) < 0.3] = (40, 90, 200)
+    tissue = rng.random((h, w)) < 0.5
+    out = qc_masks(img, tissue)
+    assert set(out.masks) == {"pen", "fold", "blur"}
+    for mask in out.masks.values():
+        assert mask.shape == (h, w) and mask.dtype == bool
+    assert not (out.masks["blur"] & ~tissue).any()
+
+
+def test_max_fractions_are_checked() -> None:
+    for bad in (None, -0.1, 1.5, "0.1", True):
+        with pytest.raises(ConfigError, match="max_fold_fraction"):
+            ExtractConfig(**TILE, max_fold_fraction=bad)  # type: ignore[arg-type]

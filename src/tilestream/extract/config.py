@@ -223,12 +223,13 @@ class ExtractConfig:
             _check(
                 getattr(self, name) in ("remove", "keep", "off"), f"{name} must be remove/keep/off"
             )
-        for name in (
-            "grayspace_fraction", "whitespace_fraction", "roi_fraction",
-            "max_pen_fraction", "max_fold_fraction", "max_blur_fraction",
-        ):  # fmt: skip
+        for name in ("grayspace_fraction", "whitespace_fraction", "roi_fraction"):
             value = getattr(self, name)
             _check(value is None or 0.0 <= value <= 1.0, f"{name} must be in [0, 1] or None")
+        for name in ("max_pen_fraction", "max_fold_fraction", "max_blur_fraction"):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            _check(number and 0.0 <= value <= 1.0, f"{name} must be a number in [0, 1]")
         _check(self.roi_method in ("auto", "inside", "outside", "ignore"), "invalid roi_method")
         _check(self.img_format in ("jpeg", "png"), "img_format must be 'jpeg' or 'png'")
         _check(1 <= self.quality <= 100, "quality must be in [1, 100]")

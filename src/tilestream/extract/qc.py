@@ -376,7 +376,7 @@ def blur_map(rgb: NDArray[np.uint8], block: int = BLUR_BLOCK) -> NDArray[np.floa
 
 @dataclass
 class QCMasks:
-    """The QC masks of one low-resolution image and the OD threshold results behind them."""
+    """The QC masks of one low-resolution image (name -> mask), and whether it is brightfield."""
 
     masks: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
     brightfield: bool = True
