@@ -15,11 +15,17 @@ wall-clock tiles/s (both sides use both cores); CPU seconds (all threads and
 processes of a contender) are reported beside them, steadier on a shared machine.
 ``--rounds N`` alternates the contenders N times and keeps each one's best round.
 
+``--qc`` measures instead what the quality-control pass (pen, fold and blur
+masks of the low-resolution image) adds to tilestream's extraction: the same
+extraction with QC on (the defaults) and off (``pen="off", fold="off",
+blur_map="off"``), alternating, best round of each.
+
 Usage::
 
     python benchmarks/bench_extract.py                  # 40,000 x 40,000 slide
     python benchmarks/bench_extract.py --size 20000     # smaller, quicker
     python benchmarks/bench_extract.py --write-docs     # and update docs/benchmarks.md
+    python benchmarks/bench_extract.py --qc --size 20000 --rounds 3 --write-docs
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 START = "<!-- bench_extract:start -->"
 END = "<!-- bench_extract:end -->"
+QC_START = "<!-- bench_extract_qc:start -->"
+QC_END = "<!-- bench_extract_qc:end -->"
+#: The QC switches of the "off" contender of ``--qc``.
+QC_OFF = {"pen": "off", "fold": "off", "blur_map": "off"}
 
 CONFIGS = {"256px_128um": (256, 128.0), "299px_302um": (299, 302.0)}
 
@@ -80,13 +90,15 @@ def _peak_mb() -> float:
 
 
 def run_tilestream(
-    slide: str, tile_px: int, tile_um: float, out: str, resizer: str = "auto"
+    slide: str, tile_px: int, tile_um: float, out: str, resizer: str = "auto", **options: Any
 ) -> dict[str, object]:
     """Child process: tilestream's extraction of one slide with two threads."""
     from tilestream.extract import ExtractConfig, extract_tiles
 
     t0, c0 = time.perf_counter(), time.process_time()
-    r = extract_tiles(slide, out, tile_px=tile_px, tile_um=tile_um, threads=2, resizer=resizer)
+    r = extract_tiles(
+        slide, out, tile_px=tile_px, tile_um=tile_um, threads=2, resizer=resizer, **options
+    )
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if r.status != "done":
         raise SystemExit(f"tilestream failed: {r.error}")
@@ -99,6 +111,7 @@ def run_tilestream(
         "resizer": ExtractConfig(tile_px=tile_px, tile_um=tile_um, resizer=resizer).resizer,
         "stages": r.timings,
         "peak_mb": _peak_mb(),
+        "rejected": r.rejected,
     }
 
 
@@ -299,23 +312,107 @@ def _reading(rows: Rows) -> str:
     )
 
 
+def bench_qc(slide: Path, args: argparse.Namespace) -> None:
+    """What the QC masks add to an extraction: QC on vs off, alternating, best round each."""
+    load_start = os.getloadavg()[0]
+    lines = [
+        "| config | QC | tiles | seconds | CPU s | mask stage s | rejected by QC |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    notes = []
+    for label in args.configs.split(","):
+        px, um = CONFIGS[label]
+        best: dict[str, dict[str, Any]] = {}
+        for round_ in range(args.rounds):
+            order = ["qc-on", "qc-off"] if round_ % 2 == 0 else ["qc-off", "qc-on"]
+            for which in order:
+                result = _child(which, slide, px, um)
+                print(
+                    f"{label} round {round_ + 1} {which}: {result['tiles']} tiles "
+                    f"{result['seconds']:.1f} s, {result['cpu_seconds']:.1f} CPU s, mask "
+                    f"{result['stages'].get('mask', 0):.2f} s",
+                    flush=True,
+                )
+                if which not in best or result["seconds"] < best[which]["seconds"]:
+                    best[which] = result
+        on, off = best["qc-on"], best["qc-off"]
+        for which, r in (("on", on), ("off", off)):
+            rej = ", ".join(f"{k} {r['rejected'].get(k, 0)}" for k in ("pen", "fold", "blur_map"))
+            lines.append(
+                f"| {label} | {which} | {r['tiles']} | {r['seconds']:.1f} | "
+                f"{r['cpu_seconds']:.1f} | {r['stages'].get('mask', 0):.2f} | "
+                f"{rej if which == 'on' else '-'} |"
+            )
+        added = on["stages"]["mask"] - off["stages"]["mask"]
+        notes.append(
+            f"{label}: the QC masks take {added:.2f} s more in the mask stage, "
+            f"{100 * added / off['seconds']:.1f} % of the extraction without QC "
+            f"({off['seconds']:.1f} s); wall clock {on['seconds']:.1f} s vs "
+            f"{off['seconds']:.1f} s ({100 * (on['seconds'] / off['seconds'] - 1):+.1f} %)."
+        )
+    load_end = os.getloadavg()[0]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    print("\n".join(notes))
+    print(f"\nload average {load_start:.1f} at the start, {load_end:.1f} at the end")
+    if not args.write_docs:
+        return
+    command = f"python benchmarks/bench_extract.py --qc --size {args.size} --rounds {args.rounds}"
+    section = "\n".join(
+        [
+            QC_START,
+            "## Quality control: what the pen/fold/blur masks add to extraction "
+            "(`benchmarks/bench_extract.py --qc`)",
+            "",
+            f"The same generated {args.size:,} x {args.size:,} slide as above, extracted by "
+            "tilestream (2 threads) with the QC masks of the low-resolution image on (the "
+            "defaults: pen removed, folds and out-of-focus areas measured) and off "
+            '(`pen="off", fold="off", blur_map="off"`), alternating, best of '
+            f"{args.rounds} rounds each. The masks are computed in the `mask` stage, before "
+            "any tile is read; target: at most 10 % of the extraction time.",
+            "",
+            f"Machine: {os.cpu_count()} CPUs shared with other jobs (load average "
+            f"{load_start:.1f} at the start, {load_end:.1f} at the end), {_versions()}.",
+            "",
+            table,
+            "",
+            *[f"* {n}" for n in notes],
+            "",
+            f"Command: `{command} --write-docs`",
+            QC_END,
+        ]
+    )
+    sys.path.insert(0, str(HERE))
+    from _docs import write_section
+
+    write_section(section, QC_START, QC_END)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=40000, help="slide side in level-0 pixels")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; best kept")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--qc", action="store_true", help="time the QC pass instead")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         which, slide, tile_px, tile_um, out = args.child
         if which == "loop":
             result = run_loop(slide, int(tile_px), float(tile_um), out)
+        elif which in ("qc-on", "qc-off"):
+            options = QC_OFF if which == "qc-off" else {}
+            result = run_tilestream(slide, int(tile_px), float(tile_um), out, **options)
         else:
             result = run_tilestream(slide, int(tile_px), float(tile_um), out, OURS[which])
         print(json.dumps(result))
         return
     slide = make_slide(args.size)
+    if args.qc:
+        bench_qc(slide, args)
+        return
     load_start = os.getloadavg()[0]
     print(f"slide: {args.size} x {args.size}, 256 px JPEG tiles, 0.5 um/px, ~50% tissue; 2 cores")
     rows: list[tuple[str, dict[str, Any], dict[str, Any]]] = []

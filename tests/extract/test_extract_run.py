@@ -153,6 +153,7 @@ def test_png_and_filters_change_selection(cmu_slide: Path, tmp_path: Path) -> No
         tile_um=256,
         tissue_method="none",
         grayspace_fraction=None,
+        pen="off",
     )
     strict = extract_tiles(
         cmu_slide, tmp_path / "b", tile_px=128, tile_um=256, whitespace_fraction=0.3
@@ -189,7 +190,8 @@ def test_rois_inside_and_outside(cmu_slide: Path, tmp_path: Path) -> None:
     roi.write_text(json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"name": "left"}, "geometry": {"type": "Polygon", "coordinates": [left]}}
     ]}))  # fmt: skip
-    common = {"tile_px": 128, "tile_um": 128, "tissue_method": "none", "grayspace_fraction": None}
+    common = {"tile_px": 128, "tile_um": 128, "tissue_method": "none", "grayspace_fraction": None,
+              "pen": "off"}  # fmt: skip
     inside = extract_tiles(cmu_slide, tmp_path / "in", roi=roi, **common)
     outside = extract_tiles(cmu_slide, tmp_path / "out", roi=roi, roi_method="outside", **common)
     ignored = extract_tiles(cmu_slide, tmp_path / "ig", roi=roi, roi_method="ignore", **common)

@@ -179,7 +179,8 @@ def test_exported_outline_given_back_keeps_the_same_tiles(
     run = next((tmp_path / "a").iterdir())
     outline = slide_outputs(run, first.slide)["outlines"]
     data = json.loads(outline.read_text())
-    assert [f["properties"]["classification"]["name"] for f in data["features"]] == ["Tissue"]
+    names = [f["properties"]["classification"]["name"] for f in data["features"]]
+    assert names[0] == "Tissue" and set(names[1:]) <= {"Pen", "Fold", "Blur"}, names
     again = extract_tiles(
         slides_dir / slide, tmp_path / "b", threads=1, roi=outline, roi_method="inside", **options
     )
@@ -207,7 +208,8 @@ def test_round_trip_through_roi_dir_and_csv_column_with_a_user_roi(
         (f["properties"].get("classification") or {}).get("name")
         for f in json.loads((run / f"{res.slide}.geojson").read_text())["features"]
     ]
-    assert names == ["Tissue", None]
+    assert names[0] == "Tissue" and names[-1] is None, names
+    assert set(names[1:-1]) <= {"Pen", "Fold", "Blur"}, names
     # --roi-dir pointing at the run folder itself finds <slide>.geojson
     via_dir = extract_slides([cmu_slide], tmp_path / "b", roi_dir=run, **options)
     assert via_dir.results[0].status == "done"

@@ -81,11 +81,12 @@ def progress_bar(enabled: bool = True) -> Iterator[Any]:
 def summary_table(run: ExtractionRun) -> Table:
     """The per-slide summary of a run (failure reasons are listed by :func:`print_summary`)."""
     table = Table(title=f"tilestream extraction: {run.run_dir.name}")
-    table.add_column("slide", overflow="fold")
+    longest = max((len(r.slide) for r in run.results), default=5)
+    table.add_column("slide", overflow="fold", min_width=min(30, longest))
     table.add_column("status")
     for col in ("tiles", "grid"):
         table.add_column(col, justify="right")
-    table.add_column("rejected", overflow="fold")
+    table.add_column("rejected", overflow="fold", max_width=12)  # one reason a line
     table.add_column("seconds", justify="right")
     styles = {"done": "green", "skipped": "cyan", "failed": "red"}
     for r in sorted(run.results, key=lambda r: r.slide):
@@ -175,6 +176,24 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
     "--blur-threshold", type=float, help="Laplacian variance below which a tile is blurry."
 )
 @click.option("--blur-filter/--no-blur-filter", default=None, help="Reject blurry tiles.")
+@click.option(
+    "--pen",
+    type=click.Choice(["remove", "keep", "off"]),
+    help="Marker ink: remove it from the tissue and its tiles (default), keep (only measure), off.",
+)
+@click.option("--max-pen-fraction", type=float, help="Most ink a kept tile may hold (default 0).")
+@click.option(
+    "--fold",
+    type=click.Choice(["remove", "keep", "off"]),
+    help="Dark folds / thick tissue: remove, keep (only measure; default), off.",
+)
+@click.option("--max-fold-fraction", type=float, help="Most fold a kept tile may hold (0.5).")
+@click.option(
+    "--blur-map",
+    type=click.Choice(["remove", "keep", "off"]),
+    help="Out-of-focus areas of the slide: remove, keep (only measure; default), off.",
+)
+@click.option("--max-blur-fraction", type=float, help="Most out-of-focus area per tile (0.5).")
 @click.option("--roi-method", type=click.Choice(["auto", "inside", "outside", "ignore"]))
 @click.option(
     "--roi-fraction", type=float, help="Fraction of a tile inside the ROI (else: centre)."

@@ -36,6 +36,7 @@ _UM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:um|µm|micron|microns)?\s*$")
 RoiMethod = Literal["auto", "inside", "outside", "ignore"]
 TissueMethod = Literal["otsu", "none"]
 ImgFormat = Literal["jpeg", "png"]
+QCMode = Literal["remove", "keep", "off"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,20 @@ class ExtractConfig:
         (``None``: no blur QC).
     blur_filter
         Reject blurry tiles instead of only flagging them.
+    pen
+        Marker ink (blue, green, red, black) found on the low-resolution image
+        (:mod:`tilestream.extract.qc`): ``"remove"`` takes it out of the
+        tissue mask and rejects tiles with more than ``max_pen_fraction`` of
+        ink (reason ``pen``); ``"keep"`` only measures it (areas, per-tile
+        fractions); ``"off"`` does not look for it.
+    max_pen_fraction
+        The largest fraction of ink a kept tile may hold (default 0: none).
+    fold, max_fold_fraction
+        The same for dark folds and thick tissue (very high optical density);
+        off by default (``"keep"``: measured, not removed).
+    blur_map, max_blur_fraction
+        The same for out-of-focus areas of the low-resolution image (reason
+        ``blur_map``); ``"keep"`` by default.
     roi_method, roi_fraction
         How ROIs select tiles (``auto``: inside when the slide has an ROI) and
         the fraction of a tile that must be inside (``None``: its centre).
@@ -177,6 +192,12 @@ class ExtractConfig:
     whitespace_threshold: float = 230.0
     blur_threshold: float | None = None
     blur_filter: bool = False
+    pen: QCMode = "remove"
+    max_pen_fraction: float = 0.0
+    fold: QCMode = "keep"
+    max_fold_fraction: float = 0.5
+    blur_map: QCMode = "keep"
+    max_blur_fraction: float = 0.5
     roi_method: RoiMethod = "auto"
     roi_fraction: float | None = None
     img_format: ImgFormat = "jpeg"
@@ -198,9 +219,17 @@ class ExtractConfig:
         _check(self.max_tiles is None or self.max_tiles > 0, "max_tiles must be positive")
         _check(self.tissue_method in ("otsu", "none"), "tissue_method must be 'otsu' or 'none'")
         _check(0.0 <= self.min_tissue <= 1.0, "min_tissue must be in [0, 1]")
+        for name in ("pen", "fold", "blur_map"):
+            _check(
+                getattr(self, name) in ("remove", "keep", "off"), f"{name} must be remove/keep/off"
+            )
         for name in ("grayspace_fraction", "whitespace_fraction", "roi_fraction"):
             value = getattr(self, name)
             _check(value is None or 0.0 <= value <= 1.0, f"{name} must be in [0, 1] or None")
+        for name in ("max_pen_fraction", "max_fold_fraction", "max_blur_fraction"):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            _check(number and 0.0 <= value <= 1.0, f"{name} must be a number in [0, 1]")
         _check(self.roi_method in ("auto", "inside", "outside", "ignore"), "invalid roi_method")
         _check(self.img_format in ("jpeg", "png"), "img_format must be 'jpeg' or 'png'")
         _check(1 <= self.quality <= 100, "quality must be in [1, 100]")

@@ -51,7 +51,13 @@ from tilestream.extract.outlines import TISSUE_CLASS, class_name, write_outlines
 from tilestream.extract.preview import render_preview, save_preview
 from tilestream.extract.quality import estimate_jpeg_quality
 from tilestream.extract.roi import ROI, load_rois, roi_feature, split_outlines
-from tilestream.extract.select import REJECT_REASONS, outline_excluded_classes, select_tiles
+from tilestream.extract.select import (
+    QC_REASONS,
+    REJECT_REASONS,
+    outline_excluded_classes,
+    qc_areas_mm2,
+    select_tiles,
+)
 from tilestream.extract.tiles import CHUNK, StageTimes, iter_encoded_tiles
 from tilestream.runfolder import output_sizes, slide_outputs
 from tilestream.slide import Slide, open_slide
@@ -123,6 +129,7 @@ class SlideResult:
     timings: dict[str, float] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    qc: dict[str, float | None] = field(default_factory=dict)  # mm² per QC mask, tissue_mm2
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -381,6 +388,7 @@ def extract_slide_task(
                     round(float(selection.whitespace[i]), 4),
                     "" if tile.blur is None else round(tile.blur, 2),
                     int(blurry),
+                    *(round(float(f[i]), 4) for f in selection.qc_fractions.values()),
                 ]
             )  # fmt: skip
             done += 1
@@ -402,7 +410,8 @@ def extract_slide_task(
     _write_csv(
         outputs["coords"],
         ["record", "loc_x", "loc_y", "x", "y", "width", "height", "level",
-         "tissue", "grayspace", "whitespace", "blur", "blurry"],
+         "tissue", "grayspace", "whitespace", "blur", "blurry",
+         *(QC_REASONS[k] for k in selection.qc_fractions)],
         coords_rows,
     )  # fmt: skip
     rej = np.flatnonzero(~selection.keep)
@@ -411,7 +420,7 @@ def extract_slide_task(
         ["x", "y", "reason"],
         [[int(grid.xs[i]), int(grid.ys[i]), str(selection.reason[i])] for i in rej],
     )
-    qc_masks: dict[str, Any] = dict(getattr(selection, "qc_masks", {}) or {})
+    qc_masks = selection.qc_masks
     plain_rois = split_outlines(rois, outline_excluded_classes())[0]
     write_outlines(
         outputs["outlines"],
@@ -433,7 +442,7 @@ def extract_slide_task(
     save_preview(preview, outputs["preview"])
     timings["outputs"] = time.perf_counter() - t0
 
-    n_blurry = sum(int(r[-1]) for r in coords_rows)
+    n_blurry = sum(int(r[12]) for r in coords_rows)
     result = SlideResult(
         slide=name,
         path=str(task.path),
@@ -453,6 +462,7 @@ def extract_slide_task(
         timings={k: round(v, 4) for k, v in timings.items()},
         source=source,
         outputs=output_records(outputs),
+        qc=qc_areas_mm2(selection, lowres.downsample, slide_mpp),
     )
     # last commit step: the slide is complete
     write_json_atomic(outputs["state"], result.to_dict())
