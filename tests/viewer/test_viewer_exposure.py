@@ -324,3 +324,30 @@ def test_outputs_changed_since_extraction_are_stale(stale_run: Path) -> None:
         slides = {s["name"]: s for s in json.loads(request(srv, "/api/slides")[2])["slides"]}
         assert "changed since extraction" in slides[SLIDE]["stale"]
         assert request(srv, f"/api/mosaic?id={SLIDE}")[0] == 404
+
+
+def test_files_serves_only_the_previews_of_current_slides(run_root: Path, stale_run: Path) -> None:
+    """``/files/`` gives the pages' preview images and nothing else: state files, summaries and
+    reports name absolute paths, and a stale slide's outputs are not its data."""
+    (run,) = [p for p in run_root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+    rel = run.name
+    with ViewerServer(run_root, port=0) as srv:
+        srv.start()
+        slides = {s["name"]: s for s in json.loads(request(srv, "/api/slides")[2])["slides"]}
+        preview = slides[SLIDE]["preview"]
+        assert preview and request(srv, f"/files/{preview}")[0] == 200
+        for other in (
+            f"{rel}/state/{SLIDE}.json",
+            f"{rel}/summary.json",
+            f"{rel}/config.json",
+            f"{rel}/report.html",
+            f"{rel}/{SLIDE}.tfrecords",
+            f"{rel}/{SLIDE}.coords.csv",
+        ):
+            assert (run / other.split("/", 1)[1]).is_file(), other
+            status, _, body = request(srv, f"/files/{other}")
+            assert status == 404, other
+            assert str(run_root) not in body.decode(errors="replace")
+    with ViewerServer(stale_run, port=0) as srv:  # the same preview, its slide now stale
+        srv.start()
+        assert request(srv, f"/files/{preview}")[0] == 404

@@ -54,7 +54,8 @@ def test_qc_endpoint_matches_the_summary(server: ViewerServer, run_dir: Path) ->
     assert qc["rejected"] == summary["qc"][SLIDE]["rejected"]
     state = json.loads((run_dir / "state" / f"{SLIDE}.json").read_text())
     assert qc["rejected"] == state["rejected"] and qc["rejected"]["tissue"] > 0
-    (tissue,) = qc["classes"]
+    tissue, *qc_classes = qc["classes"]  # the final tissue first, then the QC masks
+    assert {c["name"] for c in qc_classes} <= {"Pen", "Fold", "Blur"}
     assert tissue["name"] == "Tissue" and tissue["color"] == list(CLASS_COLORS["Tissue"])
     assert tissue["polygons"] and all(len(p[0]) >= 4 for p in tissue["polygons"])
     slides = {s["id"]: s for s in get_json(server, "/api/slides")["slides"]}

@@ -57,11 +57,13 @@ MARKS = {0: b"first", 123_456_789: b"middle", GIB - 4: b"last"}
 
 @pytest.fixture(scope="module")
 def big_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A served (empty) run folder holding a 1 GiB sparse file with a few marks in it."""
+    """A served run folder whose one slide's preview is a 1 GiB sparse file with a few marks."""
     root = tmp_path_factory.mktemp("big")
-    (root / "config.json").write_text("{}")
+    (root / "config.json").write_text('{"hash": "h"}')
     (root / "state").mkdir()
-    with (root / "big.bin").open("wb") as f:
+    (root / "state" / "big.json").write_text('{"status": "done", "config_hash": "h"}')
+    (root / "previews").mkdir()
+    with (root / "previews" / "big.jpg").open("wb") as f:
         f.truncate(GIB)
         for offset, mark in MARKS.items():
             f.seek(offset)
@@ -111,8 +113,8 @@ def test_big_files_are_streamed_not_loaded(big_folder: Path) -> None:
     with ViewerServer(big_folder, port=0) as srv:
         srv.start()
         with _PeakRSS() as rss:
-            heads = [request(srv, "/files/big.bin", method="HEAD") for _ in range(3)]
-            sizes = [_drain(srv, "/files/big.bin") for _ in range(2)]
+            heads = [request(srv, "/files/previews/big.jpg", method="HEAD") for _ in range(3)]
+            sizes = [_drain(srv, "/files/previews/big.jpg") for _ in range(2)]
         # three HEADs and two whole GETs of 1 GiB: memory stays flat (it grew by
         # the file's size per request when the file was read whole)
         assert rss.peak - rss.base < 64 << 20, (rss.peak - rss.base) >> 20
@@ -129,29 +131,29 @@ def test_ranges_of_a_file(big_folder: Path) -> None:
         for offset, mark in MARKS.items():
             end = offset + len(mark) - 1
             status, headers, body = request(
-                srv, "/files/big.bin", {"Range": f"bytes={offset}-{end}"}
+                srv, "/files/previews/big.jpg", {"Range": f"bytes={offset}-{end}"}
             )
             assert status == 206 and body == mark
             assert headers["content-range"] == f"bytes {offset}-{end}/{GIB}"
             assert headers["content-length"] == str(len(mark))
-        status, headers, body = request(srv, "/files/big.bin", {"Range": "bytes=-4"})
+        status, headers, body = request(srv, "/files/previews/big.jpg", {"Range": "bytes=-4"})
         assert status == 206 and body == b"last"
-        status, headers, body = request(srv, "/files/big.bin", {"Range": f"bytes={GIB - 4}-"})
+        status, headers, body = request(srv, "/files/previews/big.jpg", {"Range": f"bytes={GIB - 4}-"})
         assert status == 206 and body == b"last"
         # an end past the file is clipped to it
         status, headers, body = request(
-            srv, "/files/big.bin", {"Range": f"bytes={GIB - 2}-{GIB * 9}"}
+            srv, "/files/previews/big.jpg", {"Range": f"bytes={GIB - 2}-{GIB * 9}"}
         )
         assert status == 206 and body == b"st"
         assert headers["content-range"] == f"bytes {GIB - 2}-{GIB - 1}/{GIB}"
         # HEAD with a range: the headers, no body
         status, headers, body = request(
-            srv, "/files/big.bin", {"Range": "bytes=0-4"}, method="HEAD"
+            srv, "/files/previews/big.jpg", {"Range": "bytes=0-4"}, method="HEAD"
         )
         assert status == 206 and body == b"" and headers["content-length"] == "5"
         # nothing of the file in the range: 416 with the file's size
         for bad in (f"bytes={GIB}-", f"bytes={GIB + 5}-{GIB + 9}", "bytes=-0"):
-            status, headers, body = request(srv, "/files/big.bin", {"Range": bad})
+            status, headers, body = request(srv, "/files/previews/big.jpg", {"Range": bad})
             assert status == 416, bad
             assert headers["content-range"] == f"bytes */{GIB}"
             assert "error" in json.loads(body)
@@ -159,19 +161,19 @@ def test_ranges_of_a_file(big_folder: Path) -> None:
         # (asked for with HEAD: 1 GiB)
         for ignored in ("bytes=5-2", "bytes=0-1,5-6", "lines=1-2", "bytes=a-b", "bytes=--1"):
             status, headers, body = request(
-                srv, "/files/big.bin", {"Range": ignored}, method="HEAD"
+                srv, "/files/previews/big.jpg", {"Range": ignored}, method="HEAD"
             )
             assert status == 200 and headers["content-length"] == str(GIB), ignored
         # If-Range: the range only while the file is unchanged
-        etag = request(srv, "/files/big.bin", method="HEAD")[1]["etag"]
-        status, _, body = request(srv, "/files/big.bin", {"Range": "bytes=0-4", "If-Range": etag})
+        etag = request(srv, "/files/previews/big.jpg", method="HEAD")[1]["etag"]
+        status, _, body = request(srv, "/files/previews/big.jpg", {"Range": "bytes=0-4", "If-Range": etag})
         assert status == 206 and body == b"first"
         status, headers, _ = request(
-            srv, "/files/big.bin", {"Range": "bytes=0-4", "If-Range": '"other"'}, method="HEAD"
+            srv, "/files/previews/big.jpg", {"Range": "bytes=0-4", "If-Range": '"other"'}, method="HEAD"
         )
         assert status == 200 and headers["content-length"] == str(GIB)
         # revalidation still works
-        status, _, body = request(srv, "/files/big.bin", {"If-None-Match": etag})
+        status, _, body = request(srv, "/files/previews/big.jpg", {"If-None-Match": etag})
         assert status == 304 and body == b""
 
 
@@ -211,7 +213,7 @@ def test_half_sent_requests_are_bounded_and_time_out(
     try:
         for _ in range(100):
             s = socket.create_connection(slow_server.address, timeout=10)
-            s.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
+            s.sendall(b"GET /files/previews/big.jpg HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends
             sockets.append(s)
         time.sleep(0.5)
         # at most max_connections threads answer at once; the others were turned away

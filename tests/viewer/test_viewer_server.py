@@ -396,9 +396,11 @@ def test_paths_outside_the_served_folder_are_refused(
     assert b"top secret" not in body and b"root:" not in body
 
 
-def test_files_inside_the_served_folder_are_served(server: ViewerServer, run_dir: Path) -> None:
-    status, _, body = fetch(server, f"/files/{run_dir.name}/config.json")
-    assert status == 200 and body == (run_dir / "config.json").read_bytes()
+def test_previews_inside_the_served_folder_are_served(server: ViewerServer, run_dir: Path) -> None:
+    (preview,) = (run_dir / "previews").glob("*.jpg")
+    status, _, body = fetch(server, f"/files/{run_dir.name}/previews/{preview.name}")
+    assert status == 200 and body == preview.read_bytes()
+    assert fetch(server, f"/files/{run_dir.name}/config.json")[0] == 404  # not a preview
     assert fetch(server, f"/files/{run_dir.name}/nope.json")[0] == 404
     status, _headers, body = fetch(server, "/static/openseadragon/LICENSE.txt")
     assert status == 200 and b"OpenSeadragon" in body

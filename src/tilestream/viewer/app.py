@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from tilestream.viewer.catalog import Catalog, SlideEntry
@@ -56,6 +57,15 @@ class ViewerApp:
         self._renderers: dict[str, TileRenderer] = {}
         self._data: dict[str, SlideData] = {}
         self._small: dict[tuple[str, str], bytes] = {}
+
+    def served_files(self) -> set[Path]:
+        """The files ``/files/`` serves: the previews of the catalogue's current slides."""
+        out: set[Path] = set()
+        for entry in self.catalog.entries:
+            preview = entry.preview
+            if preview is not None:
+                out.add(preview.resolve())
+        return out
 
     def entry(self, slide_id: str | None) -> SlideEntry:
         """The catalogue entry ``slide_id`` (404 when unknown)."""

@@ -4,7 +4,7 @@ Routes (``GET`` and ``HEAD``; slides are named by catalogue id, never by path):
 
 =====================================  ==================================================
 ``/``, ``/slide.html``, ``/mosaic.html``  the pages (``static/``); ``/static/...`` assets
-``/files/<path>``                      a file under the served folder (previews, reports)
+``/files/<path>``                      a current slide's preview image (nothing else)
 ``/dz/<id>.dzi``                       the Deep Zoom descriptor
 ``/dz/<id>_files/<level>/<c>_<r>.jpeg``  a Deep Zoom tile (cached, ``ETag``)
 ``/api/slides``                        the dataset: slides, counts, status, failures
@@ -269,6 +269,10 @@ class _Handler(DeadlineHandler):
             if root is None:
                 raise HTTPError(404, "no folder is served")
             path = safe_join(root, unquote(raw[len("/files/") :]))
+            if path not in app.served_files():
+                # only what the pages link: the previews of current slides (state files,
+                # summaries and reports name absolute paths; stale outputs are not data)
+                raise HTTPError(404, "not a file the viewer serves")
             self._file(path, cache="no-cache", head=head)
             return
         if raw.startswith("/dz/"):
