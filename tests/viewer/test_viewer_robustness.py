@@ -138,7 +138,9 @@ def test_ranges_of_a_file(big_folder: Path) -> None:
             assert headers["content-length"] == str(len(mark))
         status, headers, body = request(srv, "/files/previews/big.jpg", {"Range": "bytes=-4"})
         assert status == 206 and body == b"last"
-        status, headers, body = request(srv, "/files/previews/big.jpg", {"Range": f"bytes={GIB - 4}-"})
+        status, headers, body = request(
+            srv, "/files/previews/big.jpg", {"Range": f"bytes={GIB - 4}-"}
+        )
         assert status == 206 and body == b"last"
         # an end past the file is clipped to it
         status, headers, body = request(
@@ -166,10 +168,15 @@ def test_ranges_of_a_file(big_folder: Path) -> None:
             assert status == 200 and headers["content-length"] == str(GIB), ignored
         # If-Range: the range only while the file is unchanged
         etag = request(srv, "/files/previews/big.jpg", method="HEAD")[1]["etag"]
-        status, _, body = request(srv, "/files/previews/big.jpg", {"Range": "bytes=0-4", "If-Range": etag})
+        status, _, body = request(
+            srv, "/files/previews/big.jpg", {"Range": "bytes=0-4", "If-Range": etag}
+        )
         assert status == 206 and body == b"first"
         status, headers, _ = request(
-            srv, "/files/previews/big.jpg", {"Range": "bytes=0-4", "If-Range": '"other"'}, method="HEAD"
+            srv,
+            "/files/previews/big.jpg",
+            {"Range": "bytes=0-4", "If-Range": '"other"'},
+            method="HEAD",
         )
         assert status == 200 and headers["content-length"] == str(GIB)
         # revalidation still works
