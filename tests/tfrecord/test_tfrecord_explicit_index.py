@@ -97,3 +97,21 @@ def test_an_implausible_explicit_index_is_refused_unread(tmp_path: Path) -> None
     big = save_index(TFRecordIndex(np.zeros((10_000, 2), np.int64)), tmp_path / "big.index.npz")
     with pytest.raises(InvalidTFRecordIndex, match="larger than"):
         len(TFRecord(path, index=big))
+
+
+@pytest.mark.parametrize("damage", ["cut", "locations"])
+def test_an_unreadable_explicit_index_names_both_files(
+    tfrecord: Path, tmp_path: Path, damage: str
+) -> None:
+    """An explicit index that cannot even be read is refused naming the TFRecord too."""
+    good = create_index(tfrecord, write=False).array
+    index = tmp_path / "x.index.npz"
+    if damage == "cut":
+        save_index(TFRecordIndex(good), index)
+        index.write_bytes(index.read_bytes()[:-40])
+    else:  # fewer rows than locations
+        np.savez(index, arr_0=good[:-3], locations=np.zeros((len(good), 2), np.int64))
+    with pytest.raises(InvalidTFRecordIndex) as info:
+        len(TFRecord(tfrecord, index=index))
+    msg = str(info.value)
+    assert str(tfrecord) in msg and str(index) in msg, msg

@@ -209,7 +209,12 @@ class TFRecord:
             _check_explicit(arr, buf, self.path, "the index array given")
             return TFRecordIndex(arr, None, None)
         if arg is not None:
-            index = read_index_file(arg, max_records=len(buf) // 16)
+            try:
+                index = read_index_file(arg, max_records=len(buf) // 16)
+            except InvalidTFRecordIndex as exc:  # name the TFRecord too
+                raise InvalidTFRecordIndex(
+                    f"index {os.fspath(arg)} given for {self.path} cannot be used: {exc.message}"
+                ) from None
             _check_explicit(index.array, buf, self.path, f"index {os.fspath(arg)}")
             return index
         if compressed or not buf:
