@@ -197,7 +197,7 @@ def test_manifest_command_says_what_it_verified(
     assert main(["manifest", str(tmp_path), "--no-write"]) == 0
     text = capsys.readouterr().out
     assert "not verified" in text and "--verify" in text
-    assert main(["manifest", str(tmp_path), "--verify"]) == 0
+    assert main(["manifest", str(tmp_path), "--verify"]) == 1  # damage found: exit status 1
     text = capsys.readouterr().out
     assert "CorruptRecordError" in text and "1 unreadable or empty" in text
     assert "verified" in text and "not verified" not in text

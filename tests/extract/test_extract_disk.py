@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import missing
 from tilestream.errors import ExtractionError
 from tilestream.extract import extract_slides
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:
     if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux (CI runs as root)")
+        missing("mounting a small tmpfs needs root on Linux (CI runs as root)")
     if shutil.which("mount") is None:
-        pytest.skip("no mount command")
+        missing("no mount command")
     where.mkdir()
     proc = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
@@ -29,9 +30,7 @@ def _mount_tmpfs(where: Path, size: str) -> None:
         text=True,
     )
     if proc.returncode != 0:
-        pytest.skip(
-            f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {proc.stderr}"
-        )
+        missing(f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {proc.stderr}")
 
 
 @pytest.fixture

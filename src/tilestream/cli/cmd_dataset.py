@@ -207,6 +207,8 @@ def register(group: click.Group) -> None:
     ) -> None:
         """Count the records of every TFRecord under DIRECTORY into manifest.json (never deletes).
 
+        Exit status 1 when --verify found a damaged, unreadable or empty file.
+
         TFRecords of stale slides in extraction run folders (last extraction
         failed or unfinished, or made under another config) are left out and listed.
         """
@@ -238,6 +240,8 @@ def register(group: click.Group) -> None:
             )
         elif manifest:
             console.print("every file read through, each record's CRCs checked (verified)")
+        if verify and bad:  # a check that found damage says so in its exit status too
+            raise click.exceptions.Exit(1)
 
     @group.group("dataset")
     def dataset_group() -> None:
