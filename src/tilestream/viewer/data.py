@@ -16,7 +16,7 @@ Examples
 >>> data = SlideData(Catalog.from_path(out).entries[0])
 >>> grid = data.grid()
 >>> len(grid["kept"]), len(grid["rejected"]), grid["tile_w"]
-(34, 54, 257)
+(28, 60, 257)
 >>> hit = data.tile_at(1200, 400)
 >>> hit["status"], hit["loc_x"], hit["loc_y"], hit["tissue"]
 ('kept', 1156, 385, 0.753)
