@@ -19,7 +19,7 @@ Examples
 (28, 60, 257)
 >>> hit = data.tile_at(1200, 400)
 >>> hit["status"], hit["loc_x"], hit["loc_y"], hit["tissue"]
-('kept', 1156, 385, 0.753)
+('kept', 1156, 385, 0.7535)
 >>> data.stored_tile(1156, 385)[0]
 'jpeg'
 """
