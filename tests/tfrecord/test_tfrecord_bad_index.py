@@ -14,10 +14,7 @@ import io
 import json
 import logging
 import os
-import shutil
 import struct
-import subprocess
-import sys
 import time
 import tracemalloc
 import zipfile
@@ -29,6 +26,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from _readonly import run_read_only
 from tilestream.cli import cli
 from tilestream.errors import InvalidTFRecordIndex, TileStreamError
 from tilestream.tfrecord import (
@@ -164,16 +162,6 @@ def test_read_index_file_alone_bounds_by_the_index_size(tmp_path: Path) -> None:
         read_index_file(p)
 
 
-def _unprivileged() -> list[str]:
-    """A command prefix under which file permissions apply (root: drop the overrides)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot make a folder unwritable")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable"]
-
-
 def test_an_unwritable_folder_uses_the_rebuilt_index_in_memory(tmp_path: Path) -> None:
     path = _make(tmp_path / "a.tfrecords")
     idx = index_path_for(path)
@@ -185,17 +173,7 @@ def test_an_unwritable_folder_uses_the_rebuilt_index_in_memory(tmp_path: Path) -
         "from tilestream.tfrecord import TFRecord\n"
         f"with TFRecord({str(path)!r}) as t: print(len(t), t.get_record_by_xy(256, 0)[1])\n"
     )
-    tmp_path.chmod(0o555)
-    try:
-        out = subprocess.run(
-            [*_unprivileged(), sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        tmp_path.chmod(0o755)
+    out = run_read_only(tmp_path, code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == str(N)
     assert "using it in memory" in out.stderr and str(idx) in out.stderr

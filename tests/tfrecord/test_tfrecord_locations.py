@@ -10,10 +10,6 @@ where the folder is read-only).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tilestream.tfrecord.writer as writer_module
+from _readonly import run_read_only
 from tilestream.tfrecord import (
     TFRecord,
     TFRecordIndex,
@@ -201,15 +198,6 @@ def test_an_explicit_or_in_memory_index_is_completed_but_not_written(tmp_path: P
     assert index_path_for(path).read_bytes() == before
 
 
-def _unprivileged() -> list[str]:
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot make a folder unwritable")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable"]
-
-
 def test_an_old_index_in_a_read_only_folder_is_completed_in_memory(tmp_path: Path) -> None:
     path = _old_index(tmp_path)
     before = index_path_for(path).read_bytes()
@@ -219,17 +207,7 @@ def test_an_old_index_in_a_read_only_folder_is_completed_in_memory(tmp_path: Pat
         "from tilestream.tfrecord import TFRecord\n"
         f"with TFRecord({str(path)!r}) as t: print(t.index_of(512, 0))\n"
     )
-    tmp_path.chmod(0o555)
-    try:
-        out = subprocess.run(
-            [*_unprivileged(), sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        tmp_path.chmod(0o755)
+    out = run_read_only(tmp_path, code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2"
     assert "using them in memory" in out.stderr
