@@ -400,7 +400,11 @@ def _sharpness(
     """
     # five times the 5-point smoothing, in integers (at most 5 * 255)
     smooth5 = grey.copy()
-    smooth5[1:-1, 1:-1] += grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+    inside = smooth5[1:-1, 1:-1]
+    inside += grey[:-2, 1:-1]
+    inside += grey[2:, 1:-1]
+    inside += grey[1:-1, :-2]
+    inside += grey[1:-1, 2:]
     fine = _block_energy(_laplacian(grey)[inner], block)
     coarse = _block_energy(_laplacian(smooth5)[inner], block) / 25.0
     ratio = fine / (coarse + block * block)
