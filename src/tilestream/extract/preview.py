@@ -35,10 +35,18 @@ def _draw_outline(
     """Draw ``mask``'s outline on ``canvas`` two pixels wide (visible after downscaling)."""
     if mask.shape != canvas.shape[:2]:
         return
-    edge = _outline(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return
+    # only the mask's bounding box, with a margin of one pixel before it (the outline
+    # compares with the pixel above and left) and two after (the widening goes down, right)
+    h, w = mask.shape
+    ys = slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 3, h))
+    xs = slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 3, w))
+    edge = _outline(mask[ys, xs])
     edge[1:] |= edge[:-1]
     edge[:, 1:] |= edge[:, :-1]
-    canvas[edge] = color
+    canvas[ys, xs][edge] = color
 
 
 def render_preview(

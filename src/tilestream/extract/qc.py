@@ -112,6 +112,12 @@ def optical_density(
     return np.stack([table[arr[..., c], c] for c in range(3)], axis=-1)
 
 
+def _nonzero(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``np.nonzero`` of a 2-D mask (row-major order), several times faster for sparse masks."""
+    flat = np.flatnonzero(mask)
+    return np.divmod(flat, mask.shape[1])
+
+
 def _box_fraction_at(
     mask: NDArray[np.bool_], radius: int, where: NDArray[np.bool_], fraction: float = 0.5
 ) -> NDArray[np.bool_]:
@@ -128,14 +134,19 @@ def _box_fraction_at(
     y0, y1 = max(0, rows[0] - radius), min(h, rows[-1] + radius + 1)
     x0, x1 = max(0, cols[0] - radius), min(w, cols[-1] + radius + 1)
     crop = mask[y0:y1, x0:x1]
-    ys, xs = np.nonzero(where[y0:y1, x0:x1])
+    ys, xs = _nonzero(where[y0:y1, x0:x1])
     side = 2 * radius + 1
     if ys.size * side * side < crop.size // 4:  # few pixels: sum their windows directly
-        padded = np.pad(crop, radius)
         count = np.zeros(ys.size, np.int32)
-        for dy in range(side):
-            for dx in range(side):
-                count += padded[ys + dy, xs + dx]
+        ch, cw = crop.shape
+        for dy in range(-radius, radius + 1):
+            yy = ys + dy
+            in_y = (yy >= 0) & (yy < ch)
+            yy = np.clip(yy, 0, ch - 1)
+            for dx in range(-radius, radius + 1):
+                xx = xs + dx
+                inside = in_y & (xx >= 0) & (xx < cw)
+                count += crop[yy, np.clip(xx, 0, cw - 1)] & inside
     else:
         sat = _summed_area(crop)
         top, bottom = np.maximum(ys - radius, 0), np.minimum(ys + radius + 1, y1 - y0)
@@ -260,15 +271,16 @@ def pen_mask(
 
 
 def _pen(colours: _Colours, grow_steps: int = 1000) -> NDArray[np.bool_]:
-    classes = colours.classes()
-    seed = classes >= 2
+    if int(colours.classes_lut.max()) < 2:  # no colour present passes the strict rule
+        return np.zeros(colours.index.shape, bool)
+    seed = np.take(colours.classes_lut >= 2, colours.index)
     if not seed.any():
         return seed
     # a seed is a patch of ink, not a speck: most of its 5x5 square passes too
     seed &= _box_fraction_at(seed, 2, seed, 0.6)
     if not seed.any():
         return seed
-    mask = _grow(seed, classes > 0, grow_steps)
+    mask = _grow(seed, np.take(colours.classes_lut > 0, colours.index), grow_steps)
     # close the one-pixel gaps a stroke's soft edge leaves, never growing onto glass
     gaps = _dilate8(mask) & ~mask
     gaps &= colours.total_od() > MIN_STAIN_OD
@@ -298,14 +310,19 @@ def fold_mask(
 def _fold(
     colours: _Colours, tissue: NDArray[np.bool_], factor: float = 3.0, min_od: float = 1.8
 ) -> NDArray[np.bool_]:
-    total = colours.total_od()
-    step = max(1, int(np.sqrt(total.size / _SAMPLE)))
-    inside = total[::step, ::step][tissue[::step, ::step]]
-    median = float(np.median(inside)) if inside.size else float(np.median(total[tissue]))
-    dark = total > max(min_od, factor * median)
+    step = max(1, int(np.sqrt(colours.index.size / _SAMPLE)))
+    inside = np.take(colours.total_lut, colours.index[::step, ::step][tissue[::step, ::step]])
+    if not inside.size:
+        inside = np.take(colours.total_lut, colours.index[tissue])
+    limit = max(min_od, factor * float(np.median(inside)))
+    if not (colours.total_lut > limit).any():  # no colour present is that dark
+        return np.zeros(tissue.shape, bool)
+    dark = np.take(colours.total_lut > limit, colours.index)
     if not dark.any():
         return dark
     dark &= _box_fraction_at(dark, 2, dark)
+    if not dark.any():  # specks only
+        return dark
     # The darkest pixels of a fold are not in the tissue mask (near-black is never
     # tissue there): dark regions that touch tissue are taken whole.
     return _grow(dark & tissue, dark, 1000)
@@ -313,8 +330,11 @@ def _fold(
 
 def _laplacian(grey: NDArray[np.int16]) -> NDArray[np.int16]:
     lap = np.zeros_like(grey)
-    lap[1:-1, 1:-1] = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
-    lap[1:-1, 1:-1] -= 4 * grey[1:-1, 1:-1]
+    inner = lap[1:-1, 1:-1]
+    np.add(grey[:-2, 1:-1], grey[2:, 1:-1], out=inner)
+    inner += grey[1:-1, :-2]
+    inner += grey[1:-1, 2:]
+    inner -= 4 * grey[1:-1, 1:-1]
     return lap
 
 
@@ -329,8 +349,11 @@ def _block_sum(values: NDArray[np.integer], block: int) -> NDArray[np.int64]:
     ph, pw = -h % block, -w % block
     if ph or pw:
         values = np.pad(values, ((0, ph), (0, pw)))
-    rows = values.reshape((h + ph) // block, block, w + pw).sum(axis=1, dtype=np.int64)
-    return rows.reshape(rows.shape[0], -1, block).sum(axis=2)
+    # the columns of a block's rows are summed in int32 where that is exact: the values
+    # here are at most 5100 ** 2 (a squared Laplacian of the smoothed image)
+    dtype = np.int32 if block * 5100**2 < 2**31 else np.int64
+    rows = values.reshape((h + ph) // block, block, w + pw).sum(axis=1, dtype=dtype)
+    return rows.reshape(rows.shape[0], -1, block).sum(axis=2, dtype=np.int64)
 
 
 def _block_std(grey: NDArray[np.int16], block: int) -> NDArray[np.float64]:
@@ -362,16 +385,55 @@ def blur_map(rgb: NDArray[np.uint8], block: int = BLUR_BLOCK) -> NDArray[np.floa
     True
     """
     grey = np.asarray(rgb)[..., 1].astype(np.int16)
-    # five times the 5-point smoothing, in integers (at most 5 * 255)
-    smooth5 = grey.copy()
-    smooth5[1:-1, 1:-1] += grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
-    fine = _block_energy(_laplacian(grey), block)
-    coarse = _block_energy(_laplacian(smooth5), block) / 25.0
-    ratio = fine / (coarse + block * block)
-    # a block without contrast (glass, a flat stain) holds no evidence of blur
-    ratio[_block_std(grey, block) < MIN_BLUR_CONTRAST] = np.inf
+    ratio = _sharpness(grey, block, (slice(None), slice(None)))
     h, w = grey.shape
     return np.repeat(np.repeat(ratio, block, axis=0), block, axis=1)[:h, :w]
+
+
+def _sharpness(
+    grey: NDArray[np.int16], block: int, inner: tuple[slice, slice]
+) -> NDArray[np.float64]:
+    """:func:`blur_map` per block of ``grey[inner]`` (which starts on a block's corner).
+
+    The Laplacians are taken over all of ``grey``: two pixels around ``inner``
+    suffice to make its blocks' values those of the whole image.
+    """
+    # five times the 5-point smoothing, in integers (at most 5 * 255)
+    smooth5 = grey.copy()
+    inside = smooth5[1:-1, 1:-1]
+    inside += grey[:-2, 1:-1]
+    inside += grey[2:, 1:-1]
+    inside += grey[1:-1, :-2]
+    inside += grey[1:-1, 2:]
+    fine = _block_energy(_laplacian(grey)[inner], block)
+    coarse = _block_energy(_laplacian(smooth5)[inner], block) / 25.0
+    ratio = fine / (coarse + block * block)
+    # a block without contrast (glass, a flat stain) holds no evidence of blur
+    ratio[_block_std(grey[inner], block) < MIN_BLUR_CONTRAST] = np.inf
+    return ratio
+
+
+def _blur_mask(
+    rgb: NDArray[np.uint8], tissue: NDArray[np.bool_], block: int, min_sharpness: float
+) -> NDArray[np.bool_]:
+    """``tissue & (blur_map(rgb, block) < min_sharpness)``, computed over the blocks that
+    hold tissue only (with a two-pixel margin for the Laplacians), compared per block."""
+    out = np.zeros(tissue.shape, bool)
+    rows, cols = np.flatnonzero(tissue.any(axis=1)), np.flatnonzero(tissue.any(axis=0))
+    if not rows.size:
+        return out
+    h, w = tissue.shape
+    y0, x0 = int(rows[0]) // block * block, int(cols[0]) // block * block
+    y1 = min(-(-(int(rows[-1]) + 1) // block) * block, h)
+    x1 = min(-(-(int(cols[-1]) + 1) // block) * block, w)
+    hy0, hx0, hy1, hx1 = max(y0 - 2, 0), max(x0 - 2, 0), min(y1 + 2, h), min(x1 + 2, w)
+    grey = np.asarray(rgb)[hy0:hy1, hx0:hx1, 1].astype(np.int16)
+    inner = (slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0))
+    low = _sharpness(grey, block, inner) < min_sharpness
+    if low.any():
+        low_px = np.repeat(np.repeat(low, block, axis=0), block, axis=1)[: y1 - y0, : x1 - x0]
+        out[y0:y1, x0:x1] = tissue[y0:y1, x0:x1] & low_px
+    return out
 
 
 @dataclass
@@ -407,6 +469,7 @@ def qc_masks(
         clean = tissue & ~out.masks["pen"] if pen else tissue
         out.masks["fold"] = none if colours is None or not clean.any() else _fold(colours, clean)
     if blur:
-        sharp = blur_map(rgb, blur_block) if out.brightfield and tissue.any() else None
-        out.masks["blur"] = none if sharp is None else tissue & (sharp < min_sharpness)
+        out.masks["blur"] = (
+            _blur_mask(rgb, tissue, blur_block, min_sharpness) if out.brightfield else none
+        )
     return out

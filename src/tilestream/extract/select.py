@@ -241,8 +241,8 @@ def _apply_qc(
         if mode != "remove":
             continue
         # decide on the mask grown by a pixel: a stroke's faint edge is ink too
-        grown = box_mean(mask, 1) > 0 if key == "pen" else mask
-        _reject(keep, reason, box_fractions(grown, boxes) > limit, QC_REASONS[key])
+        grown = box_fractions(box_mean(mask, 1) > 0, boxes) if key == "pen" else fractions[key]
+        _reject(keep, reason, grown > limit, QC_REASONS[key])
         final = final & ~mask
     return final, masks, fractions
 

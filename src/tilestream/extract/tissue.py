@@ -173,6 +173,22 @@ def whitespace_mask(rgb: NDArray[np.uint8], threshold: float) -> NDArray[np.bool
     return total > 3 * threshold
 
 
+def _summed_area_rows(mask: NDArray[np.bool_], at: NDArray[np.int64]) -> NDArray[Any]:
+    """``_summed_area(mask)[at]`` for sorted distinct rows ``at`` (in ``0..h``), computed
+    from the sums of the bands of rows between them (one pass over ``mask``)."""
+    h, w = mask.shape
+    dtype = _count_dtype(mask)
+    starts = at[at < h]
+    if not starts.size or starts[0] != 0:
+        starts = np.r_[0, starts]
+    bands = np.add.reduceat(mask, starts, axis=0, dtype=dtype)  # rows starts[i]..starts[i+1]
+    table = np.zeros((len(starts) + 1, w + 1), dtype)
+    np.cumsum(bands, axis=0, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    # table[i] counts the rows above np.r_[starts, h][i]
+    return table[np.searchsorted(np.r_[starts, h], at)]
+
+
 def box_fractions(mask: NDArray[np.bool_], boxes: NDArray[np.integer]) -> NDArray[np.float64]:
     """Fraction of ``True`` pixels of ``mask`` inside each box ``(x, y, w, h)``.
 
@@ -180,13 +196,23 @@ def box_fractions(mask: NDArray[np.bool_], boxes: NDArray[np.integer]) -> NDArra
     outside counts as ``False``. Computed from a summed-area table.
     """
     boxes = np.asarray(boxes, np.int64).reshape(-1, 4)
-    h, w = mask.shape
-    sat = _summed_area(mask)
-    x0 = np.clip(boxes[:, 0], 0, w)
-    y0 = np.clip(boxes[:, 1], 0, h)
-    x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, w)
-    y1 = np.clip(boxes[:, 1] + boxes[:, 3], 0, h)
-    inside = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+    mask = np.asarray(mask, bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return np.zeros(len(boxes))
+    # the table covers only the mask's bounding box: the boxes' parts outside it hold no
+    # True pixel, so clipping them to it changes no count (a small mask costs little)
+    top, left = int(rows[0]), int(cols[0])
+    crop = mask[top : int(rows[-1]) + 1, left : int(cols[-1]) + 1]
+    h, w = crop.shape
+    x0 = np.clip(boxes[:, 0] - left, 0, w)
+    y0 = np.clip(boxes[:, 1] - top, 0, h)
+    x1 = np.clip(boxes[:, 0] + boxes[:, 2] - left, 0, w)
+    y1 = np.clip(boxes[:, 1] + boxes[:, 3] - top, 0, h)
+    at = np.unique(np.concatenate([y0, y1]))  # the table's rows that are read
+    sat = _summed_area_rows(crop, at)
+    r0, r1 = np.searchsorted(at, y0), np.searchsorted(at, y1)
+    inside = sat[r1, x1] - sat[r0, x1] - sat[r1, x0] + sat[r0, x0]
     area = np.maximum(boxes[:, 2] * boxes[:, 3], 1)
     return inside / area
 
