@@ -184,6 +184,8 @@ def atomic_write(
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int | None = 2) -> None:
     """Write ``data`` as JSON to ``path`` atomically."""
+    # json.dumps, not json.dump: only a one-shot encode uses the C encoder (same text)
+    text = json.dumps(data, indent=indent, sort_keys=False)
     with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=indent, sort_keys=False)
+        f.write(text)
         f.write("\n")
