@@ -20,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from tilestream.runfolder import slide_outputs
 from tilestream.viewer.catalog import Catalog, SlideEntry
 from tilestream.viewer.data import SlideData
 from tilestream.viewer.httpio import HTTPError
@@ -57,15 +58,16 @@ class ViewerApp:
         self._renderers: dict[str, TileRenderer] = {}
         self._data: dict[str, SlideData] = {}
         self._small: dict[tuple[str, str], bytes] = {}
+        # decided once, as the catalogue decides staleness once: no stat per request
+        self._previews = frozenset(
+            slide_outputs(e.run_dir, e.name)["preview"].resolve()
+            for e in catalog.entries
+            if e.run_dir is not None and e.stale is None
+        )
 
-    def served_files(self) -> set[Path]:
-        """The files ``/files/`` serves: the previews of the catalogue's current slides."""
-        out: set[Path] = set()
-        for entry in self.catalog.entries:
-            preview = entry.preview
-            if preview is not None:
-                out.add(preview.resolve())
-        return out
+    def serves_file(self, path: Path) -> bool:
+        """Whether ``/files/`` serves ``path`` (resolved): only current slides' previews."""
+        return path in self._previews
 
     def entry(self, slide_id: str | None) -> SlideEntry:
         """The catalogue entry ``slide_id`` (404 when unknown)."""

@@ -269,7 +269,7 @@ class _Handler(DeadlineHandler):
             if root is None:
                 raise HTTPError(404, "no folder is served")
             path = safe_join(root, unquote(raw[len("/files/") :]))
-            if path not in app.served_files():
+            if not app.serves_file(path):
                 # only what the pages link: the previews of current slides (state files,
                 # summaries and reports name absolute paths; stale outputs are not data)
                 raise HTTPError(404, "not a file the viewer serves")
