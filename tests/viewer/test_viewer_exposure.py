@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -16,30 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from _http import request
 from tilestream.errors import ConfigError
 from tilestream.viewer import ViewerServer
 
 SLIDE = "CMU-1-Small-Region"
 
 pytestmark = pytest.mark.testdata
-
-
-def request(
-    server: ViewerServer,
-    path: str,
-    headers: dict[str, str] | None = None,
-    *,
-    method: str = "GET",
-    host: str | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    address, port = server.address
-    conn = http.client.HTTPConnection(host or address, port, timeout=60)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 # -- item 18: the access token ---------------------------------------------------------

@@ -23,29 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from _http import request
 from tilestream.slide.synthetic import make_synthetic_slide
 from tilestream.viewer import ViewerServer
 
 SLIDE = "CMU-1-Small-Region"
 
 pytestmark = pytest.mark.testdata
-
-
-def request(
-    server: ViewerServer,
-    path: str,
-    headers: dict[str, str] | None = None,
-    *,
-    method: str = "GET",
-) -> tuple[int, dict[str, str], bytes]:
-    host, port = server.address
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 # -- item 19: /files/ streams, with Range ------------------------------------------------
