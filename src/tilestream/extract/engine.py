@@ -348,6 +348,10 @@ def extract_slide_task(
         normalizer=normalizer,
     )
     with contextlib.ExitStack() as stack:
+        # closed here, in this thread, however the loop ends: a generator left to the
+        # garbage collector shuts its thread pool down wherever the collector runs,
+        # which may be one of that pool's own threads ("cannot join current thread")
+        stack.enter_context(contextlib.closing(tiles))
         writer = None
         if to_images:
             img_dir = outputs["images"]

@@ -14,7 +14,7 @@ import io
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -176,7 +176,7 @@ def iter_encoded_tiles(
     threads: int = 1,
     passthrough: bool = False,
     normalizer: Callable[[NDArray[np.uint8]], NDArray[np.uint8]] | None = None,
-) -> Iterator[EncodedTile]:
+) -> Generator[EncodedTile, None, None]:
     """Yield the encoded tiles at ``indices`` of ``grid``, in that order.
 
     Parameters
