@@ -45,15 +45,22 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tilestream._util.atomic import is_temp_file
+
 __all__ = [
     "CONFIG_FILE",
     "OUTPUT_KINDS",
     "STATE_DIR",
     "TFRECORD_SUFFIX",
+    "TFRECORD_SUFFIXES",
     "current_tfrecords",
+    "find_tfrecords",
     "output_sizes",
     "read_state",
     "run_config_hash",
+    "run_folder_name",
+    "run_tfrecords",
+    "slide_names",
     "slide_outputs",
     "slide_staleness",
     "stale_slides",
@@ -63,7 +70,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 STATE_DIR = "state"
+#: The suffix of the TFRecords an extraction writes (``<slide>.tfrecords``).
 TFRECORD_SUFFIX = ".tfrecords"
+#: The suffixes :func:`find_tfrecords` takes for TFRecord files by default.
+TFRECORD_SUFFIXES = (".tfrecords", ".tfrecord", ".record", ".tfrec", ".gz")
 #: The outputs whose sizes a "done" state records (``state["outputs"][kind]["size"]``).
 OUTPUT_KINDS = ("tfrecord", "index", "coords")
 
@@ -93,6 +103,78 @@ def slide_outputs(
         out["tfrecord"] = run / f"{name}{TFRECORD_SUFFIX}"
         out["index"] = run / f"{name}.index.npz"
     return out
+
+
+def run_folder_name(tile_px: int, tile_um: str | float) -> str:
+    """The name of the run folder of a tile size: ``<tile_px>px_<tile_um>``.
+
+    ``tile_um`` is a size label (``"302um"``, ``"10x"``) or a number of microns.
+
+    >>> run_folder_name(299, 302), run_folder_name(256, "10x"), run_folder_name(256, 128.5)
+    ('299px_302um', '256px_10x', '256px_128.5um')
+    """
+    if isinstance(tile_um, str):
+        label = tile_um
+    else:
+        label = f"{int(tile_um)}um" if float(tile_um).is_integer() else f"{tile_um:g}um"
+    return f"{tile_px}px_{label}"
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and not is_temp_file(name)
+
+
+def find_tfrecords(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    suffixes: Sequence[str] = TFRECORD_SUFFIXES,
+) -> list[Path]:
+    """The TFRecord files named by ``paths``: files as given, folders searched.
+
+    A folder gives its files ending in one of ``suffixes``, sorted, without
+    hidden files or temporary files left by an interrupted write; with
+    ``recursive`` its sub-folders too (hidden ones skipped), depth first in
+    sorted order. Paths that are not folders are returned as they are
+    (opening them reports what is wrong).
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "sub").mkdir()
+    >>> for n in ("b.tfrecords", ".hidden.tfrecords", "a.tfrecord", "sub/c.tfrecords", "x.csv"):
+    ...     _ = (root / n).write_bytes(b"")
+    >>> [p.relative_to(root).as_posix() for p in find_tfrecords(root)]
+    ['a.tfrecord', 'b.tfrecords', 'sub/c.tfrecords']
+    >>> [p.name for p in find_tfrecords(root, recursive=False, suffixes=[".tfrecords"])]
+    ['b.tfrecords']
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    ends = tuple(suffixes)
+    out: list[Path] = []
+    for item in items:
+        root = Path(item)
+        if not root.is_dir():
+            out.append(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+            out.extend(
+                Path(dirpath) / n for n in sorted(filenames) if _visible(n) and n.endswith(ends)
+            )
+    return out
+
+
+def run_tfrecords(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The slides' TFRecords in ``run_dir`` (``<slide>.tfrecords``, top level, sorted)."""
+    return find_tfrecords(run_dir, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+
+
+def slide_names(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The slides of a run folder: those with a state record or a TFRecord, sorted."""
+    run = Path(run_dir)
+    names = {s.name[: -len(".json")] for s in (run / STATE_DIR).glob("*.json") if _visible(s.name)}
+    names.update(p.name[: -len(TFRECORD_SUFFIX)] for p in run_tfrecords(run))
+    return sorted(names)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -177,9 +259,7 @@ def stale_slides(run_dir: str | os.PathLike[str]) -> dict[str, str]:
     if expected is None:
         return {}
     out: dict[str, str] = {}
-    for path in sorted(run.glob(f"*{TFRECORD_SUFFIX}")):
-        if path.name.startswith("."):
-            continue
+    for path in run_tfrecords(run):
         name = path.name[: -len(TFRECORD_SUFFIX)]
         reason = slide_staleness(run, name, config_hash=expected)
         if reason is not None:

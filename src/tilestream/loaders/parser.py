@@ -34,12 +34,18 @@ from typing import Any
 import numpy as np
 
 from tilestream.errors import ConfigError, CorruptRecordError
-from tilestream.loaders._io import FileHandles, file_size, frame_sizes, load_offsets, read_record
 from tilestream.loaders.augment import (
     augment_image,
     normalize_image,
     parse_augment,
     resolve_normalizer,
+)
+from tilestream.loaders.records import (
+    FileHandles,
+    file_size,
+    frame_sizes,
+    load_offsets,
+    read_record,
 )
 
 __all__ = ["TFRecordParser", "decode_rgb", "get_tfrecord_parser"]

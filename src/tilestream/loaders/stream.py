@@ -45,7 +45,13 @@ from tilestream.errors import (
     TFRecordError,
     UnsupportedRecordError,
 )
-from tilestream.loaders._io import FileHandles, file_size, frame_sizes, load_offsets, read_record
+from tilestream.loaders.records import (
+    FileHandles,
+    file_size,
+    frame_sizes,
+    load_offsets,
+    read_record,
+)
 from tilestream.loaders.sampling import (
     WeightedSampler,
     WeightSpec,

@@ -22,7 +22,6 @@ from tilestream.errors import (
     InvalidTFRecordIndex,
     UnsupportedRecordError,
 )
-from tilestream.loaders._io import FileHandles, read_record
 from tilestream.loaders.labels import (
     Balance,
     balance_weights,
@@ -30,6 +29,7 @@ from tilestream.loaders.labels import (
     load_labels,
     slide_name_of,
 )
+from tilestream.loaders.records import FileHandles, read_record
 from tilestream.loaders.sampling import WeightSpec, normalize_weights
 from tilestream.loaders.stream import (
     ClipSpec,

@@ -13,9 +13,9 @@ import numpy as np
 
 from tilestream._util.optional import require
 from tilestream.errors import ConfigError, CorruptRecordError
-from tilestream.loaders._io import FileHandles, read_record
 from tilestream.loaders.augment import normalize_image, parse_augment, resolve_normalizer
 from tilestream.loaders.labels import Balance
+from tilestream.loaders.records import FileHandles, read_record
 from tilestream.loaders.sampling import WeightSpec
 from tilestream.loaders.sharding import shard_ranges, validate_shard
 from tilestream.loaders.stream import ClipSpec

@@ -14,7 +14,6 @@ import numpy as np
 
 from tilestream._util.optional import require
 from tilestream.errors import AnnotationError, ConfigError
-from tilestream.loaders._io import FileHandles, read_record
 from tilestream.loaders.augment import (
     augment_image,
     normalize_image,
@@ -23,6 +22,7 @@ from tilestream.loaders.augment import (
 )
 from tilestream.loaders.labels import Balance, slide_name_of
 from tilestream.loaders.parser import decode_rgb
+from tilestream.loaders.records import FileHandles, read_record
 from tilestream.loaders.sampling import WeightSpec
 from tilestream.loaders.sharding import distributed_context, global_shard, split_count
 from tilestream.loaders.stream import ClipSpec, RecordStream, multi_tfrecord_loader
