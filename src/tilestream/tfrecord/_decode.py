@@ -1,9 +1,15 @@
 """Decoding of serialized ``tf.train.Example`` records (see :mod:`.example`).
 
-The parser walks the protobuf wire format by hand; the common shapes (one
-list per Feature, varints of up to three bytes, single values) are handled
-inline, which makes a tile record decode several times faster than protobuf
-plus per-field conversion.
+The generic parser walks the protobuf wire format by hand (with the
+primitives of :mod:`.wire`); the common shapes (one list per Feature,
+varints of up to three bytes, single values) are handled inline.
+
+It owns the tile strategy, :data:`TILES` (a :class:`~._fast.TileParser`):
+:func:`parse_example` and :func:`parse_at` try it first for squeezed
+results and fall back to the generic walk, which gives the result or the
+precise error. The strategy asks the generic side only one thing, how to
+decode one small map entry (:func:`small_entry`), so it imports nothing
+from here.
 
 Examples
 --------

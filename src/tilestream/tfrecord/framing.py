@@ -511,16 +511,15 @@ def iter_frames(
         ``bytes``, ``bytearray``, a memory map or a ``memoryview``: data CRCs
         are computed in place, each payload copied right after (still in cache).
     cursor
-        Updated after every frame: ``record`` counts on from its value, and
-        ``offset`` is the stream offset after the frame.
+        Updated after every frame (``record`` counts on, ``offset`` is after the frame).
     base
         The stream offset of ``buf[0]`` (for offsets in errors and the cursor).
     verify
         Check data CRCs (and, unless ``check_header`` says otherwise, length CRCs).
     final
         ``buf`` holds the end of the stream: a frame cut short raises
-        :class:`~tilestream.errors.TruncatedRecordError`. With ``False`` the
-        walk stops before it (``cursor.offset - base`` is where it starts).
+        :class:`~tilestream.errors.TruncatedRecordError`; with ``False`` the
+        walk stops before it (at ``cursor.offset - base``).
     take
         ``None`` yields each payload as ``bytes``; :data:`OFFSETS` each
         frame's stream offset; any other ``take(start, stop, record, offset)``
@@ -561,6 +560,8 @@ def iter_frames(
                 )
             if take is None:
                 item = bytes(view[start:stop]) if as_bytes else buf[start:stop]
+            elif take is OFFSETS:
+                item = base + pos
             else:
                 item = take(start, stop, n, base + pos)
             pos = stop + 4
