@@ -45,6 +45,7 @@ __all__ = [
     "encode_varint",
     "float_feature",
     "int64_feature",
+    "int64_packed_feature",
     "length_delimited",
     "map_entry",
     "read_varint",
