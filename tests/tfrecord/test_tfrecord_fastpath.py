@@ -526,3 +526,22 @@ def test_records_with_many_new_small_entries_are_declined() -> None:
     assert parse_fast(rec, 0, len(rec)) is None  # more than _MAX_MISSES unseen entries
     tile = serialized_record("new-slide", bytes(3000), 12_345, 67_890)
     assert parse_fast(tile, 0, len(tile)) is not None  # three unseen entries: fine
+
+
+def test_a_tile_parser_of_its_own_keeps_its_own_caches_and_pause() -> None:
+    # the strategy is handed the generic entry decoding: no shared module state
+    from tilestream.tfrecord._decode import small_entry
+
+    mine = _fast.TileParser(small_entry)
+    mine.bad_run, mine.skip = 2, 3
+    tile = serialized_record("own", bytes(500), 5, 6)
+    floats = encode_example({"image_floats": np.arange(64, dtype=np.float32), "n": 3})
+    assert mine.parse(tile, 0, len(tile)) == parse_example(tile)
+    assert mine.small and all(mine.large[w] is not TILES.large[w] for w in range(4))
+    for _ in range(2):
+        assert mine.parse(floats, 0, len(floats)) is None
+    assert mine.parse(tile, 0, len(tile)) is None  # paused
+    assert TILES.parse(tile, 0, len(tile)) is not None  # the readers' strategy is not
+    for _ in range(2):
+        assert mine.parse(tile, 0, len(tile)) is None
+    assert mine.parse(tile, 0, len(tile)) == parse_example(tile)  # after `skip` calls
