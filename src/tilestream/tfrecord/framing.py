@@ -521,9 +521,8 @@ def iter_frames(
         :class:`~tilestream.errors.TruncatedRecordError`; with ``False`` the
         walk stops before it (at ``cursor.offset - base``).
     take
-        ``None`` yields each payload as ``bytes``; :data:`OFFSETS` each
-        frame's stream offset; any other ``take(start, stop, record, offset)``
-        yields what it returns (``buf[start:stop]`` is the payload).
+        ``None`` yields payloads as ``bytes``, :data:`OFFSETS` frame offsets, any
+        other ``take(start, stop, record, offset)`` what it returns for each frame.
 
     Examples
     --------
