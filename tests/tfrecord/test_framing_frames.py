@@ -197,3 +197,22 @@ def test_masked_crc32c_is_the_mask_of_crc32c(data: bytes, skip: int) -> None:
     want = mask(crc32c(data[skip:]))
     assert masked_crc32c(view) == masked_crc32c_py(view) == want
     assert masked_crc32c(bytearray(data[skip:])) == want
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zlib"])
+def test_the_loaders_refuse_compressed_files_by_their_framing(
+    tmp_path: Path, compression: str
+) -> None:
+    # the sniff is framing's detect_compression: ZLIB is named as well as GZIP
+    from tilestream.errors import UnsupportedRecordError
+    from tilestream.loaders.records import file_size
+    from tilestream.tfrecord import TFRecordWriter
+
+    path = tmp_path / "c.tfrecords"
+    with TFRecordWriter(path, compression=compression, index=False) as w:
+        w.write(b"payload")
+    with pytest.raises(UnsupportedRecordError, match=f"{compression}-compressed"):
+        file_size(str(path))
+    plain = tmp_path / "p.tfrecords"
+    plain.write_bytes(framed(PAYLOADS))
+    assert file_size(str(plain)) == len(framed(PAYLOADS))
