@@ -188,15 +188,6 @@ class RecordIterator(Iterator[bytes]):
             self._cursor.offset = scan.pos
         return (scan.pos, scan.records) if scan.problem else None
 
-    def _walk(self, buf: mmap.mmap, pos: int, take: Take | None) -> Iterator[Any]:
-        """The Python loop over a whole memory-mapped file, from ``pos`` (see :func:`iter_frames`)."""
-        try:
-            yield from iter_frames(
-                buf, self._cursor, pos=pos, path=self.path, verify=self._verify, take=take
-            )
-        except TruncatedRecordError as err:
-            self._truncated(err)
-
     def _frames_mapped(self, buf: mmap.mmap) -> Iterator[bytes]:
         """The records of a memory-mapped plain file: no refills, one copy per record.
 
@@ -206,8 +197,14 @@ class RecordIterator(Iterator[bytes]):
         still in the CPU cache.
         """
         resume = yield from self._native_scan(buf)
-        if resume is not None:
-            yield from self._walk(buf, resume[0], None)
+        if resume is None:
+            return
+        try:  # (inline, not through a helper generator: one level less per record)
+            yield from iter_frames(
+                buf, self._cursor, pos=resume[0], path=self.path, verify=self._verify
+            )
+        except TruncatedRecordError as err:
+            self._truncated(err)
 
     def examples_mapped(self, buf: mmap.mmap, squeeze: bool) -> Iterator[dict[str, Any]]:
         """Decoded records of a memory-mapped plain file, checked and parsed in place.
@@ -220,8 +217,14 @@ class RecordIterator(Iterator[bytes]):
         """
         parse = _parser(buf, squeeze, self.path)
         resume = yield from self._native_scan(buf, parse=parse, tiles=squeeze)
-        if resume is not None:
-            yield from self._walk(buf, resume[0], parse)
+        if resume is None:
+            return
+        try:
+            yield from iter_frames(
+                buf, self._cursor, pos=resume[0], path=self.path, verify=self._verify, take=parse
+            )
+        except TruncatedRecordError as err:
+            self._truncated(err)
 
     def _large_record(
         self, stream: Stream, head: memoryview, total: int, record: int, offset: int
