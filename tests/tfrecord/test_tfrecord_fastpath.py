@@ -1,6 +1,6 @@
-"""The fast path of Example decoding (``tilestream.tfrecord._fast``) against the generic parser.
+"""The tile strategy of Example decoding (``tilestream.tfrecord._fast``) against the generic parser.
 
-The rule under test: whenever ``parse_fast`` returns a dict, the generic
+The rule under test: whenever ``parse_fast`` (the readers' ``TileParser``) returns a dict, the generic
 parser (``_decode_raw``, which has no fast path) returns an equal dict for
 the same bytes, with the same key order and value types; whenever the bytes
 are anything else, ``parse_fast`` returns ``None`` (or raises ``IndexError``,
@@ -48,7 +48,6 @@ from tilestream.tfrecord import (
     serialized_record,
 )
 from tilestream.tfrecord._decode import _decode_raw
-from tilestream.tfrecord._fast import parse_fast
 from tilestream.tfrecord.example import encode_varint
 
 PROPS = settings(
@@ -67,11 +66,20 @@ BOUNDARY_SIZES = sorted(
 )
 
 
+#: The readers' own tile strategy (through their references: a doctest run may re-import modules).
+TILES: _fast.TileParser = iter_examples.__globals__["TILES"]
+
+
+def parse_fast(d: Any, s: int, e: int) -> dict[str, Any] | None:
+    return TILES.parse(d, s, e)
+
+
 @pytest.fixture(autouse=True)
 def _never_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every call tries the fast path (no pause after a run of other records)."""
-    monkeypatch.setattr(_fast, "_BAD_RUN", 1 << 60)
-    monkeypatch.setattr(_fast, "_STATE", [0, 0])
+    monkeypatch.setattr(TILES, "bad_run", 1 << 60)
+    monkeypatch.setattr(TILES, "_run", 0)
+    monkeypatch.setattr(TILES, "_paused", 0)
 
 
 def generic(data: bytes) -> dict[str, Any] | Exception:
@@ -200,7 +208,7 @@ def test_small_entry_cache_only_holds_immutable_values() -> None:
     got = check(rec)
     assert got is not None
     assert isinstance(got["a"], np.ndarray)
-    assert all(type(v) in (bytes, int, float) or v is None for _, v in _fast._SMALL.values())
+    assert all(type(v) in (bytes, int, float) or v is None for _, v in TILES.small.values())
     again = parse_fast(rec, 0, len(rec))
     assert again is not None and again["a"] is not got["a"]
 
@@ -361,9 +369,7 @@ def test_readers_use_it_and_agree(tmp_path: Path) -> None:
 
 def _count_fast_attempts(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record every attempt of the fast path (True when it parsed the record)."""
-    # Through the readers' own references: a doctest run may re-import the module.
-    fast_globals = iter_examples.__globals__["parse_fast"].__globals__
-    real = fast_globals["_parse"]
+    real = TILES._parse
     attempts: list[bool] = []
 
     def counting(d: Any, s: int, e: int) -> Any:
@@ -371,8 +377,7 @@ def _count_fast_attempts(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         attempts.append(out is not None)
         return out
 
-    monkeypatch.setitem(fast_globals, "_parse", counting)
-    fast_globals["_STATE"][:] = [0, 0]  # not paused by earlier tests (in place)
+    monkeypatch.setattr(TILES, "_parse", counting)
     return attempts
 
 
@@ -443,7 +448,7 @@ def _forged(w: int, u: int) -> bytes:
     """
     kl = len(b"image_raw")
     mul, corr = _fast._layout(w, kl)
-    learned = {v: k for k, v in _fast._LARGE[w].items()}
+    learned = {v: k for k, v in TILES.large[w].items()}
     t = learned["image_raw"]
     hl = 6 + kl + 4 * w
     head = (t + u * mul + corr[u & 0x7F]).to_bytes(hl, "little")
@@ -491,30 +496,9 @@ def test_records_cut_short_inside_a_known_entry_are_refused(size: int) -> None:
         assert (got is None) == (k not in (16, 33)), k  # whole entries cut: still valid
 
 
-def test_readers_without_buffer_crc_copy_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # with only google-crc32c installed the reader checks a copy (same bytes, same errors)
-    from tilestream.errors import CorruptRecordError
-    from tilestream.tfrecord import reader
-
-    path = tmp_path / "t.tfrecords"
-    payloads = [serialized_record("s", bytes([i]) * (100 + 50 * i), i, 0) for i in range(20)]
-    with TFRecordWriter(path, index=False) as w:
-        for p in payloads:
-            w.write(p)
-    monkeypatch.setattr(reader, "BUFFER_CRC", False)
-    assert list(iter_records(path)) == payloads
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    path.write_bytes(bytes(data))
-    with pytest.raises(CorruptRecordError, match="data CRC mismatch"):
-        list(iter_records(path))
-
-
 def test_pauses_after_a_run_of_other_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_fast, "_BAD_RUN", 8)
-    monkeypatch.setattr(_fast, "_SKIP", 50)
+    monkeypatch.setattr(TILES, "bad_run", 8)
+    monkeypatch.setattr(TILES, "skip", 50)
     tile = serialized_record("s", bytes(1000), 1, 2)
     floats = encode_example({"image_floats": np.arange(784, dtype=np.float32), "n": 3})
     assert parse_fast(tile, 0, len(tile)) is not None
@@ -538,7 +522,26 @@ def test_records_with_many_new_small_entries_are_declined() -> None:
     # an object-detection style record: many small entries seen for the first time
     feats = {f"image/object/bbox/{k}": [0.1 * i, 0.2 * i] for i, k in enumerate("abcdef")}
     rec = encode_example({"image/encoded": bytes(3000), **feats, "image/filename": b"x.jpg"})
-    _fast._SMALL.clear()
+    TILES.small.clear()
     assert parse_fast(rec, 0, len(rec)) is None  # more than _MAX_MISSES unseen entries
     tile = serialized_record("new-slide", bytes(3000), 12_345, 67_890)
     assert parse_fast(tile, 0, len(tile)) is not None  # three unseen entries: fine
+
+
+def test_a_tile_parser_of_its_own_keeps_its_own_caches_and_pause() -> None:
+    # the strategy is handed the generic entry decoding: no shared module state
+    from tilestream.tfrecord._decode import small_entry
+
+    mine = _fast.TileParser(small_entry)
+    mine.bad_run, mine.skip = 2, 3
+    tile = serialized_record("own", bytes(500), 5, 6)
+    floats = encode_example({"image_floats": np.arange(64, dtype=np.float32), "n": 3})
+    assert mine.parse(tile, 0, len(tile)) == parse_example(tile)
+    assert mine.small and all(mine.large[w] is not TILES.large[w] for w in range(4))
+    for _ in range(2):
+        assert mine.parse(floats, 0, len(floats)) is None
+    assert mine.parse(tile, 0, len(tile)) is None  # paused
+    assert TILES.parse(tile, 0, len(tile)) is not None  # the readers' strategy is not
+    for _ in range(2):
+        assert mine.parse(tile, 0, len(tile)) is None
+    assert mine.parse(tile, 0, len(tile)) == parse_example(tile)  # after `skip` calls

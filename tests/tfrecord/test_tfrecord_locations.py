@@ -36,7 +36,7 @@ from tilestream.tfrecord import (
     serialized_record,
 )
 from tilestream.tfrecord._locations import _python_location
-from tilestream.tfrecord._varint import encode_varint
+from tilestream.tfrecord.wire import encode_varint
 
 FUZZ = settings(
     max_examples=200,

@@ -26,12 +26,16 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from tilestream.tfrecord import Feature
-from tilestream.tfrecord.example import encode_varint
-
-_VARINT1 = [bytes((i,)) for i in range(128)]
+from tilestream.tfrecord.example import encode_feature
+from tilestream.tfrecord.wire import (
+    VARINT1,
+    bytes_feature,
+    encode_varint,
+    float_feature,
+    int64_feature,
+    map_entry,
+)
 
 __all__ = [
     "COMMON_KEYS",
@@ -162,15 +166,14 @@ def record_parts(
     ]
     tail = [_format_entry(image_format), _box_entries(boxes), _class_entries(texts, labels)]
     if extra:
-        tail.extend(_entry(k.encode("utf-8"), _feature(v)) for k, v in extra.items())
+        tail.extend(map_entry(k.encode("utf-8"), encode_feature(v)) for k, v in extra.items())
     tail_bytes = b"".join(tail)
-    head[0] = b"\x0a" + _varint(sum(map(len, head)) + size + len(tail_bytes))
+    head[0] = b"\x0a" + encode_varint(sum(map(len, head)) + size + len(tail_bytes))
     return b"".join(head), tail_bytes
 
 
-# A direct encoder for this fixed schema: the generic encode_example costs
-# ~80 us per record here, this ~5 us, with byte-identical output (tested).
-# What repeats between records (the entries of the image size, the format, the
+# A direct encoder for this fixed schema, many times faster than the generic
+# encode_example, with byte-identical output (tested). What repeats between records (the entries of the image size, the format, the
 # classes and labels of the objects, the headers of the box lists) is built once
 # and kept in small caches; only the file name, the digest, the boxes and the
 # length prefixes of the image bytes are encoded per record.
@@ -195,22 +198,13 @@ def _cache_put(cache: dict[Any, bytes], key: Any, value: bytes) -> bytes:
 def _size_entries(width: int, height: int) -> bytes:
     found_h = _HEIGHT_CACHE.get(height)
     if found_h is None:
-        found_h = _cache_put(_HEIGHT_CACHE, height, _entry(b"image/height", _int_feature([height])))
+        found_h = _cache_put(
+            _HEIGHT_CACHE, height, map_entry(b"image/height", int64_feature([height]))
+        )
     found_w = _WIDTH_CACHE.get(width)
     if found_w is None:
-        found_w = _cache_put(_WIDTH_CACHE, width, _entry(b"image/width", _int_feature([width])))
+        found_w = _cache_put(_WIDTH_CACHE, width, map_entry(b"image/width", int64_feature([width])))
     return found_h + found_w
-
-
-def _varint(n: int) -> bytes:
-    """:func:`~tilestream.tfrecord.example.encode_varint`, unrolled for up to 3 bytes."""
-    if n < 0x80:
-        return _VARINT1[n]
-    if n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
-    if n < 0x200000:
-        return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80, n >> 14))
-    return encode_varint(n)
 
 
 def _one_bytes_entry(key: bytes, value: bytes) -> bytes:
@@ -219,17 +213,17 @@ def _one_bytes_entry(key: bytes, value: bytes) -> bytes:
         return b"".join(
             [
                 _ONE_BYTES_HEAD[key][0],
-                _VARINT1[n + 4 + len(key) + 4],
+                VARINT1[n + 4 + len(key) + 4],
                 _ONE_BYTES_HEAD[key][1],
-                _VARINT1[n + 4],
+                VARINT1[n + 4],
                 b"\x0a",
-                _VARINT1[n + 2],
+                VARINT1[n + 2],
                 b"\x0a",
-                _VARINT1[n],
+                VARINT1[n],
                 value,
             ]
         )
-    return _entry(key, _bytes_feature([value]))
+    return map_entry(key, bytes_feature([value]))
 
 
 _ONE_BYTES_HEAD: dict[bytes, tuple[bytes, bytes]] = {
@@ -239,13 +233,13 @@ _ONE_BYTES_HEAD: dict[bytes, tuple[bytes, bytes]] = {
 
 def _image_head(n: int) -> bytes:
     """The ``image/encoded`` entry up to (not including) the image's ``n`` bytes."""
-    lv = _varint(n)
+    lv = encode_varint(n)
     blist = 1 + len(lv) + n
-    lb = _varint(blist)
+    lb = encode_varint(blist)
     feature = 1 + len(lb) + blist
-    lf = _varint(feature)
+    lf = encode_varint(feature)
     entry = len(_ENCODED_KEY) + len(lf) + feature
-    return b"".join([b"\x0a", _varint(entry), _ENCODED_KEY, lf, b"\x0a", lb, b"\x0a", lv])
+    return b"".join([b"\x0a", encode_varint(entry), _ENCODED_KEY, lf, b"\x0a", lb, b"\x0a", lv])
 
 
 _ENCODED_KEY = b"\x0a\x0dimage/encoded\x12"
@@ -257,7 +251,7 @@ def _format_entry(image_format: str) -> bytes:
         found = _cache_put(
             _FORMAT_CACHE,
             image_format,
-            _entry(b"image/format", _bytes_feature([image_format.encode("utf-8")])),
+            map_entry(b"image/format", bytes_feature([image_format.encode("utf-8")])),
         )
     return found
 
@@ -267,9 +261,9 @@ def _box_entries(boxes: Sequence[tuple[float, float, float, float]]) -> bytes:
     k = len(boxes)
     layout = _BOX_CACHE.get(k)
     if layout is None:
-        values = _float_feature(b"\0" * 4 * k)
+        values = float_feature(b"\0" * 4 * k)
         entries = [
-            _entry(b"image/object/bbox/" + side, values)
+            map_entry(b"image/object/bbox/" + side, values)
             for side in (b"xmin", b"xmax", b"ymin", b"ymax")
         ]
         heads = [e[: len(e) - 4 * k] for e in entries]  # each entry less its values
@@ -297,58 +291,13 @@ def _class_entries(texts: Sequence[str], labels: Sequence[int]) -> bytes:
         found = _cache_put(
             _CLASS_CACHE,
             key,
-            _entry(b"image/object/class/text", _bytes_feature([t.encode("utf-8") for t in texts]))
-            + _entry(b"image/object/class/label", _int_feature(labels)),
+            map_entry(b"image/object/class/text", bytes_feature([t.encode("utf-8") for t in texts]))
+            + map_entry(b"image/object/class/label", int64_feature(labels)),
         )
     return found
 
 
-def _vlen(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
-
-
-def _ld(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
-
-
-_KEY_HEADERS: dict[bytes, bytes] = {}
-
-
-def _entry(key: bytes, feature: bytes) -> bytes:
-    header = _KEY_HEADERS.get(key)
-    if header is None:
-        header = _KEY_HEADERS[key] = b"\x0a" + _varint(len(key)) + key + b"\x12"
-    body = header + _varint(len(feature)) + feature
-    return b"\x0a" + _varint(len(body)) + body
-
-
-def _bytes_feature(values: Sequence[bytes]) -> bytes:
-    return _ld(b"\x0a", b"".join([b"\x0a" + _varint(len(v)) + v for v in values]))
-
-
-def _float_feature(packed: bytes) -> bytes:
-    return _ld(b"\x12", _ld(b"\x0a", packed) if packed else b"")
-
-
-def _int_feature(values: Sequence[int]) -> bytes:
-    if all(type(v) is int and 0 <= v < 0x80 for v in values):
-        packed = bytes(values)  # the usual case: one byte per value
-    else:
-        packed = b"".join([_varint(int(v) & 0xFFFFFFFFFFFFFFFF) for v in values])
-    return _ld(b"\x1a", _ld(b"\x0a", packed) if packed else b"")
-
-
-def _feature(feature: Feature) -> bytes:
-    if feature.kind == "bytes_list":
-        return _bytes_feature([bytes(v) for v in feature.value])
-    if feature.kind == "float_list":
-        return _float_feature(np.asarray(feature.value, dtype="<f4").tobytes())
-    if feature.kind == "int64_list":
-        return _int_feature(np.asarray(feature.value, dtype=np.int64).tolist())
-    return b""
-
-
-_SHA256_HEAD = _entry(b"image/key/sha256", _bytes_feature([b"0" * 64]))[:-64]
+_SHA256_HEAD = map_entry(b"image/key/sha256", bytes_feature([b"0" * 64]))[:-64]
 
 
 def _sha256_entry(sha256: str) -> tuple[bytes, bytes]:
@@ -356,7 +305,7 @@ def _sha256_entry(sha256: str) -> tuple[bytes, bytes]:
     digest = sha256.encode("utf-8")
     if len(digest) == 64:
         return _SHA256_HEAD, digest
-    return _entry(b"image/key/sha256", _bytes_feature([digest])), b""
+    return map_entry(b"image/key/sha256", bytes_feature([digest])), b""
 
 
 def feature_spec(tf: Any, *, source_format: str | None = None, masks: bool = False) -> dict:

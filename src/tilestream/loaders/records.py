@@ -10,28 +10,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from tilestream.errors import (
-    CorruptRecordError,
     EmptyTFRecordsError,
     InvalidTFRecordIndex,
     TFRecordError,
-    TruncatedRecordError,
     UnsupportedRecordError,
 )
-from tilestream.tfrecord import masked_crc32c as _masked
+from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, payload_of
+from tilestream.tfrecord.index import load_index
 
 __all__ = ["FileHandles", "file_size", "frame_sizes", "load_offsets", "read_record"]
 
 log = logging.getLogger(__name__)
-
-_HEADER = struct.Struct("<QI")
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def file_size(path: str) -> int:
@@ -50,12 +45,12 @@ def _check_file(path: str) -> int:
     if size == 0:
         raise EmptyTFRecordsError("TFRecord file is empty (0 bytes)", path=path)
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head == _GZIP_MAGIC:
+        compression = detect_compression(f.read(HEADER_SIZE))
+    if compression is not None:
         raise UnsupportedRecordError(
             "the loaders need uncompressed TFRecords for random access, and this one is "
-            "gzip-compressed; decompress it first (e.g. tilestream.tfrecord.iter_records + "
-            "TFRecordWriter)",
+            f"{compression}-compressed; decompress it first (e.g. "
+            "tilestream.tfrecord.iter_records + TFRecordWriter)",
             path=path,
         )
     return size
@@ -83,8 +78,6 @@ def load_offsets(path: str, index: Any = None) -> np.ndarray:
     InvalidTFRecordIndex
         The index does not fit the file.
     """
-    from tilestream.tfrecord import load_index
-
     size = _check_file(path)
     if isinstance(index, np.ndarray):
         offsets = np.asarray(index, dtype=np.int64)
@@ -149,26 +142,12 @@ def frame_sizes(offsets: np.ndarray, file_size: int) -> np.ndarray:
 def read_record(
     fd: int, path: str, record: int, offset: int, nbytes: int, *, verify: bool = True
 ) -> bytes:
-    """The payload of the record at ``offset`` spanning ``nbytes`` (framing and CRCs checked)."""
-    frame = os.pread(fd, nbytes, offset)
-    if len(frame) < 16:
-        raise TruncatedRecordError(
-            "file ends inside a record", path=path, record=record, offset=offset
-        )
-    length, length_crc = _HEADER.unpack_from(frame)
-    if verify and _masked(frame[:8]) != length_crc:
-        raise CorruptRecordError("length CRC mismatch", path=path, record=record, offset=offset)
-    end = 12 + length + 4
-    if end > len(frame):
-        raise TruncatedRecordError(
-            f"record length {length} runs past the record's end",
-            path=path,
-            record=record,
-            offset=offset,
-        )
-    data = frame[12 : 12 + length]
-    if verify:
-        (data_crc,) = struct.unpack_from("<I", frame, 12 + length)
-        if _masked(data) != data_crc:
-            raise CorruptRecordError("data CRC mismatch", path=path, record=record, offset=offset)
-    return data
+    """The payload of the record at ``offset`` spanning ``nbytes`` (framing and CRCs checked).
+
+    One ``os.pread`` per record; the frame is checked by
+    :func:`tilestream.tfrecord.framing.payload_of`, whose errors name the
+    file, the record number and its byte offset.
+    """
+    return payload_of(
+        os.pread(fd, nbytes, offset), path=path, record=record, offset=offset, verify=verify
+    )

@@ -1,9 +1,15 @@
 """Decoding of serialized ``tf.train.Example`` records (see :mod:`.example`).
 
-The parser walks the protobuf wire format by hand; the common shapes (one
-list per Feature, varints of up to three bytes, single values) are handled
-inline, which makes a tile record decode several times faster than protobuf
-plus per-field conversion.
+The generic parser walks the protobuf wire format by hand (with the
+primitives of :mod:`.wire`); the common shapes (one list per Feature,
+varints of up to three bytes, single values) are handled inline.
+
+It owns the tile strategy, :data:`TILES` (a :class:`~._fast.TileParser`):
+:func:`parse_example` and :func:`parse_at` try it first for squeezed
+results and fall back to the generic walk, which gives the result or the
+precise error. The strategy asks the generic side only one thing, how to
+decode one small map entry (:func:`small_entry`), so it imports nothing
+from here.
 
 Examples
 --------
@@ -22,10 +28,19 @@ import numpy as np
 import numpy.typing as npt
 
 from tilestream.errors import CorruptRecordError, UnsupportedRecordError
-from tilestream.tfrecord._fast import parse_fast
+from tilestream.tfrecord._fast import TileParser
 from tilestream.tfrecord.feature import Feature, FeatureKind
+from tilestream.tfrecord.wire import WireError, read_varint, skip_field
 
-__all__ = ["decode_example", "feature_value", "parse_at", "parse_example"]
+__all__ = [
+    "TILES",
+    "decode_example",
+    "feature_value",
+    "parse_at",
+    "parse_example",
+    "parse_feature",
+    "small_entry",
+]
 
 _U64 = 1 << 64
 _M64 = _U64 - 1
@@ -33,54 +48,6 @@ _I64_MAX = (1 << 63) - 1
 _F32 = struct.Struct("<f")
 _DTYPES: dict[str, type[np.generic]] = {"float_list": np.float32, "int64_list": np.int64}
 _KIND_BY_FIELD: dict[int, FeatureKind] = {1: "bytes_list", 2: "float_list", 3: "int64_list"}
-
-
-class _DecodeError(Exception):
-    """Internal: malformed protobuf, turned into CorruptRecordError by the caller."""
-
-
-def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    if pos + 3 <= end:  # unrolled: lengths up to 2 MiB
-        b = data[pos]
-        if b < 0x80:
-            return b, pos + 1
-        c = data[pos + 1]
-        if c < 0x80:
-            return (b & 0x7F) | (c << 7), pos + 2
-        d = data[pos + 2]
-        if d < 0x80:
-            return (b & 0x7F) | ((c & 0x7F) << 7) | (d << 14), pos + 3
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end:
-            raise _DecodeError(f"varint runs past the end of its message at payload byte {pos}")
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise _DecodeError(f"varint longer than 10 bytes at payload byte {pos}")
-
-
-def _skip(data: bytes, pos: int, end: int, wire: int) -> int:
-    """Skip an unknown field's value (tag already read); return the new position."""
-    if wire == 0:
-        _, pos = _read_varint(data, pos, end)
-    elif wire == 1:
-        pos += 8
-    elif wire == 2:
-        n, pos = _read_varint(data, pos, end)
-        pos += n
-    elif wire == 5:
-        pos += 4
-    else:
-        raise _DecodeError(f"invalid wire type {wire} at payload byte {pos}")
-    if pos > end:
-        raise _DecodeError("field runs past the end of its message")
-    return pos
 
 
 def _packed_varints(data: bytes, pos: int, end: int) -> list[int] | npt.NDArray[np.int64]:
@@ -96,20 +63,20 @@ def _packed_varints(data: bytes, pos: int, end: int) -> list[int] | npt.NDArray[
                 out.append((b & 0x7F) | (data[pos + 1] << 7))
                 pos += 2
             else:
-                v, pos = _read_varint(data, pos, end)
+                v, pos = read_varint(data, pos, end)
                 v &= _M64  # protobuf keeps the low 64 bits
                 out.append(v - _U64 if v > _I64_MAX else v)
         return out
     arr = np.frombuffer(data, np.uint8, count=n, offset=pos)
     stops = np.flatnonzero(arr < 0x80)
     if not stops.size or stops[-1] != n - 1:
-        raise _DecodeError("packed int64 list ends inside a varint")
+        raise WireError("packed int64 list ends inside a varint")
     starts = np.empty_like(stops)
     starts[0] = 0
     starts[1:] = stops[:-1] + 1
     sizes = stops - starts + 1
     if sizes.max() > 10:
-        raise _DecodeError("varint longer than 10 bytes in a packed int64 list")
+        raise WireError("varint longer than 10 bytes in a packed int64 list")
     if sizes.max() == 1:
         return arr.astype(np.int64)
     within = np.arange(n) - np.repeat(starts, sizes)
@@ -120,7 +87,7 @@ def _packed_varints(data: bytes, pos: int, end: int) -> list[int] | npt.NDArray[
 _RawFeature = tuple[FeatureKind | None, Any]
 
 
-def _parse_feature(data: bytes, pos: int, end: int) -> _RawFeature:
+def parse_feature(data: bytes, pos: int, end: int) -> _RawFeature:
     """Parse a Feature message: ``(kind, values)``, values a list or an ndarray."""
     kind: FeatureKind | None = None
     values: Any = None
@@ -128,19 +95,19 @@ def _parse_feature(data: bytes, pos: int, end: int) -> _RawFeature:
         tag = data[pos]
         pos += 1
         if tag >= 0x80:
-            tag, pos = _read_varint(data, pos - 1, end)
+            tag, pos = read_varint(data, pos - 1, end)
         field = tag >> 3
         if (tag & 7) != 2 or not 1 <= field <= 3:
-            pos = _skip(data, pos, end, tag & 7)
+            pos = skip_field(data, pos, end, tag & 7)
             continue
         n = data[pos] if pos < end else 0x80
         if n < 0x80:
             pos += 1
         else:
-            n, pos = _read_varint(data, pos, end)
+            n, pos = read_varint(data, pos, end)
         lend = pos + n
         if lend > end:
-            raise _DecodeError("feature list runs past the end of its message")
+            raise WireError("feature list runs past the end of its message")
         new_kind = _KIND_BY_FIELD[field]
         new_values = _parse_list(data, pos, lend, new_kind)
         if new_kind == kind:  # a repeated occurrence merges (protobuf semantics)
@@ -173,10 +140,10 @@ def _parse_list(data: bytes, pos: int, end: int, kind: FeatureKind) -> Any:
                 pos += 1
                 n = (n & 0x7F) | (m << 7)
                 if m >= 0x80:
-                    n, pos = _read_varint(data, pos - 2, end)
+                    n, pos = read_varint(data, pos - 2, end)
             vend = pos + n
             if vend > end:
-                raise _DecodeError("list value runs past the end of its message")
+                raise WireError("list value runs past the end of its message")
             if kind == "bytes_list":
                 values.append(data[pos:vend])
             elif kind == "int64_list":
@@ -193,7 +160,7 @@ def _parse_list(data: bytes, pos: int, end: int, kind: FeatureKind) -> Any:
                         arrays.append(packed)
             else:
                 if n % 4:
-                    raise _DecodeError("packed float list length is not a multiple of 4")
+                    raise WireError("packed float list length is not a multiple of 4")
                 if n <= 16:
                     values.extend(struct.unpack_from(f"<{n // 4}f", data, pos))
                 else:
@@ -204,17 +171,17 @@ def _parse_list(data: bytes, pos: int, end: int, kind: FeatureKind) -> Any:
             pos = vend
         elif tag == 0x0D and kind == "float_list":  # unpacked float
             if pos + 4 > end:
-                raise _DecodeError("float runs past the end of its message")
+                raise WireError("float runs past the end of its message")
             values.append(_F32.unpack_from(data, pos)[0])
             pos += 4
         elif tag == 0x08 and kind == "int64_list":  # unpacked int64
-            v, pos = _read_varint(data, pos, end)
+            v, pos = read_varint(data, pos, end)
             v &= _M64  # protobuf keeps the low 64 bits
             values.append(v - _U64 if v > _I64_MAX else v)
         else:
             if tag >= 0x80:
-                tag, pos = _read_varint(data, pos - 1, end)
-            pos = _skip(data, pos, end, tag & 7)
+                tag, pos = read_varint(data, pos - 1, end)
+            pos = skip_field(data, pos, end, tag & 7)
     if not arrays:
         return values
     if values:  # scalars after a long packed run (never written by TensorFlow)
@@ -225,6 +192,45 @@ def _parse_list(data: bytes, pos: int, end: int, kind: FeatureKind) -> Any:
 _NAMES: dict[bytes, str] = {}
 
 
+def _one_list(data: bytes, pos: int, vend: int) -> _RawFeature | None:
+    """The Feature in ``data[pos:vend]`` when it holds exactly one list (the common case).
+
+    A single bytes value, or an int64 of up to three varint bytes, is read
+    inline; other lists by :func:`_parse_list`. ``None`` for any other shape.
+    """
+    ftag = data[pos]
+    fl = data[pos + 1]
+    lp = pos + 2
+    if fl >= 0x80:
+        fl, lp = read_varint(data, pos + 1, vend)
+    if lp + fl != vend:
+        return None
+    if ftag == 0x0A:  # bytes_list
+        if fl >= 2 and data[lp] == 0x0A:  # a single value?
+            bl = data[lp + 1]
+            bp = lp + 2
+            if bl >= 0x80:
+                bl, bp = read_varint(data, lp + 1, vend)
+            if bp + bl == vend:
+                return "bytes_list", [data[bp:vend]]
+        return "bytes_list", _parse_list(data, lp, vend, "bytes_list")
+    if ftag == 0x1A:  # int64_list: one small value inline
+        if fl >= 3 and data[lp] == 0x0A and data[lp + 1] == fl - 2:
+            v = data[lp + 2]
+            if fl == 3 and v < 0x80:
+                return "int64_list", [v]
+            if fl == 4 and v >= 0x80 and data[lp + 3] < 0x80:
+                return "int64_list", [(v & 0x7F) | (data[lp + 3] << 7)]
+            if fl == 5 and v >= 0x80 and data[lp + 3] >= 0x80 and data[lp + 4] < 0x80:
+                return "int64_list", [
+                    (v & 0x7F) | ((data[lp + 3] & 0x7F) << 7) | (data[lp + 4] << 14)
+                ]
+        return "int64_list", _parse_list(data, lp, vend, "int64_list")
+    if ftag == 0x12:  # float_list
+        return "float_list", _parse_list(data, lp, vend, "float_list")
+    return None
+
+
 def _parse_features(
     data: bytes, pos: int, end: int, out: dict[str, Any], squeeze: bool | None
 ) -> None:
@@ -232,12 +238,10 @@ def _parse_features(
 
     With ``squeeze=None`` values are raw ``(kind, values)`` pairs; otherwise
     plain values as :func:`parse_example` returns them (built inline: this is
-    the hot loop of decoding). Varints of up to three bytes and the usual
-    "one list per Feature" shape are handled inline; anything else falls back
-    to the general helpers. Reads past ``end`` (IndexError) or lengths beyond
+    the hot loop of decoding). The usual "one list per Feature" shape goes
+    through :func:`_one_list`; anything else through the general helpers. Reads past ``end`` (IndexError) or lengths beyond
     it are reported by the callers' checks.
     """
-    read_varint = _read_varint
     names = _NAMES
     while pos < end:
         tag = data[pos]
@@ -245,7 +249,7 @@ def _parse_features(
         if tag != 0x0A:  # not a map entry
             if tag >= 0x80:
                 tag, pos = read_varint(data, pos - 1, end)
-            pos = _skip(data, pos, end, tag & 7)
+            pos = skip_field(data, pos, end, tag & 7)
             continue
         n = data[pos]
         pos += 1
@@ -253,7 +257,7 @@ def _parse_features(
             n, pos = read_varint(data, pos - 1, end)
         eend = pos + n
         if eend > end:
-            raise _DecodeError("feature map entry runs past the end of its message")
+            raise WireError("feature map entry runs past the end of its message")
         key = b""
         kind: FeatureKind | None = None
         values: Any = None
@@ -268,72 +272,29 @@ def _parse_features(
                     n, pos = read_varint(data, pos - 1, eend)
                 vend = pos + n
                 if vend > eend:
-                    raise _DecodeError("feature name or value runs past its map entry")
+                    raise WireError("feature name or value runs past its map entry")
                 if tag == 0x0A:
                     key = data[pos:vend]
                     pos = vend
                     continue
-                fast = False
-                if n >= 2 and not seen:  # common case: the Feature holds exactly one list
-                    ftag = data[pos]
-                    fl = data[pos + 1]
-                    lp = pos + 2
-                    if fl >= 0x80:
-                        fl, lp = read_varint(data, pos + 1, vend)
-                    if lp + fl == vend:
-                        if ftag == 0x0A:  # bytes_list
-                            if fl >= 2 and data[lp] == 0x0A:  # a single value?
-                                bl = data[lp + 1]
-                                bp = lp + 2
-                                if bl >= 0x80:
-                                    bl, bp = read_varint(data, lp + 1, vend)
-                                if bp + bl == vend:
-                                    kind, values, fast = "bytes_list", [data[bp:vend]], True
-                            if not fast:
-                                kind = "bytes_list"
-                                values = _parse_list(data, lp, vend, "bytes_list")
-                                fast = True
-                        elif ftag == 0x1A:  # int64_list: one small value inline
-                            if fl == 3 and data[lp] == 0x0A and data[lp + 1] == 1:
-                                v = data[lp + 2]
-                                if v < 0x80:
-                                    kind, values, fast = "int64_list", [v], True
-                            elif fl == 4 and data[lp] == 0x0A and data[lp + 1] == 2:
-                                v = data[lp + 2]
-                                m = data[lp + 3]
-                                if v >= 0x80 and m < 0x80:
-                                    kind, values = "int64_list", [(v & 0x7F) | (m << 7)]
-                                    fast = True
-                            elif fl == 5 and data[lp] == 0x0A and data[lp + 1] == 3:
-                                v = data[lp + 2]
-                                m = data[lp + 3]
-                                w = data[lp + 4]
-                                if v >= 0x80 and m >= 0x80 and w < 0x80:
-                                    values = [(v & 0x7F) | ((m & 0x7F) << 7) | (w << 14)]
-                                    kind, fast = "int64_list", True
-                            if not fast:
-                                kind = "int64_list"
-                                values = _parse_list(data, lp, vend, "int64_list")
-                                fast = True
-                        elif ftag == 0x12:  # float_list
-                            kind = "float_list"
-                            values = _parse_list(data, lp, vend, "float_list")
-                            fast = True
-                if not fast:
-                    f = _parse_feature(data, pos, vend)
-                    kind, values = _merge((kind, values), f) if seen else f
+                f = _one_list(data, pos, vend) if n >= 2 and not seen else None
+                if f is None:
+                    f = parse_feature(data, pos, vend)
+                    if seen:
+                        f = _merge((kind, values), f)
+                kind, values = f
                 seen = True
                 pos = vend
             else:
                 if tag >= 0x80:
                     tag, pos = read_varint(data, pos - 1, eend)
-                pos = _skip(data, pos, eend, tag & 7)
+                pos = skip_field(data, pos, eend, tag & 7)
         name = names.get(key)
         if name is None:
             try:
                 name = key.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise _DecodeError(f"feature name {key!r} is not valid UTF-8") from exc
+                raise WireError(f"feature name {key!r} is not valid UTF-8") from exc
             if len(names) < 4096:
                 names[key] = name
         if squeeze is None:
@@ -360,6 +321,28 @@ def _merge(a: _RawFeature, b: _RawFeature) -> _RawFeature:
     return a[0], _join(a[1], b[1])
 
 
+def small_entry(entry: bytes) -> tuple[str, Any] | None:
+    """Decode one complete ``Features`` map entry: ``(name, value)`` as :func:`parse_example` gives it.
+
+    ``None`` unless ``entry`` is exactly one clean entry (malformed bytes are
+    reported by the generic parser on the full record). This is what the
+    tile strategy asks of the generic parser.
+    """
+    tmp: dict[str, Any] = {}
+    try:
+        _parse_features(entry, 0, len(entry), tmp, True)
+    except Exception:  # malformed: the generic parser reports it on the full record
+        return None
+    if len(tmp) != 1:
+        return None
+    ((name, value),) = tmp.items()
+    return name, value
+
+
+#: The tile strategy of :func:`parse_example` (its caches are shared by every reader).
+TILES = TileParser(small_entry)
+
+
 def _decode_raw(
     data: bytes, pos: int = 0, end: int | None = None, squeeze: bool | None = None
 ) -> dict[str, Any]:
@@ -370,13 +353,13 @@ def _decode_raw(
         tag = data[pos]
         pos += 1
         if tag >= 0x80:
-            tag, pos = _read_varint(data, pos - 1, end)
+            tag, pos = read_varint(data, pos - 1, end)
         field, wire = tag >> 3, tag & 7
         if field == 1 and wire == 2:
-            n, pos = _read_varint(data, pos, end)
+            n, pos = read_varint(data, pos, end)
             fend = pos + n
             if fend > end:
-                raise _DecodeError("features run past the end of the record")
+                raise WireError("features run past the end of the record")
             _parse_features(data, pos, fend, out, squeeze)
             pos = fend
         elif field == 2 and wire == 2:
@@ -385,9 +368,9 @@ def _decode_raw(
                 "only tf.train.Example records are decoded"
             )
         elif field == 0:
-            raise _DecodeError(f"invalid field number 0 at payload byte {pos - 1}")
+            raise WireError(f"invalid field number 0 at payload byte {pos - 1}")
         else:
-            pos = _skip(data, pos, end, wire)
+            pos = skip_field(data, pos, end, wire)
     return out
 
 
@@ -428,7 +411,7 @@ def _decode_guarded(
         data = bytes(data)
     if squeeze and fast:  # tile-shaped records: same result, a fraction of the work
         try:
-            tile = parse_fast(data, start, len(data) if end is None else end)
+            tile = TILES.parse(data, start, len(data) if end is None else end)
         except IndexError:
             tile = None
         if tile is not None:
@@ -436,7 +419,7 @@ def _decode_guarded(
     err: CorruptRecordError | UnsupportedRecordError
     try:
         return _decode_raw(data, start, end, squeeze)
-    except _DecodeError as exc:
+    except WireError as exc:
         err = CorruptRecordError(str(exc), path=path, record=record, offset=offset)
     except UnsupportedRecordError as exc:
         where = "" if record is None else f"record {record}: "

@@ -1,4 +1,4 @@
-"""Fast path of :func:`~tilestream.tfrecord.parse_example` for tile-shaped records.
+"""The tile strategy of the Example parser: :class:`TileParser`.
 
 A tile record (``serialized_record``, or TensorFlow's ``tf.train.Example``
 with the same features in any order) is one ``Features`` message whose map
@@ -16,58 +16,56 @@ instead
   key, learned once per key and varint width.
 
 Anything else (other shapes, truncated or malformed bytes, ``squeeze=False``)
-makes :func:`parse_fast` return ``None`` and the caller runs the generic
+makes :meth:`TileParser.parse` return ``None`` and the caller runs the generic
 parser, which then gives the result or the precise error. A ``dict`` from
-this function is always equal to the generic parser's result for the same
+this path is always equal to the generic parser's result for the same
 bytes (checked exhaustively on real files and by property-based tests).
 On other data the attempt is kept cheap: a long numeric list is refused at
 its tag, a record with more than a few entries not seen before is declined,
 and after a run of declined records the path pauses for a while.
 
+The generic parser owns a :class:`TileParser` and hands it the one thing it
+needs from the generic side (how to decode a small entry it has not seen),
+so this module imports nothing from the generic parser. The caches and the
+pause live on the instance.
+
 Examples
 --------
+>>> from tilestream.tfrecord._decode import small_entry
 >>> from tilestream.tfrecord.example import serialized_record
->>> _STATE[1] = 0  # (not paused by earlier calls in this process)
+>>> tiles = TileParser(small_entry)
 >>> rec = serialized_record("s", bytes(200), 256, 512)
->>> out = parse_fast(rec, 0, len(rec))
+>>> out = tiles.parse(rec, 0, len(rec))
 >>> out["slide"], out["loc_x"], out["loc_y"], len(out["image_raw"])
 (b's', 256, 512, 200)
->>> parse_fast(b"\\x0a\\x05", 0, 2) is None
+>>> tiles.parse(b"\\x0a\\x05", 0, 2) is None
 True
 """
 
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from typing import Any
 
-# The module, not its names: _decode imports this module while it is itself loading.
-import tilestream.tfrecord._decode as _generic
-from tilestream.tfrecord._varint import encode_varint as _varint
+from tilestream.tfrecord.wire import encode_varint as _varint
 
-__all__ = ["parse_fast"]
+__all__ = ["EntryDecoder", "TileParser"]
 
 _Buf = bytes | mmap.mmap
 
-#: Cache of decoded small map entries: complete entry bytes -> (name, value).
-_SMALL: dict[bytes, tuple[str, Any]] = {}
+#: Decodes one complete small map entry: ``(name, value)``, or ``None`` unless it is one clean entry.
+EntryDecoder = Callable[[bytes], "tuple[str, Any] | None"]
+
 _SMALL_MAX = 4096
-
-#: Learned heads of large entries, per varint width (2 or 3): constant part -> name.
-_LARGE: tuple[dict[int, str], ...] = ({}, {}, {}, {})
 _LARGE_MAX = 256
-
 #: Small entries not in the cache that one record may have (a tile's slide, loc_x, loc_y).
 _MAX_MISSES = 3
 #: Records in a row that are not tile-shaped before the fast path pauses, and for how many.
 _BAD_RUN = 8
 _SKIP = 1024
-#: [records in a row not tile-shaped, calls still to skip]
-_STATE = [0, 0]
-
 #: Longest key a large entry may have on the fast path (keeps every carry single).
 _MAX_KEY = 64
-
 # The head of a large entry with a key of ``kl`` bytes and value of ``m`` bytes,
 # all four lengths varints of the same width ``w`` (2 or 3 bytes)::
 #
@@ -100,27 +98,10 @@ def _layout(w: int, kl: int) -> tuple[int, tuple[int, ...]]:
     return lay
 
 
-def _small_entry(ent: bytes) -> tuple[str, Any] | None:
-    """Decode one map entry with the generic parser; ``None`` unless it is one clean entry."""
-    tmp: dict[str, Any] = {}
-    try:
-        _generic._parse_features(ent, 0, len(ent), tmp, True)
-    except Exception:  # malformed: the generic parser reports it on the full record
-        return None
-    if len(tmp) != 1:
-        return None
-    ((name, value),) = tmp.items()
-    if value is None or type(value) in (bytes, int, float):  # immutable: safe to cache
-        if len(_SMALL) >= _SMALL_MAX:
-            _SMALL.clear()
-        _SMALL[ent] = (name, value)
-    return name, value
-
-
-def _large_entry(d: _Buf, q: int, w: int) -> tuple[str, int, int] | None:
+def _large_entry(d: _Buf, q: int, w: int, learned: dict[int, str]) -> tuple[str, int, int] | None:
     """Check a large entry's head byte by byte: ``(name, head length, value length)`` or ``None``.
 
-    On success, learns the head's constant part T for :func:`parse_fast`.
+    On success, learns the head's constant part T into ``learned`` (for :meth:`TileParser.parse`).
     """
     kl = d[q + w + 2]
     if kl > _MAX_KEY or d[q + w + 1] != 0x0A:
@@ -155,114 +136,147 @@ def _large_entry(d: _Buf, q: int, w: int) -> tuple[str, int, int] | None:
         return None
     if (u >> 8) & 0x7F != 0x7F:  # the layout's arithmetic holds: learn T
         mul, corr = _layout(w, kl)
-        learned = _LARGE[w]
         if len(learned) >= _LARGE_MAX:
             learned.clear()
         learned[int.from_bytes(head, "little") - u * mul - corr[u & 0x7F]] = name
     return name, hl, m
 
 
-def parse_fast(d: _Buf, s: int, e: int) -> dict[str, Any] | None:
+class TileParser:
     """``parse_example(d[s:e])`` (squeezed) for tile-shaped records, else ``None``.
 
-    May raise ``IndexError`` on bytes that end early; callers treat that as
-    ``None`` (and the generic parser then reports the real error).
+    Parameters
+    ----------
+    decode_entry
+        The generic decoding of one small map entry, for entries not yet in
+        the cache (:func:`tilestream.tfrecord._decode.small_entry`).
 
-    After ``_BAD_RUN`` records in a row that are not tile-shaped (declined,
-    or with more than ``_MAX_MISSES`` small entries not seen before), the next
-    ``_SKIP`` calls return ``None`` at once: on other data the attempt would
-    only add to the generic parser's time.
+    Attributes
+    ----------
+    small : dict[bytes, tuple[str, Any]]
+        Decoded small map entries: complete entry bytes to ``(name, value)``.
+    large : tuple[dict[int, str], ...]
+        Learned heads of large entries, per varint width (2 or 3): constant part to name.
+    bad_run, skip : int
+        After ``bad_run`` records in a row that are not tile-shaped (declined,
+        or with more than three small entries not seen before), the next
+        ``skip`` calls return ``None`` at once: on other data the attempt
+        would only add to the generic parser's time.
     """
-    state = _STATE
-    if state[1]:
-        state[1] -= 1
-        return None
-    out = _parse(d, s, e)
-    if out is None:
-        state[0] += 1
-        if state[0] >= _BAD_RUN:
-            state[0] = 0
-            state[1] = _SKIP
-    elif state[0]:
-        state[0] = 0
-    return out
 
+    def __init__(self, decode_entry: EntryDecoder) -> None:
+        self._decode_entry = decode_entry
+        self.small: dict[bytes, tuple[str, Any]] = {}
+        self.large: tuple[dict[int, str], ...] = ({}, {}, {}, {})
+        self.bad_run = _BAD_RUN
+        self.skip = _SKIP
+        self._run = 0  # records in a row not tile-shaped
+        self._paused = 0  # calls still to skip
 
-def _parse(d: _Buf, s: int, e: int) -> dict[str, Any] | None:
-    # Example { Features features = 1; } spanning the whole payload.
-    if d[s] != 0x0A:
-        return None
-    b = d[s + 1]
-    if b < 0x80:
-        q = s + 2
-        body = b
-    else:
-        c = d[s + 2]
-        if c < 0x80:
-            q = s + 3
-            body = (b & 0x7F) | (c << 7)
+    def parse(self, d: _Buf, s: int, e: int) -> dict[str, Any] | None:
+        """The decoded record in ``d[s:e]``, or ``None`` when it is not tile-shaped.
+
+        May raise ``IndexError`` on bytes that end early; callers treat that
+        as ``None`` (and the generic parser then reports the real error).
+        """
+        if self._paused:
+            self._paused -= 1
+            return None
+        out = self._parse(d, s, e)
+        if out is None:
+            self._run += 1
+            if self._run >= self.bad_run:
+                self._run = 0
+                self._paused = self.skip
+        elif self._run:
+            self._run = 0
+        return out
+
+    def _small(self, ent: bytes) -> tuple[str, Any] | None:
+        """Decode a small entry not in the cache; cache it when its value is immutable."""
+        r = self._decode_entry(ent)
+        if r is not None and (r[1] is None or type(r[1]) in (bytes, int, float)):
+            small = self.small
+            if len(small) >= _SMALL_MAX:
+                small.clear()
+            small[ent] = r
+        return r
+
+    def _parse(self, d: _Buf, s: int, e: int) -> dict[str, Any] | None:
+        # Example { Features features = 1; } spanning the whole payload.
+        if d[s] != 0x0A:
+            return None
+        b = d[s + 1]
+        if b < 0x80:
+            q = s + 2
+            body = b
         else:
-            t = d[s + 3]
-            if t >= 0x80:
-                return None
-            q = s + 4
-            body = (b & 0x7F) | ((c & 0x7F) << 7) | (t << 14)
-    if q + body != e:
-        return None
-    small = _SMALL
-    misses = 0
-    layouts2 = _LAYOUTS[2]
-    layouts3 = _LAYOUTS[3]
-    out: dict[str, Any] = {}
-    while q < e:
-        el = d[q + 1]
-        if el < 0x80:  # a small entry, looked up whole
-            q2 = q + 2 + el
-            r = small.get(d[q:q2])
-            if r is None:
-                misses += 1
-                if d[q] != 0x0A or q2 > e or misses > _MAX_MISSES:
+            c = d[s + 2]
+            if c < 0x80:
+                q = s + 3
+                body = (b & 0x7F) | (c << 7)
+            else:
+                t = d[s + 3]
+                if t >= 0x80:
                     return None
-                r = _small_entry(d[q:q2])
+                q = s + 4
+                body = (b & 0x7F) | ((c & 0x7F) << 7) | (t << 14)
+        if q + body != e:
+            return None
+        small = self.small
+        misses = 0
+        layouts2 = _LAYOUTS[2]
+        layouts3 = _LAYOUTS[3]
+        out: dict[str, Any] = {}
+        while q < e:
+            el = d[q + 1]
+            if el < 0x80:  # a small entry, looked up whole
+                q2 = q + 2 + el
+                r = small.get(d[q:q2])
                 if r is None:
+                    misses += 1
+                    if d[q] != 0x0A or q2 > e or misses > _MAX_MISSES:
+                        return None
+                    r = self._small(d[q:q2])
+                    if r is None:
+                        return None
+                out[r[0]] = r[1]
+                q = q2
+                continue
+            # A large entry: one bytes value with lengths of width w (2 or 3 bytes).
+            # X = T + u * MUL exactly when the four lengths are u + constant and
+            # everything else (tags, key) matches the learned head T of that key.
+            if d[q + 2] >= 0x80:
+                w = 3
+                kl = d[q + 5]
+                hl = 18 + kl
+                x = int.from_bytes(d[q : q + hl], "little")
+                u = x >> (8 * hl - 24)
+                lay = layouts3[kl] if kl <= _MAX_KEY else None
+                ok = u & 0x808080 == 0x008080
+            else:
+                w = 2
+                kl = d[q + 4]
+                hl = 14 + kl
+                x = int.from_bytes(d[q : q + hl], "little")
+                u = x >> (8 * hl - 16)
+                lay = layouts2[kl] if kl <= _MAX_KEY else None
+                ok = u & 0x8080 == 0x0080
+            if (
+                ok
+                and lay is not None
+                and (u >> 8) & 0x7F != 0x7F
+                and (name := self.large[w].get(x - u * lay[0] - lay[1][u & 0x7F])) is not None
+            ):
+                m = (u & 0x7F) | ((u >> 1) & 0x3F80) | ((u >> 2) & 0x1FC000)
+            else:
+                head = _large_entry(d, q, w, self.large[w])
+                if head is None:
                     return None
-            out[r[0]] = r[1]
-            q = q2
-            continue
-        # A large entry: one bytes value with lengths of width w (2 or 3 bytes).
-        # X = T + u * MUL exactly when the four lengths are u + constant and
-        # everything else (tags, key) matches the learned head T of that key.
-        if d[q + 2] >= 0x80:
-            w = 3
-            kl = d[q + 5]
-            hl = 18 + kl
-            x = int.from_bytes(d[q : q + hl], "little")
-            u = x >> (8 * hl - 24)
-            lay = layouts3[kl] if kl <= _MAX_KEY else None
-            ok = u & 0x808080 == 0x008080
-        else:
-            w = 2
-            kl = d[q + 4]
-            hl = 14 + kl
-            x = int.from_bytes(d[q : q + hl], "little")
-            u = x >> (8 * hl - 16)
-            lay = layouts2[kl] if kl <= _MAX_KEY else None
-            ok = u & 0x8080 == 0x0080
-        if (
-            ok
-            and lay is not None
-            and (u >> 8) & 0x7F != 0x7F
-            and (name := _LARGE[w].get(x - u * lay[0] - lay[1][u & 0x7F])) is not None
-        ):
-            m = (u & 0x7F) | ((u >> 1) & 0x3F80) | ((u >> 2) & 0x1FC000)
-        else:
-            head = _large_entry(d, q, w)
-            if head is None:
-                return None
-            name, hl, m = head
-        q += hl
-        out[name] = d[q : q + m]
-        q += m
-    if q != e:
-        return None
-    return out
+                name, hl, m = head
+            q += hl
+            out[name] = d[q : q + m]
+            q += m
+        if q != e:
+            return None
+        return out

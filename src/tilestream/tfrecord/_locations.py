@@ -1,8 +1,7 @@
 """Tile locations read from serialized Examples: ``loc_x``/``loc_y`` without decoding the rest.
 
 :func:`record_location` is what indexes store: the compiled core's
-``tile_location`` reads a tile-shaped record (0.2 us, the image skipped
-unread); anything else, or without the compiled core, goes through the
+``tile_location`` reads a tile-shaped record (the image skipped unread); anything else, or without the compiled core, goes through the
 Python reader below, which walks only the map keys and the two values, so
 it also works on a memory map without copying the image bytes. Both give
 the same answer where the compiled one answers (checked by property tests).
@@ -23,12 +22,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tilestream.tfrecord._decode import _DecodeError, _parse_feature
-
-try:
-    from tilestream.tfrecord import _native
-except ImportError:  # pragma: no cover - exercised only where it could not be compiled
-    _native = None  # type: ignore[assignment]
+from tilestream.tfrecord._core import native as _native
+from tilestream.tfrecord._decode import parse_feature
+from tilestream.tfrecord.wire import WireError, read_varint, skip_field
 
 __all__ = ["record_location", "tile_location_fast"]
 
@@ -65,7 +61,7 @@ def _python_location(
         return _record_location(buf, start, end)
     except _SequenceExample:
         return None
-    except (ValueError, IndexError, _DecodeError) as exc:
+    except (IndexError, WireError) as exc:
         log.debug("%s: record %d at byte %d is not an Example (%s)", path, record, offset, exc)
         return None
 
@@ -73,37 +69,10 @@ def _python_location(
 def _entry_int(buf: Any, pos: int, end: int) -> int | None:
     """The first value of a serialized int64 Feature (``None`` for any other kind)."""
     data = bytes(buf[pos:end])
-    kind, values = _parse_feature(data, 0, len(data))
+    kind, values = parse_feature(data, 0, len(data))
     if kind != "int64_list" or values is None or len(values) == 0:
         return None
     return int(values[0])
-
-
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end or shift >= 70:
-            raise ValueError("bad varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _skip(buf: Any, pos: int, end: int, wire: int) -> int:
-    if wire == 0:
-        return _varint(buf, pos, end)[1]
-    if wire == 1:
-        return pos + 8
-    if wire == 2:
-        n, pos = _varint(buf, pos, end)
-        return pos + n
-    if wire == 5:
-        return pos + 4
-    raise ValueError(f"invalid wire type {wire}")
 
 
 def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
@@ -114,27 +83,27 @@ def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
     found: dict[bytes, int | None] = {}
     pos = start
     while pos < end:
-        tag, pos = _varint(buf, pos, end)
+        tag, pos = read_varint(buf, pos, end)
         if tag == 0x12:
             raise _SequenceExample
         if tag != 0x0A:
-            pos = _skip(buf, pos, end, tag & 7)
+            pos = skip_field(buf, pos, end, tag & 7)
             continue
-        n, pos = _varint(buf, pos, end)
+        n, pos = read_varint(buf, pos, end)
         fend = pos + n
         while pos < fend:  # Features: map entries
             tag = buf[pos]
             if tag != 0x0A:
-                tag, pos = _varint(buf, pos, fend)
-                pos = _skip(buf, pos, fend, tag & 7)
+                tag, pos = read_varint(buf, pos, fend)
+                pos = skip_field(buf, pos, fend, tag & 7)
                 continue
             n = buf[pos + 1]
             pos += 2
             if n >= 0x80:
-                n, pos = _varint(buf, pos - 1, fend)
+                n, pos = read_varint(buf, pos - 1, fend)
             eend = pos + n
             if eend > fend:
-                raise ValueError("map entry runs past its message")
+                raise WireError("map entry runs past its message")
             klen = buf[pos + 1] if pos + 1 < eend else 0x80
             if buf[pos] == 0x0A and klen < 0x80:  # usual layout: the key first
                 key = buf[pos + 2 : pos + 2 + klen]
@@ -144,16 +113,16 @@ def _record_location(buf: Any, start: int, end: int) -> tuple[int, int] | None:
             key = b""
             vpos = vend = -1
             while pos < eend:
-                tag, pos = _varint(buf, pos, eend)
+                tag, pos = read_varint(buf, pos, eend)
                 if tag in (0x0A, 0x12):
-                    n, pos = _varint(buf, pos, eend)
+                    n, pos = read_varint(buf, pos, eend)
                     if tag == 0x0A:
                         key = bytes(buf[pos : pos + n]) if n <= 16 else b"?"
                     else:
                         vpos, vend = pos, pos + n
                     pos += n
                 else:
-                    pos = _skip(buf, pos, eend, tag & 7)
+                    pos = skip_field(buf, pos, eend, tag & 7)
             if key in (b"loc_x", b"loc_y") and vpos >= 0:
                 found[key] = _entry_int(buf, vpos, vend)
             pos = eend

@@ -257,6 +257,23 @@ static PyObject *py_crc32c(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(c);
 }
 
+/* masked_crc32c(data) -> int: the TFRecord framing's checksum of a buffer, in one call
+ * (no argument tuple; the GIL released for large buffers as crc32c does). */
+static PyObject *py_masked_crc32c(PyObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    uint32_t c;
+    if (view.len >= 65536) {
+        Py_BEGIN_ALLOW_THREADS
+        c = crc32c(0, view.buf, (size_t)view.len);
+        Py_END_ALLOW_THREADS
+    } else {
+        c = crc32c(0, view.buf, (size_t)view.len);
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLong(masked(c));
+}
+
 /* ------------------------------------------------------- tile Example parser */
 
 /* Read a varint at ``*q`` (below ``e``); 0 on success. Declines (-1) a varint
@@ -841,6 +858,7 @@ static PyTypeObject ScannerType = {
 
 static PyMethodDef module_methods[] = {
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(data, value=0) -> int: CRC32C of a buffer, continuing from value."},
+    {"masked_crc32c", py_masked_crc32c, METH_O, "masked_crc32c(data) -> int: the masked CRC32C TFRecord framing stores."},
     {"parse_tile", py_parse_tile, METH_VARARGS,
      "parse_tile(data) -> dict | None: a tile-shaped Example decoded, or None to decline."},
     {"tile_location", py_tile_location, METH_VARARGS,

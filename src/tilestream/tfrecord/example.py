@@ -29,7 +29,6 @@ array([0.5, 1.5], dtype=float32)
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -38,8 +37,15 @@ import numpy.typing as npt
 
 from tilestream.errors import ConfigError
 from tilestream.tfrecord._decode import decode_example, feature_value, parse_example
-from tilestream.tfrecord._varint import _VARINT1, encode_varint
 from tilestream.tfrecord.feature import Feature, FeatureKind
+from tilestream.tfrecord.wire import (
+    VARINT1,
+    bytes_feature,
+    encode_varint,
+    float_feature,
+    int64_packed_feature,
+    map_entry,
+)
 
 __all__ = [
     "Feature",
@@ -47,6 +53,7 @@ __all__ = [
     "FeatureLike",
     "decode_example",
     "encode_example",
+    "encode_feature",
     "encode_varint",
     "feature_value",
     "parse_example",
@@ -60,14 +67,6 @@ FeatureLike = Union[
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
 _I64_MIN = -(1 << 63)
-_F32 = struct.Struct("<f")
-
-_DTYPES: dict[str, type[np.generic]] = {"float_list": np.float32, "int64_list": np.int64}
-_KIND_BY_FIELD: dict[int, FeatureKind] = {1: "bytes_list", 2: "float_list", 3: "int64_list"}
-_FIELD_BY_KIND: dict[str, int] = {"bytes_list": 0x0A, "float_list": 0x12, "int64_list": 0x1A}
-
-
-# --------------------------------------------------------------------------- encoding
 
 _varint = encode_varint
 
@@ -115,21 +114,24 @@ def _to_feature(name: str, value: Any) -> Feature:
     raise ConfigError(f"feature {name!r}: cannot encode a value of type {type(value).__name__}")
 
 
-def _encode_feature(feature: Feature) -> bytes:
+def encode_feature(feature: Feature) -> bytes:
+    """The serialized ``tf.train.Feature`` message of ``feature`` (empty for no kind).
+
+    Examples
+    --------
+    >>> encode_feature(Feature.int64_list([1, 2]))
+    b'\\x1a\\x04\\n\\x02\\x01\\x02'
+    """
     kind = feature.kind
     if kind is None:
         return b""
     if kind == "bytes_list":
-        inner = b"".join([b"\x0a" + _varint(len(v)) + v for v in feature.value])
-    elif kind == "float_list":
-        arr = np.asarray(feature.value, dtype="<f4")
-        inner = b"\x0a" + _varint(4 * arr.size) + arr.tobytes() if arr.size else b""
-    elif kind == "int64_list":
-        packed = _varints(np.asarray(feature.value, dtype=np.int64))
-        inner = b"\x0a" + _varint(len(packed)) + packed if packed else b""
-    else:
-        raise ConfigError(f"unknown feature kind {kind!r}")
-    return _FIELD_BY_KIND[kind].to_bytes(1, "little") + _varint(len(inner)) + inner
+        return bytes_feature(list(feature.value))
+    if kind == "float_list":
+        return float_feature(np.asarray(feature.value, dtype="<f4").tobytes())
+    if kind == "int64_list":
+        return int64_packed_feature(_varints(np.asarray(feature.value, dtype=np.int64)))
+    raise ConfigError(f"unknown feature kind {kind!r}")
 
 
 def encode_example(features: Mapping[str, FeatureLike]) -> bytes:
@@ -165,10 +167,7 @@ def encode_example(features: Mapping[str, FeatureLike]) -> bytes:
     for name, value in features.items():
         if not isinstance(name, str):
             raise ConfigError(f"feature names must be str, not {type(name).__name__}")
-        key = name.encode("utf-8")
-        feat = _encode_feature(_to_feature(name, value))
-        entry = b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(feat)) + feat
-        parts.append(b"\x0a" + _varint(len(entry)) + entry)
+        parts.append(map_entry(name.encode("utf-8"), encode_feature(_to_feature(name, value))))
     body = b"".join(parts)
     return b"\x0a" + _varint(len(body)) + body
 
@@ -183,14 +182,14 @@ def _int64_field(name: bytes, value: int) -> bytes:
         b"\x0a"
         + _varint(len(name) + n + 8)
         + b"\x0a"
-        + _VARINT1[len(name)]
+        + VARINT1[len(name)]
         + name
         + b"\x12"
-        + _VARINT1[n + 4]
+        + VARINT1[n + 4]
         + b"\x1a"
-        + _VARINT1[n + 2]
+        + VARINT1[n + 2]
         + b"\x0a"
-        + _VARINT1[n]
+        + VARINT1[n]
         + packed
     )
 

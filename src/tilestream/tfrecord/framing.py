@@ -11,6 +11,19 @@ so a record takes ``length + 16`` bytes. A file may be compressed as a whole
 with GZIP or ZLIB (TensorFlow's ``compression_type``); offsets are then
 offsets in the uncompressed stream.
 
+This module is the one place frames are checked. Over any buffer (``bytes``
+fetched from anywhere, a memory map, a ``bytearray`` being filled, one
+frame read by ``os.pread``):
+
+- :func:`read_header` and :func:`check_payload` check one header and one
+  payload at an offset; :func:`payload_of` checks one whole frame;
+- :func:`iter_frames` walks the frames of a buffer, yielding payloads (or
+  what a ``take`` callback makes of them), keeping count in a
+  :class:`FrameCursor`; ``final=False`` stops quietly before a frame that
+  is not complete yet, for callers that read the data in pieces.
+
+Errors name the file, the record number and the byte offset of the record.
+
 Examples
 --------
 >>> framed = frame(b"abc")
@@ -29,9 +42,9 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from tilestream.errors import ConfigError, CorruptRecordError, TruncatedRecordError
 from tilestream.tfrecord._crc import masked_crc32c
@@ -39,14 +52,23 @@ from tilestream.tfrecord._crc import masked_crc32c
 __all__ = [
     "FRAME_OVERHEAD",
     "HEADER_SIZE",
+    "OFFSETS",
     "Compression",
     "CompressionArg",
+    "FrameCursor",
     "Source",
+    "check_payload",
     "detect_compression",
+    "footer",
     "frame",
+    "header",
+    "iter_frames",
     "normalize_compression",
     "open_stream",
+    "payload_of",
+    "read_header",
     "source_name",
+    "truncation",
 ]
 
 HEADER_SIZE = 12
@@ -58,6 +80,20 @@ Source = str | os.PathLike[str] | BinaryIO
 
 _LEN = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+_HEAD = struct.Struct("<QI")
+
+LENGTH_CRC_MISMATCH = "length CRC mismatch (not a TFRecord file, or a corrupt header)"
+
+
+def header(length: int) -> bytes:
+    """The 12 bytes before a payload of ``length`` bytes: the length and its masked CRC."""
+    head = _LEN.pack(length)
+    return head + _CRC.pack(masked_crc32c(head))
+
+
+def footer(payload: bytes | bytearray | memoryview) -> bytes:
+    """The 4 bytes after ``payload``: its masked CRC."""
+    return _CRC.pack(masked_crc32c(payload))
 
 
 def frame(payload: bytes) -> bytes:
@@ -68,10 +104,7 @@ def frame(payload: bytes) -> bytes:
     >>> frame(b"")
     b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00)\\x03\\x98\\x07\\xd8\\xea\\x82\\xa2'
     """
-    header = _LEN.pack(len(payload))
-    return b"".join(
-        (header, _CRC.pack(masked_crc32c(header)), payload, _CRC.pack(masked_crc32c(payload)))
-    )
+    return b"".join((header(len(payload)), payload, footer(payload)))
 
 
 def normalize_compression(compression: CompressionArg | str) -> Compression | Literal["auto"]:
@@ -329,4 +362,232 @@ def wrap_stream_error(
         path=path,
         record=record,
         offset=offset,
+    )
+
+
+# --------------------------------------------------------------------------- checking frames
+
+
+def read_header(
+    buf: Any, pos: int, *, path: str | None = None, record: int | None = None, base: int = 0
+) -> int:
+    """The payload length declared by the header at ``buf[pos:pos + 12]``, its CRC checked.
+
+    ``base`` is the stream offset of ``buf[0]`` (for the error's offset).
+
+    Raises
+    ------
+    CorruptRecordError
+        The length's CRC does not match.
+    """
+    length, lcrc = _HEAD.unpack_from(buf, pos)
+    if lcrc != masked_crc32c(buf[pos : pos + 8]):
+        raise CorruptRecordError(LENGTH_CRC_MISMATCH, path=path, record=record, offset=base + pos)
+    return int(length)
+
+
+def check_payload(
+    buf: Any,
+    start: int,
+    stop: int,
+    *,
+    path: str | None = None,
+    record: int | None = None,
+    base: int = 0,
+) -> None:
+    """Check the payload ``buf[start:stop]`` against the CRC stored after it.
+
+    Pass a ``memoryview`` to checksum the bytes where they lie (no copy).
+    The error's offset is the record's start, ``base + start - 12`` (``base``
+    the stream offset of ``buf[0]``).
+
+    Raises
+    ------
+    CorruptRecordError
+        The CRC does not match.
+    """
+    if _CRC.unpack_from(buf, stop)[0] != masked_crc32c(buf[start:stop]):
+        raise CorruptRecordError(
+            f"data CRC mismatch (record of {stop - start} bytes)",
+            path=path,
+            record=record,
+            offset=base + start - HEADER_SIZE,
+        )
+
+
+def payload_of(
+    data: bytes,
+    *,
+    path: str | None = None,
+    record: int | None = None,
+    offset: int = 0,
+    verify: bool = True,
+) -> bytes:
+    """The payload of the one frame that starts ``data`` (as read at ``offset`` of a file).
+
+    ``data`` may go on past the frame. With ``verify``, both CRCs are checked.
+
+    Raises
+    ------
+    CorruptRecordError
+        A CRC does not match.
+    TruncatedRecordError
+        ``data`` ends inside the frame.
+
+    Examples
+    --------
+    >>> payload_of(frame(b"abc") + b"next")
+    b'abc'
+    >>> payload_of(frame(b"abc")[:-1], path="f", record=3, offset=40)
+    Traceback (most recent call last):
+    ...
+    tilestream.errors.TruncatedRecordError: f: record 3 at byte 40: record declares 3 data bytes but the data ends 18 bytes after the record start
+    """
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise TruncatedRecordError(
+            f"file ends inside a record header ({size} of 12 bytes present)",
+            path=path,
+            record=record,
+            offset=offset,
+        )
+    length, lcrc = _HEAD.unpack_from(data)
+    if verify and lcrc != masked_crc32c(data[:8]):
+        raise CorruptRecordError(LENGTH_CRC_MISMATCH, path=path, record=record, offset=offset)
+    stop = HEADER_SIZE + length
+    if stop + 4 > size:
+        raise TruncatedRecordError(
+            f"record declares {length} data bytes but the data ends {size} bytes after the "
+            "record start",
+            path=path,
+            record=record,
+            offset=offset,
+        )
+    payload = data[HEADER_SIZE:stop]
+    if verify and _CRC.unpack_from(data, stop)[0] != masked_crc32c(payload):
+        raise CorruptRecordError(
+            f"data CRC mismatch (record of {length} bytes)",
+            path=path,
+            record=record,
+            offset=offset,
+        )
+    return payload
+
+
+class FrameCursor:
+    """How far a walk over frames got: ``offset`` (stream offset after the last whole frame) and ``record`` (whole frames so far)."""
+
+    __slots__ = ("offset", "record")
+
+    def __init__(self, offset: int = 0, record: int = 0) -> None:
+        self.offset = offset
+        self.record = record
+
+
+#: ``take`` of :func:`iter_frames` that yields each frame's stream offset.
+OFFSETS: Callable[[int, int, int, int], Any] = lambda start, stop, record, offset: offset  # noqa: E731
+
+Take = Callable[[int, int, int, int], Any]
+
+
+def iter_frames(
+    buf: Any,
+    cursor: FrameCursor,
+    *,
+    pos: int = 0,
+    end: int | None = None,
+    base: int = 0,
+    path: str | None = None,
+    verify: bool = True,
+    check_header: bool | None = None,
+    final: bool = True,
+    take: Take | None = None,
+) -> Iterator[Any]:
+    """Walk the frames of ``buf[pos:end]``, checking them.
+
+    Parameters
+    ----------
+    buf
+        ``bytes``, ``bytearray``, a memory map or a ``memoryview``: data CRCs
+        are computed in place, each payload copied right after (still in cache).
+    cursor
+        Updated after every frame (``record`` counts on, ``offset`` is after the frame).
+    base
+        The stream offset of ``buf[0]`` (for offsets in errors and the cursor).
+    verify
+        Check data CRCs (and, unless ``check_header`` says otherwise, length CRCs).
+    final
+        ``buf`` holds the end of the stream: a frame cut short raises
+        :class:`~tilestream.errors.TruncatedRecordError`; with ``False`` the
+        walk stops before it (at ``cursor.offset - base``).
+    take
+        ``None`` yields payloads as ``bytes``, :data:`OFFSETS` frame offsets, any
+        other ``take(start, stop, record, offset)`` what it returns for each frame.
+
+    Examples
+    --------
+    >>> cursor = FrameCursor()
+    >>> list(iter_frames(frame(b"a") + frame(b"bc"), cursor)), cursor.record, cursor.offset
+    ([b'a', b'bc'], 2, 35)
+    >>> list(iter_frames(frame(b"a") + frame(b"bc"), FrameCursor(), take=OFFSETS))
+    [0, 17]
+    """
+    check_head = verify if check_header is None else check_header
+    size = len(buf) if end is None else end
+    n = cursor.record
+    unpack = _HEAD.unpack_from
+    unpack32 = _CRC.unpack_from
+    masked = masked_crc32c
+    as_bytes = isinstance(buf, bytearray)
+    with memoryview(buf) as view:
+        while pos + HEADER_SIZE <= size:
+            length, lcrc = unpack(buf, pos)
+            if check_head and lcrc != masked(view[pos : pos + 8]):
+                raise CorruptRecordError(
+                    LENGTH_CRC_MISMATCH, path=path, record=n, offset=base + pos
+                )
+            start = pos + HEADER_SIZE
+            stop = start + length
+            if stop + 4 > size:
+                break
+            if verify and unpack32(buf, stop)[0] != masked(view[start:stop]):
+                raise CorruptRecordError(
+                    f"data CRC mismatch (record of {length} bytes)",
+                    path=path,
+                    record=n,
+                    offset=base + pos,
+                )
+            if take is None:
+                item = bytes(view[start:stop]) if as_bytes else buf[start:stop]
+            elif take is OFFSETS:
+                item = base + pos
+            else:
+                item = take(start, stop, n, base + pos)
+            pos = stop + 4
+            n += 1
+            cursor.record = n
+            cursor.offset = base + pos
+            yield item
+    if final and pos < size:
+        raise truncation(buf, pos, size, base=base, path=path, record=n)
+
+
+def truncation(
+    buf: Any, pos: int, size: int, *, base: int, path: str | None, record: int
+) -> TruncatedRecordError:
+    """The error for a stream that ends (at ``size``) inside the frame starting at ``buf[pos]``."""
+    if pos + HEADER_SIZE > size:
+        return TruncatedRecordError(
+            f"file ends inside a record header ({size - pos} of 12 bytes present)",
+            path=path,
+            record=record,
+            offset=base + pos,
+        )
+    length = _LEN.unpack_from(buf, pos)[0]
+    return TruncatedRecordError(
+        f"record declares {length} data bytes but the file ends "
+        f"{size - pos} bytes after the record start",
+        path=path,
+        record=record,
+        offset=base + pos,
     )

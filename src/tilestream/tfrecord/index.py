@@ -41,7 +41,6 @@ import io
 import logging
 import mmap
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,20 +50,17 @@ import numpy as np
 import numpy.typing as npt
 
 from tilestream._util.atomic import atomic_write
-from tilestream.errors import (
-    ConfigError,
-    CorruptRecordError,
-    InvalidTFRecordIndex,
-    TruncatedRecordError,
-)
-from tilestream.tfrecord._crc import _crc
+from tilestream.errors import ConfigError, InvalidTFRecordIndex
 from tilestream.tfrecord._locations import record_location
 from tilestream.tfrecord._npyfile import READ_ERRORS, ArrayLimit, BadArrayFile, read_npy, read_npz
+from tilestream.tfrecord._staleness import INFLATE_RATIO, index_staleness, max_records
 from tilestream.tfrecord.framing import (
-    FRAME_OVERHEAD,
     HEADER_SIZE,
+    OFFSETS,
     CompressionArg,
+    FrameCursor,
     detect_compression,
+    iter_frames,
     normalize_compression,
 )
 from tilestream.tfrecord.reader import RecordIterator
@@ -81,6 +77,7 @@ __all__ = [
     "max_records",
     "read_index_file",
     "save_index",
+    "scan_buffer",
     "scan_index",
 ]
 
@@ -89,11 +86,6 @@ log = logging.getLogger(__name__)
 IndexFormat = Literal["npz", "npy", "text"]
 ProgressCallback = Callable[[int, int], None]
 _SUFFIX: dict[str, str] = {"npz": ".index.npz", "npy": ".index.npy", "text": ".index"}
-_HEAD = struct.Struct("<QI")
-_U32 = struct.Struct("<I")
-_DELTA = 0xA282EAD8
-#: A deflate stream decodes to at most 1032 times its size (zlib's technical notes).
-_INFLATE_RATIO = 1032
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,7 +166,7 @@ def _check_array(arr: Any, name: str, path: Path) -> npt.NDArray[np.int64]:
 
 def _row_limit(index_path: Path, max_records: int | None) -> int:
     """Rows an index may hold: what its own bytes can decode to, and ``max_records``."""
-    own = os.stat(index_path).st_size * _INFLATE_RATIO // 8 + 1
+    own = os.stat(index_path).st_size * INFLATE_RATIO // 8 + 1
     return own if max_records is None else min(own, max(int(max_records), 0))
 
 
@@ -333,76 +325,60 @@ def scan_index(
             comp = detect_compression(head)
         if comp is None and size > 0:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return _scan_mapped(m, path, locations, verify, progress)
+                return scan_buffer(m, path, locations=locations, verify=verify, progress=progress)
     if size == 0:
         return TFRecordIndex(np.zeros((0, 2), np.int64), None)
     return _scan_stream(path, comp, locations, verify, progress)
 
 
-def _scan_mapped(
-    m: mmap.mmap | bytes,
-    path: str,
-    want_locs: bool,
-    verify: bool,
-    progress: ProgressCallback | None,
+def scan_buffer(
+    buf: mmap.mmap | bytes,
+    path: str | None = None,
+    *,
+    locations: bool = True,
+    verify: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> TFRecordIndex:
-    size = len(m)
-    unpack = _HEAD.unpack_from
-    offsets: list[int] = []
-    locs: list[tuple[int, int]] | None = [] if want_locs else None
-    pos = 0
-    n = 0
-    next_report = 64 << 20
-    while pos < size:
-        if pos + 12 > size:
-            raise TruncatedRecordError(
-                f"file ends inside a record header ({size - pos} of 12 bytes present)",
-                path=path,
-                record=n,
-                offset=pos,
-            )
-        length, lcrc = unpack(m, pos)
-        c = _crc(m[pos : pos + 8])
-        if lcrc != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
-            raise CorruptRecordError(
-                "length CRC mismatch (not a TFRecord file, or a corrupt header)",
-                path=path,
-                record=n,
-                offset=pos,
-            )
-        end = pos + 16 + length
-        if end > size:
-            raise TruncatedRecordError(
-                f"record declares {length} data bytes but the file ends "
-                f"{size - pos} bytes after the record start",
-                path=path,
-                record=n,
-                offset=pos,
-            )
-        if verify:
-            c = _crc(m[pos + 12 : end - 4])
-            if _U32.unpack_from(m, end - 4)[0] != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
-                raise CorruptRecordError(
-                    f"data CRC mismatch (record of {length} bytes)",
-                    path=path,
-                    record=n,
-                    offset=pos,
-                )
-        if locs is not None:
-            loc = record_location(m, pos + 12, end - 4, path, n, pos)
+    """The index of the whole (uncompressed) TFRecord data in ``buf``, from any source.
+
+    Length CRCs are always checked; ``verify=True`` checks data CRCs too.
+    ``path`` names the data in errors.
+
+    Examples
+    --------
+    >>> from tilestream.tfrecord.framing import frame
+    >>> scan_buffer(frame(b"a") + frame(b"bc"), locations=False).array.tolist()
+    [[0, 17], [17, 18]]
+    """
+    size = len(buf)
+    cursor = FrameCursor()
+    want_locs = locations
+    step = 64 << 20
+
+    def located(start: int, stop: int, record: int, offset: int) -> int:
+        nonlocal want_locs
+        if want_locs:
+            loc = record_location(buf, start, stop, path or "", record, offset)
             if loc is None:
-                locs = None
+                want_locs = False
             else:
                 locs.append(loc)
-        offsets.append(pos)
-        pos = end
-        n += 1
-        if progress is not None and pos >= next_report:
-            progress(pos, size)
-            next_report = pos + (64 << 20)
-    if progress is not None:
+        return offset
+
+    locs: list[tuple[int, int]] = []
+    offsets: list[int] = []
+    take = located if locations else OFFSETS
+    walk = iter_frames(buf, cursor, path=path, verify=verify, check_header=True, take=take)
+    if progress is None:
+        offsets.extend(walk)
+    else:
+        for off in walk:
+            offsets.append(off)
+            if off >= step:
+                progress(off, size)
+                step = off + (64 << 20)
         progress(size, size)
-    return _make_index(offsets, size, locs)
+    return _make_index(offsets, size, locs if want_locs else None)
 
 
 def _make_index(
@@ -518,90 +494,6 @@ def export_text_index(
     index = create_index(tfrecord, fmt="text", index_path=index_path, locations=False)
     assert index.path is not None
     return index.path
-
-
-def max_records(tfrecord: str | os.PathLike[str]) -> int:
-    """The most records ``tfrecord`` can hold: each takes 16 bytes of framing at least.
-
-    A compressed file's bytes can decode to at most 1032 times as many.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
-    >>> _ = path.write_bytes(bytes(100))
-    >>> max_records(path)
-    6
-    """
-    with open(tfrecord, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        compressed = size > 0 and detect_compression(f.read(HEADER_SIZE)) is not None
-    return (size * _INFLATE_RATIO if compressed else size) // FRAME_OVERHEAD
-
-
-def _stored_stat(index: TFRecordIndex) -> tuple[int, int] | None:
-    path = index.path
-    if index.tfrecord_stat is not None or path is None or not path.name.endswith(".npz"):
-        return index.tfrecord_stat
-    try:  # an index made by hand with a path: read the two numbers alone
-        z = read_npz(
-            path, {"tfrecord_size": ArrayLimit(1, 0), "tfrecord_mtime_ns": ArrayLimit(1, 0)}
-        )
-    except (BadArrayFile, OSError):
-        return None
-    if "tfrecord_size" in z and "tfrecord_mtime_ns" in z:
-        return int(z["tfrecord_size"].item()), int(z["tfrecord_mtime_ns"].item())
-    return None
-
-
-def index_staleness(tfrecord: str | os.PathLike[str], index: TFRecordIndex) -> str | None:
-    """Why ``index`` does not describe ``tfrecord`` (``None`` when it does).
-
-    Checks the recorded size and mtime (tilestream indexes), that the
-    TFRecord is not newer than an index without them, and that the records
-    tile a plain file exactly (first at 0, each where the previous ends, the
-    last ending at the file size: a changed record count shows here).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> from tilestream.tfrecord import TFRecordWriter, serialized_record
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.tfrecords"
-    >>> with TFRecordWriter(path, index=False) as w:
-    ...     w.write(serialized_record("t", b"img", 512, 256))
-    >>> index = create_index(path)
-    >>> index_staleness(path, index) is None
-    True
-    >>> _ = path.write_bytes(path.read_bytes() * 2)
-    >>> index_staleness(path, read_index_file(index.path))
-    'the TFRecord is 180 bytes, the index was made for 90'
-    """
-    st = os.stat(tfrecord)
-    path = index.path
-    stored = _stored_stat(index)
-    if stored is not None:
-        if stored[0] != st.st_size:
-            return f"the TFRecord is {st.st_size} bytes, the index was made for {stored[0]}"
-        if stored[1] != st.st_mtime_ns:
-            return "the TFRecord was modified after its index was made"
-    elif path is not None and os.stat(path).st_mtime_ns < st.st_mtime_ns:
-        return "the TFRecord is newer than its index"
-    arr = index.array
-    with open(tfrecord, "rb") as f:
-        compressed = detect_compression(f.read(HEADER_SIZE)) is not None
-    if compressed:
-        return None if stored is not None else "compressed TFRecord without a recorded size"
-    if len(arr) == 0:
-        return None if st.st_size == 0 else "the index is empty but the TFRecord is not"
-    offs, lens = arr[:, 0], arr[:, 1]
-    if offs[0] != 0 or np.any(lens < 16) or np.any(offs[1:] != offs[:-1] + lens[:-1]):
-        return "the index's records do not follow each other"
-    if int(offs[-1] + lens[-1]) != st.st_size:
-        return (
-            f"the index covers {int(offs[-1] + lens[-1])} bytes in {len(arr)} records, "
-            f"the TFRecord has {st.st_size}"
-        )
-    return None
 
 
 def load_index(

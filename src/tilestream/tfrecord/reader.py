@@ -32,31 +32,29 @@ import logging
 import mmap
 import os
 import stat
-import struct
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-from tilestream.errors import CorruptRecordError, TruncatedRecordError
-from tilestream.tfrecord._crc import BUFFER_CRC, _crc, _crc_buf
-from tilestream.tfrecord._decode import parse_at, parse_example
-from tilestream.tfrecord._fast import parse_fast
+from tilestream.errors import TruncatedRecordError
+from tilestream.tfrecord._core import native as _native
+from tilestream.tfrecord._decode import TILES, parse_at, parse_example
 from tilestream.tfrecord.framing import (
     HEADER_SIZE,
     CompressionArg,
+    FrameCursor,
     Source,
     Stream,
+    Take,
+    check_payload,
     detect_compression,
+    iter_frames,
     normalize_compression,
     open_stream,
     source_name,
+    truncation,
     wrap_stream_error,
 )
-
-try:
-    from tilestream.tfrecord import _native
-except ImportError:  # pragma: no cover - exercised only where it could not be compiled
-    _native = None  # type: ignore[assignment]
 
 __all__ = ["RecordIterator", "iter_examples", "iter_records"]
 
@@ -64,9 +62,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4 << 20
 _PIECE = 4 << 20  # a record larger than the buffer is read this much at a time
-_HEAD = struct.Struct("<QI")
-_U32 = struct.Struct("<I")
-_DELTA = 0xA282EAD8
 
 
 class RecordIterator(Iterator[bytes]):
@@ -99,8 +94,7 @@ class RecordIterator(Iterator[bytes]):
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.path = source_name(source)
-        self._n = 0
-        self._offset = 0
+        self._cursor = FrameCursor()
         self._scan: Any = None  # the native Scanner while it is reading
         self.truncated_at: int | None = None
         self.error: TruncatedRecordError | None = None
@@ -124,13 +118,13 @@ class RecordIterator(Iterator[bytes]):
     def records(self) -> int:
         """Records read so far."""
         scan = self._scan
-        return self._n if scan is None else int(scan.records)
+        return self._cursor.record if scan is None else int(scan.records)
 
     @property
     def offset(self) -> int:
         """Bytes consumed so far in the uncompressed stream (the end of the last record read)."""
         scan = self._scan
-        return self._offset if scan is None else int(scan.pos)
+        return self._cursor.offset if scan is None else int(scan.pos)
 
     def close(self) -> None:
         """Stop iterating and close the file (if this iterator opened it)."""
@@ -145,13 +139,13 @@ class RecordIterator(Iterator[bytes]):
 
     # ------------------------------------------------------------------ internals
 
-    def _truncated(self, message: str, record: int, offset: int) -> None:
-        err = TruncatedRecordError(message, path=self.path, record=record, offset=offset)
+    def _truncated(self, err: TruncatedRecordError) -> None:
+        """Raise ``err``, or (``allow_truncated``) note it and end the iteration quietly."""
         if not self._allow_truncated:
             raise err
-        self.truncated_at = offset
+        self.truncated_at = err.offset
         self.error = err
-        log.warning("%s; read %d intact records before it", err, record)
+        log.warning("%s; read %d intact records before it", err, err.record)
         if self._on_truncated is not None:
             self._on_truncated(err)
 
@@ -190,165 +184,47 @@ class RecordIterator(Iterator[bytes]):
         finally:
             scan.close()
             self._scan = None
-            self._n = scan.records
-            self._offset = scan.pos
+            self._cursor.record = scan.records
+            self._cursor.offset = scan.pos
         return (scan.pos, scan.records) if scan.problem else None
 
     def _frames_mapped(self, buf: mmap.mmap) -> Iterator[bytes]:
-        """The loop over a memory-mapped plain file: no refills, one copy per record.
+        """The records of a memory-mapped plain file: no refills, one copy per record.
 
         The native scanner reads up to the first record it cannot vouch for;
-        the Python loop reads on from there. It computes the data CRC over the
-        mapped bytes first and copies the payload out right after, while it
-        is still in the CPU cache: the file's bytes come from memory once
-        (copying first and checking the copy would stream them twice).
+        the Python loop reads on from there, checking each data CRC over the
+        mapped bytes and copying the payload out right after, while it is
+        still in the CPU cache.
         """
         resume = yield from self._native_scan(buf)
         if resume is None:
             return
-        pos, n = resume
-        path = self.path
-        verify = self._verify
-        unpack = _HEAD.unpack_from
-        unpack32 = _U32.unpack_from
-        crc = _crc
-        crc_view = _crc_buf
-        in_place = BUFFER_CRC  # else _crc_buf copies: check the copy instead
-        delta = _DELTA
-        size = len(buf)
-        with memoryview(buf) as view:
-            while pos + 12 <= size:
-                length, lcrc = unpack(buf, pos)
-                if verify:
-                    c = crc(buf[pos : pos + 8])
-                    if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                        raise CorruptRecordError(
-                            "length CRC mismatch (not a TFRecord file, or a corrupt header)",
-                            path=path,
-                            record=n,
-                            offset=pos,
-                        )
-                start = pos + 12
-                end = start + length + 4
-                if end > size:
-                    self._truncated(
-                        f"record declares {length} data bytes but the file ends "
-                        f"{size - pos} bytes after the record start",
-                        n,
-                        pos,
-                    )
-                    return
-                if verify:
-                    if in_place:
-                        c = crc_view(view[start : end - 4])
-                        data = buf[start : end - 4]
-                    else:
-                        data = buf[start : end - 4]
-                        c = crc(data)
-                    if unpack32(buf, end - 4)[0] != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                        raise CorruptRecordError(
-                            f"data CRC mismatch (record of {length} bytes)",
-                            path=path,
-                            record=n,
-                            offset=pos,
-                        )
-                else:
-                    data = buf[start : end - 4]
-                n += 1
-                pos = end
-                self._n = n
-                self._offset = end
-                yield data
-        if pos < size:
-            self._truncated(
-                f"file ends inside a record header ({size - pos} of 12 bytes present)", n, pos
+        try:  # (inline, not through a helper generator: one level less per record)
+            yield from iter_frames(
+                buf, self._cursor, pos=resume[0], path=self.path, verify=self._verify
             )
+        except TruncatedRecordError as err:
+            self._truncated(err)
 
     def examples_mapped(self, buf: mmap.mmap, squeeze: bool) -> Iterator[dict[str, Any]]:
         """Decoded records of a memory-mapped plain file, checked and parsed in place.
 
-        Tile-shaped records go through :func:`~tilestream.tfrecord._fast.parse_fast`
+        Tile-shaped records go through the tile strategy of the Example parser
         (identical results); anything else, or a record it declines, through
         the generic parser, which also reports malformed records. The native
-        scanner decodes tile-shaped records in C and calls the same parsers
+        scanner decodes tile-shaped records in C and calls the same parser
         for the rest.
         """
-        path = self.path
-
-        def parse(start: int, stop: int, record: int, offset: int) -> dict[str, Any]:
-            return parse_at(
-                buf, start, stop, squeeze=squeeze, path=path, record=record, offset=offset
-            )
-
+        parse = _parser(buf, squeeze, self.path)
         resume = yield from self._native_scan(buf, parse=parse, tiles=squeeze)
         if resume is None:
             return
-        pos, n = resume
-        verify = self._verify
-        unpack = _HEAD.unpack_from
-        unpack32 = _U32.unpack_from
-        crc = _crc
-        crc_view = _crc_buf
-        fast = parse_fast if squeeze else None
-        delta = _DELTA
-        size = len(buf)
-        with memoryview(buf) as view:
-            while pos + 12 <= size:
-                length, lcrc = unpack(buf, pos)
-                if verify:
-                    c = crc(buf[pos : pos + 8])
-                    if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                        raise CorruptRecordError(
-                            "length CRC mismatch (not a TFRecord file, or a corrupt header)",
-                            path=path,
-                            record=n,
-                            offset=pos,
-                        )
-                start = pos + 12
-                end = start + length + 4
-                if end > size:
-                    self._truncated(
-                        f"record declares {length} data bytes but the file ends "
-                        f"{size - pos} bytes after the record start",
-                        n,
-                        pos,
-                    )
-                    return
-                stop = end - 4
-                if verify:
-                    c = crc_view(view[start:stop])
-                    if unpack32(buf, stop)[0] != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                        raise CorruptRecordError(
-                            f"data CRC mismatch (record of {length} bytes)",
-                            path=path,
-                            record=n,
-                            offset=pos,
-                        )
-                record = None
-                if fast is not None and length:
-                    try:
-                        record = fast(buf, start, stop)
-                    except IndexError:
-                        record = None
-                if record is None:
-                    record = parse_at(
-                        buf,
-                        start,
-                        stop,
-                        squeeze=squeeze,
-                        path=path,
-                        record=n,
-                        offset=pos,
-                        fast=fast is None,  # tried above when set
-                    )
-                n += 1
-                self._n = n
-                self._offset = pos = end
-                yield record
-        if pos < size:
-            self._truncated(
-                f"file ends inside a record header ({size - pos} of 12 bytes present)", n, pos
+        try:
+            yield from iter_frames(
+                buf, self._cursor, pos=resume[0], path=self.path, verify=self._verify, take=parse
             )
+        except TruncatedRecordError as err:
+            self._truncated(err)
 
     def _large_record(
         self, stream: Stream, head: memoryview, total: int, record: int, offset: int
@@ -365,155 +241,138 @@ class RecordIterator(Iterator[bytes]):
         piece = bytearray(min(_PIECE, total))
         with memoryview(piece) as pv:
             while len(rec) < total:
-                try:
-                    got = stream.readinto(pv[: min(total - len(rec), _PIECE)])
-                except EOFError as exc:
-                    self._truncated(f"compressed stream ends early ({exc})", record, offset)
+                got = self._fill(stream, pv[: min(total - len(rec), _PIECE)], record, offset)
+                if got is None:
                     return None
-                except (OSError, zlib.error) as exc:
-                    raise wrap_stream_error(
-                        exc, path=self.path, record=record, offset=offset
-                    ) from exc
                 if not got:
                     self._truncated(
-                        f"file ends inside a record ({len(rec)} of {total} bytes present)",
-                        record,
-                        offset,
+                        TruncatedRecordError(
+                            f"file ends inside a record ({len(rec)} of {total} bytes present)",
+                            path=self.path,
+                            record=record,
+                            offset=offset,
+                        )
                     )
                     return None
                 rec += pv[:got]
         del piece
         with memoryview(rec) as v:
             if self._verify:
-                c = _crc_buf(v[12 : total - 4])
-                if (
-                    _U32.unpack_from(v, total - 4)[0]
-                    != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF
-                ):
-                    raise CorruptRecordError(
-                        f"data CRC mismatch (record of {total - 16} bytes)",
-                        path=self.path,
-                        record=record,
-                        offset=offset,
-                    )
+                check_payload(v, 12, total - 4, path=self.path, record=record, base=offset)
             return bytes(v[12 : total - 4])
 
-    def _frames(self, stream: Stream) -> Iterator[bytes]:
-        """The loop over a stream: one reused buffer, filled with ``readinto``."""
-        path = self.path
-        verify = self._verify
-        size = stream.size
-        fill = stream.readinto
-        unpack = _HEAD.unpack_from
-        unpack32 = _U32.unpack_from
-        crc = _crc_buf
-        delta = _DELTA
-        buf = bytearray(self._chunk)
-        view = memoryview(buf)
-        have = 0  # bytes of data in buf
-        pos = 0  # position in buf of the next record
-        base = 0  # stream offset of buf[0]
-        n = 0  # records yielded
-        eof = False
+    def _fill(self, stream: Stream, into: memoryview, record: int, offset: int) -> int | None:
+        """Read into ``into``: the byte count (0 at the end), ``None`` after a tolerated truncation."""
         try:
+            return stream.readinto(into)
+        except EOFError as exc:
+            self._truncated(
+                TruncatedRecordError(
+                    f"compressed stream ends early ({exc})",
+                    path=self.path,
+                    record=record,
+                    offset=offset,
+                )
+            )
+            return None
+        except (OSError, zlib.error) as exc:
+            raise wrap_stream_error(exc, path=self.path, record=record, offset=offset) from exc
+
+    def _frames(self, stream: Stream) -> Iterator[bytes]:
+        """The loop over a stream: one reused buffer, filled with ``readinto``.
+
+        Whole frames in the buffer are walked by :func:`iter_frames`; the
+        partial frame at its end is moved to the front and the buffer
+        refilled (a frame larger than the buffer is read on its own).
+        """
+        cursor = self._cursor
+        buf = bytearray(self._chunk)
+        have = 0  # bytes of data in buf
+        base = 0  # stream offset of buf[0]
+        eof = False
+        with memoryview(buf) as view:
             while True:
-                # ---- fast path: whole records inside the buffer
-                while pos + 12 <= have:
-                    length, lcrc = unpack(buf, pos)
-                    if verify:
-                        c = crc(view[pos : pos + 8])
-                        if lcrc != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF:
-                            self._offset = base + pos
-                            raise CorruptRecordError(
-                                "length CRC mismatch (not a TFRecord file, or a corrupt header)",
-                                path=path,
-                                record=n,
-                                offset=base + pos,
-                            )
-                    end = pos + 16 + length
-                    if end > have:
-                        break
-                    data = bytes(view[pos + 12 : end - 4])
-                    if verify:
-                        c = crc(data)
-                        if (
-                            unpack32(buf, end - 4)[0]
-                            != (((c >> 15) | (c << 17)) + delta) & 0xFFFFFFFF
-                        ):
-                            self._offset = base + pos
-                            raise CorruptRecordError(
-                                f"data CRC mismatch (record of {length} bytes)",
-                                path=path,
-                                record=n,
-                                offset=base + pos,
-                            )
-                    n += 1
-                    pos = end
-                    self._n = n
-                    self._offset = base + end
-                    yield data
-                # ---- need more bytes: how many?
-                avail = have - pos
-                if avail >= 12:
-                    length = unpack(buf, pos)[0]
-                    need = 16 + length - avail
-                    if size is not None and base + pos + 16 + length > size:
-                        self._truncated(
-                            f"record declares {length} data bytes but the file ends "
-                            f"{size - (base + pos)} bytes after the record start",
-                            n,
-                            base + pos,
-                        )
-                        return
-                else:
-                    need = 12 - avail
-                if eof:
-                    if avail == 0:
-                        return
-                    what = "record header" if avail < 12 else "record"
-                    self._truncated(
-                        f"file ends inside a {what} ({avail} of {avail + need} bytes present)",
-                        n,
-                        base + pos,
-                    )
+                yield from iter_frames(
+                    buf, cursor, pos=cursor.offset - base, end=have, base=base,
+                    path=self.path, verify=self._verify, final=False,
+                )  # fmt: skip
+                pos = cursor.offset - base
+                need = self._missing(buf, pos, have, base, stream.size, eof)
+                if need is None:
                     return
-                # ---- move the partial record to the front; grow only as data arrives
-                if pos:
+                avail = have - pos
+                if pos:  # move the partial record to the front
                     buf[:avail] = buf[pos:have]
                     base += pos
-                    pos = 0
                     have = avail
-                target = avail + need
-                if target > len(buf):  # larger than the buffer: read on its own
-                    large = self._large_record(stream, view[:have], 16 + length, n, base)
+                if avail + need > len(buf):  # larger than the buffer: read on its own
+                    total = avail + need
+                    large = self._large_record(stream, view[:have], total, cursor.record, base)
                     if large is None:
                         return
-                    n += 1
-                    base += 16 + length
+                    cursor.record += 1
+                    base = cursor.offset = base + total
                     have = 0
-                    self._n = n
-                    self._offset = base
                     yield large
                     continue
-                # ---- refill
-                while have < target:
-                    if have == len(buf):
-                        break  # grow first (next round)
-                    try:
-                        got = fill(view[have:])
-                    except EOFError as exc:
-                        self._truncated(f"compressed stream ends early ({exc})", n, base + pos)
+                while have < avail + need and have < len(buf):
+                    got = self._fill(stream, view[have:], cursor.record, base)
+                    if got is None:
                         return
-                    except (OSError, zlib.error) as exc:
-                        raise wrap_stream_error(
-                            exc, path=path, record=n, offset=base + pos
-                        ) from exc
                     if not got:
                         eof = True
                         break
                     have += got
-        finally:
-            view.release()
+
+    def _missing(
+        self, buf: bytearray, pos: int, have: int, base: int, size: int | None, eof: bool
+    ) -> int | None:
+        """Bytes still missing of the frame at ``buf[pos]``; ``None`` when the stream ends here."""
+        avail = have - pos
+        if avail >= HEADER_SIZE:
+            length = int.from_bytes(buf[pos : pos + 8], "little")
+            need = 16 + length - avail
+            if size is not None and base + pos + 16 + length > size:
+                self._truncated(
+                    truncation(
+                        buf, pos, size - base, base=base, path=self.path, record=self._cursor.record
+                    )
+                )
+                return None
+        else:
+            need = HEADER_SIZE - avail
+        if not eof:
+            return need
+        if avail:
+            what = "record header" if avail < HEADER_SIZE else "record"
+            self._truncated(
+                TruncatedRecordError(
+                    f"file ends inside a {what} ({avail} of {avail + need} bytes present)",
+                    path=self.path,
+                    record=self._cursor.record,
+                    offset=base + pos,
+                )
+            )
+        return None
+
+
+def _parser(buf: mmap.mmap, squeeze: bool, path: str | None) -> Take:
+    """``take`` of the Python loop and ``parse`` of the native scanner: one record decoded in place."""
+    tiles = TILES.parse if squeeze else None
+
+    def parse(start: int, stop: int, record: int, offset: int) -> dict[str, Any]:
+        if tiles is not None and stop > start:
+            try:
+                rec = tiles(buf, start, stop)
+            except IndexError:
+                rec = None
+            if rec is not None:
+                return rec
+        return parse_at(
+            buf, start, stop, squeeze=squeeze, path=path, record=record, offset=offset, fast=False
+        )
+
+    return parse
 
 
 def _scanner(buf: mmap.mmap, verify: bool, **kw: Any) -> Any:

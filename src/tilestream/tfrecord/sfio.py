@@ -97,10 +97,6 @@ def get_tfrecord_length(tfrecord: PathLike) -> int:
     return len(scan_index(tfrecord, locations=False))
 
 
-def _index_for(tfrecord: PathLike) -> npt.NDArray[np.int64]:
-    return load_index(tfrecord, write=False).array
-
-
 def get_tfrecord_by_index(
     tfrecord: PathLike,
     index: int,

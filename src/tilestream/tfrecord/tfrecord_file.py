@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import struct
 from collections.abc import Iterator
 from typing import Any, overload
 
@@ -42,18 +41,22 @@ from tilestream.errors import (
     InvalidTFRecordIndex,
     RecordNotFoundError,
 )
-from tilestream.tfrecord._crc import _crc, _crc_buf
-from tilestream.tfrecord._decode import parse_at
-from tilestream.tfrecord._fast import parse_fast
+from tilestream.tfrecord._decode import TILES, parse_at
 from tilestream.tfrecord._locations import record_location
-from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, frame
+from tilestream.tfrecord.framing import (
+    HEADER_SIZE,
+    check_payload,
+    detect_compression,
+    frame,
+    read_header,
+)
 from tilestream.tfrecord.image import decode_image, detect_image_format
 from tilestream.tfrecord.index import (
     TFRecordIndex,
-    _scan_mapped,
     load_index,
     read_index_file,
     save_index,
+    scan_buffer,
 )
 from tilestream.tfrecord.reader import iter_records
 
@@ -61,9 +64,6 @@ __all__ = ["TFRecord", "record_to_dict"]
 
 log = logging.getLogger(__name__)
 
-_HEAD = struct.Struct("<QI")
-_U32 = struct.Struct("<I")
-_DELTA = 0xA282EAD8
 IMAGE_KEYS = ("image_raw", "image/encoded")
 _SAMPLED = 17  # record headers an explicit index is checked against on opening
 
@@ -218,7 +218,7 @@ class TFRecord:
             _check_explicit(index.array, buf, self.path, f"index {os.fspath(arg)}")
             return index
         if compressed or not buf:
-            return _scan_mapped(buf, self.path, True, False, None) if buf else _EMPTY
+            return scan_buffer(buf, self.path) if buf else _EMPTY
         return load_index(self.path, write=self.create_index)
 
     def close(self) -> None:
@@ -276,22 +276,15 @@ class TFRecord:
         ln = self._lens[i]
         if off < 0 or ln < 16 or off + ln > self._size:
             raise self._lie(i, off, f"it spans bytes {off}..{off + ln} of a {self._size}-byte file")
-        length, lcrc = _HEAD.unpack_from(buf, off)
-        c = _crc(buf[off : off + 8])
-        if lcrc != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
-            raise self._lie(i, off, "no record starts there (length CRC mismatch)")
+        try:
+            length = read_header(buf, off)
+        except CorruptRecordError:
+            raise self._lie(i, off, "no record starts there (length CRC mismatch)") from None
         if length + 16 != ln:
             raise self._lie(i, off, f"the index says {ln} bytes, the record header {length + 16}")
         end = off + ln - 4
         if self.verify and not self._checked[i]:
-            c = _crc_buf(self._view[off + 12 : end])
-            if _U32.unpack_from(buf, end)[0] != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
-                raise CorruptRecordError(
-                    f"data CRC mismatch (record of {length} bytes)",
-                    path=self.path,
-                    record=i,
-                    offset=off,
-                )
+            check_payload(self._view, off + 12, end, path=self.path, record=i)
             self._checked[i] = 1
         return i, off + 12, end
 
@@ -447,7 +440,7 @@ class TFRecord:
         _, start, end = self._locate(i)
         buf: Any = self._buf
         try:
-            rec = parse_fast(buf, start, end)
+            rec = TILES.parse(buf, start, end)
         except IndexError:
             rec = None
         if rec is None:  # not tile-shaped, or malformed: the generic parser decides
@@ -515,9 +508,9 @@ def _explicit_problem(arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap) -> str
     # reading them all would touch every page of a large file before the first record.
     for i in np.unique(np.linspace(0, len(arr) - 1, min(len(arr), _SAMPLED)).astype(np.int64)):
         off, ln = int(offs[i]), int(lens[i])
-        length, lcrc = _HEAD.unpack_from(buf, off)
-        c = _crc(buf[off : off + 8])
-        if lcrc != (((c >> 15) | (c << 17)) + _DELTA) & 0xFFFFFFFF:
+        try:
+            length = read_header(buf, off)
+        except CorruptRecordError:
             return f"record {i} at byte {off}: no record starts there (length CRC mismatch)"
         if length + 16 != ln:
             return f"record {i} at byte {off}: the index says {ln} bytes, the record header {length + 16}"
