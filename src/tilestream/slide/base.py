@@ -76,6 +76,7 @@ from tilestream.slide.backend import (
     register_backend,
     unregister_backend,
 )
+from tilestream.slide.levels import best_level
 from tilestream.slide.limits import OPENING, SlideLimits, default_limits
 
 if TYPE_CHECKING:
@@ -600,14 +601,12 @@ class Slide:
         return overview.read_level_resized(self, level, size, rect=rect)
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
-        """The largest level whose downsample is at most ``downsample`` (OpenSlide's rule)."""
-        downsamples = self.level_downsamples
-        if downsample < downsamples[0]:
-            return 0
-        for i in range(1, len(downsamples)):
-            if downsample < downsamples[i]:
-                return i - 1
-        return len(downsamples) - 1
+        """The largest level whose downsample is at most ``downsample`` (OpenSlide's rule).
+
+        :func:`~tilestream.slide.levels.best_level` with no tolerance, so the
+        answer is OpenSlide's for the same downsamples.
+        """
+        return best_level(self.level_downsamples, downsample, tolerance=0.0)
 
     def cache_info(self) -> dict[str, int] | None:
         """Statistics of the decoded-tile cache (``tifffile`` backend), else ``None``.

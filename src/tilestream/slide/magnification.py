@@ -81,6 +81,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import ConfigError, MissingMPPError
+from tilestream.slide.levels import best_level
 
 if TYPE_CHECKING:
     from tilestream.slide.base import Slide
@@ -541,19 +542,8 @@ def _output_box(slide: Slide, region: Region | None, s: float) -> tuple[int, int
 
 
 def _slide_level(slide: Slide, s: float) -> int:
-    """The coarsest pyramid level at least as fine as scale ``s``.
-
-    A level's downsample is computed from its size rounded to whole pixels
-    (e.g. 16.02 for a 2,000 px slide whose level is 125 px): a level within that
-    rounding (one pixel of its smaller side) of ``s`` counts as exactly ``s``.
-    """
-    best = 0
-    for level, (downsample, (lw, lh)) in enumerate(
-        zip(slide.level_downsamples, slide.level_dimensions, strict=True)
-    ):
-        if downsample <= s * (1 + 1 / max(1, min(lw, lh))) + 1e-9:
-            best = level
-    return best
+    """The coarsest pyramid level at least as fine as scale ``s`` (:func:`best_level`)."""
+    return best_level(slide.level_downsamples, s)
 
 
 def _filter(resample: str) -> tuple[Image.Resampling, float]:
