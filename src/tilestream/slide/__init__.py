@@ -14,6 +14,9 @@ stored-tile access used for JPEG pass-through (``stored_tile_grid``,
 ``read_stored_tile_bytes``). See :mod:`tilestream.slide.base`. What one read
 or decode may allocate is bounded by :class:`SlideLimits`
 (:mod:`tilestream.slide.limits`).
+
+Test slides are made by :func:`tilestream.testing.synthetic.make_synthetic_slide`
+(still importable from its old module, ``tilestream.slide.synthetic``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from tilestream.slide.base import (
 )
 from tilestream.slide.deepzoom import DeepZoomGenerator
 from tilestream.slide.limits import SlideLimits
-from tilestream.slide.synthetic import make_synthetic_slide
 
 __all__ = [
     "DeepZoomGenerator",
@@ -38,7 +40,6 @@ __all__ = [
     "SlideLimits",
     "available_backends",
     "detect_format",
-    "make_synthetic_slide",
     "open_slide",
     "register_backend",
     "unregister_backend",

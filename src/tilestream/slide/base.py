@@ -514,7 +514,7 @@ class Slide:
         Examples
         --------
         >>> import tempfile, pathlib
-        >>> from tilestream.slide.synthetic import make_synthetic_slide
+        >>> from tilestream.testing.synthetic import make_synthetic_slide
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "r.svs"
         >>> _ = make_synthetic_slide(path, width=1024, height=768, levels=1)
         >>> with open_slide(path) as slide:

@@ -17,7 +17,7 @@ Examples
 --------
 >>> import tempfile, pathlib
 >>> from tilestream.slide import open_slide
->>> from tilestream.slide.synthetic import make_synthetic_slide
+>>> from tilestream.testing.synthetic import make_synthetic_slide
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "dz.svs"
 >>> _ = make_synthetic_slide(path, width=1000, height=600, levels=2)
 >>> with open_slide(path) as slide:

@@ -58,7 +58,7 @@ Examples
 --------
 >>> import tempfile, pathlib
 >>> from tilestream.slide import open_slide
->>> from tilestream.slide.synthetic import make_synthetic_slide
+>>> from tilestream.testing.synthetic import make_synthetic_slide
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.svs"
 >>> _ = make_synthetic_slide(path, width=2000, height=1500, levels=2, mpp=0.5)
 >>> with open_slide(path) as slide:
@@ -170,7 +170,7 @@ def native_magnification(slide: Slide) -> dict[str, float | None]:
     --------
     >>> import tempfile, pathlib
     >>> from tilestream.slide import open_slide
-    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> from tilestream.testing.synthetic import make_synthetic_slide
     >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "n.svs",
     ...                             width=300, height=200, mpp=0.25, objective_power=40).path
     >>> with open_slide(path) as slide:
@@ -232,7 +232,7 @@ def magnification_for_level(slide: Slide, level: float | None = None) -> dict[st
     --------
     >>> import tempfile, pathlib
     >>> from tilestream.slide import open_slide
-    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> from tilestream.testing.synthetic import make_synthetic_slide
     >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "l.svs",
     ...                             width=2000, height=1000, mpp=0.5).path
     >>> with open_slide(path) as slide:
@@ -290,7 +290,7 @@ def level_for_magnification(
     --------
     >>> import tempfile, pathlib
     >>> from tilestream.slide import open_slide
-    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> from tilestream.testing.synthetic import make_synthetic_slide
     >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "m.svs",
     ...                             width=2000, height=1000, mpp=0.5).path
     >>> with open_slide(path) as slide:
@@ -488,7 +488,7 @@ def convert_region_scale(
     --------
     >>> import tempfile, pathlib
     >>> from tilestream.slide import open_slide
-    >>> from tilestream.slide.synthetic import make_synthetic_slide
+    >>> from tilestream.testing.synthetic import make_synthetic_slide
     >>> path = make_synthetic_slide(pathlib.Path(tempfile.mkdtemp()) / "c.svs",
     ...                             width=2000, height=1000, mpp=0.5).path
     >>> with open_slide(path) as slide:

@@ -11,7 +11,7 @@ Examples
 --------
 >>> import tempfile, pathlib
 >>> from tilestream.slide import open_slide
->>> from tilestream.slide.synthetic import make_synthetic_slide
+>>> from tilestream.testing.synthetic import make_synthetic_slide
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.svs"
 >>> _ = make_synthetic_slide(path, width=2000, height=1500, levels=2, mpp=0.5)
 >>> with open_slide(path) as slide:
