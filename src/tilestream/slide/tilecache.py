@@ -28,7 +28,12 @@ from numpy.typing import NDArray
 
 from tilestream._util.lru import LRU
 
-__all__ = ["TileCache"]
+__all__ = ["DEFAULT_CACHE_BYTES", "MAX_AUTO_CACHE_BYTES", "TileCache"]
+
+#: Initial budget of a slide's decoded-tile cache (bytes) when ``cache_bytes`` is not given.
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: Ceiling to which that budget may grow so a grid-order pass decodes each tile once.
+MAX_AUTO_CACHE_BYTES = 256 * 1024 * 1024
 
 
 def _nbytes(tile: NDArray[np.uint8]) -> int:

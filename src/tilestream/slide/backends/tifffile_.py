@@ -28,13 +28,9 @@ from PIL import Image
 
 from tilestream.errors import CorruptSlideError, UnsupportedSlideError
 from tilestream.slide._resolution import mpp_from_tiff_resolution
-from tilestream.slide.base import (
-    DEFAULT_CACHE_BYTES,
-    MAX_AUTO_CACHE_BYTES,
-    SlideBackend,
-    register_backend,
-)
-from tilestream.slide.fastpath import FileReader, StoredLevel, TileCache, _to_rgb8
+from tilestream.slide.backends.base import SlideBackend
+from tilestream.slide.fastpath import FileReader, StoredLevel, _to_rgb8
+from tilestream.slide.tilecache import DEFAULT_CACHE_BYTES, MAX_AUTO_CACHE_BYTES, TileCache
 
 __all__ = ["TiffFileBackend"]
 
@@ -66,7 +62,6 @@ def _fmt_number(value: float) -> str:
     return repr(float(value)) if value != int(value) else str(int(value))
 
 
-@register_backend
 class TiffFileBackend(SlideBackend):
     """TIFF-based slides through tifffile + imagecodecs, with the fast tile path."""
 
