@@ -74,7 +74,6 @@ _FILTERS: dict[str, tuple[Image.Resampling, float]] = {
 }
 
 
-
 def _canonical_units(units: str | None) -> str:
     try:
         return _UNITS[units.lower() if isinstance(units, str) else units]

@@ -92,7 +92,6 @@ class ScalableSlide(Protocol):
     ) -> NDArray[np.uint8]: ...
 
 
-
 def virtual_tile_size(slide: ScalableSlide) -> tuple[int, int]:
     """large_image's tile size: the stored one, else 256, within the image."""
     width, height = slide.dimensions

@@ -49,8 +49,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -60,12 +59,13 @@ from PIL import Image
 
 from tilestream.errors import MissingMPPError, SlideError, UnsupportedSlideError
 from tilestream.slide import overview
-from tilestream.slide._resolution import plausible_mpp
+from tilestream.slide.associated import AssociatedImages
 from tilestream.slide.backends.base import SlideBackend
 from tilestream.slide.large_image import LargeImageMethods
 from tilestream.slide.levels import best_level
 from tilestream.slide.limits import SlideLimits, default_limits
 from tilestream.slide.opening import open_backend
+from tilestream.slide.properties import file_mpp, normalise_mpp, objective_power, slide_bounds
 from tilestream.slide.reading import PathLike, check_path, reading
 
 if TYPE_CHECKING:
@@ -99,11 +99,12 @@ class Slide(LargeImageMethods):
         (the transform is built once per slide); ``None`` keeps stored values.
     cache_bytes
         Budget of the decoded-tile cache in bytes (``tifffile`` backend). By
-        default (``None``) it starts at 64 MiB and grows, up to 256 MiB, to
-        the rows of stored tiles a region spans (plus a region), so that reading
-        a slide in grid (row-major) order decodes every stored tile once even
-        on 100,000 px wide slides; an int fixes the budget (0: no cache).
-        Memory never exceeds the budget, whatever the slide's size.
+        default (``None``) it starts at
+        :data:`~tilestream.slide.tilecache.DEFAULT_CACHE_BYTES` and grows, up to
+        :data:`~tilestream.slide.tilecache.MAX_AUTO_CACHE_BYTES`, to the rows of
+        stored tiles a region spans (plus a region), so that reading a slide in
+        grid (row-major) order decodes every stored tile once; an int fixes the
+        budget (0: no cache). Memory never exceeds the budget.
     limits
         Memory budgets (:class:`~tilestream.slide.limits.SlideLimits`) for what
         one decode or one read may allocate; ``None``: the module-wide default
@@ -133,7 +134,7 @@ class Slide(LargeImageMethods):
             "cache_bytes": cache_bytes,
             "limits": limits,
         }
-        self._mpp_override = _normalise_mpp(mpp, self.path)
+        self._mpp_override = normalise_mpp(mpp, self.path)
         self._color = color
         self._color_transform: ColorTransform | None = None
         self._color_lock = threading.Lock()
@@ -228,7 +229,7 @@ class Slide(LargeImageMethods):
     @property
     def associated_images(self) -> Mapping[str, Image.Image]:
         """Associated images (``label``, ``macro``, ``thumbnail``...), decoded on access."""
-        return _AssociatedImages(self)
+        return AssociatedImages(self.path, self._impl, self._check_open)
 
     @property
     def color_profile(self) -> bytes | None:
@@ -251,26 +252,8 @@ class Slide(LargeImageMethods):
         if self._mpp_override is not None:
             return self._mpp_override
         if self._mpp_cache is False:
-            self._mpp_cache = self._file_mpp()
+            self._mpp_cache = file_mpp(self._impl.properties, self.path)
         return self._mpp_cache
-
-    def _file_mpp(self) -> tuple[float, float] | None:
-        props = self._impl.properties
-        try:
-            mx = float(props["openslide.mpp-x"])
-            my = float(props["openslide.mpp-y"])
-        except (KeyError, ValueError):
-            return None
-        if plausible_mpp(mx) and plausible_mpp(my) and not props.get("tilestream.mpp-suspicious"):
-            return (mx, my)
-        logger.warning(
-            "%s: ignoring implausible resolution %.4g x %.4g um/px (a screen/print "
-            "resolution, not a microscope's); pass mpp= to set it",
-            self.path,
-            mx,
-            my,
-        )
-        return None
 
     def require_mpp(self) -> tuple[float, float]:
         """:attr:`mpp`, or :class:`~tilestream.errors.MissingMPPError` naming the file."""
@@ -286,26 +269,12 @@ class Slide(LargeImageMethods):
     @property
     def objective_power(self) -> float | None:
         """Scanning objective magnification (``openslide.objective-power``), if known."""
-        value = self._impl.properties.get("openslide.objective-power")
-        try:
-            power = float(value) if value is not None else None
-        except ValueError:
-            return None
-        return power if power and power > 0 else None
+        return objective_power(self._impl.properties)
 
     @property
     def bounds(self) -> tuple[int, int, int, int]:
         """``(x, y, width, height)`` of the non-empty region in level 0, else the full slide."""
-        props = self._impl.properties
-        try:
-            return (
-                int(props["openslide.bounds-x"]),
-                int(props["openslide.bounds-y"]),
-                int(props["openslide.bounds-width"]),
-                int(props["openslide.bounds-height"]),
-            )
-        except (KeyError, ValueError):
-            return (0, 0, *self.dimensions)
+        return slide_bounds(self._impl.properties, self.dimensions)
 
     @property
     def background_color(self) -> tuple[int, int, int]:
@@ -426,10 +395,9 @@ class Slide(LargeImageMethods):
         scaled_decoding
             Opt-in, changes pixels: where the stored tiles are plain JPEG and
             ``factor`` is 2, 4 or 8, decode them directly at that scale
-            (libjpeg-turbo's scaled inverse DCT; about 20 % cheaper than a full
-            decode, and no reduction afterwards). The pixels are close to the
-            box mean but not equal to it (about 50 dB PSNR against it on real
-            slides, see ``docs/benchmarks.md``); elsewhere the exact mean.
+            (libjpeg-turbo's scaled inverse DCT: cheaper than a full decode,
+            no reduction afterwards). The pixels are close to the box mean but
+            not equal to it (see ``docs/benchmarks.md``); elsewhere the exact mean.
 
         Examples
         --------
@@ -594,37 +562,6 @@ class Slide(LargeImageMethods):
     def _color_image(self, image: Image.Image) -> Image.Image:
         transform = self.color_transform()
         return image if transform is None else transform.apply(image)
-
-
-class _AssociatedImages(Mapping[str, Image.Image]):
-    """Lazy mapping: an associated image is decoded when looked up."""
-
-    def __init__(self, slide: Slide) -> None:
-        self._slide = slide
-
-    def __getitem__(self, name: str) -> Image.Image:
-        impl = self._slide._check_open()
-        if name not in impl.associated_image_names:
-            raise KeyError(name)
-        with reading(self._slide.path, "associated image {!r}", name):
-            return impl.read_associated_image(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._slide._impl.associated_image_names)
-
-    def __len__(self) -> int:
-        return len(self._slide._impl.associated_image_names)
-
-
-def _normalise_mpp(
-    mpp: float | tuple[float, float] | None, path: Path
-) -> tuple[float, float] | None:
-    if mpp is None:
-        return None
-    pair = (float(mpp), float(mpp)) if isinstance(mpp, (int, float)) else tuple(map(float, mpp))
-    if len(pair) != 2 or not all(v > 0 and np.isfinite(v) for v in pair):
-        raise ValueError(f"{path}: mpp must be a positive number or (x, y) pair, not {mpp!r}")
-    return (pair[0], pair[1])
 
 
 def open_slide(
