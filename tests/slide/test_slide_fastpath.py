@@ -262,3 +262,29 @@ def test_merge_jpeg_tables() -> None:
     assert merge_jpeg_tables(tile, None, rgb=False) == tile
     with pytest.raises(ValueError, match="SOI"):
         merge_jpeg_tables(b"garbage", tables, rgb=False)
+
+
+def test_tile_cache_is_the_project_lru_and_grows_only_when_allowed() -> None:
+    from tilestream._util.lru import LRU
+
+    tile = np.zeros((10, 10, 3), np.uint8)  # 300 bytes
+    fixed = TileCache(max_bytes=600)
+    assert isinstance(fixed, LRU)
+    fixed.reserve(10_000)
+    assert fixed.max_bytes == 600  # no grow_limit: the budget stays
+    growing = TileCache(max_bytes=300, grow_limit=900)
+    for k in range(3):
+        assert growing.put(k, tile.copy())
+    assert len(growing) == 1  # 300 bytes: one tile
+    growing.reserve(5_000)
+    assert growing.max_bytes == 900  # raised, capped at grow_limit
+    growing.reserve(100)
+    assert growing.max_bytes == 900  # never shrunk by reserve
+    for k in range(3):
+        growing.put(k, tile.copy())
+    assert len(growing) == 3 and growing.nbytes == 900
+    assert growing.peek(0) is not None and (growing.hits, growing.misses) == (0, 0)
+    assert growing.get(0) is not None and growing.get(7) is None
+    assert (growing.hits, growing.misses) == (1, 1)
+    big = np.zeros((40, 40, 3), np.uint8)
+    assert not growing.put("big", big) and big.flags.writeable  # not cached, left writable

@@ -22,10 +22,10 @@ from numpy.typing import NDArray
 
 from tilestream.errors import ExtractionError, MissingMPPError
 from tilestream.extract.config import ExtractConfig
+from tilestream.slide.levels import best_level
 
 __all__ = ["MAX_GRID_POSITIONS", "Grid", "choose_level", "plan_grid"]
 
-_TOL = 1e-3
 #: Most tile positions a slide's grid may hold: the tile filters keep about
 #: 200 bytes a position (8.4 M positions: ~1.7 GB), so a slide declaring a huge
 #: size fails clearly instead of exhausting memory. A 200,000 x 100,000 px
@@ -76,20 +76,18 @@ class Grid:
 
 
 def choose_level(downsamples: Sequence[float], needed: float) -> int:
-    """The finest level at or coarser than needed: the largest downsample <= ``needed``.
+    """The finest level at or coarser than needed: :func:`tilestream.slide.levels.best_level`.
 
-    Never a level coarser than needed, so tiles are never upsampled.
+    Never a level coarser than needed (beyond the rounding of level sizes that
+    :data:`~tilestream.slide.levels.LEVEL_TOLERANCE` absorbs), so tiles are
+    never upsampled.
 
     >>> choose_level([1.0, 4.0, 16.0], 5.0)
     1
     >>> choose_level([1.0, 4.0, 16.0], 3.999999)
     1
     """
-    best = 0
-    for i, ds in enumerate(downsamples):
-        if ds <= needed * (1 + _TOL) and ds >= downsamples[best]:
-            best = i
-    return best
+    return best_level(downsamples, needed)
 
 
 def extract_px_for(

@@ -11,25 +11,23 @@
 ``get_best_level_for_downsample``) plus ``mpp``, ``objective_power``,
 ``bounds``, ``background_color``, ``tile_size``, ``require_mpp()`` and the
 stored-tile access used for JPEG pass-through (``stored_tile_grid``,
-``read_stored_tile_bytes``). See :mod:`tilestream.slide.base`. What one read
+``read_stored_tile_bytes``) and large_image's magnification-aware ``metadata``,
+``region``, ``tiles``... See :mod:`tilestream.slide.slide`. What one read
 or decode may allocate is bounded by :class:`SlideLimits`
 (:mod:`tilestream.slide.limits`).
+
+Test slides are made by :func:`tilestream.testing.synthetic.make_synthetic_slide`
+(still importable from its old module, ``tilestream.slide.synthetic``).
 """
 
 from __future__ import annotations
 
-from tilestream.slide.base import (
-    Slide,
-    SlideBackend,
-    available_backends,
-    detect_format,
-    open_slide,
-    register_backend,
-    unregister_backend,
-)
+from tilestream.slide.backends.base import SlideBackend
 from tilestream.slide.deepzoom import DeepZoomGenerator
 from tilestream.slide.limits import SlideLimits
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.slide.opening import detect_format
+from tilestream.slide.registry import available_backends, register_backend, unregister_backend
+from tilestream.slide.slide import Slide, open_slide
 
 __all__ = [
     "DeepZoomGenerator",
@@ -38,7 +36,6 @@ __all__ = [
     "SlideLimits",
     "available_backends",
     "detect_format",
-    "make_synthetic_slide",
     "open_slide",
     "register_backend",
     "unregister_backend",

@@ -17,7 +17,7 @@ Examples
 --------
 >>> import tempfile, pathlib
 >>> from tilestream.slide import open_slide
->>> from tilestream.slide.synthetic import make_synthetic_slide
+>>> from tilestream.testing.synthetic import make_synthetic_slide
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "dz.svs"
 >>> _ = make_synthetic_slide(path, width=1000, height=600, levels=2)
 >>> with open_slide(path) as slide:
@@ -39,6 +39,7 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 
 from PIL import Image
 
+from tilestream.slide.levels import best_level
 from tilestream.slide.limits import SlideLimits, default_limits
 from tilestream.slide.overview import thumbnail_size, thumbnail_source_size
 
@@ -65,8 +66,6 @@ class SlideLike(Protocol):
 
     @property
     def level_downsamples(self) -> tuple[float, ...]: ...
-
-    def get_best_level_for_downsample(self, downsample: float) -> int: ...
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any: ...
 
@@ -130,8 +129,11 @@ class DeepZoomGenerator:
         )
         count = len(self._dims)
         l0_downsamples = tuple(2 ** (count - level - 1) for level in range(count))
-        self._slide_level = tuple(slide.get_best_level_for_downsample(d) for d in l0_downsamples)
         self._level_downsamples = tuple(slide.level_downsamples)
+        # OpenSlide's rule (no tolerance): the tiles must equal OpenSlide's generator's.
+        self._slide_level = tuple(
+            best_level(self._level_downsamples, d, tolerance=0.0) for d in l0_downsamples
+        )
         # Deep Zoom pixels per pixel of the slide level each Deep Zoom level reads.
         self._dz_per_slide = tuple(
             l0_downsamples[level] / self._level_downsamples[self._slide_level[level]]

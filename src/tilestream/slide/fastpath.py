@@ -26,21 +26,15 @@ from the stored tiles reduced once each (the box mean of Pillow's ``reduce``,
 or, opted into, libjpeg-turbo's scaled decoding of JPEG tiles at 1/2, 1/4,
 1/8), cached reduced: no full-size intermediate.
 
-Examples
---------
->>> import numpy as np
->>> cache = TileCache(max_bytes=500)
->>> cache.put(("a",), np.zeros((10, 10, 3), np.uint8))
->>> cache.put(("b",), np.zeros((10, 10, 3), np.uint8))  # 600 bytes > 500: "a" evicted
->>> cache.get(("a",)) is None, cache.get(("b",)) is not None, cache.nbytes
-(True, True, 300)
+The cache is :mod:`tilestream.slide.tilecache`; the JPEG-table merge and the
+YCbCr conversion are :mod:`tilestream.slide.tile_codecs` (both re-exported
+here).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -51,6 +45,8 @@ from PIL import Image
 
 from tilestream.errors import CorruptSlideError, SlideError
 from tilestream.slide.limits import SlideLimits, default_limits
+from tilestream.slide.tile_codecs import APERIO_JP2K_YCBCR, merge_jpeg_tables, ycbcr_to_rgb
+from tilestream.slide.tilecache import TileCache
 
 __all__ = [
     "APERIO_JP2K_YCBCR",
@@ -65,38 +61,6 @@ __all__ = [
 _JPEG = 7
 _PHOTOMETRIC_RGB = 2
 _PHOTOMETRIC_YCBCR = 6
-#: Aperio JPEG 2000 with YCbCr components (no colour transform in the codestream).
-APERIO_JP2K_YCBCR = 33003
-
-
-def _fix(value: float) -> int:
-    return int(value * 65536 + 0.5)
-
-
-# YCbCr -> RGB chroma contributions, as libjpeg's and OpenSlide's tables (16.16 fixed point).
-_CHROMA = np.arange(256, dtype=np.int64) - 128
-_R_CR = (_fix(1.40200) * _CHROMA + (1 << 15)) >> 16
-_B_CB = (_fix(1.77200) * _CHROMA + (1 << 15)) >> 16
-_G_CB = -_fix(0.34414) * _CHROMA + (1 << 15)
-_G_CR = -_fix(0.71414) * _CHROMA
-
-
-def ycbcr_to_rgb(ycc: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Full-range YCbCr to RGB exactly as OpenSlide converts Aperio 33003 tiles.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> ycbcr_to_rgb(np.array([[[128, 128, 128], [76, 85, 255]]], np.uint8)).tolist()
-    [[[128, 128, 128], [254, 0, 0]]]
-    """
-    y = ycc[..., 0].astype(np.int64)
-    cb, cr = ycc[..., 1], ycc[..., 2]
-    out = np.empty((*ycc.shape[:-1], 3), np.uint8)
-    out[..., 0] = np.clip(y + _R_CR[cr], 0, 255)
-    out[..., 1] = np.clip(y + ((_G_CB[cb] + _G_CR[cr]) >> 16), 0, 255)
-    out[..., 2] = np.clip(y + _B_CB[cb], 0, 255)
-    return out
 
 
 def box_reduce(pixels: NDArray[np.uint8], factor: int) -> NDArray[np.uint8]:
@@ -115,74 +79,6 @@ def box_reduce(pixels: NDArray[np.uint8], factor: int) -> NDArray[np.uint8]:
     if factor == 1:
         return pixels
     return np.asarray(Image.fromarray(np.ascontiguousarray(pixels), "RGB").reduce(factor))
-
-
-class TileCache:
-    """A thread-safe LRU cache of decoded tiles, bounded in bytes.
-
-    Parameters
-    ----------
-    max_bytes
-        Budget; the least recently used tiles are dropped beyond it. 0 disables
-        caching (every read decodes).
-    grow_limit
-        When given, :meth:`reserve` may raise the budget up to this many bytes.
-    """
-
-    def __init__(self, max_bytes: int, *, grow_limit: int | None = None) -> None:
-        self.max_bytes = max(0, int(max_bytes))
-        self.grow_limit = grow_limit
-        self._data: OrderedDict[Hashable, NDArray[np.uint8]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.nbytes = 0
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable) -> NDArray[np.uint8] | None:
-        """The cached tile for ``key`` (marking it recently used), or ``None``."""
-        with self._lock:
-            tile = self._data.get(key)
-            if tile is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return tile
-
-    def peek(self, key: Hashable) -> NDArray[np.uint8] | None:
-        """The cached tile for ``key`` or ``None``, without touching the order or the counts."""
-        with self._lock:
-            return self._data.get(key)
-
-    def put(self, key: Hashable, tile: NDArray[np.uint8]) -> None:
-        """Cache ``tile`` (read-only from now on), evicting older tiles past the budget."""
-        size = int(tile.nbytes)
-        if size > self.max_bytes:
-            return
-        tile.flags.writeable = False
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self.nbytes -= int(old.nbytes)
-            self._data[key] = tile
-            self.nbytes += size
-            while self.nbytes > self.max_bytes:
-                _, dropped = self._data.popitem(last=False)
-                self.nbytes -= int(dropped.nbytes)
-
-    def reserve(self, nbytes: int) -> None:
-        """Grow the budget to ``nbytes`` (at most ``grow_limit``) if growing is allowed."""
-        if self.grow_limit is not None and nbytes > self.max_bytes:
-            self.max_bytes = min(int(nbytes), self.grow_limit)
-
-    def clear(self) -> None:
-        """Drop every tile."""
-        with self._lock:
-            self._data.clear()
-            self.nbytes = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class FileReader:
@@ -207,42 +103,6 @@ class FileReader:
     def close(self) -> None:
         """Close the handle."""
         self._f.close()
-
-
-def merge_jpeg_tables(tile: bytes, tables: bytes | None, *, rgb: bool) -> bytes:
-    """A standalone JPEG from an abbreviated TIFF tile stream and its ``JPEGTables``.
-
-    Parameters
-    ----------
-    tile
-        The stored tile bytes (SOI ... EOI, possibly without quantisation and
-        Huffman tables).
-    tables
-        The page's ``JPEGTables`` (SOI, DQT/DHT segments, EOI) or ``None``.
-    rgb
-        True when the tile is RGB-coded (TIFF photometric RGB); an Adobe APP14
-        marker with ``transform=0`` is added so decoders do not assume YCbCr.
-
-    Examples
-    --------
-    >>> tile = b"\\xff\\xd8" + b"\\xff\\xda\\x00\\x02" + b"\\xff\\xd9"
-    >>> tables = b"\\xff\\xd8" + b"\\xff\\xdb\\x00\\x02" + b"\\xff\\xd9"
-    >>> merge_jpeg_tables(tile, tables, rgb=False).hex()
-    'ffd8ffdb0002ffda0002ffd9'
-    """
-    if tile[:2] != b"\xff\xd8":
-        raise ValueError("not a JPEG stream (no SOI marker)")
-    parts = [b"\xff\xd8"]
-    if rgb:
-        # APP14 "Adobe": version 100, flags0 0, flags1 0, transform 0 (no colour transform).
-        parts.append(b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00")
-    if tables:
-        body = tables[2:]
-        if body.endswith(b"\xff\xd9"):
-            body = body[:-2]
-        parts.append(body)
-    parts.append(tile[2:])
-    return b"".join(parts)
 
 
 class StoredLevel:

@@ -48,10 +48,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tilestream.slide.backend import SlideBackend
+from tilestream.slide.backends.base import SlideBackend
+from tilestream.slide.reading import reading
 
 if TYPE_CHECKING:
-    from tilestream.slide.base import Slide
+    from tilestream.slide.slide import Slide
 
 __all__ = [
     "BAND_BYTES",
@@ -152,9 +153,7 @@ class _LevelReader:
             ds = slide.level_downsamples[self.level]
             location = (round(x * ds), round(y * ds))
             return np.asarray(slide.read_region(location, self.level, (w, h), as_array=True))
-        from tilestream.slide.base import _reading
-
-        with _reading(slide.path, "level {} pixels at {} size {}", self.level, (x, y), (w, h)):
+        with reading(slide.path, "level {} pixels at {} size {}", self.level, (x, y), (w, h)):
             rgb = self.impl.read_level_rgb(self.level, x, y, w, h)
         return slide._apply_color_array(np.asarray(rgb))
 

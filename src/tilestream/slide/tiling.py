@@ -11,7 +11,7 @@ Examples
 --------
 >>> import tempfile, pathlib
 >>> from tilestream.slide import open_slide
->>> from tilestream.slide.synthetic import make_synthetic_slide
+>>> from tilestream.testing.synthetic import make_synthetic_slide
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.svs"
 >>> _ = make_synthetic_slide(path, width=2000, height=1500, levels=2, mpp=0.5)
 >>> with open_slide(path) as slide:
@@ -27,30 +27,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import ConfigError
-from tilestream.slide.magnification import (
+from tilestream.slide.regions import as_format, output_box, read_scaled, resample_filter
+from tilestream.slide.scales import (
     Format,
     Region,
     Resample,
+    ScalableSlide,
     Scale,
-    _as_format,
-    _filter,
-    _output_box,
-    _scale_factor,
-    _slide_level,
     metadata,
     native_magnification,
-    read_scaled,
+    scale_factor,
+    slide_level,
 )
-
-if TYPE_CHECKING:
-    from tilestream.slide.base import Slide
 
 __all__ = ["TileDict", "TileIterator", "single_tile", "tiles"]
 
@@ -126,7 +121,7 @@ class TileIterator:
 
     def __init__(
         self,
-        slide: Slide,
+        slide: ScalableSlide,
         *,
         region: Region | None,
         scale: Scale | None,
@@ -140,13 +135,13 @@ class TileIterator:
             raise ConfigError(f"format must be 'numpy' or 'pil', not {format!r}")
         if edge not in ("crop", "pad", "drop"):
             raise ConfigError(f"edge must be 'crop', 'pad' or 'drop', not {edge!r}")
-        _filter(resample)
+        resample_filter(resample)
         self.slide = slide
         self.format = format
         self.resample = resample
         self.edge = edge
-        self.s = s = _scale_factor(slide, scale)
-        self.box = x0, y0, x1, y1 = _output_box(slide, region, s)
+        self.s = s = scale_factor(slide, scale)
+        self.box = x0, y0, x1, y1 = output_box(slide, region, s)
         meta = metadata(slide)
         self.tile_size = tw, th = _pair(
             tile_size, "tile_size", ("width", "height"), (meta["tileWidth"], meta["tileHeight"])
@@ -159,7 +154,7 @@ class TileIterator:
         self.stride = (tw - ox, th - oy)
         self.columns = self._count(x1 - x0, tw, tw - ox)
         self.rows = self._count(y1 - y0, th, th - oy)
-        self.slide_level = _slide_level(slide, s)
+        self.slide_level = slide_level(slide, s)
         levels = meta["levels"]
         fractional = levels - 1 - math.log2(s)
         self.level: float = (
@@ -255,11 +250,11 @@ class TileIterator:
             padded[...] = self.slide.background_color
             padded[: pixels.shape[0], : pixels.shape[1]] = pixels
             pixels = padded
-        return _as_format(pixels, self.format)
+        return as_format(pixels, self.format)
 
 
 def tiles(
-    slide: Slide,
+    slide: ScalableSlide,
     *,
     region: Region | None = None,
     scale: Scale | None = None,
@@ -320,9 +315,16 @@ def tiles(
 
 
 def single_tile(
-    slide: Slide,
+    slide: ScalableSlide,
     tile_position: int | Mapping[str, int],
-    **kwargs: Any,
+    *,
+    region: Region | None = None,
+    scale: Scale | None = None,
+    tile_size: int | tuple[int, int] | Mapping[str, int] | None = None,
+    tile_overlap: int | tuple[int, int] | Mapping[str, Any] | None = None,
+    format: Format = "numpy",
+    resample: Resample = "lanczos",
+    edge: Literal["crop", "pad", "drop"] = "crop",
 ) -> TileDict:
     """One tile of :func:`tiles` (same keyword arguments), without iterating.
 
@@ -334,7 +336,16 @@ def single_tile(
     IndexError
         The position is outside the tile grid.
     """
-    grid = tiles(slide, **kwargs)
+    grid = tiles(
+        slide,
+        region=region,
+        scale=scale,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        format=format,
+        resample=resample,
+        edge=edge,
+    )
     if isinstance(tile_position, Mapping):
         if tile_position.get("position") is not None:
             position = int(tile_position["position"])

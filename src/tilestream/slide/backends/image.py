@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from tilestream.errors import CorruptSlideError, SlideError, UnsupportedSlideError
-from tilestream.slide.base import SlideBackend, register_backend
+from tilestream.slide.backends.base import SlideBackend
 
 __all__ = ["ImageBackend"]
 
@@ -28,7 +28,6 @@ __all__ = ["ImageBackend"]
 MAX_PIXELS = 1 << 30
 
 
-@register_backend
 class ImageBackend(SlideBackend):
     """A plain image (PNG, JPEG, BMP, flat TIFF...) as a one-level slide."""
 

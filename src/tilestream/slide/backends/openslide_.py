@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from tilestream.errors import CorruptSlideError, SlideError, UnsupportedSlideError
-from tilestream.slide.base import SlideBackend, register_backend
+from tilestream.slide.backends.base import SlideBackend
 
 __all__ = ["OpenSlideBackend"]
 
@@ -42,7 +42,6 @@ def _openslide() -> Any:
     return openslide
 
 
-@register_backend
 class OpenSlideBackend(SlideBackend):
     """Slides through OpenSlide."""
 

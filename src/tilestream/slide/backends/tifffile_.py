@@ -28,13 +28,9 @@ from PIL import Image
 
 from tilestream.errors import CorruptSlideError, UnsupportedSlideError
 from tilestream.slide._resolution import mpp_from_tiff_resolution
-from tilestream.slide.base import (
-    DEFAULT_CACHE_BYTES,
-    MAX_AUTO_CACHE_BYTES,
-    SlideBackend,
-    register_backend,
-)
-from tilestream.slide.fastpath import FileReader, StoredLevel, TileCache, _to_rgb8
+from tilestream.slide.backends.base import SlideBackend
+from tilestream.slide.fastpath import FileReader, StoredLevel, _to_rgb8
+from tilestream.slide.tilecache import DEFAULT_CACHE_BYTES, MAX_AUTO_CACHE_BYTES, TileCache
 
 __all__ = ["TiffFileBackend"]
 
@@ -66,7 +62,6 @@ def _fmt_number(value: float) -> str:
     return repr(float(value)) if value != int(value) else str(int(value))
 
 
-@register_backend
 class TiffFileBackend(SlideBackend):
     """TIFF-based slides through tifffile + imagecodecs, with the fast tile path."""
 
@@ -175,66 +170,22 @@ class TiffFileBackend(SlideBackend):
         self._properties = self._build_properties()
 
     def _build_properties(self) -> dict[str, str]:
+        """OpenSlide's properties for this file: TIFF tags, vendor's, resolution, levels."""
         page0 = self._pages[0]
-        tags = page0.tags
         props: dict[str, str] = {}
-        if self._format in _OWN_FORMATS:
+        if self._format in _OWN_FORMATS or self._format == "ome-tiff":
             props["openslide.vendor"] = self._format
-        elif self._format == "ome-tiff":
-            props["openslide.vendor"] = "ome-tiff"
         desc = page0.description or ""
         if desc:
             props["tiff.ImageDescription"] = desc
-        for tag in ("Make", "Model", "Software", "DateTime", "Artist", "Copyright", "HostComputer"):
-            value = tags.valueof(tag)
-            if value:
-                props[f"tiff.{tag}"] = str(value)
-        unit_tag = tags.get("ResolutionUnit")
-        unit = unit_tag.value.name if unit_tag is not None else "NONE"
-        xres_tag, yres_tag = tags.get("XResolution"), tags.get("YResolution")
-        if unit_tag is not None:
-            props["tiff.ResolutionUnit"] = {
-                "NONE": "none",
-                "INCH": "inch",
-                "CENTIMETER": "centimeter",
-            }.get(unit, unit.lower())
-        mpp: tuple[float, float] | None = None
-        suspicious = False
-        if xres_tag is not None and yres_tag is not None:
-            xres = xres_tag.value[0] / xres_tag.value[1] if xres_tag.value[1] else 0.0
-            yres = yres_tag.value[0] / yres_tag.value[1] if yres_tag.value[1] else 0.0
-            props["tiff.XResolution"] = _fmt_number(xres)
-            props["tiff.YResolution"] = _fmt_number(yres)
-            mx = mpp_from_tiff_resolution(xres, unit)
-            my = mpp_from_tiff_resolution(yres, unit)
-            if mx is not None and my is not None:
-                mpp = (mx[0], my[0])
-                suspicious = mx[1] or my[1]
+        mpp, suspicious = _tiff_tag_properties(page0.tags, props)
         objective: str | None = None
         if self._format == "aperio":
-            props["openslide.comment"] = desc
-            for part in desc.split("|")[1:]:
-                key, sep, value = part.partition("=")
-                if sep:
-                    props[f"aperio.{key.strip()}"] = value.strip()
-            mpp = None  # OpenSlide ignores Aperio's TIFF resolution tags
-            suspicious = False
-            try:
-                value = float(props["aperio.MPP"])
-                mpp = (value, value)
-            except (KeyError, ValueError):
-                pass
-            objective = props.get("aperio.AppMag")
+            mpp, objective = _aperio_properties(desc, props)
+            suspicious = False  # OpenSlide ignores Aperio's TIFF resolution tags
         elif self._format == "hamamatsu":
-            ndpi = getattr(page0, "ndpi_tags", None) or {}
-            lens = ndpi.get("Magnification")
-            if lens:
-                props["hamamatsu.SourceLens"] = _fmt_number(float(lens))
-                objective = props["hamamatsu.SourceLens"]
-            for key in ("XOffsetFromSlideCenter", "YOffsetFromSlideCenter", "Model"):
-                if key in ndpi:
-                    props[f"hamamatsu.{key}"] = str(ndpi[key])
-        elif desc and self._format != "aperio":
+            objective = _hamamatsu_properties(getattr(page0, "ndpi_tags", None) or {}, props)
+        elif desc:
             props["openslide.comment"] = desc
         if mpp is not None:
             props["openslide.mpp-x"] = repr(mpp[0])
@@ -246,6 +197,12 @@ class TiffFileBackend(SlideBackend):
         icc = self.color_profile
         if icc is not None:
             props["openslide.icc-size"] = str(len(icc))
+        self._add_level_properties(props)
+        props["tilestream.format"] = self._format
+        return props
+
+    def _add_level_properties(self, props: dict[str, str]) -> None:
+        """``openslide.level[i].*`` and ``openslide.associated.*`` sizes."""
         props["openslide.level-count"] = str(len(self._dims))
         downsamples = self.level_downsamples
         for i, (page, (w, h)) in enumerate(zip(self._pages, self._dims, strict=True)):
@@ -259,8 +216,6 @@ class TiffFileBackend(SlideBackend):
             shape = series.shape
             props[f"openslide.associated.{name}.width"] = str(shape[1])
             props[f"openslide.associated.{name}.height"] = str(shape[0])
-        props["tilestream.format"] = self._format
-        return props
 
     @classmethod
     def available(cls) -> bool:
@@ -423,3 +378,67 @@ class TiffFileBackend(SlideBackend):
         self._cache.clear()
         self._reader.close()
         self._tif.close()
+
+
+_TIFF_TEXT_TAGS = ("Make", "Model", "Software", "DateTime", "Artist", "Copyright", "HostComputer")
+
+
+def _tiff_tag_properties(
+    tags: Any, props: dict[str, str]
+) -> tuple[tuple[float, float] | None, bool]:
+    """Add ``tiff.*`` properties; the resolution tags' ``(mpp, suspicious)``."""
+    for tag in _TIFF_TEXT_TAGS:
+        value = tags.valueof(tag)
+        if value:
+            props[f"tiff.{tag}"] = str(value)
+    unit_tag = tags.get("ResolutionUnit")
+    unit = unit_tag.value.name if unit_tag is not None else "NONE"
+    xres_tag, yres_tag = tags.get("XResolution"), tags.get("YResolution")
+    if unit_tag is not None:
+        props["tiff.ResolutionUnit"] = {
+            "NONE": "none",
+            "INCH": "inch",
+            "CENTIMETER": "centimeter",
+        }.get(unit, unit.lower())
+    if xres_tag is None or yres_tag is None:
+        return None, False
+    xres = xres_tag.value[0] / xres_tag.value[1] if xres_tag.value[1] else 0.0
+    yres = yres_tag.value[0] / yres_tag.value[1] if yres_tag.value[1] else 0.0
+    props["tiff.XResolution"] = _fmt_number(xres)
+    props["tiff.YResolution"] = _fmt_number(yres)
+    mx = mpp_from_tiff_resolution(xres, unit)
+    my = mpp_from_tiff_resolution(yres, unit)
+    if mx is None or my is None:
+        return None, False
+    return (mx[0], my[0]), mx[1] or my[1]
+
+
+def _aperio_properties(
+    desc: str, props: dict[str, str]
+) -> tuple[tuple[float, float] | None, str | None]:
+    """Add ``aperio.*`` from the description; its ``(mpp, objective power)``."""
+    props["openslide.comment"] = desc
+    for part in desc.split("|")[1:]:
+        key, sep, text = part.partition("=")
+        if sep:
+            props[f"aperio.{key.strip()}"] = text.strip()
+    mpp: tuple[float, float] | None = None
+    try:
+        value = float(props["aperio.MPP"])
+        mpp = (value, value)
+    except (KeyError, ValueError):
+        pass
+    return mpp, props.get("aperio.AppMag")
+
+
+def _hamamatsu_properties(ndpi: Mapping[str, Any], props: dict[str, str]) -> str | None:
+    """Add ``hamamatsu.*`` from the NDPI tags; the objective power (source lens)."""
+    objective = None
+    lens = ndpi.get("Magnification")
+    if lens:
+        props["hamamatsu.SourceLens"] = _fmt_number(float(lens))
+        objective = props["hamamatsu.SourceLens"]
+    for key in ("XOffsetFromSlideCenter", "YOffsetFromSlideCenter", "Model"):
+        if key in ndpi:
+            props[f"hamamatsu.{key}"] = str(ndpi[key])
+    return objective
