@@ -60,6 +60,7 @@ from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
 from tilestream.dataset.manifest import _stale_files, scan_manifest
 from tilestream.dataset.summary import DatasetSummary
 from tilestream.errors import AnnotationError, ConfigError, TileStreamError
+from tilestream.runfolder import TFRECORD_SUFFIX, run_folder_name
 
 __all__ = ["BalanceStrategy", "Dataset", "DatasetSummary"]
 
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 BalanceStrategy = Literal["tile", "slide", "patient", "category"]
-_SUFFIX = ".tfrecords"
 _ROI_EXTENSIONS = (".geojson", ".json", ".csv")
 
 
@@ -208,7 +208,7 @@ class Dataset:
     def _label_dir(self) -> str | None:
         if self.tile_px is None or self.tile_um is None:
             return None
-        return f"{self.tile_px}px_{self.tile_um}"
+        return run_folder_name(self.tile_px, self.tile_um)
 
     def _folders(self) -> tuple[list[Path], list[Path], list[str]]:
         """Folders to search, single files, and missing sources."""
@@ -252,11 +252,16 @@ class Dataset:
 
         stale: dict[str, str] = {}
         for folder in folders:
-            scan = scan_manifest(folder, suffixes=(_SUFFIX,))
+            scan = scan_manifest(folder, suffixes=(TFRECORD_SUFFIX,))
             stale.update({os.fspath(folder / rel): why for rel, why in scan.stale.items()})
             for rel, entry in scan.entries.items():
                 path = folder / rel
-                add(path.name[: -len(_SUFFIX)], path, int(entry["total"]), entry.get("error"))
+                add(
+                    path.name[: -len(TFRECORD_SUFFIX)],
+                    path,
+                    int(entry["total"]),
+                    entry.get("error"),
+                )
         single_stale = _stale_files(singles)
         for path, why in single_stale.items():
             log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)

@@ -38,6 +38,7 @@ from tilestream.loaders.stream import (
     open_sources,
     select_current,
 )
+from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
 
 __all__ = ["TilePlan", "plan_tiles"]
 
@@ -140,13 +141,12 @@ def _open(
 
 
 def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
+    """The files to read: a folder's top-level ``*.tfrecords``, else the paths as given."""
     if isinstance(tfrecords, str | os.PathLike):
-        root = os.fspath(tfrecords)
-        if os.path.isdir(root):
-            return sorted(
-                os.path.join(root, n) for n in os.listdir(root) if n.endswith(".tfrecords")
-            )
-        return [root]
+        if os.path.isdir(tfrecords):
+            found = find_tfrecords(tfrecords, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+            return [os.fspath(p) for p in found]
+        return [os.fspath(tfrecords)]
     return [os.fspath(p) for p in tfrecords]
 
 
