@@ -29,6 +29,13 @@ def _parse_filters(items: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
+def _top_level_tfrecords(paths: tuple[str, ...]) -> list[Path]:
+    """Files as given; a folder gives its top-level ``*.tfrecords`` (not searched further)."""
+    from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
+
+    return find_tfrecords(paths, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+
+
 def _tfrecord_group(group: click.Group) -> None:
     @group.group("tfrecord")
     def tfrecord_group() -> None:
@@ -40,11 +47,9 @@ def _tfrecord_group(group: click.Group) -> None:
     @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
     def merge_cmd(inputs: tuple[str, ...], output: str, overwrite: bool) -> None:
         """Concatenate TFRecords (files, or folders of *.tfrecords) into OUTPUT."""
-        from tilestream.dataset.io import _tfrecord_list, merge_tfrecords
+        from tilestream.dataset.io import merge_tfrecords
 
-        files: list[Path] = []
-        for i in inputs:
-            files.extend(_tfrecord_list(i))
+        files = _top_level_tfrecords(inputs)
         n = merge_tfrecords(files, output, overwrite=overwrite)
         _console().print(f"merged {len(files)} TFRecords: {n} records -> [green]{output}[/green]")
 
@@ -130,12 +135,11 @@ def _tfrecord_group(group: click.Group) -> None:
     @click.option("--overwrite", is_flag=True, help="Replace differing tile files.")
     def to_images_cmd(tfrecords: tuple[str, ...], dest: str, overwrite: bool) -> None:
         """Write the tiles of TFRECORDS as DEST/<slide>/<slide>_<x>-<y>.<ext>."""
-        from tilestream.dataset.io import _tfrecord_list, extract_tiles
+        from tilestream.dataset.io import tfrecord_to_images
 
         table = Table("TFRecord", "tiles", title=f"tiles -> {dest}")
-        for item in tfrecords:
-            for f in _tfrecord_list(item):
-                table.add_row(str(f), str(extract_tiles(f, dest, overwrite=overwrite)))
+        for f in _top_level_tfrecords(tfrecords):
+            table.add_row(str(f), str(tfrecord_to_images(f, dest, overwrite=overwrite)))
         _console().print(table)
 
     @tfrecord_group.command("from-images")
