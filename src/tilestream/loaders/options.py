@@ -78,7 +78,8 @@ def check_on_error(on_error: Any) -> OnError:
     """``on_error`` checked: ``"raise"`` or ``"skip"``."""
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    return on_error  # type: ignore[no-any-return]
+    checked: OnError = on_error
+    return checked
 
 
 def _check_positive(name: str, value: Any) -> None:
