@@ -18,9 +18,9 @@ def test_tfrecord_to_images_is_slideflows_extract_tiles() -> None:
 
 
 def test_dataset_extract_tiles_means_slide_extraction() -> None:
-    from tilestream.dataset import Dataset
+    from tilestream.dataset import Dataset, extraction
 
     doc = inspect.getdoc(Dataset.extract_tiles) or ""
-    assert "extract_slides" in doc
-    source = inspect.getsource(Dataset.extract_tiles)
-    assert "tfrecord_to_images" not in source
+    assert "Slideflow's ``Dataset.extract_tiles``" in doc
+    assert "extract_dataset_slides(" in inspect.getsource(Dataset.extract_tiles)
+    assert "extract_slides(tasks" in inspect.getsource(extraction.extract_dataset_slides)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 tf = require("tensorflow", extra="tf", purpose="tilestream.tf datasets")
 
-__all__ = ["SkipCount", "TileOptions", "tile_dataset"]
+__all__ = ["SkipCount", "TFTileKwargs", "TileOptions", "tile_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +363,14 @@ def _record_parser(plan: TilePlan, opts: TileOptions) -> Callable[[Any, Any], An
         return _outputs(img, label, ex, opts)
 
     return parse
+
+
+class TFTileKwargs(TileKwargs, total=False):
+    """The keyword arguments of :func:`tile_dataset`: the options, and its own three."""
+
+    shard: tuple[int, int] | None
+    num_parallel_calls: int | None
+    deterministic: bool | None
 
 
 def tile_dataset(
