@@ -36,10 +36,8 @@ def _top_level_tfrecords(paths: tuple[str, ...]) -> list[Path]:
     return find_tfrecords(paths, recursive=False, suffixes=(TFRECORD_SUFFIX,))
 
 
-def _tfrecord_group(group: click.Group) -> None:
-    @group.group("tfrecord")
-    def tfrecord_group() -> None:
-        """Split, merge, shuffle, transform TFRecords; convert to and from loose images."""
+def _add_file_commands(tfrecord_group: click.Group) -> None:
+    """``tfrecord merge``, ``split``, ``shuffle`` and ``join``."""
 
     @tfrecord_group.command("merge")
     @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
@@ -95,6 +93,10 @@ def _tfrecord_group(group: click.Group) -> None:
         n = join_tfrecord(folder, output, assign_slide, seed=seed, overwrite=overwrite)
         _console().print(f"joined {n} records -> [green]{output}[/green]")
 
+
+def _add_transform_command(tfrecord_group: click.Group) -> None:
+    """``tfrecord transform``."""
+
     @tfrecord_group.command("transform")
     @click.argument("origin", type=click.Path(exists=True, dir_okay=False))
     @click.argument("target", type=click.Path(dir_okay=False))
@@ -128,6 +130,10 @@ def _tfrecord_group(group: click.Group) -> None:
             overwrite=overwrite,
         )
         _console().print(f"transformed {n} records -> [green]{target}[/green]")
+
+
+def _add_image_commands(tfrecord_group: click.Group) -> None:
+    """``tfrecord to-images`` and ``from-images``."""
 
     @tfrecord_group.command("to-images")
     @click.argument("tfrecords", nargs=-1, required=True, type=click.Path(exists=True))
@@ -185,6 +191,16 @@ def _tfrecord_group(group: click.Group) -> None:
                 input_dir, out_dir, filename or f"{name}.tfrecords", **opts
             )
         _console().print(f"wrote {n} tiles to TFRecords in [green]{out_dir}[/green]")
+
+
+def _tfrecord_group(group: click.Group) -> None:
+    @group.group("tfrecord")
+    def tfrecord_group() -> None:
+        """Split, merge, shuffle, transform TFRecords; convert to and from loose images."""
+
+    _add_file_commands(tfrecord_group)
+    _add_transform_command(tfrecord_group)
+    _add_image_commands(tfrecord_group)
 
 
 def register(group: click.Group) -> None:
