@@ -57,7 +57,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from tilestream.dataset.annotations import Annotations, AnnotationSource, load_annotations
 from tilestream.dataset.balance import BalanceStrategy, tfrecord_weights
 from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
-from tilestream.dataset.extraction import ExtractTilesKwargs, extract_dataset_slides
+from tilestream.dataset.extraction import extract_dataset_slides
+from tilestream.dataset.kwargs import CrossfoldKwargs, ExtractTilesKwargs
 from tilestream.dataset.scan import TFRecordScan, scan_tfrecords
 from tilestream.dataset.summary import DatasetSummary, slides_with_rois
 from tilestream.errors import AnnotationError, ConfigError
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from tilestream.tf.dataset import TFTileKwargs
     from tilestream.torch.dataset import TileDataset
 
-__all__ = ["BalanceStrategy", "Dataset", "DatasetSummary", "ExtractTilesKwargs"]
+__all__ = ["BalanceStrategy", "CrossfoldKwargs", "Dataset", "DatasetSummary", "ExtractTilesKwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +416,9 @@ class Dataset:
         )
         return new
 
-    def crossfolds(self, category: str, k: int = 3, **kwargs: Any) -> CrossfoldResult:
+    def crossfolds(
+        self, category: str, k: int = 3, **kwargs: Unpack[CrossfoldKwargs]
+    ) -> CrossfoldResult:
         """Cross-validation folds of :meth:`slides` (see :func:`~tilestream.dataset.generate_crossfolds`).
 
         Site-preserved when the annotations have a ``site`` column (or

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from tilestream.errors import ConfigError
 from tilestream.runfolder import run_folder_name
 
 if TYPE_CHECKING:
-    from concurrent.futures import Executor
-
     from typing_extensions import Unpack
 
-    from tilestream.extract.config import ExtractConfig
-    from tilestream.extract.run import ExtractionRun, ProgressCallback
+    from tilestream.dataset.kwargs import ExtractTilesKwargs
+    from tilestream.extract.run import ExtractionRun
 
-__all__ = ["ExtractTilesKwargs", "extract_dataset_slides"]
-
-
-class ExtractTilesKwargs(TypedDict, total=False):
-    """The keywords :meth:`Dataset.extract_tiles` passes to :func:`~tilestream.extract.extract_slides`.
-
-    Extraction options other than the tile size go in ``config``.
-    """
-
-    config: ExtractConfig | None
-    executor: Executor | None
-    workers: int | None
-    threads: int | None
-    overwrite: bool
-    to_images: bool
-    roi_dir: str | os.PathLike[str] | None
-    progress: ProgressCallback | None
+__all__ = ["extract_dataset_slides"]
 
 
 def extract_dataset_slides(
