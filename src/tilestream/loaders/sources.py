@@ -66,6 +66,18 @@ def _clip_values(clip: ClipSpec, paths: Sequence[str]) -> list[int | None]:
     return [None if v is None else int(v) for v in values]
 
 
+def _file_names(
+    paths: Sequence[str | os.PathLike[str]], indices: Sequence[Any] | None
+) -> list[str]:
+    """The paths as strings, checked: at least one, and one index (or None) for each."""
+    names = [os.fspath(p) for p in paths]
+    if not names:
+        raise EmptyTFRecordsError("no TFRecord files given")
+    if indices is not None and len(indices) != len(names):
+        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
+    return names
+
+
 def open_sources(
     paths: Sequence[str | os.PathLike[str]],
     indices: Sequence[Any] | None = None,
@@ -94,11 +106,7 @@ def open_sources(
     ConfigError
         Bad ``clip`` or ``indices``.
     """
-    names = [os.fspath(p) for p in paths]
-    if not names:
-        raise EmptyTFRecordsError("no TFRecord files given")
-    if indices is not None and len(indices) != len(names):
-        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
+    names = _file_names(paths, indices)
     clips = _clip_values(clip, names)
     out = []
     for i, path in enumerate(names):
@@ -158,11 +166,7 @@ def select_current(
     ConfigError
         Bad ``indices``, ``clip`` or ``weights``.
     """
-    names = [os.fspath(p) for p in paths]
-    if not names:
-        raise EmptyTFRecordsError("no TFRecord files given")
-    if indices is not None and len(indices) != len(names):
-        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
+    names = _file_names(paths, indices)
     w = normalize_weights(weights, names) if weights is not None else None
     caps = _clip_values(clip, names)
     current = set(current_tfrecords(names))

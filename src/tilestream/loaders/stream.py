@@ -114,28 +114,24 @@ def _stream_ranges(
 
 
 def _positions(
-    lengths: list[int],
     ranges: list[range],
     weights: np.ndarray | None,
+    rng: np.random.Generator,
+    order_of: Callable[[int, int], np.ndarray],
     *,
     infinite: bool,
     interleave: bool,
-    shard: tuple[int, int] | None,
-    shuffle: bool,
-    seed: int,
-    epoch: int,
 ) -> Iterator[tuple[int, int]]:
-    """``(file, record)`` in stream order: files chosen by weight (or in turn), records in
-    each file's epoch order, restarting reshuffled in infinite mode."""
-    nfiles = len(lengths)
+    """``(file, record)`` in stream order: files chosen by weight with ``rng`` (or in
+    turn), records of a file in ``order_of(file, cycle)``, restarting reshuffled in
+    infinite mode."""
+    nfiles = len(ranges)
     cursors = [0] * nfiles
     cycles = [0] * nfiles
     orders: list[np.ndarray | None] = [None] * nfiles
     active = np.array([len(r) > 0 for r in ranges])
     w = np.ones(nfiles) if weights is None else np.asarray(weights, dtype=np.float64)
     w = np.where(active, w, 0.0)
-    shard_index = -1 if shard is None else shard[0]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, shard_index + 1, 1 << 20]))
     if not np.any(w > 0):
         return
     sampler = WeightedSampler(w, rng) if interleave else None
@@ -154,11 +150,7 @@ def _positions(
             f = sequential[seq_pos]
         order = orders[f]
         if order is None:
-            n = lengths[f]
-            order = (
-                _order_rng(seed, epoch, f, cycles[f]).permutation(n) if shuffle else np.arange(n)
-            )
-            orders[f] = order
+            order = orders[f] = order_of(f, cycles[f])
         r = ranges[f]
         c = cursors[f]
         record = int(order[r[c]])
@@ -228,10 +220,15 @@ def _stream(
 ) -> Iterator[Any]:
     lengths = [len(s) for s in sources]
     ranges = _stream_ranges(lengths, shard, infinite)
-    positions = _positions(
-        lengths, ranges, weights, infinite=infinite, interleave=interleave, shard=shard,
-        shuffle=shuffle, seed=seed, epoch=epoch,
-    )  # fmt: skip
+    shard_index = -1 if shard is None else shard[0]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, shard_index + 1, 1 << 20]))
+
+    def order_of(f: int, cycle: int) -> np.ndarray:
+        """File ``f``'s record order in a cycle: fixed by ``(seed, epoch, f, cycle)``."""
+        n = lengths[f]
+        return _order_rng(seed, epoch, f, cycle).permutation(n) if shuffle else np.arange(n)
+
+    positions = _positions(ranges, weights, rng, order_of, infinite=infinite, interleave=interleave)
     handles = FileHandles()
     parse = parser
     produced = 0
