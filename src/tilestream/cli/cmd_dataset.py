@@ -29,10 +29,15 @@ def _parse_filters(items: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
-def _tfrecord_group(group: click.Group) -> None:
-    @group.group("tfrecord")
-    def tfrecord_group() -> None:
-        """Split, merge, shuffle, transform TFRecords; convert to and from loose images."""
+def _top_level_tfrecords(paths: tuple[str, ...]) -> list[Path]:
+    """Files as given; a folder gives its top-level ``*.tfrecords`` (not searched further)."""
+    from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
+
+    return find_tfrecords(paths, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+
+
+def _add_file_commands(tfrecord_group: click.Group) -> None:
+    """``tfrecord merge``, ``split``, ``shuffle`` and ``join``."""
 
     @tfrecord_group.command("merge")
     @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
@@ -40,11 +45,9 @@ def _tfrecord_group(group: click.Group) -> None:
     @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
     def merge_cmd(inputs: tuple[str, ...], output: str, overwrite: bool) -> None:
         """Concatenate TFRecords (files, or folders of *.tfrecords) into OUTPUT."""
-        from tilestream.dataset.io import _tfrecord_list, merge_tfrecords
+        from tilestream.dataset.io import merge_tfrecords
 
-        files: list[Path] = []
-        for i in inputs:
-            files.extend(_tfrecord_list(i))
+        files = _top_level_tfrecords(inputs)
         n = merge_tfrecords(files, output, overwrite=overwrite)
         _console().print(f"merged {len(files)} TFRecords: {n} records -> [green]{output}[/green]")
 
@@ -90,6 +93,10 @@ def _tfrecord_group(group: click.Group) -> None:
         n = join_tfrecord(folder, output, assign_slide, seed=seed, overwrite=overwrite)
         _console().print(f"joined {n} records -> [green]{output}[/green]")
 
+
+def _add_transform_command(tfrecord_group: click.Group) -> None:
+    """``tfrecord transform``."""
+
     @tfrecord_group.command("transform")
     @click.argument("origin", type=click.Path(exists=True, dir_okay=False))
     @click.argument("target", type=click.Path(dir_okay=False))
@@ -124,18 +131,21 @@ def _tfrecord_group(group: click.Group) -> None:
         )
         _console().print(f"transformed {n} records -> [green]{target}[/green]")
 
+
+def _add_image_commands(tfrecord_group: click.Group) -> None:
+    """``tfrecord to-images`` and ``from-images``."""
+
     @tfrecord_group.command("to-images")
     @click.argument("tfrecords", nargs=-1, required=True, type=click.Path(exists=True))
     @click.option("-o", "--out", "dest", required=True, type=click.Path(file_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace differing tile files.")
     def to_images_cmd(tfrecords: tuple[str, ...], dest: str, overwrite: bool) -> None:
         """Write the tiles of TFRECORDS as DEST/<slide>/<slide>_<x>-<y>.<ext>."""
-        from tilestream.dataset.io import _tfrecord_list, extract_tiles
+        from tilestream.dataset.io import tfrecord_to_images
 
         table = Table("TFRecord", "tiles", title=f"tiles -> {dest}")
-        for item in tfrecords:
-            for f in _tfrecord_list(item):
-                table.add_row(str(f), str(extract_tiles(f, dest, overwrite=overwrite)))
+        for f in _top_level_tfrecords(tfrecords):
+            table.add_row(str(f), str(tfrecord_to_images(f, dest, overwrite=overwrite)))
         _console().print(table)
 
     @tfrecord_group.command("from-images")
@@ -181,6 +191,16 @@ def _tfrecord_group(group: click.Group) -> None:
                 input_dir, out_dir, filename or f"{name}.tfrecords", **opts
             )
         _console().print(f"wrote {n} tiles to TFRecords in [green]{out_dir}[/green]")
+
+
+def _tfrecord_group(group: click.Group) -> None:
+    @group.group("tfrecord")
+    def tfrecord_group() -> None:
+        """Split, merge, shuffle, transform TFRecords; convert to and from loose images."""
+
+    _add_file_commands(tfrecord_group)
+    _add_transform_command(tfrecord_group)
+    _add_image_commands(tfrecord_group)
 
 
 def register(group: click.Group) -> None:

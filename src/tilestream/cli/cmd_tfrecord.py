@@ -16,8 +16,6 @@ from tilestream.errors import TileStreamError, UnsupportedRecordError
 
 __all__ = ["register"]
 
-TFRECORD_SUFFIXES = (".tfrecords", ".tfrecord", ".record", ".tfrec", ".gz")
-
 
 def _describe_value(value: Any) -> str:
     if value is None:
@@ -99,23 +97,13 @@ def _inspect_one(console: Console, path: Path) -> None:
 
 
 def _tfrecord_files(paths: tuple[str, ...]) -> list[Path]:
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.is_file()
-                    and f.name.endswith(TFRECORD_SUFFIXES)
-                    and not f.name.startswith(".")
-                )
-            )
-        elif p.exists():
-            out.append(p)
-        else:
+    """Files as given; folders searched recursively for TFRecords (hidden entries skipped)."""
+    from tilestream.runfolder import find_tfrecords
+
+    for p in paths:
+        if not os.path.exists(p):
             raise click.BadParameter(f"{p} does not exist", param_hint="PATH")
-    return out
+    return find_tfrecords(paths)
 
 
 def register(group: click.Group) -> None:

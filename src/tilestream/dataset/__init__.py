@@ -9,7 +9,8 @@
 - :func:`generate_crossfolds`: site-preserved (exact MILP) or stratified k-fold.
 - Slideflow's ``sf.io`` utilities: :func:`write_tfrecords_single`,
   :func:`write_tfrecords_multi`, :func:`write_tfrecords_merge`,
-  :func:`extract_tiles`, :func:`split_tfrecord`, :func:`merge_tfrecords`,
+  :func:`tfrecord_to_images` (Slideflow's ``extract_tiles``, kept as an alias),
+  :func:`split_tfrecord`, :func:`merge_tfrecords`,
   :func:`shuffle_tfrecord`, :func:`transform_tfrecord`, :func:`join_tfrecord`.
 
 Examples
@@ -33,6 +34,7 @@ from tilestream.dataset.io import (
     parse_location,
     shuffle_tfrecord,
     split_tfrecord,
+    tfrecord_to_images,
     transform_tfrecord,
     write_tfrecords_merge,
     write_tfrecords_multi,
@@ -65,6 +67,7 @@ __all__ = [
     "scan_manifest",
     "shuffle_tfrecord",
     "split_tfrecord",
+    "tfrecord_to_images",
     "transform_tfrecord",
     "update_manifest_at_dir",
     "write_tfrecords_merge",

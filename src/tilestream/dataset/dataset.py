@@ -51,33 +51,32 @@ import copy
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tilestream.dataset.annotations import Annotations, AnnotationSource, load_annotations
+from tilestream.dataset.balance import BalanceStrategy, tfrecord_weights
 from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
-from tilestream.dataset.manifest import _stale_files, scan_manifest
-from tilestream.dataset.summary import DatasetSummary
-from tilestream.errors import AnnotationError, ConfigError, TileStreamError
+from tilestream.dataset.extraction import extract_dataset_slides
+from tilestream.dataset.kwargs import CrossfoldKwargs, ExtractTilesKwargs
+from tilestream.dataset.scan import TFRecordScan, scan_tfrecords
+from tilestream.dataset.summary import DatasetSummary, slides_with_rois
+from tilestream.errors import AnnotationError, ConfigError
+from tilestream.runfolder import run_folder_name
 
-__all__ = ["BalanceStrategy", "Dataset", "DatasetSummary"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from tilestream.extract.run import ExtractionRun
+    from tilestream.loaders.options import TileKwargs, TileOptions
+    from tilestream.tf.dataset import TFTileKwargs
+    from tilestream.torch.dataset import TileDataset
+
+__all__ = ["BalanceStrategy", "CrossfoldKwargs", "Dataset", "DatasetSummary", "ExtractTilesKwargs"]
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-BalanceStrategy = Literal["tile", "slide", "patient", "category"]
-_SUFFIX = ".tfrecords"
-_ROI_EXTENSIONS = (".geojson", ".json", ".csv")
-
-
-@dataclass
-class _Scan:
-    files: dict[str, Path]
-    counts: dict[str, int]
-    unreadable: dict[str, str]
-    missing: list[str]
-    stale: dict[str, str]
 
 
 def _as_paths(value: PathLike | Iterable[PathLike] | None) -> list[Path]:
@@ -159,7 +158,7 @@ class Dataset:
         self.min_tiles = int(min_tiles)
         self._clip: int | dict[str, int] | None = None
         self._weights: dict[str, float] | None = None
-        self._scan_cache: _Scan | None = None
+        self._scan_cache: TFRecordScan | None = None
         if filters:
             self._add_filters(filters, ())
         if clip is not None:
@@ -208,73 +207,11 @@ class Dataset:
     def _label_dir(self) -> str | None:
         if self.tile_px is None or self.tile_um is None:
             return None
-        return f"{self.tile_px}px_{self.tile_um}"
+        return run_folder_name(self.tile_px, self.tile_um)
 
-    def _folders(self) -> tuple[list[Path], list[Path], list[str]]:
-        """Folders to search, single files, and missing sources."""
-        folders: list[Path] = []
-        files: list[Path] = []
-        missing: list[str] = []
-        label = self._label_dir()
-        for src in self.tfrecord_sources:
-            if src.is_file():
-                files.append(src)
-            elif src.is_dir():
-                sub = src / label if label else None
-                folders.append(sub if sub is not None and sub.is_dir() else src)
-            else:
-                missing.append(os.fspath(src))
-        return folders, files, missing
-
-    def _scan(self) -> _Scan:
-        if self._scan_cache is not None:
-            return self._scan_cache
-        folders, singles, missing = self._folders()
-        found: dict[str, Path] = {}
-        counts: dict[str, int] = {}
-        bad: dict[str, str] = {}
-
-        def add(name: str, path: Path, total: int, error: str | None) -> None:
-            if name in found:
-                hint = (
-                    ""
-                    if self._label_dir()
-                    else " (several tile sizes? give tile_px and tile_um to pick one)"
-                )
-                raise ConfigError(
-                    f"two TFRecords for slide {name!r}: {found[name]} and {path}{hint}",
-                    path=path,
-                )
-            found[name] = path
-            counts[name] = total
-            if error:
-                bad[os.fspath(path)] = error
-
-        stale: dict[str, str] = {}
-        for folder in folders:
-            scan = scan_manifest(folder, suffixes=(_SUFFIX,))
-            stale.update({os.fspath(folder / rel): why for rel, why in scan.stale.items()})
-            for rel, entry in scan.entries.items():
-                path = folder / rel
-                add(path.name[: -len(_SUFFIX)], path, int(entry["total"]), entry.get("error"))
-        single_stale = _stale_files(singles)
-        for path, why in single_stale.items():
-            log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)
-            stale[os.fspath(path)] = why
-        for path in singles:
-            if path in single_stale:
-                continue
-            from tilestream.tfrecord import get_tfrecord_length
-
-            name = path.name.split(".")[0]
-            try:
-                total, error = get_tfrecord_length(path), None
-                if total == 0:
-                    error = "empty TFRecord (no records)"
-            except (TileStreamError, OSError) as exc:
-                total, error = 0, f"{type(exc).__name__}: {exc}"
-            add(name, path, total, error)
-        self._scan_cache = _Scan(found, counts, bad, missing, stale)
+    def _scan(self) -> TFRecordScan:
+        if self._scan_cache is None:
+            self._scan_cache = scan_tfrecords(self.tfrecord_sources, self._label_dir())
         return self._scan_cache
 
     def _annotated_slides(self) -> list[str]:
@@ -465,40 +402,23 @@ class Dataset:
         The weights (:attr:`prob_weights`) go to :meth:`torch` and :meth:`tensorflow`.
         """
         manifest = self.manifest()
-        scan = self._scan()
-        name_of = {os.fspath(p): n for n, p in scan.files.items()}
+        slide_of = {os.fspath(p): n for n, p in self._scan().files.items()}
         tiles = {p: float(v["clipped"]) for p, v in manifest.items()}
-        if strategy == "tile":
-            raw = tiles
-        elif strategy == "slide":
-            raw = dict.fromkeys(manifest, 1.0)
-        elif strategy == "patient":
-            pat = self.patients()
-            per: dict[str, int] = {}
-            for p in manifest:
-                per[pat[name_of[p]]] = per.get(pat[name_of[p]], 0) + 1
-            raw = {p: 1.0 / per[pat[name_of[p]]] for p in manifest}
-        elif strategy == "category":
+        patients = self.patients() if strategy == "patient" else None
+        categories = None
+        if strategy == "category":
             if headers is None:
                 raise ConfigError("balance(strategy='category') needs headers= (a label column)")
-            labels, _ = self.labels(headers, format="name")
-            cat_tiles: dict[Any, float] = {}
-            for p in manifest:
-                cat_tiles[labels[name_of[p]]] = cat_tiles.get(labels[name_of[p]], 0.0) + tiles[p]
-            raw = {
-                p: tiles[p] / cat_tiles[labels[name_of[p]]]
-                if cat_tiles[labels[name_of[p]]]
-                else 0.0
-                for p in manifest
-            }
-        else:
-            raise ConfigError(f"unknown balance strategy {strategy!r}")
-        total = sum(raw.values())
+            categories = self.labels(headers, format="name")[0]
         new = self._copy()
-        new._weights = {p: w / total for p, w in raw.items()} if total else None
+        new._weights = tfrecord_weights(
+            strategy, tiles, slide_of, patients=patients, categories=categories
+        )
         return new
 
-    def crossfolds(self, category: str, k: int = 3, **kwargs: Any) -> CrossfoldResult:
+    def crossfolds(
+        self, category: str, k: int = 3, **kwargs: Unpack[CrossfoldKwargs]
+    ) -> CrossfoldResult:
         """Cross-validation folds of :meth:`slides` (see :func:`~tilestream.dataset.generate_crossfolds`).
 
         Site-preserved when the annotations have a ``site`` column (or
@@ -541,79 +461,87 @@ class Dataset:
         """Forget cached record counts (after TFRecords changed on disk)."""
         self._scan_cache = None
 
-    def extract_tiles(self, **kwargs: Any) -> Any:
+    def extract_tiles(self, **kwargs: Unpack[ExtractTilesKwargs]) -> ExtractionRun:
         """Extract the dataset's slides with its tile size into its (first) TFRecord folder.
 
-        Delegates to :func:`tilestream.extract.extract_slides` (keyword
-        arguments go there); TFRecords land in ``<tfrecords>/<tile_px>px_<tile_um>/``.
-        With annotations only the slides of :meth:`slides` are extracted
-        (slides are matched by file name). Returns the ``ExtractionRun``.
+        Slides to TFRecords, as Slideflow's ``Dataset.extract_tiles``: delegates
+        to :func:`tilestream.extract.extract_slides` (keyword arguments go
+        there; extraction options other than the tile size in ``config=``);
+        TFRecords land in ``<tfrecords>/<tile_px>px_<tile_um>/``. With
+        annotations only the slides of :meth:`slides` are extracted (slides are
+        matched by file name). A TFRecord's tiles to image files is
+        :func:`tilestream.dataset.io.tfrecord_to_images`.
         """
-        from tilestream.extract import discover_slides, extract_slides
-
         if self.tile_px is None or self.tile_um is None:
             raise ConfigError("extract_tiles needs a dataset with tile_px and tile_um")
-        if not self.slide_sources:
-            raise ConfigError("extract_tiles needs a dataset with slides=")
-        if not self.tfrecord_sources:
-            raise ConfigError("extract_tiles needs a dataset with tfrecords= (the output folder)")
-        root = self.tfrecord_sources[0]
-        label = self._label_dir()
-        if root.name == label:
-            root = root.parent
-        tasks = discover_slides(self.slide_sources)
+        wanted = None
         if self.annotations is not None:
             wanted = set(self.slides() if self.min_tiles == 0 else self._annotated_slides())
-            tasks = [t for t in tasks if t.name in wanted]
-            if not tasks:
-                raise ConfigError("no slide files match the annotated slides")
-        run = extract_slides(tasks, root, tile_px=self.tile_px, tile_um=self.tile_um, **kwargs)
+        run = extract_dataset_slides(
+            self.slide_sources, self.tfrecord_sources, self.tile_px, self.tile_um, wanted, **kwargs
+        )
         self._scan_cache = None
         return run
 
-    def _loader_args(self, label: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _loader_args(
+        self,
+        label: str | None,
+        kwargs: Mapping[str, Any],
+        options: TileOptions | None = None,
+    ) -> dict[str, Any]:
+        """The keywords of a loader: labels, clip and weights from the dataset, unless given."""
+
+        def given(name: str) -> bool:
+            return name in kwargs or getattr(options, name, None) is not None
+
         args: dict[str, Any] = {}
-        if label is not None:
+        if label is not None and not given("labels"):
             args["labels"] = self.labels(label)[0]
-        if self._clip is not None and "clip" not in kwargs:
+        if self._clip is not None and not given("clip"):
             args["clip"] = {p: v["clipped"] for p, v in self.manifest().items()}
-        if self._weights is not None and "weights" not in kwargs and "balance" not in kwargs:
+        if self._weights is not None and not given("weights") and not given("balance"):
             args["weights"] = dict(self._weights)
         args.update(kwargs)
         return args
 
-    def torch(self, label: str | None = None, **kwargs: Any) -> Any:
+    def torch(
+        self,
+        label: str | None = None,
+        *,
+        options: TileOptions | None = None,
+        **kwargs: Unpack[TileKwargs],
+    ) -> TileDataset:
         """A :class:`tilestream.torch.TileDataset` over :meth:`tfrecords`.
 
         ``label`` names the annotation column of labels; clipping and balance
-        weights carry over; other keyword arguments go to ``TileDataset``.
+        weights carry over unless given; ``options`` and other keyword
+        arguments go to ``TileDataset``.
         """
         from tilestream._util.optional import require
 
         require("torch", extra="torch", purpose="Dataset.torch()")
         from tilestream.torch import TileDataset
 
-        return TileDataset(self.tfrecords(), **self._loader_args(label, kwargs))
+        args = self._loader_args(label, kwargs, options)
+        return TileDataset(self.tfrecords(), options=options, **args)
 
-    def tensorflow(self, label: str | None = None, **kwargs: Any) -> Any:
+    def tensorflow(
+        self,
+        label: str | None = None,
+        *,
+        options: TileOptions | None = None,
+        **kwargs: Unpack[TFTileKwargs],
+    ) -> Any:
         """A ``tf.data.Dataset`` from :func:`tilestream.tf.tile_dataset` (options as :meth:`torch`)."""
         from tilestream._util.optional import require
 
         require("tensorflow", extra="tf", purpose="Dataset.tensorflow()")
         from tilestream.tf import tile_dataset
 
-        return tile_dataset(self.tfrecords(), **self._loader_args(label, kwargs))
+        args = self._loader_args(label, kwargs, options)
+        return tile_dataset(self.tfrecords(), options=options, **args)
 
     # ------------------------------------------------------------------ summary
-
-    def _slides_with_rois(self, slides: Sequence[str]) -> int | None:
-        if not self.roi_sources:
-            return None
-        names: set[str] = set()
-        for d in self.roi_sources:
-            if d.is_dir():
-                names.update(p.stem for p in d.iterdir() if p.suffix.lower() in _ROI_EXTENSIONS)
-        return sum(1 for s in slides if s in names)
 
     def summary(self, print_fn: Callable[[str], None] | None = None) -> DatasetSummary:
         """Configuration, sizes, sources and problems of the dataset.
@@ -637,7 +565,7 @@ class Dataset:
             num_tfrecords=len(manifest),
             num_tiles=sum(v["clipped"] for v in manifest.values()),
             num_tiles_unclipped=sum(v["total"] for v in manifest.values()),
-            slides_with_rois=self._slides_with_rois(slides),
+            slides_with_rois=slides_with_rois(self.roi_sources, slides),
             filters={k: list(v) for k, v in self._filters.items()},
             filter_blank=list(self._filter_blank),
             min_tiles=self.min_tiles,

@@ -18,6 +18,9 @@ that cannot be parsed is never used nor silently replaced: counts are made
 again with a warning, and a write keeps the old file as
 ``manifest.json.unparseable``.
 
+TFRecords are found by :func:`tilestream.runfolder.find_tfrecords` (recursively);
+``find_tfrecords`` and ``TFRECORD_SUFFIXES`` stay importable from here as its aliases.
+
 Reading writes nothing unless asked: :class:`~tilestream.dataset.Dataset`
 calls :func:`scan_manifest` with ``write=False``.
 
@@ -48,9 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tilestream._util.atomic import is_temp_file, write_json_atomic
+from tilestream._util.atomic import write_json_atomic
 from tilestream.errors import TileStreamError
-from tilestream.runfolder import TFRECORD_SUFFIX, stale_slides
+from tilestream.runfolder import TFRECORD_SUFFIX, TFRECORD_SUFFIXES, find_tfrecords, stale_slides
 
 __all__ = [
     "TFRECORD_SUFFIXES",
@@ -63,23 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-TFRECORD_SUFFIXES = (".tfrecords", ".tfrecord", ".record", ".tfrec", ".gz")
-
-
-def find_tfrecords(
-    directory: str | os.PathLike[str], *, suffixes: Sequence[str] = TFRECORD_SUFFIXES
-) -> list[Path]:
-    """TFRecord files under ``directory`` (recursively, sorted), without hidden or temporary files."""
-    root = Path(directory)
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or is_temp_file(name) or not name.endswith(tuple(suffixes)):
-                continue
-            out.append(Path(dirpath) / name)
-    return out
 
 
 def _load(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["DatasetSummary"]
+__all__ = ["ROI_EXTENSIONS", "DatasetSummary", "slides_with_rois"]
+
+#: The files of a ROI folder: ``<slide>.geojson``, ``.json`` or ``.csv``.
+ROI_EXTENSIONS = (".geojson", ".json", ".csv")
+
+
+def slides_with_rois(roi_sources: Sequence[Path], slides: Sequence[str]) -> int | None:
+    """How many of ``slides`` have a ROI file in ``roi_sources`` (None without ROI folders)."""
+    if not roi_sources:
+        return None
+    names: set[str] = set()
+    for d in roi_sources:
+        if d.is_dir():
+            names.update(p.stem for p in d.iterdir() if p.suffix.lower() in ROI_EXTENSIONS)
+    return sum(1 for s in slides if s in names)
 
 
 @dataclass

@@ -9,6 +9,7 @@ The PyTorch and TensorFlow datasets built on these live in
   augmentation, standardisation).
 - :func:`convert_dtype`: numpy / torch / TensorFlow image layouts.
 - :class:`WeightedSampler`: ``O(log n)`` weighted choice with removal.
+- :class:`TileOptions`: the options of the tile datasets, checked once.
 
 Examples
 --------
@@ -22,6 +23,7 @@ from __future__ import annotations
 from tilestream.loaders.augment import ALL_AUGMENTATIONS, augment_image, parse_augment
 from tilestream.loaders.dtype import convert_dtype, per_image_standardization
 from tilestream.loaders.labels import balance_weights, check_labels, load_labels
+from tilestream.loaders.options import TileOptions
 from tilestream.loaders.parser import TFRecordParser, decode_rgb, get_tfrecord_parser
 from tilestream.loaders.sampling import WeightedSampler, normalize_weights
 from tilestream.loaders.sharding import (
@@ -43,6 +45,7 @@ __all__ = [
     "RecordSource",
     "RecordStream",
     "TFRecordParser",
+    "TileOptions",
     "WeightedSampler",
     "augment_image",
     "balance_weights",

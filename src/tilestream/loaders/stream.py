@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -45,20 +44,23 @@ from tilestream.errors import (
     TFRecordError,
     UnsupportedRecordError,
 )
+from tilestream.loaders.options import ClipSpec, OnError, check_on_error, check_seed
 from tilestream.loaders.records import (
     FileHandles,
-    file_size,
-    frame_sizes,
-    load_offsets,
     read_record,
 )
 from tilestream.loaders.sampling import (
     WeightedSampler,
     WeightSpec,
-    match_files,
-    normalize_weights,
 )
 from tilestream.loaders.sharding import shard_ranges, validate_shard
+from tilestream.loaders.sources import (
+    FileSelection,
+    RecordSource,
+    open_sources,
+    select_current,
+    sources_and_weights,
+)
 
 __all__ = [
     "ClipSpec",
@@ -73,167 +75,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Records to keep per file: one cap for all, or ``{file: cap}`` (files not named are not clipped).
-ClipSpec = int | Mapping[str | os.PathLike[str], int] | None
-OnError = Literal["raise", "skip"]
 Parser = Callable[[bytes], Any]
-
-
-@dataclass(frozen=True)
-class RecordSource:
-    """One TFRecord file ready for random access: its path and record frames.
-
-    Attributes
-    ----------
-    path
-        The file.
-    offsets
-        Byte offset of each record kept (after clipping).
-    sizes
-        Bytes each record's frame spans.
-    """
-
-    path: str
-    offsets: np.ndarray
-    sizes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-
-def _clip_values(clip: ClipSpec, paths: Sequence[str]) -> list[int | None]:
-    if clip is None:
-        return [None] * len(paths)
-    if isinstance(clip, Mapping):
-        values = match_files(clip, paths, what="clip", require_all=False)
-    else:
-        values = [clip] * len(paths)
-    for p, v in zip(paths, values, strict=True):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0):
-            raise ConfigError(f"clip must be a non-negative integer, got {v!r} for {p}")
-    return [None if v is None else int(v) for v in values]
-
-
-def open_sources(
-    paths: Sequence[str | os.PathLike[str]],
-    indices: Sequence[Any] | None = None,
-    *,
-    clip: ClipSpec = None,
-) -> list[RecordSource]:
-    """Check files and load their record offsets, once, before any iteration.
-
-    Parameters
-    ----------
-    paths
-        Uncompressed TFRecord files.
-    indices
-        Per file: offsets, an index file, or None (the index beside the file, or a scan).
-    clip
-        Cap on records per file: an int, or ``{file: cap}``.
-
-    Raises
-    ------
-    TFRecordError
-        A file is missing or unreadable.
-    EmptyTFRecordsError
-        A file holds no records, or no paths are given.
-    InvalidTFRecordIndex
-        An index does not fit its file.
-    ConfigError
-        Bad ``clip`` or ``indices``.
-    """
-    from tilestream.errors import EmptyTFRecordsError
-
-    names = [os.fspath(p) for p in paths]
-    if not names:
-        raise EmptyTFRecordsError("no TFRecord files given")
-    if indices is not None and len(indices) != len(names):
-        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
-    clips = _clip_values(clip, names)
-    out = []
-    for i, path in enumerate(names):
-        offsets = load_offsets(path, None if indices is None else indices[i])
-        sizes = frame_sizes(offsets, file_size(path))
-        cap = clips[i]
-        if cap is not None:
-            offsets, sizes = offsets[:cap], sizes[:cap]
-        out.append(RecordSource(path, offsets, sizes))
-    return out
-
-
-@dataclass(frozen=True)
-class FileSelection:
-    """The files given, less the stale slides of run folders, with their per-file options.
-
-    Attributes
-    ----------
-    paths
-        The files kept, in the order given.
-    indices
-        The index (offsets, file or None) of each file kept.
-    caps
-        The record cap (``clip``) of each file kept, or None.
-    weights
-        The weight of each file kept (normalised over every file given, so
-        renormalise), or None.
-    left_out
-        The files left out: TFRecords of stale slides of a run folder.
-    """
-
-    paths: list[str]
-    indices: list[Any]
-    caps: list[Any]
-    weights: np.ndarray | None
-    left_out: list[str]
-
-
-def select_current(
-    paths: Sequence[str | os.PathLike[str]],
-    indices: Sequence[Any] | None = None,
-    *,
-    clip: ClipSpec = None,
-    weights: WeightSpec | None = None,
-) -> FileSelection:
-    """Leave out the TFRecords of stale run-folder slides, keeping per-file options in step.
-
-    Each file left out is logged at WARNING with its reason
-    (:func:`tilestream.runfolder.current_tfrecords`); ``indices``, ``clip``
-    and ``weights`` are checked against every file given, so they may still
-    name the files left out.
-
-    Raises
-    ------
-    EmptyTFRecordsError
-        No paths, or every one is a stale slide.
-    ConfigError
-        Bad ``indices``, ``clip`` or ``weights``.
-    """
-    from tilestream.errors import EmptyTFRecordsError
-    from tilestream.runfolder import current_tfrecords
-
-    names = [os.fspath(p) for p in paths]
-    if not names:
-        raise EmptyTFRecordsError("no TFRecord files given")
-    if indices is not None and len(indices) != len(names):
-        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
-    w = normalize_weights(weights, names) if weights is not None else None
-    caps = _clip_values(clip, names)
-    current = set(current_tfrecords(names))
-    keep = [i for i, p in enumerate(names) if Path(p) in current]
-    if not keep:
-        shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-        raise EmptyTFRecordsError(
-            f"every TFRecord given is a stale slide of its run folder (left out, see the "
-            f"warnings): {shown}"
-        )
-    kept = set(keep)
-    return FileSelection(
-        paths=[names[i] for i in keep],
-        indices=[None if indices is None else indices[i] for i in keep],
-        caps=[caps[i] for i in keep],
-        weights=None if w is None else w[keep],
-        left_out=[p for i, p in enumerate(names) if i not in kept],
-    )
 
 
 class RecordStream(Iterator[Any]):
@@ -260,6 +102,104 @@ def _order_rng(seed: int, epoch: int, file: int, cycle: int) -> np.random.Genera
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, file, cycle]))
 
 
+def _stream_ranges(
+    lengths: list[int], shard: tuple[int, int] | None, infinite: bool
+) -> list[range]:
+    """The record positions of each file that the shard reads."""
+    ranges = shard_ranges(lengths, shard)
+    if infinite and not any(len(r) for r in ranges):
+        # More shards than records: an infinite shard reads everything rather than nothing.
+        ranges = [range(n) for n in lengths]
+    return ranges
+
+
+def _positions(
+    ranges: list[range],
+    weights: np.ndarray | None,
+    rng: np.random.Generator,
+    order_of: Callable[[int, int], np.ndarray],
+    *,
+    infinite: bool,
+    interleave: bool,
+) -> Iterator[tuple[int, int]]:
+    """``(file, record)`` in stream order: files chosen by weight with ``rng`` (or in
+    turn), records of a file in ``order_of(file, cycle)``, restarting reshuffled in
+    infinite mode."""
+    nfiles = len(ranges)
+    cursors = [0] * nfiles
+    cycles = [0] * nfiles
+    orders: list[np.ndarray | None] = [None] * nfiles
+    active = np.array([len(r) > 0 for r in ranges])
+    w = np.ones(nfiles) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = np.where(active, w, 0.0)
+    if not np.any(w > 0):
+        return
+    sampler = WeightedSampler(w, rng) if interleave else None
+    sequential = [f for f in range(nfiles) if w[f] > 0]
+    seq_pos = 0
+    while True:
+        if sampler is not None:
+            if len(sampler) == 0:
+                return
+            f = sampler.sample()
+        else:
+            if seq_pos >= len(sequential):
+                if not infinite:
+                    return
+                seq_pos = 0
+            f = sequential[seq_pos]
+        order = orders[f]
+        if order is None:
+            order = orders[f] = order_of(f, cycles[f])
+        r = ranges[f]
+        c = cursors[f]
+        record = int(order[r[c]])
+        c += 1
+        if c == len(r):
+            if infinite:
+                c = 0
+                cycles[f] += 1
+                orders[f] = None
+            elif sampler is not None:
+                sampler.remove(f)
+            else:
+                seq_pos += 1
+        cursors[f] = c
+        yield f, record
+
+
+def _skip_or_raise(
+    exc: CorruptRecordError | UnsupportedRecordError,
+    stats: RecordStream,
+    path: str,
+    record: int,
+    offset: int,
+    *,
+    on_error: OnError,
+    on_skip: Callable[[TFRecordError], None] | None,
+    give_up: bool,
+) -> None:
+    """Raise the error of a bad record (naming file, record and offset), or count it skipped."""
+    if exc.path is None or getattr(exc, "record", None) is None:
+        err: TFRecordError = CorruptRecordError(
+            getattr(exc, "message", str(exc)), path=path, record=record, offset=offset
+        )
+        err.__cause__ = exc
+    else:
+        err = exc
+    if on_error == "raise":
+        raise err from exc
+    stats.skipped += 1
+    log.warning("skipping record (%d skipped so far): %s", stats.skipped, err)
+    if on_skip is not None:
+        on_skip(err)
+    if give_up:
+        raise CorruptRecordError(
+            f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
+            path=path,
+        ) from exc
+
+
 def _stream(
     stats: RecordStream,
     sources: list[RecordSource],
@@ -279,67 +219,25 @@ def _stream(
     on_skip: Callable[[TFRecordError], None] | None = None,
 ) -> Iterator[Any]:
     lengths = [len(s) for s in sources]
-    ranges = shard_ranges(lengths, shard)
-    if infinite and not any(len(r) for r in ranges):
-        # More shards than records: an infinite shard reads everything rather than nothing.
-        ranges = [range(n) for n in lengths]
-    nfiles = len(sources)
-    cursors = [0] * nfiles
-    cycles = [0] * nfiles
-    orders: list[np.ndarray | None] = [None] * nfiles
-
-    def order(f: int) -> np.ndarray:
-        cached = orders[f]
-        if cached is None:
-            n = lengths[f]
-            if shuffle:
-                cached = _order_rng(seed, epoch, f, cycles[f]).permutation(n)
-            else:
-                cached = np.arange(n)
-            orders[f] = cached
-        return cached
-
-    active = np.array([len(r) > 0 for r in ranges])
-    w = np.ones(nfiles) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = np.where(active, w, 0.0)
+    ranges = _stream_ranges(lengths, shard, infinite)
     shard_index = -1 if shard is None else shard[0]
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, shard_index + 1, 1 << 20]))
-    if not np.any(w > 0):
-        return
-    sampler = WeightedSampler(w, rng) if interleave else None
-    sequential = [f for f in range(nfiles) if w[f] > 0]
-    seq_pos = 0
+
+    def order_of(f: int, cycle: int) -> np.ndarray:
+        """File ``f``'s record order in a cycle: fixed by ``(seed, epoch, f, cycle)``."""
+        n = lengths[f]
+        return _order_rng(seed, epoch, f, cycle).permutation(n) if shuffle else np.arange(n)
+
+    positions = _positions(ranges, weights, rng, order_of, infinite=infinite, interleave=interleave)
     handles = FileHandles()
     parse = parser
     produced = 0
     failures_in_a_row = 0
     limit = sum(len(r) for r in ranges) + 1
     try:
-        while epoch_length is None or produced < epoch_length:
-            if sampler is not None:
-                if len(sampler) == 0:
-                    return
-                f = sampler.sample()
-            else:
-                if seq_pos >= len(sequential):
-                    if not infinite:
-                        return
-                    seq_pos = 0
-                f = sequential[seq_pos]
-            r = ranges[f]
-            c = cursors[f]
-            record = int(order(f)[r[c]])
-            c += 1
-            if c == len(r):
-                if infinite:
-                    c = 0
-                    cycles[f] += 1
-                    orders[f] = None
-                elif sampler is not None:
-                    sampler.remove(f)
-                else:
-                    seq_pos += 1
-            cursors[f] = c
+        for f, record in positions:
+            if epoch_length is not None and produced >= epoch_length:
+                return
             src = sources[f]
             offset = int(src.offsets[record])
             try:
@@ -353,28 +251,11 @@ def _stream(
                 )
                 item = data if parse is None else parse(data)
             except (CorruptRecordError, UnsupportedRecordError) as exc:
-                if exc.path is None or getattr(exc, "record", None) is None:
-                    err = CorruptRecordError(
-                        getattr(exc, "message", str(exc)),
-                        path=src.path,
-                        record=record,
-                        offset=offset,
-                    )
-                    err.__cause__ = exc
-                else:
-                    err = exc  # type: ignore[assignment]
-                if on_error == "raise":
-                    raise err from exc
-                stats.skipped += 1
                 failures_in_a_row += 1
-                log.warning("skipping record (%d skipped so far): %s", stats.skipped, err)
-                if on_skip is not None:
-                    on_skip(err)
-                if failures_in_a_row > limit:
-                    raise CorruptRecordError(
-                        f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
-                        path=src.path,
-                    ) from exc
+                _skip_or_raise(
+                    exc, stats, src.path, record, offset, on_error=on_error, on_skip=on_skip,
+                    give_up=failures_in_a_row > limit,
+                )  # fmt: skip
                 continue
             failures_in_a_row = 0
             produced += 1
@@ -386,17 +267,14 @@ def _stream(
 def _check_common(
     on_error: str, shuffle: bool, shard: tuple[int, int] | None, seed: int | None
 ) -> int:
-    if on_error not in ("raise", "skip"):
-        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_on_error(on_error)
     if seed is None:
         if shuffle and shard is not None and shard[1] > 1:
             raise ConfigError(
                 "shuffling a sharded stream needs a seed shared by every shard (pass seed=)"
             )
         return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    return check_seed(seed)
 
 
 def tfrecord_loader(
@@ -503,21 +381,14 @@ def multi_tfrecord_loader(
         ``epoch_length`` records). In finite mode exhausted files drop out and
         the remaining weights renormalise; every record of the shard is read
         exactly once (files of weight 0 are not read).
-    shard
-        ``(i, n)``: read shard ``i`` of ``n`` disjoint parts of the records.
-    clip
-        Records per file: an int, or ``{file: cap}``.
-    shuffle
-        Shuffle each file's records per epoch (order fixed by ``(seed, epoch)``).
-    seed, epoch
-        Make the stream deterministic: the same seed and epoch give the same stream.
+    shard, clip, shuffle, seed, epoch, parser, on_error, verify
+        As for :func:`tfrecord_loader` (``clip`` may also be ``{file: cap}``);
+        the same seed and epoch give the same stream.
     epoch_length
         Stop after this many records (for infinite streams).
     interleave
         Choose files at random by weight (default); False reads files one after
         another in order.
-    parser, on_error, verify
-        As for :func:`tfrecord_loader`.
     with_location
         Yield ``(record, path, record_number)`` instead of the record alone.
     on_skip
@@ -537,42 +408,18 @@ def multi_tfrecord_loader(
     seed_value = _check_common(on_error, shuffle, shard, seed)
     if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 0):
         raise ConfigError(f"epoch_length must be a non-negative integer, got {epoch_length!r}")
-    sources: list[RecordSource]
-    if paths and all(isinstance(p, RecordSource) for p in paths):
-        sources = [p for p in paths if isinstance(p, RecordSource)]
-    else:
-        files = select_current(
-            [p for p in paths if not isinstance(p, RecordSource)],
-            indices,
-            clip=clip,
-            weights=weights,
-        )
-        sources = [
-            open_sources([p], [i], clip=c)[0]
-            for p, i, c in zip(files.paths, files.indices, files.caps, strict=True)
-        ]
-        weights = files.weights
-    w = normalize_weights(weights, [s.path for s in sources]) if weights is not None else None
+    sources, w = sources_and_weights(paths, indices, clip, weights)
     parse = parser if parser is not None else _default_parser()
-    return RecordStream(
-        lambda stats: _stream(
-            stats,
-            sources,
-            weights=w,
-            infinite=infinite,
-            interleave=interleave,
-            shard=shard,
-            shuffle=shuffle,
-            seed=seed_value,
-            epoch=int(epoch),
-            epoch_length=epoch_length,
-            parser=parse,
-            on_error=on_error,
-            verify=verify,
-            with_location=with_location,
+
+    def records(stats: RecordStream) -> Iterator[Any]:
+        return _stream(
+            stats, sources, weights=w, infinite=infinite, interleave=interleave, shard=shard,
+            shuffle=shuffle, seed=seed_value, epoch=int(epoch), epoch_length=epoch_length,
+            parser=parse, on_error=on_error, verify=verify, with_location=with_location,
             on_skip=on_skip,
-        )
-    )
+        )  # fmt: skip
+
+    return RecordStream(records)
 
 
 def _write_demo(path: str, slide: str, n: int) -> str:

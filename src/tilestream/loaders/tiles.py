@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,21 +23,19 @@ from tilestream.errors import (
     UnsupportedRecordError,
 )
 from tilestream.loaders.labels import (
-    Balance,
     balance_weights,
     check_labels,
     load_labels,
     slide_name_of,
 )
+from tilestream.loaders.options import PlanKwargs, TileOptions, resolve_options
 from tilestream.loaders.records import FileHandles, read_record
-from tilestream.loaders.sampling import WeightSpec, normalize_weights
-from tilestream.loaders.stream import (
-    ClipSpec,
-    OnError,
-    RecordSource,
-    open_sources,
-    select_current,
-)
+from tilestream.loaders.sampling import normalize_weights
+from tilestream.loaders.sources import RecordSource, open_sources, select_current
+from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["TilePlan", "plan_tiles"]
 
@@ -64,6 +62,8 @@ class TilePlan:
         Files given but left out: the TFRecords of stale slides of a run folder.
     skipped_files
         ``{file: reason}`` of the files left out as unreadable (``on_error="skip"``).
+    options
+        The options the plan was made with.
     """
 
     sources: list[RecordSource]
@@ -73,6 +73,7 @@ class TilePlan:
     weights: np.ndarray | None
     left_out: list[str] = field(default_factory=list)
     skipped_files: dict[str, str] = field(default_factory=dict)
+    options: TileOptions = field(default_factory=TileOptions)
 
     @property
     def paths(self) -> list[str]:
@@ -140,26 +141,20 @@ def _open(
 
 
 def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
+    """The files to read: a folder's top-level ``*.tfrecords``, else the paths as given."""
     if isinstance(tfrecords, str | os.PathLike):
-        root = os.fspath(tfrecords)
-        if os.path.isdir(root):
-            return sorted(
-                os.path.join(root, n) for n in os.listdir(root) if n.endswith(".tfrecords")
-            )
-        return [root]
+        if os.path.isdir(tfrecords):
+            found = find_tfrecords(tfrecords, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+            return [os.fspath(p) for p in found]
+        return [os.fspath(tfrecords)]
     return [os.fspath(p) for p in tfrecords]
 
 
 def plan_tiles(
     tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
-    labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    label_column: str | None = None,
-    weights: WeightSpec | None = None,
-    balance: Balance | None = None,
-    clip: ClipSpec = None,
-    indices: Sequence[Any] | None = None,
-    on_error: OnError = "raise",
+    options: TileOptions | None = None,
+    **kwargs: Unpack[PlanKwargs],
 ) -> TilePlan:
     """Open, check and weigh the TFRecords of a tile dataset.
 
@@ -176,28 +171,32 @@ def plan_tiles(
     the next readable one. Missing, empty and gzip-compressed files are errors
     either way.
 
+    The options are those of :class:`~tilestream.loaders.options.TileOptions`
+    that choose, weigh and label records (``labels``, ``label_column``,
+    ``weights``, ``balance``, ``clip``, ``indices``, ``on_error``), as keyword
+    arguments or in ``options`` (whose other fields are kept in
+    :attr:`TilePlan.options`, unused here).
+
     Raises
     ------
     TFRecordError, EmptyTFRecordsError, AnnotationError, ConfigError
         Whatever is wrong, naming the file concerned.
     """
-    if on_error not in ("raise", "skip"):
-        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    opts = resolve_options(options, kwargs, where="plan_tiles", accepts=PlanKwargs)
     all_paths = _list_paths(tfrecords)
     if not all_paths:
         where = f" in {os.fspath(tfrecords)}" if isinstance(tfrecords, str | os.PathLike) else ""
         raise EmptyTFRecordsError(f"no TFRecord files given{where}")
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("the same TFRecord is listed more than once")
-    if weights is not None and balance is not None:
-        raise ConfigError("give weights= or balance=, not both")
-    files = select_current(all_paths, indices, clip=clip, weights=weights)
+    files = select_current(all_paths, opts.indices, clip=opts.clip, weights=opts.weights)
     sources, slides, skipped = _open(
-        files.paths, files.indices, files.caps, skip=on_error == "skip"
+        files.paths, files.indices, files.caps, skip=opts.on_error == "skip"
     )
     keep = [i for i, p in enumerate(files.paths) if p not in skipped]
     paths = [files.paths[i] for i in keep]
-    label_map, names = load_labels(labels, label_column)
+    label_map, names = load_labels(opts.labels, opts.label_column)
+    balance = opts.balance
     read = [i for i, src in enumerate(sources) if len(src)]  # files not clipped to nothing
     if label_map is not None:
         check_labels(label_map, [slides[i] for i in read], [paths[i] for i in read])
@@ -210,4 +209,4 @@ def plan_tiles(
         w[read] = balance_weights(balance, [len(sources[i]) for i in read], cats)
     elif files.weights is not None:
         w = normalize_weights(files.weights[keep], paths)
-    return TilePlan(sources, slides, label_map, names, w, files.left_out, skipped)
+    return TilePlan(sources, slides, label_map, names, w, files.left_out, skipped, opts)

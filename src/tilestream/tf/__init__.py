@@ -11,6 +11,7 @@ Importing this package imports TensorFlow; without it, a
 
 from __future__ import annotations
 
+from tilestream.loaders.options import TileOptions
 from tilestream.tf.dataset import SkipCount, tile_dataset
 
-__all__ = ["SkipCount", "tile_dataset"]
+__all__ = ["SkipCount", "TileOptions", "tile_dataset"]

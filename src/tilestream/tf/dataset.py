@@ -6,28 +6,27 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tilestream._util.optional import require
 from tilestream.errors import ConfigError, CorruptRecordError
 from tilestream.loaders.augment import normalize_image, parse_augment, resolve_normalizer
-from tilestream.loaders.labels import Balance
+from tilestream.loaders.options import TileKwargs, TileOptions, resolve_options
 from tilestream.loaders.records import FileHandles, read_record
-from tilestream.loaders.sampling import WeightSpec
 from tilestream.loaders.sharding import shard_ranges, validate_shard
-from tilestream.loaders.stream import ClipSpec
 from tilestream.loaders.tiles import TilePlan, plan_tiles
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 tf = require("tensorflow", extra="tf", purpose="tilestream.tf datasets")
 
-__all__ = ["SkipCount", "tile_dataset"]
+__all__ = ["SkipCount", "TFTileKwargs", "TileOptions", "tile_dataset"]
 
 log = logging.getLogger(__name__)
-
-OnError = Literal["raise", "skip"]
 
 
 class SkipCount:
@@ -287,48 +286,107 @@ def _records(
     return ds
 
 
-def _check_options(*, seed: Any, on_error: str, infinite: bool, epoch_length: int | None) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    if on_error not in ("raise", "skip"):
-        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if epoch_length is not None and not infinite:
-        raise ConfigError("epoch_length applies to infinite=True only")
-    if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
-        raise ConfigError(f"epoch_length must be a positive integer, got {epoch_length!r}")
+def _payloads(
+    plan: TilePlan,
+    shard: tuple[int, int] | None,
+    opts: TileOptions,
+    reader: _RecordReader | None,
+    *,
+    calls: int,
+    deterministic: bool | None,
+) -> Any:
+    """The serialized records of one pass (``epoch_length`` of them in infinite mode)."""
+    ds = _records(
+        plan, shard, infinite=opts.infinite, shuffle=opts.shuffle, seed=opts.seed, reader=reader
+    )
+    if reader is not None:
+        ds = ds.map(reader.op, num_parallel_calls=calls, deterministic=deterministic)
+        ds = ds.filter(_is_read).map(_payload)
+    if opts.epoch_length is not None:
+        ds = ds.take(opts.epoch_length)
+    return ds
+
+
+def _decode(raw: Any, img_size: int | None) -> Any:
+    """A tile's bytes as a uint8 HWC image (checked against ``img_size``)."""
+    # Accurate integer DCT: TensorFlow's default (fast DCT) differs in the last bits
+    # from libjpeg-turbo's accurate decode that the PyTorch path uses.
+    img = tf.cond(
+        tf.io.is_jpeg(raw),
+        lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
+    )
+    if img_size is not None:
+        tf.debugging.assert_equal(
+            tf.shape(img)[:2], [img_size, img_size], message="tile is not img_size px"
+        )
+        img = tf.ensure_shape(img, [img_size, img_size, 3])
+    return img
+
+
+def _outputs(img: Any, label: Any, ex: Any, opts: TileOptions) -> Any:
+    """What one record yields: a dict, or ``(image, label[, slide][, loc_x, loc_y])``."""
+    if opts.as_dict:
+        return {
+            "image": img,
+            "label": label,
+            "slide": ex["slide"],
+            "loc_x": ex["loc_x"],
+            "loc_y": ex["loc_y"],
+        }
+    out: tuple[Any, ...] = (img, label)
+    if opts.incl_slidenames:
+        out += (ex["slide"],)
+    if opts.incl_loc:
+        out += (ex["loc_x"], ex["loc_y"])
+    return out
+
+
+def _record_parser(plan: TilePlan, opts: TileOptions) -> Callable[[Any, Any], Any]:
+    """``(record number, record) -> outputs``: parse, decode, augment, normalise, label."""
+    letters = parse_augment(opts.augment)
+    norm = resolve_normalizer(opts.normalizer, letters)
+    table, _ = _label_table(plan)
+    base_seed = _seed_pair(opts.seed, 3)
+    norm_op = _normalize_op(norm, letters, opts.seed) if norm is not None else None
+
+    def parse(index: Any, record: Any) -> Any:
+        ex = tf.io.parse_single_example(record, _FEATURES)
+        img = _decode(ex["image_raw"], opts.img_size)
+        if letters.replace("n", ""):
+            img = _augment(img, letters, tf.stack([tf.constant(base_seed[0], tf.int64), index]))
+        if norm_op is not None:
+            img = norm_op(img, index)
+        if opts.standardize:
+            img = tf.image.per_image_standardization(img)
+        label = table.lookup(ex["slide"]) if table is not None else tf.constant(0, tf.int64)
+        return _outputs(img, label, ex, opts)
+
+    return parse
+
+
+class TFTileKwargs(TileKwargs, total=False):
+    """The keyword arguments of :func:`tile_dataset`: the options, and its own three."""
+
+    shard: tuple[int, int] | None
+    num_parallel_calls: int | None
+    deterministic: bool | None
 
 
 def tile_dataset(
     tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
-    labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    label_column: str | None = None,
-    weights: WeightSpec | None = None,
-    balance: Balance | None = None,
-    clip: ClipSpec = None,
-    infinite: bool = False,
-    epoch_length: int | None = None,
-    shuffle: bool = True,
-    seed: int = 0,
     shard: tuple[int, int] | None = None,
-    augment: bool | str = False,
-    standardize: bool = False,
-    normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
-    img_size: int | None = None,
-    incl_slidenames: bool = False,
-    incl_loc: bool = False,
-    as_dict: bool = False,
-    on_error: OnError = "raise",
-    verify: bool = True,
-    batch_size: int | None = None,
-    drop_last: bool = False,
     num_parallel_calls: int | None = None,
     deterministic: bool | None = None,
-    indices: Sequence[Any] | None = None,
+    options: TileOptions | None = None,
+    **kwargs: Unpack[TileKwargs],
 ) -> Any:
     """Tiles of many TFRecords as a ``tf.data.Dataset`` of ``(image, label)``.
 
-    Options are as for :class:`tilestream.torch.TileDataset`. Differences:
+    Options are as for :class:`tilestream.torch.TileDataset`: a
+    :class:`~tilestream.loaders.options.TileOptions` as ``options``, or its
+    fields as keyword arguments. Differences:
 
     - sharding is explicit: ``shard=(i, n)`` (the same record-level split:
       disjoint, complete, balanced);
@@ -377,76 +435,20 @@ def tile_dataset(
     ([3, 8, 8, 3], 'uint8', [1, 1, 1])
     """
     shard = validate_shard(shard)
-    letters = parse_augment(augment)
-    _check_options(seed=seed, on_error=on_error, infinite=infinite, epoch_length=epoch_length)
-    norm = resolve_normalizer(normalizer, letters)
-    plan = plan_tiles(
-        tfrecords,
-        labels=labels,
-        label_column=label_column,
-        weights=weights,
-        balance=balance,
-        clip=clip,
-        indices=indices,
-        on_error=on_error,
-    )
+    opts = resolve_options(options, kwargs, where="tile_dataset")
+    plan = plan_tiles(tfrecords, options=opts)
+    parse = _record_parser(plan, opts)
     count = SkipCount()
     reader = None
-    if on_error == "skip" or not verify:
-        reader = _RecordReader(plan, verify=verify, skip=on_error == "skip", count=count)
-    ds = _records(plan, shard, infinite=infinite, shuffle=shuffle, seed=seed, reader=reader)
-    auto = tf.data.AUTOTUNE
-    calls = auto if num_parallel_calls is None else num_parallel_calls
-    if reader is not None:
-        ds = ds.map(reader.op, num_parallel_calls=calls, deterministic=deterministic)
-        ds = ds.filter(_is_read).map(_payload)
-    if epoch_length is not None:
-        ds = ds.take(epoch_length)
-    table, _ = _label_table(plan)
-    base_seed = _seed_pair(seed, 3)
-    norm_op = _normalize_op(norm, letters, seed) if norm is not None else None
-
-    def parse(index: Any, record: Any) -> Any:
-        ex = tf.io.parse_single_example(record, _FEATURES)
-        raw = ex["image_raw"]
-        # Accurate integer DCT: TensorFlow's default (fast DCT) differs in the last bits
-        # from libjpeg-turbo's accurate decode that the PyTorch path uses.
-        img = tf.cond(
-            tf.io.is_jpeg(raw),
-            lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(raw, channels=3, expand_animations=False),
-        )
-        if img_size is not None:
-            tf.debugging.assert_equal(
-                tf.shape(img)[:2], [img_size, img_size], message="tile is not img_size px"
-            )
-            img = tf.ensure_shape(img, [img_size, img_size, 3])
-        if letters.replace("n", ""):
-            img = _augment(img, letters, tf.stack([tf.constant(base_seed[0], tf.int64), index]))
-        if norm_op is not None:
-            img = norm_op(img, index)
-        if standardize:
-            img = tf.image.per_image_standardization(img)
-        label = table.lookup(ex["slide"]) if table is not None else tf.constant(0, tf.int64)
-        if as_dict:
-            return {
-                "image": img,
-                "label": label,
-                "slide": ex["slide"],
-                "loc_x": ex["loc_x"],
-                "loc_y": ex["loc_y"],
-            }
-        out: tuple[Any, ...] = (img, label)
-        if incl_slidenames:
-            out += (ex["slide"],)
-        if incl_loc:
-            out += (ex["loc_x"], ex["loc_y"])
-        return out
-
+    if opts.on_error == "skip" or not opts.verify:
+        skip = opts.on_error == "skip"
+        reader = _RecordReader(plan, verify=opts.verify, skip=skip, count=count)
+    calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+    ds = _payloads(plan, shard, opts, reader, calls=calls, deterministic=deterministic)
     ds = ds.enumerate().map(parse, num_parallel_calls=calls, deterministic=deterministic)
-    if batch_size is not None:
-        ds = ds.batch(batch_size, drop_remainder=drop_last)
-    ds = ds.prefetch(auto)
+    if opts.batch_size is not None:
+        ds = ds.batch(opts.batch_size, drop_remainder=opts.drop_last)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.skipped = count
     ds.skipped_files = dict(plan.skipped_files)
     ds.left_out = list(plan.left_out)

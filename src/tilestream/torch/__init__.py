@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+from tilestream.loaders.options import TileOptions
 from tilestream.torch.dataset import IndexedTileDataset, TileDataset
 
-__all__ = ["IndexedTileDataset", "TileDataset"]
+__all__ = ["IndexedTileDataset", "TileDataset", "TileOptions"]

@@ -7,8 +7,8 @@ DataLoader workers; files are opened lazily in each worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,23 +20,31 @@ from tilestream.loaders.augment import (
     parse_augment,
     resolve_normalizer,
 )
-from tilestream.loaders.labels import Balance, slide_name_of
+from tilestream.loaders.labels import slide_name_of
+from tilestream.loaders.options import (
+    IndexedTileKwargs,
+    OnError,
+    TileKwargs,
+    TileOptions,
+    reject_inapplicable,
+    resolve_options,
+)
 from tilestream.loaders.parser import decode_rgb
 from tilestream.loaders.records import FileHandles, read_record
-from tilestream.loaders.sampling import WeightSpec
 from tilestream.loaders.sharding import distributed_context, global_shard, split_count
-from tilestream.loaders.stream import ClipSpec, RecordStream, multi_tfrecord_loader
+from tilestream.loaders.stream import RecordStream, multi_tfrecord_loader
 from tilestream.loaders.tiles import TilePlan, plan_tiles
 from tilestream.torch._shared import SkipCounter, shared_uint8
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 torch = require("torch", extra="torch", purpose="tilestream.torch datasets")
 
-__all__ = ["IndexedTileDataset", "TileDataset"]
+__all__ = ["IndexedTileDataset", "TileDataset", "TileOptions"]
 
 _IterableDataset: Any = torch.utils.data.IterableDataset
 _MapDataset: Any = torch.utils.data.Dataset
-
-OnError = Literal["raise", "skip"]
 
 
 class _TileParser:
@@ -104,54 +112,22 @@ class _Common:
 
     plan: TilePlan
 
-    def _setup(
-        self,
-        tfrecords: Any,
-        *,
-        labels: Any,
-        label_column: str | None,
-        weights: WeightSpec | None,
-        balance: Balance | None,
-        clip: ClipSpec,
-        indices: Sequence[Any] | None,
-        seed: int,
-        augment: bool | str,
-        standardize: bool,
-        normalizer: Callable[[np.ndarray], np.ndarray] | str | None,
-        img_size: int | None,
-        incl_slidenames: bool,
-        incl_loc: bool,
-        as_dict: bool,
-        on_error: str,
-        verify: bool,
-    ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.plan = plan_tiles(
-            tfrecords,
-            labels=labels,
-            label_column=label_column,
-            weights=weights,
-            balance=balance,
-            clip=clip,
-            indices=indices,
-            on_error=on_error,  # type: ignore[arg-type]
-        )
-        self.seed = int(seed)
-        letters = parse_augment(augment)
+    def _setup(self, tfrecords: Any, options: TileOptions) -> None:
+        self.options = options
+        self.plan = plan_tiles(tfrecords, options=options)
+        self.seed = int(options.seed)
+        letters = parse_augment(options.augment)
         self.parser = _TileParser(
             augment=letters,
-            standardize=standardize,
-            normalizer=resolve_normalizer(normalizer, letters),
-            img_size=img_size,
+            standardize=options.standardize,
+            normalizer=resolve_normalizer(options.normalizer, letters),
+            img_size=options.img_size,
         )
-        self.incl_slidenames = incl_slidenames
-        self.incl_loc = incl_loc
-        self.as_dict = as_dict
-        self.on_error: OnError = on_error  # type: ignore[assignment]
-        self.verify = verify
+        self.incl_slidenames = options.incl_slidenames
+        self.incl_loc = options.incl_loc
+        self.as_dict = options.as_dict
+        self.on_error: OnError = options.on_error
+        self.verify = options.verify
         # A shared-memory epoch counter: set_epoch() reaches persistent workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -232,55 +208,18 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     Parameters
     ----------
     tfrecords
-        TFRecord files, or a folder of ``*.tfrecords``.
-    labels
-        ``{slide name: label}`` (the records' ``slide`` feature), or an
-        annotations CSV (with ``label_column``). Without labels, the label is 0.
-    label_column
-        The CSV column of labels; text labels become category indices.
-    weights
-        Per-file sampling weights (list or ``{file: weight}``), normalised.
-    balance
-        ``"tile"``, ``"slide"`` or ``"category"``: weights as Slideflow balances.
-    clip
-        Records per file: an int or ``{file: cap}``.
-    infinite
-        Stream forever (files restart reshuffled when they run out). With
-        ``epoch_length`` an "epoch" ends after that many records per rank.
-    epoch_length
-        Records each rank yields per epoch in infinite mode (default: all
-        records divided by the world size), the same on every rank so ranks
-        stay in step.
-    shuffle
-        Shuffle records within files and interleave files at random (per epoch).
-    seed
-        Seed of every random choice: the same seed and epoch give the same stream.
-    augment
-        Augmentation letters ``x y r j b n`` or True (``"xyrjb"``); ``n``
-        (stain augmentation) needs a stain ``normalizer``.
-    standardize
-        Float32 images ``img / 127.5 - 1`` instead of uint8.
-    normalizer
-        A stain normaliser method name (``"reinhard"``, ``"macenko"``, ...), a
-        :class:`tilestream.norm.StainNormalizer`, or a callable on each uint8
-        HWC image (after augmentation).
-    img_size
-        Expected tile size in pixels (a mismatch is an error).
-    incl_slidenames, incl_loc
-        Also yield the slide name, and ``loc_x, loc_y``.
-    as_dict
-        Yield ``{"image", "label", "slide", "loc_x", "loc_y"}`` dicts instead of tuples.
-    on_error
-        ``"raise"`` a :class:`~tilestream.errors.CorruptRecordError` naming file,
-        record and offset (default), or ``"skip"``: a corrupt record is passed
-        over (logged, counted in :attr:`skipped` over every worker), a file that
-        cannot be read (cut short, corrupt framing, no readable record, an
-        index that does not fit it) is left out at construction (logged,
-        recorded in :attr:`skipped_files`).
-    indices
-        Per-file offsets or index files (default: beside each file, or a scan).
-    verify
-        Check record CRCs.
+        TFRecord files, or a folder (its top-level ``*.tfrecords``).
+    options
+        A :class:`~tilestream.loaders.options.TileOptions`; or give its fields
+        as keyword arguments (``labels``, ``weights``, ``balance``, ``clip``,
+        ``infinite``, ``epoch_length``, ``shuffle``, ``seed``, ``augment``,
+        ``standardize``, ``normalizer``, ``img_size``, ``incl_slidenames``,
+        ``incl_loc``, ``as_dict``, ``on_error``, ``indices``, ``verify``, ...,
+        documented there). An option given both ways with different values
+        is a :class:`~tilestream.errors.ConfigError`. Here ``standardize``
+        gives float32 images ``img / 127.5 - 1``; with ``on_error="skip"`` a
+        corrupt record is counted in :attr:`skipped` over every worker and an
+        unreadable file recorded in :attr:`skipped_files`.
     batch_size
         Yield whole batches built in the worker (use ``DataLoader(batch_size=None)``):
         tiles are decoded straight into a shared-memory ``(N, H, W, 3)`` buffer
@@ -309,65 +248,26 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     >>> images.shape, images.dtype, sorted(labels.tolist())
     (torch.Size([5, 3, 8, 8]), torch.uint8, [0, 0, 0, 1, 1])
     >>> ds.set_epoch(1)  # a new shuffle for the next epoch
+    >>> same = TileDataset(paths, options=TileOptions(labels={"a": 0, "b": 1}, seed=0))
+    >>> same.options == ds.options
+    True
     """
 
     def __init__(
         self,
         tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
-        labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-        label_column: str | None = None,
-        weights: WeightSpec | None = None,
-        balance: Balance | None = None,
-        clip: ClipSpec = None,
-        infinite: bool = False,
-        epoch_length: int | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        augment: bool | str = False,
-        standardize: bool = False,
-        normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
-        img_size: int | None = None,
-        incl_slidenames: bool = False,
-        incl_loc: bool = False,
-        as_dict: bool = False,
-        on_error: OnError = "raise",
-        indices: Sequence[Any] | None = None,
-        verify: bool = True,
-        batch_size: int | None = None,
-        drop_last: bool = False,
+        options: TileOptions | None = None,
+        **kwargs: Unpack[TileKwargs],
     ) -> None:
         super().__init__()
-        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self._setup(
-            tfrecords,
-            labels=labels,
-            label_column=label_column,
-            weights=weights,
-            balance=balance,
-            clip=clip,
-            indices=indices,
-            seed=seed,
-            augment=augment,
-            standardize=standardize,
-            normalizer=normalizer,
-            img_size=img_size,
-            incl_slidenames=incl_slidenames,
-            incl_loc=incl_loc,
-            as_dict=as_dict,
-            on_error=on_error,
-            verify=verify,
-        )
-        if epoch_length is not None and not infinite:
-            raise ConfigError("epoch_length applies to infinite=True only")
-        if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 1):
-            raise ConfigError(f"epoch_length must be a positive integer, got {epoch_length!r}")
-        self.infinite = infinite
-        self.epoch_length = epoch_length
-        self.shuffle = shuffle
+        opts = resolve_options(options, kwargs, where="TileDataset")
+        self.batch_size = opts.batch_size
+        self.drop_last = opts.drop_last
+        self._setup(tfrecords, opts)
+        self.infinite = opts.infinite
+        self.epoch_length = opts.epoch_length
+        self.shuffle = opts.shuffle
         self._skips = SkipCounter()
 
     @property
@@ -497,7 +397,10 @@ class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
     Tile ``i`` is record ``i - offset[f]`` of file ``f`` in file order (after
     clipping). Use with ``DistributedSampler`` or any sampler; augmentation
     draws from a generator seeded per worker and epoch (:meth:`set_epoch`).
-    Options are as for :class:`TileDataset`.
+    Options are as for :class:`TileDataset`, less those of streaming and
+    sampling (``weights``, ``balance``, ``on_error``, ``infinite``,
+    ``epoch_length``, ``shuffle``, ``batch_size``, ``drop_last``): an
+    ``options`` object that sets one of them is a ConfigError.
 
     Examples
     --------
@@ -513,40 +416,14 @@ class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
         self,
         tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
-        labels: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-        label_column: str | None = None,
-        clip: ClipSpec = None,
-        seed: int = 0,
-        augment: bool | str = False,
-        standardize: bool = False,
-        normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
-        img_size: int | None = None,
-        incl_slidenames: bool = False,
-        incl_loc: bool = False,
-        as_dict: bool = False,
-        indices: Sequence[Any] | None = None,
-        verify: bool = True,
+        options: TileOptions | None = None,
+        **kwargs: Unpack[IndexedTileKwargs],
     ) -> None:
         super().__init__()
-        self._setup(
-            tfrecords,
-            labels=labels,
-            label_column=label_column,
-            weights=None,
-            balance=None,
-            clip=clip,
-            indices=indices,
-            seed=seed,
-            augment=augment,
-            standardize=standardize,
-            normalizer=normalizer,
-            img_size=img_size,
-            incl_slidenames=incl_slidenames,
-            incl_loc=incl_loc,
-            as_dict=as_dict,
-            on_error="raise",
-            verify=verify,
-        )
+        where = "IndexedTileDataset"
+        opts = resolve_options(options, kwargs, where=where, accepts=IndexedTileKwargs)
+        reject_inapplicable(opts, IndexedTileKwargs, where=where)
+        self._setup(tfrecords, opts)
         self._starts = np.cumsum([0, *self.plan.lengths])
         self._handles: FileHandles | None = None
         self._rng_key: tuple[int, int, int] | None = None

@@ -1,0 +1,122 @@
+"""The TFRecords of a :class:`~tilestream.dataset.Dataset`: found, counted, checked.
+
+:func:`scan_tfrecords` looks at the dataset's TFRecord sources once: folders
+through their manifest (:func:`~tilestream.dataset.manifest.scan_manifest`,
+searched recursively, counts reused where fresh, nothing written), single
+files counted directly. The TFRecords of stale slides of run folders are left
+out (logged at WARNING, see :mod:`tilestream.runfolder`); unreadable and empty
+ones are recorded, never deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tilestream.dataset.manifest import _stale_files, scan_manifest
+from tilestream.errors import ConfigError, TileStreamError
+from tilestream.runfolder import TFRECORD_SUFFIX
+
+__all__ = ["TFRecordScan", "scan_tfrecords"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TFRecordScan:
+    """What :func:`scan_tfrecords` found.
+
+    Attributes
+    ----------
+    files
+        ``{slide: TFRecord}``.
+    counts
+        ``{slide: records}``.
+    unreadable
+        ``{path: reason}`` of the TFRecords that could not be read or are empty.
+    missing
+        The sources given that do not exist.
+    stale
+        ``{path: reason}`` of the TFRecords of stale slides, left out.
+    """
+
+    files: dict[str, Path]
+    counts: dict[str, int]
+    unreadable: dict[str, str]
+    missing: list[str]
+    stale: dict[str, str]
+
+    def add(self, name: str, path: Path, total: int, error: str | None, *, hint: str) -> None:
+        """Record slide ``name``'s TFRecord; a second one for the slide is a ConfigError."""
+        if name in self.files:
+            raise ConfigError(
+                f"two TFRecords for slide {name!r}: {self.files[name]} and {path}{hint}",
+                path=path,
+            )
+        self.files[name] = path
+        self.counts[name] = total
+        if error:
+            self.unreadable[os.fspath(path)] = error
+
+
+def _sources(
+    sources: Sequence[Path], run_folder: str | None
+) -> tuple[list[Path], list[Path], list[str]]:
+    """Folders to search (a folder's ``run_folder`` when it has one), single files, missing."""
+    folders: list[Path] = []
+    files: list[Path] = []
+    missing: list[str] = []
+    for src in sources:
+        if src.is_file():
+            files.append(src)
+        elif src.is_dir():
+            sub = src / run_folder if run_folder else None
+            folders.append(sub if sub is not None and sub.is_dir() else src)
+        else:
+            missing.append(os.fspath(src))
+    return folders, files, missing
+
+
+def _count_single(path: Path) -> tuple[int, str | None]:
+    from tilestream.tfrecord import get_tfrecord_length
+
+    try:
+        total = get_tfrecord_length(path)
+    except (TileStreamError, OSError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+    return total, ("empty TFRecord (no records)" if total == 0 else None)
+
+
+def scan_tfrecords(sources: Sequence[Path], run_folder: str | None = None) -> TFRecordScan:
+    """The per-slide TFRecords of ``sources`` (folders, searched recursively, or files).
+
+    A folder holding the sub-folder ``run_folder`` (``<tile_px>px_<tile_um>``,
+    :func:`tilestream.runfolder.run_folder_name`) is read from there.
+
+    Raises
+    ------
+    ConfigError
+        Two TFRecords for one slide.
+    """
+    folders, singles, missing = _sources(sources, run_folder)
+    scan = TFRecordScan({}, {}, {}, missing, {})
+    hint = "" if run_folder else " (several tile sizes? give tile_px and tile_um to pick one)"
+    for folder in folders:
+        found = scan_manifest(folder, suffixes=(TFRECORD_SUFFIX,))
+        scan.stale.update({os.fspath(folder / rel): why for rel, why in found.stale.items()})
+        for rel, entry in found.entries.items():
+            path = folder / rel
+            name = path.name[: -len(TFRECORD_SUFFIX)]
+            scan.add(name, path, int(entry["total"]), entry.get("error"), hint=hint)
+    single_stale = _stale_files(singles)
+    for path, why in single_stale.items():
+        log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)
+        scan.stale[os.fspath(path)] = why
+    for path in singles:
+        if path not in single_stale:
+            total, error = _count_single(path)
+            scan.add(path.name.split(".")[0], path, total, error, hint=hint)
+    return scan

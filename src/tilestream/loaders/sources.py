@@ -1,0 +1,213 @@
+"""TFRecord files opened for random access: :class:`RecordSource` and the files a stream reads.
+
+:func:`open_sources` checks files and loads their record offsets once, before
+any iteration; :func:`select_current` leaves out the TFRecords of stale
+slides of run folders (:mod:`tilestream.runfolder`), keeping per-file options
+in step. :mod:`tilestream.loaders.stream` reads records through these.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tilestream.errors import ConfigError, EmptyTFRecordsError
+from tilestream.loaders.options import ClipSpec
+from tilestream.loaders.records import file_size, frame_sizes, load_offsets
+from tilestream.loaders.sampling import WeightSpec, match_files, normalize_weights
+from tilestream.runfolder import current_tfrecords
+
+__all__ = [
+    "FileSelection",
+    "RecordSource",
+    "open_sources",
+    "select_current",
+    "sources_and_weights",
+]
+
+
+@dataclass(frozen=True)
+class RecordSource:
+    """One TFRecord file ready for random access: its path and record frames.
+
+    Attributes
+    ----------
+    path
+        The file.
+    offsets
+        Byte offset of each record kept (after clipping).
+    sizes
+        Bytes each record's frame spans.
+    """
+
+    path: str
+    offsets: np.ndarray
+    sizes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def _clip_values(clip: ClipSpec, paths: Sequence[str]) -> list[int | None]:
+    if clip is None:
+        return [None] * len(paths)
+    if isinstance(clip, Mapping):
+        values = match_files(clip, paths, what="clip", require_all=False)
+    else:
+        values = [clip] * len(paths)
+    for p, v in zip(paths, values, strict=True):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0):
+            raise ConfigError(f"clip must be a non-negative integer, got {v!r} for {p}")
+    return [None if v is None else int(v) for v in values]
+
+
+def _file_names(
+    paths: Sequence[str | os.PathLike[str]], indices: Sequence[Any] | None
+) -> list[str]:
+    """The paths as strings, checked: at least one, and one index (or None) for each."""
+    names = [os.fspath(p) for p in paths]
+    if not names:
+        raise EmptyTFRecordsError("no TFRecord files given")
+    if indices is not None and len(indices) != len(names):
+        raise ConfigError(f"{len(indices)} indices given for {len(names)} files")
+    return names
+
+
+def open_sources(
+    paths: Sequence[str | os.PathLike[str]],
+    indices: Sequence[Any] | None = None,
+    *,
+    clip: ClipSpec = None,
+) -> list[RecordSource]:
+    """Check files and load their record offsets, once, before any iteration.
+
+    Parameters
+    ----------
+    paths
+        Uncompressed TFRecord files.
+    indices
+        Per file: offsets, an index file, or None (the index beside the file, or a scan).
+    clip
+        Cap on records per file: an int, or ``{file: cap}``.
+
+    Raises
+    ------
+    TFRecordError
+        A file is missing or unreadable.
+    EmptyTFRecordsError
+        A file holds no records, or no paths are given.
+    InvalidTFRecordIndex
+        An index does not fit its file.
+    ConfigError
+        Bad ``clip`` or ``indices``.
+    """
+    names = _file_names(paths, indices)
+    clips = _clip_values(clip, names)
+    out = []
+    for i, path in enumerate(names):
+        offsets = load_offsets(path, None if indices is None else indices[i])
+        sizes = frame_sizes(offsets, file_size(path))
+        cap = clips[i]
+        if cap is not None:
+            offsets, sizes = offsets[:cap], sizes[:cap]
+        out.append(RecordSource(path, offsets, sizes))
+    return out
+
+
+@dataclass(frozen=True)
+class FileSelection:
+    """The files given, less the stale slides of run folders, with their per-file options.
+
+    Attributes
+    ----------
+    paths
+        The files kept, in the order given.
+    indices
+        The index (offsets, file or None) of each file kept.
+    caps
+        The record cap (``clip``) of each file kept, or None.
+    weights
+        The weight of each file kept (normalised over every file given, so
+        renormalise), or None.
+    left_out
+        The files left out: TFRecords of stale slides of a run folder.
+    """
+
+    paths: list[str]
+    indices: list[Any]
+    caps: list[Any]
+    weights: np.ndarray | None
+    left_out: list[str]
+
+
+def select_current(
+    paths: Sequence[str | os.PathLike[str]],
+    indices: Sequence[Any] | None = None,
+    *,
+    clip: ClipSpec = None,
+    weights: WeightSpec | None = None,
+) -> FileSelection:
+    """Leave out the TFRecords of stale run-folder slides, keeping per-file options in step.
+
+    Each file left out is logged at WARNING with its reason
+    (:func:`tilestream.runfolder.current_tfrecords`); ``indices``, ``clip``
+    and ``weights`` are checked against every file given, so they may still
+    name the files left out.
+
+    Raises
+    ------
+    EmptyTFRecordsError
+        No paths, or every one is a stale slide.
+    ConfigError
+        Bad ``indices``, ``clip`` or ``weights``.
+    """
+    names = _file_names(paths, indices)
+    w = normalize_weights(weights, names) if weights is not None else None
+    caps = _clip_values(clip, names)
+    current = set(current_tfrecords(names))
+    keep = [i for i, p in enumerate(names) if Path(p) in current]
+    if not keep:
+        shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+        raise EmptyTFRecordsError(
+            f"every TFRecord given is a stale slide of its run folder (left out, see the "
+            f"warnings): {shown}"
+        )
+    kept = set(keep)
+    return FileSelection(
+        paths=[names[i] for i in keep],
+        indices=[None if indices is None else indices[i] for i in keep],
+        caps=[caps[i] for i in keep],
+        weights=None if w is None else w[keep],
+        left_out=[p for i, p in enumerate(names) if i not in kept],
+    )
+
+
+def sources_and_weights(
+    paths: Sequence[str | os.PathLike[str]] | Sequence[RecordSource],
+    indices: Sequence[Any] | None,
+    clip: ClipSpec,
+    weights: WeightSpec | None,
+) -> tuple[list[RecordSource], np.ndarray | None]:
+    """The sources to read (current files opened, or sources as given) and their weights."""
+    sources: list[RecordSource]
+    if paths and all(isinstance(p, RecordSource) for p in paths):
+        sources = [p for p in paths if isinstance(p, RecordSource)]
+    else:
+        files = select_current(
+            [p for p in paths if not isinstance(p, RecordSource)],
+            indices,
+            clip=clip,
+            weights=weights,
+        )
+        sources = [
+            open_sources([p], [i], clip=c)[0]
+            for p, i, c in zip(files.paths, files.indices, files.caps, strict=True)
+        ]
+        weights = files.weights
+    w = normalize_weights(weights, [s.path for s in sources]) if weights is not None else None
+    return sources, w
