@@ -28,7 +28,7 @@ The outputs of a slide are committed as one unit. Each is written atomically
 An interruption anywhere leaves either the previous state with all of the
 previous outputs (before step 1), or a ``"running"`` state: never a
 ``"done"`` state beside another config's or another run's files. A slide is
-complete (:func:`tilestream.extract.run.is_complete`) only with a ``"done"``
+complete (:func:`tilestream.extract.resume.is_complete`) only with a ``"done"``
 state of the same config hash and fingerprint whose outputs still match it.
 """
 
