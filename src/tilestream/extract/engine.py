@@ -1,11 +1,13 @@
 """Extraction of one slide: grid, filters, tiles, and its outputs written atomically.
 
-Outputs of a slide named ``S`` in the run folder (``<out>/<tile_px>px_<tile_um>/``)::
+Outputs of a slide named ``S`` in the run folder (``<out>/<tile_px>px_<tile_um>/``;
+their paths are :func:`tilestream.runfolder.slide_outputs`)::
 
     S.tfrecords  S.index.npz  S.coords.csv   S.geojson   previews/S.jpg
     state/S.json  state/S.rejected.csv
 
-With ``to_images=True`` the tiles go to ``S/S_<loc_x>_<loc_y>.<ext>`` instead of a TFRecord.
+With ``to_images=True`` the tiles go to ``S/S_<loc_x>_<loc_y>.<ext>`` instead of a TFRecord
+(:func:`tilestream.extract.write.tile_image_name`).
 
 The extraction runs in named stages, each testable alone:
 :func:`~tilestream.extract.plan.plan_slide` (grid, ROIs, low-resolution
