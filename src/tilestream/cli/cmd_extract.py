@@ -31,7 +31,10 @@ from tilestream.extract import (
     extract_slides,
     run_demo,
 )
+from tilestream.extract.demo import DEMO_SLIDE
+from tilestream.extract.report import REPORT_FILE
 from tilestream.extract.select import REJECT_REASONS
+from tilestream.runfolder import slide_outputs
 
 __all__ = ["EXIT_BUG", "EXIT_ERROR", "EXIT_FAILED", "register"]
 
@@ -371,11 +374,11 @@ def demo_cmd(out_dir: Path) -> None:
             ", ".join(map(str, s["mean_rgb"])),
         )
     console.print(table)
-    d = run.run_dir
+    outputs = slide_outputs(run.run_dir, Path(DEMO_SLIDE).stem)
     console.print(
         "Look at:\n"
-        f"  preview  {d / 'previews' / 'CMU-1-Small-Region.jpg'}  (kept tiles green, rejected red)\n"
-        f"  report   {d / 'report.html'}\n"
+        f"  preview  {outputs['preview']}  (kept tiles green, rejected red)\n"
+        f"  report   {run.run_dir / REPORT_FILE}\n"
         f"  tiles    {result.tfrecord}  (+ .index.npz, .coords.csv)\n"
         f"  inspect  tilestream inspect {result.tfrecord}",
         soft_wrap=True,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tilestream.errors import ConfigError
+from tilestream.runfolder import run_folder_name
 
 __all__ = ["ExtractConfig", "TileSize", "parse_tile_um"]
 
@@ -256,7 +257,7 @@ class ExtractConfig:
     @property
     def label(self) -> str:
         """The output subfolder name, e.g. ``299px_302um`` or ``256px_10x``."""
-        return f"{self.tile_px}px_{self.size.label}"
+        return run_folder_name(self.tile_px, self.size.label)
 
     def replace(self, **changes: Any) -> ExtractConfig:
         """A copy with some fields changed."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tilestream.extract.run import ExtractionRun, ProgressCallback, extract_slides
+from tilestream.runfolder import slide_outputs
 
 __all__ = ["DEMO_SLIDE", "DemoResult", "demo_slide_path", "run_demo"]
 
@@ -49,7 +50,7 @@ def run_demo(
     run = extract_slides(
         [demo_slide_path()], out_dir, workers=1, tile_px=tile_px, tile_um=tile_um, progress=progress
     )
-    tfr = run.run_dir / f"{Path(DEMO_SLIDE).stem}.tfrecords"
+    tfr = slide_outputs(run.run_dir, Path(DEMO_SLIDE).stem)["tfrecord"]
     samples: list[dict[str, Any]] = []
     if tfr.exists():
         with TFRecord(tfr) as records:

@@ -22,23 +22,27 @@ from tilestream._util.atomic import atomic_write, write_json_atomic
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, outline_areas_mm2
 from tilestream.extract.select import REJECT_REASONS
-from tilestream.runfolder import slide_outputs, slide_staleness, stale_slides
+from tilestream.runfolder import (
+    read_state,
+    slide_names,
+    slide_outputs,
+    slide_staleness,
+    stale_slides,
+)
 
-__all__ = ["load_states", "slide_qc", "write_report"]
+__all__ = ["REPORT_FILE", "SUMMARY_FILE", "load_states", "slide_qc", "write_report"]
+
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
 
 #: Outline files larger than this are not read for areas (the areas then come from the state only).
 MAX_OUTLINE_BYTES = 64 * 1024 * 1024
 
 
 def load_states(run_dir: Path) -> list[dict[str, Any]]:
-    """Every slide's state in ``run_dir/state``, sorted by slide name."""
-    states = []
-    for path in sorted((run_dir / "state").glob("*.json")):
-        try:
-            states.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue
-    return states
+    """Every slide's state in ``run_dir`` (unreadable ones left out), sorted by slide name."""
+    states = (read_state(run_dir, name) for name in slide_names(run_dir))
+    return [s for s in states if s is not None]
 
 
 def _areas_from_outlines(path: Path, mpp: Any) -> dict[str, float]:
@@ -159,6 +163,7 @@ def _qc_cell(qc: dict[str, Any] | None) -> str:
 
 
 def _row(
+    run_dir: Path,
     state: dict[str, Any],
     config: ExtractConfig,
     stale: dict[str, str],
@@ -173,11 +178,11 @@ def _row(
     )
     rejected = state.get("rejected") or {}
     rej = ", ".join(f"{k} {v}" for k, v in _reasons(rejected) if v)
-    preview = (
-        f'<a href="previews/{e(name)}.jpg"><img src="previews/{e(name)}.jpg" alt="{e(name)}"></a>'
-        if status == "done"
-        else ""
-    )
+    preview = ""
+    if status == "done":
+        link = e(slide_outputs(run_dir, name)["preview"].relative_to(run_dir).as_posix())
+        preview = f'<a href="{link}"><img src="{link}" alt="{e(name)}"></a>'
+
     return (
         f'<tr class="{e(status)}"><td>{preview}</td><td>{e(name)}</td><td>{e(status)}</td>'
         f"<td>{int(state.get('tiles', 0))}</td><td>{int(state.get('grid', 0))}</td>"
@@ -213,9 +218,11 @@ def write_report(run_dir: Path, config: ExtractConfig) -> dict[str, Any]:
     """Write ``summary.json`` and ``report.html`` for every slide in ``run_dir``."""
     states = load_states(run_dir)
     summary = _summary(run_dir, states, config)
-    write_json_atomic(run_dir / "summary.json", summary)
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
     qc = summary["qc"]
-    rows = "\n".join(_row(s, config, summary["stale"], qc.get(str(s.get("slide")))) for s in states)
+    rows = "\n".join(
+        _row(run_dir, s, config, summary["stale"], qc.get(str(s.get("slide")))) for s in states
+    )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tilestream extraction report: {html.escape(config.label)}</title>
 <style>
@@ -238,6 +245,6 @@ correct them in QuPath and give the file back as the slide's ROI.</p>
 {rows}
 </tbody></table></body></html>
 """
-    with atomic_write(run_dir / "report.html", "w") as f:
+    with atomic_write(run_dir / REPORT_FILE, "w") as f:
         f.write(page)
     return summary

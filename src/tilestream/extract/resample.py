@@ -4,10 +4,9 @@ Both resizers compute the same antialiased Lanczos-3 reduction (Pillow's
 ``Image.resize(..., LANCZOS)`` and libvips' ``reduce(kernel="lanczos3")``);
 they round differently, so their pixels differ slightly (53-67 dB PSNR apart
 on the sample slide's tissue; up to 9 grey levels, at strong edges).
-libvips computes it with SIMD, in the calling thread, for about a quarter of
-Pillow's CPU time (1.1 ms against 4.5 ms for a 604 px region resized to 299
-px, measured on tissue here), so extraction uses it when ``pyvips`` is
-installed (``pip install 'tilestream[vips]'``).
+libvips computes it with SIMD, in the calling thread, for a fraction of
+Pillow's CPU time (see docs/benchmarks.md), so extraction uses it when
+``pyvips`` is installed (``pip install 'tilestream[vips]'``).
 
 The resizer is part of the extraction config (``ExtractConfig.resizer``):
 ``"auto"`` resolves to one of the two when the config is made, so the config
@@ -128,11 +127,10 @@ _PIPELINES = threading.local()
 def _vips_reduce(tile: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
     """libvips' Lanczos-3 ``reduce`` of ``tile``, through a pipeline kept per thread and shape.
 
-    Building a ``reduce`` (its masks and vector code) costs about 0.6 ms,
-    a third of the whole resize of a 604 px tile: each thread builds one per
-    shape, over a buffer of its own, and for each tile copies the pixels in,
-    invalidates libvips' caches of the old pixels and fetches the result
-    through a region: computed in the calling thread, with no libvips
+    Building a ``reduce`` (its masks and vector code) costs a good part of a
+    whole resize, so each thread builds one per shape, over a buffer of its
+    own, and for each tile copies the pixels in, invalidates libvips' caches
+    of the old pixels and fetches the result through a region: computed in the calling thread, with no libvips
     threadpool started per tile (and none of the log messages it sends
     through Python).
     """

@@ -1,22 +1,23 @@
 """Extraction of many slides: resume, parallel execution, manifest, summary and report.
 
-The driver submits one task per slide (largest first) to a
-:class:`concurrent.futures.Executor` (a process pool by default) and records
-each small result as it arrives. A slide that fails is recorded with its
-reason and the others go on. Re-running the same command skips the slides
-whose outputs are complete and whose config hash and source file match.
+The driver holds the run folder (one run at a time), writes its
+``config.json``, submits one task per slide not yet complete (largest first)
+to a :class:`concurrent.futures.Executor` (a process pool by default), and
+records each small result as it arrives: in the run, in ``manifest.json``
+(:mod:`tilestream.extract.manifest`) and to the progress callback. A slide that
+fails is recorded with its reason and the others go on. Re-running the same
+command skips the slides whose outputs are complete and whose config hash and
+source file match (:mod:`tilestream.extract.resume`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import multiprocessing
 import os
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -27,24 +28,18 @@ from typing import Any
 from tilestream import __version__
 from tilestream._util.atomic import remove_temp_files, write_json_atomic
 from tilestream._util.lifetime import die_with_parent
-from tilestream._util.lock import run_lock, task_lock
-from tilestream._util.names import name_problem, outside
-from tilestream.errors import ConfigError, ExtractionError, TileStreamError
+from tilestream._util.lock import run_lock
+from tilestream.errors import ConfigError, ExtractionError
 from tilestream.extract.config import ExtractConfig
-from tilestream.extract.engine import (
-    SlideResult,
-    SlideTask,
-    TileProgress,
-    extract_slide_task,
-    failure_result,
-    slide_outputs,
-    write_failure_state,
-)
-from tilestream.extract.fingerprint import file_sha256, fingerprint_matches
-from tilestream.extract.report import write_report
-from tilestream.extract.resample import libvips_version, resolve_resizer
+from tilestream.extract.engine import failure_result
+from tilestream.extract.manifest import MANIFEST_FILE, RunManifest
+from tilestream.extract.report import REPORT_FILE, SUMMARY_FILE, write_report
+from tilestream.extract.resample import libvips_version
+from tilestream.extract.resume import is_complete
 from tilestream.extract.sources import discover_slides
-from tilestream.runfolder import TFRECORD_SUFFIX, read_state, slide_staleness
+from tilestream.extract.task import SlideResult, SlideTask
+from tilestream.extract.worker import record_failure, run_slide_task
+from tilestream.runfolder import CONFIG_FILE
 
 __all__ = [
     "ExtractionRun",
@@ -56,6 +51,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The run-level files of a run folder (beside each slide's outputs).
+RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, SUMMARY_FILE, REPORT_FILE)
 
 
 @dataclass
@@ -141,147 +139,6 @@ def _versions(config: ExtractConfig) -> dict[str, str]:
     return out
 
 
-def _outputs_match(state: dict[str, Any], outputs: dict[str, Path]) -> bool:
-    """Every output exists and matches the sizes and digests its "done" state recorded."""
-    if not all(p.exists() for p in outputs.values()):
-        return False
-    recorded = state.get("outputs")
-    if not isinstance(recorded, dict) or "coords" not in recorded:
-        return False
-    for kind, meta in recorded.items():
-        path = outputs.get(kind)
-        if path is None or not isinstance(meta, dict):
-            return False
-        try:
-            if path.stat().st_size != meta.get("size"):
-                return False
-            if "sha256" in meta and file_sha256(path) != meta["sha256"]:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def is_complete(
-    run_dir: Path, task: SlideTask, config: ExtractConfig, *, to_images: bool = False
-) -> SlideResult | None:
-    """The stored result if ``task`` is already extracted with ``config`` from the same file.
-
-    Complete means: the slide's state says ``"done"`` under ``config``'s hash
-    (so it is current in the sense of :func:`tilestream.runfolder.slide_staleness`),
-    every output is there with the size (and, for the coordinates,
-    the SHA-256) the state recorded, and the slide file still has the
-    fingerprint the state recorded (:mod:`tilestream.extract.fingerprint`).
-    """
-    outputs = slide_outputs(run_dir, task.name, to_images=to_images)
-    state = read_state(run_dir, task.name)
-    if state is None:
-        return None
-    if slide_staleness(run_dir, task.name, config_hash=config.hash(), state=state) is not None:
-        return None
-    if not _outputs_match(state, outputs):
-        return None
-    if not fingerprint_matches(state.get("source"), task.path):
-        return None
-    result = SlideResult.from_dict(state)
-    result.status = "skipped"
-    return result
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or failing storage, not a bug: they become slide failures.
-
-    Our own errors, I/O errors, running out of memory, and what the decoders
-    raise on a damaged or hostile file when it reaches them directly (the
-    slide layer turns most of these into :class:`~tilestream.errors.SlideError`).
-    """
-    errors: list[type[BaseException]] = [TileStreamError, OSError, MemoryError]
-    with contextlib.suppress(ImportError):
-        from PIL import Image
-
-        errors.append(Image.DecompressionBombError)
-    with contextlib.suppress(ImportError, AttributeError):
-        import tifffile
-
-        errors.append(tifffile.TiffFileError)
-    with contextlib.suppress(ImportError, AttributeError):
-        import openslide
-
-        errors.append(openslide.OpenSlideError)
-    return tuple(errors)
-
-
-def _record_failure(run_dir: Path, result: SlideResult) -> None:
-    """Write a failure's state file; never for a name that could write elsewhere."""
-    state = slide_outputs(run_dir, result.slide)["state"]
-    if name_problem(result.slide) is not None or outside(run_dir, [state]) is not None:
-        return
-    try:
-        write_failure_state(run_dir, result)
-    except OSError as state_exc:  # the folder itself is failing (e.g. disk full)
-        log.error("cannot record failure of %s: %s", result.slide, state_exc)
-
-
-def run_slide_task(
-    task: SlideTask,
-    run_dir: str,
-    config: ExtractConfig,
-    *,
-    to_images: bool = False,
-    threads: int = 1,
-    progress: TileProgress | None = None,
-    raise_transient: bool = False,
-) -> SlideResult:
-    """Extract one slide and return its record; a permanent failure becomes a failure record.
-
-    This is the unit of work sent to executors: it takes and returns small
-    picklable objects, never pixels. While it works it holds the run folder's
-    shared worker lock (see :func:`tilestream._util.lock.task_lock`).
-
-    Bad input and I/O errors (every :class:`~tilestream.errors.TileStreamError`,
-    ``OSError``, ``MemoryError``, a decoder's error on a damaged file) are
-    logged at WARNING and recorded as the slide's failure. Any other
-    exception is a bug in tilestream: it is recorded the same way, with its
-    ``traceback`` in the record and the state file, and logged at ERROR.
-
-    Parameters
-    ----------
-    raise_transient
-        Let transient errors (``OSError`` other than tilestream's own, e.g. an
-        I/O error on shared storage) propagate, so that an executor with
-        retries (Dask) repeats only what can succeed. Permanent errors (an
-        unreadable slide, no tissue, missing MPP: every
-        :class:`~tilestream.errors.TileStreamError`) always become records.
-    """
-    t0 = time.perf_counter()
-    try:
-        with task_lock(run_dir):
-            # The config was made elsewhere (a cluster's client): fail before opening the
-            # slide when this worker lacks the resizer it names.
-            resolve_resizer(config.resizer)
-            return extract_slide_task(
-                task, run_dir, config, to_images=to_images, threads=threads, progress=progress
-            )
-    except Exception as exc:
-        expected = isinstance(exc, _input_errors())
-        if raise_transient and isinstance(exc, OSError) and not isinstance(exc, TileStreamError):
-            log.warning("slide %s: transient error, leaving it to the executor: %s", task.name, exc)
-            raise
-        result = failure_result(task, config, exc, time.perf_counter() - t0)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            result.error = f"{task.name}: no space left in {run_dir} ({exc})"
-        if expected:
-            log.warning("slide %s failed: %s", task.name, result.error)
-        else:
-            result.traceback = traceback.format_exc()
-            log.error(
-                "slide %s: internal error, a bug in tilestream (please report it):\n%s",
-                task.name, result.traceback,
-            )  # fmt: skip
-        _record_failure(Path(run_dir), result)
-        return result
-
-
 def _folder_error(run_dir: Path, exc: OSError) -> ExtractionError:
     """An error naming the run folder for an OSError writing into it."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -304,9 +161,6 @@ def _check_writable(run_dir: Path) -> None:
         raise ExtractionError("output folder is not writable", path=run_dir)
 
 
-RUN_FILES = ("manifest.json", "config.json", "summary.json", "report.html")
-
-
 def _remove_stale_run_temp_files(run_dir: Path) -> None:
     """Remove temporary files an interrupted run left for the run-level files (ours only).
 
@@ -316,56 +170,36 @@ def _remove_stale_run_temp_files(run_dir: Path) -> None:
     remove_temp_files(run_dir, RUN_FILES)
 
 
+def _open_run_folder(stack: contextlib.ExitStack, run_dir: Path, config: ExtractConfig) -> None:
+    """Hold ``run_dir`` for this run (until ``stack`` closes) and write its ``config.json``.
+
+    The manifest is brought to the new config first: it keeps only the
+    slides current under the hash ``config.json`` is about to name.
+    """
+    try:
+        stack.enter_context(run_lock(run_dir))
+        _remove_stale_run_temp_files(run_dir)
+        RunManifest(run_dir, config.hash()).rebuild()
+        write_json_atomic(
+            run_dir / CONFIG_FILE,
+            {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
+        )
+    except OSError as exc:
+        raise _folder_error(run_dir, exc) from exc
+
+
+def _resolve_config(config: ExtractConfig | None, options: dict[str, Any]) -> ExtractConfig:
+    """``config`` with ``options`` applied, or a config of ``options`` alone."""
+    if config is None:
+        return ExtractConfig.from_dict(options)
+    return config.replace(**options) if options else config
+
+
 def _size(task: SlideTask) -> int:
     try:
         return os.stat(task.path).st_size
     except OSError:
         return -1
-
-
-def _manifest_entry(run_dir: Path, name: str, config_hash: str) -> dict[str, int] | None:
-    """Slide ``name``'s manifest entry, ``None`` unless it is current (see :mod:`tilestream.runfolder`)."""
-    state = read_state(run_dir, name)
-    if state is None or slide_staleness(run_dir, name, config_hash=config_hash, state=state):
-        return None
-    tiles = state.get("tiles")
-    return {"total": tiles} if isinstance(tiles, int) else None
-
-
-def _current_manifest(
-    run_dir: Path, config_hash: str, *, exclude: set[str] | frozenset[str] = frozenset()
-) -> dict[str, dict[str, int]]:
-    """The manifest of the slides in ``run_dir`` current under ``config_hash``, less ``exclude``.
-
-    Slides whose outputs are stale (failed, interrupted, of another config,
-    changed since) get no entry: the manifest never counts their records.
-    """
-    manifest: dict[str, dict[str, int]] = {}
-    for path in sorted(run_dir.glob(f"*{TFRECORD_SUFFIX}")):
-        name = path.name[: -len(TFRECORD_SUFFIX)]
-        if path.name.startswith(".") or name in exclude:
-            continue
-        entry = _manifest_entry(run_dir, name, config_hash)
-        if entry is not None:
-            manifest[path.name] = entry
-    return manifest
-
-
-class _Manifest:
-    """``manifest.json`` of a run folder, rewritten (atomically) only when it changes."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "manifest.json"
-        try:
-            self.on_disk: Any = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self.on_disk = None
-
-    def write(self, manifest: dict[str, dict[str, int]]) -> None:
-        content = dict(sorted(manifest.items()))
-        if content != self.on_disk:
-            write_json_atomic(self.path, content)
-            self.on_disk = content
 
 
 def extract_slides(
@@ -435,30 +269,163 @@ def extract_slides(
         :func:`~tilestream.extract.sources.discover_slides`).
     """
     t_start = time.perf_counter()
-    if config is None:
-        config = ExtractConfig.from_dict(options)
-    elif options:
-        config = config.replace(**options)
+    config = _resolve_config(config, options)
     run_dir = Path(out_dir) / config.label
     _check_writable(run_dir)
     with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(run_lock(run_dir))
-            _remove_stale_run_temp_files(run_dir)
-            # before config.json names a new hash: the manifest keeps only that hash's slides
-            _Manifest(run_dir).write(_current_manifest(run_dir, config.hash()))
-            write_json_atomic(
-                run_dir / "config.json",
-                {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
-            )
-        except OSError as exc:
-            raise _folder_error(run_dir, exc) from exc
+        _open_run_folder(stack, run_dir, config)
         return _extract_locked(
             slides, run_dir, config, executor=executor, workers=workers, threads=threads,
             overwrite=overwrite, to_images=to_images, roi_dir=roi_dir, progress=progress,
             t_start=t_start,
         )  # fmt: skip
     raise AssertionError("unreachable")  # pragma: no cover - mypy: ExitStack may swallow
+
+
+def _tasks_to_do(
+    run: ExtractionRun, tasks: list[SlideTask], *, overwrite: bool, to_images: bool
+) -> list[SlideTask]:
+    """The tasks not complete from an earlier run, largest slide file first.
+
+    The complete ones are recorded in ``run`` as ``"skipped"``.
+    """
+    todo: list[SlideTask] = []
+    for task in tasks:
+        previous = (
+            None if overwrite else is_complete(run.run_dir, task, run.config, to_images=to_images)
+        )
+        if previous is not None:
+            run.results.append(previous)
+        else:
+            todo.append(task)
+    todo.sort(key=_size, reverse=True)
+    return todo
+
+
+class _Recorder:
+    """Records each slide's result as it arrives: in the run, the manifest, the progress callback.
+
+    The manifest lists the current slides only, and none while it is being
+    extracted again.
+    """
+
+    def __init__(
+        self,
+        run: ExtractionRun,
+        total: int,
+        todo: list[SlideTask],
+        *,
+        to_images: bool,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.run = run
+        self.total = total
+        self.to_images = to_images
+        self.progress = progress
+        self.tiles_done = run.tiles
+        self.pending = {t.name for t in todo}
+        self.manifest = RunManifest(run.run_dir, run.config.hash())
+        self.manifest.rebuild(exclude=self.pending)
+        if run.results and progress is not None:
+            progress(RunProgress(total, len(run.results), self.tiles_done))
+
+    def record(self, result: SlideResult) -> None:
+        """Record a finished slide (done, failed)."""
+        run = self.run
+        run.results.append(result)
+        self.pending.discard(result.slide)
+        self.manifest.update(result.slide, listed=not self.to_images)
+        if result.status == "done":
+            self.tiles_done += result.tiles
+        if self.progress is not None:
+            self.progress(
+                RunProgress(
+                    self.total, len(run.results), self.tiles_done, result.slide, result=result
+                )
+            )
+
+    def tile_progress(self, name: str, done: int, of: int) -> None:
+        """Report the tiles of the slide being extracted in this process."""
+        if self.progress is not None:
+            self.progress(
+                RunProgress(self.total, len(self.run.results), self.tiles_done, name, done, of)
+            )
+
+
+def _run_in_process(
+    todo: list[SlideTask], recorder: _Recorder, *, threads: int, to_images: bool
+) -> None:
+    """Extract the slides one after the other in this process, ``threads`` threads each."""
+    run = recorder.run
+    for task in todo:
+        recorder.record(
+            run_slide_task(
+                task,
+                str(run.run_dir),
+                run.config,
+                to_images=to_images,
+                threads=threads,
+                progress=recorder.tile_progress,
+            )
+        )
+
+
+def _run_on_executor(
+    todo: list[SlideTask],
+    recorder: _Recorder,
+    executor: Executor | None,
+    *,
+    workers: int,
+    threads: int,
+    to_images: bool,
+) -> None:
+    """Extract the slides on ``executor``, or on a process pool of ``workers`` of our own.
+
+    Workers of our own end when this process dies (even by SIGKILL); this
+    thread holds the pool until shutdown, as the parent-death signal needs
+    (see :mod:`tilestream._util.lifetime`).
+    """
+    run = recorder.run
+    own = executor is None
+    pool: Executor = executor or ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    try:
+        futures: dict[Future[SlideResult], SlideTask] = {
+            pool.submit(
+                run_slide_task,
+                t,
+                str(run.run_dir),
+                run.config,
+                to_images=to_images,
+                threads=threads,
+                raise_transient=not own,
+            ): t
+            for t in todo
+        }
+        for fut in as_completed(futures):
+            recorder.record(_task_result(fut, futures[fut], run))
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _task_result(fut: Future[SlideResult], task: SlideTask, run: ExtractionRun) -> SlideResult:
+    """A finished future's result; a worker that died, or retries run out, become a failure."""
+    try:
+        return fut.result()
+    except CancelledError:
+        raise
+    except Exception as exc:  # a worker died, or retries ran out on a transient error
+        if isinstance(exc, BrokenProcessPool):
+            exc = ExtractionError(f"{task.name}: worker process died ({exc})")
+        result = failure_result(task, run.config, exc, 0.0)
+        log.warning("slide %s failed: %s", task.name, result.error)
+        record_failure(run.run_dir, result)
+        return result
 
 
 def _extract_locked(
@@ -480,105 +447,21 @@ def _extract_locked(
     if not tasks:
         raise ConfigError("no slides found in the given inputs")
     run = ExtractionRun(run_dir=run_dir, config=config)
-
-    todo: list[SlideTask] = []
-    for task in tasks:
-        previous = None if overwrite else is_complete(run_dir, task, config, to_images=to_images)
-        if previous is not None:
-            run.results.append(previous)
-        else:
-            todo.append(task)
-    todo.sort(key=_size, reverse=True)
-    total = len(tasks)
-    tiles_done = run.tiles
-
-    # the manifest lists current slides only, and none while it is being re-extracted
-    pending = {t.name for t in todo}
-    manifest_file = _Manifest(run_dir)
-    manifest = _current_manifest(run_dir, config.hash(), exclude=pending)
-    manifest_file.write(manifest)
-
-    def record(result: SlideResult) -> None:
-        nonlocal tiles_done
-        run.results.append(result)
-        pending.discard(result.slide)
-        key = f"{result.slide}{TFRECORD_SUFFIX}"
-        entry = None if to_images else _manifest_entry(run_dir, result.slide, config.hash())
-        if entry is None:
-            manifest.pop(key, None)
-        else:
-            manifest[key] = entry
-        manifest_file.write(manifest)
-        if result.status == "done":
-            tiles_done += result.tiles
-        if progress is not None:
-            progress(RunProgress(total, len(run.results), tiles_done, result.slide, result=result))
-
-    if run.results and progress is not None:
-        progress(RunProgress(total, len(run.results), tiles_done))
-
+    todo = _tasks_to_do(run, tasks, overwrite=overwrite, to_images=to_images)
+    recorder = _Recorder(run, len(tasks), todo, to_images=to_images, progress=progress)
     cores = os.cpu_count() or 1
     n_workers = max(1, workers or cores)
     if todo and executor is None and (n_workers == 1 or len(todo) == 1):
-        per_slide = threads or cores
-
-        def tile_progress(name: str, done: int, of: int) -> None:
-            if progress is not None:
-                progress(RunProgress(total, len(run.results), tiles_done, name, done, of))
-
-        for task in todo:
-            record(
-                run_slide_task(
-                    task,
-                    str(run_dir),
-                    config,
-                    to_images=to_images,
-                    threads=per_slide,
-                    progress=tile_progress,
-                )
-            )
+        _run_in_process(todo, recorder, threads=threads or cores, to_images=to_images)
     elif todo:
-        own = executor is None
         # an executor of the caller's runs one task per worker thread: one thread each
-        per_slide = threads or (max(1, cores // min(n_workers, len(todo))) if own else 1)
-        # Workers end when this process dies (even by SIGKILL); this thread holds the pool
-        # until shutdown, as the parent-death signal needs (see tilestream._util.lifetime).
-        pool: Executor = executor or ProcessPoolExecutor(
-            max_workers=min(n_workers, len(todo)),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
+        per_slide = threads or (
+            max(1, cores // min(n_workers, len(todo))) if executor is None else 1
         )
-        try:
-            futures: dict[Future[SlideResult], SlideTask] = {
-                pool.submit(
-                    run_slide_task,
-                    t,
-                    str(run_dir),
-                    config,
-                    to_images=to_images,
-                    threads=per_slide,
-                    raise_transient=not own,
-                ): t
-                for t in todo
-            }
-            for fut in as_completed(futures):
-                task = futures[fut]
-                try:
-                    result = fut.result()
-                except CancelledError:
-                    raise
-                except Exception as exc:  # a worker died, or retries ran out on a transient error
-                    if isinstance(exc, BrokenProcessPool):
-                        exc = ExtractionError(f"{task.name}: worker process died ({exc})")
-                    result = failure_result(task, config, exc, 0.0)
-                    log.warning("slide %s failed: %s", task.name, result.error)
-                    _record_failure(run_dir, result)
-                record(result)
-        finally:
-            if own:
-                pool.shutdown(wait=True, cancel_futures=True)
-
+        _run_on_executor(
+            todo, recorder, executor, workers=min(n_workers, len(todo)), threads=per_slide,
+            to_images=to_images,
+        )  # fmt: skip
     run.seconds = time.perf_counter() - t_start
     run.stale = dict(write_report(run_dir, config)["stale"])
     for name, reason in run.stale.items():

@@ -39,6 +39,7 @@ __all__ = [
     "outline_excluded_classes",
     "qc_areas_mm2",
     "select_tiles",
+    "tile_boxes",
 ]
 
 #: Why a tile was rejected, in the order the filters apply. ``pen``, ``fold``
@@ -100,6 +101,21 @@ def _reject(
     sel_keep &= ~drop
 
 
+def tile_boxes(grid: Grid, downsample: float) -> NDArray[np.int64]:
+    """Each grid tile's box ``(x, y, width, height)`` in pixels of an image ``downsample`` times smaller."""
+    n = len(grid)
+    side = max(1, round(grid.extract_px / downsample))
+    return np.stack(
+        [
+            np.floor(grid.xs / downsample),
+            np.floor(grid.ys / downsample),
+            np.full(n, side),
+            np.full(n, side),
+        ],
+        axis=1,
+    ).astype(np.int64)
+
+
 def select_tiles(
     grid: Grid,
     lowres: LowRes,
@@ -108,46 +124,100 @@ def select_tiles(
     rois: Sequence[ROI] | None = None,
     name: str = "slide",
 ) -> Selection:
-    """Apply the configured filters to every tile of ``grid`` at once."""
+    """Apply the configured filters to every tile of ``grid`` at once.
+
+    In :data:`REJECT_REASONS` order: the ROIs, the tissue with its pen and
+    artifact QC, grayspace and whitespace, then the count limit. A tile
+    rejected by one filter keeps that filter's reason.
+    """
     n = len(grid)
-    ds = lowres.downsample
-    img = lowres.image
-    boxes = np.stack(
-        [
-            np.floor(grid.xs / ds),
-            np.floor(grid.ys / ds),
-            np.full(n, max(1, round(grid.extract_px / ds))),
-            np.full(n, max(1, round(grid.extract_px / ds))),
-        ],
-        axis=1,
-    ).astype(np.int64)
+    boxes = tile_boxes(grid, lowres.downsample)
     keep = np.ones(n, bool)
     reason = np.full(n, "", dtype="<U10")
+    roi_mask, tissue_rois, excluded_rois = _filter_rois(
+        keep, reason, grid, lowres, boxes, config, rois=rois, name=name
+    )
+    sat = saturation(lowres.image)
+    tissue, tmask, masks, fractions = _filter_tissue(
+        keep, reason, lowres, boxes, config, sat=sat, tissue_rois=tissue_rois,
+        excluded_rois=excluded_rois,
+    )  # fmt: skip
+    gray, white = _filter_background(keep, reason, lowres.image, boxes, config, sat=sat)
+    _limit_count(keep, reason, config)
+    return Selection(
+        keep=keep,
+        reason=reason,
+        tissue=tissue,
+        grayspace=gray,
+        whitespace=white,
+        tissue_mask=tmask,
+        roi_mask=roi_mask,
+        counts={r: int((reason == r).sum()) for r in REJECT_REASONS},
+        qc_masks=masks,
+        qc_fractions=fractions,
+    )
 
+
+def _filter_rois(
+    keep: NDArray[np.bool_],
+    reason: NDArray[np.str_],
+    grid: Grid,
+    lowres: LowRes,
+    boxes: NDArray[np.int64],
+    config: ExtractConfig,
+    *,
+    rois: Sequence[ROI] | None,
+    name: str,
+) -> tuple[NDArray[np.bool_] | None, list[ROI], list[ROI]]:
+    """Reject the tiles outside (or inside) the ROIs; return the ROI mask and the outline ROIs.
+
+    Classified ``Tissue`` / pen / artifact features of an outline file are not
+    ROIs: they come back as ``(tissue_rois, excluded_rois)`` for the tissue filter.
+    """
     method = config.roi_method
     if method == "auto":
         method = "inside" if rois else "ignore"
     if method in ("inside", "outside") and not rois:
         raise ExtractionError(f"{name}: roi_method={method!r} but the slide has no ROI")
-    # classified Tissue / pen / artifact features define the tissue, the rest are ROIs
-    rois, tissue_rois, excluded_rois = (
-        split_outlines(rois or (), outline_excluded_classes())
-        if method != "ignore"
-        else ([], [], [])
-    )
+    if method == "ignore":
+        return None, [], []
+    plain, tissue_rois, excluded_rois = split_outlines(rois or (), outline_excluded_classes())
     roi_mask = None
-    if method in ("inside", "outside") and rois:
-        roi_mask = rasterize_rois(rois, lowres.shape, ds)
+    if method in ("inside", "outside") and plain:
+        roi_mask = rasterize_rois(plain, lowres.shape, lowres.downsample)
         if config.roi_fraction is None:
-            inside = rois_contain(rois, grid.centers.astype(np.float64))
+            inside = rois_contain(plain, grid.centers.astype(np.float64))
             ok = inside if method == "inside" else ~inside
         else:
             frac = box_fractions(roi_mask, boxes)
             frac = frac if method == "inside" else 1.0 - frac
             ok = frac >= config.roi_fraction
         _reject(keep, reason, ~ok, "roi")
+    return roi_mask, tissue_rois, excluded_rois
 
-    sat = saturation(img)
+
+def _filter_tissue(
+    keep: NDArray[np.bool_],
+    reason: NDArray[np.str_],
+    lowres: LowRes,
+    boxes: NDArray[np.int64],
+    config: ExtractConfig,
+    *,
+    sat: NDArray[np.float32],
+    tissue_rois: Sequence[ROI],
+    excluded_rois: Sequence[ROI],
+) -> tuple[
+    NDArray[np.float64],
+    NDArray[np.bool_],
+    dict[str, NDArray[np.bool_]],
+    dict[str, NDArray[np.float64]],
+]:
+    """Reject tiles with too little tissue, and by the pen and artifact QC masks.
+
+    Returns each tile's tissue fraction, the final tissue mask (pen and
+    artifacts removed), the QC masks and each tile's fraction of each.
+    """
+    img, ds = lowres.image, lowres.downsample
     outline = bool(tissue_rois or excluded_rois)
     given: dict[str, NDArray[np.bool_]] | None = None
     detect = config.tissue_method == "otsu" and not tissue_rois
@@ -164,14 +234,26 @@ def select_tiles(
         _reject(keep, reason, before < config.min_tissue, "tissue")
     final, masks, fractions = _apply_qc(keep, reason, tmask, img, boxes, config, given=given)
     if config.tissue_method != "otsu" and not outline:
-        tissue = np.ones(n)
+        tissue = np.ones(len(boxes))
     elif final is tmask:  # nothing was removed
         tissue = before
     else:
         tissue = box_fractions(final, boxes)
         _reject(keep, reason, tissue < config.min_tissue, "tissue")
-    tmask = final
+    return tissue, final, masks, fractions
 
+
+def _filter_background(
+    keep: NDArray[np.bool_],
+    reason: NDArray[np.str_],
+    img: NDArray[np.uint8],
+    boxes: NDArray[np.int64],
+    config: ExtractConfig,
+    *,
+    sat: NDArray[np.float32],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Reject tiles with too much grayspace or whitespace; return each tile's fractions of both."""
+    n = len(boxes)
     gray = np.zeros(n)
     if config.grayspace_fraction is not None:
         gray = box_fractions(grayspace_mask(img, config.grayspace_threshold, sat=sat), boxes)
@@ -180,27 +262,17 @@ def select_tiles(
     if config.whitespace_fraction is not None:
         white = box_fractions(whitespace_mask(img, config.whitespace_threshold), boxes)
         _reject(keep, reason, white > config.whitespace_fraction, "whitespace")
+    return gray, white
 
+
+def _limit_count(keep: NDArray[np.bool_], reason: NDArray[np.str_], config: ExtractConfig) -> None:
+    """Keep at most ``max_tiles`` tiles, chosen at random (``seed``) among those kept."""
     if config.max_tiles is not None and keep.sum() > config.max_tiles:
         kept = np.flatnonzero(keep)
         rng = np.random.default_rng(config.seed)
-        chosen = np.zeros(n, bool)
+        chosen = np.zeros(len(keep), bool)
         chosen[rng.choice(kept, size=config.max_tiles, replace=False)] = True
         _reject(keep, reason, ~chosen, "max_tiles")
-
-    counts = {r: int((reason == r).sum()) for r in REJECT_REASONS}
-    return Selection(
-        keep=keep,
-        reason=reason,
-        tissue=tissue,
-        grayspace=gray,
-        whitespace=white,
-        tissue_mask=tmask,
-        roi_mask=roi_mask,
-        counts=counts,
-        qc_masks=masks,
-        qc_fractions=fractions,
-    )
 
 
 def _apply_qc(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tilestream._util.names import name_problem, portable_key
 from tilestream.errors import ConfigError
-from tilestream.extract.engine import SlideTask
+from tilestream.extract.task import SlideTask
 
 __all__ = ["SLIDE_EXTENSIONS", "check_slide_name", "discover_slides", "slide_name"]
 

@@ -1,0 +1,167 @@
+"""Planning one slide before any tile is read: its grid, ROIs, low-resolution image.
+
+:func:`plan_slide` opens the slide once and decides everything the later
+stages of :func:`tilestream.extract.engine.extract_slide_task` need: the tile
+grid (:mod:`tilestream.extract.grid`), the slide's ROIs (checked to lie on
+it), the low-resolution image the filters work on, and whether the slide's
+stored JPEG tiles can be passed through unchanged. The filters themselves
+(:func:`tilestream.extract.select.select_tiles`) run on the plan;
+:func:`check_selection` refuses a plan that leaves nothing to extract.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tilestream.errors import ExtractionError
+from tilestream.extract.config import ExtractConfig
+from tilestream.extract.grid import Grid, plan_grid
+from tilestream.extract.lowres import LowRes, mask_downsample, read_lowres
+from tilestream.extract.roi import ROI, load_rois
+from tilestream.extract.select import Selection
+from tilestream.extract.task import SlideTask
+from tilestream.slide import Slide, open_slide
+
+__all__ = [
+    "SlidePlan",
+    "can_pass_through",
+    "check_rois_on_slide",
+    "check_selection",
+    "plan_slide",
+    "slide_opener",
+]
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """What planning a slide decided.
+
+    Attributes
+    ----------
+    grid
+        Every candidate tile, before the filters.
+    lowres
+        The low-resolution image the filters, outlines and preview use.
+    rois
+        The slide's ROIs (empty without an ROI file).
+    mpp
+        The slide's level-0 microns per pixel (``None`` when unknown).
+    dimensions
+        The slide's level-0 width and height.
+    passthrough
+        Whether the slide's stored JPEG tiles are the tiles (see :func:`can_pass_through`).
+    """
+
+    grid: Grid
+    lowres: LowRes
+    rois: list[ROI]
+    mpp: float | None
+    dimensions: tuple[int, int]
+    passthrough: bool
+
+
+def slide_opener(task: SlideTask, config: ExtractConfig) -> Callable[[], Slide]:
+    """A function opening ``task``'s slide with its microns per pixel (the task's, else the config's)."""
+    mpp = task.mpp if task.mpp is not None else config.mpp_override
+    return functools.partial(open_slide, task.path, mpp=mpp)
+
+
+def check_rois_on_slide(rois: list[ROI], dimensions: tuple[int, int], task: SlideTask) -> None:
+    """Refuse an ROI that lies wholly outside the slide (a wrong file, or a wrong slide)."""
+    w, h = dimensions
+    for roi in rois:
+        x0, y0, x1, y1 = roi.bounds
+        if x1 < 0 or y1 < 0 or x0 > w or y0 > h:
+            raise ExtractionError(
+                f"{task.name}: ROI {roi.name!r} lies outside the slide ({w}x{h}): "
+                f"bounds {x0:.0f},{y0:.0f}-{x1:.0f},{y1:.0f}",
+                path=task.roi,
+            )
+
+
+def can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
+    """Whether every tile of ``grid`` is one of the slide's stored JPEG tiles, as it is.
+
+    Only for JPEG output without resizing, blur scores or normalisation, and
+    a grid aligned with the stored tiles of its level and inside the slide.
+    """
+    if not config.jpeg_passthrough or config.img_format != "jpeg" or grid.needs_resize:
+        return False
+    if config.blur_threshold is not None or config.normalizer is not None:
+        return False
+    stored = getattr(slide, "stored_tile_grid", None)
+    if stored is None:
+        return False
+    size = stored(grid.level)
+    if size is None or tuple(size) != (grid.read_px, grid.read_px):
+        return False
+    step = grid.read_px * grid.level_downsample
+    if grid.stride % step or not float(step).is_integer():
+        return False
+    aligned = (grid.xs % step == 0) & (grid.ys % step == 0)
+    if not aligned.all():
+        return False
+    w, h = slide.dimensions
+    return bool(
+        ((grid.xs + grid.extract_px) <= w).all() and ((grid.ys + grid.extract_px) <= h).all()
+    )
+
+
+def plan_slide(
+    task: SlideTask, config: ExtractConfig, *, timings: dict[str, float] | None = None
+) -> SlidePlan:
+    """Open ``task``'s slide and plan its extraction (no tile is read).
+
+    ``timings`` receives the seconds spent opening and planning (``"open"``)
+    and reading the low-resolution image (``"mask"``).
+    """
+    laps = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    rois: list[ROI] = load_rois(task.roi) if task.roi else []
+    with slide_opener(task, config)() as slide:
+        mpp = slide.mpp[0] if slide.mpp is not None else None
+        grid = plan_grid(
+            config,
+            dimensions=slide.dimensions,
+            downsamples=slide.level_downsamples,
+            mpp=mpp,
+            objective_power=slide.objective_power,
+            name=task.name,
+        )
+        check_rois_on_slide(rois, slide.dimensions, task)
+        laps["open"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        lowres = read_lowres(slide, mask_downsample(slide.dimensions, grid.extract_px))
+        laps["mask"] = time.perf_counter() - t0
+        passthrough = can_pass_through(slide, grid, config)
+        dimensions = slide.dimensions
+    return SlidePlan(
+        grid=grid,
+        lowres=lowres,
+        rois=rois,
+        mpp=mpp,
+        dimensions=(int(dimensions[0]), int(dimensions[1])),
+        passthrough=passthrough,
+    )
+
+
+def check_selection(
+    plan: SlidePlan, selection: Selection, config: ExtractConfig, name: str
+) -> None:
+    """Refuse a slide with nothing to extract: no grid at all, or no tile through the filters."""
+    grid = plan.grid
+    if len(grid) == 0:
+        w, h = plan.dimensions
+        raise ExtractionError(
+            f"{name}: the slide ({w}x{h} px) is smaller than one tile "
+            f"({grid.extract_px} level-0 px for tile_um={config.size.label})"
+        )
+    if len(selection.kept_indices) == 0:
+        counts = ", ".join(f"{k} {v}" for k, v in selection.counts.items() if v)
+        raise ExtractionError(
+            f"{name}: no tile passed the filters (grid {len(grid)} tiles; rejected: "
+            f"{counts or 'none'}); no tissue detected?"
+        )
