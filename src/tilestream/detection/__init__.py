@@ -42,6 +42,7 @@ from tilestream.detection.api import convert_coco, convert_csv, convert_voc, con
 from tilestream.detection.coco import read_coco
 from tilestream.detection.convert import (
     ConversionSummary,
+    ConvertOptions,
     SplitSummary,
     assign_splits,
     convert,
@@ -70,6 +71,7 @@ __all__ = [
     "PROBLEM_KINDS",
     "AnnotationSet",
     "ConversionSummary",
+    "ConvertOptions",
     "ImageAnnotation",
     "Keypoint",
     "LabelMap",

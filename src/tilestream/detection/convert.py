@@ -35,42 +35,44 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import math
-import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from tilestream._util.atomic import atomic_write, is_temp_file, write_json_atomic
 from tilestream.detection._pipeline import (
     ProgressCallback,
-    _bounded_map,
     _chunks,
     _Context,
-    _InOrder,
     _Output,
+    _run_chunks,
 )
 from tilestream.detection.annotations import AnnotationSet, ImageAnnotation, Problem
-from tilestream.detection.labelmap import LabelMap, read_label_map, write_label_map
-from tilestream.detection.validate import (
-    check_on_error,
-    raise_problems,
+from tilestream.detection.labelmap import (
+    LabelMap,
+    LabelMapItem,
+    read_label_map,
+    write_label_map,
 )
+from tilestream.detection.validate import OnError, check_on_error, raise_problems
 from tilestream.errors import ConfigError
 from tilestream.tfrecord import TFRecordWriter
 
 __all__ = [
     "ConversionSummary",
+    "ConvertOptions",
     "SplitSummary",
     "assign_splits",
+    "check_option_names",
     "convert",
     "parse_split",
     "resolve_label_map",
@@ -298,13 +300,9 @@ def resolve_label_map(
     if label_map is not None:
         return label_map.with_names(source.class_names()) if add_unknown else label_map
     if source.format == "yolo" and source.categories:
-        from tilestream.detection.labelmap import LabelMapItem
-
         return LabelMap(LabelMapItem(i + 1, name) for i, name in source.categories if name)
     if source.format == "coco" and source.categories:
         if keep_category_ids:
-            from tilestream.detection.labelmap import LabelMapItem
-
             return LabelMap(LabelMapItem(cid, name) for cid, name in source.categories)
         return LabelMap.from_names(name for _, name in source.categories if name)
     return LabelMap.from_names(source.class_names())
@@ -313,7 +311,94 @@ def resolve_label_map(
 # --------------------------------------------------------------------------- convert
 
 
+class ConvertOptions(TypedDict, total=False):
+    """The options of :func:`convert`, for the ``convert_<format>`` calls that pass them on.
+
+    Every key is one of :func:`convert` 's keyword parameters (see there); a
+    name not listed here is a type error, and a :class:`ConfigError` at run time.
+    """
+
+    label_map: LabelMap | str | os.PathLike[str] | None
+    add_unknown: bool
+    keep_category_ids: bool
+    split: str | Sequence[float] | Mapping[str, float] | None
+    shards: int
+    seed: int
+    shuffle: bool
+    on_error: str
+    skip_empty: bool
+    include_masks: bool
+    jpeg_format: str
+    decode_images: bool
+    workers: int | None
+    executor: str
+    overwrite: bool
+    progress: ProgressCallback | None
+
+
+def check_option_names(options: Mapping[str, object]) -> None:
+    """Raise :class:`ConfigError` naming any key of ``options`` that is not a :class:`ConvertOptions`.
+
+    Examples
+    --------
+    >>> check_option_names({"shards": 2})
+    >>> check_option_names({"shard": 2})
+    Traceback (most recent call last):
+    ...
+    tilestream.errors.ConfigError: unknown conversion option 'shard' (did you mean 'shards'?)
+    """
+    known = ConvertOptions.__annotations__
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; options: {', '.join(known)}"
+            raise ConfigError(f"unknown conversion option {name!r}{hint}")
+
+
+def _check_options(
+    source: AnnotationSet,
+    *,
+    on_error: str,
+    shards: int,
+    jpeg_format: str,
+    include_masks: bool,
+    executor: str,
+) -> OnError:
+    """Validate the options that need no file; return the error policy."""
+    policy = check_on_error(on_error)
+    if shards < 1:
+        raise ConfigError(f"shards must be >= 1, not {shards}")
+    if jpeg_format not in ("jpeg", "jpg"):
+        raise ConfigError(f"jpeg_format must be 'jpeg' or 'jpg', not {jpeg_format!r}")
+    if include_masks and source.format != "coco":
+        raise ConfigError("masks (include_masks) come from COCO segmentations only")
+    if executor not in ("thread", "process"):
+        raise ConfigError(f"executor must be 'thread' or 'process', not {executor!r}")
+    return policy
+
+
+def _claim_out_dir(out: Path, names: Mapping[str, list[str]], *, overwrite: bool) -> None:
+    """Create ``out``; unless ``overwrite``, refuse one holding any output or other records."""
+    targets = [n for files in names.values() for n in files]
+    targets += ["label_map.pbtxt", "summary.json", "README.md"]
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        return
+    existing = [n for n in targets if (out / n).exists()]
+    existing += sorted(
+        p.name
+        for p in out.glob("*.tfrecord*")
+        if p.name not in targets and p.is_file() and not is_temp_file(p)
+    )
+    if existing:
+        raise ConfigError(
+            f"{out} already holds {', '.join(existing[:5])}"
+            f"{' ...' if len(existing) > 5 else ''}; choose another folder or overwrite"
+        )
+
+
 def _duplicates(source: AnnotationSet) -> tuple[list[int], list[Problem]]:
+    """The numbers of the images to convert (the first of each file) and the duplicates' problems."""
     seen: dict[str, ImageAnnotation] = {}
     keep: list[int] = []
     problems: list[Problem] = []
@@ -335,6 +420,48 @@ def _duplicates(source: AnnotationSet) -> tuple[list[int], list[Problem]]:
         seen[key] = image
         keep.append(i)
     return keep, problems
+
+
+def _parse_problem_index(source: AnnotationSet) -> tuple[dict[int, set[int]], set[int]]:
+    """Which images (by number) the parser reported problems for, and which of their objects."""
+    reported: dict[int, set[int]] = {}
+    image_problems: set[int] = set()
+    by_filename: dict[str, list[int]] = {}
+    for i, img in enumerate(source.images):
+        by_filename.setdefault(img.filename, []).append(i)
+    for p in source.problems:
+        for i in by_filename.get(p.image, []) if p.image is not None else []:
+            image_problems.add(i)
+            if p.object is not None:
+                reported.setdefault(i, set()).add(p.object)
+    return reported, image_problems
+
+
+@contextlib.contextmanager
+def _open_writers(
+    out: Path, names: Mapping[str, list[str]]
+) -> Iterator[dict[str, list[TFRecordWriter]]]:
+    """One writer per output file; all are discarded when the block raises."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            split: [stack.enter_context(TFRecordWriter(out / f, index=False)) for f in files]
+            for split, files in names.items()
+        }
+
+
+def _settle_problems(problems: list[Problem], policy: OnError, source: str) -> None:
+    """Sort ``problems`` by file, image and object; under ``fail`` raise them all."""
+    problems.sort(key=lambda p: (p.file, p.image or "", -1 if p.object is None else p.object))
+    if policy == "fail" and problems:
+        raise_problems(problems, source=source)
+
+
+def _write_sidecars(out: Path, summary: ConversionSummary) -> None:
+    """``label_map.pbtxt``, ``summary.json`` and ``README.md`` beside the records."""
+    write_label_map(summary.label_map, out / "label_map.pbtxt")
+    write_json_atomic(out / "summary.json", summary.to_dict())
+    with atomic_write(out / "README.md", "w") as f:
+        f.write(summary.to_markdown())
 
 
 def convert(
@@ -414,50 +541,28 @@ def convert(
         On invalid options or an existing output without ``overwrite``.
     """
     started = time.perf_counter()
-    policy = check_on_error(on_error)
-    if shards < 1:
-        raise ConfigError(f"shards must be >= 1, not {shards}")
-    if jpeg_format not in ("jpeg", "jpg"):
-        raise ConfigError(f"jpeg_format must be 'jpeg' or 'jpg', not {jpeg_format!r}")
-    if include_masks and source.format != "coco":
-        raise ConfigError("masks (include_masks) come from COCO segmentations only")
+    policy = _check_options(
+        source,
+        on_error=on_error,
+        shards=shards,
+        jpeg_format=jpeg_format,
+        include_masks=include_masks,
+        executor=executor,
+    )
     fractions = parse_split(split)
     lm = resolve_label_map(
         source, label_map, add_unknown=add_unknown, keep_category_ids=keep_category_ids
     )
     out = Path(out_dir)
     names = {name: shard_names(name, shards) for name in fractions}
-    targets = [n for files in names.values() for n in files]
-    targets += ["label_map.pbtxt", "summary.json", "README.md"]
-    out.mkdir(parents=True, exist_ok=True)
-    if not overwrite:
-        existing = [n for n in targets if (out / n).exists()]
-        existing += sorted(
-            p.name
-            for p in out.glob("*.tfrecord*")
-            if p.name not in targets and p.is_file() and not is_temp_file(p)
-        )
-        if existing:
-            raise ConfigError(
-                f"{out} already holds {', '.join(existing[:5])}"
-                f"{' ...' if len(existing) > 5 else ''}; choose another folder or overwrite"
-            )
+    _claim_out_dir(out, names, overwrite=overwrite)
 
     keep, dup_problems = _duplicates(source)
     problems: list[Problem] = list(source.problems) + dup_problems
-    reported: dict[int, set[int]] = {}
-    image_problems: set[int] = set()
-    by_filename: dict[str, list[int]] = {}
-    for i, img in enumerate(source.images):
-        by_filename.setdefault(img.filename, []).append(i)
-    for p in source.problems:
-        for i in by_filename.get(p.image, []) if p.image is not None else []:
-            image_problems.add(i)
-            if p.object is not None:
-                reported.setdefault(i, set()).add(p.object)
-    kept_images = [source.images[i] for i in keep]
-    kept_numbers = keep
-    assignment = assign_splits(len(kept_images), fractions, seed=seed)
+    if policy == "fail" and problems:
+        log.info("%d problem(s) while parsing; checking the images too", len(problems))
+    images = [source.images[i] for i in keep]
+    assignment = assign_splits(len(images), fractions, seed=seed)
     if not shuffle:
         assignment = {k: sorted(v) for k, v in assignment.items()}
     ctx = _Context(
@@ -467,8 +572,7 @@ def convert(
         include_masks,
         jpeg_format,
         decode_images,
-        reported,
-        image_problems,
+        *_parse_problem_index(source),
     )
     summary = ConversionSummary(
         out_dir=os.fspath(out),
@@ -477,42 +581,20 @@ def convert(
         label_map=lm,
         splits={name: SplitSummary(name, list(names[name])) for name in fractions},
     )
-    total = len(kept_images)
-    n_workers = workers if workers is not None else min(os.cpu_count() or 1, _MAX_THREADS)
-    n_workers = max(1, n_workers)
-    if executor not in ("thread", "process"):
-        raise ConfigError(f"executor must be 'thread' or 'process', not {executor!r}")
-    chunk = max(1, min(_CHUNK, -(-total // n_workers)))
-    if policy == "fail" and problems:
-        log.info("%d problem(s) while parsing; checking the images too", len(problems))
-    with contextlib.ExitStack() as stack:
-        writers = {
-            name: [stack.enter_context(TFRecordWriter(out / f, index=False)) for f in names[name]]
-            for name in fractions
-        }
+    n_workers = max(1, workers if workers is not None else min(os.cpu_count() or 1, _MAX_THREADS))
+    chunk = max(1, min(_CHUNK, -(-len(images) // n_workers)))
+    with _open_writers(out, names) as writers:
         output = _Output(
-            writers, summary, problems, skip_empty=skip_empty, total=total, progress=progress
+            writers, summary, problems, skip_empty=skip_empty, total=len(images), progress=progress
         )
-        chunks = _chunks(assignment, kept_numbers, kept_images, chunk)
-        if executor == "process" and n_workers > 1:
-            procs = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
-            with procs:
-                for split_name, results in _bounded_map(procs, ctx, chunks, 2 * n_workers):
-                    output.add(split_name, results)
-        else:
-            with ThreadPoolExecutor(n_workers, "tilestream-detection") as threads:
-                _InOrder(output, ctx).run(threads, chunks, 2 * n_workers)
-        problems.sort(key=lambda p: (p.file, p.image or "", -1 if p.object is None else p.object))
-        if policy == "fail" and problems:
-            raise_problems(problems, source=source.source)
-        summary.problems = problems
+        chunks = _chunks(assignment, keep, images, chunk)
+        _run_chunks(executor, n_workers, output, ctx, chunks)
+        _settle_problems(problems, policy, source.source)
+    summary.problems = problems
     if policy != "fail":
         summary.skipped_images += len(dup_problems)
     for p in problems:
         log.warning("%s (%s)", p, "skipped" if policy == "skip" else "repaired or skipped")
-    write_label_map(lm, out / "label_map.pbtxt")
     summary.seconds = time.perf_counter() - started
-    write_json_atomic(out / "summary.json", summary.to_dict())
-    with atomic_write(out / "README.md", "w") as f:
-        f.write(summary.to_markdown())
+    _write_sidecars(out, summary)
     return summary

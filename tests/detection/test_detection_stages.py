@@ -1,0 +1,242 @@
+"""The conversion's named stages, each alone, and the typed options of ``convert_<format>``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+import typing
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tilestream.detection import (
+    AnnotationSet,
+    ConvertOptions,
+    ImageAnnotation,
+    ObjectAnnotation,
+    Problem,
+    convert,
+    convert_coco,
+    convert_csv,
+    convert_voc,
+    convert_yolo,
+)
+from tilestream.detection.images import ImageBytes
+from tilestream.errors import ConfigError
+
+conv = importlib.import_module("tilestream.detection.convert")
+pipe = importlib.import_module("tilestream.detection._pipeline")
+
+
+# --------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("call", [convert_voc, convert_coco, convert_csv, convert_yolo])
+def test_a_misspelt_option_is_a_config_error_before_anything_is_read(
+    call: Any, tmp_path: Path
+) -> None:
+    # the annotations do not exist: the option names are checked first
+    with pytest.raises(
+        ConfigError, match=r"unknown conversion option 'shard' \(did you mean 'shards'"
+    ):
+        call(tmp_path / "missing", tmp_path / "out", shard=2)
+    with pytest.raises(ConfigError, match="unknown conversion option 'colour'; options: label_map"):
+        call(tmp_path / "missing", tmp_path / "out", colour="red")
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_options_are_exactly_the_keywords_of_convert() -> None:
+    params = inspect.signature(convert).parameters
+    hints = typing.get_type_hints(convert)
+    keywords = {n: hints[n] for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    assert typing.get_type_hints(ConvertOptions) == keywords  # same names, same types
+
+
+def test_bad_executor_is_refused_before_the_output_folder_is_made(tmp_path: Path) -> None:
+    source = AnnotationSet("csv", [])
+    with pytest.raises(ConfigError, match="executor"):
+        convert(source, tmp_path / "out", executor="gpu")
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_claim_out_dir_refuses_outputs_and_other_records_not_temp_files(tmp_path: Path) -> None:
+    names = {"train": ["train.tfrecord"]}
+    out = tmp_path / "out"
+    conv._claim_out_dir(out, names, overwrite=False)  # creates it
+    assert out.is_dir()
+    (out / ".train.tfrecord.0123456789ab.tmp").write_bytes(b"")  # a temp file of a dead run
+    conv._claim_out_dir(out, names, overwrite=False)
+    (out / "old.tfrecord-00000-of-00002").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"already holds old\.tfrecord-00000-of-00002"):
+        conv._claim_out_dir(out, names, overwrite=False)
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"summary\.json, old\.tfrecord"):
+        conv._claim_out_dir(out, names, overwrite=False)
+    conv._claim_out_dir(out, names, overwrite=True)
+
+
+def test_parse_problem_index_maps_problems_to_image_numbers() -> None:
+    images = [ImageAnnotation(n, n, source="l.csv") for n in ("a.jpg", "b.jpg", "a.jpg")]
+    problems = [
+        Problem("bad_box", "l.csv:2", "x", image="a.jpg", object=1),
+        Problem("malformed_annotation", "l.csv:3", "y", image="b.jpg"),
+        Problem("malformed_annotation", "l.csv:9", "row"),  # no image: names none
+    ]
+    reported, image_problems = conv._parse_problem_index(AnnotationSet("csv", images, problems))
+    assert reported == {0: {1}, 2: {1}}
+    assert image_problems == {0, 1, 2}
+
+
+def test_duplicates_keep_the_first_of_each_file(tmp_path: Path) -> None:
+    images = [
+        ImageAnnotation("a.jpg", tmp_path / "a.jpg", source="1.xml"),
+        ImageAnnotation("b.jpg", tmp_path / "b.jpg", source="2.xml"),
+        ImageAnnotation("a.jpg", tmp_path / "x" / ".." / "a.jpg", source="3.xml"),
+    ]
+    keep, problems = conv._duplicates(AnnotationSet("voc", images))
+    assert keep == [0, 1]
+    assert [(p.kind, p.file, p.message) for p in problems] == [
+        ("duplicate_file", "3.xml", "image a.jpg is also annotated by 1.xml")
+    ]
+
+
+# --------------------------------------------------------------------------- per image
+
+
+def test_load_names_missing_unreadable_and_not_image_files(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"not an image at all")
+    Image.new("RGB", (7, 5)).save(tmp_path / "ok.png")
+    kinds = {}
+    for name in ("none.jpg", "x.jpg", "."):
+        got = pipe._load(ImageAnnotation(name, tmp_path / name, source="s"), False, None, 0, 0)
+        assert isinstance(got, Problem)
+        kinds[name] = got.kind
+    assert kinds == {
+        "none.jpg": "missing_image",
+        "x.jpg": "unreadable_image",
+        ".": "unreadable_image",  # a folder
+    }
+    img, start = pipe._load(
+        ImageAnnotation("ok.png", tmp_path / "ok.png", source="s"), False, None, 0, 0
+    )
+    assert (img.format, img.width, img.height, start) == ("png", 7, 5, -1)
+    buffer = pipe._RecordBuffer(64)
+    img, start = pipe._load(
+        ImageAnnotation("ok.png", tmp_path / "ok.png", source="s"), False, buffer, 16, 8
+    )
+    assert (
+        start == 16
+        and bytes(buffer.view[16 : 16 + len(img.data)]) == (tmp_path / "ok.png").read_bytes()
+    )
+
+
+def test_frame_is_the_stated_size_or_one_when_normalised() -> None:
+    real = ImageBytes(b"", "png", 10, 8, reencoded=False)
+    same = ImageAnnotation("a.png", "a.png", source="s", width=10, height=8)
+    assert pipe._frame(same, real) == (10.0, 8.0, [])
+    other = ImageAnnotation("a.png", "a.png", source="s", width=20, height=16)
+    width, height, problems = pipe._frame(other, real)
+    assert (width, height) == (20.0, 16.0)
+    assert [p.kind for p in problems] == ["size_mismatch"]
+    assert "says 20x16, the image a.png is 10x8" in problems[0].message
+    unstated = ImageAnnotation("a.png", "a.png", source="s", normalized=True)
+    assert pipe._frame(unstated, real) == (1.0, 1.0, [])
+
+
+def test_format_features_per_source_format() -> None:
+    objs = [ObjectAnnotation(0, 0, 2, 3, "c", difficult=True, view="left", is_crowd=True)]
+    assert sorted(pipe._format_features("voc", objs)) == [
+        "image/object/difficult",
+        "image/object/truncated",
+        "image/object/view",
+    ]
+    coco = pipe._format_features("coco", objs)
+    assert list(coco["image/object/area"].value) == [6.0]  # no area given: the box's
+    assert list(coco["image/object/is_crowd"].value) == [1]
+    assert pipe._format_features("csv", objs) == {}
+
+
+def test_mask_feature_or_the_problem_of_the_object_without_one() -> None:
+    img = ImageBytes(b"", "png", 4, 4, reencoded=False)
+    square = [[0, 0, 2, 0, 2, 2, 0, 2]]
+    image = ImageAnnotation(
+        "a.png",
+        "a.png",
+        source="i.json",
+        objects=[
+            ObjectAnnotation(0, 0, 2, 2, "c", segmentation=square),
+            ObjectAnnotation(0, 0, 2, 2, "d"),
+        ],
+    )
+    masks = pipe._mask_feature(image, [0], img)
+    assert not isinstance(masks, Problem) and len(masks.value) == 1
+    problem = pipe._mask_feature(image, [0, 1], img)
+    assert isinstance(problem, Problem)
+    assert (problem.kind, problem.object, problem.label) == ("malformed_annotation", 1, "d")
+
+
+def test_assemble_in_place_when_it_fits_else_joined() -> None:
+    buffer = pipe._RecordBuffer(32)
+    buffer.view[10:14] = b"DATA"
+    data = buffer.view[10:14]
+    record = pipe._assemble(buffer, 10, data, b"HEAD", b"TL", (8, 4))
+    assert isinstance(record, memoryview) and bytes(record) == b"HEADDATATL"
+    too_long = pipe._assemble(buffer, 10, data, b"HEAD" * 3, b"TL", (8, 4))
+    assert isinstance(too_long, bytes) and too_long == b"HEAD" * 3 + b"DATATL"
+    assert pipe._assemble(None, -1, b"DATA", b"H", b"T", (8, 4)) == b"HDATAT"
+
+
+# --------------------------------------------------------------------------- in order
+
+
+class _Recording(pipe._Stage):  # type: ignore[name-defined,misc]
+    """A stage whose chunks are numbers; it records what finishes, in which order."""
+
+    def __init__(self, pool: ThreadPoolExecutor, fail_at: int = -1) -> None:
+        super().__init__(None, None, pool)
+        self.finished: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.stopped = False
+        self.fail_at = fail_at
+        self.lock = threading.Lock()
+
+    def submit(self, seq: int, split_name: str, items: list) -> Future[Any]:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        return self.pool.submit(lambda: seq)
+
+    def finish(self, split_name: str, future: Future[Any]) -> None:
+        seq = future.result()
+        with self.lock:
+            self.in_flight -= 1
+        if seq == self.fail_at:
+            raise RuntimeError(f"chunk {seq} failed")
+        self.finished.append(f"{split_name}{seq}")
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_in_order_finishes_every_chunk_in_order_within_the_window() -> None:
+    chunks = iter([("train", []), ("train", []), ("valid", []), ("valid", []), ("test", [])])
+    with _Recording(ThreadPoolExecutor(2)) as stage:
+        pipe._in_order(stage, chunks, 2)
+    assert stage.finished == ["train0", "train1", "valid2", "valid3", "test4"]
+    assert stage.most_in_flight == 2 and not stage.stopped
+
+
+def test_in_order_stops_the_stage_on_an_error() -> None:
+    chunks = iter([("train", [])] * 6)
+    stage = _Recording(ThreadPoolExecutor(2), fail_at=1)
+    with stage, pytest.raises(RuntimeError, match="chunk 1 failed"):
+        pipe._in_order(stage, chunks, 3)
+    assert stage.finished == ["train0"] and stage.stopped
