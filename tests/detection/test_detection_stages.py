@@ -26,7 +26,7 @@ from tilestream.detection import (
     convert_yolo,
 )
 from tilestream.detection.images import ImageBytes
-from tilestream.errors import ConfigError
+from tilestream.errors import AnnotationError, ConfigError
 
 conv = importlib.import_module("tilestream.detection.convert")
 pipe = importlib.import_module("tilestream.detection._pipeline")
@@ -240,3 +240,45 @@ def test_in_order_stops_the_stage_on_an_error() -> None:
     with stage, pytest.raises(RuntimeError, match="chunk 1 failed"):
         pipe._in_order(stage, chunks, 3)
     assert stage.finished == ["train0"] and stage.stopped
+
+
+# --------------------------------------------------------------------------- back to COCO
+
+to_coco = importlib.import_module("tilestream.detection.to_coco")
+
+
+def test_name_of_a_label_is_fixed_by_its_first_text() -> None:
+    names: dict[int, str] = {}
+    to_coco._name(names, 3, "", "a.tfrecord", 0)
+    to_coco._name(names, 3, "cat", "a.tfrecord", 1)  # an empty name is filled in
+    to_coco._name(names, 3, "cat", "a.tfrecord", 2)
+    to_coco._name(names, 3, "", "a.tfrecord", 3)  # no text: no conflict
+    assert names == {3: "cat"}
+    with pytest.raises(AnnotationError, match="record 4: label 3 is 'dog' here but 'cat' earlier"):
+        to_coco._name(names, 3, "dog", "a.tfrecord", 4)
+
+
+def test_source_ids_become_image_ids_only_when_distinct_integers() -> None:
+    def run(source_ids: list[str]) -> tuple[list[int], list[int]]:
+        images = [{"id": n + 1, "_source_id": s} for n, s in enumerate(source_ids)]
+        anns = [{"image_id": n + 1} for n in range(len(source_ids))]
+        to_coco._ids_from_source_ids(images, anns)
+        assert all("_source_id" not in img for img in images)
+        return [img["id"] for img in images], [a["image_id"] for a in anns]
+
+    assert run(["70", "9"]) == ([70, 9], [70, 9])
+    assert run(["70", "70"]) == ([1, 2], [1, 2])
+    assert run(["70", "a.jpg"]) == ([1, 2], [1, 2])
+
+
+def test_categories_declared_first_then_those_only_records_name() -> None:
+    from tilestream.detection import LabelMap, LabelMapItem
+
+    names = {5: "zebra", 1: "cat"}
+    assert [c["id"] for c in to_coco._categories(names, None)] == [1, 5]
+    lm = LabelMap([LabelMapItem(2, "dog"), LabelMapItem(1, "cat")])
+    assert [(c["id"], c["name"]) for c in to_coco._categories(names, lm)] == [
+        (2, "dog"),
+        (1, "cat"),
+        (5, "zebra"),
+    ]
