@@ -34,7 +34,7 @@ from tilestream.detection.validate import OnError, check_objects
 from tilestream.tfrecord import Feature, TFRecordWriter
 
 if TYPE_CHECKING:
-    from tilestream.detection.convert import ConversionSummary
+    from tilestream.detection.summary import ConversionSummary
 
 ProgressCallback = Callable[[int, int], None]
 #: One chunk: its split and its ``(image number, image)`` pairs.

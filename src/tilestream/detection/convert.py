@@ -37,19 +37,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import math
 import os
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
-
-import numpy as np
+from typing import TypedDict
 
 from tilestream._util.atomic import atomic_write, is_temp_file, write_json_atomic
 from tilestream.detection._pipeline import (
+    Chunk,
     ProgressCallback,
     _chunks,
     _Context,
@@ -63,6 +60,8 @@ from tilestream.detection.labelmap import (
     read_label_map,
     write_label_map,
 )
+from tilestream.detection.splits import assign_splits, parse_split, shard_names
+from tilestream.detection.summary import ConversionSummary, SplitSummary
 from tilestream.detection.validate import OnError, check_on_error, raise_problems
 from tilestream.errors import ConfigError
 from tilestream.tfrecord import TFRecordWriter
@@ -81,200 +80,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SPLIT_NAMES = ("train", "valid", "test")
 
 # Images per job: large enough that handing results between threads is rare.
 _CHUNK = 32
 # Default thread count cap: beyond this the GIL-held share of the work dominates.
 _MAX_THREADS = 8
-
-
-@dataclass
-class SplitSummary:
-    """Counts for one split."""
-
-    name: str
-    files: list[str] = field(default_factory=list)
-    images: int = 0
-    objects: int = 0
-    negatives: int = 0
-    classes: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class ConversionSummary:
-    """What a conversion wrote, and the problems it tolerated (``skip``/``clip``)."""
-
-    out_dir: str
-    source: str
-    format: str
-    label_map: LabelMap
-    splits: dict[str, SplitSummary]
-    problems: list[Problem] = field(default_factory=list)
-    skipped_images: int = 0
-    skipped_empty: int = 0
-    dropped_objects: int = 0
-    clipped_boxes: int = 0
-    reencoded_images: int = 0
-    seconds: float = 0.0
-
-    @property
-    def images(self) -> int:
-        """Images written, over all splits."""
-        return sum(s.images for s in self.splits.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (as written to ``summary.json``)."""
-        return {
-            "source": self.source,
-            "format": self.format,
-            "images": self.images,
-            "splits": {
-                name: {
-                    "files": s.files,
-                    "images": s.images,
-                    "objects": s.objects,
-                    "negatives": s.negatives,
-                    "classes": dict(sorted(s.classes.items())),
-                }
-                for name, s in self.splits.items()
-            },
-            "label_map": self.label_map.to_dict(),
-            "skipped_images": self.skipped_images,
-            "skipped_empty": self.skipped_empty,
-            "dropped_objects": self.dropped_objects,
-            "clipped_boxes": self.clipped_boxes,
-            "reencoded_images": self.reencoded_images,
-            "problems": [str(p) for p in self.problems],
-        }
-
-    def to_markdown(self) -> str:
-        """The ``README.md`` written beside the records."""
-        splits = list(self.splits.values())
-        lines = [
-            "# Object-detection TFRecords",
-            "",
-            f"Converted by tilestream from {self.format} annotations `{self.source}`.",
-            "Schema: TF Object Detection API `tf.train.Example`; class ids in `label_map.pbtxt`.",
-            "",
-            "| split | files | images | negatives | objects |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for s in splits:
-            files = (
-                ", ".join(s.files) if len(s.files) <= 2 else f"{s.files[0]} ... ({len(s.files)})"
-            )
-            lines.append(f"| {s.name} | {files} | {s.images} | {s.negatives} | {s.objects} |")
-        lines += [
-            "",
-            "| id | class | " + " | ".join(s.name for s in splits) + " |",
-            "|---:|---|" + "---:|" * len(splits),
-        ]
-        for item in self.label_map:
-            counts = " | ".join(str(s.classes.get(item.name, 0)) for s in splits)
-            lines.append(f"| {item.id} | {item.name} | {counts} |")
-        lines += [
-            "",
-            f"Skipped images: {self.skipped_images} (problems), {self.skipped_empty} (no objects);"
-            f" dropped objects: {self.dropped_objects}; clipped boxes: {self.clipped_boxes};"
-            f" images re-encoded to PNG: {self.reencoded_images}.",
-        ]
-        if self.problems:
-            lines += ["", f"## Problems tolerated ({len(self.problems)})", ""]
-            lines += [f"- {p}" for p in self.problems[:1000]]
-            if len(self.problems) > 1000:
-                lines.append(f"- ... and {len(self.problems) - 1000} more (see summary.json)")
-        return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def parse_split(split: str | Sequence[float] | Mapping[str, float] | None) -> dict[str, float]:
-    """Normalise a split spec to ``{name: fraction}``.
-
-    ``"0.8,0.1,0.1"`` or ``[0.8, 0.1, 0.1]`` name the parts train, valid,
-    test; ``"train=0.9,val=0.1"`` or a mapping names them explicitly. ``None``
-    means everything in ``train``. Fractions are scaled to sum to 1.
-
-    Examples
-    --------
-    >>> parse_split("0.8,0.1,0.1")
-    {'train': 0.8, 'valid': 0.1, 'test': 0.1}
-    >>> parse_split("train=3,eval=1")
-    {'train': 0.75, 'eval': 0.25}
-    """
-    if split is None:
-        return {"train": 1.0}
-    parts: dict[str, float] = {}
-    try:
-        if isinstance(split, str):
-            items = [s.strip() for s in split.split(",") if s.strip()]
-            if all("=" in s for s in items):
-                for s in items:
-                    name, value = s.split("=", 1)
-                    parts[name.strip()] = float(value)
-            else:
-                values = [float(s) for s in items]
-                if len(values) > len(_SPLIT_NAMES):
-                    raise ValueError("more than three unnamed parts")
-                parts = dict(zip(_SPLIT_NAMES, values, strict=False))
-        elif isinstance(split, Mapping):
-            parts = {str(k): float(v) for k, v in split.items()}
-        else:
-            values = [float(v) for v in split]
-            if len(values) > len(_SPLIT_NAMES):
-                raise ValueError("more than three unnamed parts")
-            parts = dict(zip(_SPLIT_NAMES, values, strict=False))
-    except ValueError as exc:
-        raise ConfigError(f"invalid split {split!r}: {exc}") from exc
-    total = sum(parts.values())
-    bad_name = [n for n in parts if not n or "/" in n or n.startswith(".")]
-    if not parts or total <= 0 or any(v < 0 or not math.isfinite(v) for v in parts.values()):
-        raise ConfigError(f"invalid split {split!r}: needs non-negative fractions with a sum > 0")
-    if bad_name:
-        raise ConfigError(f"invalid split names {bad_name}")
-    return {k: v / total for k, v in parts.items()}
-
-
-def assign_splits(n: int, fractions: Mapping[str, float], *, seed: int) -> dict[str, list[int]]:
-    """Deterministically assign ``n`` items to splits (shuffled by ``seed``).
-
-    Counts follow the fractions exactly up to rounding (largest remainders).
-
-    Examples
-    --------
-    >>> parts = assign_splits(10, {"train": 0.8, "valid": 0.2}, seed=0)
-    >>> {k: len(v) for k, v in parts.items()}, sorted(parts["train"] + parts["valid"])
-    ({'train': 8, 'valid': 2}, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-    >>> assign_splits(10, {"train": 0.8, "valid": 0.2}, seed=0) == parts
-    True
-    """
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    exact = {k: f * n for k, f in fractions.items()}
-    counts = {k: math.floor(v) for k, v in exact.items()}
-    left = n - sum(counts.values())
-    for k in sorted(exact, key=lambda k: (-(exact[k] - counts[k]), list(exact).index(k)))[:left]:
-        counts[k] += 1
-    out: dict[str, list[int]] = {}
-    start = 0
-    for k in fractions:
-        out[k] = order[start : start + counts[k]]
-        start += counts[k]
-    return out
-
-
-def shard_names(split: str, shards: int, *, suffix: str = ".tfrecord") -> list[str]:
-    """File names of one split: ``train.tfrecord`` or ``train.tfrecord-00000-of-00004``...
-
-    Examples
-    --------
-    >>> shard_names("train", 2)
-    ['train.tfrecord-00000-of-00002', 'train.tfrecord-00001-of-00002']
-    """
-    if shards == 1:
-        return [f"{split}{suffix}"]
-    return [f"{split}{suffix}-{i:05d}-of-{shards:05d}" for i in range(shards)]
 
 
 # --------------------------------------------------------------------------- label map
@@ -312,10 +122,51 @@ def resolve_label_map(
 
 
 class ConvertOptions(TypedDict, total=False):
-    """The options of :func:`convert`, for the ``convert_<format>`` calls that pass them on.
+    """The options of :func:`convert`, which the ``convert_<format>`` calls pass on.
 
-    Every key is one of :func:`convert` 's keyword parameters (see there); a
-    name not listed here is a type error, and a :class:`ConfigError` at run time.
+    Every key is one of :func:`convert` 's keyword parameters; a name not
+    listed here is a type error, and a :class:`ConfigError` at run time.
+
+    Attributes
+    ----------
+    label_map
+        A :class:`LabelMap` or a ``label_map.pbtxt`` path; see
+        :func:`resolve_label_map` for the default.
+    add_unknown
+        Append classes missing from a given label map instead of reporting them.
+    keep_category_ids
+        COCO without a label map: use the category ids as label ids.
+    split
+        Fractions per split, see :func:`parse_split`; default all in ``train``.
+    shards
+        Files per split (``train.tfrecord-00000-of-0000N``), records round-robin.
+    seed
+        Seed of the split assignment and record order.
+    shuffle
+        Write each split's records in shuffled order (else annotation order).
+    on_error
+        ``"fail"`` (default), ``"skip"`` or ``"clip"``; see
+        :mod:`tilestream.detection.validate`.
+    skip_empty
+        Leave out images with no objects (kept as negatives by default).
+    include_masks
+        COCO only: add ``image/object/mask`` PNG masks from the segmentations.
+    jpeg_format
+        The ``image/format`` written for JPEG images: ``"jpeg"`` (the OD API's
+        value) or ``"jpg"`` (what the tutorial ``generate_tfrecord.py`` writes).
+    decode_images
+        Fully decode every image to check it (default: a header and
+        end-marker check).
+    workers
+        Threads (or processes) reading, hashing and serialising images
+        (default: the CPU count, at most 8).
+    executor
+        ``"thread"`` (default) or ``"process"``.
+    overwrite
+        Replace existing output files (else an existing output is an error).
+    progress
+        Called with ``(images done, images total)`` after each image, in order,
+        from the thread that writes it (a worker thread).
     """
 
     label_map: LabelMap | str | os.PathLike[str] | None
@@ -357,7 +208,6 @@ def check_option_names(options: Mapping[str, object]) -> None:
 
 def _check_options(
     source: AnnotationSet,
-    *,
     on_error: str,
     shards: int,
     jpeg_format: str,
@@ -422,6 +272,69 @@ def _duplicates(source: AnnotationSet) -> tuple[list[int], list[Problem]]:
     return keep, problems
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """The images to convert (one per file), their numbers in the source, and their splits."""
+
+    images: list[ImageAnnotation]
+    numbers: list[int]
+    #: ``{split: positions in images}``, in the order the records are written.
+    assignment: dict[str, list[int]]
+    #: The problems of the images left out as another's duplicate.
+    duplicates: list[Problem]
+
+    def chunks(self, workers: int) -> Iterator[Chunk]:
+        """The work in chunks of up to ``_CHUNK`` images (fewer when there is little)."""
+        size = max(1, min(_CHUNK, -(-len(self.images) // workers)))
+        return _chunks(self.assignment, self.numbers, self.images, size)
+
+
+def _select(
+    source: AnnotationSet, fractions: Mapping[str, float], *, seed: int, shuffle: bool
+) -> _Plan:
+    """Which images are converted, into which split, in which order."""
+    numbers, duplicates = _duplicates(source)
+    assignment = assign_splits(len(numbers), fractions, seed=seed)
+    if not shuffle:
+        assignment = {k: sorted(v) for k, v in assignment.items()}
+    return _Plan([source.images[i] for i in numbers], numbers, assignment, duplicates)
+
+
+def _context(
+    source: AnnotationSet,
+    label_map: LabelMap,
+    policy: OnError,
+    include_masks: bool,
+    jpeg_format: str,
+    decode_images: bool,
+) -> _Context:
+    """What the workers need to turn an image into its record."""
+    reported, image_problems = _parse_problem_index(source)
+    return _Context(
+        label_map,
+        policy,
+        source.format,
+        include_masks,
+        jpeg_format,
+        decode_images,
+        reported,
+        image_problems,
+    )
+
+
+def _new_summary(
+    source: AnnotationSet, out: Path, label_map: LabelMap, names: Mapping[str, list[str]]
+) -> ConversionSummary:
+    """An empty summary with one entry per split."""
+    return ConversionSummary(
+        out_dir=os.fspath(out),
+        source=source.source,
+        format=source.format,
+        label_map=label_map,
+        splits={name: SplitSummary(name, list(files)) for name, files in names.items()},
+    )
+
+
 def _parse_problem_index(source: AnnotationSet) -> tuple[dict[int, set[int]], set[int]]:
     """Which images (by number) the parser reported problems for, and which of their objects."""
     reported: dict[int, set[int]] = {}
@@ -454,6 +367,24 @@ def _settle_problems(problems: list[Problem], policy: OnError, source: str) -> N
     problems.sort(key=lambda p: (p.file, p.image or "", -1 if p.object is None else p.object))
     if policy == "fail" and problems:
         raise_problems(problems, source=source)
+
+
+def _finish(
+    out: Path,
+    summary: ConversionSummary,
+    problems: list[Problem],
+    policy: OnError,
+    plan: _Plan,
+    started: float,
+) -> None:
+    """Complete the summary, log the problems tolerated, write the files beside the records."""
+    summary.problems = problems
+    if policy != "fail":
+        summary.skipped_images += len(plan.duplicates)
+    for p in problems:
+        log.warning("%s (%s)", p, "skipped" if policy == "skip" else "repaired or skipped")
+    summary.seconds = time.perf_counter() - started
+    _write_sidecars(out, summary)
 
 
 def _write_sidecars(out: Path, summary: ConversionSummary) -> None:
@@ -493,44 +424,15 @@ def convert(
         A parsed data set (:func:`~tilestream.detection.read_voc` and friends).
     out_dir
         The output folder (created).
-    label_map
-        A :class:`LabelMap` or a ``label_map.pbtxt`` path; see
-        :func:`resolve_label_map` for the default.
-    add_unknown
-        Append classes missing from a given label map instead of reporting them.
-    keep_category_ids
-        COCO without a label map: use the category ids as label ids.
-    split
-        Fractions per split, see :func:`parse_split`; default all in ``train``.
-    shards
-        Files per split (``train.tfrecord-00000-of-0000N``), records round-robin.
-    seed
-        Seed of the split assignment and record order.
-    shuffle
-        Write each split's records in shuffled order (else annotation order).
-    on_error
-        ``"fail"`` (default), ``"skip"`` or ``"clip"``; see
-        :mod:`tilestream.detection.validate`.
-    skip_empty
-        Leave out images with no objects (kept as negatives by default).
-    include_masks
-        COCO only: add ``image/object/mask`` PNG masks from the segmentations.
-    jpeg_format
-        The ``image/format`` written for JPEG images: ``"jpeg"`` (the OD API's
-        value) or ``"jpg"`` (what the tutorial ``generate_tfrecord.py`` writes).
-    decode_images
-        Fully decode every image to check it (default: a header and
-        end-marker check).
-    workers
-        Threads (or processes) reading, hashing and serialising images
-        (default: the CPU count, at most 8).
-    executor
-        ``"thread"`` (default) or ``"process"``.
-    overwrite
-        Replace existing output files (else an existing output is an error).
+
+    Other Parameters
+    ----------------
+    label_map, add_unknown, keep_category_ids, split, shards, seed, shuffle, on_error
+        See :class:`ConvertOptions`.
+    skip_empty, include_masks, jpeg_format, decode_images, workers, executor, overwrite
+        See :class:`ConvertOptions`.
     progress
-        Called with ``(images done, images total)`` after each image, in order,
-        from the thread that writes it (a worker thread).
+        See :class:`ConvertOptions`.
 
     Raises
     ------
@@ -541,14 +443,7 @@ def convert(
         On invalid options or an existing output without ``overwrite``.
     """
     started = time.perf_counter()
-    policy = _check_options(
-        source,
-        on_error=on_error,
-        shards=shards,
-        jpeg_format=jpeg_format,
-        include_masks=include_masks,
-        executor=executor,
-    )
+    policy = _check_options(source, on_error, shards, jpeg_format, include_masks, executor)
     fractions = parse_split(split)
     lm = resolve_label_map(
         source, label_map, add_unknown=add_unknown, keep_category_ids=keep_category_ids
@@ -556,45 +451,16 @@ def convert(
     out = Path(out_dir)
     names = {name: shard_names(name, shards) for name in fractions}
     _claim_out_dir(out, names, overwrite=overwrite)
-
-    keep, dup_problems = _duplicates(source)
-    problems: list[Problem] = list(source.problems) + dup_problems
+    plan = _select(source, fractions, seed=seed, shuffle=shuffle)
+    ctx = _context(source, lm, policy, include_masks, jpeg_format, decode_images)
+    summary = _new_summary(source, out, lm, names)
+    problems = list(source.problems) + plan.duplicates
     if policy == "fail" and problems:
         log.info("%d problem(s) while parsing; checking the images too", len(problems))
-    images = [source.images[i] for i in keep]
-    assignment = assign_splits(len(images), fractions, seed=seed)
-    if not shuffle:
-        assignment = {k: sorted(v) for k, v in assignment.items()}
-    ctx = _Context(
-        lm,
-        policy,
-        source.format,
-        include_masks,
-        jpeg_format,
-        decode_images,
-        *_parse_problem_index(source),
-    )
-    summary = ConversionSummary(
-        out_dir=os.fspath(out),
-        source=source.source,
-        format=source.format,
-        label_map=lm,
-        splits={name: SplitSummary(name, list(names[name])) for name in fractions},
-    )
     n_workers = max(1, workers if workers is not None else min(os.cpu_count() or 1, _MAX_THREADS))
-    chunk = max(1, min(_CHUNK, -(-len(images) // n_workers)))
     with _open_writers(out, names) as writers:
-        output = _Output(
-            writers, summary, problems, skip_empty=skip_empty, total=len(images), progress=progress
-        )
-        chunks = _chunks(assignment, keep, images, chunk)
-        _run_chunks(executor, n_workers, output, ctx, chunks)
+        output = _Output(writers, summary, problems, skip_empty, len(plan.images), progress)
+        _run_chunks(executor, n_workers, output, ctx, plan.chunks(n_workers))
         _settle_problems(problems, policy, source.source)
-    summary.problems = problems
-    if policy != "fail":
-        summary.skipped_images += len(dup_problems)
-    for p in problems:
-        log.warning("%s (%s)", p, "skipped" if policy == "skip" else "repaired or skipped")
-    summary.seconds = time.perf_counter() - started
-    _write_sidecars(out, summary)
+    _finish(out, summary, problems, policy, plan, started)
     return summary
