@@ -282,3 +282,79 @@ def test_categories_declared_first_then_those_only_records_name() -> None:
         (1, "cat"),
         (5, "zebra"),
     ]
+
+
+# --------------------------------------------------------------------------- readers
+
+csv_format = importlib.import_module("tilestream.detection.csv_format")
+coco = importlib.import_module("tilestream.detection.coco")
+parse = importlib.import_module("tilestream.detection._parse")
+
+
+def test_csv_columns_any_order_extra_ignored_missing_named(tmp_path: Path) -> None:
+    pick, ncols = csv_format._columns(
+        ["note", "ymax", "xmax", "ymin", "xmin", "Class", "height", "width", "filename"],
+        tmp_path / "l.csv",
+    )
+    assert ncols == 9
+    assert pick(["n", "9", "8", "7", "6", "c", "5", "4", "a.jpg"]) == (
+        "a.jpg", "4", "5", "c", "6", "7", "8", "9",
+    )  # fmt: skip
+    with pytest.raises(AnnotationError, match="lacks column\\(s\\) width, height"):
+        csv_format._columns(["filename", "class", "xmin", "ymin", "xmax", "ymax"], tmp_path)
+    with pytest.raises(AnnotationError, match="empty"):
+        csv_format._columns([" ", ""], tmp_path)
+
+
+def test_csv_odd_rows_blank_short_or_nameless() -> None:
+    assert csv_format._odd_row(["", " "], False, 8, "l.csv:3") == []
+    assert csv_format._odd_row([], True, 8, "l.csv:3") == []
+    [short] = csv_format._odd_row(["a.jpg", "4"], True, 8, "l.csv:3")
+    assert (short.file, short.message) == ("l.csv:3", "row has 2 fields, the header has 8")
+    [nameless] = csv_format._odd_row([""] * 7 + ["1"], False, 8, "l.csv:4")
+    assert nameless.message == "empty filename"
+
+
+def test_coco_annotation_with_a_problem_keeps_its_place(tmp_path: Path) -> None:
+    images = {7: ImageAnnotation("a.jpg", "a.jpg", source="i.json")}
+    problems: list[Problem] = []
+    add = coco._add_annotation
+    add(
+        0,
+        {"id": 1, "image_id": 7, "category_id": 4, "bbox": [1, 2, 3, 4]},
+        images,
+        {4: "cat"},
+        "i.json",
+        problems,
+    )
+    add(
+        1,
+        {"id": 2, "image_id": 7, "category_id": 9, "bbox": [1, 2, True, 4]},
+        images,
+        {4: "cat"},
+        "i.json",
+        problems,
+    )
+    add(2, {"id": 3, "image_id": 8, "category_id": 4}, images, {4: "cat"}, "i.json", problems)
+    add(3, "junk", images, {4: "cat"}, "i.json", problems)
+    objs = images[7].objects
+    assert [(o.label, o.xmax, o.ymax) for o in objs[:1]] == [("cat", 4.0, 6.0)]
+    assert objs[1].label == "" and objs[1].xmin != objs[1].xmin  # NaN box, no class
+    assert [(p.kind, p.object) for p in problems] == [
+        ("unknown_class", 1),
+        ("bad_box", 1),
+        ("malformed_annotation", None),
+        ("malformed_annotation", None),
+    ]
+
+
+def test_read_utf8_names_the_missing_or_unreadable_file(tmp_path: Path) -> None:
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfcat\n")
+    (tmp_path / "latin.txt").write_bytes(b"caf\xe9\n")
+    kw = {"missing": "classes file not found", "unreadable": "cannot read classes file"}
+    assert parse.read_utf8(tmp_path / "bom.txt", **kw) == "cat\n"
+    with pytest.raises(AnnotationError, match="classes file not found") as missing:
+        parse.read_utf8(tmp_path / "none.txt", **kw)
+    assert "none.txt" in str(missing.value)
+    with pytest.raises(AnnotationError, match="cannot read classes file: 'utf-8' codec"):
+        parse.read_utf8(tmp_path / "latin.txt", **kw)
