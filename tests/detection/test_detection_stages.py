@@ -186,11 +186,11 @@ def test_assemble_in_place_when_it_fits_else_joined() -> None:
     buffer = pipe._RecordBuffer(32)
     buffer.view[10:14] = b"DATA"
     data = buffer.view[10:14]
-    record = pipe._assemble(buffer, 10, data, b"HEAD", b"TL", (8, 4))
+    record = pipe._assemble(buffer, 10, data, b"HEAD", b"TL", 8, 4)
     assert isinstance(record, memoryview) and bytes(record) == b"HEADDATATL"
-    too_long = pipe._assemble(buffer, 10, data, b"HEAD" * 3, b"TL", (8, 4))
+    too_long = pipe._assemble(buffer, 10, data, b"HEAD" * 3, b"TL", 8, 4)
     assert isinstance(too_long, bytes) and too_long == b"HEAD" * 3 + b"DATATL"
-    assert pipe._assemble(None, -1, b"DATA", b"H", b"T", (8, 4)) == b"HDATAT"
+    assert pipe._assemble(None, -1, b"DATA", b"H", b"T", 8, 4) == b"HDATAT"
 
 
 # --------------------------------------------------------------------------- in order

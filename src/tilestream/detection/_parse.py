@@ -37,7 +37,10 @@ def positive_int_text(text: str | None) -> int | None:
         number = float(text)
     except ValueError:
         return None
-    return positive_int(number)
+    # as positive_int, inline: called twice per image of a CSV
+    if not math.isfinite(number) or number <= 0 or number != int(number):
+        return None
+    return int(number)
 
 
 def read_utf8(path: str | os.PathLike[str], *, missing: str, unreadable: str) -> str:

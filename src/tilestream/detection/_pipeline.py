@@ -175,6 +175,10 @@ def _frame(image: ImageAnnotation, img: ImageBytes) -> tuple[float, float, list[
     return width, height, problems
 
 
+#: The source formats with keys of their own.
+_EXTRA_FORMATS = frozenset({"voc", "coco"})
+
+
 def _format_features(fmt: str, objects: list[ObjectAnnotation]) -> dict[str, Feature]:
     """The keys only one source format fills (VOC flags, COCO crowd and area)."""
     extra: dict[str, Feature] = {}
@@ -219,13 +223,14 @@ def _assemble(
     data: bytes | memoryview,
     head: bytes,
     tail: bytes,
-    room: tuple[int, int],
+    headroom: int,
+    tailroom: int,
 ) -> bytes | memoryview:
     """The record ``head + data + tail``: in place around ``data`` when it is in ``buffer``.
 
-    ``room`` is the ``(headroom, tailroom)`` :meth:`_RecordBuffer.read` left.
+    ``headroom`` and ``tailroom`` are the room :meth:`_RecordBuffer.read` left.
     """
-    if buffer is not None and start >= 0 and len(head) <= room[0] and len(tail) <= room[1]:
+    if buffer is not None and start >= 0 and len(head) <= headroom and len(tail) <= tailroom:
         end = start + len(data)
         buf = buffer.view
         buf[start - len(head) : start] = head
@@ -258,8 +263,10 @@ def _process(
         ctx.on_error == "skip" and number in ctx.image_problems
     ):
         return _Result(None, problems)
-    objects = [image.objects[i] for i in check.kept]
-    extra = _format_features(ctx.format, objects)
+    objects = image.objects  # usually every object is kept
+    if len(check.kept) != len(objects):
+        objects = [objects[i] for i in check.kept]
+    extra = _format_features(ctx.format, objects) if ctx.format in _EXTRA_FORMATS else {}
     if ctx.include_masks:
         masks = _mask_feature(image, check.kept, img)
         if isinstance(masks, Problem):
@@ -280,7 +287,7 @@ def _process(
         extra=extra,
         sha256=hashlib.sha256(img.data).hexdigest(),
     )
-    record = _assemble(buffer, start, img.data, head, tail, (headroom, tailroom))
+    record = _assemble(buffer, start, img.data, head, tail, headroom, tailroom)
     return _Result(record, problems, texts, check.dropped, check.clipped, img.reencoded)
 
 
@@ -329,27 +336,30 @@ class _Output:
         writers = self.writers[split_name]
         shards = len(writers)
         progress = self.progress
-        for res in results:
-            self.done += 1
-            if res.problems:
-                self.problems.extend(res.problems)
-            if res.record is None:
-                summary.skipped_images += 1
-            elif self.skip_empty and not res.texts:
-                summary.skipped_empty += 1
-            else:
-                k = self.written[split_name]
-                writers[k % shards].write(res.record)  # a buffer: written without a copy
-                self.written[split_name] = k + 1
-                split.images += 1
-                split.objects += len(res.texts)
-                split.negatives += not res.texts
-                split.classes.update(res.texts)
-                summary.dropped_objects += res.dropped
-                summary.clipped_boxes += res.clipped
-                summary.reencoded_images += res.reencoded
-            if progress is not None:
-                progress(self.done, self.total)
+        done, k = self.done, self.written[split_name]  # as locals in the loop
+        try:
+            for res in results:
+                done += 1
+                if res.problems:
+                    self.problems.extend(res.problems)
+                if res.record is None:
+                    summary.skipped_images += 1
+                elif self.skip_empty and not res.texts:
+                    summary.skipped_empty += 1
+                else:
+                    writers[k % shards].write(res.record)  # a buffer: written without a copy
+                    k += 1
+                    split.images += 1
+                    split.objects += len(res.texts)
+                    split.negatives += not res.texts
+                    split.classes.update(res.texts)
+                    summary.dropped_objects += res.dropped
+                    summary.clipped_boxes += res.clipped
+                    summary.reencoded_images += res.reencoded
+                if progress is not None:
+                    progress(done, self.total)
+        finally:
+            self.done, self.written[split_name] = done, k
 
 
 class _Stage:

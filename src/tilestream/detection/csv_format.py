@@ -84,8 +84,13 @@ def _read_rows(reader: Iterator[list[str]], path: Path, img_dir: str) -> Annotat
         filename, width, height, label = values[0], values[1], values[2], values[3]
         image = images.get(filename)
         if image is None:
-            image = images[filename] = _new_image(values, img_dir, spath, line_no, problems)
+            w, h = positive_int_text(width), positive_int_text(height)
+            image_path = os.path.join(img_dir, filename)
+            image = ImageAnnotation(filename, image_path, source=spath, width=w, height=h)
+            images[filename] = image
             sizes[filename] = (width, height)
+            if w is None or h is None:
+                problems.append(_bad_size(filename, width, height, f"{spath}:{line_no}"))
         elif sizes[filename] != (width, height):
             first = sizes[filename]
             problems.append(
@@ -140,20 +145,6 @@ def _odd_row(row: list[str], short: bool, ncols: int, where: str) -> list[Proble
     return [Problem("malformed_annotation", where, "empty filename")]
 
 
-def _new_image(
-    values: list[str], img_dir: str, spath: str, line_no: int, problems: list[Problem]
-) -> ImageAnnotation:
-    """The image of a file name's first row; a size that is not whole and positive is a problem."""
-    filename, width, height = values[0], values[1], values[2]
-    image = ImageAnnotation(
-        filename,
-        os.path.join(img_dir, filename),
-        source=spath,
-        width=positive_int_text(width),
-        height=positive_int_text(height),
-    )
-    if image.width is None or image.height is None:
-        msg = f"width/height {width!r}/{height!r} are not positive integers"
-        where = f"{spath}:{line_no}"
-        problems.append(Problem("malformed_annotation", where, msg, image=filename))
-    return image
+def _bad_size(filename: str, width: str, height: str, where: str) -> Problem:
+    msg = f"width/height {width!r}/{height!r} are not positive integers"
+    return Problem("malformed_annotation", where, msg, image=filename)
