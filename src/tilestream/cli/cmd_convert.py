@@ -145,6 +145,108 @@ def _print_summary(summary: Any) -> None:
             console.print(f"  ... and {len(summary.problems) - 20} more (README.md in the output)")
 
 
+def _images_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--images", "images_dir", type=click.Path(exists=True, file_okay=False), help=help
+    )
+
+
+@click.command("voc")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--image-set", default=None, help="Only the ids in ImageSets/Main/<SET>.txt.")
+@_common_options
+def voc(data_dir: str, image_set: str | None, **options: Any) -> None:
+    """PASCAL VOC XML (Annotations/ + JPEGImages/, or XML beside images)."""
+    from tilestream.detection import read_voc
+
+    _run(functools.partial(read_voc, data_dir, image_set=image_set), options)
+
+
+@click.command("coco")
+@click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
+@_images_option("Folder the file_names are relative to (default: the JSON's folder).")
+@click.option(
+    "--masks",
+    "include_masks",
+    is_flag=True,
+    help="Add image/object/mask PNGs from polygons and RLE.",
+)
+@click.option(
+    "--keep-category-ids",
+    is_flag=True,
+    help="Without --label-map, use the COCO category ids as label ids.",
+)
+@_common_options
+def coco(annotations: str, images_dir: str | None, **options: Any) -> None:
+    """COCO instances JSON."""
+    from tilestream.detection import read_coco
+
+    _run(functools.partial(read_coco, annotations, images_dir=images_dir), options)
+
+
+@click.command("csv")
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False))
+@_images_option("Folder of the images (default: the CSV's folder).")
+@_common_options
+def csv(labels: str, images_dir: str | None, **options: Any) -> None:
+    """TF Object Detection CSV: filename,width,height,class,xmin,ymin,xmax,ymax."""
+    from tilestream.detection import read_csv
+
+    _run(functools.partial(read_csv, labels, images_dir=images_dir), options)
+
+
+@click.command("yolo")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--classes",
+    type=click.Path(exists=True, dir_okay=False),
+    help="classes.txt / obj.names (default: found in DATA_DIR).",
+)
+@_common_options
+def yolo(data_dir: str, classes: str | None, **options: Any) -> None:
+    """YOLO / Darknet text labels (class cx cy w h, normalised)."""
+    from tilestream.detection import read_yolo
+
+    _run(functools.partial(read_yolo, data_dir, classes=classes), options)
+
+
+@click.command("tfrecord-to-coco")
+@click.argument("records", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The COCO JSON file to write.",
+)
+@click.option(
+    "--label-map",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Category names from this label map (default: class/text).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def to_coco(
+    records: tuple[str, ...], out_path: str, label_map: str | None, overwrite: bool
+) -> None:
+    """OD API TFRecords back to a COCO instances JSON."""
+    from tilestream.detection import write_coco
+    from tilestream.errors import ConfigError
+
+    if Path(out_path).exists() and not overwrite:
+        raise ConfigError(f"{out_path} exists; pass --overwrite to replace it")
+    files: list[str] = []
+    for r in records:
+        if os.path.isdir(r):
+            files.extend(sorted(str(p) for p in Path(r).glob("*.tfrecord*")))
+        else:
+            files.append(r)
+    coco = write_coco(files, out_path, label_map=label_map)
+    Console().print(
+        f"{len(coco['images'])} images, {len(coco['annotations'])} annotations, "
+        f"{len(coco['categories'])} categories -> {out_path}"
+    )
+
+
 def register(group: click.Group) -> None:
     """Add ``convert`` and its subcommands to the root group."""
 
@@ -152,103 +254,5 @@ def register(group: click.Group) -> None:
     def convert_group() -> None:
         """Object-detection data sets (VOC, COCO, CSV, YOLO) to TF Object Detection TFRecords."""
 
-    @convert_group.command("voc")
-    @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-    @click.option("--image-set", default=None, help="Only the ids in ImageSets/Main/<SET>.txt.")
-    @_common_options
-    def voc(data_dir: str, image_set: str | None, **options: Any) -> None:
-        """PASCAL VOC XML (Annotations/ + JPEGImages/, or XML beside images)."""
-        from tilestream.detection import read_voc
-
-        _run(functools.partial(read_voc, data_dir, image_set=image_set), options)
-
-    @convert_group.command("coco")
-    @click.argument("annotations", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--images",
-        "images_dir",
-        type=click.Path(exists=True, file_okay=False),
-        help="Folder the file_names are relative to (default: the JSON's folder).",
-    )
-    @click.option(
-        "--masks",
-        "include_masks",
-        is_flag=True,
-        help="Add image/object/mask PNGs from polygons and RLE.",
-    )
-    @click.option(
-        "--keep-category-ids",
-        is_flag=True,
-        help="Without --label-map, use the COCO category ids as label ids.",
-    )
-    @_common_options
-    def coco(annotations: str, images_dir: str | None, **options: Any) -> None:
-        """COCO instances JSON."""
-        from tilestream.detection import read_coco
-
-        _run(functools.partial(read_coco, annotations, images_dir=images_dir), options)
-
-    @convert_group.command("csv")
-    @click.argument("labels", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--images",
-        "images_dir",
-        type=click.Path(exists=True, file_okay=False),
-        help="Folder of the images (default: the CSV's folder).",
-    )
-    @_common_options
-    def csv(labels: str, images_dir: str | None, **options: Any) -> None:
-        """TF Object Detection CSV: filename,width,height,class,xmin,ymin,xmax,ymax."""
-        from tilestream.detection import read_csv
-
-        _run(functools.partial(read_csv, labels, images_dir=images_dir), options)
-
-    @convert_group.command("yolo")
-    @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-    @click.option(
-        "--classes",
-        type=click.Path(exists=True, dir_okay=False),
-        help="classes.txt / obj.names (default: found in DATA_DIR).",
-    )
-    @_common_options
-    def yolo(data_dir: str, classes: str | None, **options: Any) -> None:
-        """YOLO / Darknet text labels (class cx cy w h, normalised)."""
-        from tilestream.detection import read_yolo
-
-        _run(functools.partial(read_yolo, data_dir, classes=classes), options)
-
-    @convert_group.command("tfrecord-to-coco")
-    @click.argument("records", nargs=-1, required=True, type=click.Path(exists=True))
-    @click.option(
-        "--out",
-        "out_path",
-        required=True,
-        type=click.Path(dir_okay=False),
-        help="The COCO JSON file to write.",
-    )
-    @click.option(
-        "--label-map",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Category names from this label map (default: class/text).",
-    )
-    @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-    def to_coco(
-        records: tuple[str, ...], out_path: str, label_map: str | None, overwrite: bool
-    ) -> None:
-        """OD API TFRecords back to a COCO instances JSON."""
-        from tilestream.detection import write_coco
-        from tilestream.errors import ConfigError
-
-        if Path(out_path).exists() and not overwrite:
-            raise ConfigError(f"{out_path} exists; pass --overwrite to replace it")
-        files: list[str] = []
-        for r in records:
-            if os.path.isdir(r):
-                files.extend(sorted(str(p) for p in Path(r).glob("*.tfrecord*")))
-            else:
-                files.append(r)
-        coco = write_coco(files, out_path, label_map=label_map)
-        Console().print(
-            f"{len(coco['images'])} images, {len(coco['annotations'])} annotations, "
-            f"{len(coco['categories'])} categories -> {out_path}"
-        )
+    for command in (voc, coco, csv, yolo, to_coco):
+        convert_group.add_command(command)

@@ -46,7 +46,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +54,10 @@ import numpy.typing as npt
 from tilestream.dataset.annotations import Annotations, load_annotations
 from tilestream.errors import AnnotationError, ConfigError
 
-__all__ = ["CrossfoldResult", "crossfold_objective", "generate_crossfolds"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["CrossfoldOptions", "CrossfoldResult", "crossfold_objective", "generate_crossfolds"]
 
 log = logging.getLogger(__name__)
 
@@ -348,33 +351,26 @@ def _frame_rows(frame: Any) -> list[dict[str, str]]:
     ]
 
 
+class CrossfoldOptions(TypedDict, total=False):
+    """The keyword options of :func:`generate_crossfolds` (described there)."""
+
+    target_column: str | None
+    site_column: str | None
+    patient_column: str
+    method: Method
+    timelimit: float
+    seed: int
+
+
 @overload
 def generate_crossfolds(
-    data: CrossfoldInput,
-    category: str,
-    k: int = 3,
-    *,
-    target_column: str | None = None,
-    site_column: str | None = "site",
-    patient_column: str = "patient",
-    method: Method = "auto",
-    timelimit: float = 10,
-    seed: int = 0,
+    data: CrossfoldInput, category: str, k: int = 3, **options: Unpack[CrossfoldOptions]
 ) -> CrossfoldResult: ...
 
 
 @overload
 def generate_crossfolds(
-    data: Any,
-    category: str,
-    k: int = 3,
-    *,
-    target_column: str | None = None,
-    site_column: str | None = "site",
-    patient_column: str = "patient",
-    method: Method = "auto",
-    timelimit: float = 10,
-    seed: int = 0,
+    data: Any, category: str, k: int = 3, **options: Unpack[CrossfoldOptions]
 ) -> Any: ...
 
 
@@ -433,98 +429,168 @@ def generate_crossfolds(
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ConfigError(f"k must be an integer >= 2, got {k!r}")
+    ann, frame = _annotations(data)
+    target = target_column or f"CV{k}"
+    ann.require(category)
+    pcol = _patient_column(ann, patient_column)
+    sites = _site_column(ann, method, site_column)
+    patients = _patients(ann, category, pcol, sites)
+    if sites is not None:
+        found = _site_folds(patients, k, method=method, timelimit=timelimit, seed=seed)
+    else:
+        found = _stratified_folds(patients, k, seed=seed)
+    rows = [{**row, target: str(found.patient_fold[row[pcol]])} for row in ann.rows]
+    if frame is not None:
+        notes = "; ".join(found.notes) or "no notes"
+        log.info("cross-folds by %r (%s): %s", category, found.method, notes)
+        frame[target] = [row[target] for row in rows]
+        return frame
+    return found.result(rows, _fold_counts(patients, found.patient_fold, k))
+
+
+def _annotations(data: Any) -> tuple[Annotations, Any | None]:
+    """``data`` as annotations, and the DataFrame it is (``None`` when it is none)."""
     frame = _dataframe(data)
     if frame is not None:
         data = _frame_rows(frame)
-    ann = load_annotations(data, slide_column=None) if not isinstance(data, Annotations) else data
-    target = target_column or f"CV{k}"
-    ann.require(category)
+    if isinstance(data, Annotations):
+        return data, frame
+    return load_annotations(data, slide_column=None), frame
+
+
+def _patient_column(ann: Annotations, patient_column: str) -> str:
+    """The column folds are made by: ``patient_column``, else the slide column."""
     if patient_column in ann.columns:
-        pcol = patient_column
-    elif ann.slide_column in ann.columns or "slide" in ann.columns:
-        pcol = ann.slide_column or "slide"
-    else:
-        raise AnnotationError(
-            f"{ann.path or 'annotations'}: no {patient_column!r} or 'slide' column to split by "
-            f"(columns: {ann.columns})"
-        )
-    use_sites = method != "stratified" and site_column is not None and site_column in ann.columns
-    if method in ("milp", "greedy") and not use_sites:
+        return patient_column
+    if ann.slide_column in ann.columns or "slide" in ann.columns:
+        return ann.slide_column or "slide"
+    raise AnnotationError(
+        f"{ann.path or 'annotations'}: no {patient_column!r} or 'slide' column to split by "
+        f"(columns: {ann.columns})"
+    )
+
+
+def _site_column(ann: Annotations, method: Method, site_column: str | None) -> str | None:
+    """The site column when the folds preserve sites, else ``None``.
+
+    ``milp`` and ``greedy`` need one.
+    """
+    if method != "stratified" and site_column is not None and site_column in ann.columns:
+        return site_column
+    if method in ("milp", "greedy"):
         raise AnnotationError(
             f"method={method!r} needs a site column {site_column!r} (columns: {ann.columns})"
         )
-    patients = _patients(ann, category, pcol, site_column if use_sites else None)
+    return None
+
+
+@dataclass
+class _Folds:
+    """Folds found by one method (what :class:`CrossfoldResult` reports of them)."""
+
+    folds: list[list[str]]
+    patient_fold: dict[str, int]
+    objective: float
+    optimal: bool
+    method: str
+    notes: list[str] = field(default_factory=list)
+
+    def result(self, rows: list[dict[str, Any]], counts: dict[str, list[int]]) -> CrossfoldResult:
+        return CrossfoldResult(
+            rows=rows,
+            folds=self.folds,
+            patient_fold=self.patient_fold,
+            counts=counts,
+            objective=self.objective,
+            optimal=self.optimal,
+            method=self.method,
+            notes=self.notes,
+        )
+
+
+def _site_folds(
+    patients: Mapping[str, tuple[str, str]],
+    k: int,
+    *,
+    method: Method,
+    timelimit: float,
+    seed: int,
+) -> _Folds:
+    """Site-preserved folds: every site in one fold, categories balanced."""
     values = sorted({v for v, _ in patients.values()})
-    notes: list[str] = []
-    if use_sites:
-        sites = sorted({s for _, s in patients.values()})
-        if len(sites) < k:
-            raise ConfigError(f"{len(sites)} sites cannot fill {k} site-preserved folds")
-        vi = {v: n for n, v in enumerate(values)}
-        si = {s: n for n, s in enumerate(sites)}
-        counts = np.zeros((len(values), len(sites)), dtype=np.int64)
-        for v, s in patients.values():
-            counts[vi[v], si[s]] += 1
-        n_rows = int(counts.sum()) * k
-        assign: npt.NDArray[np.int64] | None = None
-        optimal = False
-        used = "greedy"
-        if method == "milp" or (method == "auto" and n_rows <= MILP_MAX_ROWS):
-            assign, optimal = _solve_milp(counts, k, timelimit)
-            used = "milp"
-            if not optimal:
-                notes.append("the MILP solver stopped at its time limit; greedy search compared")
-                greedy = _greedy(counts, k, seed=seed, timelimit=min(timelimit, 5.0))
-                if assign is None or crossfold_objective(counts, greedy, k) < crossfold_objective(
-                    counts, assign, k
-                ):
-                    assign, used = greedy, "greedy"
-        else:
-            assign = _greedy(counts, k, seed=seed, timelimit=timelimit)
-        assert assign is not None
-        site_fold = {s: int(assign[si[s]]) for s in sites}
-        folds = [[s for s in sites if site_fold[s] == i] for i in range(k)]
-        patient_fold = {p: site_fold[s] + 1 for p, (_, s) in patients.items()}
-        objective = crossfold_objective(counts, assign, k)
-    else:
-        if len(patients) < k:
-            raise ConfigError(f"{len(patients)} patients cannot fill {k} folds")
-        rng = random.Random(seed)
-        patient_fold = {}
-        sizes = [0] * k
-        for v in values:
-            group = sorted(p for p, (pv, _) in patients.items() if pv == v)
-            rng.shuffle(group)
-            for p in group:
-                i = min(range(k), key=lambda j: (sizes[j], j))
-                patient_fold[p] = i + 1
-                sizes[i] += 1
-        folds = [sorted(p for p, f in patient_fold.items() if f == i + 1) for i in range(k)]
-        used, optimal = "stratified", True
-        per = {v: [0] * k for v in values}
-        for p, (v, _) in patients.items():
-            per[v][patient_fold[p] - 1] += 1
-        totals = {v: sum(c) for v, c in per.items()}
-        objective = float(sum((k * c - totals[v]) ** 2 for v in values for c in per[v]))
-    counts_out = {v: [0] * k for v in values}
-    for p, (v, _) in patients.items():
-        counts_out[v][patient_fold[p] - 1] += 1
-    rows = []
-    for row in ann.rows:
-        new = dict(row)
-        new[target] = str(patient_fold[row[pcol]])
-        rows.append(new)
-    if frame is not None:
-        log.info("cross-folds by %r (%s): %s", category, used, "; ".join(notes) or "no notes")
-        frame[target] = [row[target] for row in rows]
-        return frame
-    return CrossfoldResult(
-        rows=rows,
-        folds=folds,
-        patient_fold=patient_fold,
-        counts=counts_out,
-        objective=objective,
+    sites = sorted({s for _, s in patients.values()})
+    if len(sites) < k:
+        raise ConfigError(f"{len(sites)} sites cannot fill {k} site-preserved folds")
+    vi = {v: n for n, v in enumerate(values)}
+    si = {s: n for n, s in enumerate(sites)}
+    counts = np.zeros((len(values), len(sites)), dtype=np.int64)
+    for v, s in patients.values():
+        counts[vi[v], si[s]] += 1
+    assign, optimal, used, notes = _assign_sites(
+        counts, k, method=method, timelimit=timelimit, seed=seed
+    )
+    site_fold = {s: int(assign[si[s]]) for s in sites}
+    return _Folds(
+        folds=[[s for s in sites if site_fold[s] == i] for i in range(k)],
+        patient_fold={p: site_fold[s] + 1 for p, (_, s) in patients.items()},
+        objective=crossfold_objective(counts, assign, k),
         optimal=optimal,
         method=used,
         notes=notes,
     )
+
+
+def _assign_sites(
+    counts: npt.NDArray[np.int64], k: int, *, method: Method, timelimit: float, seed: int
+) -> tuple[npt.NDArray[np.int64], bool, str, list[str]]:
+    """The MILP's assignment (greedy compared when it is not proven optimal), or the greedy one.
+
+    Returns the fold of each site, whether it is proven optimal, the method, notes.
+    """
+    if not (method == "milp" or (method == "auto" and int(counts.sum()) * k <= MILP_MAX_ROWS)):
+        return _greedy(counts, k, seed=seed, timelimit=timelimit), False, "greedy", []
+    assign, optimal = _solve_milp(counts, k, timelimit)
+    if optimal and assign is not None:
+        return assign, True, "milp", []
+    notes = ["the MILP solver stopped at its time limit; greedy search compared"]
+    greedy = _greedy(counts, k, seed=seed, timelimit=min(timelimit, 5.0))
+    if assign is None or crossfold_objective(counts, greedy, k) < crossfold_objective(
+        counts, assign, k
+    ):
+        return greedy, False, "greedy", notes
+    return assign, False, "milp", notes
+
+
+def _stratified_folds(patients: Mapping[str, tuple[str, str]], k: int, *, seed: int) -> _Folds:
+    """Patients shuffled within each category and dealt to the smallest fold."""
+    if len(patients) < k:
+        raise ConfigError(f"{len(patients)} patients cannot fill {k} folds")
+    rng = random.Random(seed)
+    patient_fold: dict[str, int] = {}
+    sizes = [0] * k
+    for v in sorted({v for v, _ in patients.values()}):
+        group = sorted(p for p, (pv, _) in patients.items() if pv == v)
+        rng.shuffle(group)
+        for p in group:
+            i = min(range(k), key=lambda j: (sizes[j], j))
+            patient_fold[p] = i + 1
+            sizes[i] += 1
+    per = _fold_counts(patients, patient_fold, k)
+    objective = float(sum((k * c - sum(cs)) ** 2 for cs in per.values() for c in cs))
+    return _Folds(
+        folds=[sorted(p for p, f in patient_fold.items() if f == i + 1) for i in range(k)],
+        patient_fold=patient_fold,
+        objective=objective,
+        optimal=True,
+        method="stratified",
+    )
+
+
+def _fold_counts(
+    patients: Mapping[str, tuple[str, str]], patient_fold: Mapping[str, int], k: int
+) -> dict[str, list[int]]:
+    """``{category value: [patients in fold 1, ..., fold k]}``, values sorted."""
+    counts = {v: [0] * k for v in sorted({v for v, _ in patients.values()})}
+    for p, (v, _) in patients.items():
+        counts[v][patient_fold[p] - 1] += 1
+    return counts

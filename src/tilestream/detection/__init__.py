@@ -19,8 +19,9 @@ Choices worth knowing:
 * Problems are handled by ``on_error`` (see :mod:`tilestream.detection.validate`):
   ``fail`` (default) writes nothing and lists every problem.
 * Images with no objects are kept as negatives unless ``skip_empty``.
-* Memory: annotations take about 1.5 KB per image; pixels are read a few
-  dozen images at a time (about 200 MB peak for 100,000 images).
+* Memory: annotations are light (paths and numbers, never pixels); pixels
+  are read a few chunks of images at a time, so memory stays bounded
+  whatever the number of images (measured in ``docs/benchmarks.md``).
 
 Examples
 --------
@@ -40,15 +41,7 @@ from tilestream.detection.annotations import (
 )
 from tilestream.detection.api import convert_coco, convert_csv, convert_voc, convert_yolo
 from tilestream.detection.coco import read_coco
-from tilestream.detection.convert import (
-    ConversionSummary,
-    SplitSummary,
-    assign_splits,
-    convert,
-    parse_split,
-    resolve_label_map,
-    shard_names,
-)
+from tilestream.detection.convert import ConvertOptions, convert, resolve_label_map
 from tilestream.detection.csv_format import read_csv
 from tilestream.detection.labelmap import (
     Keypoint,
@@ -60,6 +53,8 @@ from tilestream.detection.labelmap import (
 )
 from tilestream.detection.masks import annotation_mask, decode_rle, mask_to_png, polygons_to_mask
 from tilestream.detection.schema import COMMON_KEYS, FORMAT_KEYS, build_example, feature_spec
+from tilestream.detection.splits import assign_splits, parse_split, shard_names
+from tilestream.detection.summary import ConversionSummary, SplitSummary
 from tilestream.detection.to_coco import tfrecords_to_coco, write_coco
 from tilestream.detection.voc import read_voc
 from tilestream.detection.yolo import read_yolo, read_yolo_classes
@@ -70,6 +65,7 @@ __all__ = [
     "PROBLEM_KINDS",
     "AnnotationSet",
     "ConversionSummary",
+    "ConvertOptions",
     "ImageAnnotation",
     "Keypoint",
     "LabelMap",

@@ -1,27 +1,31 @@
 """The per-image work of a conversion and the pipeline that writes it in order.
 
-:func:`_process` turns one annotated image into its record (read into a reused
-buffer, validated, encoded around the image bytes); :class:`_InOrder` runs
-chunks of images on a thread pool, each worker writing its own chunk when its
-turn comes; :func:`_bounded_map` does the same through a process pool, the
-calling thread writing. Private to :mod:`tilestream.detection.convert`.
+:func:`_process` turns one annotated image into its record in named steps
+(:func:`_load` the bytes into a reused buffer, :func:`_frame` the size the
+boxes are in, :func:`check_objects`, :func:`_format_features` and
+:func:`_mask_feature`, then :func:`_assemble` the record around the image
+bytes). :func:`_run_chunks` runs chunks of images on a pool and writes their
+results in order; the pool is a stage: :class:`_ThreadStage` (each worker
+writes its own chunk when its turn comes) or :class:`_ProcessStage` (the
+calling thread writes). Private to :mod:`tilestream.detection.convert`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tilestream.detection.annotations import ImageAnnotation, Problem
+from tilestream.detection.annotations import ImageAnnotation, ObjectAnnotation, Problem
 from tilestream.detection.images import ImageBytes, ImageReadError, header_size, load_image_bytes
 from tilestream.detection.labelmap import LabelMap
 from tilestream.detection.masks import annotation_mask, mask_to_png
@@ -30,9 +34,11 @@ from tilestream.detection.validate import OnError, check_objects
 from tilestream.tfrecord import Feature, TFRecordWriter
 
 if TYPE_CHECKING:
-    from tilestream.detection.convert import ConversionSummary
+    from tilestream.detection.summary import ConversionSummary
 
 ProgressCallback = Callable[[int, int], None]
+#: One chunk: its split and its ``(image number, image)`` pairs.
+Chunk = tuple[str, list[tuple[int, ImageAnnotation]]]
 
 
 # --------------------------------------------------------------------------- per image
@@ -65,9 +71,9 @@ class _RecordBuffer:
 
     Each image is read straight into its record's place, the record's few
     other bytes are put around it, and the writer takes a view of the result:
-    no fresh ~100 KB allocation and no copy per image. (Fresh allocations on
-    worker threads cost page faults: glibc gives each thread an arena and
-    trims it as the images are freed.) :meth:`reset` once the chunk is written.
+    no fresh allocation and no copy per image. (Fresh allocations on worker
+    threads cost page faults: glibc gives each thread an arena and trims it
+    as the images are freed.) :meth:`reset` once the chunk is written.
     """
 
     def __init__(self, size: int = 1 << 21) -> None:
@@ -108,36 +114,48 @@ class _RecordBuffer:
         return self.view[start : start + got], start
 
 
-def _process(
-    number: int, image: ImageAnnotation, ctx: _Context, buffer: _RecordBuffer | None = None
-) -> _Result:
+def _load(
+    image: ImageAnnotation,
+    decode: bool,
+    buffer: _RecordBuffer | None,
+    headroom: int,
+    tailroom: int,
+) -> tuple[ImageBytes, int] | Problem:
+    """The image's bytes and size, and where they start in ``buffer`` (-1: not there).
+
+    Returns the :class:`Problem` instead when the file is missing, unreadable,
+    or not an image.
+    """
     spath = image.image_path
-    start = -1  # where the image's bytes are in buffer.view (-1: not there)
-    headroom = 320 + 4 * (len(image.filename) + len(image.source_id))  # room for the head
-    tailroom = 512 + 128 * len(image.objects)  # and the tail, but for masks: else one join
     try:
         with open(spath, "rb", buffering=0) as f:
             if buffer is None:
                 data: bytes | memoryview = f.readall()
+                start = -1
             else:
                 data, start = buffer.read(f, headroom, tailroom)
     except FileNotFoundError:
         msg = f"image file {spath} not found"
-        return _Result(None, [Problem("missing_image", image.source, msg, image=image.filename)])
+        return Problem("missing_image", image.source, msg, image=image.filename)
     except OSError as exc:
         msg = f"cannot read image {spath}: {exc}"
-        return _Result(None, [Problem("unreadable_image", image.source, msg, image=image.filename)])
+        return Problem("unreadable_image", image.source, msg, image=image.filename)
     try:
-        found = None if ctx.decode else header_size(data)
+        found = None if decode else header_size(data)
         if found is not None:
-            img = ImageBytes(data, *found, reencoded=False)
-        else:  # decode, or not a JPEG or PNG with a size in its header: Pillow looks
-            img = load_image_bytes(bytes(data), decode=ctx.decode)
-            start = -1
+            return ImageBytes(data, *found, reencoded=False), start
+        # decode, or not a JPEG or PNG with a size in its header: Pillow looks
+        return load_image_bytes(bytes(data), decode=decode), -1
     except ImageReadError as exc:
         msg = f"image {spath}: {exc}"
-        return _Result(None, [Problem("unreadable_image", image.source, msg, image=image.filename)])
-    del data
+        return Problem("unreadable_image", image.source, msg, image=image.filename)
+
+
+def _frame(image: ImageAnnotation, img: ImageBytes) -> tuple[float, float, list[Problem]]:
+    """The frame the boxes are in: the stated size (else the real one), 1 x 1 when normalised.
+
+    The problem list holds a ``size_mismatch`` when the stated size is not the real one.
+    """
     problems: list[Problem] = []
     width, height = float(img.width), float(img.height)
     if image.width is not None and image.height is not None:
@@ -146,14 +164,92 @@ def _process(
                 Problem(
                     "size_mismatch",
                     image.source,
-                    f"the annotation says {image.width}x{image.height}, the image {spath} is "
-                    f"{img.width}x{img.height}",
+                    f"the annotation says {image.width}x{image.height}, the image "
+                    f"{image.image_path} is {img.width}x{img.height}",
                     image=image.filename,
                 )
             )
         width, height = float(image.width), float(image.height)
     if image.normalized:
         width = height = 1.0
+    return width, height, problems
+
+
+#: The source formats with keys of their own.
+_EXTRA_FORMATS = frozenset({"voc", "coco"})
+
+
+def _format_features(fmt: str, objects: list[ObjectAnnotation]) -> dict[str, Feature]:
+    """The keys only one source format fills (VOC flags, COCO crowd and area)."""
+    extra: dict[str, Feature] = {}
+    if fmt == "voc":
+        extra["image/object/difficult"] = Feature.int64_list([int(o.difficult) for o in objects])
+        extra["image/object/truncated"] = Feature.int64_list([int(o.truncated) for o in objects])
+        extra["image/object/view"] = Feature.bytes_list([o.view for o in objects])
+    elif fmt == "coco":
+        extra["image/object/is_crowd"] = Feature.int64_list([int(o.is_crowd) for o in objects])
+        areas = [
+            o.area if o.area is not None else (o.xmax - o.xmin) * (o.ymax - o.ymin) for o in objects
+        ]
+        extra["image/object/area"] = Feature.float_list(np.asarray(areas, dtype=np.float32))
+    return extra
+
+
+def _mask_feature(image: ImageAnnotation, kept: list[int], img: ImageBytes) -> Feature | Problem:
+    """One PNG mask per kept object, from its segmentation; or the first that cannot be made."""
+    pngs: list[bytes] = []
+    for i in kept:
+        obj = image.objects[i]
+        try:
+            if obj.segmentation is None:
+                raise ValueError("the object has no segmentation")
+            mask = annotation_mask(obj.segmentation, height=img.height, width=img.width)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            return Problem(
+                "malformed_annotation",
+                image.source,
+                f"cannot make a mask: {exc}",
+                image=image.filename,
+                object=i,
+                label=obj.label,
+            )
+        pngs.append(mask_to_png(mask))
+    return Feature.bytes_list(pngs)
+
+
+def _assemble(
+    buffer: _RecordBuffer | None,
+    start: int,
+    data: bytes | memoryview,
+    head: bytes,
+    tail: bytes,
+    headroom: int,
+    tailroom: int,
+) -> bytes | memoryview:
+    """The record ``head + data + tail``: in place around ``data`` when it is in ``buffer``.
+
+    ``headroom`` and ``tailroom`` are the room :meth:`_RecordBuffer.read` left.
+    """
+    if buffer is not None and start >= 0 and len(head) <= headroom and len(tail) <= tailroom:
+        end = start + len(data)
+        buf = buffer.view
+        buf[start - len(head) : start] = head
+        buf[end : end + len(tail)] = tail
+        return buf[start - len(head) : end + len(tail)]
+    return b"".join([head, data, tail])
+
+
+def _process(
+    number: int, image: ImageAnnotation, ctx: _Context, buffer: _RecordBuffer | None = None
+) -> _Result:
+    """Image ``number`` as its record, or ``None`` and the problems that keep it out."""
+    headroom = 320 + 4 * (len(image.filename) + len(image.source_id))  # room for the head
+    tailroom = 512 + 128 * len(image.objects)  # and the tail, but for masks: else one join
+    loaded = _load(image, ctx.decode, buffer, headroom, tailroom)
+    if isinstance(loaded, Problem):
+        return _Result(None, [loaded])
+    img, start = loaded
+    width, height, problems = _frame(image, img)
     check = check_objects(
         image,
         width,
@@ -167,47 +263,22 @@ def _process(
         ctx.on_error == "skip" and number in ctx.image_problems
     ):
         return _Result(None, problems)
-    objects = [image.objects[i] for i in check.kept]
-    extra: dict[str, Feature] = {}
-    if ctx.format == "voc":
-        extra["image/object/difficult"] = Feature.int64_list([int(o.difficult) for o in objects])
-        extra["image/object/truncated"] = Feature.int64_list([int(o.truncated) for o in objects])
-        extra["image/object/view"] = Feature.bytes_list([o.view for o in objects])
-    elif ctx.format == "coco":
-        extra["image/object/is_crowd"] = Feature.int64_list([int(o.is_crowd) for o in objects])
-        areas = [
-            o.area if o.area is not None else (o.xmax - o.xmin) * (o.ymax - o.ymin) for o in objects
-        ]
-        extra["image/object/area"] = Feature.float_list(np.asarray(areas, dtype=np.float32))
+    objects = image.objects  # usually every object is kept
+    if len(check.kept) != len(objects):
+        objects = [objects[i] for i in check.kept]
+    extra = _format_features(ctx.format, objects) if ctx.format in _EXTRA_FORMATS else {}
     if ctx.include_masks:
-        pngs: list[bytes] = []
-        for i in check.kept:
-            obj = image.objects[i]
-            try:
-                if obj.segmentation is None:
-                    raise ValueError("the object has no segmentation")
-                mask = annotation_mask(obj.segmentation, height=img.height, width=img.width)
-            except (ValueError, TypeError, KeyError, IndexError) as exc:
-                problems.append(
-                    Problem(
-                        "malformed_annotation",
-                        image.source,
-                        f"cannot make a mask: {exc}",
-                        image=image.filename,
-                        object=i,
-                        label=obj.label,
-                    )
-                )
-                return _Result(None, problems)
-            pngs.append(mask_to_png(mask))
-        extra[MASK_KEY] = Feature.bytes_list(pngs)
-    fmt = ctx.jpeg_format if img.format == "jpeg" else img.format
+        masks = _mask_feature(image, check.kept, img)
+        if isinstance(masks, Problem):
+            problems.append(masks)
+            return _Result(None, problems)
+        extra[MASK_KEY] = masks
     texts = [o.label for o in objects]
     head, tail = record_parts(
         filename=image.filename,
         source_id=image.source_id,
         size=len(img.data),
-        image_format=fmt,
+        image_format=ctx.jpeg_format if img.format == "jpeg" else img.format,
         width=img.width,
         height=img.height,
         boxes=check.boxes,
@@ -216,16 +287,7 @@ def _process(
         extra=extra,
         sha256=hashlib.sha256(img.data).hexdigest(),
     )
-    record: bytes | memoryview
-    if buffer is not None and start >= 0 and len(head) <= headroom and len(tail) <= tailroom:
-        # the image is already in place: put the rest of the record around it
-        end = start + len(img.data)
-        buf = buffer.view
-        buf[start - len(head) : start] = head
-        buf[end : end + len(tail)] = tail
-        record = buf[start - len(head) : end + len(tail)]
-    else:
-        record = b"".join([head, img.data, tail])
+    record = _assemble(buffer, start, img.data, head, tail, headroom, tailroom)
     return _Result(record, problems, texts, check.dropped, check.clipped, img.reencoded)
 
 
@@ -242,56 +304,31 @@ def _chunks(
     numbers: list[int],
     images: list[ImageAnnotation],
     size: int,
-) -> Iterator[tuple[str, list[tuple[int, ImageAnnotation]]]]:
+) -> Iterator[Chunk]:
     for split_name, members in assignment.items():
         for start in range(0, len(members), size):
             part = members[start : start + size]
             yield split_name, [(numbers[j], images[j]) for j in part]
 
 
-def _bounded_map(
-    pool: Executor,
-    ctx: _Context,
-    chunks: Iterator[tuple[str, list[tuple[int, ImageAnnotation]]]],
-    window: int,
-) -> Iterator[tuple[str, list[_Result]]]:
-    """Results of ``chunks`` in order, with at most ``window`` chunks in flight."""
-    pending: deque[tuple[str, Future[list[_Result]]]] = deque()
-    try:
-        for split_name, items in chunks:
-            pending.append((split_name, pool.submit(_process_chunk, items, ctx)))
-            if len(pending) >= window:
-                name, fut = pending.popleft()
-                yield name, fut.result()
-        while pending:
-            name, fut = pending.popleft()
-            yield name, fut.result()
-    finally:
-        for _, fut in pending:
-            fut.cancel()
+# --------------------------------------------------------------------------- in order
 
 
+@dataclass
 class _Output:
     """The open writers and the running summary: takes each chunk's results in order."""
 
-    def __init__(
-        self,
-        writers: dict[str, list[TFRecordWriter]],
-        summary: ConversionSummary,
-        problems: list[Problem],
-        *,
-        skip_empty: bool,
-        total: int,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self.writers = writers
-        self.summary = summary
-        self.problems = problems
-        self.skip_empty = skip_empty
-        self.total = total
-        self.progress = progress
-        self.done = 0
-        self.written = dict.fromkeys(writers, 0)
+    writers: dict[str, list[TFRecordWriter]]
+    summary: ConversionSummary
+    problems: list[Problem]
+    skip_empty: bool
+    total: int
+    progress: ProgressCallback | None
+    done: int = 0
+    written: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.written = dict.fromkeys(self.writers, 0)
 
     def add(self, split_name: str, results: list[_Result]) -> None:
         summary = self.summary
@@ -299,30 +336,77 @@ class _Output:
         writers = self.writers[split_name]
         shards = len(writers)
         progress = self.progress
-        for res in results:
-            self.done += 1
-            if res.problems:
-                self.problems.extend(res.problems)
-            if res.record is None:
-                summary.skipped_images += 1
-            elif self.skip_empty and not res.texts:
-                summary.skipped_empty += 1
-            else:
-                k = self.written[split_name]
-                writers[k % shards].write(res.record)  # a buffer: written without a copy
-                self.written[split_name] = k + 1
-                split.images += 1
-                split.objects += len(res.texts)
-                split.negatives += not res.texts
-                split.classes.update(res.texts)
-                summary.dropped_objects += res.dropped
-                summary.clipped_boxes += res.clipped
-                summary.reencoded_images += res.reencoded
-            if progress is not None:
-                progress(self.done, self.total)
+        done, k = self.done, self.written[split_name]  # as locals in the loop
+        try:
+            for res in results:
+                done += 1
+                if res.problems:
+                    self.problems.extend(res.problems)
+                if res.record is None:
+                    summary.skipped_images += 1
+                elif self.skip_empty and not res.texts:
+                    summary.skipped_empty += 1
+                else:
+                    writers[k % shards].write(res.record)  # a buffer: written without a copy
+                    k += 1
+                    split.images += 1
+                    split.objects += len(res.texts)
+                    split.negatives += not res.texts
+                    split.classes.update(res.texts)
+                    summary.dropped_objects += res.dropped
+                    summary.clipped_boxes += res.clipped
+                    summary.reencoded_images += res.reencoded
+                if progress is not None:
+                    progress(done, self.total)
+        finally:
+            self.done, self.written[split_name] = done, k
 
 
-class _InOrder:
+class _Stage:
+    """Where chunks are processed: a pool, how a chunk goes in and how its result is written."""
+
+    def __init__(self, output: _Output, ctx: _Context, pool: Executor) -> None:
+        self.output = output
+        self.ctx = ctx
+        self.pool = pool
+
+    def __enter__(self) -> _Stage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)
+
+    def submit(
+        self, seq: int, split_name: str, items: list[tuple[int, ImageAnnotation]]
+    ) -> Future[Any]:
+        """Start chunk number ``seq``."""
+        raise NotImplementedError
+
+    def finish(self, split_name: str, future: Future[Any]) -> None:
+        """Wait for a chunk (the oldest in flight); re-raise its error."""
+        future.result()
+
+    def stop(self) -> None:
+        """Let no chunk still waiting for its turn write (after an error)."""
+
+
+class _ProcessStage(_Stage):
+    """Worker processes process each chunk; the calling thread writes the results."""
+
+    def __init__(self, output: _Output, ctx: _Context, workers: int) -> None:
+        spawn = multiprocessing.get_context("spawn")
+        super().__init__(output, ctx, ProcessPoolExecutor(workers, mp_context=spawn))
+
+    def submit(
+        self, seq: int, split_name: str, items: list[tuple[int, ImageAnnotation]]
+    ) -> Future[Any]:
+        return self.pool.submit(_process_chunk, items, self.ctx)
+
+    def finish(self, split_name: str, future: Future[Any]) -> None:
+        self.output.add(split_name, future.result())
+
+
+class _ThreadStage(_Stage):
     """Thread-pool jobs that process a chunk, then write it when its turn comes.
 
     Each worker serialises its own chunk as soon as every earlier chunk is
@@ -332,13 +416,17 @@ class _InOrder:
     is has always started: no job waits for one that cannot run.
     """
 
-    def __init__(self, output: _Output, ctx: _Context) -> None:
-        self.output = output
-        self.ctx = ctx
+    def __init__(self, output: _Output, ctx: _Context, workers: int) -> None:
+        super().__init__(output, ctx, ThreadPoolExecutor(workers, "tilestream-detection"))
         self.turn = 0
         self.stopped = False
         self.cond = threading.Condition()
         self.local = threading.local()
+
+    def submit(
+        self, seq: int, split_name: str, items: list[tuple[int, ImageAnnotation]]
+    ) -> Future[Any]:
+        return self.pool.submit(self.job, seq, split_name, items)
 
     def job(self, seq: int, split_name: str, items: list[tuple[int, ImageAnnotation]]) -> None:
         buffer = getattr(self.local, "buffer", None)
@@ -368,23 +456,31 @@ class _InOrder:
             self.stopped = True
             self.cond.notify_all()
 
-    def run(
-        self,
-        pool: ThreadPoolExecutor,
-        chunks: Iterator[tuple[str, list[tuple[int, ImageAnnotation]]]],
-        window: int,
-    ) -> None:
-        """Submit every chunk, at most ``window`` in flight; re-raise a job's error."""
-        pending: deque[Future[None]] = deque()
-        try:
-            for seq, (split_name, items) in enumerate(chunks):
-                pending.append(pool.submit(self.job, seq, split_name, items))
-                if len(pending) >= window:
-                    pending.popleft().result()
-            while pending:
-                pending.popleft().result()
-        finally:
-            if pending:
-                self.stop()
-                for fut in pending:
-                    fut.cancel()
+
+def _in_order(stage: _Stage, chunks: Iterator[Chunk], window: int) -> None:
+    """Submit every chunk to ``stage``, at most ``window`` in flight; finish them in order."""
+    pending: deque[tuple[str, Future[Any]]] = deque()
+    try:
+        for seq, (split_name, items) in enumerate(chunks):
+            pending.append((split_name, stage.submit(seq, split_name, items)))
+            if len(pending) >= window:
+                stage.finish(*pending.popleft())
+        while pending:
+            stage.finish(*pending.popleft())
+    finally:
+        if pending:
+            stage.stop()
+            for _, fut in pending:
+                fut.cancel()
+
+
+def _run_chunks(
+    executor: str, workers: int, output: _Output, ctx: _Context, chunks: Iterator[Chunk]
+) -> None:
+    """Process ``chunks`` on ``workers`` threads (or processes) and write them in order.
+
+    Two chunks per worker are in flight at most, so memory stays bounded.
+    """
+    stage_type = _ProcessStage if executor == "process" and workers > 1 else _ThreadStage
+    with stage_type(output, ctx, workers) as stage:
+        _in_order(stage, chunks, 2 * workers)

@@ -1,7 +1,10 @@
 """One call per format: parse the annotations and convert them.
 
 Each ``convert_<format>`` takes the format's own inputs and passes every other
-option to :func:`~tilestream.detection.convert.convert`.
+option (a :class:`~tilestream.detection.convert.ConvertOptions` key) to
+:func:`~tilestream.detection.convert.convert`. The option names are checked
+before the annotations are read: a misspelt one is a type error for mypy and a
+:class:`~tilestream.errors.ConfigError` at run time.
 
 Examples
 --------
@@ -19,18 +22,31 @@ Examples
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
+from tilestream.detection.annotations import AnnotationSet
 from tilestream.detection.coco import read_coco
-from tilestream.detection.convert import ConversionSummary, convert
+from tilestream.detection.convert import ConversionSummary, check_option_names, convert
 from tilestream.detection.csv_format import read_csv
 from tilestream.detection.voc import read_voc
 from tilestream.detection.yolo import read_yolo
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from tilestream.detection.convert import ConvertOptions
+
 __all__ = ["convert_coco", "convert_csv", "convert_voc", "convert_yolo"]
 
 PathLike = str | os.PathLike[str]
+
+
+def _read_and_convert(
+    read: Callable[[], AnnotationSet], out_dir: PathLike, options: ConvertOptions
+) -> ConversionSummary:
+    check_option_names(options)
+    return convert(read(), out_dir, **options)
 
 
 def convert_voc(
@@ -40,13 +56,16 @@ def convert_voc(
     image_set: str | None = None,
     annotations_dir: PathLike | None = None,
     images_dir: PathLike | None = None,
-    **options: Any,
+    **options: Unpack[ConvertOptions],
 ) -> ConversionSummary:
     """PASCAL VOC folder -> TFRecords (see :func:`~tilestream.detection.read_voc`)."""
-    source = read_voc(
-        data_dir, image_set=image_set, annotations_dir=annotations_dir, images_dir=images_dir
-    )
-    return convert(source, out_dir, **options)
+
+    def read() -> AnnotationSet:
+        return read_voc(
+            data_dir, image_set=image_set, annotations_dir=annotations_dir, images_dir=images_dir
+        )
+
+    return _read_and_convert(read, out_dir, options)
 
 
 def convert_coco(
@@ -54,10 +73,12 @@ def convert_coco(
     out_dir: PathLike,
     *,
     images_dir: PathLike | None = None,
-    **options: Any,
+    **options: Unpack[ConvertOptions],
 ) -> ConversionSummary:
     """COCO instances JSON -> TFRecords (see :func:`~tilestream.detection.read_coco`)."""
-    return convert(read_coco(annotations, images_dir=images_dir), out_dir, **options)
+    return _read_and_convert(
+        lambda: read_coco(annotations, images_dir=images_dir), out_dir, options
+    )
 
 
 def convert_csv(
@@ -65,10 +86,10 @@ def convert_csv(
     out_dir: PathLike,
     *,
     images_dir: PathLike | None = None,
-    **options: Any,
+    **options: Unpack[ConvertOptions],
 ) -> ConversionSummary:
     """TF Object Detection CSV -> TFRecords (see :func:`~tilestream.detection.read_csv`)."""
-    return convert(read_csv(csv_path, images_dir=images_dir), out_dir, **options)
+    return _read_and_convert(lambda: read_csv(csv_path, images_dir=images_dir), out_dir, options)
 
 
 def convert_yolo(
@@ -76,7 +97,7 @@ def convert_yolo(
     out_dir: PathLike,
     *,
     classes: Sequence[str] | PathLike | None = None,
-    **options: Any,
+    **options: Unpack[ConvertOptions],
 ) -> ConversionSummary:
     """YOLO / Darknet folder -> TFRecords (see :func:`~tilestream.detection.read_yolo`)."""
-    return convert(read_yolo(data_dir, classes=classes), out_dir, **options)
+    return _read_and_convert(lambda: read_yolo(data_dir, classes=classes), out_dir, options)

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tilestream.detection._parse import positive_int
 from tilestream.detection.annotations import (
     AnnotationSet,
     ImageAnnotation,
@@ -37,14 +38,6 @@ from tilestream.detection.annotations import (
 from tilestream.errors import AnnotationError
 
 __all__ = ["read_coco"]
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not math.isfinite(value) or value <= 0 or value != int(value):
-        return None
-    return int(value)
 
 
 def read_coco(
@@ -68,6 +61,23 @@ def read_coco(
     path = Path(annotations)
     spath = os.fspath(path)
     img_dir = Path(images_dir) if images_dir is not None else path.parent
+    data = _load_json(path)
+    problems: list[Problem] = []
+    categories = _read_categories(data["categories"], spath, problems)
+    images = _read_images(data["images"], spath, img_dir, problems)
+    for i, ann in enumerate(data.get("annotations", [])):
+        _add_annotation(i, ann, images, categories, spath, problems)
+    return AnnotationSet(
+        "coco",
+        list(images.values()),
+        problems,
+        source=spath,
+        categories=[(cid, name) for cid, name in categories.items() if isinstance(cid, int)],
+    )
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    """The file's top-level object, checked to hold the ``images`` and ``categories`` lists."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
@@ -85,117 +95,98 @@ def read_coco(
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
             raise AnnotationError(f"no {key!r} list: not a COCO instances file", path=path)
-    anns = data.get("annotations", [])
-    if not isinstance(anns, list):
+    if not isinstance(data.get("annotations", []), list):
         raise AnnotationError("'annotations' is not a list", path=path)
+    return data
 
-    problems: list[Problem] = []
+
+def _read_categories(entries: list[Any], spath: str, problems: list[Problem]) -> dict[Any, str]:
+    """``{category id: name}``; entries without an id and repeated ids are problems."""
     categories: dict[Any, str] = {}
-    for i, cat in enumerate(data["categories"]):
+    for i, cat in enumerate(entries):
         if not isinstance(cat, dict) or "id" not in cat:
             problems.append(Problem("malformed_annotation", spath, f"categories[{i}] has no id"))
             continue
-        name = str(cat.get("name") or "")
         if cat["id"] in categories:
-            problems.append(
-                Problem("malformed_annotation", spath, f"category id {cat['id']} appears twice")
-            )
-        categories[cat["id"]] = name
+            msg = f"category id {cat['id']} appears twice"
+            problems.append(Problem("malformed_annotation", spath, msg))
+        categories[cat["id"]] = str(cat.get("name") or "")
+    return categories
 
+
+def _read_images(
+    entries: list[Any], spath: str, img_dir: Path, problems: list[Problem]
+) -> dict[Any, ImageAnnotation]:
+    """``{image id: image}`` without objects; incomplete entries and repeated ids are problems."""
     images: dict[Any, ImageAnnotation] = {}
-    for i, entry in enumerate(data["images"]):
+    for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
-            problems.append(
-                Problem("malformed_annotation", spath, f"images[{i}] lacks an id or a file_name")
-            )
+            msg = f"images[{i}] lacks an id or a file_name"
+            problems.append(Problem("malformed_annotation", spath, msg))
             continue
         file_name = str(entry["file_name"])
         if entry["id"] in images:
-            problems.append(
-                Problem(
-                    "malformed_annotation",
-                    spath,
-                    f"image id {entry['id']} appears twice",
-                    image=file_name,
-                )
-            )
+            msg = f"image id {entry['id']} appears twice"
+            problems.append(Problem("malformed_annotation", spath, msg, image=file_name))
             continue
-        width, height = _positive_int(entry.get("width")), _positive_int(entry.get("height"))
         images[entry["id"]] = ImageAnnotation(
             file_name,
             os.fspath(img_dir / file_name),
             source=spath,
-            width=width,
-            height=height,
+            width=positive_int(entry.get("width")),
+            height=positive_int(entry.get("height")),
             source_id=str(entry["id"]),
         )
+    return images
 
-    for i, ann in enumerate(anns):
-        if not isinstance(ann, dict):
-            problems.append(Problem("malformed_annotation", spath, f"annotations[{i}] invalid"))
-            continue
-        image = images.get(ann.get("image_id"))
-        if image is None:
-            problems.append(
-                Problem(
-                    "malformed_annotation",
-                    spath,
-                    f"annotation id {ann.get('id')} refers to unknown image_id "
-                    f"{ann.get('image_id')!r}",
-                )
-            )
-            continue
-        number = len(image.objects)
-        label = categories.get(ann.get("category_id"))
-        if label is None:
-            problems.append(
-                Problem(
-                    "unknown_class",
-                    spath,
-                    f"annotation id {ann.get('id')}: category_id {ann.get('category_id')!r} "
-                    "is not in 'categories'",
-                    image=image.filename,
-                    object=number,
-                )
-            )
-            label = ""
-        bbox = ann.get("bbox")
-        ok = (
-            isinstance(bbox, list)
-            and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+
+def _add_annotation(
+    i: int,
+    ann: Any,
+    images: dict[Any, ImageAnnotation],
+    categories: dict[Any, str],
+    spath: str,
+    problems: list[Problem],
+) -> None:
+    """Append annotation ``i`` to its image's objects (NaN box or empty class on a problem)."""
+    if not isinstance(ann, dict):
+        problems.append(Problem("malformed_annotation", spath, f"annotations[{i}] invalid"))
+        return
+    image = images.get(ann.get("image_id"))
+    where = f"annotation id {ann.get('id')}"
+    if image is None:
+        msg = f"{where} refers to unknown image_id {ann.get('image_id')!r}"
+        problems.append(Problem("malformed_annotation", spath, msg))
+        return
+    number = len(image.objects)
+    label = categories.get(ann.get("category_id"))
+    if label is None:
+        msg = f"{where}: category_id {ann.get('category_id')!r} is not in 'categories'"
+        problems.append(Problem("unknown_class", spath, msg, image=image.filename, object=number))
+        label = ""
+    bbox = ann.get("bbox")
+    if isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox):
+        x, y, w, h = (float(v) for v in bbox)
+    else:
+        msg = f"{where}: bbox {bbox!r} is not [x, y, w, h]"
+        problems.append(
+            Problem("bad_box", spath, msg, image=image.filename, object=number, label=label or None)
         )
-        if not ok:
-            problems.append(
-                Problem(
-                    "bad_box",
-                    spath,
-                    f"annotation id {ann.get('id')}: bbox {bbox!r} is not [x, y, w, h]",
-                    image=image.filename,
-                    object=number,
-                    label=label or None,
-                )
-            )
-            x = y = w = h = math.nan
-        else:
-            x, y, w, h = (float(v) for v in bbox)  # type: ignore[union-attr]
-        area = ann.get("area")
-        image.objects.append(
-            ObjectAnnotation(
-                x,
-                y,
-                x + w,
-                y + h,
-                label,
-                is_crowd=bool(ann.get("iscrowd", 0)),
-                area=float(area) if isinstance(area, (int, float)) else None,
-                segmentation=ann.get("segmentation") or None,
-            )
+        x = y = w = h = math.nan
+    area = ann.get("area")
+    image.objects.append(
+        ObjectAnnotation(
+            x,
+            y,
+            x + w,
+            y + h,
+            label,
+            is_crowd=bool(ann.get("iscrowd", 0)),
+            area=float(area) if isinstance(area, (int, float)) else None,
+            segmentation=ann.get("segmentation") or None,
         )
-    return AnnotationSet(
-        "coco",
-        list(images.values()),
-        problems,
-        source=spath,
-        categories=[(cid, name) for cid, name in categories.items() if isinstance(cid, int)],
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -23,9 +23,10 @@ import math
 import operator
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tilestream.detection._parse import positive_int_text
 from tilestream.detection.annotations import (
     AnnotationSet,
     ImageAnnotation,
@@ -37,16 +38,6 @@ from tilestream.errors import AnnotationError
 __all__ = ["CSV_COLUMNS", "read_csv"]
 
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
-
-
-def _size(value: str) -> int | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(number) or number <= 0 or number != int(number):
-        return None
-    return int(number)
 
 
 def read_csv(
@@ -78,19 +69,9 @@ def read_csv(
 
 
 def _read_rows(reader: Iterator[list[str]], path: Path, img_dir: str) -> AnnotationSet:
+    """One image per file name, one object per row (none for a negative's row)."""
     spath = os.fspath(path)
-    header_row = next(reader, None)
-    if header_row is None or not any(h.strip() for h in header_row):
-        raise AnnotationError("the CSV file is empty", path=path)
-    header = [h.strip().lower() for h in header_row]
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        raise AnnotationError(
-            f"CSV header lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}",
-            path=path,
-        )
-    pick = operator.itemgetter(*[header.index(name) for name in CSV_COLUMNS])
-    ncols = len(header)
+    pick, ncols = _columns(next(reader, None), path)
     images: dict[str, ImageAnnotation] = {}
     sizes: dict[str, tuple[str, str]] = {}
     problems: list[Problem] = []
@@ -98,36 +79,18 @@ def _read_rows(reader: Iterator[list[str]], path: Path, img_dir: str) -> Annotat
     for line_no, row in enumerate(reader, start=2):
         values = [cell.strip() for cell in pick(row)] if len(row) >= ncols else None
         if values is None or not values[0]:  # rare: a blank, short or nameless row
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            where = f"{spath}:{line_no}"
-            if values is None:
-                msg = f"row has {len(row)} fields, the header has {ncols}"
-                problems.append(Problem("malformed_annotation", where, msg))
-            else:
-                problems.append(Problem("malformed_annotation", where, "empty filename"))
+            problems += _odd_row(row, values is None, ncols, f"{spath}:{line_no}")
             continue
         filename, width, height, label = values[0], values[1], values[2], values[3]
         image = images.get(filename)
         if image is None:
-            image = ImageAnnotation(
-                filename,
-                os.path.join(img_dir, filename),
-                source=spath,
-                width=_size(width),
-                height=_size(height),
-            )
+            w, h = positive_int_text(width), positive_int_text(height)
+            image_path = os.path.join(img_dir, filename)
+            image = ImageAnnotation(filename, image_path, source=spath, width=w, height=h)
             images[filename] = image
             sizes[filename] = (width, height)
-            if image.width is None or image.height is None:
-                problems.append(
-                    Problem(
-                        "malformed_annotation",
-                        f"{spath}:{line_no}",
-                        f"width/height {width!r}/{height!r} are not positive integers",
-                        image=filename,
-                    )
-                )
+            if w is None or h is None:
+                problems.append(_bad_size(filename, width, height, f"{spath}:{line_no}"))
         elif sizes[filename] != (width, height):
             first = sizes[filename]
             problems.append(
@@ -144,18 +107,44 @@ def _read_rows(reader: Iterator[list[str]], path: Path, img_dir: str) -> Annotat
         try:
             coords = [float(c) for c in coords_text]
         except ValueError:
+            msg = f"coordinates {coords_text} are not all numbers"
+            number, where = len(image.objects), f"{spath}:{line_no}"
             problems.append(
-                Problem(
-                    "bad_box",
-                    f"{spath}:{line_no}",
-                    f"coordinates {coords_text} are not all numbers",
-                    image=filename,
-                    object=len(image.objects),
-                    label=label or None,
-                )
+                Problem("bad_box", where, msg, image=filename, object=number, label=label or None)
             )
             coords = nan4
         image.objects.append(
             ObjectAnnotation(coords[0], coords[1], coords[2], coords[3], sys.intern(label))
         )
     return AnnotationSet("csv", list(images.values()), problems, source=spath)
+
+
+def _columns(
+    header_row: list[str] | None, path: Path
+) -> tuple[Callable[[list[str]], tuple[str, ...]], int]:
+    """A getter of the :data:`CSV_COLUMNS` of a row, in that order, and the header's length."""
+    if header_row is None or not any(h.strip() for h in header_row):
+        raise AnnotationError("the CSV file is empty", path=path)
+    header = [h.strip().lower() for h in header_row]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise AnnotationError(
+            f"CSV header lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}",
+            path=path,
+        )
+    return operator.itemgetter(*[header.index(name) for name in CSV_COLUMNS]), len(header)
+
+
+def _odd_row(row: list[str], short: bool, ncols: int, where: str) -> list[Problem]:
+    """The problem of a row with too few fields or no file name; none for a blank row."""
+    if not row or all(not cell.strip() for cell in row):
+        return []
+    if short:
+        msg = f"row has {len(row)} fields, the header has {ncols}"
+        return [Problem("malformed_annotation", where, msg)]
+    return [Problem("malformed_annotation", where, "empty filename")]
+
+
+def _bad_size(filename: str, width: str, height: str, where: str) -> Problem:
+    msg = f"width/height {width!r}/{height!r} are not positive integers"
+    return Problem("malformed_annotation", where, msg, image=filename)

@@ -31,10 +31,10 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Union
 
 from tilestream._util.atomic import atomic_write
+from tilestream.detection._parse import read_utf8
 from tilestream.errors import AnnotationError
 
 __all__ = [
@@ -500,12 +500,7 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap:
     AnnotationError
         When the file is missing, not UTF-8 or not a valid label map.
     """
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except FileNotFoundError as exc:
-        raise AnnotationError("label map file not found", path=path) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"cannot read label map: {exc}", path=path) from exc
+    text = read_utf8(path, missing="label map file not found", unreadable="cannot read label map")
     return parse_label_map(text, path=path)
 
 

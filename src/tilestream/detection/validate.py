@@ -46,6 +46,8 @@ OnError = Literal["fail", "skip", "clip"]
 # Boxes may exceed the image by rounding noise (e.g. normalised 1.0000001).
 _EPS = 1e-6
 
+Box = tuple[float, float, float, float]
+
 
 def check_on_error(on_error: str) -> OnError:
     """Validate an ``on_error`` value."""
@@ -106,72 +108,74 @@ def check_objects(
                 # inside the frame: each quotient is already in [0, 1]
                 boxes.append((xmin / width, ymin / height, xmax / width, ymax / height))
             else:  # within rounding noise of an edge
-                boxes.append(
-                    (
-                        min(max(xmin / width, 0.0), 1.0),
-                        min(max(ymin / height, 0.0), 1.0),
-                        min(max(xmax / width, 0.0), 1.0),
-                        min(max(ymax / height, 0.0), 1.0),
-                    )
-                )
+                boxes.append(_normalised((xmin, ymin, xmax, ymax), width, height))
             labels.append(label_id)
             continue
-        if i in reported or not math.isfinite(xmin + ymin + xmax + ymax):
-            if i not in reported:
-                _problem(
-                    res,
-                    image,
-                    i,
-                    obj.label,
-                    "bad_box",
-                    f"box {(xmin, ymin, xmax, ymax)} is not finite",
-                )
+        box = _check_one(res, image, i, label_id, (width, height, eps), on_error, i in reported)
+        if box is None or label_id is None:
             res.dropped += 1
             continue
-
-        def problem(kind: str, message: str, i: int = i, label: str = obj.label) -> None:
-            _problem(res, image, i, label, kind, message)
-
-        if label_id is None:
-            if not obj.label.strip():
-                problem("empty_class", "the class name is empty")
-            else:
-                problem("unknown_class", f"class {obj.label!r} is not in the label map")
-        box_ok = True
-        if xmax <= xmin or ymax <= ymin:
-            problem(
-                "degenerate_box",
-                f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} has no area "
-                "(needs xmax > xmin and ymax > ymin)",
-            )
-            box_ok = False
-        elif xmin < -eps or ymin < -eps or xmax > width + eps or ymax > height + eps:
-            problem(
-                "box_outside",
-                f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g} extends beyond "
-                f"the image ({width:g}x{height:g})",
-            )
-            if on_error == "clip":
-                xmin, xmax = min(max(xmin, 0.0), width), min(max(xmax, 0.0), width)
-                ymin, ymax = min(max(ymin, 0.0), height), min(max(ymax, 0.0), height)
-                box_ok = xmax > xmin and ymax > ymin
-                res.clipped += box_ok
-            else:
-                box_ok = False
-        if not box_ok or label_id is None:
-            res.dropped += 1
-            continue
-        res.kept.append(i)
-        res.boxes.append(
-            (
-                min(max(xmin / width, 0.0), 1.0),
-                min(max(ymin / height, 0.0), 1.0),
-                min(max(xmax / width, 0.0), 1.0),
-                min(max(ymax / height, 0.0), 1.0),
-            )
-        )
-        res.labels.append(label_id)
+        kept.append(i)
+        boxes.append(_normalised(box, width, height))
+        labels.append(label_id)
     return res
+
+
+def _normalised(box: Box, width: float, height: float) -> Box:
+    """``box`` as fractions of the frame, each clamped to [0, 1]."""
+    xmin, ymin, xmax, ymax = box
+    return (
+        min(max(xmin / width, 0.0), 1.0),
+        min(max(ymin / height, 0.0), 1.0),
+        min(max(xmax / width, 0.0), 1.0),
+        min(max(ymax / height, 0.0), 1.0),
+    )
+
+
+def _check_one(
+    res: ObjectCheck,
+    image: ImageAnnotation,
+    i: int,
+    label_id: int | None,
+    frame: tuple[float, float, float],
+    on_error: OnError,
+    reported: bool,
+) -> Box | None:
+    """Report object ``i`` 's problems into ``res``; return its usable box (clipped), if any.
+
+    ``frame`` is ``(width, height, tolerance)``. A parser-reported object is
+    dropped without a report.
+    """
+    obj = image.objects[i]
+    xmin, ymin, xmax, ymax = obj.xmin, obj.ymin, obj.xmax, obj.ymax
+    width, height, eps = frame
+    if reported or not math.isfinite(xmin + ymin + xmax + ymax):
+        if not reported:
+            msg = f"box {(xmin, ymin, xmax, ymax)} is not finite"
+            _problem(res, image, i, obj.label, "bad_box", msg)
+        return None
+    if label_id is None:
+        if not obj.label.strip():
+            _problem(res, image, i, obj.label, "empty_class", "the class name is empty")
+        else:
+            msg = f"class {obj.label!r} is not in the label map"
+            _problem(res, image, i, obj.label, "unknown_class", msg)
+    where = f"box xmin={xmin:g} ymin={ymin:g} xmax={xmax:g} ymax={ymax:g}"
+    if xmax <= xmin or ymax <= ymin:
+        msg = f"{where} has no area (needs xmax > xmin and ymax > ymin)"
+        _problem(res, image, i, obj.label, "degenerate_box", msg)
+        return None
+    if xmin < -eps or ymin < -eps or xmax > width + eps or ymax > height + eps:
+        msg = f"{where} extends beyond the image ({width:g}x{height:g})"
+        _problem(res, image, i, obj.label, "box_outside", msg)
+        if on_error != "clip":
+            return None
+        xmin, xmax = min(max(xmin, 0.0), width), min(max(xmax, 0.0), width)
+        ymin, ymax = min(max(ymin, 0.0), height), min(max(ymax, 0.0), height)
+        if not (xmax > xmin and ymax > ymin):
+            return None
+        res.clipped += 1
+    return (xmin, ymin, xmax, ymax)
 
 
 def _problem(

@@ -25,6 +25,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from tilestream.detection._parse import IMAGE_EXTS, positive_int_text
 from tilestream.detection.annotations import (
     AnnotationSet,
     ImageAnnotation,
@@ -34,8 +35,6 @@ from tilestream.detection.annotations import (
 from tilestream.errors import AnnotationError
 
 __all__ = ["parse_voc_xml", "read_voc"]
-
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 def _text(node: ET.Element | None, tag: str) -> str | None:
@@ -55,18 +54,6 @@ def _flag(node: ET.Element, tag: str) -> bool:
         return float(value) != 0
     except ValueError:
         return value.lower() in {"true", "yes"}
-
-
-def _int_or_none(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(number) or number <= 0 or number != int(number):
-        return None
-    return int(number)
 
 
 def parse_voc_xml(
@@ -97,18 +84,18 @@ def parse_voc_xml(
     if not filename:
         filename = Path(spath).stem
         candidates = list(Path(images_dir).glob(f"{filename}.*"))
-        candidates = [p for p in candidates if p.suffix.lower() in _IMAGE_EXTS]
+        candidates = [p for p in candidates if p.suffix.lower() in IMAGE_EXTS]
         if candidates:
             filename = candidates[0].name
     image_path = Path(images_dir) / filename
     if not image_path.exists() and not Path(filename).suffix:
-        for ext in _IMAGE_EXTS:
+        for ext in IMAGE_EXTS:
             if (Path(images_dir) / (filename + ext)).exists():
                 image_path = Path(images_dir) / (filename + ext)
                 break
     size = root.find("size")
-    width = _int_or_none(_text(size, "width"))
-    height = _int_or_none(_text(size, "height"))
+    width = positive_int_text(_text(size, "width"))
+    height = positive_int_text(_text(size, "height"))
     objects: list[ObjectAnnotation] = []
     for number, obj in enumerate(root.iter("object")):
         name = _text(obj, "name") or ""

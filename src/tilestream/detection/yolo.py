@@ -25,6 +25,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from tilestream.detection._parse import IMAGE_EXTS, read_utf8
 from tilestream.detection.annotations import (
     AnnotationSet,
     ImageAnnotation,
@@ -35,17 +36,10 @@ from tilestream.errors import AnnotationError
 
 __all__ = ["read_yolo", "read_yolo_classes"]
 
-_IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-
 
 def read_yolo_classes(path: str | os.PathLike[str]) -> list[str]:
     """Read a ``classes.txt`` / ``obj.names`` file: one class name per line."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except FileNotFoundError as exc:
-        raise AnnotationError("classes file not found", path=path) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"cannot read classes file: {exc}", path=path) from exc
+    text = read_utf8(path, missing="classes file not found", unreadable="cannot read classes file")
     names = [line.strip() for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()
@@ -175,7 +169,7 @@ def read_yolo(
     names = read_yolo_classes(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)
     search = root / "images" if (root / "images").is_dir() else root
     image_files = sorted(
-        p for p in search.rglob("*") if p.suffix.lower() in _IMAGE_EXTS and p.is_file()
+        p for p in search.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
     )
     if not image_files:
         raise AnnotationError("no images found", path=search)
