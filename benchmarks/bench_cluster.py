@@ -32,7 +32,7 @@ def _source() -> Path:
 
 def make_slides(n: int, size: int) -> list[Path]:
     """Generate (once, cached) ``n`` slides of ``size`` x ``size`` pixels."""
-    from tilestream.slide.synthetic import make_synthetic_slide
+    from tilestream.testing.synthetic import make_synthetic_slide
 
     folder = WORK / f"slides-{size}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ CONTENDERS = ("tilestream", "tensorflow")
 
 
 def _ts(op: str, src: Path, merged: Path, out: Path) -> int:
-    from tilestream.dataset import extract_tiles, merge_tfrecords, shuffle_tfrecord, split_tfrecord
+    from tilestream.dataset import merge_tfrecords, shuffle_tfrecord, split_tfrecord, tfrecord_to_images
 
     if op == "merge":
         return merge_tfrecords(sorted(src.glob("*.tfrecords")), out / "merged.tfrecords")
@@ -69,7 +69,7 @@ def _ts(op: str, src: Path, merged: Path, out: Path) -> int:
         return sum(split_tfrecord(merged, out).values())
     if op == "shuffle":
         return shuffle_tfrecord(merged, output=out / "shuffled.tfrecords", seed=0)
-    return extract_tiles(merged, out)
+    return tfrecord_to_images(merged, out)
 
 
 def _tf(op: str, src: Path, merged: Path, out: Path) -> int:

@@ -62,7 +62,7 @@ def _testdata() -> Path:
 
 def make_slide(size: int) -> Path:
     """Generate (once, cached) an Aperio-style slide of ``size`` x ``size`` with 256 px tiles."""
-    from tilestream.slide.synthetic import make_synthetic_slide
+    from tilestream.testing.synthetic import make_synthetic_slide
 
     WORK.mkdir(exist_ok=True)
     path = WORK / f"synthetic-{size}.svs"

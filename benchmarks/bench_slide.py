@@ -1,7 +1,7 @@
 """Benchmark: every 256 px tile of a large Aperio slide, tilestream against OpenSlide and libvips.
 
 The slide: a 20,000 x 20,000 Aperio-style SVS written by
-``tilestream.slide.synthetic.make_synthetic_slide`` (240 px JPEG tiles stored
+``tilestream.testing.synthetic.make_synthetic_slide`` (240 px JPEG tiles stored
 as RGB like Aperio's, quality 70, levels 1/4/16, about half the area tissue
 cut from the real ``CMU-1-Small-Region.svs`` of the shared test data), cached
 under ``benchmarks/_work/slide/`` (git-ignored).
@@ -83,7 +83,7 @@ def testdata_root() -> Path:
 
 def ensure_slide(size: int) -> Path:
     """The benchmark slide of ``size`` x ``size`` pixels, generated once."""
-    from tilestream.slide.synthetic import make_synthetic_slide
+    from tilestream.testing.synthetic import make_synthetic_slide
 
     path = WORK / f"aperio-{size}-q70-seed0.svs"
     if not path.exists():

@@ -50,7 +50,7 @@ def testdata_slides() -> Path:
 
 def synthetic(size: int) -> Path:
     """A generated Aperio-style pyramid (cached under benchmarks/_work)."""
-    from tilestream.slide.synthetic import make_synthetic_slide
+    from tilestream.testing.synthetic import make_synthetic_slide
 
     WORK.mkdir(exist_ok=True)
     path = WORK / f"viewer-synthetic-{size}.svs"

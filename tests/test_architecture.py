@@ -55,6 +55,10 @@ class Import:
 
 def _modules() -> dict[str, Module]:
     out: dict[str, Module] = {}
+    for stub in sorted(PACKAGE.rglob("*.pyi")):  # compiled modules, known by their stubs
+        if not stub.with_suffix(".py").exists():
+            name = ".".join(stub.relative_to(SRC).with_suffix("").parts)
+            out[name] = Module(name, stub, False)
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = list(path.relative_to(SRC).with_suffix("").parts)
         is_package = parts[-1] == "__init__"

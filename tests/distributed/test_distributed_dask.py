@@ -18,7 +18,7 @@ from tilestream.distributed import dask_executor, parse_cluster_spec
 from tilestream.errors import ConfigError
 from tilestream.extract import ExtractConfig, SlideTask, extract_slides
 from tilestream.extract.run import run_slide_task
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import MAX_GRID_POSITIONS, plan_grid
 from tilestream.slide import open_slide
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ import pytest
 from _outputs import assert_same_outputs
 from tilestream.extract import ExtractConfig, extract_slides
 from tilestream.runfolder import slide_staleness, stale_slides
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 from tilestream.tfrecord import iter_records, load_index
 
 NAME = "CMU-1-Small-Region"

@@ -18,7 +18,7 @@ from tilestream.extract.engine import SlideTask, _remove_stale_temp_files, extra
 from tilestream.extract.run import run_slide_task
 from tilestream.extract.sources import check_slide_name
 from tilestream.runfolder import slide_outputs
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 
 
 def test_starting_a_slide_removes_only_its_own_leftovers(tmp_path: Path) -> None:

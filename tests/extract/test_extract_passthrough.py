@@ -9,7 +9,7 @@ import openslide
 import pytest
 
 from tilestream.extract import extract_tiles
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 from tilestream.tfrecord import TFRecord, decode_image
 
 

@@ -29,7 +29,7 @@ from tilestream.extract.write import (
     write_tiles,
 )
 from tilestream.runfolder import OUTPUT_KINDS, slide_outputs
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 from tilestream.tfrecord import TFRecord
 
 CONFIG = ExtractConfig(tile_px=128, tile_um=256)

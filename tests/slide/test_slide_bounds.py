@@ -30,7 +30,7 @@ from tilestream.errors import CorruptSlideError, SlideError, SlideTooLargeError
 from tilestream.slide import DeepZoomGenerator, open_slide
 from tilestream.slide import overview as overview_module
 from tilestream.slide.limits import SlideLimits, default_limits, set_default_limits
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 
 TESTS = Path(__file__).resolve().parents[1]
 CAP = 3 << 30  # address space of the child: the declared sizes need terabytes

@@ -13,7 +13,7 @@ from openslide.deepzoom import DeepZoomGenerator as OpenSlideDeepZoom
 
 from tilestream.slide import Slide, open_slide
 from tilestream.slide.deepzoom import DeepZoomGenerator
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 
 pytestmark = pytest.mark.testdata
 

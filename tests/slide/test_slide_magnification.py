@@ -24,8 +24,8 @@ from tilestream.slide.magnification import (
     region,
     region_at_another_scale,
 )
-from tilestream.slide.synthetic import SyntheticSlide, make_synthetic_slide
 from tilestream.slide.tiling import TileDict, single_tile, tiles
+from tilestream.testing.synthetic import SyntheticSlide, make_synthetic_slide
 
 pytestmark = pytest.mark.testdata
 

@@ -13,8 +13,8 @@ from PIL import Image
 from tilestream.errors import CorruptSlideError
 from tilestream.slide import open_slide
 from tilestream.slide.base import MAX_AUTO_CACHE_BYTES
-from tilestream.slide.synthetic import make_synthetic_slide
 from tilestream.slide.tiling import tiles
+from tilestream.testing.synthetic import make_synthetic_slide
 
 CMU = "CMU-1-Small-Region.svs"
 # Real slides the tifffile backend reads, with stored tiles of several kinds: RGB JPEG

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from tilestream.errors import ConfigError, SlideError
-from tilestream.slide.synthetic import (
+from tilestream.testing.synthetic import (
     BACKGROUND,
     PATCH,
     SyntheticSlide,
@@ -251,7 +251,7 @@ def test_forty_thousand_pixels_square_in_bounded_memory(tmp_path: Path, cmu_slid
     script = textwrap.dedent(
         f"""
         import sys
-        from tilestream.slide.synthetic import make_synthetic_slide
+        from tilestream.testing.synthetic import make_synthetic_slide
         make_synthetic_slide(sys.argv[1], width=40_000, height=40_000, source_tiles={str(cmu_slide)!r})
         with open("/proc/self/status") as f:
             print(next(line.split()[1] for line in f if line.startswith("VmHWM:")))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from _http import request
-from tilestream.slide.synthetic import make_synthetic_slide
+from tilestream.testing.synthetic import make_synthetic_slide
 from tilestream.viewer import ViewerServer
 
 SLIDE = "CMU-1-Small-Region"

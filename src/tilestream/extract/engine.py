@@ -60,7 +60,7 @@ from tilestream.extract.write import (
     write_tiles,
 )
 from tilestream.runfolder import output_sizes, slide_outputs
-from tilestream.slide.backend import MAX_AUTO_CACHE_BYTES
+from tilestream.slide.tilecache import MAX_AUTO_CACHE_BYTES
 
 __all__ = [
     "SlideResult",
