@@ -16,12 +16,13 @@ the background already filled in) and are encoded by libjpeg-turbo
 - encoded tiles are kept in a small LRU (:class:`BytesLRU`), so panning back
   costs nothing.
 
-A tile reduced 2x, 4x or 8x from a finer slide level with stored JPEG tiles is
-assembled from those tiles decoded at that scale in the DCT (libjpeg-turbo's
-scaled decoding, :mod:`tilestream.viewer.scaled`): no full decode, no reduction.
-Otherwise a reduction by an exact integer factor is a box filter (area
-averaging, as libvips builds Deep Zoom pyramids, several times cheaper than
-Lanczos); any other factor is Lanczos, as OpenSlide's generator. Pixels
+A tile reduced by an exact integer factor from a finer slide level is the
+slide layer's reduced read (:meth:`tilestream.slide.Slide.read_region_reduced`):
+a box filter (area averaging, as libvips builds Deep Zoom pyramids, several
+times cheaper than Lanczos) served from the stored tiles reduced once each and
+cached by the slide handle; reduced 2x, 4x or 8x from plain JPEG tiles, they are
+decoded at that scale in the DCT (its ``scaled_decoding``: no full decode, no
+reduction). Any other factor is Lanczos, as OpenSlide's generator. Pixels
 therefore equal OpenSlide's on the levels read 1:1 and are close to a
 box-filtered version of OpenSlide's region elsewhere.
 
@@ -54,7 +55,6 @@ from PIL import Image
 
 from tilestream.slide import DeepZoomGenerator, Slide
 from tilestream.viewer.pool import SlidePool
-from tilestream.viewer.scaled import ScaledTiles
 
 __all__ = [
     "LEVEL_IMAGE_PIXELS",
@@ -139,7 +139,8 @@ class TileRenderer:
         Deep Zoom levels up to this size are rendered whole once and cropped (0: never).
     scaled_decoding
         Read tiles reduced 2x, 4x or 8x from a finer slide level by decoding its
-        stored JPEG tiles at that scale (:class:`~tilestream.viewer.scaled.ScaledTiles`).
+        stored JPEG tiles at that scale (``scaled_decoding`` of
+        :meth:`~tilestream.slide.Slide.read_region_reduced`).
     """
 
     def __init__(
@@ -168,7 +169,7 @@ class TileRenderer:
         self._level_images: dict[int, NDArray[np.uint8]] = {}
         self._level_lock = threading.Lock()
         self._whole = self._whole_levels(level_image_pixels)
-        self._scaled = ScaledTiles(pool) if scaled_decoding else None
+        self.scaled_decoding = scaled_decoding
 
     @property
     def level_count(self) -> int:
@@ -254,11 +255,6 @@ class TileRenderer:
             y0 = max(0, row * self.tile_size - self.overlap)
             return image[y0 : y0 + th, x0 : x0 + tw]
         location, slide_level, size = self.dz.get_tile_coordinates(level, (col, row))
-        k = size[0] // tw
-        if self._scaled is not None and size == (k * tw, k * th) and k >= 2:
-            arr = self._scaled.region(slide_level, location, k, (tw, th))
-            if arr is not None:
-                return arr
         pixels = size[0] * size[1]
         if pixels > MAX_TILE_SOURCE_PIXELS:
             raise TileNotFound(
@@ -266,9 +262,15 @@ class TileRenderer:
                 f"of slide level {slide_level} (more than {MAX_TILE_SOURCE_PIXELS}): the slide "
                 "has no pyramid level near this scale"
             )
+        k = size[0] // tw
         with self.pool.handle() as slide:
             if pixels > MAX_SOURCE_PIXELS:
                 arr = _read_reduced(slide, location, slide_level, size, (tw, th))
+            elif k >= 2 and size == (k * tw, k * th):
+                # the box mean of Image.reduce, as _fit would compute it, from the stored tiles
+                return slide.read_region_reduced(
+                    location, slide_level, (tw, th), k, scaled_decoding=self.scaled_decoding
+                )
             else:
                 arr = slide.read_region(location, slide_level, size, as_array=True)
         return _fit(arr, (tw, th))
