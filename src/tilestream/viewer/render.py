@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
@@ -53,6 +52,7 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
+from tilestream._util.lru import LRU
 from tilestream.slide import DeepZoomGenerator, Slide
 from tilestream.viewer.pool import SlidePool
 
@@ -84,42 +84,18 @@ class TileNotFound(LookupError):
     """A tile level or address outside the Deep Zoom pyramid (HTTP 404)."""
 
 
-class BytesLRU:
-    """A thread-safe LRU of byte strings, bounded in total bytes.
+class BytesLRU(LRU[Hashable, bytes]):
+    """A thread-safe LRU of byte strings bounded in total bytes (:class:`~tilestream._util.lru.LRU`).
 
     >>> lru = BytesLRU(max_bytes=5)
-    >>> lru.put("a", b"abc"); lru.put("b", b"de"); lru.put("c", b"f")
+    >>> lru.put("a", b"abc"), lru.put("b", b"de"), lru.put("c", b"f")
+    (True, True, True)
     >>> lru.get("a"), lru.get("c"), lru.nbytes
     (None, b'f', 3)
     """
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> bytes | None:
-        """The value of ``key`` (now most recently used), or ``None``."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: bytes) -> None:
-        """Store ``value``, evicting the least recently used values beyond the budget."""
-        if len(value) > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.nbytes -= len(old)
-            self._items[key] = value
-            self.nbytes += len(value)
-            while self.nbytes > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self.nbytes -= len(dropped)
+        super().__init__(max_bytes=max_bytes, sizeof=len)
 
 
 class TileRenderer:
