@@ -53,14 +53,16 @@ class ViewerApp:
     ) -> None:
         self.catalog = catalog
         self.handles_per_slide = handles_per_slide
+        #: Encoded Deep Zoom tiles of every slide.
         self.tiles = BytesLRU(TILE_CACHE_BYTES)
+        #: Small rendered images (thumbnails, associated images, tissue outlines) of every slide.
+        self.images = LRU[tuple[str, str], bytes](max_bytes=SMALL_CACHE_BYTES, sizeof=len)
         self._lock = threading.Lock()
         # the slides holding resources; one leaving it releases them (with _lock held)
         self._recent = LRU[str, None](max_items=open_slides, on_evict=self._release)
         self._pools: dict[str, SlidePool] = {}
         self._renderers: dict[str, TileRenderer] = {}
         self._data: dict[str, SlideData] = {}
-        self._small = LRU[tuple[str, str], bytes](max_bytes=SMALL_CACHE_BYTES, sizeof=len)
         # decided once, as the catalogue decides staleness once: no stat per request
         self._previews = frozenset(
             slide_outputs(e.run_dir, e.name)["preview"].resolve()
@@ -141,10 +143,10 @@ class ViewerApp:
     def cached(self, entry: SlideEntry, what: str, make: Callable[[], bytes]) -> bytes:
         """A small rendered image (thumbnail, tissue outline...), made once (while cached)."""
         key = (entry.id, what)
-        value = self._small.get(key)
+        value = self.images.get(key)
         if value is None:
             value = make()
-            self._small.put(key, value)
+            self.images.put(key, value)
         return value
 
     def close(self) -> None:
