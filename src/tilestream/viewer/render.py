@@ -16,13 +16,15 @@ the background already filled in) and are encoded by libjpeg-turbo
 - encoded tiles are kept in a small LRU (:class:`BytesLRU`), so panning back
   costs nothing.
 
-A tile reduced by an exact integer factor from a finer slide level is the
-slide layer's reduced read (:meth:`tilestream.slide.Slide.read_region_reduced`):
-a box filter (area averaging, as libvips builds Deep Zoom pyramids, several
-times cheaper than Lanczos) served from the stored tiles reduced once each and
-cached by the slide handle; reduced 2x, 4x or 8x from plain JPEG tiles, they are
-decoded at that scale in the DCT (its ``scaled_decoding``: no full decode, no
-reduction). Any other factor is Lanczos, as OpenSlide's generator. Pixels
+A tile reduced 2x, 4x or 8x from a finer slide level storing plain JPEG tiles
+is the slide layer's reduced read with scaled decoding
+(:meth:`tilestream.slide.Slide.read_region_reduced`, ``scaled_decoding=True``):
+the stored tiles decoded at that scale in the DCT by libjpeg-turbo, kept by the
+slide handle, no full decode, no reduction. Otherwise the region is read whole
+(its stored tiles decoded once, kept in the handle's cache for the next finer
+level) and a reduction by an exact integer factor is a box filter (area
+averaging, as libvips builds Deep Zoom pyramids, several times cheaper than
+Lanczos); any other factor is Lanczos, as OpenSlide's generator. Pixels
 therefore equal OpenSlide's on the levels read 1:1 and are close to a
 box-filtered version of OpenSlide's region elsewhere.
 
@@ -138,6 +140,9 @@ class TileRenderer:
                 slide, tile_size=tile_size, overlap=overlap, limit_bounds=limit_bounds
             )
             self._downsamples = tuple(slide.level_downsamples)
+            # the slide levels storing plain JPEG tiles: reductions there are decoded at scale
+            jpeg = [i for i in range(slide.level_count) if slide.stored_tile_grid(i) is not None]
+        self._scaled_levels = frozenset(jpeg if scaled_decoding else ())
         self.tile_size = tile_size
         self.overlap = overlap
         self._cache = cache
@@ -145,7 +150,6 @@ class TileRenderer:
         self._level_images: dict[int, NDArray[np.uint8]] = {}
         self._level_lock = threading.Lock()
         self._whole = self._whole_levels(level_image_pixels)
-        self.scaled_decoding = scaled_decoding
 
     @property
     def level_count(self) -> int:
@@ -242,10 +246,9 @@ class TileRenderer:
         with self.pool.handle() as slide:
             if pixels > MAX_SOURCE_PIXELS:
                 arr = _read_reduced(slide, location, slide_level, size, (tw, th))
-            elif k >= 2 and size == (k * tw, k * th):
-                # the box mean of Image.reduce, as _fit would compute it, from the stored tiles
+            elif k in (2, 4, 8) and size == (k * tw, k * th) and slide_level in self._scaled_levels:
                 return slide.read_region_reduced(
-                    location, slide_level, (tw, th), k, scaled_decoding=self.scaled_decoding
+                    location, slide_level, (tw, th), k, scaled_decoding=True
                 )
             else:
                 arr = slide.read_region(location, slide_level, size, as_array=True)
