@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import http.client
 import io
+import itertools
 import json
 import random
 import threading
@@ -18,6 +19,7 @@ import openslide.deepzoom
 import pytest
 from PIL import Image
 
+from tilestream.slide import Slide, open_slide
 from tilestream.tfrecord import TFRecord
 from tilestream.viewer import SlidePool, TileRenderer, ViewerServer
 
@@ -484,13 +486,27 @@ def test_loopback_server_refuses_foreign_host_headers(server: ViewerServer) -> N
         assert status == 403 and b"Host" in body
 
 
+def _slide_layer_tile(
+    renderer: TileRenderer, slide: Slide, level: int, col: int, row: int, scaled: bool
+) -> Any:
+    # The slide layer's reduced read of the region Deep Zoom tile (col, row) of level covers,
+    # None when that region is not an integer multiple of the tile.
+    location, slide_level, size = renderer.dz.get_tile_coordinates(level, (col, row))
+    tw, th = renderer.dz.get_tile_dimensions(level, (col, row))
+    k = size[0] // tw
+    if k < 2 or size != (k * tw, k * th):
+        return None
+    return slide.read_region_reduced(location, slide_level, (tw, th), k, scaled_decoding=scaled)
+
+
 def test_reduced_tiles_decoded_at_scale_match_openslide(slides_dir: Path) -> None:
     # Every level read per tile (no whole-level images): 2x, 4x and 8x reductions of
     # CMU's stored JPEG tiles decoded at that scale, against box reductions of
-    # OpenSlide's pixels.
+    # OpenSlide's pixels; without scaled decoding, those box reductions exactly.
     path = slides_dir / f"{SLIDE}.svs"
     renderer = TileRenderer(SlidePool(path), level_image_pixels=0)
-    assert renderer._scaled is not None
+    exact = TileRenderer(SlidePool(path), level_image_pixels=0, scaled_decoding=False)
+    scaled_differs = False
     with openslide.OpenSlide(path) as ref:
         for level, k in ((11, 2), (10, 4), (9, 8)):
             cols, rows = renderer.level_tiles[level]
@@ -500,10 +516,34 @@ def test_reduced_tiles_decoded_at_scale_match_openslide(slides_dir: Path) -> Non
                 reference = _openslide_box(ref, (x0 * k, y0 * k), k, pixels.shape[:2][::-1])
                 diff = np.abs(pixels - reference)
                 assert diff.mean() < (0.5 if col < cols - 1 else 2), (level, col, row)
-    assert renderer._scaled._cache  # the scaled path was taken
-    scaled = renderer._scaled
-    assert scaled.region(0, (480, 480), 3, (10, 10)) is None  # not 2, 4 or 8
-    assert scaled.region(0, (2200, 0), 2, (100, 10)) is None  # past the right edge
-    jp2k = TileRenderer(SlidePool(slides_dir / "tcga-cr-7395-01a-01-ts1.svs"))
-    assert jp2k._scaled is not None
-    assert jp2k._scaled.region(0, (0, 0), 2, (64, 64)) is None  # JPEG 2000: not stored JPEG
+                box = exact.tile_array(level, col, row).astype(float)
+                if col < cols - 1 and row < rows - 1:
+                    assert np.array_equal(box, reference), (level, col, row)
+                    scaled_differs |= bool(diff.max() > 0)
+    assert scaled_differs  # the scaled decoding was used: not the exact box mean
+
+
+@pytest.mark.parametrize(
+    ("name", "scaled"),
+    [(f"{SLIDE}.svs", True), (f"{SLIDE}.svs", False), ("tcga-cr-7395-01a-01-ts1.svs", True)],
+)
+def test_reduced_tiles_are_the_slide_layers_reduced_reads(
+    slides_dir: Path, name: str, scaled: bool
+) -> None:
+    # A tile reduced by an integer factor is the slide layer's reduced read of its region,
+    # pixel for pixel (CMU: stored JPEG tiles, decoded at scale or box-reduced; TCGA:
+    # JPEG 2000, box-reduced whatever is asked).
+    renderer = TileRenderer(SlidePool(slides_dir / name), level_image_pixels=0,
+                            scaled_decoding=scaled)  # fmt: skip
+    checked = 0
+    with open_slide(slides_dir / name) as slide:
+        for level in range(renderer.level_count - 4, renderer.level_count):
+            cols, rows = renderer.level_tiles[level]
+            for col, row in itertools.product(range(cols), range(rows)):
+                expected = _slide_layer_tile(renderer, slide, level, col, row, scaled)
+                if expected is None:
+                    continue
+                got = renderer.tile_array(level, col, row)
+                assert np.array_equal(got, expected), (level, col, row)
+                checked += 1
+    assert checked >= 30

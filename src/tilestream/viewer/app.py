@@ -16,10 +16,10 @@ Examples
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from tilestream._util.lru import LRU
 from tilestream.runfolder import slide_outputs
 from tilestream.viewer.catalog import Catalog, SlideEntry
 from tilestream.viewer.data import SlideData
@@ -27,13 +27,16 @@ from tilestream.viewer.httpio import HTTPError
 from tilestream.viewer.pool import SlidePool
 from tilestream.viewer.render import BytesLRU, TileRenderer
 
-__all__ = ["OPEN_SLIDES", "TILE_CACHE_BYTES", "ViewerApp"]
+__all__ = ["OPEN_SLIDES", "SMALL_CACHE_BYTES", "TILE_CACHE_BYTES", "ViewerApp"]
 
 #: Slides keeping open handles, level images and TFRecord maps at once.
 OPEN_SLIDES = 8
 
 #: Budget of the encoded Deep Zoom tile cache shared by all slides.
 TILE_CACHE_BYTES = 128 * 1024 * 1024
+
+#: Budget of the small rendered images (thumbnails, tissue outlines...) of all slides.
+SMALL_CACHE_BYTES = 32 * 1024 * 1024
 
 
 class ViewerApp:
@@ -50,20 +53,32 @@ class ViewerApp:
     ) -> None:
         self.catalog = catalog
         self.handles_per_slide = handles_per_slide
-        self.open_slides = open_slides
+        #: Encoded Deep Zoom tiles of every slide.
         self.tiles = BytesLRU(TILE_CACHE_BYTES)
+        #: Small rendered images (thumbnails, associated images, tissue outlines) of every slide.
+        self.images = LRU[tuple[str, str], bytes](max_bytes=SMALL_CACHE_BYTES, sizeof=len)
         self._lock = threading.Lock()
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        # the slides holding resources; one leaving it releases them (with _lock held)
+        self._recent = LRU[str, None](max_items=open_slides, on_evict=self._release)
         self._pools: dict[str, SlidePool] = {}
         self._renderers: dict[str, TileRenderer] = {}
         self._data: dict[str, SlideData] = {}
-        self._small: dict[tuple[str, str], bytes] = {}
         # decided once, as the catalogue decides staleness once: no stat per request
         self._previews = frozenset(
             slide_outputs(e.run_dir, e.name)["preview"].resolve()
             for e in catalog.entries
             if e.run_dir is not None and e.stale is None
         )
+
+    @property
+    def open_slides(self) -> int:
+        """Most slides keeping open handles, level images and TFRecord maps at once."""
+        return self._recent.max_items or 0
+
+    @open_slides.setter
+    def open_slides(self, value: int) -> None:
+        with self._lock:
+            self._recent.resize(max_items=value)
 
     def serves_file(self, path: Path) -> bool:
         """Whether ``/files/`` serves ``path`` (resolved): only current slides' previews."""
@@ -90,24 +105,23 @@ class ViewerApp:
             return pool
 
     def _touch(self, slide_id: str) -> None:
-        # Mark a slide used; release the least recently used beyond ``open_slides``.
-        self._recent[slide_id] = None
-        self._recent.move_to_end(slide_id)
-        while len(self._recent) > self.open_slides:
-            old, _ = self._recent.popitem(last=False)
-            self._renderers.pop(old, None)
-            pool = self._pools.pop(old, None)
-            if pool is not None:
-                pool.trim()  # requests still holding it reopen a handle
-            data = self._data.get(old)
-            if data is not None:
-                data.close()
+        # Mark a slide used (with _lock held); the least recently used beyond
+        # ``open_slides`` are released by _release.
+        self._recent.put(slide_id, None)
+
+    def _release(self, slide_id: str, _: None) -> None:
+        self._renderers.pop(slide_id, None)
+        pool = self._pools.pop(slide_id, None)
+        if pool is not None:
+            pool.trim()  # requests still holding it reopen a handle
+        data = self._data.get(slide_id)
+        if data is not None:
+            data.close()
 
     @property
     def open_slide_ids(self) -> list[str]:
         """Ids of the slides holding resources, least recently used first."""
-        with self._lock:
-            return list(self._recent)
+        return self._recent.keys()
 
     def renderer(self, entry: SlideEntry) -> TileRenderer:
         """The Deep Zoom renderer of a slide (built once)."""
@@ -126,15 +140,13 @@ class ViewerApp:
             self._touch(entry.id)
             return self._data.setdefault(entry.id, SlideData(entry))
 
-    def cached(self, entry: SlideEntry, what: str, make: Any) -> bytes:
-        """A small rendered image (thumbnail, tissue outline...), made once."""
+    def cached(self, entry: SlideEntry, what: str, make: Callable[[], bytes]) -> bytes:
+        """A small rendered image (thumbnail, tissue outline...), made once (while cached)."""
         key = (entry.id, what)
-        with self._lock:
-            value = self._small.get(key)
+        value = self.images.get(key)
         if value is None:
             value = make()
-            with self._lock:
-                self._small[key] = value
+            self.images.put(key, value)
         return value
 
     def close(self) -> None:

@@ -36,8 +36,9 @@ from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discove
 from tilestream.runfolder import (
     CONFIG_FILE,
     STATE_DIR,
-    TFRECORD_SUFFIX,
+    read_state,
     run_config_hash,
+    slide_names,
     slide_outputs,
     slide_staleness,
 )
@@ -68,39 +69,37 @@ class SlideEntry:
     #: Why the slide's outputs in its run folder are not current (``None``: they are).
     stale: str | None = None
 
-    def _out(self, relative: str) -> Path | None:
+    def _out(self, kind: str) -> Path | None:
+        # A current output of the slide (a key of runfolder.slide_outputs) that exists.
         if self.run_dir is None or self.stale is not None:
             return None
-        path = self.run_dir / relative
+        path = slide_outputs(self.run_dir, self.name)[kind]
         return path if path.is_file() else None
 
     @property
     def tfrecord(self) -> Path | None:
         """The slide's TFRecord file, if written."""
-        return self._out(f"{self.name}.tfrecords")
+        return self._out("tfrecord")
 
     @property
     def coords(self) -> Path | None:
         """The kept tiles' coordinates table, if written."""
-        return self._out(f"{self.name}.coords.csv")
+        return self._out("coords")
 
     @property
     def rejected(self) -> Path | None:
         """The rejected tiles' table, if written."""
-        return self._out(f"state/{self.name}.rejected.csv")
+        return self._out("rejected")
 
     @property
     def preview(self) -> Path | None:
         """The extraction's preview image, if written."""
-        return self._out(f"previews/{self.name}.jpg")
+        return self._out("preview")
 
     @property
     def outlines(self) -> Path | None:
         """The tissue, pen and artifact outlines (``<slide>.geojson``), if written."""
-        if self.run_dir is None:
-            return None
-        path = slide_outputs(self.run_dir, self.name)["outlines"]
-        return self._out(path.relative_to(self.run_dir).as_posix())
+        return self._out("outlines")
 
     @property
     def slide_file(self) -> str | None:
@@ -113,10 +112,12 @@ class SlideEntry:
         return self.slide_path is not None and self.slide_path.exists()
 
     def _preview_url(self) -> str | None:
-        if self.preview is None:
+        # The preview's path under the served folder (what /files/ is asked for).
+        preview = self.preview
+        if preview is None or self.run_dir is None:
             return None
         prefix = "" if self.run in (None, ".") else f"{self.run}/"
-        return f"{prefix}previews/{self.name}.jpg"
+        return prefix + preview.relative_to(self.run_dir).as_posix()
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts for the dataset view (no absolute paths)."""
@@ -155,6 +156,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         log.warning("cannot read %s: %s", path, exc)
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _state(run_dir: Path, name: str) -> dict[str, Any]:
+    # The slide's state record; {} when it has none (one that cannot be read is logged).
+    state = read_state(run_dir, name)
+    if state is None:
+        path = slide_outputs(run_dir, name)["state"]
+        if path.is_file():
+            log.warning("cannot read %s: unreadable or not a JSON object", path)
+        return {}
+    return state
 
 
 def _find_roi(name: str, folders: list[Path]) -> Path | None:
@@ -234,15 +246,6 @@ class Catalog:
         return cls(root=root, mode="slides", entries=entries)
 
 
-def _slide_names(run_dir: Path) -> list[str]:
-    # Slides with a state record, and TFRecords without one (listed as stale).
-    names = {s.name[: -len(".json")] for s in (run_dir / STATE_DIR).glob("*.json")}
-    for path in run_dir.glob(f"*{TFRECORD_SUFFIX}"):
-        if not path.name.startswith("."):
-            names.add(path.name[: -len(TFRECORD_SUFFIX)])
-    return sorted(names)
-
-
 def _staleness(
     run_dir: Path, run: str, name: str, state: dict[str, Any], expected: str | None
 ) -> str | None:
@@ -272,9 +275,8 @@ def _run_entries(root: Path, runs: list[Path], rois: list[Path]) -> list[SlideEn
         config = _read_json(run_dir / CONFIG_FILE).get("config", {})
         expected = run_config_hash(run_dir)
         run = run_dir.relative_to(root).as_posix() if run_dir != root else "."
-        for name in _slide_names(run_dir):
-            state_file = run_dir / STATE_DIR / f"{name}.json"
-            state = _read_json(state_file) if state_file.is_file() else {}
+        for name in slide_names(run_dir):
+            state = _state(run_dir, name)
             recorded = state.get("path")
             sp = Path(recorded) if isinstance(recorded, str) and recorded else None
             folders = [*rois] + ([sp.parent] if sp is not None else [])

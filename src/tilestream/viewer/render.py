@@ -16,10 +16,13 @@ the background already filled in) and are encoded by libjpeg-turbo
 - encoded tiles are kept in a small LRU (:class:`BytesLRU`), so panning back
   costs nothing.
 
-A tile reduced 2x, 4x or 8x from a finer slide level with stored JPEG tiles is
-assembled from those tiles decoded at that scale in the DCT (libjpeg-turbo's
-scaled decoding, :mod:`tilestream.viewer.scaled`): no full decode, no reduction.
-Otherwise a reduction by an exact integer factor is a box filter (area
+A tile reduced 2x, 4x or 8x from a finer slide level storing plain JPEG tiles
+is the slide layer's reduced read with scaled decoding
+(:meth:`tilestream.slide.Slide.read_region_reduced`, ``scaled_decoding=True``):
+the stored tiles decoded at that scale in the DCT by libjpeg-turbo, kept by the
+slide handle, no full decode, no reduction. Otherwise the region is read whole
+(its stored tiles decoded once, kept in the handle's cache for the next finer
+level) and a reduction by an exact integer factor is a box filter (area
 averaging, as libvips builds Deep Zoom pyramids, several times cheaper than
 Lanczos); any other factor is Lanczos, as OpenSlide's generator. Pixels
 therefore equal OpenSlide's on the levels read 1:1 and are close to a
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 import numpy as np
@@ -52,9 +54,9 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
+from tilestream._util.lru import LRU
 from tilestream.slide import DeepZoomGenerator, Slide
 from tilestream.viewer.pool import SlidePool
-from tilestream.viewer.scaled import ScaledTiles
 
 __all__ = [
     "LEVEL_IMAGE_PIXELS",
@@ -84,42 +86,18 @@ class TileNotFound(LookupError):
     """A tile level or address outside the Deep Zoom pyramid (HTTP 404)."""
 
 
-class BytesLRU:
-    """A thread-safe LRU of byte strings, bounded in total bytes.
+class BytesLRU(LRU[Hashable, bytes]):
+    """A thread-safe LRU of byte strings bounded in total bytes (:class:`~tilestream._util.lru.LRU`).
 
     >>> lru = BytesLRU(max_bytes=5)
-    >>> lru.put("a", b"abc"); lru.put("b", b"de"); lru.put("c", b"f")
+    >>> lru.put("a", b"abc"), lru.put("b", b"de"), lru.put("c", b"f")
+    (True, True, True)
     >>> lru.get("a"), lru.get("c"), lru.nbytes
     (None, b'f', 3)
     """
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> bytes | None:
-        """The value of ``key`` (now most recently used), or ``None``."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: bytes) -> None:
-        """Store ``value``, evicting the least recently used values beyond the budget."""
-        if len(value) > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.nbytes -= len(old)
-            self._items[key] = value
-            self.nbytes += len(value)
-            while self.nbytes > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self.nbytes -= len(dropped)
+        super().__init__(max_bytes=max_bytes, sizeof=len)
 
 
 class TileRenderer:
@@ -139,7 +117,8 @@ class TileRenderer:
         Deep Zoom levels up to this size are rendered whole once and cropped (0: never).
     scaled_decoding
         Read tiles reduced 2x, 4x or 8x from a finer slide level by decoding its
-        stored JPEG tiles at that scale (:class:`~tilestream.viewer.scaled.ScaledTiles`).
+        stored JPEG tiles at that scale (``scaled_decoding`` of
+        :meth:`~tilestream.slide.Slide.read_region_reduced`).
     """
 
     def __init__(
@@ -161,6 +140,9 @@ class TileRenderer:
                 slide, tile_size=tile_size, overlap=overlap, limit_bounds=limit_bounds
             )
             self._downsamples = tuple(slide.level_downsamples)
+            # the slide levels storing plain JPEG tiles: reductions there are decoded at scale
+            jpeg = [i for i in range(slide.level_count) if slide.stored_tile_grid(i) is not None]
+        self._scaled_levels = frozenset(jpeg if scaled_decoding else ())
         self.tile_size = tile_size
         self.overlap = overlap
         self._cache = cache
@@ -168,7 +150,6 @@ class TileRenderer:
         self._level_images: dict[int, NDArray[np.uint8]] = {}
         self._level_lock = threading.Lock()
         self._whole = self._whole_levels(level_image_pixels)
-        self._scaled = ScaledTiles(pool) if scaled_decoding else None
 
     @property
     def level_count(self) -> int:
@@ -254,11 +235,6 @@ class TileRenderer:
             y0 = max(0, row * self.tile_size - self.overlap)
             return image[y0 : y0 + th, x0 : x0 + tw]
         location, slide_level, size = self.dz.get_tile_coordinates(level, (col, row))
-        k = size[0] // tw
-        if self._scaled is not None and size == (k * tw, k * th) and k >= 2:
-            arr = self._scaled.region(slide_level, location, k, (tw, th))
-            if arr is not None:
-                return arr
         pixels = size[0] * size[1]
         if pixels > MAX_TILE_SOURCE_PIXELS:
             raise TileNotFound(
@@ -266,9 +242,14 @@ class TileRenderer:
                 f"of slide level {slide_level} (more than {MAX_TILE_SOURCE_PIXELS}): the slide "
                 "has no pyramid level near this scale"
             )
+        k = size[0] // tw
         with self.pool.handle() as slide:
             if pixels > MAX_SOURCE_PIXELS:
                 arr = _read_reduced(slide, location, slide_level, size, (tw, th))
+            elif k in (2, 4, 8) and size == (k * tw, k * th) and slide_level in self._scaled_levels:
+                return slide.read_region_reduced(
+                    location, slide_level, (tw, th), k, scaled_decoding=True
+                )
             else:
                 arr = slide.read_region(location, slide_level, size, as_array=True)
         return _fit(arr, (tw, th))

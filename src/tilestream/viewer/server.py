@@ -7,17 +7,8 @@ Routes (``GET`` and ``HEAD``; slides are named by catalogue id, never by path):
 ``/files/<path>``                      a current slide's preview image (nothing else)
 ``/dz/<id>.dzi``                       the Deep Zoom descriptor
 ``/dz/<id>_files/<level>/<c>_<r>.jpeg``  a Deep Zoom tile (cached, ``ETag``)
-``/api/slides``                        the dataset: slides, counts, status, failures
-``/api/slide?id=``                     metadata: properties, levels, mpp, associated images
-``/api/thumbnail?id=``                 a thumbnail (JPEG)
-``/api/associated?id=&name=``          an associated image (label, macro...) as JPEG
-``/api/grid?id=``                      kept and rejected tiles
-``/api/tile_at?id=&x=&y=``             the tile under a level-0 point, with its values
-``/api/record?id=&x=&y=``              the stored tile at a location, from the TFRecord
-``/api/mosaic?id=&n=&seed=``           a sample of stored tile locations
-``/api/rois?id=``                      ROI polygons
-``/api/tissue.png?id=``                the tissue mask's outline (transparent PNG)
-``/api/qc?id=``                        QC view: areas in mm², rejected per reason, outlines
+``/api/<name>?id=...``                 the dataset, a slide's metadata, images and data
+                                       (:mod:`tilestream.viewer.api`)
 =====================================  ==================================================
 
 Who may ask is :mod:`tilestream.viewer.access`'s: on loopback (the default)
@@ -44,8 +35,6 @@ Examples
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import mimetypes
@@ -53,18 +42,14 @@ import os
 import threading
 from http import HTTPStatus
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
-
-from PIL import Image
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 from tilestream.errors import RecordNotFoundError, SlideNotFoundError, TileStreamError
-from tilestream.slide import Slide
 from tilestream.viewer.access import TOKEN_PARAM, Access, public_text, redact_token
+from tilestream.viewer.api import MOSAIC_MAX, api_reply, file_stamp, json_reply, version_etag
 from tilestream.viewer.app import ViewerApp
-from tilestream.viewer.catalog import Catalog, SlideEntry
-from tilestream.viewer.data import qc_json, rois_json, tissue_outline_png
+from tilestream.viewer.catalog import Catalog
 from tilestream.viewer.httpd import (
     MAX_CONNECTIONS,
     REQUEST_TIMEOUT,
@@ -75,8 +60,6 @@ from tilestream.viewer.httpio import (
     CHUNK,
     UNSATISFIABLE,
     HTTPError,
-    int_param,
-    number_param,
     parse_range,
     safe_join,
 )
@@ -89,34 +72,8 @@ log = logging.getLogger(__name__)
 #: The pages, scripts and OpenSeadragon shipped with the package.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-#: Most tiles one mosaic request may ask for.
-MOSAIC_MAX = 1000
-
-# Level-0 coordinates accepted in queries (far beyond any slide; finite).
-_COORD = 2**40
-
 _PAGES = {"/": "index.html", "/index.html": "index.html", "/slide.html": "slide.html",
           "/mosaic.html": "mosaic.html"}  # fmt: skip
-
-
-def _etag(*parts: object) -> str:
-    return '"' + hashlib.sha1(repr(parts).encode()).hexdigest()[:20] + '"'
-
-
-def _stamp(path: Path | None) -> tuple[int, int]:
-    if path is None:
-        return (0, 0)
-    try:
-        st = path.stat()
-    except OSError:
-        return (0, 0)
-    return (st.st_size, st.st_mtime_ns)
-
-
-def _jpeg(image: Image.Image, quality: int = 85) -> bytes:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 class _Handler(DeadlineHandler):
@@ -188,8 +145,7 @@ class _Handler(DeadlineHandler):
         self._answered = True
 
     def _json(self, value: Any, *, status: int = 200, head: bool = False) -> None:
-        body = json.dumps(value, allow_nan=False, default=str).encode()
-        self._send(body, "application/json", status=status, head=head)
+        self._send(json_reply(value).body, "application/json", status=status, head=head)
 
     def _error(self, status: int, message: str, *, head: bool) -> None:
         # One line of JSON, without the server's paths. Once a response has begun
@@ -291,7 +247,7 @@ class _Handler(DeadlineHandler):
         with path.open("rb") as f:
             st = os.fstat(f.fileno())
             size = st.st_size
-            etag = _etag(str(path), size, st.st_mtime_ns, st.st_ino)
+            etag = version_etag(str(path), size, st.st_mtime_ns, st.st_ino)
             if self._not_modified(etag, cache):
                 return
             span = parse_range(self.headers.get("Range"), size)
@@ -341,7 +297,7 @@ class _Handler(DeadlineHandler):
             raise HTTPError(404, f"no tile {parts[1]}/{parts[2]}")
         level, c, r = int(parts[1]), int(col), int(row)
         renderer = app.renderer(entry)
-        etag = _etag(str(entry.slide_path), _stamp(entry.slide_path), level, c, r)
+        etag = version_etag(str(entry.slide_path), file_stamp(entry.slide_path), level, c, r)
         if self.headers.get("If-None-Match") == etag:
             renderer.check(level, c, r)
             self._send(b"", "image/jpeg", cache="public, max-age=86400", etag=etag)
@@ -350,139 +306,13 @@ class _Handler(DeadlineHandler):
         self._send(body, "image/jpeg", cache="public, max-age=86400", etag=etag, head=head)
 
     def _api(self, name: str, query: dict[str, list[str]], head: bool) -> None:
-        app = self.server.app
-        if name == "slides":
-            catalog = app.catalog
-            self._json(
-                {
-                    "mode": catalog.mode,
-                    "root": catalog.root.name if catalog.root else None,
-                    "slides": [e.summary() for e in catalog.entries],
-                },
-                head=head,
-            )
-            return
-        entry = app.entry(query.get("id", [""])[0])
-        if name == "slide":
-            self._json(self._metadata(entry), head=head)
-            return
-        if name == "thumbnail":
-            body = app.cached(entry, "thumbnail", lambda: self._thumbnail(entry))
-            self._send(body, "image/jpeg", head=head)
-            return
-        if name == "associated":
-            which = (query.get("name") or [""])[0]
-            body = app.cached(entry, "assoc:" + which, lambda: self._associated(entry, which))
-            self._send(body, "image/jpeg", head=head)
-            return
-        if name == "grid":
-            self._json(app.data(entry).grid(), head=head)
-            return
-        if name == "tile_at":
-            x, y = (number_param(query, k, low=-_COORD, high=_COORD) for k in ("x", "y"))
-            hit = app.data(entry).tile_at(int(x), int(y))
-            if hit["status"] == "kept" and entry.tfrecord is not None:
-                hit["image"] = _record_url(entry, hit["loc_x"], hit["loc_y"])
-            self._json(hit, head=head)
-            return
-        if name == "record":
-            x, y = (int_param(query, k, low=-_COORD, high=_COORD) for k in ("x", "y"))
-            fmt, body = app.data(entry).stored_tile(x, y)
-            etag = _etag(str(entry.tfrecord), _stamp(entry.tfrecord), x, y)
-            self._send(body, f"image/{fmt}", etag=etag, head=head)
-            return
-        if name == "mosaic":
-            n = int_param(query, "n", low=1, high=MOSAIC_MAX, default=64)
-            seed = int_param(query, "seed", low=0, high=2**32 - 1, default=0)
-            locations = app.data(entry).mosaic(n, seed=seed)
-            tiles = [{"loc_x": x, "loc_y": y, "image": _record_url(entry, x, y)}
-                     for x, y in locations]  # fmt: skip
-            self._json({"id": entry.id, "total": entry.state.get("tiles"),
-                               "tiles": tiles}, head=head)  # fmt: skip
-            return
-        if name == "rois":
-            if entry.roi_path is None:
-                self._json({"file": None, "rois": []}, head=head)
-                return
-            self._json({"file": entry.roi_path.name, "rois": rois_json(entry.roi_path)}, head=head)
-            return
-        if name == "qc":
-            self._json(qc_json(entry), head=head)
-            return
-        if name == "tissue.png":
-            pool = app.pool(entry)
-            body = app.cached(entry, "tissue", lambda: tissue_outline_png(pool))
-            self._send(body, "image/png", head=head)
-            return
-        raise HTTPError(404, f"no API {name!r}")
-
-    # -- helpers ------------------------------------------------------------------
-    def _metadata(self, entry: SlideEntry) -> dict[str, Any]:
-        app = self.server.app
-        info: dict[str, Any] = {"id": entry.id, "name": entry.name, **entry.summary()}
-        info["roi_file"] = entry.roi_path.name if entry.roi_path else None
-        if not entry.has_slide:
-            info["slide_error"] = f"slide file not found: {entry.slide_file}"
-            return info
-        try:
-            renderer = app.renderer(entry)
-            with app.pool(entry).handle() as slide:
-                info.update(_slide_facts(slide))
-        except TileStreamError as exc:
-            info["slide_error"] = public_text(str(exc), root=app.catalog.root)
-            return info
-        w, h = renderer.dimensions
-        info["dz"] = {
-            "url": f"/dz/{quote(entry.id, safe='')}.dzi",
-            "width": w,
-            "height": h,
-            "tile_size": renderer.tile_size,
-            "overlap": renderer.overlap,
-        }
-        return info
-
-    def _thumbnail(self, entry: SlideEntry) -> bytes:
-        if entry.has_slide:
-            with self.server.app.pool(entry).handle() as slide:
-                return _jpeg(slide.get_thumbnail((256, 256)))
-        if entry.preview is not None:
-            with Image.open(entry.preview) as im:
-                im.thumbnail((256, 256))
-                return _jpeg(im)
-        raise HTTPError(404, f"no thumbnail for {entry.name!r}: slide file and preview missing")
-
-    def _associated(self, entry: SlideEntry, which: str) -> bytes:
-        with self.server.app.pool(entry).handle() as slide:
-            images = slide.associated_images
-            if which not in images:
-                raise HTTPError(404, f"no associated image {which!r}")
-            return _jpeg(images[which])
-
-
-def _slide_facts(slide: Slide) -> dict[str, Any]:
-    mpp = slide.mpp
-    return {
-        "backend": slide.backend,
-        "vendor": slide.vendor,
-        "dimensions": list(slide.dimensions),
-        "levels": [
-            {"dimensions": list(d), "downsample": round(ds, 4)}
-            for d, ds in zip(slide.level_dimensions, slide.level_downsamples, strict=True)
-        ],
-        "mpp": list(mpp) if mpp else None,
-        "objective_power": slide.objective_power,
-        "properties": dict(sorted(slide.properties.items())),
-        "associated": sorted(slide.associated_images),
-    }
+        reply = api_reply(self.server.app, name, query)
+        self._send(reply.body, reply.content_type, etag=reply.etag, head=head)
 
 
 def _digits(text: str) -> bool:
     # ASCII digits only (str.isdigit() accepts "²", which int() refuses), not absurdly long
     return text.isascii() and text.isdigit() and len(text) <= 9
-
-
-def _record_url(entry: SlideEntry, x: int, y: int) -> str:
-    return f"/api/record?id={quote(entry.id, safe='')}&x={x}&y={y}"
 
 
 class _Server(BoundedHTTPServer):
@@ -595,10 +425,5 @@ class ViewerServer:
     def __enter__(self) -> ViewerServer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
