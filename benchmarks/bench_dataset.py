@@ -61,7 +61,12 @@ CONTENDERS = ("tilestream", "tensorflow")
 
 
 def _ts(op: str, src: Path, merged: Path, out: Path) -> int:
-    from tilestream.dataset import merge_tfrecords, shuffle_tfrecord, split_tfrecord, tfrecord_to_images
+    from tilestream.dataset import (
+        merge_tfrecords,
+        shuffle_tfrecord,
+        split_tfrecord,
+        tfrecord_to_images,
+    )
 
     if op == "merge":
         return merge_tfrecords(sorted(src.glob("*.tfrecords")), out / "merged.tfrecords")
