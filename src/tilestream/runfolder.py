@@ -49,14 +49,20 @@ from tilestream._util.atomic import is_temp_file
 
 __all__ = [
     "CONFIG_FILE",
+    "MANIFEST_FILE",
     "OUTPUT_KINDS",
+    "REPORT_FILE",
+    "RUN_FILES",
     "STATE_DIR",
+    "SUMMARY_FILE",
     "TFRECORD_SUFFIX",
     "TFRECORD_SUFFIXES",
     "current_tfrecords",
     "find_tfrecords",
+    "is_run_dir",
     "output_sizes",
     "read_state",
+    "read_states",
     "run_config_hash",
     "run_folder_name",
     "run_tfrecords",
@@ -64,11 +70,19 @@ __all__ = [
     "slide_outputs",
     "slide_staleness",
     "stale_slides",
+    "tfrecord_slide",
 ]
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
+#: ``{tfrecord name: {"total": records}}`` of the current slides (Slideflow's manifest).
+MANIFEST_FILE = "manifest.json"
+#: The run's summary and its HTML report.
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+#: The files a run writes once for the whole folder.
+RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, SUMMARY_FILE, REPORT_FILE)
 STATE_DIR = "state"
 #: The suffix of the TFRecords an extraction writes (``<slide>.tfrecords``).
 TFRECORD_SUFFIX = ".tfrecords"
@@ -173,8 +187,24 @@ def slide_names(run_dir: str | os.PathLike[str]) -> list[str]:
     """The slides of a run folder: those with a state record or a TFRecord, sorted."""
     run = Path(run_dir)
     names = {s.name[: -len(".json")] for s in (run / STATE_DIR).glob("*.json") if _visible(s.name)}
-    names.update(p.name[: -len(TFRECORD_SUFFIX)] for p in run_tfrecords(run))
+    names.update(n for p in run_tfrecords(run) if (n := tfrecord_slide(p)) is not None)
     return sorted(names)
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an extraction run folder (a ``config.json`` and a ``state/``)."""
+    run = Path(path)
+    return (run / CONFIG_FILE).is_file() and (run / STATE_DIR).is_dir()
+
+
+def tfrecord_slide(path: str | os.PathLike[str]) -> str | None:
+    """The slide of a run folder's ``<slide>.tfrecords``; ``None`` for another file.
+
+    >>> tfrecord_slide("run/s1.tfrecords"), tfrecord_slide("run/s1.index.npz")
+    ('s1', None)
+    """
+    name = Path(path).name
+    return name[: -len(TFRECORD_SUFFIX)] if name.endswith(TFRECORD_SUFFIX) else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -195,6 +225,11 @@ def run_config_hash(run_dir: str | os.PathLike[str]) -> str | None:
 def read_state(run_dir: str | os.PathLike[str], name: str) -> dict[str, Any] | None:
     """A slide's state record, or ``None`` when it is missing or unreadable."""
     return _read_json(Path(run_dir) / STATE_DIR / f"{name}.json")
+
+
+def read_states(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every readable state record of ``run_dir``, in slide-name order."""
+    return [s for n in slide_names(run_dir) if (s := read_state(run_dir, n)) is not None]
 
 
 def output_sizes(outputs: dict[str, Path]) -> dict[str, dict[str, int]]:
@@ -278,8 +313,8 @@ def _split(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Pa
             hashes[folder] = run_config_hash(folder)
         expected = hashes[folder]
         reason = None
-        if expected is not None and path.name.endswith(TFRECORD_SUFFIX):
-            name = path.name[: -len(TFRECORD_SUFFIX)]
+        name = tfrecord_slide(path)
+        if expected is not None and name is not None:
             reason = slide_staleness(folder, name, config_hash=expected)
         if reason is None:
             current.append(path)

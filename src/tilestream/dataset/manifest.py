@@ -53,7 +53,13 @@ from typing import Any
 
 from tilestream._util.atomic import write_json_atomic
 from tilestream.errors import TileStreamError
-from tilestream.runfolder import TFRECORD_SUFFIX, TFRECORD_SUFFIXES, find_tfrecords, stale_slides
+from tilestream.runfolder import (
+    MANIFEST_FILE,
+    TFRECORD_SUFFIX,
+    TFRECORD_SUFFIXES,
+    find_tfrecords,
+    stale_slides,
+)
 
 __all__ = [
     "TFRECORD_SUFFIXES",
@@ -214,7 +220,7 @@ def scan_manifest(
         problem with the stored manifest, if any.
     """
     root = Path(directory)
-    mpath = Path(manifest_path) if manifest_path is not None else root / "manifest.json"
+    mpath = Path(manifest_path) if manifest_path is not None else root / MANIFEST_FILE
     prior, problem = _load(mpath)
     if problem is not None and not write:
         log.warning("manifest %s %s; counting again (the file is left as it is)", mpath, problem)

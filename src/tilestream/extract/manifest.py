@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from tilestream._util.atomic import write_json_atomic
-from tilestream.runfolder import read_state, slide_names, slide_outputs, slide_staleness
+from tilestream.runfolder import (
+    MANIFEST_FILE,
+    read_state,
+    slide_names,
+    slide_outputs,
+    slide_staleness,
+)
 
 __all__ = ["MANIFEST_FILE", "RunManifest", "current_manifest", "manifest_entry"]
-
-MANIFEST_FILE = "manifest.json"
 
 
 def manifest_entry(run_dir: Path, name: str, config_hash: str) -> dict[str, int] | None:

@@ -23,8 +23,9 @@ from tilestream.extract.config import ExtractConfig
 from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, outline_areas_mm2
 from tilestream.extract.select import REJECT_REASONS
 from tilestream.runfolder import (
-    read_state,
-    slide_names,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    read_states,
     slide_outputs,
     slide_staleness,
     stale_slides,
@@ -32,8 +33,6 @@ from tilestream.runfolder import (
 
 __all__ = ["REPORT_FILE", "SUMMARY_FILE", "load_states", "slide_qc", "write_report"]
 
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
 
 #: Outline files larger than this are not read for areas (the areas then come from the state only).
 MAX_OUTLINE_BYTES = 64 * 1024 * 1024
@@ -41,8 +40,7 @@ MAX_OUTLINE_BYTES = 64 * 1024 * 1024
 
 def load_states(run_dir: Path) -> list[dict[str, Any]]:
     """Every slide's state in ``run_dir`` (unreadable ones left out), sorted by slide name."""
-    states = (read_state(run_dir, name) for name in slide_names(run_dir))
-    return [s for s in states if s is not None]
+    return read_states(run_dir)
 
 
 def _areas_from_outlines(path: Path, mpp: Any) -> dict[str, float]:

@@ -32,14 +32,14 @@ from tilestream._util.lock import run_lock
 from tilestream.errors import ConfigError, ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import failure_result
-from tilestream.extract.manifest import MANIFEST_FILE, RunManifest
-from tilestream.extract.report import REPORT_FILE, SUMMARY_FILE, write_report
+from tilestream.extract.manifest import RunManifest
+from tilestream.extract.report import write_report
 from tilestream.extract.resample import libvips_version
 from tilestream.extract.resume import is_complete
 from tilestream.extract.sources import discover_slides
 from tilestream.extract.task import SlideResult, SlideTask
 from tilestream.extract.worker import record_failure, run_slide_task
-from tilestream.runfolder import CONFIG_FILE
+from tilestream.runfolder import CONFIG_FILE, RUN_FILES
 
 __all__ = [
     "ExtractionRun",
@@ -53,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The run-level files of a run folder (beside each slide's outputs).
-RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, SUMMARY_FILE, REPORT_FILE)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from tilestream.errors import ConfigError, SlideNotFoundError
 from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discover_slides, slide_name
 from tilestream.runfolder import (
     CONFIG_FILE,
-    STATE_DIR,
+    is_run_dir,
     read_state,
     run_config_hash,
     slide_names,
@@ -47,11 +47,6 @@ from tilestream.viewer.access import public_text
 __all__ = ["Catalog", "SlideEntry", "is_run_dir"]
 
 log = logging.getLogger(__name__)
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is an extraction run folder (``config.json`` and ``state/``)."""
-    return (path / CONFIG_FILE).is_file() and (path / STATE_DIR).is_dir()
 
 
 @dataclass
