@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, TypedDict
 
+from tilestream.extract.config import ConfigOptions
+
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
@@ -22,10 +24,11 @@ if TYPE_CHECKING:
 __all__ = ["CrossfoldKwargs", "ExtractTilesKwargs"]
 
 
-class ExtractTilesKwargs(TypedDict, total=False):
+class ExtractTilesKwargs(ConfigOptions, total=False):
     """The keywords :meth:`Dataset.extract_tiles` passes to :func:`~tilestream.extract.extract_slides`.
 
-    Extraction options other than the tile size go in ``config``.
+    The tile size is the dataset's; every other extraction option is a
+    keyword (:class:`~tilestream.extract.config.ConfigOptions`) or in ``config``.
     """
 
     config: ExtractConfig | None

@@ -24,12 +24,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from tilestream.errors import ConfigError
 from tilestream.runfolder import run_folder_name
 
-__all__ = ["ExtractConfig", "TileSize", "parse_tile_um"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ConfigKwargs", "ConfigOptions", "ExtractConfig", "TileSize", "parse_tile_um"]
 
 _MAG_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX]\s*$")
 _UM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:um|µm|micron|microns)?\s*$")
@@ -93,6 +96,55 @@ def parse_tile_um(value: str | float | int | TileSize) -> TileSize:
     raise ConfigError(
         f"tile_um must be microns (e.g. 302) or a magnification (e.g. '10x'), not {value!r}"
     )
+
+
+class ConfigOptions(TypedDict, total=False):
+    """:class:`ExtractConfig`'s fields other than the tile size, as keywords.
+
+    For ``**options: Unpack[...]``: :func:`~tilestream.extract.extract_tiles`
+    takes the tile size by name and the rest through this, so a type checker
+    sees each option (a misspelt one is an error there, and a
+    :class:`~tilestream.errors.ConfigError` at run time).
+    """
+
+    stride_div: int
+    max_tiles: int | None
+    randomize_origin: bool
+    use_edge_tiles: bool
+    seed: int
+    tissue_method: TissueMethod
+    min_tissue: float
+    grayspace_fraction: float | None
+    grayspace_threshold: float
+    whitespace_fraction: float | None
+    whitespace_threshold: float
+    blur_threshold: float | None
+    blur_filter: bool
+    pen: QCMode
+    max_pen_fraction: float
+    fold: QCMode
+    max_fold_fraction: float
+    blur_map: QCMode
+    max_blur_fraction: float
+    roi_method: RoiMethod
+    roi_fraction: float | None
+    img_format: ImgFormat
+    quality: int
+    jpeg_passthrough: bool
+    mpp_override: float | None
+    normalizer: str | None
+    normalizer_source: str | None
+    resizer: str
+
+
+class ConfigKwargs(ConfigOptions, total=False):
+    """All of :class:`ExtractConfig`'s fields as keywords.
+
+    Taken by :func:`~tilestream.extract.extract_slides` and :meth:`ExtractConfig.replace`.
+    """
+
+    tile_px: int
+    tile_um: TileSize | str | float
 
 
 @dataclass(frozen=True)
@@ -259,7 +311,7 @@ class ExtractConfig:
         """The output subfolder name, e.g. ``299px_302um`` or ``256px_10x``."""
         return run_folder_name(self.tile_px, self.size.label)
 
-    def replace(self, **changes: Any) -> ExtractConfig:
+    def replace(self, **changes: Unpack[ConfigKwargs]) -> ExtractConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -299,7 +351,9 @@ class ExtractConfig:
             raise ConfigError(str(exc)) from exc
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> ExtractConfig:
+    def from_file(
+        cls, path: str | os.PathLike[str], **overrides: Unpack[ConfigKwargs]
+    ) -> ExtractConfig:
         """Load a JSON or TOML config file; ``overrides`` win over the file."""
         p = Path(path)
         try:

@@ -23,14 +23,14 @@ from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExec
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tilestream import __version__
 from tilestream._util.atomic import remove_temp_files, write_json_atomic
 from tilestream._util.lifetime import die_with_parent
 from tilestream._util.lock import run_lock
 from tilestream.errors import ConfigError, ExtractionError
-from tilestream.extract.config import ExtractConfig
+from tilestream.extract.config import ConfigKwargs, ConfigOptions, ExtractConfig
 from tilestream.extract.engine import failure_result
 from tilestream.extract.manifest import RunManifest
 from tilestream.extract.report import write_report
@@ -40,6 +40,9 @@ from tilestream.extract.sources import discover_slides
 from tilestream.extract.task import SlideResult, SlideTask
 from tilestream.extract.worker import record_failure, run_slide_task
 from tilestream.runfolder import CONFIG_FILE, RUN_FILES
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ExtractionRun",
@@ -187,7 +190,7 @@ def _open_run_folder(stack: contextlib.ExitStack, run_dir: Path, config: Extract
         raise _folder_error(run_dir, exc) from exc
 
 
-def _resolve_config(config: ExtractConfig | None, options: dict[str, Any]) -> ExtractConfig:
+def _resolve_config(config: ExtractConfig | None, options: ConfigKwargs) -> ExtractConfig:
     """``config`` with ``options`` applied, or a config of ``options`` alone."""
     if config is None:
         return ExtractConfig.from_dict(options)
@@ -213,7 +216,7 @@ def extract_slides(
     to_images: bool = False,
     roi_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
-    **options: Any,
+    **options: Unpack[ConfigKwargs],
 ) -> ExtractionRun:
     """Extract tiles from many slides into ``out_dir/<tile_px>px_<tile_um>/``.
 
@@ -483,7 +486,7 @@ def extract_tiles(
     overwrite: bool = False,
     to_images: bool = False,
     progress: ProgressCallback | None = None,
-    **options: Any,
+    **options: Unpack[ConfigOptions],
 ) -> SlideResult:
     """Extract one slide; see :func:`extract_slides` for the outputs.
 
