@@ -10,14 +10,14 @@ gives :meth:`Dataset.extract_tiles` and :meth:`Dataset.crossfolds`. (Those of
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
+from tilestream.dataset.crossfolds import CrossfoldOptions
 from tilestream.extract.config import ConfigOptions
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
-    from tilestream.dataset.crossfolds import Method
     from tilestream.extract.config import ExtractConfig
     from tilestream.extract.run import ProgressCallback
 
@@ -41,12 +41,5 @@ class ExtractTilesKwargs(ConfigOptions, total=False):
     progress: ProgressCallback | None
 
 
-class CrossfoldKwargs(TypedDict, total=False):
-    """The keywords :meth:`Dataset.crossfolds` passes to :func:`~tilestream.dataset.generate_crossfolds`."""
-
-    target_column: str | None
-    site_column: str | None
-    patient_column: str
-    method: Method
-    timelimit: float
-    seed: int
+#: The keywords :meth:`Dataset.crossfolds` passes to :func:`~tilestream.dataset.generate_crossfolds`.
+CrossfoldKwargs = CrossfoldOptions
