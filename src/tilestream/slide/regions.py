@@ -310,7 +310,7 @@ def read_scaled(
                 h * factor,
             )
         ):
-            # An integer box reduction: Pillow's reduce() is the same mean, 2.5x faster.
+            # An integer box reduction: Pillow's reduce() is the same mean, and faster.
             crop = np.ascontiguousarray(pixels[cy0:cy1, cx0:cx1])
             return np.array(Image.fromarray(crop).reduce(factor))
     image = Image.fromarray(pixels).resize((w, h), pil_filter, box=local)
