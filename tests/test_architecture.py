@@ -11,6 +11,8 @@ including those an installation would not import (optional extras).
   belongs to the package that holds it; only modules inside that package may
   import it (``tilestream._util`` is private to ``tilestream``, so every
   subpackage may use it; ``tilestream.loaders._x`` only ``tilestream.loaders.*``).
+- **Layers**: a package imports only packages of lower layers (``LAYERS``);
+  ``tilestream.testing`` uses the layers and no layer uses it.
 - **Modules under 600 lines and functions under 80**, except the ones listed with
   a reason in ``docs/architecture.md`` (CLI ``register`` functions are exempt).
 """
@@ -171,6 +173,45 @@ def test_no_import_cycle_between_modules() -> None:
     assert not cycles, "import cycles between modules:\n" + "\n".join(
         " <-> ".join(c) for c in cycles
     )
+
+
+#: The layers, top first: a package imports only packages of the rows below its own
+#: (docs/architecture.md draws them). ``""`` is the root package ``tilestream`` itself.
+LAYERS: list[set[str]] = [
+    {"__main__"},
+    {"cli"},
+    {"viewer", "dataset", "detection", "distributed"},
+    {"torch", "tf"},
+    {"loaders", "extract"},
+    {"slide", "tfrecord", "runfolder", "norm"},
+    {"", "_util"},
+    {"errors"},
+]
+#: Helpers for tests and benchmarks: they may use the layers; no layer may use them.
+SIDE_PACKAGES = {"testing"}
+#: Old import paths kept for users after a move into a side package; nothing imports them.
+SIDE_ALIASES = {"tilestream.slide.synthetic"}
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_packages_import_only_lower_layers() -> None:
+    rank = {package: i for i, row in enumerate(LAYERS) for package in row}
+    known = set(rank) | SIDE_PACKAGES
+    assert {_package_of(m) for m in MODULES} <= known, "a package missing from LAYERS"
+    bad = set()
+    for imp in IMPORTS:
+        src, dst = _package_of(imp.importer), _package_of(imp.target)
+        if src == dst or imp.importer in SIDE_ALIASES:
+            continue
+        if dst in SIDE_PACKAGES or (src not in SIDE_PACKAGES and rank[dst] <= rank[src]):
+            bad.add(f"{imp.importer} imports {imp.target}")
+    assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
+    aliases_used = {imp.importer for imp in IMPORTS if imp.target in SIDE_ALIASES}
+    assert not aliases_used, f"modules import an alias kept for users: {sorted(aliases_used)}"
 
 
 def _private_owner(imp: Import) -> str | None:
