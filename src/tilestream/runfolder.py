@@ -69,6 +69,7 @@ __all__ = [
     "slide_names",
     "slide_outputs",
     "slide_staleness",
+    "stale_files",
     "stale_slides",
     "tfrecord_slide",
 ]
@@ -302,8 +303,12 @@ def stale_slides(run_dir: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
-def _split(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Path, str]]:
-    current: list[Path] = []
+def stale_files(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
+    """``{path: reason}`` for those of ``paths`` that are TFRecords of stale slides.
+
+    Each path is judged against the run folder it sits in (see the module
+    doc); files outside run folders, and other files, are never stale.
+    """
     stale: dict[Path, str] = {}
     hashes: dict[Path, str | None] = {}
     for p in paths:
@@ -312,15 +317,12 @@ def _split(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], dict[Pa
         if folder not in hashes:
             hashes[folder] = run_config_hash(folder)
         expected = hashes[folder]
-        reason = None
         name = tfrecord_slide(path)
         if expected is not None and name is not None:
             reason = slide_staleness(folder, name, config_hash=expected)
-        if reason is None:
-            current.append(path)
-        else:
-            stale[path] = reason
-    return current, stale
+            if reason is not None:
+                stale[path] = reason
+    return stale
 
 
 def current_tfrecords(paths: Sequence[str | os.PathLike[str]], *, warn: bool = True) -> list[Path]:
@@ -328,7 +330,8 @@ def current_tfrecords(paths: Sequence[str | os.PathLike[str]], *, warn: bool = T
 
     Each one left out is logged at WARNING with its reason when ``warn``.
     """
-    current, stale = _split(paths)
+    stale = stale_files(paths)
+    current = [path for path in map(Path, paths) if path not in stale]
     if warn:
         for path, reason in stale.items():
             log.warning("leaving out %s: %s (outputs kept, not deleted)", path, reason)

@@ -55,10 +55,9 @@ from tilestream._util.atomic import write_json_atomic
 from tilestream.errors import TileStreamError
 from tilestream.runfolder import (
     MANIFEST_FILE,
-    TFRECORD_SUFFIX,
     TFRECORD_SUFFIXES,
     find_tfrecords,
-    stale_slides,
+    stale_files,
 )
 
 __all__ = [
@@ -136,21 +135,6 @@ class ManifestScan:
     write_error: str | None = None
 
 
-def _stale_files(files: Sequence[Path]) -> dict[Path, str]:
-    """``{path: reason}`` of the files that belong to stale slides of run folders."""
-    by_folder: dict[Path, dict[str, str]] = {}
-    out: dict[Path, str] = {}
-    for path in files:
-        if not path.name.endswith(TFRECORD_SUFFIX):
-            continue
-        if path.parent not in by_folder:
-            by_folder[path.parent] = stale_slides(path.parent)
-        reason = by_folder[path.parent].get(path.name[: -len(TFRECORD_SUFFIX)])
-        if reason is not None:
-            out[path] = reason
-    return out
-
-
 def _entry(path: Path, verify: bool) -> dict[str, Any]:
     try:
         st = path.stat()
@@ -225,7 +209,7 @@ def scan_manifest(
     if problem is not None and not write:
         log.warning("manifest %s %s; counting again (the file is left as it is)", mpath, problem)
     files = find_tfrecords(root, suffixes=suffixes) if root.is_dir() else []
-    stale = _stale_files(files)
+    stale = stale_files(files)
     for path, reason in stale.items():
         log.warning("leaving out %s: %s (outputs kept, not deleted)", path, reason)
     manifest: dict[str, dict[str, Any]] = {}

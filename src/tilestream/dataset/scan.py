@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tilestream.dataset.manifest import _stale_files, scan_manifest
+from tilestream.dataset.manifest import scan_manifest
 from tilestream.errors import ConfigError, TileStreamError
-from tilestream.runfolder import TFRECORD_SUFFIX
+from tilestream.runfolder import TFRECORD_SUFFIX, stale_files
 
 __all__ = ["TFRecordScan", "scan_tfrecords"]
 
@@ -111,7 +111,7 @@ def scan_tfrecords(sources: Sequence[Path], run_folder: str | None = None) -> TF
             path = folder / rel
             name = path.name[: -len(TFRECORD_SUFFIX)]
             scan.add(name, path, int(entry["total"]), entry.get("error"), hint=hint)
-    single_stale = _stale_files(singles)
+    single_stale = stale_files(singles)
     for path, why in single_stale.items():
         log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)
         scan.stale[os.fspath(path)] = why
