@@ -1,0 +1,322 @@
+"""A real Orthanc DICOM server on loopback, for tests and benchmarks of DICOMweb reading.
+
+:class:`OrthancServer` writes an Orthanc configuration (loopback HTTP on a
+free port, no DICOM network listener, storage in a given folder, the DICOMweb
+plugin enabled, optional HTTP basic-auth users), starts Debian's ``Orthanc``
+binary, waits until its REST API answers and stops it (terminate, then kill)
+when done. :meth:`OrthancServer.upload` stores DICOM files through the REST
+API; :func:`dicomize` converts a slide to DICOM files with Orthanc's
+``OrthancWSIDicomizer``, so the same files can be read locally and through
+the server.
+
+Nothing here needs the network beyond ``127.0.0.1``.
+
+Examples
+--------
+>>> from pathlib import Path
+>>> import tempfile
+>>> if orthanc_binary() is not None:  # doctest: +SKIP
+...     with tempfile.TemporaryDirectory() as tmp, OrthancServer(Path(tmp)) as server:
+...         print(server.dicomweb_url.startswith("http://127.0.0.1:"))
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "PLUGIN_DIRS",
+    "OrthancError",
+    "OrthancServer",
+    "SeriesRef",
+    "dicomize",
+    "dicomizer_binary",
+    "free_port",
+    "orthanc_binary",
+    "plugin_path",
+]
+
+#: Where Debian (and most Linux packages) install Orthanc's plugins.
+PLUGIN_DIRS = (
+    Path("/usr/share/orthanc/plugins"),
+    Path("/usr/lib/orthanc/plugins"),
+    Path("/usr/local/share/orthanc/plugins"),
+)
+_PLUGIN_FILES = {"dicomweb": "libOrthancDicomWeb.so", "wsi": "libOrthancWSI.so"}
+
+
+class OrthancError(RuntimeError):
+    """Orthanc could not be started, did not answer, or refused a request."""
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """A series stored in Orthanc: its UIDs, and the DICOM files it was made from."""
+
+    study_uid: str
+    series_uid: str
+    files: tuple[Path, ...] = ()
+
+    def url(self, dicomweb_url: str) -> str:
+        """The series' ``dicomweb+http(s)://...`` slide URL under a DICOMweb root."""
+        return (
+            f"dicomweb+{dicomweb_url.rstrip('/')}/studies/{self.study_uid}/series/{self.series_uid}"
+        )
+
+
+def orthanc_binary() -> str | None:
+    """The ``Orthanc`` executable, or ``None`` where it is not installed."""
+    return shutil.which("Orthanc") or (
+        "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").is_file() else None
+    )
+
+
+def dicomizer_binary() -> str | None:
+    """The ``OrthancWSIDicomizer`` executable (Debian ``orthanc-wsi``), or ``None``."""
+    return shutil.which("OrthancWSIDicomizer")
+
+
+def plugin_path(name: str) -> Path | None:
+    """The shared library of an Orthanc plugin (``"dicomweb"`` or ``"wsi"``), or ``None``."""
+    filename = _PLUGIN_FILES[name]
+    for folder in PLUGIN_DIRS:
+        if (folder / filename).is_file():
+            return folder / filename
+    return None
+
+
+def free_port(*, avoid: Iterable[int] = ()) -> int:
+    """A TCP port free on ``127.0.0.1`` right now (and not in ``avoid``)."""
+    avoid = set(avoid)
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise OrthancError("no free loopback port found")
+
+
+class OrthancServer:
+    """An Orthanc process serving REST and DICOMweb on a free loopback port.
+
+    Parameters
+    ----------
+    workdir
+        A folder for the configuration, the database, the stored files and
+        the server's log (``orthanc.log``).
+    users
+        HTTP basic-auth users (name -> password); none: no authentication.
+    plugins
+        Plugins to load, by name (``"dicomweb"``, ``"wsi"``).
+    start_timeout
+        Seconds to wait for the REST API to answer.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        users: Mapping[str, str] | None = None,
+        plugins: Sequence[str] = ("dicomweb",),
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.users = dict(users or {})
+        self.plugins = tuple(plugins)
+        self.start_timeout = start_timeout
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- addresses ----------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The REST API's root, ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root, ``http://127.0.0.1:PORT/dicom-web``."""
+        return f"{self.url}/dicom-web"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifetime -----------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        plugins = []
+        for name in self.plugins:
+            path = plugin_path(name)
+            if path is None:
+                raise OrthancError(f"the Orthanc plugin {name!r} is not installed")
+            plugins.append(str(path))
+        storage = self.workdir / "storage"
+        return {
+            "Name": "tilestream-test",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.port,
+            "DicomServerEnabled": False,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
+            "HttpThreadsCount": 16,
+            "MaximumStorageCacheSize": 256,
+            "StableAge": 1,
+            "HttpTimeout": 60,
+            "Plugins": plugins,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
+        }
+
+    def start(self) -> OrthancServer:
+        """Write the configuration, start Orthanc and wait until it answers."""
+        binary = orthanc_binary()
+        if binary is None:
+            raise OrthancError("Orthanc is not installed (Debian: apt-get install orthanc)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = self.workdir / "orthanc.json"
+        config.write_text(json.dumps(self._config(), indent=2))
+        log = (self.workdir / "orthanc.log").open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [binary, "--logdir=" + str(self.workdir), str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise OrthancError(f"Orthanc exited at start; see {self.workdir / 'orthanc.log'}")
+            try:
+                self.get("/system")
+                return
+            except (OSError, OrthancError):
+                time.sleep(0.1)
+        self.stop()
+        raise OrthancError(f"Orthanc did not answer within {self.start_timeout:.0f} s")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server (terminate, then kill) and wait for it to exit."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def __enter__(self) -> OrthancServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- REST -----------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        if self.users:
+            name, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{name}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        if body is not None:
+            request.add_header("Content-Type", "application/dicom")
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            raise OrthancError(f"Orthanc answered {exc.code} to {method} {path}") from None
+
+    def get(self, path: str) -> Any:
+        """``GET`` a REST path (``/system``, ``/series``...), decoded from JSON."""
+        return json.loads(self._request("GET", path))
+
+    def upload(self, paths: Iterable[Path]) -> list[SeriesRef]:
+        """Store DICOM files (or every file under folders) and return their series.
+
+        Files that are not DICOM (``DICOMDIR`` aside, Orthanc refuses them) are skipped.
+        """
+        files = sorted(_dicom_files(paths))
+        series: dict[str, list[Path]] = {}
+        for path in files:
+            try:
+                answer = json.loads(self._request("POST", "/instances", path.read_bytes()))
+            except OrthancError:
+                continue
+            series.setdefault(answer["ParentSeries"], []).append(path)
+        return [self._series_ref(sid, found) for sid, found in series.items()]
+
+    def _series_ref(self, orthanc_id: str, files: Sequence[Path]) -> SeriesRef:
+        info = self.get(f"/series/{orthanc_id}")
+        study = self.get(f"/studies/{info['ParentStudy']}")
+        return SeriesRef(
+            study_uid=str(study["MainDicomTags"]["StudyInstanceUID"]),
+            series_uid=str(info["MainDicomTags"]["SeriesInstanceUID"]),
+            files=tuple(files),
+        )
+
+
+def _dicom_files(paths: Iterable[Path]) -> Iterable[Path]:
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            yield from (p for p in path.rglob("*") if p.is_file() and _is_dicom(p))
+        elif _is_dicom(path):
+            yield path
+
+
+def _is_dicom(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(132)
+    return head[128:132] == b"DICM"
+
+
+def dicomize(
+    slide: Path, folder: Path, *, options: Sequence[str] = (), timeout: float = 900.0
+) -> list[Path]:
+    """Convert a slide to DICOM files in ``folder`` with ``OrthancWSIDicomizer``.
+
+    ``options`` are extra command-line options of the dicomizer
+    (``--compression=jpeg``, ``--tile-width=256``...). Returns the files written.
+    """
+    binary = dicomizer_binary()
+    if binary is None:
+        raise OrthancError(
+            "OrthancWSIDicomizer is not installed (Debian: apt-get install orthanc-wsi)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [binary, f"--folder={folder}", *options, str(slide)]
+    result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        tail = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise OrthancError(f"OrthancWSIDicomizer failed on {slide}: {' / '.join(tail)}")
+    return sorted(p for p in folder.rglob("*") if p.is_file())
