@@ -159,3 +159,48 @@ def test_max_fractions_are_checked() -> None:
     for bad in (None, -0.1, 1.5, "0.1", True):
         with pytest.raises(ConfigError, match="max_fold_fraction"):
             ExtractConfig(**TILE, max_fold_fraction=bad)  # type: ignore[arg-type]
+
+
+def _reference_blur_map(rgb: np.ndarray, block: int) -> np.ndarray:
+    """The blur map written out plainly in float64: Laplacian energy over that of the smoothed image."""
+    g = rgb[..., 1].astype(np.float64)
+    p = np.pad(g, 1, mode="edge")
+
+    def lap(a: np.ndarray) -> np.ndarray:
+        return a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] - 4 * a[1:-1, 1:-1]
+
+    smooth = np.pad(lap(p) + 5 * g, 1, mode="edge")  # 5-point sum: the 4 neighbours + the pixel
+    fine, coarse = lap(p) ** 2, (lap(smooth) / 5.0) ** 2
+    h, w = g.shape
+    out = np.empty((-(-h // block), -(-w // block)))
+    for by in range(out.shape[0]):
+        for bx in range(out.shape[1]):
+            win = (slice(by * block, (by + 1) * block), slice(bx * block, (bx + 1) * block))
+            ratio = fine[win].sum() / (coarse[win].sum() + block * block)
+            out[by, bx] = np.inf if g[win].std() < 3.0 else ratio
+    return np.repeat(np.repeat(out, block, axis=0), block, axis=1)[:h, :w]
+
+
+def test_blur_map_equals_the_plain_computation_away_from_the_edges() -> None:
+    rng = np.random.default_rng(3)
+    texture = rng.integers(60, 250, (100, 110, 3)).astype(np.uint8)
+    img = np.asarray(Image.fromarray(texture).filter(ImageFilter.GaussianBlur(0.9)))
+    img = img.copy()
+    img[40:70, 30:80] = 215  # a flat patch: no contrast, no measure
+    got, want = blur_map(img, 10), _reference_blur_map(img, 10)
+    inner = (slice(10, 90), slice(10, 100))  # blocks whose pixels are 2 or more from the edge
+    assert np.array_equal(np.isinf(got[inner]), np.isinf(want[inner]))
+    finite = np.isfinite(want[inner])
+    assert np.allclose(got[inner][finite], want[inner][finite], rtol=1e-9)
+
+
+def test_sharp_tissue_at_the_image_edge_is_not_called_blurred() -> None:
+    # The smoothed image's Laplacian used to take the unsmoothed border as a step,
+    # which made every block on the image's edge look out of focus.
+    rng = np.random.default_rng(4)
+    noise = Image.fromarray(rng.integers(60, 250, (96, 96, 3)).astype(np.uint8))
+    texture = np.asarray(noise.filter(ImageFilter.GaussianBlur(0.7)))  # in focus, as scanned
+    assert blur_map(texture, 12)[12:-12, 12:-12].min() > 3.0
+    assert blur_map(texture, 12).min() > 3.0  # the edge blocks too (they were below 1)
+    tissue = np.ones((96, 96), bool)
+    assert not qc_masks(texture, tissue, pen=False, fold=False).masks["blur"].any()

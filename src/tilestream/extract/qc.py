@@ -19,10 +19,11 @@ Out of focus (:func:`blur_map`)
     The tile blur measure (energy of the Laplacian) computed in blocks of
     the low-resolution image, relative to the same after smoothing.
 
-The pass costs a few tens of milliseconds on a 1,250 x 1,250 image: the ink
-rules depend on a pixel's colour only, so they are evaluated once for each
-colour present, quantised to 5 bits per channel (a table of 32^3 entries;
-quantising changed no Dice score by more than 0.01), and looked up per pixel.
+The ink rules depend on a pixel's colour only, so they are evaluated once per
+colour of a table of 32^3 colours (5 bits per channel; quantising changed no
+Dice score by more than 0.01) and looked up per pixel. The blur map's filters
+are whole-image vector operations (see ``docs/benchmarks.md`` for what the
+pass adds to an extraction).
 
 Dark-background (fluorescence) images are not brightfield: their QC masks
 are empty (:func:`is_brightfield`); none of the measures here was validated
@@ -39,6 +40,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -82,7 +84,21 @@ def _sample(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 def is_brightfield(rgb: NDArray[np.uint8]) -> bool:
     """Whether the image is brightfield (light glass), not fluorescence (dark background)."""
-    return bool(np.median(_sample(rgb).max(axis=-1)) >= MIN_BRIGHTFIELD_VALUE)
+    sample = _sample(rgb)
+    brightest = np.maximum(np.maximum(sample[:, 0], sample[:, 1]), sample[:, 2])
+    return bool(_median(brightest) >= MIN_BRIGHTFIELD_VALUE)
+
+
+def _median(values: NDArray[Any]) -> float:
+    """``np.median`` of a 1-D array, without its first call's import of ``numpy.ma``."""
+    n = len(values)
+    if n == 0:
+        return float("nan")
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    low, high = np.partition(values, [k - 1, k])[k - 1 : k + 1]
+    return (float(low) + float(high)) / 2.0
 
 
 def glass_intensity(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -207,10 +223,11 @@ _COLOURS = _LEVELS**3
 
 @dataclass
 class _Colours:
-    """An image's colours quantised to 5 bits a channel, with tables over the colours present.
+    """An image's colours quantised to 5 bits a channel, with tables over all colours.
 
     Per colour: its ink class (2 strict, 1 loose, 0 none) and total OD,
-    evaluated once per colour present rather than once per pixel.
+    evaluated once per colour of the table (fewer than the pixels of an
+    image) and looked up per pixel.
     """
 
     index: NDArray[np.uint16]
@@ -223,18 +240,15 @@ class _Colours:
         index = q[..., 0].astype(np.uint16) << 10
         index |= q[..., 1].astype(np.uint16) << 5
         index |= q[..., 2]
-        present = np.flatnonzero(np.bincount(index.ravel(), minlength=_COLOURS))
         table = _od_table(glass)[np.arange(_LEVELS) * 8 + 4]  # OD of each quantised level
+        colours = np.arange(_COLOURS)
         od = np.stack(
-            [table[present >> 10, 0], table[(present >> 5) & 31, 1], table[present & 31, 2]],
+            [table[colours >> 10, 0], table[(colours >> 5) & 31, 1], table[colours & 31, 2]],
             axis=-1,
         )
         strict, loose = _ink_rules(od, True), _ink_rules(od, False)
-        classes = np.zeros(_COLOURS, np.uint8)
-        classes[present] = np.where(strict, 2, np.where(loose, 1, 0))
-        total = np.zeros(_COLOURS, np.float32)
-        total[present] = od.sum(axis=-1)
-        return cls(np.asarray(index, dtype=np.uint16), classes, total)
+        classes = np.where(strict, 2, np.where(loose, 1, 0)).astype(np.uint8)
+        return cls(np.asarray(index, dtype=np.uint16), classes, od.sum(axis=-1))
 
     def classes(self) -> NDArray[np.uint8]:
         return np.take(self.classes_lut, self.index)
@@ -271,8 +285,6 @@ def pen_mask(
 
 
 def _pen(colours: _Colours, grow_steps: int = 1000) -> NDArray[np.bool_]:
-    if int(colours.classes_lut.max()) < 2:  # no colour present passes the strict rule
-        return np.zeros(colours.index.shape, bool)
     seed = np.take(colours.classes_lut >= 2, colours.index)
     if not seed.any():
         return seed
@@ -314,9 +326,7 @@ def _fold(
     inside = np.take(colours.total_lut, colours.index[::step, ::step][tissue[::step, ::step]])
     if not inside.size:
         inside = np.take(colours.total_lut, colours.index[tissue])
-    limit = max(min_od, factor * float(np.median(inside)))
-    if not (colours.total_lut > limit).any():  # no colour present is that dark
-        return np.zeros(tissue.shape, bool)
+    limit = max(min_od, factor * _median(inside))
     dark = np.take(colours.total_lut > limit, colours.index)
     if not dark.any():
         return dark
@@ -328,42 +338,77 @@ def _fold(
     return _grow(dark & tissue, dark, 1000)
 
 
+# The two filters below work on the flattened image: a row's neighbours are one
+# row-length away, its left and right neighbours one element away, so each term is one
+# contiguous (vectorised) operation. The wrapped-around first and last columns are
+# then set as on a 2-D image.
+
+
 def _laplacian(grey: NDArray[np.int16]) -> NDArray[np.int16]:
+    """The 5-point Laplacian (zero on the image's border)."""
+    h, w = grey.shape
     lap = np.zeros_like(grey)
-    inner = lap[1:-1, 1:-1]
-    np.add(grey[:-2, 1:-1], grey[2:, 1:-1], out=inner)
-    inner += grey[1:-1, :-2]
-    inner += grey[1:-1, 2:]
-    inner -= 4 * grey[1:-1, 1:-1]
+    if h < 3 or w < 3:
+        return lap
+    flat, n = np.ascontiguousarray(grey).ravel(), grey.size
+    inner = lap.ravel()[w:-w]
+    np.add(flat[: n - 2 * w], flat[2 * w :], out=inner)
+    inner += flat[w - 1 : n - w - 1]
+    inner += flat[w + 1 : n - w + 1]
+    inner -= flat[w:-w] << 2
+    lap[:, 0] = lap[:, -1] = 0
     return lap
 
 
-def _block_energy(lap: NDArray[np.int16], block: int) -> NDArray[np.float64]:
-    """Sum of squares of ``lap`` in each ``block``-square block (the last ones partial)."""
-    return _block_sum(np.square(lap, dtype=np.int32), block).astype(np.float64)
+def _smooth5(values: NDArray[np.int16]) -> NDArray[np.int16]:
+    """Five times the 5-point mean (a pixel plus its four neighbours; the border unsmoothed)."""
+    h, w = values.shape
+    out = np.array(values, order="C")
+    if h < 3 or w < 3:
+        return out
+    flat, n = np.ascontiguousarray(values).ravel(), values.size
+    inner = out.ravel()[w:-w]
+    inner += flat[: n - 2 * w]
+    inner += flat[2 * w :]
+    inner += flat[w - 1 : n - w - 1]
+    inner += flat[w + 1 : n - w + 1]
+    out[:, 0], out[:, -1] = values[:, 0], values[:, -1]
+    return out
 
 
 def _block_sum(values: NDArray[np.integer], block: int) -> NDArray[np.int64]:
     """Sums of ``values`` over ``block``-square blocks (the last ones partial)."""
     h, w = values.shape
-    ph, pw = -h % block, -w % block
-    if ph or pw:
-        values = np.pad(values, ((0, ph), (0, pw)))
+    fh, fw = h // block, w // block
     # the columns of a block's rows are summed in int32 where that is exact: the values
     # here are at most 5100 ** 2 (a squared Laplacian of the smoothed image)
     dtype = np.int32 if block * 5100**2 < 2**31 else np.int64
-    rows = values.reshape((h + ph) // block, block, w + pw).sum(axis=1, dtype=dtype)
-    return rows.reshape(rows.shape[0], -1, block).sum(axis=2, dtype=np.int64)
+    rows = np.empty((-(-h // block), w), dtype)
+    rows[:fh] = values[: fh * block].reshape(fh, block, w).sum(axis=1, dtype=dtype)
+    if fh * block < h:
+        rows[fh] = values[fh * block :].sum(axis=0, dtype=dtype)
+    out = np.empty((rows.shape[0], -(-w // block)), np.int64)
+    out[:, :fw] = rows[:, : fw * block].reshape(len(rows), fw, block).sum(axis=2, dtype=np.int64)
+    if fw * block < w:
+        out[:, fw] = rows[:, fw * block :].sum(axis=1, dtype=np.int64)
+    return out
 
 
-def _block_std(grey: NDArray[np.int16], block: int) -> NDArray[np.float64]:
-    h, w = grey.shape
+def _block_counts(shape: tuple[int, int], block: int) -> NDArray[np.int64]:
+    """Pixels in each ``block``-square block of an image of ``shape`` (the last ones partial)."""
+    h, w = shape
     rows = np.minimum(np.arange(0, h, block) + block, h) - np.arange(0, h, block)
     cols = np.minimum(np.arange(0, w, block) + block, w) - np.arange(0, w, block)
-    n = (rows[:, None] * cols[None, :]).astype(np.float64)
-    mean = _block_sum(grey, block) / n
-    mean_sq = _block_sum(np.square(grey, dtype=np.int32), block) / n
-    return np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+    return rows[:, None] * cols[None, :]
+
+
+def _low_contrast(grey: NDArray[np.int16], block: int) -> NDArray[np.bool_]:
+    """Blocks whose standard deviation is below :data:`MIN_BLUR_CONTRAST`."""
+    n = _block_counts(grey.shape, block).astype(np.float64)
+    total = _block_sum(grey, block).astype(np.float64)
+    squares = _block_sum(np.square(grey, dtype=np.int32), block).astype(np.float64)
+    # n^2 var = n sum(x^2) - sum(x)^2, compared without dividing
+    return n * squares - total * total < (MIN_BLUR_CONTRAST * n) ** 2
 
 
 def blur_map(rgb: NDArray[np.uint8], block: int = BLUR_BLOCK) -> NDArray[np.float64]:
@@ -398,18 +443,14 @@ def _sharpness(
     The Laplacians are taken over all of ``grey``: two pixels around ``inner``
     suffice to make its blocks' values those of the whole image.
     """
-    # five times the 5-point smoothing, in integers (at most 5 * 255)
-    smooth5 = grey.copy()
-    inside = smooth5[1:-1, 1:-1]
-    inside += grey[:-2, 1:-1]
-    inside += grey[2:, 1:-1]
-    inside += grey[1:-1, :-2]
-    inside += grey[1:-1, 2:]
-    fine = _block_energy(_laplacian(grey)[inner], block)
-    coarse = _block_energy(_laplacian(smooth5)[inner], block) / 25.0
+    lap = _laplacian(grey)
+    # The Laplacian of the smoothed image is the smoothing of the Laplacian (both
+    # filters are linear and shift-invariant): one smoothing instead of two filters.
+    fine = _block_sum(np.square(lap[inner], dtype=np.int32), block).astype(np.float64)
+    coarse = _block_sum(np.square(_smooth5(lap)[inner], dtype=np.int32), block) / 25.0
     ratio = fine / (coarse + block * block)
     # a block without contrast (glass, a flat stain) holds no evidence of blur
-    ratio[_block_std(grey[inner], block) < MIN_BLUR_CONTRAST] = np.inf
+    ratio[_low_contrast(grey[inner], block)] = np.inf
     return ratio
 
 
