@@ -277,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     src, merged = prepare(args.workdir, args.tiles, args.files)
     size_mb = merged.stat().st_size / 1e6
     best: dict[tuple[str, str], dict[str, Any]] = {}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for op in OPS:
-            for c in CONTENDERS:
+            # alternate which contender runs first, so neither always gets the warmer cache
+            order = CONTENDERS if round_ % 2 == 0 else tuple(reversed(CONTENDERS))
+            for c in order:
                 r = run_one(op, c, src, merged, args.workdir)
                 prev = best.get((op, c))
                 if prev is None or r["seconds"] < prev["seconds"]:
