@@ -38,6 +38,7 @@ __all__ = [
     "grid_location",
     "realistic_tiles",
     "testdata_root",
+    "tissue_crops",
     "write_tile_tfrecords",
 ]
 
@@ -211,6 +212,30 @@ def realistic_tiles(
             )
         os.replace(tmp, cache_file)
     return tiles
+
+
+def tissue_crops(n: int, *, tile_px: int = 256, seed: int = 0) -> list[np.ndarray]:
+    """``n`` crops of real tissue as decoded pixels (what a slide reader hands an encoder).
+
+    Positions and orientations are sampled as in :func:`realistic_tiles`; the
+    pixels are the source slides' own (OpenSlide's decode of their stored tiles).
+    """
+    rng = np.random.default_rng(seed)
+    sources = [(name, _candidates(name, tile_px)) for name in SLIDES]
+    sources = [(name, cand) for name, cand in sources if len(cand)]
+    if not sources:
+        raise TileSourceError(f"no {tile_px} px tile with tissue found in {SLIDES}")
+    weights = np.array([len(cand) for _, cand in sources], dtype=np.float64)
+    cumulative = np.cumsum(weights / weights.sum())[:-1]
+    crops = []
+    for _ in range(n):
+        name, cand = sources[int(np.searchsorted(cumulative, rng.random(), side="right"))]
+        y, x = cand[int(rng.integers(len(cand)))]
+        y += int(rng.integers(_BLOCK))
+        x += int(rng.integers(_BLOCK))
+        crop = _slide_rgb(name)[y : y + tile_px, x : x + tile_px]
+        crops.append(_dihedral(crop, int(rng.integers(8))))
+    return crops
 
 
 def grid_location(i: int, *, per_file: int, tile_px: int = 256) -> tuple[int, int]:
