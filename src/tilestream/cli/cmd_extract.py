@@ -223,6 +223,13 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
     type=click.Choice(["auto", "pillow", "vips"]),
     help="Lanczos resize by libvips (faster; tilestream[vips]) or Pillow; auto: vips if installed.",
 )
+@click.option(
+    "--grid",
+    type=click.Choice(["snap", "exact"]),
+    help="snap (default): a tile within 1% of a pyramid level's native tiles is read as "
+    "tile-px native pixels, not resized (e.g. 256 px / 128 um at 0.499 um/px: 256 px, "
+    "Slideflow's grid); the microns a tile covers are recorded. exact: the exact size, resized.",
+)
 @click.option("--workers", type=int, help="Processes (default: all cores).")
 @click.option("--threads", type=int, help="Threads per slide.")
 @click.option("--overwrite", is_flag=True, help="Re-extract complete slides.")
