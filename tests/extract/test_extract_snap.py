@@ -326,3 +326,19 @@ def test_an_exact_run_is_not_passed_off_as_a_snapped_one(cmu_slide: Path, tmp_pa
     assert {int(r["width"]) for r in _coords(run / f"{name}.coords.csv")} == {256}
     back = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128, grid="exact")
     assert back.status == "done" and back.extract_px == 257
+
+
+def test_cli_grid_option_and_snap_line(
+    cmu_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tilestream.cli import main
+
+    base = ["extract", str(cmu_slide), "--tile-px", "256", "--tile-um", "128", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "tile grid snapped to native pixels (no resize) on 1 slide(s)" in out
+    assert "256.513 -> 256 level-0 px (127.744 um)" in out
+    assert main([*base, "--out", str(tmp_path / "e"), "--grid", "exact"]) == 0
+    assert "tile grid snapped" not in capsys.readouterr().out
+    config = json.loads((tmp_path / "e" / "256px_128um" / "config.json").read_text())
+    assert config["config"]["grid"] == "exact" and config["tile_grid"]["tolerance"] is None
