@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import traceback
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from tilestream.extract import (
 from tilestream.extract.demo import DEMO_SLIDE
 from tilestream.extract.report import REPORT_FILE
 from tilestream.extract.select import REJECT_REASONS
-from tilestream.runfolder import slide_outputs
+from tilestream.runfolder import SUMMARY_FILE, slide_outputs
 
 __all__ = ["EXIT_BUG", "EXIT_ERROR", "EXIT_FAILED", "register"]
 
@@ -105,9 +106,32 @@ def summary_table(run: ExtractionRun) -> Table:
     return table
 
 
+def grid_line(run_dir: Path) -> str | None:
+    """One line on the slides whose tile grid snapped (from ``summary.json``), or ``None``."""
+    try:
+        grid = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))["tile_grid"]
+        changes = [
+            f"{c['exact_px']} -> {c['extract_px']} level-0 px ({c['tile_um']} um) "
+            f"on {len(c['slides'])}"
+            for c in grid["changes"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not changes:
+        return None
+    return (
+        f"tile grid snapped to native pixels (no resize) on {len(grid['snapped'])} slide(s): "
+        + "; ".join(changes)
+        + " (--grid exact to keep the exact size)"
+    )
+
+
 def print_summary(run: ExtractionRun) -> None:
     """The summary table, the report's path, then each failure with its full reason."""
     console.print(summary_table(run))
+    line = grid_line(run.run_dir)
+    if line is not None:
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"report: {run.run_dir / 'report.html'}", soft_wrap=True)
     if run.stale:
         console.print(
@@ -222,6 +246,13 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
     "--resizer",
     type=click.Choice(["auto", "pillow", "vips"]),
     help="Lanczos resize by libvips (faster; tilestream[vips]) or Pillow; auto: vips if installed.",
+)
+@click.option(
+    "--grid",
+    type=click.Choice(["snap", "exact"]),
+    help="snap (default): a tile within 1% of a pyramid level's native tiles is read as "
+    "tile-px native pixels, not resized (e.g. 256 px / 128 um at 0.499 um/px: 256 px, "
+    "Slideflow's grid); the microns a tile covers are recorded. exact: the exact size, resized.",
 )
 @click.option("--workers", type=int, help="Processes (default: all cores).")
 @click.option("--threads", type=int, help="Threads per slide.")

@@ -32,7 +32,15 @@ from tilestream.runfolder import run_folder_name
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["ConfigKwargs", "ConfigOptions", "ExtractConfig", "TileSize", "parse_tile_um"]
+__all__ = [
+    "SNAP_TOLERANCE",
+    "ConfigKwargs",
+    "ConfigOptions",
+    "ExtractConfig",
+    "GridMode",
+    "TileSize",
+    "parse_tile_um",
+]
 
 _MAG_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX]\s*$")
 _UM_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:um|µm|micron|microns)?\s*$")
@@ -41,6 +49,29 @@ RoiMethod = Literal["auto", "inside", "outside", "ignore"]
 TissueMethod = Literal["otsu", "none"]
 ImgFormat = Literal["jpeg", "png"]
 QCMode = Literal["remove", "keep", "off"]
+GridMode = Literal["snap", "exact"]
+
+SNAP_TOLERANCE = 0.01
+"""How far (relative, either way) a tile's exact extent may be from a level's native tiles and snap.
+
+With ``grid="snap"``, a tile whose exact level-0 extent (``tile_um / mpp``) is
+within this fraction of ``tile_px`` times a pyramid level's downsample is
+read as ``tile_px`` native pixels of that level: no resize, and the slide's
+stored JPEG tiles can pass through. The tile then covers up to this fraction
+more or less tissue than asked; the microns it does cover are recorded.
+
+Why one percent: it is the size of the disagreement between scanners about
+their own pixel size (one model declares slightly different microns per
+pixel from one calibration to the next, and models sold as the same
+magnification differ by about as much), so a scale difference that small is
+below what the declared pixel size can vouch for, while resizing by it costs
+a Lanczos pass that blurs every tile and rules out pass-through. It is far
+below the factor between pyramid levels, so a tile only ever snaps to the one
+level whose scale it nearly has. A size chosen deliberately further off a
+level's scale (Slideflow's 299 px / 302 um at exactly a quarter micron per
+pixel is just over one percent off) is kept as asked. ``grid="exact"`` never
+snaps.
+"""
 
 
 @dataclass(frozen=True)
@@ -135,6 +166,7 @@ class ConfigOptions(TypedDict, total=False):
     normalizer: str | None
     normalizer_source: str | None
     resizer: str
+    grid: GridMode
 
 
 class ConfigKwargs(ConfigOptions, total=False):
@@ -228,6 +260,15 @@ class ExtractConfig:
         the config is made (so the hash records the one used: a run resumed
         where the other one is installed re-extracts, and cluster workers
         need the same extras as the machine that made the config).
+    grid
+        ``"snap"`` (default): when a tile's exact level-0 extent is within
+        :data:`SNAP_TOLERANCE` of ``tile_px`` times a pyramid level's
+        downsample, read ``tile_px`` native pixels of that level (no resize;
+        stored JPEG tiles pass through where they align) and record the
+        microns a tile then covers; this is Slideflow's grid on the usual
+        scanner geometries (e.g. 256 px / 128 um at 0.499 um/px: 256 level-0
+        px, not 257 resized to 256). ``"exact"``: always the exact extent
+        rounded to whole pixels, resized to ``tile_px``.
     """
 
     tile_px: int
@@ -260,6 +301,7 @@ class ExtractConfig:
     normalizer: str | None = None
     normalizer_source: str | None = None
     resizer: str = "auto"
+    grid: GridMode = "snap"
 
     def __post_init__(self) -> None:
         if self.tile_um is None:
@@ -286,6 +328,7 @@ class ExtractConfig:
         _check(self.roi_method in ("auto", "inside", "outside", "ignore"), "invalid roi_method")
         _check(self.img_format in ("jpeg", "png"), "img_format must be 'jpeg' or 'png'")
         _check(1 <= self.quality <= 100, "quality must be in [1, 100]")
+        _check(self.grid in ("snap", "exact"), "grid must be 'snap' or 'exact'")
         _check(self.mpp_override is None or self.mpp_override > 0, "mpp_override must be > 0")
         from tilestream.norm.presets import METHODS
 
@@ -327,9 +370,12 @@ class ExtractConfig:
 
         Options added after a release are left out while they hold the value
         that reproduces the earlier outputs, so runs made before keep their
-        hash and resume.
+        hash and resume. A snapping grid is hashed with its tolerance, so
+        that a different :data:`SNAP_TOLERANCE` never passes as the same run.
         """
         data = self.to_dict()
+        if data.get("grid") == "snap":
+            data["snap_tolerance"] = SNAP_TOLERANCE
         for name, earlier in _HASH_SINCE.items():
             if data.get(name) == earlier:
                 del data[name]
@@ -383,7 +429,7 @@ class ExtractConfig:
 
 
 #: Options added later -> the value that gives the outputs of the versions before them.
-_HASH_SINCE: dict[str, Any] = {"resizer": "pillow"}
+_HASH_SINCE: dict[str, Any] = {"resizer": "pillow", "grid": "exact"}
 
 
 def _check(condition: bool, message: str) -> None:

@@ -24,8 +24,9 @@ The outputs of a slide are committed as one unit. Each is written atomically
    any output is replaced;
 2. the TFRecord, its index, the coordinates, the rejected tiles, the tissue,
    pen and artifact outlines (:mod:`tilestream.extract.outlines`), the preview;
-3. ``state/S.json`` with status ``"done"``, the size of each output and the
-   SHA-256 of the coordinates.
+3. ``state/S.json`` with status ``"done"``, the size of each output, the
+   SHA-256 of the coordinates and the tile grid the slide got
+   (:func:`tile_grid_record`: whether it snapped, the microns a tile covers).
 
 An interruption anywhere leaves either the previous state with all of the
 previous outputs (before step 1), or a ``"running"`` state: never a
@@ -73,6 +74,7 @@ __all__ = [
     "output_records",
     "prepare_slide_outputs",
     "slide_outputs",
+    "tile_grid_record",
     "write_failure_state",
 ]
 
@@ -160,6 +162,53 @@ def memory_estimate(lowres_bytes: int, grid: Grid, *, threads: int) -> int:
     return 5 * lowres_bytes + threads * per_thread
 
 
+def tile_grid_record(plan: SlidePlan, config: ExtractConfig) -> dict[str, Any]:
+    """What a slide's tile grid became: the ``tile_grid`` entry of its "done" state.
+
+    ``mode`` (the config's ``grid``), ``snapped`` (see
+    :attr:`~tilestream.extract.grid.Grid.snapped`), ``requested`` (the
+    config's ``tile_um``), ``exact_px`` (the extent it asks for, unrounded,
+    in level-0 pixels) and ``exact_um`` (the microns it asks for: for a
+    magnification, at the slide's pixel size), ``extract_px``, ``level`` and
+    ``read_px`` (the grid read), ``resized`` (whether each tile is resized to
+    ``tile_px``) and ``tile_um`` (the microns a tile covers; ``None`` without
+    the slide's microns per pixel).
+
+    >>> from tilestream.extract.grid import plan_grid
+    >>> cfg = ExtractConfig(tile_px=256, tile_um=128)
+    >>> g = plan_grid(cfg, dimensions=(512, 512), downsamples=(1.0,), mpp=0.499)
+    >>> plan = SlidePlan(grid=g, lowres=None, rois=[], mpp=0.499, dimensions=(512, 512),
+    ...                  passthrough=False)  # type: ignore[arg-type]
+    >>> r = tile_grid_record(plan, cfg)
+    >>> r["snapped"], r["exact_px"], r["extract_px"], r["resized"], r["tile_um"]
+    (True, 256.513, 256, False, 127.744)
+    """
+    grid = plan.grid
+    exact = grid.exact_px
+    return {
+        "mode": config.grid,
+        "snapped": grid.snapped,
+        "requested": config.size.label,
+        "exact_px": None if exact is None else round(exact, 4),
+        "exact_um": None if exact is None or plan.mpp is None else round(exact * plan.mpp, 6),
+        "extract_px": grid.extract_px,
+        "level": grid.level,
+        "read_px": grid.read_px,
+        "resized": grid.needs_resize,
+        "tile_um": grid.tile_um(plan.mpp),
+    }
+
+
+def _log_grid(name: str, record: dict[str, Any]) -> None:
+    if record["snapped"]:
+        log.info(
+            "%s: tile grid snapped: %s is %s level-0 px, read as %d native px of level %d "
+            "(%s um per tile)",
+            name, record["requested"], record["exact_px"], record["read_px"], record["level"],
+            record["tile_um"],
+        )  # fmt: skip
+
+
 def build_result(
     task: SlideTask,
     config: ExtractConfig,
@@ -238,6 +287,8 @@ def extract_slide_task(
     running = SlideResult(slide=name, path=str(task.path), status="running",
                           config_hash=config.hash(), source=source)  # fmt: skip
     write_json_atomic(outputs["state"], running.to_dict())
+    grid_record = tile_grid_record(plan, config)
+    _log_grid(name, grid_record)
     estimate = memory_estimate(plan.lowres.image.nbytes, plan.grid, threads=max(1, threads))
     log.info(
         "%s: %d of %d tiles to extract at level %d; memory estimate %.0f MB",
@@ -264,7 +315,7 @@ def extract_slide_task(
         seconds=time.perf_counter() - t_start, timings=timings,
     )  # fmt: skip
     # last commit step: the slide is complete
-    write_json_atomic(outputs["state"], result.to_dict())
+    write_json_atomic(outputs["state"], {**result.to_dict(), "tile_grid": grid_record})
     return result
 
 

@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> from tilestream.extract.config import ExtractConfig
+>>> from tilestream.extract.config import SNAP_TOLERANCE, ExtractConfig
 >>> cfg = ExtractConfig(tile_px=256, tile_um=128)
 >>> g = plan_grid(cfg, dimensions=(1024, 768), downsamples=(1.0, 4.0), mpp=0.5)
 >>> (g.extract_px, g.level, g.read_px, g.stride, len(g))
@@ -10,6 +10,18 @@ Examples
 >>> g2 = plan_grid(cfg.replace(tile_um=512), dimensions=(4096, 4096), downsamples=(1.0, 4.0), mpp=0.5)
 >>> (g2.extract_px, g2.level, g2.read_px)
 (1024, 1, 256)
+
+With ``grid="snap"`` (the default) an extent within :data:`SNAP_TOLERANCE` of
+``tile_px`` times a level's downsample becomes exactly that, so tiles are that
+level's native pixels; ``grid="exact"`` keeps the exact extent (and resizes):
+
+>>> aperio = cfg.replace(tile_um=128)
+>>> s = plan_grid(aperio, dimensions=(1024, 768), downsamples=(1.0, 4.0), mpp=0.499)
+>>> (s.extract_px, s.read_px, s.needs_resize, s.snapped, round(s.exact_px, 2))
+(256, 256, False, True, 256.51)
+>>> e = plan_grid(aperio.replace(grid="exact"), dimensions=(1024, 768), downsamples=(1.0, 4.0), mpp=0.499)
+>>> (e.extract_px, e.read_px, e.needs_resize, e.snapped)
+(257, 257, True, False)
 """
 
 from __future__ import annotations
@@ -21,10 +33,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tilestream.errors import ExtractionError, MissingMPPError
-from tilestream.extract.config import ExtractConfig
+from tilestream.extract.config import SNAP_TOLERANCE, ExtractConfig
 from tilestream.slide.levels import best_level
 
-__all__ = ["MAX_GRID_POSITIONS", "Grid", "choose_level", "plan_grid"]
+__all__ = [
+    "MAX_GRID_POSITIONS",
+    "SNAP_TOLERANCE",
+    "Grid",
+    "choose_level",
+    "exact_extent",
+    "extract_px_for",
+    "plan_grid",
+    "snap_extent",
+]
 
 #: Most tile positions a slide's grid may hold: the tile filters keep about
 #: 200 bytes a position (8.4 M positions: ~1.7 GB), so a slide declaring a huge
@@ -49,6 +70,11 @@ class Grid:
         A tile's size in pixels at that level (resized to ``tile_px`` when different).
     xs, ys
         Top-left corners in level-0 pixels, row-major (row by row, left to right).
+    exact_px
+        The extent ``tile_um`` asks for, unrounded (level-0 pixels).
+    snapped
+        Whether ``extract_px`` was snapped to ``tile_px`` times the level's
+        downsample (``grid="snap"``) and so differs from ``round(exact_px)``.
     """
 
     extract_px: int
@@ -59,6 +85,8 @@ class Grid:
     tile_px: int
     xs: NDArray[np.int64]
     ys: NDArray[np.int64]
+    exact_px: float | None = None
+    snapped: bool = False
 
     def __len__(self) -> int:
         return len(self.xs)
@@ -73,6 +101,21 @@ class Grid:
     def needs_resize(self) -> bool:
         """Whether tiles read at ``level`` must be resized to ``tile_px``."""
         return self.read_px != self.tile_px
+
+    def tile_um(self, mpp: float | None) -> float | None:
+        """The microns a tile covers at level-0 ``mpp`` (``None`` when unknown).
+
+        What ``tile_um`` became: equal to the request but for the rounding of
+        ``extract_px`` to whole pixels and, when :attr:`snapped`, the snap.
+
+        >>> g = plan_grid(ExtractConfig(tile_px=256, tile_um=128), dimensions=(512, 512),
+        ...               downsamples=(1.0,), mpp=0.499)
+        >>> g.tile_um(0.499), g.tile_um(None)
+        (127.744, None)
+        """
+        if mpp is None:
+            return None
+        return round(self.extract_px * mpp, 6)
 
 
 def choose_level(downsamples: Sequence[float], needed: float) -> int:
@@ -90,14 +133,22 @@ def choose_level(downsamples: Sequence[float], needed: float) -> int:
     return best_level(downsamples, needed)
 
 
-def extract_px_for(
+def exact_extent(
     config: ExtractConfig,
     *,
     mpp: float | None,
     objective_power: float | None,
     name: str = "slide",
-) -> int:
-    """A tile's extent in level-0 pixels for this slide's resolution."""
+) -> float:
+    """A tile's extent in level-0 pixels for this slide's resolution, unrounded.
+
+    ``tile_um / mpp`` for microns; for a magnification, ``tile_px`` times the
+    slide's objective power over it (the power from ``mpp`` when the slide
+    declares none: 10x is about 1 um/px).
+
+    >>> round(exact_extent(ExtractConfig(tile_px=256, tile_um=128), mpp=0.499, objective_power=None), 4)
+    256.513
+    """
     size = config.size
     if size.microns is not None:
         if mpp is None:
@@ -106,7 +157,7 @@ def extract_px_for(
                 "pass mpp (mpp_override, or an 'mpp' column in the slides CSV) or use a "
                 "magnification such as '10x'"
             )
-        return round(size.microns / mpp)
+        return size.microns / mpp
     assert size.magnification is not None
     base = objective_power
     if base is None and mpp is not None:
@@ -116,7 +167,49 @@ def extract_px_for(
             f"{name}: tile_um={size.label} needs the slide's objective power or microns per pixel; "
             "it has neither: pass mpp"
         )
-    return round(config.tile_px * base / size.magnification)
+    return config.tile_px * base / size.magnification
+
+
+def extract_px_for(
+    config: ExtractConfig,
+    *,
+    mpp: float | None,
+    objective_power: float | None,
+    name: str = "slide",
+) -> int:
+    """A tile's exact extent in level-0 pixels, rounded (the ``grid="exact"`` extent)."""
+    return round(exact_extent(config, mpp=mpp, objective_power=objective_power, name=name))
+
+
+def snap_extent(
+    exact_px: float, tile_px: int, downsamples: Sequence[float]
+) -> tuple[int, int] | None:
+    """``(extract_px, level)`` of the level whose native tiles ``exact_px`` is within tolerance of.
+
+    The level whose ``tile_px * downsample`` is relatively nearest to
+    ``exact_px``, if within :data:`SNAP_TOLERANCE` of it (either side);
+    ``None`` when no level is. The extent returned is ``tile_px`` times that
+    downsample, rounded to whole pixels.
+
+    >>> snap_extent(256.513, 256, (1.0, 4.0, 16.0))
+    (256, 0)
+    >>> snap_extent(1021.0, 256, (1.0, 4.0003, 16.0))
+    (1024, 1)
+    >>> snap_extent(1208.0, 299, (1.0, 4.0, 16.0)) is None  # 302 um at 0.25 um/px: kept
+    True
+    """
+    best: tuple[float, int] | None = None
+    for level, ds in enumerate(downsamples):
+        target = tile_px * float(ds)
+        if target <= 0:
+            continue
+        off = abs(exact_px / target - 1.0)
+        if off <= SNAP_TOLERANCE and (best is None or off < best[0]):
+            best = (off, level)
+    if best is None:
+        return None
+    level = best[1]
+    return max(1, round(tile_px * float(downsamples[level]))), level
 
 
 def plan_grid(
@@ -128,18 +221,29 @@ def plan_grid(
     objective_power: float | None = None,
     name: str = "slide",
 ) -> Grid:
-    """Plan the grid of tile positions for a slide of the given geometry."""
-    extract_px = extract_px_for(config, mpp=mpp, objective_power=objective_power, name=name)
-    if extract_px < config.tile_px:
+    """Plan the grid of tile positions for a slide of the given geometry.
+
+    With ``config.grid == "snap"`` the extent snaps to a level's native tiles
+    (:func:`snap_extent`); otherwise, or when no level is near enough, it is
+    the exact extent rounded, read from :func:`choose_level`'s level and
+    resized to ``tile_px``.
+    """
+    exact_px = exact_extent(config, mpp=mpp, objective_power=objective_power, name=name)
+    extract_px = round(exact_px)
+    snap = snap_extent(exact_px, config.tile_px, downsamples) if config.grid == "snap" else None
+    if snap is not None:
+        extract_px, level = snap
+        read_px = config.tile_px
+    elif extract_px < config.tile_px:
         raise ExtractionError(
             f"{name}: tile_um={config.size.label} covers {extract_px} level-0 pixels, fewer than "
             f"tile_px={config.tile_px}: that would need upsampling; use a larger tile_um or a "
             "smaller tile_px"
         )
-    needed = extract_px / config.tile_px
-    level = choose_level(downsamples, needed)
+    else:
+        level = choose_level(downsamples, extract_px / config.tile_px)
+        read_px = max(1, round(extract_px / float(downsamples[level])))
     ds = float(downsamples[level])
-    read_px = max(1, round(extract_px / ds))
     stride = max(1, extract_px // config.stride_div)
     width, height = dimensions
     ox = oy = 0
@@ -170,4 +274,6 @@ def plan_grid(
         tile_px=config.tile_px,
         xs=gx.ravel(),
         ys=gy.ravel(),
+        exact_px=exact_px,
+        snapped=extract_px != round(exact_px),
     )

@@ -9,6 +9,10 @@ Both count as extracted only the slides whose outputs are current
 (:mod:`tilestream.runfolder`), and name the stale ones (outputs kept from a
 failed or interrupted rerun, another config, or changed since) with the
 reason, as :func:`tilestream.runfolder.stale_slides` gives it.
+
+Both say how the tile grid came out (:func:`grid_summary`): whether slides
+snapped to their levels' native pixels (``grid="snap"``), from what extent to
+what, and the microns a tile covers on each slide.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tilestream._util.atomic import atomic_write, write_json_atomic
-from tilestream.extract.config import ExtractConfig
+from tilestream.extract.config import SNAP_TOLERANCE, ExtractConfig
 from tilestream.extract.outlines import CLASS_COLORS, OTHER_COLOR, outline_areas_mm2
 from tilestream.extract.select import REJECT_REASONS
 from tilestream.runfolder import (
@@ -31,7 +35,14 @@ from tilestream.runfolder import (
     stale_slides,
 )
 
-__all__ = ["REPORT_FILE", "SUMMARY_FILE", "load_states", "slide_qc", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "SUMMARY_FILE",
+    "grid_summary",
+    "load_states",
+    "slide_qc",
+    "write_report",
+]
 
 
 #: Outline files larger than this are not read for areas (the areas then come from the state only).
@@ -100,6 +111,77 @@ def _stale(run_dir: Path, states: list[dict[str, Any]], config_hash: str) -> dic
     return dict(sorted(stale.items()))
 
 
+#: What tells one snap from another in :func:`grid_summary`'s ``changes``.
+_CHANGE_KEYS = ("exact_px", "extract_px", "level", "tile_um")
+
+
+def grid_summary(config: ExtractConfig, done: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the tile grid came out on the extracted slides (``summary.json``'s ``tile_grid``).
+
+    Returns
+    -------
+    dict
+        ``{"mode": "snap" | "exact", "tolerance": SNAP_TOLERANCE | None,
+        "snapped": [slides], "tile_um": {slide: microns a tile covers},
+        "changes": [{"exact_px", "extract_px", "level", "tile_um", "slides"}]}``:
+        one change per distinct snap (from the exact extent to the one read).
+        Slides whose state predates the ``tile_grid`` record count as not
+        snapped, with ``extract_px`` times ``mpp`` as their microns.
+
+    >>> cfg = ExtractConfig(tile_px=256, tile_um=128)
+    >>> rec = {"snapped": True, "exact_px": 256.513, "extract_px": 256, "level": 0,
+    ...        "tile_um": 127.744}
+    >>> g = grid_summary(cfg, [{"slide": "a", "tile_grid": rec},
+    ...                        {"slide": "b", "extract_px": 256, "mpp": 0.5}])
+    >>> g["snapped"], g["tile_um"], len(g["changes"])
+    (['a'], {'a': 127.744, 'b': 128.0}, 1)
+    """
+    tile_um: dict[str, float | None] = {}
+    snapped: list[str] = []
+    changes: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for state in done:
+        name = str(state.get("slide", ""))
+        record = state.get("tile_grid")
+        if not isinstance(record, dict):
+            px, mpp = state.get("extract_px"), state.get("mpp")
+            ok = isinstance(px, (int, float)) and isinstance(mpp, (int, float))
+            tile_um[name] = round(px * mpp, 6) if ok else None  # type: ignore[operator]
+            continue
+        tile_um[name] = record.get("tile_um")
+        if record.get("snapped"):
+            snapped.append(name)
+            change = {k: record.get(k) for k in _CHANGE_KEYS}
+            key = tuple(change.values())
+            changes.setdefault(key, {**change, "slides": []})["slides"].append(name)
+    return {
+        "mode": config.grid,
+        "tolerance": SNAP_TOLERANCE if config.grid == "snap" else None,
+        "snapped": snapped,
+        "tile_um": tile_um,
+        "changes": list(changes.values()),
+    }
+
+
+def _grid_sentence(config: ExtractConfig, grid: dict[str, Any], done: int) -> str:
+    """The report's sentence on the tile grid: exact, or snapped (from what to what) or not."""
+    e = html.escape
+    if grid["mode"] == "exact":
+        return "Tile grid: exact (each tile is the requested size, resized where needed)."
+    head = (
+        f"Tile grid: snap (within {grid['tolerance']:.0%} of a level's native tiles); "
+        f"{len(grid['snapped'])} of {_n(done, 'slide')} snapped"
+    )
+    if not grid["changes"]:
+        return head + "."
+    items = "; ".join(
+        f"{e(config.size.label)} = {c['exact_px']} level-0 px read as {config.tile_px} native "
+        f"px of level {c['level']} ({c['extract_px']} level-0 px, {c['tile_um']} um per tile) "
+        f"on {_n(len(c['slides']), 'slide')}"
+        for c in grid["changes"]
+    )
+    return f"{head}: {items}. Snapped tiles are not resized."
+
+
 def _summary(run_dir: Path, states: list[dict[str, Any]], config: ExtractConfig) -> dict[str, Any]:
     stale = _stale(run_dir, states, config.hash())
     done = [s for s in states if s.get("status") == "done" and s.get("slide") not in stale]
@@ -112,6 +194,7 @@ def _summary(run_dir: Path, states: list[dict[str, Any]], config: ExtractConfig)
         "failed": len(failed),
         "tiles": sum(int(s.get("tiles", 0)) for s in done),
         "passthrough": sum(int(s.get("passthrough", 0)) for s in done),
+        "tile_grid": grid_summary(config, done),
         "stale": stale,
         "qc": {str(s.get("slide")): slide_qc(run_dir, s) for s in done},
         "per_slide": states,
@@ -232,8 +315,9 @@ td.qc ul {{ margin: 0 0 4px 0; padding-left: 1.2em; }} .sw {{ display: inline-bl
 </style></head><body>
 <h1>Extraction report: {html.escape(config.label)}</h1>
 <p>{_n(summary["done"], "slide")} extracted, {summary["failed"]} failed, {len(summary["stale"])} stale, {_n(summary["tiles"], "tile")}.
-Config hash <code>{summary["config_hash"]}</code>.
-Kept tiles are outlined in green, rejected tiles in red, the tissue outline in blue, pen and
+Config hash <code>{summary["config_hash"]}</code>.</p>
+<p class="grid">{_grid_sentence(config, summary["tile_grid"], summary["done"])}</p>
+<p>Kept tiles are outlined in green, rejected tiles in red, the tissue outline in blue, pen and
 artifact outlines in their class colours (see each slide's QC column), ROIs in yellow.
 Each slide's outlines are in <code>&lt;slide&gt;.geojson</code> (QuPath GeoJSON, level-0 pixels):
 correct them in QuPath and give the file back as the slide's ROI.</p>

@@ -23,14 +23,14 @@ from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExec
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tilestream import __version__
 from tilestream._util.atomic import remove_temp_files, write_json_atomic
 from tilestream._util.lifetime import die_with_parent
 from tilestream._util.lock import run_lock
 from tilestream.errors import ConfigError, ExtractionError
-from tilestream.extract.config import ConfigKwargs, ConfigOptions, ExtractConfig
+from tilestream.extract.config import SNAP_TOLERANCE, ConfigKwargs, ConfigOptions, ExtractConfig
 from tilestream.extract.engine import failure_result
 from tilestream.extract.manifest import RunManifest
 from tilestream.extract.report import write_report
@@ -172,6 +172,33 @@ def _remove_stale_run_temp_files(run_dir: Path) -> None:
     remove_temp_files(run_dir, RUN_FILES)
 
 
+def _write_config(
+    run_dir: Path, config: ExtractConfig, tile_um: dict[str, float | None] | None = None
+) -> None:
+    """Write ``config.json``: the config, its hash, the versions and the tile grid.
+
+    ``tile_grid`` holds the grid mode and snap tolerance, and, once the run
+    has written its summary, ``tile_um``: the distinct microns a tile covers
+    on the run's current slides (one value when they share a pixel size;
+    see :func:`tilestream.extract.report.grid_summary` for each slide's).
+    """
+    grid: dict[str, Any] = {
+        "mode": config.grid,
+        "tolerance": SNAP_TOLERANCE if config.grid == "snap" else None,
+    }
+    if tile_um is not None:
+        grid["tile_um"] = sorted({v for v in tile_um.values() if v is not None})
+    write_json_atomic(
+        run_dir / CONFIG_FILE,
+        {
+            "config": config.to_dict(),
+            "hash": config.hash(),
+            "versions": _versions(config),
+            "tile_grid": grid,
+        },
+    )
+
+
 def _open_run_folder(stack: contextlib.ExitStack, run_dir: Path, config: ExtractConfig) -> None:
     """Hold ``run_dir`` for this run (until ``stack`` closes) and write its ``config.json``.
 
@@ -182,10 +209,7 @@ def _open_run_folder(stack: contextlib.ExitStack, run_dir: Path, config: Extract
         stack.enter_context(run_lock(run_dir))
         _remove_stale_run_temp_files(run_dir)
         RunManifest(run_dir, config.hash()).rebuild()
-        write_json_atomic(
-            run_dir / CONFIG_FILE,
-            {"config": config.to_dict(), "hash": config.hash(), "versions": _versions(config)},
-        )
+        _write_config(run_dir, config)
     except OSError as exc:
         raise _folder_error(run_dir, exc) from exc
 
@@ -465,7 +489,9 @@ def _extract_locked(
             to_images=to_images,
         )  # fmt: skip
     run.seconds = time.perf_counter() - t_start
-    run.stale = dict(write_report(run_dir, config)["stale"])
+    summary = write_report(run_dir, config)
+    run.stale = dict(summary["stale"])
+    _write_config(run_dir, config, summary["tile_grid"]["tile_um"])
     for name, reason in run.stale.items():
         log.warning(
             "slide %s left out of the manifest: %s (outputs kept, not deleted)", name, reason

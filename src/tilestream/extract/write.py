@@ -50,7 +50,7 @@ __all__ = [
 
 #: The columns of ``<slide>.coords.csv`` before one per QC mask (see :func:`coords_header`).
 COORDS_COLUMNS = (
-    "record", "loc_x", "loc_y", "x", "y", "width", "height", "level",
+    "record", "loc_x", "loc_y", "x", "y", "width", "height", "level", "tile_um",
     "tissue", "grayspace", "whitespace", "blur", "blurry",
 )  # fmt: skip
 #: The columns of ``state/<slide>.rejected.csv``.
@@ -59,7 +59,15 @@ _BLURRY = COORDS_COLUMNS.index("blurry")
 
 
 def coords_header(selection: Selection) -> list[str]:
-    """The header of ``<slide>.coords.csv``: :data:`COORDS_COLUMNS`, then each QC mask's reason."""
+    """The header of ``<slide>.coords.csv``: :data:`COORDS_COLUMNS`, then each QC mask's reason.
+
+    ``width`` and ``height`` are a tile's extent in level-0 pixels, ``tile_um``
+    the microns it covers (``width`` times the slide's microns per pixel:
+    the requested size, or what it snapped to, see
+    :attr:`tilestream.extract.grid.Grid.snapped`; empty when the slide's
+    microns per pixel are unknown). Columns are found by name: a reader of
+    tables written before ``tile_um`` existed sees it missing.
+    """
     return [*COORDS_COLUMNS, *(QC_REASONS[k] for k in selection.qc_fractions)]
 
 
@@ -147,7 +155,11 @@ def write_tiles(
             img_dir.mkdir(parents=True, exist_ok=True)
         else:
             writer = stack.enter_context(TFRecordWriter(outputs["tfrecord"], index=True))
-        return _write_loop(tiles, writer, img_dir, grid, selection, config, name, progress)
+        tile_um = grid.tile_um(plan.mpp)
+        return _write_loop(
+            tiles, writer, img_dir, grid, selection, config, name, progress,
+            "" if tile_um is None else tile_um,
+        )  # fmt: skip
 
 
 def _write_loop(
@@ -159,6 +171,7 @@ def _write_loop(
     config: ExtractConfig,
     name: str,
     progress: TileProgress | None,
+    tile_um: float | str,
 ) -> WrittenTiles:
     """The tile loop of :func:`write_tiles` (the hot path: per tile, only what it needs)."""
     out = WrittenTiles()
@@ -199,7 +212,7 @@ def _write_loop(
         coords_rows.append(
             [
                 len(coords_rows), lx, ly, int(grid.xs[i]), int(grid.ys[i]),
-                grid.extract_px, grid.extract_px, grid.level,
+                grid.extract_px, grid.extract_px, grid.level, tile_um,
                 round(float(selection.tissue[i]), 4),
                 round(float(selection.grayspace[i]), 4),
                 round(float(selection.whitespace[i]), 4),
