@@ -292,6 +292,7 @@ def test_the_effective_microns_are_recorded(cmu_slide: Path, tmp_path: Path) -> 
     assert (tg["extract_px"], tg["read_px"], tg["level"]) == (256, 256, 0)
     assert tg["exact_px"] == pytest.approx(256.513, abs=1e-3)
     assert tg["tile_um"] == pytest.approx(127.744) and tg["exact_um"] == pytest.approx(128)
+    assert r.tile_grid == tg  # the API's result carries the same record
     assert {row["tile_um"] for row in _coords(run / f"{name}.coords.csv")} == {"127.744"}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["tile_grid"]["snapped"] == [name]

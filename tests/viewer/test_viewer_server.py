@@ -305,7 +305,7 @@ def test_grid_has_kept_and_rejected_tiles(server: ViewerServer, run_dir: Path) -
     assert len(grid["kept"]) == state["tiles"]
     assert len(grid["rejected"]) == sum(state["rejected"].values())
     assert len(grid["kept"]) + len(grid["rejected"]) == state["grid"]
-    assert grid["tile_w"] == 257  # 128 um at 0.499 um/px
+    assert grid["tile_w"] == 256  # 128 um at 0.499 um/px: 256.5 px, snapped to 256 native px
     kept = {(x, y) for x, y, _, _ in grid["kept"]}
     assert not kept & {(x, y) for x, y, _ in grid["rejected"]}
 

@@ -314,8 +314,9 @@ def extract_slide_task(
         task, config, plan, selection, written, outputs=outputs, source=source,
         seconds=time.perf_counter() - t_start, timings=timings,
     )  # fmt: skip
+    result.tile_grid = grid_record
     # last commit step: the slide is complete
-    write_json_atomic(outputs["state"], {**result.to_dict(), "tile_grid": grid_record})
+    write_json_atomic(outputs["state"], result.to_dict())
     return result
 
 

@@ -65,6 +65,8 @@ class SlideResult:
     source: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     qc: dict[str, float | None] = field(default_factory=dict)  # mm² per QC mask, tissue_mm2
+    #: what the slide's tile grid became (``engine.tile_grid_record``); None before it existed
+    tile_grid: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
