@@ -312,44 +312,67 @@ def _reading(rows: Rows) -> str:
     )
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def bench_qc(slide: Path, args: argparse.Namespace) -> None:
-    """What the QC masks add to an extraction: QC on vs off, alternating, best round each."""
+    """What the QC masks add to an extraction: QC on vs off, alternating, medians of the rounds."""
     load_start = os.getloadavg()[0]
     lines = [
         "| config | QC | tiles | seconds | CPU s | mask stage s | rejected by QC |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     notes = []
+    verdicts = []
     for label in args.configs.split(","):
         px, um = CONFIGS[label]
-        best: dict[str, dict[str, Any]] = {}
+        runs: dict[str, list[dict[str, Any]]] = {"qc-on": [], "qc-off": []}
         for round_ in range(args.rounds):
             order = ["qc-on", "qc-off"] if round_ % 2 == 0 else ["qc-off", "qc-on"]
             for which in order:
                 result = _child(which, slide, px, um)
                 print(
                     f"{label} round {round_ + 1} {which}: {result['tiles']} tiles "
-                    f"{result['seconds']:.1f} s, {result['cpu_seconds']:.1f} CPU s, mask "
-                    f"{result['stages'].get('mask', 0):.2f} s",
+                    f"{result['seconds']:.2f} s, {result['cpu_seconds']:.2f} CPU s, mask "
+                    f"{result['stages'].get('mask', 0):.3f} s",
                     flush=True,
                 )
-                if which not in best or result["seconds"] < best[which]["seconds"]:
-                    best[which] = result
-        on, off = best["qc-on"], best["qc-off"]
+                runs[which].append(result)
+        med = {
+            which: {
+                "seconds": _median([r["seconds"] for r in rs]),
+                "cpu": _median([r["cpu_seconds"] for r in rs]),
+                "mask": _median([r["stages"].get("mask", 0.0) for r in rs]),
+                "tiles": rs[0]["tiles"],
+                "rejected": rs[0]["rejected"],
+            }
+            for which, rs in runs.items()
+        }
+        on, off = med["qc-on"], med["qc-off"]
         for which, r in (("on", on), ("off", off)):
             rej = ", ".join(f"{k} {r['rejected'].get(k, 0)}" for k in ("pen", "fold", "blur_map"))
             lines.append(
-                f"| {label} | {which} | {r['tiles']} | {r['seconds']:.1f} | "
-                f"{r['cpu_seconds']:.1f} | {r['stages'].get('mask', 0):.2f} | "
-                f"{rej if which == 'on' else '-'} |"
+                f"| {label} | {which} | {r['tiles']} | {r['seconds']:.2f} | "
+                f"{r['cpu']:.2f} | {r['mask']:.3f} | {rej if which == 'on' else '-'} |"
             )
-        added = on["stages"]["mask"] - off["stages"]["mask"]
+        added_cpu = 100 * (on["cpu"] / off["cpu"] - 1)
+        added_mask = 100 * (on["mask"] - off["mask"]) / off["seconds"]
+        added_wall = 100 * (on["seconds"] / off["seconds"] - 1)
+        verdicts.append(f"{label} {'met' if added_cpu <= 10 else '**not met**'}")
         notes.append(
-            f"{label}: the QC masks take {added:.2f} s more in the mask stage, "
-            f"{100 * added / off['seconds']:.1f} % of the extraction without QC "
-            f"({off['seconds']:.1f} s); wall clock {on['seconds']:.1f} s vs "
-            f"{off['seconds']:.1f} s ({100 * (on['seconds'] / off['seconds'] - 1):+.1f} %)."
+            f"{label}: QC adds {added_cpu:+.1f} % CPU seconds to the extraction "
+            f"({on['cpu']:.2f} s vs {off['cpu']:.2f} s); the mask stage alone "
+            f"{on['mask'] - off['mask']:.3f} s, {added_mask:.1f} % of the extraction's wall clock "
+            f"without QC; wall clock {on['seconds']:.2f} s vs {off['seconds']:.2f} s "
+            f"({added_wall:+.1f} %)."
         )
+    notes.append(
+        "Target (at most 10 % added, judged on CPU seconds, which other jobs on the machine do "
+        f"not inflate): {'; '.join(verdicts)}."
+    )
     load_end = os.getloadavg()[0]
     table = "\n".join(lines)
     print()
@@ -368,9 +391,10 @@ def bench_qc(slide: Path, args: argparse.Namespace) -> None:
             f"The same generated {args.size:,} x {args.size:,} slide as above, extracted by "
             "tilestream (2 threads) with the QC masks of the low-resolution image on (the "
             "defaults: pen removed, folds and out-of-focus areas measured) and off "
-            '(`pen="off", fold="off", blur_map="off"`), alternating, best of '
-            f"{args.rounds} rounds each. The masks are computed in the `mask` stage, before "
-            "any tile is read; target: at most 10 % of the extraction time.",
+            '(`pen="off", fold="off", blur_map="off"`), alternating, '
+            f"{args.rounds} rounds each, medians shown. The masks are computed in the `mask` stage, "
+            "before any tile is read (their value per kept tile is looked up afterwards); "
+            "target: at most 10 % of the extraction time.",
             "",
             f"Machine: {os.cpu_count()} CPUs shared with other jobs (load average "
             f"{load_start:.1f} at the start, {load_end:.1f} at the end), {_versions()}.",
