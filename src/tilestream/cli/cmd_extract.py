@@ -230,6 +230,12 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 )
 @click.option("--img-format", type=click.Choice(["jpeg", "png"]))
 @click.option("--quality", type=int, help="JPEG quality (default 95).")
+@click.option(
+    "--jpeg-subsampling",
+    type=click.Choice(["444", "420"]),
+    help="Chroma subsampling of encoded JPEG tiles: 444 (default, full colour detail) or 420 "
+    "(Slideflow's; smaller, decodes faster).",
+)
 @click.option("--jpeg-passthrough/--no-jpeg-passthrough", default=None)
 @click.option("--mpp", "mpp_override", type=float, help="Microns per pixel for every slide.")
 @click.option(

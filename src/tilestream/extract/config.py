@@ -38,6 +38,7 @@ __all__ = [
     "ConfigOptions",
     "ExtractConfig",
     "GridMode",
+    "Subsampling",
     "TileSize",
     "parse_tile_um",
 ]
@@ -50,6 +51,7 @@ TissueMethod = Literal["otsu", "none"]
 ImgFormat = Literal["jpeg", "png"]
 QCMode = Literal["remove", "keep", "off"]
 GridMode = Literal["snap", "exact"]
+Subsampling = Literal["444", "420"]
 
 SNAP_TOLERANCE = 0.01
 """How far (relative, either way) a tile's exact extent may be from a level's native tiles and snap.
@@ -161,6 +163,7 @@ class ConfigOptions(TypedDict, total=False):
     roi_fraction: float | None
     img_format: ImgFormat
     quality: int
+    jpeg_subsampling: Subsampling
     jpeg_passthrough: bool
     mpp_override: float | None
     normalizer: str | None
@@ -238,6 +241,12 @@ class ExtractConfig:
         the fraction of a tile that must be inside (``None``: its centre).
     img_format, quality
         Encoding of stored tiles.
+    jpeg_subsampling
+        Chroma subsampling of the JPEG tiles tilestream encodes: ``"444"``
+        (default: full colour resolution) or ``"420"`` (Slideflow's and most
+        encoders' default: tiles about a quarter smaller and decoded faster,
+        at a visible cost in colour detail; ``docs/benchmarks.md``, "Tile encoding:
+        chroma"). Tiles passed through keep the scanner's sampling.
     jpeg_passthrough
         Where the grid aligns with the slide's stored JPEG tiles and no resize
         is needed, copy the stored JPEG bytes instead of decoding and
@@ -296,6 +305,7 @@ class ExtractConfig:
     roi_fraction: float | None = None
     img_format: ImgFormat = "jpeg"
     quality: int = 95
+    jpeg_subsampling: Subsampling = "444"
     jpeg_passthrough: bool = True
     mpp_override: float | None = None
     normalizer: str | None = None
@@ -328,6 +338,7 @@ class ExtractConfig:
         _check(self.roi_method in ("auto", "inside", "outside", "ignore"), "invalid roi_method")
         _check(self.img_format in ("jpeg", "png"), "img_format must be 'jpeg' or 'png'")
         _check(1 <= self.quality <= 100, "quality must be in [1, 100]")
+        _check(self.jpeg_subsampling in ("444", "420"), "jpeg_subsampling must be '444' or '420'")
         _check(self.grid in ("snap", "exact"), "grid must be 'snap' or 'exact'")
         _check(self.mpp_override is None or self.mpp_override > 0, "mpp_override must be > 0")
         from tilestream.norm.presets import METHODS
@@ -429,7 +440,7 @@ class ExtractConfig:
 
 
 #: Options added later -> the value that gives the outputs of the versions before them.
-_HASH_SINCE: dict[str, Any] = {"resizer": "pillow", "grid": "exact"}
+_HASH_SINCE: dict[str, Any] = {"resizer": "pillow", "grid": "exact", "jpeg_subsampling": "444"}
 
 
 def _check(condition: bool, message: str) -> None:

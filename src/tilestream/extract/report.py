@@ -206,7 +206,10 @@ def _encoding(state: dict[str, Any], config: ExtractConfig) -> str:
     tiles, passed = int(state.get("tiles", 0)), int(state.get("passthrough", 0))
     if state.get("status") != "done" or not tiles:
         return ""
-    encoded = f"encoded at quality {config.quality}" if config.img_format == "jpeg" else "PNG"
+    chroma = ", 4:2:0" if config.jpeg_subsampling == "420" else ""
+    encoded = (
+        f"encoded at quality {config.quality}{chroma}" if config.img_format == "jpeg" else "PNG"
+    )
     if not passed:
         return encoded
     quality = state.get("stored_quality")

@@ -66,15 +66,17 @@ class EncodedTile:
     times: StageTimes = field(default_factory=StageTimes)
 
 
-def encode_tile(tile: NDArray[np.uint8], img_format: str, quality: int) -> bytes:
-    """Encode an RGB uint8 tile as JPEG (4:4:4, ``quality``) or PNG."""
+def encode_tile(
+    tile: NDArray[np.uint8], img_format: str, quality: int, subsampling: str = "444"
+) -> bytes:
+    """Encode an RGB uint8 tile as JPEG (``quality``, chroma ``subsampling``) or PNG."""
     if img_format == "jpeg":
         return bytes(
             simplejpeg.encode_jpeg(
                 np.ascontiguousarray(tile),
                 quality=quality,
                 colorspace="RGB",
-                colorsubsampling="444",
+                colorsubsampling=subsampling,
             )
         )
     buf = io.BytesIO()
@@ -158,7 +160,7 @@ def _process_chunk(
         if normalizer is not None:
             tile = normalizer(tile)
         t4 = time.perf_counter()
-        data = encode_tile(tile, config.img_format, config.quality)
+        data = encode_tile(tile, config.img_format, config.quality, config.jpeg_subsampling)
         t5 = time.perf_counter()
         t.read, t.resize, t.quality, t.normalize, t.encode = (
             t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4
