@@ -442,10 +442,24 @@ static PyObject *py_decode(PyObject *mod, PyObject *args, PyObject *kwargs) {
         Py_END_ALLOW_THREADS
     }
     if (e.status == OK) {
-        c->app = PyBytes_FromStringAndSize(NULL, 0);
-        for (int i = 0; c->app && i < ps->napp; i++)
-            PyBytes_ConcatAndDel(&c->app, PyBytes_FromStringAndSize((const char *)view.buf + ps->app_off[i],
-                                                              (Py_ssize_t)ps->app_len[i]));
+        /* Canonical JFIF and Adobe segments (what they say about the pixels, nothing else). */
+        static const uint8_t jfif[18] = {0xFF, 0xE0, 0, 16, 'J', 'F', 'I', 'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0};
+        uint8_t adobe[16] = {0xFF, 0xEE, 0, 14, 'A', 'd', 'o', 'b', 'e', 0, 100, 0, 0, 0, 0, 0};
+        uint8_t app[34];
+        size_t n = 0;
+        for (int i = 0; i < ps->napp; i++) {
+            const uint8_t *seg = (const uint8_t *)view.buf + ps->app_off[i];
+            if (seg[1] == 0xE0 && n == 0) {
+                memcpy(app, jfif, sizeof jfif);
+                n = sizeof jfif;
+            } else if (seg[1] == 0xEE && ps->app_len[i] >= 16) {
+                adobe[15] = seg[15];
+                memcpy(app + n, adobe, sizeof adobe);
+                n += sizeof adobe;
+                break;
+            }
+        }
+        c->app = PyBytes_FromStringAndSize((const char *)app, (Py_ssize_t)n);
         if (c->app) c->signature = make_signature(c);
     }
     free(ps);
