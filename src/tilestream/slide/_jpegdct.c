@@ -75,6 +75,7 @@ static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, 
         t->valptr[l] = k;
         t->mincode[l] = code;
         for (int i = 0; i < bits[l]; i++, k++, code++) {
+            if (code >= (1 << l) - 1) return fail(e, E_CORRUPT, "bad Huffman table (codes overflow)");
             if (l <= 9) {
                 int first = code << (9 - l), n = 1 << (9 - l);
                 for (int j = 0; j < n; j++) {
@@ -84,7 +85,6 @@ static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, 
             }
         }
         t->maxcode[l] = bits[l] ? code - 1 : -1;
-        if (code >= (1 << l)) return fail(e, E_CORRUPT, "bad Huffman table (codes overflow)");
         code <<= 1;
     }
     t->maxcode[17] = 0x7fffffff;
