@@ -209,6 +209,15 @@ def test_corrupt_tiles_raise_a_clear_error(tissue: np.ndarray) -> None:
     with pytest.raises(jm.JpegMosaicError, match=r"x.svs: stored tile \(0, 0\)"):
         cache.mosaic(0, 0, 224, 224)
     assert isinstance(jm.JpegMosaicError("x"), ValueError)
+    # A Huffman table with three 1-bit codes (found by fuzzing: it once wrote past
+    # the lookahead table): refused.
+    dht = data.index(b"\xff\xc4")
+    bad = bytearray(data)
+    donor = next(j for j in range(dht + 6, dht + 21) if bad[j] >= 3)
+    bad[donor] -= 3  # same symbol count, so only the code lengths are wrong
+    bad[dht + 5] = 3
+    with pytest.raises(jm.JpegMosaicError, match="codes overflow"):
+        jm.decode_coefficients(bytes(bad))
 
 
 def test_hostile_bytes_never_crash(tissue: np.ndarray) -> None:
