@@ -1,7 +1,8 @@
 """Build script for the optional compiled core; all metadata lives in pyproject.toml.
 
 ``tilestream.tfrecord._native`` (C, no dependencies beyond Python) speeds up
-reading TFRecords. It is optional: where it cannot be compiled (no C
+reading TFRecords; ``tilestream.slide._jpegdct`` (C, no dependencies) assembles
+JPEG tiles losslessly in the DCT domain. Both are optional: where it cannot be compiled (no C
 compiler), the install goes on and the pure-Python reader is used.
 """
 
@@ -31,6 +32,12 @@ setup(
             ["src/tilestream/tfrecord/_native.c"],
             extra_compile_args=compile_args,
             optional=True,
-        )
+        ),
+        Extension(
+            "tilestream.slide._jpegdct",
+            ["src/tilestream/slide/_jpegdct.c"],
+            extra_compile_args=compile_args,
+            optional=True,
+        ),
     ]
 )

@@ -1,0 +1,902 @@
+/*
+ * tilestream.slide._jpegdct: lossless assembly of baseline JPEGs in the DCT
+ * domain (what ``jpegtran -crop``/``-drop`` do), without libjpeg.
+ *
+ * Optional like the rest of the compiled core: tilestream.slide.jpeg_mosaic
+ * reports it unavailable where it could not be built and callers decode and
+ * re-encode instead. It provides
+ *
+ *   decode(data, /, *, max_pixels=1 << 24) -> Coefficients
+ *       Entropy-decodes a standalone baseline (SOF0) Huffman JPEG of 1 or 3
+ *       components, one interleaved scan, any sampling (4:4:4, 4:2:2, 4:2:0),
+ *       with or without restart markers, into its quantised DCT coefficient
+ *       blocks. Nothing is dequantised or transformed.
+ *
+ *   assemble(pieces, width, height, /) -> bytes
+ *       A standalone baseline JPEG of ``width`` x ``height`` px whose MCUs are
+ *       copied from decoded sources: ``pieces`` is a sequence of
+ *       ``(coefficients, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCU units;
+ *       together they must cover every MCU of the output exactly once, and
+ *       only whole MCUs inside each source. Every source must have the same
+ *       signature (components, sampling, quantisation tables, colour
+ *       transform). DC predictions are re-computed across the seams and the
+ *       Huffman tables are optimal for the output (two passes, like
+ *       ``jpegtran -optimize``): the input tables may lack a symbol the new
+ *       arrangement needs, optimal tables never do, and they make smaller
+ *       files. No restart markers are written.
+ *
+ * Errors: ``Error`` (a ValueError) for corrupt input, ``Unsupported`` (a
+ * subclass) for valid JPEG the module does not handle (progressive,
+ * arithmetic, 12-bit, several scans, 2 or 4 components). Every read of the
+ * input is bounds-checked; the GIL is released while decoding and encoding.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static PyObject *DctError;
+static PyObject *DctUnsupported;
+
+enum { OK = 0, E_CORRUPT = 1, E_UNSUPPORTED = 2, E_NOMEM = 3 };
+
+typedef struct {
+    int status;
+    char msg[160];
+} err_t;
+
+static int fail(err_t *e, int status, const char *msg) {
+    if (e->status == OK) {
+        e->status = status;
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ Huffman decoding */
+
+typedef struct {
+    int present;
+    uint8_t look_len[512]; /* 9-bit lookahead: code length, 0 = longer code */
+    uint8_t look_sym[512];
+    int32_t maxcode[18];
+    int32_t mincode[17];
+    int32_t valptr[17];
+    uint8_t vals[256];
+} dhuff_t;
+
+static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, int count, err_t *e) {
+    int32_t code = 0;
+    int k = 0;
+    memset(t, 0, sizeof *t);
+    memcpy(t->vals, vals, (size_t)count);
+    for (int l = 1; l <= 16; l++) {
+        t->valptr[l] = k;
+        t->mincode[l] = code;
+        for (int i = 0; i < bits[l]; i++, k++, code++) {
+            if (code >= (1 << l) - 1) return fail(e, E_CORRUPT, "bad Huffman table (codes overflow)");
+            if (l <= 9) {
+                int first = code << (9 - l), n = 1 << (9 - l);
+                for (int j = 0; j < n; j++) {
+                    t->look_len[first + j] = (uint8_t)l;
+                    t->look_sym[first + j] = vals[k];
+                }
+            }
+        }
+        t->maxcode[l] = bits[l] ? code - 1 : -1;
+        code <<= 1;
+    }
+    t->maxcode[17] = 0x7fffffff;
+    t->present = 1;
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *p, *end;
+    uint64_t acc; /* MSB-aligned */
+    int nbits;
+    int marker; /* a marker was met: zeros are fed from here */
+    int pad;    /* zero bytes fed past the data */
+} breader_t;
+
+static void br_fill(breader_t *b) {
+    while (b->nbits <= 56) {
+        unsigned c = 0;
+        if (b->marker || b->p >= b->end) {
+            b->pad++;
+        } else if (b->p[0] != 0xFF) {
+            c = *b->p++;
+        } else if (b->p + 1 < b->end && b->p[1] == 0x00) {
+            c = 0xFF;
+            b->p += 2;
+        } else {
+            b->marker = 1;
+            b->pad++;
+        }
+        b->acc |= (uint64_t)c << (56 - b->nbits);
+        b->nbits += 8;
+    }
+}
+
+static inline int br_bits(breader_t *b, int n) { /* n in 1..16, nbits >= n */
+    int v = (int)(b->acc >> (64 - n));
+    b->acc <<= n;
+    b->nbits -= n;
+    return v;
+}
+
+static inline int extend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
+
+static inline int huff_decode(breader_t *b, const dhuff_t *t) {
+    if (b->nbits < 32) br_fill(b);
+    unsigned look = (unsigned)(b->acc >> (64 - 9));
+    int len = t->look_len[look];
+    if (len) {
+        b->acc <<= len;
+        b->nbits -= len;
+        return t->look_sym[look];
+    }
+    int32_t code16 = (int32_t)(b->acc >> (64 - 16));
+    for (int l = 10; l <= 16; l++) {
+        int32_t c = code16 >> (16 - l);
+        if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
+            b->acc <<= l;
+            b->nbits -= l;
+            return t->vals[t->valptr[l] + c - t->mincode[l]];
+        }
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------ Coefficients */
+
+typedef struct {
+    PyObject_HEAD
+    int width, height, ncomp, mcu_w, mcu_h, mcus_x, mcus_y, restart;
+    int comp_id[3], h[3], v[3], sof_h[3], sof_v[3], tq[3], bw[3];
+    int16_t *coef[3];     /* per component: rows of blocks, 64 zigzag-ordered values each */
+    uint8_t qt[4][129];   /* Pq byte then 64 or 128 bytes */
+    int qt_len[4];        /* 0: table absent */
+    PyObject *signature;  /* bytes: what must agree for two sources to be mixed */
+    PyObject *app;        /* bytes: the JFIF APP0 and Adobe APP14 segments, copied to outputs */
+} Coefs;
+
+static PyTypeObject CoefsType;
+
+typedef struct {
+    dhuff_t dc[4], ac[4];
+    int td[3], ta[3];
+    size_t app_off[2], app_len[2];
+    int napp;
+    int have_sof;
+    size_t max_pixels;
+} parse_t;
+
+static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int *pred, int16_t *blk,
+                        err_t *e) {
+    int s = huff_decode(b, dc);
+    if (s < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad DC code)");
+    if (s > 11) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC magnitude category over 11)");
+    if (s) *pred += extend(br_bits(b, s), s);
+    if (*pred > 32767 || *pred < -32768) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC out of range)");
+    blk[0] = (int16_t)*pred;
+    for (int k = 1; k < 64; k++) {
+        int rs = huff_decode(b, ac);
+        if (rs < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad AC code)");
+        int r = rs >> 4, sz = rs & 15;
+        if (sz) {
+            k += r;
+            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+            if (sz > 10) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC magnitude category over 10)");
+            if (b->nbits < 16) br_fill(b);
+            blk[k] = (int16_t)extend(br_bits(b, sz), sz);
+        } else if (r == 15) {
+            k += 15;
+            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
+        } else {
+            break; /* EOB (libjpeg reads any other r with size 0 as EOB too) */
+        }
+    }
+    return 0;
+}
+
+static int restart(breader_t *b, int index, int *preds, err_t *e) {
+    /* What remains in the reader must be the padding of the last byte. */
+    if (b->nbits - 8 * b->pad >= 8) return fail(e, E_CORRUPT, "extraneous data before a restart marker");
+    if (!b->marker) {
+        if (!(b->p + 1 < b->end && b->p[0] == 0xFF)) return fail(e, E_CORRUPT, "missing restart marker");
+    }
+    while (b->p + 1 < b->end && b->p[0] == 0xFF && b->p[1] == 0xFF) b->p++; /* fill bytes */
+    if (!(b->p + 1 < b->end && b->p[1] == 0xD0 + (index & 7)))
+        return fail(e, E_CORRUPT, "missing or misnumbered restart marker");
+    b->p += 2;
+    b->acc = 0;
+    b->nbits = 0;
+    b->marker = 0;
+    b->pad = 0;
+    preds[0] = preds[1] = preds[2] = 0;
+    return 0;
+}
+
+static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *end, err_t *e) {
+    breader_t b = {p, end, 0, 0, 0, 0};
+    int preds[3] = {0, 0, 0};
+    long mcu = 0, intervals = 0;
+    for (int my = 0; my < c->mcus_y; my++) {
+        for (int mx = 0; mx < c->mcus_x; mx++, mcu++) {
+            if (c->restart && mcu > 0 && mcu % c->restart == 0) {
+                if (restart(&b, (int)intervals++, preds, e)) return -1;
+            }
+            for (int ci = 0; ci < c->ncomp; ci++) {
+                const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
+                for (int by = 0; by < c->v[ci]; by++) {
+                    int16_t *row = c->coef[ci] + ((size_t)(my * c->v[ci] + by) * c->bw[ci]) * 64;
+                    for (int bx = 0; bx < c->h[ci]; bx++) {
+                        int16_t *blk = row + (size_t)(mx * c->h[ci] + bx) * 64;
+                        if (decode_block(&b, dc, ac, &preds[ci], blk, e)) return -1;
+                    }
+                }
+            }
+            if (8 * b.pad > b.nbits) return fail(e, E_CORRUPT, "entropy-coded data truncated");
+        }
+    }
+    return 0;
+}
+
+static unsigned be16(const uint8_t *p) { return ((unsigned)p[0] << 8) | p[1]; }
+
+static int parse_sof(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
+    if (ps->have_sof) return fail(e, E_CORRUPT, "more than one SOF marker");
+    if (n < 6) return fail(e, E_CORRUPT, "SOF segment too short");
+    if (s[0] != 8) return fail(e, E_UNSUPPORTED, "not 8-bit samples");
+    c->height = (int)be16(s + 1);
+    c->width = (int)be16(s + 3);
+    c->ncomp = s[5];
+    if (c->height == 0) return fail(e, E_UNSUPPORTED, "image height defined by a DNL marker");
+    if (c->width == 0) return fail(e, E_CORRUPT, "image width 0");
+    if (c->ncomp != 1 && c->ncomp != 3) return fail(e, E_UNSUPPORTED, "not 1 or 3 components");
+    if (n != 6 + 3 * (size_t)c->ncomp) return fail(e, E_CORRUPT, "SOF segment length");
+    if ((size_t)c->width * (size_t)c->height > ps->max_pixels) return fail(e, E_UNSUPPORTED, "image larger than max_pixels");
+    int hmax = 1, vmax = 1, blocks = 0;
+    for (int i = 0; i < c->ncomp; i++) {
+        const uint8_t *q = s + 6 + 3 * i;
+        c->comp_id[i] = q[0];
+        c->sof_h[i] = q[1] >> 4;
+        c->sof_v[i] = q[1] & 15;
+        c->tq[i] = q[2];
+        if (c->sof_h[i] < 1 || c->sof_h[i] > 4 || c->sof_v[i] < 1 || c->sof_v[i] > 4 || c->tq[i] > 3)
+            return fail(e, E_CORRUPT, "bad component in SOF");
+        for (int j = 0; j < i; j++)
+            if (c->comp_id[j] == c->comp_id[i]) return fail(e, E_CORRUPT, "duplicate component id");
+        hmax = c->sof_h[i] > hmax ? c->sof_h[i] : hmax;
+        vmax = c->sof_v[i] > vmax ? c->sof_v[i] : vmax;
+        blocks += c->sof_h[i] * c->sof_v[i];
+    }
+    if (blocks > 10) return fail(e, E_CORRUPT, "more than 10 blocks per MCU");
+    for (int i = 0; i < c->ncomp; i++) { /* one component: non-interleaved, one block per MCU */
+        c->h[i] = c->ncomp == 1 ? 1 : c->sof_h[i];
+        c->v[i] = c->ncomp == 1 ? 1 : c->sof_v[i];
+    }
+    if (c->ncomp == 1) hmax = vmax = 1;
+    c->mcu_w = 8 * hmax;
+    c->mcu_h = 8 * vmax;
+    c->mcus_x = (c->width + c->mcu_w - 1) / c->mcu_w;
+    c->mcus_y = (c->height + c->mcu_h - 1) / c->mcu_h;
+    for (int i = 0; i < c->ncomp; i++) {
+        c->bw[i] = c->mcus_x * c->h[i];
+        size_t nblocks = (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]);
+        c->coef[i] = calloc(nblocks * 64, sizeof(int16_t));
+        if (!c->coef[i]) return fail(e, E_NOMEM, "out of memory");
+    }
+    ps->have_sof = 1;
+    return 0;
+}
+
+static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
+    while (n > 0) {
+        if (n < 17) return fail(e, E_CORRUPT, "DHT segment too short");
+        int tc = s[0] >> 4, th = s[0] & 15, count = 0;
+        if (tc > 1 || th > 3) return fail(e, E_CORRUPT, "bad Huffman table class or id");
+        uint8_t bits[17] = {0};
+        for (int i = 1; i <= 16; i++) count += bits[i] = s[i];
+        if (count > 256 || (size_t)(17 + count) > n) return fail(e, E_CORRUPT, "bad DHT segment");
+        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], bits, s + 17, count, e)) return -1;
+        s += 17 + count;
+        n -= 17 + (size_t)count;
+    }
+    return 0;
+}
+
+static int parse_dqt(Coefs *c, const uint8_t *s, size_t n, err_t *e) {
+    while (n > 0) {
+        int pq = s[0] >> 4, tq = s[0] & 15;
+        size_t len = 1 + 64 * (size_t)(pq + 1);
+        if (pq > 1 || tq > 3) return fail(e, E_CORRUPT, "bad quantisation table precision or id");
+        if (len > n) return fail(e, E_CORRUPT, "DQT segment too short");
+        memcpy(c->qt[tq], s, len);
+        c->qt_len[tq] = (int)len;
+        s += len;
+        n -= len;
+    }
+    return 0;
+}
+
+static int parse_sos(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
+    if (!ps->have_sof) return fail(e, E_CORRUPT, "SOS before SOF");
+    if (n < 1 || n != 4 + 2 * (size_t)s[0]) return fail(e, E_CORRUPT, "SOS segment length");
+    if (s[0] != c->ncomp) return fail(e, E_UNSUPPORTED, "several scans (non-interleaved components)");
+    for (int i = 0; i < c->ncomp; i++) {
+        if (s[1 + 2 * i] != c->comp_id[i]) return fail(e, E_UNSUPPORTED, "scan components out of frame order");
+        ps->td[i] = s[2 + 2 * i] >> 4;
+        ps->ta[i] = s[2 + 2 * i] & 15;
+        if (ps->td[i] > 3 || ps->ta[i] > 3 || !ps->dc[ps->td[i]].present || !ps->ac[ps->ta[i]].present)
+            return fail(e, E_CORRUPT, "scan uses an undefined Huffman table");
+        if (!c->qt_len[c->tq[i]]) return fail(e, E_CORRUPT, "component uses an undefined quantisation table");
+    }
+    const uint8_t *t = s + 1 + 2 * c->ncomp;
+    if (t[0] != 0 || t[1] != 63 || t[2] != 0) return fail(e, E_UNSUPPORTED, "not a sequential scan");
+    return 0;
+}
+
+/* Parses the markers up to the scan and decodes it. Runs without the GIL. */
+static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err_t *e) {
+    if (size < 4 || d[0] != 0xFF || d[1] != 0xD8) return fail(e, E_CORRUPT, "not a JPEG stream (no SOI marker)");
+    size_t pos = 2;
+    for (;;) {
+        if (pos >= size || d[pos] != 0xFF) return fail(e, E_CORRUPT, "expected a marker");
+        while (pos < size && d[pos] == 0xFF) pos++;
+        if (pos >= size) return fail(e, E_CORRUPT, "truncated before the scan");
+        int m = d[pos++];
+        if (m == 0xD9) return fail(e, E_CORRUPT, "no scan before EOI");
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+        if (m == 0x00) return fail(e, E_CORRUPT, "expected a marker");
+        if (pos + 2 > size) return fail(e, E_CORRUPT, "truncated marker segment");
+        size_t len = be16(d + pos);
+        if (len < 2 || pos + len > size) return fail(e, E_CORRUPT, "truncated marker segment");
+        const uint8_t *s = d + pos + 2;
+        size_t n = len - 2;
+        pos += len;
+        int r = 0;
+        if (m == 0xC0) {
+            r = parse_sof(c, ps, s, n, e);
+        } else if (m == 0xC4) {
+            r = parse_dht(ps, s, n, e);
+        } else if (m == 0xDB) {
+            r = parse_dqt(c, s, n, e);
+        } else if (m == 0xDD) {
+            if (n != 2) return fail(e, E_CORRUPT, "DRI segment length");
+            c->restart = (int)be16(s);
+        } else if (m >= 0xC1 && m <= 0xCF && m != 0xC8) {
+            return fail(e, E_UNSUPPORTED, "not a baseline JPEG (progressive, arithmetic or extended)");
+        } else if ((m == 0xE0 && n >= 5 && !memcmp(s, "JFIF\0", 5)) || (m == 0xEE && n >= 5 && !memcmp(s, "Adobe", 5))) {
+            if (ps->napp < 2) {
+                ps->app_off[ps->napp] = (size_t)(s - d) - 4;
+                ps->app_len[ps->napp++] = len + 2;
+            }
+        } else if (m == 0xDA) {
+            if (parse_sos(c, ps, s, n, e)) return -1;
+            return decode_scan(c, ps, d + pos, d + size, e);
+        }
+        if (r) return -1;
+    }
+}
+
+static PyObject *raise_err(const err_t *e) {
+    if (e->status == E_NOMEM) return PyErr_NoMemory();
+    PyErr_SetString(e->status == E_UNSUPPORTED ? DctUnsupported : DctError, e->msg);
+    return NULL;
+}
+
+static PyObject *make_signature(const Coefs *c) {
+    uint8_t buf[4 + 3 * 4 + 3 * 129 + 64];
+    size_t n = 0;
+    buf[n++] = (uint8_t)c->ncomp;
+    for (int i = 0; i < c->ncomp; i++) {
+        buf[n++] = (uint8_t)c->comp_id[i];
+        buf[n++] = (uint8_t)(c->sof_h[i] << 4 | c->sof_v[i]);
+        memcpy(buf + n, c->qt[c->tq[i]], (size_t)c->qt_len[c->tq[i]]);
+        n += (size_t)c->qt_len[c->tq[i]];
+    }
+    PyObject *sig = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)n);
+    if (sig && c->app && PyBytes_GET_SIZE(c->app)) { /* the Adobe colour transform changes the pixels */
+        PyObject *app = c->app;
+        const char *a = PyBytes_AS_STRING(app);
+        Py_ssize_t an = PyBytes_GET_SIZE(app);
+        for (Py_ssize_t i = 0; i + 16 <= an; i++) {
+            if (!memcmp(a + i, "\xff\xee", 2) && !memcmp(a + i + 4, "Adobe", 5)) {
+                PyBytes_ConcatAndDel(&sig, PyBytes_FromStringAndSize(a + i + 15, 1));
+                break;
+            }
+        }
+    }
+    return sig;
+}
+
+static void coefs_dealloc(Coefs *self) {
+    for (int i = 0; i < 3; i++) free(self->coef[i]);
+    Py_XDECREF(self->signature);
+    Py_XDECREF(self->app);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *py_decode(PyObject *mod, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"", "max_pixels", NULL};
+    Py_buffer view;
+    Py_ssize_t max_pixels = (Py_ssize_t)1 << 24;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|$n:decode", kwlist, &view, &max_pixels)) return NULL;
+    Coefs *c = PyObject_New(Coefs, &CoefsType);
+    if (!c) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    memset((char *)c + sizeof(PyObject), 0, sizeof(Coefs) - sizeof(PyObject));
+    parse_t *ps = calloc(1, sizeof(parse_t));
+    err_t e = {OK, ""};
+    if (!ps) {
+        fail(&e, E_NOMEM, "out of memory");
+    } else {
+        ps->max_pixels = max_pixels > 0 ? (size_t)max_pixels : 0;
+        Py_BEGIN_ALLOW_THREADS
+        decode_jpeg(c, ps, (const uint8_t *)view.buf, (size_t)view.len, &e);
+        Py_END_ALLOW_THREADS
+    }
+    if (e.status == OK) {
+        /* Canonical JFIF and Adobe segments (what they say about the pixels, nothing else). */
+        static const uint8_t jfif[18] = {0xFF, 0xE0, 0, 16, 'J', 'F', 'I', 'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0};
+        uint8_t adobe[16] = {0xFF, 0xEE, 0, 14, 'A', 'd', 'o', 'b', 'e', 0, 100, 0, 0, 0, 0, 0};
+        uint8_t app[34];
+        size_t n = 0;
+        for (int i = 0; i < ps->napp; i++) {
+            const uint8_t *seg = (const uint8_t *)view.buf + ps->app_off[i];
+            if (seg[1] == 0xE0 && n == 0) {
+                memcpy(app, jfif, sizeof jfif);
+                n = sizeof jfif;
+            } else if (seg[1] == 0xEE && ps->app_len[i] >= 16) {
+                adobe[15] = seg[15];
+                memcpy(app + n, adobe, sizeof adobe);
+                n += sizeof adobe;
+                break;
+            }
+        }
+        c->app = PyBytes_FromStringAndSize((const char *)app, (Py_ssize_t)n);
+        if (c->app) c->signature = make_signature(c);
+    }
+    free(ps);
+    PyBuffer_Release(&view);
+    if (e.status != OK) {
+        Py_DECREF(c);
+        return raise_err(&e);
+    }
+    if (!c->app || !c->signature) {
+        Py_DECREF(c);
+        return NULL;
+    }
+    return (PyObject *)c;
+}
+
+/* ------------------------------------------------------------ encoding */
+
+typedef struct {
+    uint32_t code[256];
+    uint8_t size[256];
+    uint8_t bits[17];
+    uint8_t vals[256];
+    int nvals;
+} ehuff_t;
+
+static inline int nbits_of(unsigned t) {
+#if defined(__GNUC__) || defined(__clang__)
+    return t ? 32 - __builtin_clz(t) : 0;
+#else
+    int n = 0;
+    while (t) {
+        n++;
+        t >>= 1;
+    }
+    return n;
+#endif
+}
+
+/* Optimal code lengths limited to 16 bits (ITU T.81 K.2, as libjpeg's jpeg_gen_optimal_table). */
+static int gen_optimal(ehuff_t *t, const uint64_t freq_in[256], err_t *e) {
+    uint64_t freq[257];
+    int codesize[257], others[257], bits[33], live[257], nlive = 0;
+    memcpy(freq, freq_in, sizeof(uint64_t) * 256);
+    freq[256] = 1; /* reserves the all-ones code */
+    memset(bits, 0, sizeof bits);
+    for (int i = 0; i <= 256; i++) {
+        codesize[i] = 0;
+        others[i] = -1;
+        if (freq[i]) live[nlive++] = i;
+    }
+    while (nlive > 1) {
+        int c1 = -1, c2 = -1, j2 = -1;
+        uint64_t v = UINT64_MAX;
+        for (int j = 0; j < nlive; j++)
+            if (freq[live[j]] <= v) v = freq[c1 = live[j]];
+        v = UINT64_MAX;
+        for (int j = 0; j < nlive; j++)
+            if (live[j] != c1 && freq[live[j]] <= v) v = freq[c2 = live[j2 = j]];
+        freq[c1] += freq[c2];
+        freq[c2] = 0;
+        memmove(live + j2, live + j2 + 1, sizeof(int) * (size_t)(nlive - j2 - 1));
+        nlive--;
+        codesize[c1]++;
+        while (others[c1] >= 0) codesize[c1 = others[c1]]++;
+        others[c1] = c2;
+        codesize[c2]++;
+        while (others[c2] >= 0) codesize[c2 = others[c2]]++;
+    }
+    for (int i = 0; i <= 256; i++) {
+        if (!codesize[i]) continue;
+        if (codesize[i] > 32) return fail(e, E_CORRUPT, "Huffman code length overflow");
+        bits[codesize[i]]++;
+    }
+    for (int i = 32; i > 16; i--) {
+        while (bits[i] > 0) {
+            int j = i - 2;
+            while (bits[j] == 0) j--;
+            bits[i] -= 2;
+            bits[i - 1]++;
+            bits[j + 1] += 2;
+            bits[j]--;
+        }
+    }
+    int i = 16;
+    while (bits[i] == 0) i--;
+    bits[i]--; /* drop the reserved code */
+    t->nvals = 0;
+    for (int l = 1; l <= 32; l++)
+        for (int j = 0; j < 256; j++)
+            if (codesize[j] == l) t->vals[t->nvals++] = (uint8_t)j;
+    memset(t->size, 0, sizeof t->size);
+    uint32_t code = 0;
+    int k = 0;
+    for (int l = 1; l <= 16; l++) {
+        t->bits[l] = (uint8_t)bits[l];
+        for (int n = 0; n < bits[l]; n++, k++, code++) {
+            t->code[t->vals[k]] = code;
+            t->size[t->vals[k]] = (uint8_t)l;
+        }
+        code <<= 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+    uint64_t acc;
+    int nbits;
+} bwriter_t;
+
+static int bw_reserve(bwriter_t *w, size_t n, err_t *e) {
+    if (w->cap - w->len >= n) return 0;
+    size_t cap = w->cap * 2 + n;
+    uint8_t *p = realloc(w->buf, cap);
+    if (!p) return fail(e, E_NOMEM, "out of memory");
+    w->buf = p;
+    w->cap = cap;
+    return 0;
+}
+
+static inline void bw_put(bwriter_t *w, uint32_t code, int size) {
+    w->acc = (w->acc << size) | code;
+    w->nbits += size;
+    while (w->nbits >= 8) {
+        uint8_t byte = (uint8_t)(w->acc >> (w->nbits - 8));
+        w->buf[w->len++] = byte;
+        if (byte == 0xFF) w->buf[w->len++] = 0;
+        w->nbits -= 8;
+    }
+}
+
+static void bw_bytes(bwriter_t *w, const void *p, size_t n) { /* header bytes; room reserved */
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+}
+
+static void bw_marker(bwriter_t *w, int marker, size_t len) {
+    uint8_t m[4] = {0xFF, (uint8_t)marker, (uint8_t)(len >> 8), (uint8_t)len};
+    bw_bytes(w, m, 4);
+}
+
+typedef struct {
+    Coefs *src;
+    int sx, sy;
+} mcu_src_t;
+
+typedef struct {
+    const mcu_src_t *map;
+    int mx_n, my_n, width, height;
+    uint64_t dcf[2][256], acf[2][256];
+    ehuff_t dc[2], ac[2];
+} job_t;
+
+static int stat_block(const int16_t *b, int *last, uint64_t *dcf, uint64_t *acf) {
+    int diff = b[0] - *last, r = 0;
+    *last = b[0];
+    int n = nbits_of((unsigned)abs(diff));
+    if (n > 11) return -1;
+    dcf[n]++;
+    for (int k = 1; k < 64; k++) {
+        if (!b[k]) {
+            r++;
+            continue;
+        }
+        for (; r > 15; r -= 16) acf[0xF0]++;
+        acf[(r << 4) | nbits_of((unsigned)abs(b[k]))]++;
+        r = 0;
+    }
+    if (r) acf[0]++;
+    return 0;
+}
+
+static void emit_block(bwriter_t *w, const int16_t *b, int *last, const ehuff_t *dc, const ehuff_t *ac) {
+    int diff = b[0] - *last, r = 0;
+    *last = b[0];
+    int n = nbits_of((unsigned)abs(diff));
+    bw_put(w, dc->code[n], dc->size[n]);
+    if (n) bw_put(w, (uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
+    for (int k = 1; k < 64; k++) {
+        int v = b[k];
+        if (!v) {
+            r++;
+            continue;
+        }
+        for (; r > 15; r -= 16) bw_put(w, ac->code[0xF0], ac->size[0xF0]);
+        n = nbits_of((unsigned)abs(v));
+        int s = (r << 4) | n;
+        bw_put(w, ac->code[s], ac->size[s]);
+        bw_put(w, (uint32_t)(v < 0 ? v - 1 : v) & ((1u << n) - 1), n);
+        r = 0;
+    }
+    if (r) bw_put(w, ac->code[0], ac->size[0]);
+}
+
+/* One pass over the output's MCUs: statistics (w NULL) or entropy coding. */
+static int walk(job_t *job, bwriter_t *w, err_t *e) {
+    const Coefs *ref = job->map[0].src;
+    int last[3] = {0, 0, 0};
+    for (int my = 0; my < job->my_n; my++) {
+        for (int mx = 0; mx < job->mx_n; mx++) {
+            const mcu_src_t *m = &job->map[(size_t)my * job->mx_n + mx];
+            if (w && bw_reserve(w, 4400, e)) return -1;
+            for (int ci = 0; ci < ref->ncomp; ci++) {
+                int t = ci ? 1 : 0, hh = ref->h[ci], vv = ref->v[ci];
+                for (int by = 0; by < vv; by++) {
+                    const int16_t *row = m->src->coef[ci] + (size_t)(m->sy * vv + by) * m->src->bw[ci] * 64;
+                    for (int bx = 0; bx < hh; bx++) {
+                        const int16_t *blk = row + (size_t)(m->sx * hh + bx) * 64;
+                        if (w)
+                            emit_block(w, blk, &last[ci], &job->dc[t], &job->ac[t]);
+                        else if (stat_block(blk, &last[ci], job->dcf[t], job->acf[t]))
+                            return fail(e, E_UNSUPPORTED, "a DC difference across a seam is too large for baseline");
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static void write_header(job_t *job, bwriter_t *w) {
+    const Coefs *c = job->map[0].src;
+    int tables = c->ncomp > 1 ? 2 : 1, done[4] = {0, 0, 0, 0};
+    static const uint8_t soi[2] = {0xFF, 0xD8};
+    bw_bytes(w, soi, 2);
+    bw_bytes(w, PyBytes_AS_STRING(c->app), (size_t)PyBytes_GET_SIZE(c->app));
+    for (int i = 0; i < c->ncomp; i++) {
+        if (done[c->tq[i]]++) continue;
+        bw_marker(w, 0xDB, 2 + (size_t)c->qt_len[c->tq[i]]);
+        bw_bytes(w, c->qt[c->tq[i]], (size_t)c->qt_len[c->tq[i]]);
+    }
+    bw_marker(w, 0xC0, 8 + 3 * (size_t)c->ncomp);
+    uint8_t sof[6] = {8, (uint8_t)(job->height >> 8), (uint8_t)job->height, (uint8_t)(job->width >> 8),
+                      (uint8_t)job->width, (uint8_t)c->ncomp};
+    bw_bytes(w, sof, 6);
+    for (int i = 0; i < c->ncomp; i++) {
+        uint8_t comp[3] = {(uint8_t)c->comp_id[i], (uint8_t)(c->sof_h[i] << 4 | c->sof_v[i]), (uint8_t)c->tq[i]};
+        bw_bytes(w, comp, 3);
+    }
+    for (int t = 0; t < tables; t++) {
+        for (int cls = 0; cls < 2; cls++) {
+            const ehuff_t *h = cls ? &job->ac[t] : &job->dc[t];
+            bw_marker(w, 0xC4, 19 + (size_t)h->nvals);
+            uint8_t id = (uint8_t)(cls << 4 | t);
+            bw_bytes(w, &id, 1);
+            bw_bytes(w, h->bits + 1, 16);
+            bw_bytes(w, h->vals, (size_t)h->nvals);
+        }
+    }
+    bw_marker(w, 0xDA, 6 + 2 * (size_t)c->ncomp);
+    uint8_t n = (uint8_t)c->ncomp;
+    bw_bytes(w, &n, 1);
+    for (int i = 0; i < c->ncomp; i++) {
+        uint8_t comp[2] = {(uint8_t)c->comp_id[i], (uint8_t)(i ? 0x11 : 0x00)};
+        bw_bytes(w, comp, 2);
+    }
+    static const uint8_t tail[3] = {0, 63, 0};
+    bw_bytes(w, tail, 3);
+}
+
+static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
+    int tables = job->map[0].src->ncomp > 1 ? 2 : 1;
+    if (walk(job, NULL, e)) return -1;
+    for (int t = 0; t < tables; t++)
+        if (gen_optimal(&job->dc[t], job->dcf[t], e) || gen_optimal(&job->ac[t], job->acf[t], e)) return -1;
+    if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(job->map[0].src->app), e)) return -1;
+    write_header(job, w);
+    if (walk(job, w, e)) return -1;
+    if (bw_reserve(w, 8, e)) return -1;
+    if (w->nbits) bw_put(w, (1u << (8 - w->nbits)) - 1, 8 - w->nbits); /* pad with ones */
+    static const uint8_t eoi[2] = {0xFF, 0xD9};
+    bw_bytes(w, eoi, 2);
+    return 0;
+}
+
+/* Fills job->map from the pieces; a Python error on bad pieces. */
+static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **held) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Coefs *ref = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Coefs *s;
+        int sx, sy, dx, dy, nx, ny;
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(item) ||
+            !PyArg_ParseTuple(item, "O!iiiiii", &CoefsType, &s, &sx, &sy, &dx, &dy, &nx, &ny)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a piece is a tuple (coefficients, sx, sy, dx, dy, nx, ny)");
+            return -1;
+        }
+        held[i] = Py_NewRef((PyObject *)s);
+        if (!ref) {
+            ref = s;
+            job->mx_n = (job->width + s->mcu_w - 1) / s->mcu_w;
+            job->my_n = (job->height + s->mcu_h - 1) / s->mcu_h;
+            for (size_t k = 0; k < (size_t)job->mx_n * job->my_n; k++) map[k].src = NULL;
+        }
+        int eq = PyObject_RichCompareBool(s->signature, ref->signature, Py_EQ);
+        if (eq < 0) return -1;
+        if (!eq) {
+            PyErr_SetString(DctUnsupported, "the sources differ in sampling, quantisation tables or colour transform");
+            return -1;
+        }
+        if (sx < 0 || sy < 0 || dx < 0 || dy < 0 || nx < 0 || ny < 0 || sx + nx > s->width / s->mcu_w ||
+            sy + ny > s->height / s->mcu_h || dx + nx > job->mx_n || dy + ny > job->my_n) {
+            PyErr_Format(DctError, "piece %zd lies outside its source's whole MCUs or the output", i);
+            return -1;
+        }
+        for (int y = 0; y < ny; y++) {
+            for (int x = 0; x < nx; x++) {
+                mcu_src_t *m = &map[(size_t)(dy + y) * job->mx_n + dx + x];
+                if (m->src) {
+                    PyErr_Format(DctError, "piece %zd overlaps another", i);
+                    return -1;
+                }
+                m->src = s;
+                m->sx = sx + x;
+                m->sy = sy + y;
+            }
+        }
+    }
+    for (size_t k = 0; k < (size_t)job->mx_n * job->my_n; k++) {
+        if (!map[k].src) {
+            PyErr_SetString(DctError, "the pieces do not cover the output");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_assemble(PyObject *mod, PyObject *args) {
+    PyObject *pieces, *seq, *out = NULL, **held = NULL;
+    int width, height;
+    if (!PyArg_ParseTuple(args, "Oii:assemble", &pieces, &width, &height)) return NULL;
+    if (width < 1 || height < 1 || width > 65535 || height > 65535 || (int64_t)width * height > (1 << 26)) {
+        PyErr_SetString(PyExc_ValueError, "output size out of range");
+        return NULL;
+    }
+    seq = PySequence_Fast(pieces, "pieces must be a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    job_t *job = calloc(1, sizeof(job_t));
+    mcu_src_t *map = NULL;
+    bwriter_t w = {NULL, 0, 0, 0, 0};
+    err_t e = {OK, ""};
+    held = n ? calloc((size_t)n, sizeof(PyObject *)) : NULL;
+    if (!job || (n && !held)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError, "no pieces");
+        goto done;
+    }
+    job->width = width;
+    job->height = height;
+    /* The smallest MCU is 8x8 px: enough room for any source's grid. */
+    map = calloc(((size_t)width + 7) / 8 * (((size_t)height + 7) / 8), sizeof(mcu_src_t));
+    if (!map) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    job->map = map;
+    if (place_pieces(job, map, seq, held)) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    encode_job(job, &w, &e);
+    Py_END_ALLOW_THREADS
+    if (e.status != OK)
+        raise_err(&e);
+    else
+        out = PyBytes_FromStringAndSize((const char *)w.buf, (Py_ssize_t)w.len);
+done:
+    for (Py_ssize_t i = 0; held && i < n; i++) Py_XDECREF(held[i]);
+    free(held);
+    free(map);
+    free(job);
+    free(w.buf);
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyObject *get_int(Coefs *self, void *which) {
+    switch ((int)(intptr_t)which) {
+    case 0: return PyLong_FromLong(self->width);
+    case 1: return PyLong_FromLong(self->height);
+    case 2: return PyLong_FromLong(self->ncomp);
+    case 3: return PyLong_FromLong(self->mcu_w);
+    case 4: return PyLong_FromLong(self->mcu_h);
+    default: return PyLong_FromLong(self->restart);
+    }
+}
+
+static PyObject *get_signature(Coefs *self, void *closure) { return Py_NewRef(self->signature); }
+
+static PyGetSetDef coefs_getset[] = {
+    {"width", (getter)get_int, NULL, "Image width in pixels.", (void *)0},
+    {"height", (getter)get_int, NULL, "Image height in pixels.", (void *)1},
+    {"components", (getter)get_int, NULL, "Number of components (1 or 3).", (void *)2},
+    {"mcu_width", (getter)get_int, NULL, "MCU width in pixels (8 or 16 for usual sampling).", (void *)3},
+    {"mcu_height", (getter)get_int, NULL, "MCU height in pixels.", (void *)4},
+    {"restart_interval", (getter)get_int, NULL, "The input's restart interval in MCUs (0: none).", (void *)5},
+    {"signature", (getter)get_signature, NULL, "What sources must share to be mixed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject CoefsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tilestream.slide._jpegdct.Coefficients",
+    .tp_basicsize = sizeof(Coefs),
+    .tp_dealloc = (destructor)coefs_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The quantised DCT coefficients of one baseline JPEG (made by decode()).",
+    .tp_getset = coefs_getset,
+};
+
+static PyMethodDef methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
+     "decode(data, /, *, max_pixels=1 << 24) -> Coefficients"},
+    {"assemble", py_assemble, METH_VARARGS, "assemble(pieces, width, height, /) -> bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "tilestream.slide._jpegdct", "Lossless DCT-domain JPEG assembly.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__jpegdct(void) {
+    if (PyType_Ready(&CoefsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    DctError = PyErr_NewException("tilestream.slide._jpegdct.Error", PyExc_ValueError, NULL);
+    DctUnsupported = PyErr_NewException("tilestream.slide._jpegdct.Unsupported", DctError, NULL);
+    if (!DctError || !DctUnsupported || PyModule_AddObjectRef(m, "Error", DctError) < 0 ||
+        PyModule_AddObjectRef(m, "Unsupported", DctUnsupported) < 0 ||
+        PyModule_AddObjectRef(m, "Coefficients", (PyObject *)&CoefsType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

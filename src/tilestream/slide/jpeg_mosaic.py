@@ -1,0 +1,394 @@
+"""Lossless JPEG tiles assembled from stored JPEG tiles in the DCT domain.
+
+When an output tile is a mosaic of whole MCUs (minimum coded units, 8 or 16
+px) of a level's stored baseline JPEG tiles - a 256 px tile on a 256 px
+stride over 240 px Aperio tiles touches up to four of them - it can be made
+without decoding a pixel: the stored tiles are entropy-decoded to their
+quantised DCT coefficients, the needed MCU blocks copied into the output and
+entropy-encoded again (what ``jpegtran -crop``/``-drop`` do, in process). The
+output's coefficients are exactly the stored ones, so there is no generation
+loss, and the cost is entropy coding only.
+
+Pixels: a decoder sees exactly the stored tiles' coefficients. For 4:4:4
+tiles (and for any sampling with a decoder's plain, "fast" chroma upsampling)
+the mosaic decodes to the stored tiles' pixels, bit for bit. With subsampled
+chroma (4:2:2, 4:2:0) and libjpeg's default "fancy" upsampling, which blends
+each chroma sample with its neighbours, the pixels next to a seam between two
+stored tiles (and at the output tile's own edges) see different neighbours
+than the stored tiles did on their own, so those 1 px bands differ slightly;
+everything else is identical.
+
+The encoder writes optimal Huffman tables for each output (two passes, like
+``jpegtran -optimize``): reusing the stored tables could lack a symbol the new
+arrangement needs (DC differences change at the seams), optimal tables never
+do, and they make smaller files. No restart markers are written.
+
+The work is done by the optional compiled extension ``_jpegdct``; where it
+is not built, :func:`available` is false and :func:`mosaic` and
+:meth:`CoefficientCache.mosaic` return ``None`` so callers decode and
+re-encode instead.
+
+Examples
+--------
+>>> import io
+>>> import numpy as np
+>>> from PIL import Image
+>>> def jpeg(value):
+...     buf = io.BytesIO()
+...     Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(buf, "JPEG")
+...     return buf.getvalue()
+>>> tiles = {(0, 0): jpeg(0), (1, 0): jpeg(255)}
+>>> out = mosaic(tiles, 32, 32, 16, 0, 32, 32) if available() else None
+>>> out is None or Image.open(io.BytesIO(out)).size == (32, 32)
+True
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeAlias
+
+from tilestream.errors import MissingDependencyError, TileStreamError
+
+if TYPE_CHECKING:
+    from tilestream.slide._jpegdct import Coefficients
+
+__all__ = [
+    "CoefficientCache",
+    "JpegMosaicError",
+    "UnsupportedJpegError",
+    "available",
+    "can_mosaic",
+    "decode_coefficients",
+    "mosaic",
+    "plan_pieces",
+]
+
+_native: ModuleType | None
+try:
+    from tilestream.slide import _jpegdct as _native
+except ImportError:  # pragma: no cover - exercised only where it could not be compiled
+    _native = None
+
+#: A piece of an output: ``(source, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCUs.
+Piece: TypeAlias = "tuple[Coefficients, int, int, int, int, int, int]"
+
+#: The largest stored tile decoded (pixels); bigger ones are refused as unsupported.
+MAX_TILE_PIXELS = 1 << 24
+
+
+class JpegMosaicError(TileStreamError, ValueError):
+    """A stored JPEG tile is corrupt (it cannot be entropy-decoded)."""
+
+
+class UnsupportedJpegError(JpegMosaicError):
+    """A valid JPEG the DCT-domain mosaic does not handle (the caller re-encodes).
+
+    Progressive, arithmetic-coded, 12-bit, multi-scan, 2- or 4-component JPEGs.
+    """
+
+
+def available() -> bool:
+    """Whether the compiled extension is built (else nothing is assembled here).
+
+    Examples
+    --------
+    >>> isinstance(available(), bool)
+    True
+    """
+    return _native is not None
+
+
+def _module() -> ModuleType:
+    if _native is None:
+        raise MissingDependencyError(
+            "the lossless JPEG mosaic needs tilestream's compiled extension "
+            "(reinstall tilestream where a C compiler is available)"
+        )
+    return _native
+
+
+def _translate(exc: ValueError, where: str, path: str | None) -> JpegMosaicError:
+    native = _module()
+    message = f"{where}: {exc}" if where else str(exc)
+    if isinstance(exc, native.Unsupported):
+        return UnsupportedJpegError(message, path=path)
+    return JpegMosaicError(message, path=path)
+
+
+def decode_coefficients(
+    data: bytes, *, where: str = "", path: str | None = None, max_pixels: int = MAX_TILE_PIXELS
+) -> Coefficients:
+    """Entropy-decode a standalone baseline JPEG to its quantised DCT coefficients.
+
+    Parameters
+    ----------
+    data
+        A standalone JPEG (a TIFF tile merged with its ``JPEGTables``, as
+        :meth:`tilestream.slide.fastpath.StoredLevel.read_jpeg_tile` returns).
+    where, path
+        Named in error messages (e.g. ``"level 0 tile (3, 4)"`` and the slide).
+    max_pixels
+        Larger images are refused (:class:`UnsupportedJpegError`).
+
+    Raises
+    ------
+    JpegMosaicError
+        Corrupt data; :class:`UnsupportedJpegError` for valid JPEG this does
+        not handle. :class:`~tilestream.errors.MissingDependencyError` when
+        the extension is not built.
+    """
+    native = _module()
+    try:
+        coefficients: Coefficients = native.decode(data, max_pixels=max_pixels)
+    except native.Error as exc:
+        raise _translate(exc, where, path) from None
+    return coefficients
+
+
+def can_mosaic(
+    tile_w: int,
+    tile_h: int,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    *,
+    mcu: tuple[int, int] = (16, 16),
+    image_size: tuple[int, int] | None = None,
+) -> bool:
+    """Whether region ``(x, y, w, h)`` of a level can be assembled from whole MCUs.
+
+    The geometric half of the check, before any tile is read: the extension
+    is built, the stored tiles and the region are aligned with MCUs of
+    ``mcu`` px (16 x 16 covers every usual sampling) and, with
+    ``image_size``, the region lies inside the level (the stored tiles' pixels
+    past the edge are padding). Whether the stored tiles agree with each
+    other (baseline, same sampling and quantisation) is known only once they
+    are decoded: :func:`mosaic` then returns ``None`` if they do not.
+
+    Examples
+    --------
+    >>> available() <= can_mosaic(240, 240, 256, 512, 256, 256)
+    True
+    >>> can_mosaic(240, 240, 250, 0, 256, 256)
+    False
+    """
+    mw, mh = mcu
+    if not available() or w < 1 or h < 1 or x < 0 or y < 0:
+        return False
+    if tile_w % mw or tile_h % mh or x % mw or y % mh or w % mw or h % mh:
+        return False
+    return image_size is None or (x + w <= image_size[0] and y + h <= image_size[1])
+
+
+def _tiles_of(tile_w: int, tile_h: int, x: int, y: int, w: int, h: int) -> list[tuple[int, int]]:
+    return [
+        (col, row)
+        for row in range(y // tile_h, (y + h - 1) // tile_h + 1)
+        for col in range(x // tile_w, (x + w - 1) // tile_w + 1)
+    ]
+
+
+def plan_pieces(
+    sources: Mapping[tuple[int, int], Coefficients],
+    tile_w: int,
+    tile_h: int,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+) -> list[Piece] | None:
+    """The pieces assembling region ``(x, y, w, h)``, or ``None`` where it cannot.
+
+    ``sources`` maps ``(col, row)`` of the stored tiles the region touches to
+    their coefficients. ``None`` when one is missing, is not ``tile_w x
+    tile_h`` px, differs from the others (sampling, quantisation tables,
+    colour transform), or the region or tiles are not aligned with its MCUs.
+    """
+    needed = _tiles_of(tile_w, tile_h, x, y, w, h)
+    if any(key not in sources for key in needed):
+        return None
+    first = sources[needed[0]]
+    mw, mh = first.mcu_width, first.mcu_height
+    if tile_w % mw or tile_h % mh or x % mw or y % mh or w % mw or h % mh:
+        return None
+    pieces: list[Piece] = []
+    for col, row in needed:
+        src = sources[(col, row)]
+        if (src.width, src.height) != (tile_w, tile_h) or src.signature != first.signature:
+            return None
+        x0, x1 = max(x, col * tile_w), min(x + w, (col + 1) * tile_w)
+        y0, y1 = max(y, row * tile_h), min(y + h, (row + 1) * tile_h)
+        pieces.append(
+            (
+                src,
+                (x0 - col * tile_w) // mw,
+                (y0 - row * tile_h) // mh,
+                (x0 - x) // mw,
+                (y0 - y) // mh,
+                (x1 - x0) // mw,
+                (y1 - y0) // mh,
+            )
+        )
+    return pieces
+
+
+def _assemble(pieces: list[Piece], w: int, h: int, path: str | None) -> bytes | None:
+    native = _module()
+    try:
+        data: bytes = native.assemble(pieces, w, h)
+    except native.Unsupported:
+        return None  # e.g. a DC difference across a seam too large for baseline
+    except native.Error as exc:
+        raise _translate(exc, "assembling a tile", path) from None
+    return data
+
+
+def mosaic(
+    sources: Mapping[tuple[int, int], bytes | Coefficients],
+    tile_w: int,
+    tile_h: int,
+    x: int,
+    y: int,
+    w: int,
+    h: int,
+    *,
+    image_size: tuple[int, int] | None = None,
+    path: str | None = None,
+) -> bytes | None:
+    """Region ``(x, y, w, h)`` of a level as a JPEG assembled from its stored tiles.
+
+    Parameters
+    ----------
+    sources
+        ``(col, row) ->`` each stored tile the region touches, as a standalone
+        JPEG or as decoded :class:`Coefficients` (decode once with
+        :func:`decode_coefficients` to share a tile between outputs; or use
+        a :class:`CoefficientCache`).
+    tile_w, tile_h
+        The level's stored tile size; tile ``(col, row)`` covers
+        ``[col * tile_w, (col + 1) * tile_w)`` horizontally.
+    x, y, w, h
+        The region in level pixels, multiples of the MCU size.
+    image_size
+        The level's size: regions reaching past it are refused.
+    path
+        The slide, named in errors.
+
+    Returns
+    -------
+    bytes or None
+        A standalone baseline JPEG of ``w x h`` px, or ``None`` when the region
+        cannot be assembled losslessly (unaligned, past the level's edge, a
+        tile missing, unsupported or unlike the others, or the extension not
+        built): decode and re-encode instead.
+
+    Raises
+    ------
+    JpegMosaicError
+        A stored tile is corrupt.
+    """
+    if not can_mosaic(tile_w, tile_h, x, y, w, h, mcu=(8, 8), image_size=image_size):
+        return None
+    decoded: dict[tuple[int, int], Coefficients] = {}
+    for key in _tiles_of(tile_w, tile_h, x, y, w, h):
+        value = sources.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bytes | bytearray | memoryview):
+            try:
+                value = decode_coefficients(bytes(value), where=f"stored tile {key}", path=path)
+            except UnsupportedJpegError:
+                return None
+        decoded[key] = value
+    pieces = plan_pieces(decoded, tile_w, tile_h, x, y, w, h)
+    return None if pieces is None else _assemble(pieces, w, h, path)
+
+
+class CoefficientCache:
+    """Decoded stored tiles of one level, shared by the output tiles that need them.
+
+    Each stored tile is read and entropy-decoded once while it stays in the
+    cache (least recently used first out); output tiles visited row by row
+    need two rows of stored tiles, the default size. Thread-safe.
+
+    Parameters
+    ----------
+    read
+        ``read(col, row)``: the stored tile as a standalone JPEG, or ``None``
+        or ``b""`` where the level has none (a sparse file).
+    tile_w, tile_h
+        The level's stored tile size.
+    image_size
+        The level's size; regions past it are refused.
+    max_tiles
+        How many decoded tiles are kept; by default two rows and two more.
+    path
+        The slide, named in errors.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[int, int], bytes | None],
+        tile_w: int,
+        tile_h: int,
+        *,
+        image_size: tuple[int, int] | None = None,
+        max_tiles: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        self._read = read
+        self.tile_w, self.tile_h = tile_w, tile_h
+        self.image_size = image_size
+        self.path = path
+        if max_tiles is None:
+            cols = -(-image_size[0] // tile_w) if image_size else 64
+            max_tiles = 2 * cols + 4
+        self.max_tiles = max(4, max_tiles)
+        self._tiles: OrderedDict[tuple[int, int], Coefficients | None] = OrderedDict()
+        self._lock = threading.Lock()
+        #: Stored tiles entropy-decoded so far (a tile evicted and needed again counts twice).
+        self.decoded = 0
+
+    def get(self, col: int, row: int) -> Coefficients | None:
+        """Tile ``(col, row)``'s coefficients, or ``None`` (absent or unsupported)."""
+        key = (col, row)
+        with self._lock:
+            if key in self._tiles:
+                self._tiles.move_to_end(key)
+                return self._tiles[key]
+        data = self._read(col, row)
+        value: Coefficients | None = None
+        if data:
+            try:
+                value = decode_coefficients(data, where=f"stored tile {key}", path=self.path)
+            except UnsupportedJpegError:
+                value = None
+        with self._lock:
+            self.decoded += 1
+            self._tiles[key] = value
+            while len(self._tiles) > self.max_tiles:
+                self._tiles.popitem(last=False)
+        return value
+
+    def mosaic(self, x: int, y: int, w: int, h: int) -> bytes | None:
+        """Region ``(x, y, w, h)`` as a losslessly assembled JPEG, or ``None``.
+
+        ``None`` when it cannot be assembled (see :func:`mosaic`): decode and
+        re-encode it instead. Raises :class:`JpegMosaicError` for a corrupt tile.
+        """
+        tw, th = self.tile_w, self.tile_h
+        if not can_mosaic(tw, th, x, y, w, h, mcu=(8, 8), image_size=self.image_size):
+            return None
+        sources: dict[tuple[int, int], Coefficients] = {}
+        for col, row in _tiles_of(tw, th, x, y, w, h):
+            value = self.get(col, row)
+            if value is None:
+                return None
+            sources[(col, row)] = value
+        pieces = plan_pieces(sources, tw, th, x, y, w, h)
+        return None if pieces is None else _assemble(pieces, w, h, self.path)
