@@ -235,6 +235,7 @@ def build_result(
         blurry=n_blurry,
         blurry_slide=bool(config.blur_threshold is not None and n_blurry > 0.5 * n_tiles),
         passthrough=written.passthrough,
+        assembled=written.assembled,
         stored_quality=written.stored_quality,
         mpp=plan.mpp,
         level=plan.grid.level,

@@ -4,7 +4,8 @@
 stages of :func:`tilestream.extract.engine.extract_slide_task` need: the tile
 grid (:mod:`tilestream.extract.grid`), the slide's ROIs (checked to lie on
 it), the low-resolution image the filters work on, and whether the slide's
-stored JPEG tiles can be passed through unchanged. The filters themselves
+stored JPEG tiles can be passed through unchanged (:func:`can_pass_through`)
+or the tiles assembled losslessly from their MCUs (:func:`can_assemble`). The filters themselves
 (:func:`tilestream.extract.select.select_tiles`) run on the plan;
 :func:`check_selection` refuses a plan that leaves nothing to extract.
 """
@@ -23,10 +24,11 @@ from tilestream.extract.lowres import LowRes, mask_downsample, read_lowres
 from tilestream.extract.roi import ROI, load_rois
 from tilestream.extract.select import Selection
 from tilestream.extract.task import SlideTask
-from tilestream.slide import Slide, open_slide
+from tilestream.slide import Slide, jpeg_mosaic, open_slide
 
 __all__ = [
     "SlidePlan",
+    "can_assemble",
     "can_pass_through",
     "check_rois_on_slide",
     "check_selection",
@@ -53,6 +55,9 @@ class SlidePlan:
         The slide's level-0 width and height.
     passthrough
         Whether the slide's stored JPEG tiles are the tiles (see :func:`can_pass_through`).
+    assemble
+        Whether the tiles can be assembled losslessly from the stored tiles' MCUs
+        (see :func:`can_assemble`; tile by tile, where that fails, they are re-encoded).
     """
 
     grid: Grid
@@ -61,6 +66,7 @@ class SlidePlan:
     mpp: float | None
     dimensions: tuple[int, int]
     passthrough: bool
+    assemble: bool = False
 
 
 def slide_opener(task: SlideTask, config: ExtractConfig) -> Callable[[], Slide]:
@@ -82,21 +88,28 @@ def check_rois_on_slide(rois: list[ROI], dimensions: tuple[int, int], task: Slid
             )
 
 
+def _stored_jpeg_tiles(slide: Slide, grid: Grid, config: ExtractConfig) -> tuple[int, int] | None:
+    """The stored JPEG tile size of the grid's level, when its tiles may be the output's.
+
+    Only for JPEG output without resizing, blur scores or normalisation.
+    """
+    if not config.jpeg_passthrough or config.img_format != "jpeg" or grid.needs_resize:
+        return None
+    if config.blur_threshold is not None or config.normalizer is not None:
+        return None
+    stored = getattr(slide, "stored_tile_grid", None)
+    size = stored(grid.level) if stored is not None else None
+    return None if size is None else (int(size[0]), int(size[1]))
+
+
 def can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
     """Whether every tile of ``grid`` is one of the slide's stored JPEG tiles, as it is.
 
     Only for JPEG output without resizing, blur scores or normalisation, and
     a grid aligned with the stored tiles of its level and inside the slide.
     """
-    if not config.jpeg_passthrough or config.img_format != "jpeg" or grid.needs_resize:
-        return False
-    if config.blur_threshold is not None or config.normalizer is not None:
-        return False
-    stored = getattr(slide, "stored_tile_grid", None)
-    if stored is None:
-        return False
-    size = stored(grid.level)
-    if size is None or tuple(size) != (grid.read_px, grid.read_px):
+    size = _stored_jpeg_tiles(slide, grid, config)
+    if size is None or size != (grid.read_px, grid.read_px):
         return False
     step = grid.read_px * grid.level_downsample
     if grid.stride % step or not float(step).is_integer():
@@ -108,6 +121,36 @@ def can_pass_through(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
     return bool(
         ((grid.xs + grid.extract_px) <= w).all() and ((grid.ys + grid.extract_px) <= h).all()
     )
+
+
+#: The MCU grid every tile must lie on to be assembled (8 px: 4:4:4; 16 px MCUs are
+#: checked tile by tile against the stored tiles' own sampling).
+MCU_PX = 8
+
+
+def can_assemble(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
+    """Whether the tiles of ``grid`` can be assembled losslessly from stored JPEG MCUs.
+
+    The grid reads native pixels of a level whose stored tiles are JPEG, every
+    tile starts on the level's 8 px MCU grid and lies inside the level, and the
+    compiled mosaic is built (:mod:`tilestream.slide.jpeg_mosaic`). Each tile
+    is then assembled from the stored tiles' DCT coefficients, bit for bit the
+    scanner's, or re-encoded where its stored tiles do not allow it (16 px MCUs
+    off their grid, unlike tables, a sparse or unsupported tile).
+    """
+    size = _stored_jpeg_tiles(slide, grid, config)
+    if size is None or not jpeg_mosaic.available() or grid.read_px % MCU_PX:
+        return False
+    if size[0] % MCU_PX or size[1] % MCU_PX or len(grid) == 0:
+        return False
+    ds = grid.level_downsample
+    lx, ly = grid.xs / ds, grid.ys / ds
+    if not ((lx == lx.round()).all() and (ly == ly.round()).all()):
+        return False
+    if (lx % MCU_PX).any() or (ly % MCU_PX).any():
+        return False
+    lw, lh = slide.level_dimensions[grid.level]
+    return bool(((lx + grid.read_px) <= lw).all() and ((ly + grid.read_px) <= lh).all())
 
 
 def plan_slide(
@@ -137,6 +180,7 @@ def plan_slide(
         lowres = read_lowres(slide, mask_downsample(slide.dimensions, grid.extract_px))
         laps["mask"] = time.perf_counter() - t0
         passthrough = can_pass_through(slide, grid, config)
+        assemble = not passthrough and can_assemble(slide, grid, config)
         dimensions = slide.dimensions
     return SlidePlan(
         grid=grid,
@@ -145,6 +189,7 @@ def plan_slide(
         mpp=mpp,
         dimensions=(int(dimensions[0]), int(dimensions[1])),
         passthrough=passthrough,
+        assemble=assemble,
     )
 
 

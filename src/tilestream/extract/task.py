@@ -53,6 +53,8 @@ class SlideResult:
     blurry: int = 0
     blurry_slide: bool = False
     passthrough: int = 0
+    #: of ``passthrough``, the tiles assembled losslessly from several stored tiles' MCUs
+    assembled: int = 0
     stored_quality: int | None = None
     error: str | None = None
     error_type: str | None = None

@@ -27,7 +27,7 @@ from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
 from tilestream.extract.resample import resize_tile
 from tilestream.extract.tissue import laplacian_variance
-from tilestream.slide import Slide
+from tilestream.slide import Slide, jpeg_mosaic
 
 __all__ = ["EncodedTile", "StageTimes", "encode_tile", "iter_encoded_tiles"]
 
@@ -43,6 +43,7 @@ class StageTimes:
     quality: float = 0.0
     encode: float = 0.0
     passthrough: float = 0.0
+    assemble: float = 0.0
     normalize: float = 0.0
 
     def add(self, other: StageTimes) -> None:
@@ -57,12 +58,17 @@ class StageTimes:
 
 @dataclass
 class EncodedTile:
-    """One processed tile: its grid index, encoded bytes and blur score."""
+    """One processed tile: its grid index, encoded bytes and blur score.
+
+    ``passthrough``: the JPEG's coefficients are the slide's own, unchanged (a
+    stored tile copied, or, with ``assembled``, a mosaic of stored tiles' MCUs).
+    """
 
     index: int
     data: bytes
     blur: float | None = None
     passthrough: bool = False
+    assembled: bool = False
     times: StageTimes = field(default_factory=StageTimes)
 
 
@@ -104,6 +110,7 @@ class _Handles:
         self._all: list[Slide] = []
         self._lock = threading.Lock()
         self._shared: Slide | None = None
+        self._mosaics: dict[int, jpeg_mosaic.CoefficientCache] = {}
 
     def get(self) -> Slide:
         shared = self._shared
@@ -122,11 +129,51 @@ class _Handles:
         self._local.slide = slide
         return slide
 
+    def mosaic_cache(self, slide: Slide, level: int) -> jpeg_mosaic.CoefficientCache:
+        """The stored tiles of ``level`` entropy-decoded once per slide handle (thread-safe)."""
+        with self._lock:
+            cache = self._mosaics.get(id(slide))
+            if cache is None:
+                tile_w, tile_h = slide.stored_tile_grid(level) or (0, 0)
+
+                def read(col: int, row: int) -> bytes:
+                    return slide.read_stored_tile_bytes(level, col, row)
+
+                cache = jpeg_mosaic.CoefficientCache(
+                    read,
+                    tile_w,
+                    tile_h,
+                    image_size=slide.level_dimensions[level],
+                    path=str(slide.path),
+                )
+                self._mosaics[id(slide)] = cache
+            return cache
+
     def close(self) -> None:
         with self._lock:
+            self._mosaics.clear()
             for slide in self._all:
                 slide.close()
             self._all.clear()
+
+
+def _assembled(
+    handles: _Handles, slide: Slide, grid: Grid, x: int, y: int, t: StageTimes
+) -> bytes | None:
+    """Tile ``(x, y)`` assembled from the stored tiles' MCUs, or ``None`` (re-encode it).
+
+    A stored tile the mosaic cannot entropy-decode is left to the decoding path,
+    which reports a corrupt tile as it would without the mosaic.
+    """
+    t0 = time.perf_counter()
+    ds = grid.level_downsample
+    try:
+        cache = handles.mosaic_cache(slide, grid.level)
+        data = cache.mosaic(round(x / ds), round(y / ds), grid.read_px, grid.read_px)
+    except jpeg_mosaic.JpegMosaicError:
+        data = None
+    t.assemble += time.perf_counter() - t0
+    return data
 
 
 def _process_chunk(
@@ -134,7 +181,7 @@ def _process_chunk(
     grid: Grid,
     config: ExtractConfig,
     indices: Sequence[int],
-    passthrough: bool,
+    mode: str,
     normalizer: Callable[[NDArray[np.uint8]], NDArray[np.uint8]] | None = None,
 ) -> list[EncodedTile]:
     slide = handles.get()
@@ -142,7 +189,7 @@ def _process_chunk(
     for i in indices:
         t = StageTimes()
         x, y = int(grid.xs[i]), int(grid.ys[i])
-        if passthrough:
+        if mode == "passthrough":
             t0 = time.perf_counter()
             col = round(x / grid.level_downsample) // grid.read_px
             row = round(y / grid.level_downsample) // grid.read_px
@@ -150,6 +197,13 @@ def _process_chunk(
             t.passthrough += time.perf_counter() - t0
             out.append(EncodedTile(index=i, data=data, passthrough=True, times=t))
             continue
+        if mode == "assemble":
+            assembled = _assembled(handles, slide, grid, x, y, t)
+            if assembled is not None:
+                out.append(
+                    EncodedTile(index=i, data=assembled, passthrough=True, assembled=True, times=t)
+                )
+                continue
         t0 = time.perf_counter()
         tile = slide.read_region((x, y), grid.level, (grid.read_px, grid.read_px), as_array=True)
         t1 = time.perf_counter()
@@ -177,6 +231,7 @@ def iter_encoded_tiles(
     *,
     threads: int = 1,
     passthrough: bool = False,
+    assemble: bool = False,
     normalizer: Callable[[NDArray[np.uint8]], NDArray[np.uint8]] | None = None,
 ) -> Generator[EncodedTile, None, None]:
     """Yield the encoded tiles at ``indices`` of ``grid``, in that order.
@@ -194,26 +249,29 @@ def iter_encoded_tiles(
     passthrough
         Copy the stored JPEG tiles as they are (the caller checked the grid
         aligns with them).
+    assemble
+        Assemble each tile losslessly from the stored JPEG tiles' MCUs where
+        it can (the caller checked the grid lies on them: see
+        :func:`tilestream.extract.plan.can_assemble`), else decode and re-encode it.
     normalizer
         Applied to each RGB tile before encoding (stain normalisation; shared
         by the threads, so it must be thread-safe).
     """
     idx = [int(i) for i in indices]
+    mode = "passthrough" if passthrough else "assemble" if assemble else "encode"
     chunks = [idx[s : s + CHUNK] for s in range(0, len(idx), CHUNK)]
     handles = _Handles(opener)
     try:
         if threads <= 1:
             for chunk in chunks:
-                yield from _process_chunk(handles, grid, config, chunk, passthrough, normalizer)
+                yield from _process_chunk(handles, grid, config, chunk, mode, normalizer)
             return
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tilestream-tiles") as pool:
             pending: deque[Future[list[EncodedTile]]] = deque()
             it = iter(chunks)
             for chunk in it:
                 pending.append(
-                    pool.submit(
-                        _process_chunk, handles, grid, config, chunk, passthrough, normalizer
-                    )
+                    pool.submit(_process_chunk, handles, grid, config, chunk, mode, normalizer)
                 )
                 if len(pending) >= 2 * threads:
                     break
@@ -222,9 +280,7 @@ def iter_encoded_tiles(
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.append(
-                        pool.submit(
-                            _process_chunk, handles, grid, config, nxt, passthrough, normalizer
-                        )
+                        pool.submit(_process_chunk, handles, grid, config, nxt, mode, normalizer)
                     )
                 yield from done
     finally:

@@ -105,6 +105,7 @@ class WrittenTiles:
     coords_rows: list[list[Any]] = field(default_factory=list)
     blur_rejected: list[int] = field(default_factory=list)
     passthrough: int = 0
+    assembled: int = 0
     stored_quality: int | None = None
     write_seconds: float = 0.0
     stage: StageTimes = field(default_factory=StageTimes)
@@ -142,6 +143,7 @@ def write_tiles(
         config,
         threads=max(1, threads),
         passthrough=plan.passthrough,
+        assemble=plan.assemble,
         normalizer=normalizer,
     )
     with contextlib.ExitStack() as stack:
@@ -180,7 +182,7 @@ def _write_loop(
     blur_reject = out.blur_rejected
     centers = grid.centers
     n_kept = len(selection.kept_indices)
-    n_pass = 0
+    n_pass = n_assembled = 0
     write_seconds = 0.0
     done = 0
     for tile in tiles:
@@ -189,6 +191,7 @@ def _write_loop(
             if not n_pass:  # the tables of a slide level are shared: the first tile's
                 out.stored_quality = estimate_jpeg_quality(tile.data)
             n_pass += 1
+            n_assembled += tile.assembled
         i = tile.index
         blurry = (
             tile.blur is not None
@@ -225,6 +228,7 @@ def _write_loop(
         if progress is not None and (done % 64 == 0 or done == n_kept):
             progress(name, done, n_kept)
     out.passthrough = n_pass
+    out.assembled = n_assembled
     out.write_seconds = write_seconds
     return out
 
