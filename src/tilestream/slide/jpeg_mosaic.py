@@ -60,6 +60,7 @@ __all__ = [
     "CoefficientCache",
     "JpegMosaicError",
     "UnsupportedJpegError",
+    "assemble",
     "available",
     "can_mosaic",
     "decode_coefficients",
@@ -237,7 +238,13 @@ def plan_pieces(
     return pieces
 
 
-def _assemble(pieces: list[Piece], w: int, h: int, path: str | None) -> bytes | None:
+def assemble(pieces: list[Piece], w: int, h: int, *, path: str | None = None) -> bytes | None:
+    """A ``w x h`` px JPEG from ``pieces`` (see :func:`plan_pieces`), or ``None``.
+
+    ``None`` when a DC difference across a seam does not fit baseline coding
+    (the caller re-encodes); :class:`JpegMosaicError` for pieces that do not
+    tile the output exactly. Needs the extension (see :func:`available`).
+    """
     native = _module()
     try:
         data: bytes = native.assemble(pieces, w, h)
@@ -306,7 +313,7 @@ def mosaic(
                 return None
         decoded[key] = value
     pieces = plan_pieces(decoded, tile_w, tile_h, x, y, w, h)
-    return None if pieces is None else _assemble(pieces, w, h, path)
+    return None if pieces is None else assemble(pieces, w, h, path=path)
 
 
 class CoefficientCache:
@@ -391,4 +398,4 @@ class CoefficientCache:
                 return None
             sources[(col, row)] = value
         pieces = plan_pieces(sources, tw, th, x, y, w, h)
-        return None if pieces is None else _assemble(pieces, w, h, self.path)
+        return None if pieces is None else assemble(pieces, w, h, path=self.path)
