@@ -58,8 +58,8 @@ static int fail(err_t *e, int status, const char *msg) {
 
 typedef struct {
     int present;
-    uint8_t look_len[512]; /* 9-bit lookahead: code length, 0 = longer code */
-    uint8_t look_sym[512];
+    uint16_t look[512]; /* 9-bit lookahead: code length << 8 | symbol; 0: a longer code */
+    int32_t fast[1024]; /* AC, 10-bit lookahead: value << 16 | run << 8 | code + value bits; 0: slow path */
     int32_t maxcode[18];
     int32_t mincode[17];
     int32_t valptr[17];
@@ -79,8 +79,7 @@ static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, 
             if (l <= 9) {
                 int first = code << (9 - l), n = 1 << (9 - l);
                 for (int j = 0; j < n; j++) {
-                    t->look_len[first + j] = (uint8_t)l;
-                    t->look_sym[first + j] = vals[k];
+                    t->look[first + j] = (uint16_t)(l << 8 | vals[k]);
                 }
             }
         }
@@ -88,6 +87,15 @@ static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, 
         code <<= 1;
     }
     t->maxcode[17] = 0x7fffffff;
+    /* Symbols whose code and magnitude bits fit in 10 bits, decoded in one lookup. */
+    for (int idx = 0; idx < 1024; idx++) {
+        unsigned look = t->look[idx >> 1];
+        int len = (int)(look >> 8), rs = (int)(look & 0xFF), sz = rs & 15;
+        if (!len || !sz || sz > 10 || len + sz > 10) continue;
+        int v = (idx >> (10 - len - sz)) & ((1 << sz) - 1);
+        v = v < (1 << (sz - 1)) ? v - (1 << sz) + 1 : v;
+        t->fast[idx] = (int32_t)((uint32_t)v << 16) | (rs >> 4) << 8 | (len + sz);
+    }
     t->present = 1;
     return 0;
 }
@@ -100,7 +108,19 @@ typedef struct {
     int pad;    /* zero bytes fed past the data */
 } breader_t;
 
-static void br_fill(breader_t *b) {
+static inline void br_fill(breader_t *b) {
+    if (!b->marker && b->end - b->p >= 8) { /* fast path: 8 bytes without 0xFF */
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++) v = v << 8 | b->p[i];
+        uint64_t x = ~v;
+        if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL)) {
+            int n = (64 - b->nbits) >> 3;
+            b->acc |= (v >> (64 - 8 * n)) << (64 - 8 * n - b->nbits);
+            b->p += n;
+            b->nbits += 8 * n;
+            return;
+        }
+    }
     while (b->nbits <= 56) {
         unsigned c = 0;
         if (b->marker || b->p >= b->end) {
@@ -126,16 +146,17 @@ static inline int br_bits(breader_t *b, int n) { /* n in 1..16, nbits >= n */
     return v;
 }
 
-static inline int extend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
+static inline int extend(int v, int s) { /* branchless (the sign is a coin toss for the predictor) */
+    return v + ((int)((unsigned)(v - (1 << (s - 1))) >> 31) * (1 - (1 << s)));
+}
 
 static inline int huff_decode(breader_t *b, const dhuff_t *t) {
     if (b->nbits < 32) br_fill(b);
-    unsigned look = (unsigned)(b->acc >> (64 - 9));
-    int len = t->look_len[look];
-    if (len) {
-        b->acc <<= len;
-        b->nbits -= len;
-        return t->look_sym[look];
+    unsigned look = t->look[b->acc >> (64 - 9)];
+    if (look) {
+        b->acc <<= look >> 8;
+        b->nbits -= (int)(look >> 8);
+        return (int)(look & 0xFF);
     }
     int32_t code16 = (int32_t)(b->acc >> (64 - 16));
     for (int l = 10; l <= 16; l++) {
@@ -156,6 +177,7 @@ typedef struct {
     int width, height, ncomp, mcu_w, mcu_h, mcus_x, mcus_y, restart;
     int comp_id[3], h[3], v[3], sof_h[3], sof_v[3], tq[3], bw[3];
     int16_t *coef[3];     /* per component: rows of blocks, 64 zigzag-ordered values each */
+    uint64_t *nz[3];      /* per block: bit k set where AC coefficient k (zigzag) is not 0 */
     uint8_t qt[4][129];   /* Pq byte then 64 or 128 bytes */
     int qt_len[4];        /* 0: table absent */
     PyObject *signature;  /* bytes: what must agree for two sources to be mixed */
@@ -173,8 +195,9 @@ typedef struct {
     size_t max_pixels;
 } parse_t;
 
-static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int *pred, int16_t *blk,
-                        err_t *e) {
+static int decode_block(breader_t *restrict b, const dhuff_t *restrict dc, const dhuff_t *restrict ac,
+                        int *restrict pred, int16_t *restrict blk, uint64_t *restrict nzmask, err_t *e) {
+    uint64_t nz = 0;
     int s = huff_decode(b, dc);
     if (s < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad DC code)");
     if (s > 11) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC magnitude category over 11)");
@@ -182,6 +205,17 @@ static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int 
     if (*pred > 32767 || *pred < -32768) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC out of range)");
     blk[0] = (int16_t)*pred;
     for (int k = 1; k < 64; k++) {
+        if (b->nbits < 32) br_fill(b);
+        int32_t f = ac->fast[b->acc >> (64 - 10)];
+        if (f) {
+            b->acc <<= f & 0xFF;
+            b->nbits -= f & 0xFF;
+            k += (f >> 8) & 15;
+            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+            blk[k] = (int16_t)(f >> 16);
+            nz |= (uint64_t)1 << k;
+            continue;
+        }
         int rs = huff_decode(b, ac);
         if (rs < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad AC code)");
         int r = rs >> 4, sz = rs & 15;
@@ -191,6 +225,7 @@ static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int 
             if (sz > 10) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC magnitude category over 10)");
             if (b->nbits < 16) br_fill(b);
             blk[k] = (int16_t)extend(br_bits(b, sz), sz);
+            nz |= (uint64_t)1 << k;
         } else if (r == 15) {
             k += 15;
             if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
@@ -198,6 +233,7 @@ static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int 
             break; /* EOB (libjpeg reads any other r with size 0 as EOB too) */
         }
     }
+    *nzmask = nz;
     return 0;
 }
 
@@ -231,10 +267,10 @@ static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *e
             for (int ci = 0; ci < c->ncomp; ci++) {
                 const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
                 for (int by = 0; by < c->v[ci]; by++) {
-                    int16_t *row = c->coef[ci] + ((size_t)(my * c->v[ci] + by) * c->bw[ci]) * 64;
+                    size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
                     for (int bx = 0; bx < c->h[ci]; bx++) {
-                        int16_t *blk = row + (size_t)(mx * c->h[ci] + bx) * 64;
-                        if (decode_block(&b, dc, ac, &preds[ci], blk, e)) return -1;
+                        int16_t *blk = c->coef[ci] + (first + bx) * 64;
+                        if (decode_block(&b, dc, ac, &preds[ci], blk, c->nz[ci] + first + bx, e)) return -1;
                     }
                 }
             }
@@ -287,7 +323,9 @@ static int parse_sof(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
         c->bw[i] = c->mcus_x * c->h[i];
         size_t nblocks = (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]);
         c->coef[i] = calloc(nblocks * 64, sizeof(int16_t));
-        if (!c->coef[i]) return fail(e, E_NOMEM, "out of memory");
+        c->nz[i] = malloc(nblocks * sizeof(uint64_t));
+        if (!c->coef[i] || !c->nz[i]) return fail(e, E_NOMEM, "out of memory");
+        memset(c->nz[i], 0, nblocks * sizeof(uint64_t));
     }
     ps->have_sof = 1;
     return 0;
@@ -414,7 +452,10 @@ static PyObject *make_signature(const Coefs *c) {
 }
 
 static void coefs_dealloc(Coefs *self) {
-    for (int i = 0; i < 3; i++) free(self->coef[i]);
+    for (int i = 0; i < 3; i++) {
+        free(self->coef[i]);
+        free(self->nz[i]);
+    }
     Py_XDECREF(self->signature);
     Py_XDECREF(self->app);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -614,45 +655,86 @@ typedef struct {
     ehuff_t dc[2], ac[2];
 } job_t;
 
-static int stat_block(const int16_t *b, int *last, uint64_t *dcf, uint64_t *acf) {
-    int diff = b[0] - *last, r = 0;
+static inline int ctz64(uint64_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(m);
+#else
+    int n = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+static int stat_block(const int16_t *restrict b, uint64_t m, int *restrict last, uint64_t *restrict dcf,
+                      uint64_t *restrict acf) {
+    int diff = b[0] - *last, prev = 0;
     *last = b[0];
     int n = nbits_of((unsigned)abs(diff));
     if (n > 11) return -1;
     dcf[n]++;
-    for (int k = 1; k < 64; k++) {
-        if (!b[k]) {
-            r++;
-            continue;
-        }
+    while (m) {
+        int k = ctz64(m), r = k - prev - 1;
+        m &= m - 1;
+        prev = k;
         for (; r > 15; r -= 16) acf[0xF0]++;
         acf[(r << 4) | nbits_of((unsigned)abs(b[k]))]++;
-        r = 0;
     }
-    if (r) acf[0]++;
+    if (prev != 63) acf[0]++;
     return 0;
 }
 
-static void emit_block(bwriter_t *w, const int16_t *b, int *last, const ehuff_t *dc, const ehuff_t *ac) {
-    int diff = b[0] - *last, r = 0;
+/* Appends size (<= 26) bits; whole 32-bit words go out at once, byte by byte only
+ * where one holds 0xFF (stuffed with 0x00). The caller reserved the room. */
+#define PUT_BITS(code, size)                                                                   \
+    do {                                                                                       \
+        acc = (acc << (size)) | (code);                                                        \
+        nbits += (size);                                                                       \
+        if (nbits >= 32) {                                                                     \
+            uint32_t word = (uint32_t)(acc >> (nbits - 32));                                   \
+            nbits -= 32;                                                                       \
+            uint32_t x = ~word;                                                                \
+            if ((x - 0x01010101u) & ~x & 0x80808080u) {                                        \
+                for (int sh = 24; sh >= 0; sh -= 8) {                                          \
+                    uint8_t byte = (uint8_t)(word >> sh);                                      \
+                    *o++ = byte;                                                               \
+                    if (byte == 0xFF) *o++ = 0;                                                \
+                }                                                                              \
+            } else {                                                                           \
+                o[0] = (uint8_t)(word >> 24);                                                  \
+                o[1] = (uint8_t)(word >> 16);                                                  \
+                o[2] = (uint8_t)(word >> 8);                                                   \
+                o[3] = (uint8_t)word;                                                          \
+                o += 4;                                                                        \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+static void emit_block(bwriter_t *restrict w, const int16_t *restrict b, uint64_t m, int *restrict last,
+                       const ehuff_t *restrict dc, const ehuff_t *restrict ac) {
+    uint64_t acc = w->acc;
+    int nbits = w->nbits;
+    uint8_t *o = w->buf + w->len;
+    int diff = b[0] - *last, prev = 0;
     *last = b[0];
     int n = nbits_of((unsigned)abs(diff));
-    bw_put(w, dc->code[n], dc->size[n]);
-    if (n) bw_put(w, (uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
-    for (int k = 1; k < 64; k++) {
-        int v = b[k];
-        if (!v) {
-            r++;
-            continue;
-        }
-        for (; r > 15; r -= 16) bw_put(w, ac->code[0xF0], ac->size[0xF0]);
+    PUT_BITS(dc->code[n], dc->size[n]);
+    if (n) PUT_BITS((uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
+    while (m) {
+        int k = ctz64(m), r = k - prev - 1, v = b[k];
+        m &= m - 1;
+        prev = k;
+        for (; r > 15; r -= 16) PUT_BITS(ac->code[0xF0], ac->size[0xF0]);
         n = nbits_of((unsigned)abs(v));
-        int s = (r << 4) | n;
-        bw_put(w, ac->code[s], ac->size[s]);
-        bw_put(w, (uint32_t)(v < 0 ? v - 1 : v) & ((1u << n) - 1), n);
-        r = 0;
+        int sym = (r << 4) | n;
+        PUT_BITS((ac->code[sym] << n) | ((uint32_t)(v < 0 ? v - 1 : v) & ((1u << n) - 1)), ac->size[sym] + n);
     }
-    if (r) bw_put(w, ac->code[0], ac->size[0]);
+    if (prev != 63) PUT_BITS(ac->code[0], ac->size[0]);
+    w->acc = acc;
+    w->nbits = nbits;
+    w->len = (size_t)(o - w->buf);
 }
 
 /* One pass over the output's MCUs: statistics (w NULL) or entropy coding. */
@@ -666,12 +748,13 @@ static int walk(job_t *job, bwriter_t *w, err_t *e) {
             for (int ci = 0; ci < ref->ncomp; ci++) {
                 int t = ci ? 1 : 0, hh = ref->h[ci], vv = ref->v[ci];
                 for (int by = 0; by < vv; by++) {
-                    const int16_t *row = m->src->coef[ci] + (size_t)(m->sy * vv + by) * m->src->bw[ci] * 64;
+                    size_t first = (size_t)(m->sy * vv + by) * m->src->bw[ci] + (size_t)m->sx * hh;
                     for (int bx = 0; bx < hh; bx++) {
-                        const int16_t *blk = row + (size_t)(m->sx * hh + bx) * 64;
+                        const int16_t *blk = m->src->coef[ci] + (first + bx) * 64;
+                        uint64_t mask = m->src->nz[ci][first + bx];
                         if (w)
-                            emit_block(w, blk, &last[ci], &job->dc[t], &job->ac[t]);
-                        else if (stat_block(blk, &last[ci], job->dcf[t], job->acf[t]))
+                            emit_block(w, blk, mask, &last[ci], &job->dc[t], &job->ac[t]);
+                        else if (stat_block(blk, mask, &last[ci], job->dcf[t], job->acf[t]))
                             return fail(e, E_UNSUPPORTED, "a DC difference across a seam is too large for baseline");
                     }
                 }
@@ -730,7 +813,8 @@ static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
     write_header(job, w);
     if (walk(job, w, e)) return -1;
     if (bw_reserve(w, 8, e)) return -1;
-    if (w->nbits) bw_put(w, (1u << (8 - w->nbits)) - 1, 8 - w->nbits); /* pad with ones */
+    if (w->nbits % 8) bw_put(w, (1u << (8 - w->nbits % 8)) - 1, 8 - w->nbits % 8); /* pad with ones */
+    bw_put(w, 0, 0);                                                                   /* flush */
     static const uint8_t eoi[2] = {0xFF, 0xD9};
     bw_bytes(w, eoi, 2);
     return 0;
