@@ -129,8 +129,9 @@ def test_synthetic_slides(tmp_path: Path, tile_size: int) -> None:
     [{}, {"restart_marker_blocks": 5}, {"restart_marker_rows": 1}],
     ids=["no-restart", "restart-5-mcus", "restart-1-row"],
 )
+@pytest.mark.parametrize("optimize", [False, True], ids=["stored-tables", "optimal-tables"])
 def test_every_sampling_with_and_without_restart_markers(
-    tissue: np.ndarray, subsampling: int, restart: dict[str, int]
+    tissue: np.ndarray, subsampling: int, restart: dict[str, int], optimize: bool
 ) -> None:
     tiles = _stored(tissue, quality=85, subsampling=subsampling, **restart)
     assert (b"\xff\xdd" in tiles[(0, 0)]) == bool(restart)
@@ -138,9 +139,9 @@ def test_every_sampling_with_and_without_restart_markers(
     fancy = _decode_grid(tiles, 240)
     decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}
     for x, y in [(0, 0), (256, 0), (0, 256), (256, 256), (448, 464), (464, 448)]:
-        out = jm.mosaic(decoded, 240, 240, x, y, 256, 256, image_size=(720, 720))
+        out = jm.mosaic(decoded, 240, 240, x, y, 256, 256, image_size=(720, 720), optimize=optimize)
         assert out is not None, (x, y)
-        assert jm.mosaic(tiles, 240, 240, x, y, 256, 256) == out  # from bytes: the same
+        assert jm.mosaic(tiles, 240, 240, x, y, 256, 256, optimize=optimize) == out  # from bytes
         assert out.startswith(b"\xff\xd8") and b"\xff\xc0" in out and b"\xff\xdd" not in out
         # The coefficients are the stored ones: with plain upsampling, every pixel agrees.
         got = simplejpeg.decode_jpeg(out, fastupsample=True)  # strict: a warning would raise
@@ -153,6 +154,30 @@ def test_every_sampling_with_and_without_restart_markers(
         else:
             assert same[~_seam_band(x, y, 256, 240)].all()
         assert np.array_equal(np.asarray(imagecodecs.jpeg8_decode(out)), got)
+
+
+def test_huffman_tables_stored_or_optimal(tissue: np.ndarray) -> None:
+    tiles = _stored(tissue, quality=90, subsampling=2)
+    decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}
+    stored = jm.mosaic(decoded, 240, 240, 256, 256, 224, 224)
+    optimal = jm.mosaic(decoded, 240, 240, 256, 256, 224, 224, optimize=True)
+    assert stored is not None and optimal is not None
+    dht = tiles[(1, 1)].index(b"\xff\xc4")
+    tables = tiles[(1, 1)][dht : tiles[(1, 1)].index(b"\xff\xda")]
+    assert tables in stored and tables not in optimal  # Pillow's standard tables, reused
+    assert len(optimal) < len(stored)
+    assert np.array_equal(simplejpeg.decode_jpeg(stored), simplejpeg.decode_jpeg(optimal))
+    # Pillow's optimised tables lack DC categories a seam may need: optimal tables then.
+    own = {
+        key: jm.decode_coefficients(
+            _encode(simplejpeg.decode_jpeg(data), quality=90, subsampling=2, optimize=True)
+        )
+        for key, data in tiles.items()
+    }
+    for x, y in [(0, 0), (256, 256), (464, 464)]:
+        out = jm.mosaic(own, 240, 240, x, y, 256, 256)
+        assert out is not None
+        simplejpeg.decode_jpeg(out)
 
 
 def test_grayscale(tissue: np.ndarray) -> None:

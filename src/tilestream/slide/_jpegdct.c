@@ -12,18 +12,24 @@
  *       with or without restart markers, into its quantised DCT coefficient
  *       blocks. Nothing is dequantised or transformed.
  *
- *   assemble(pieces, width, height, /) -> bytes
+ *   assemble(pieces, width, height, /, *, optimize=False) -> bytes
  *       A standalone baseline JPEG of ``width`` x ``height`` px whose MCUs are
  *       copied from decoded sources: ``pieces`` is a sequence of
  *       ``(coefficients, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCU units;
  *       together they must cover every MCU of the output exactly once, and
  *       only whole MCUs inside each source. Every source must have the same
  *       signature (components, sampling, quantisation tables, colour
- *       transform). DC predictions are re-computed across the seams and the
- *       Huffman tables are optimal for the output (two passes, like
- *       ``jpegtran -optimize``): the input tables may lack a symbol the new
- *       arrangement needs, optimal tables never do, and they make smaller
- *       files. No restart markers are written.
+ *       transform). DC predictions are re-computed across the seams. No
+ *       restart markers are written.
+ *
+ *       Huffman tables: when every source's scan uses the same tables (TIFF
+ *       tiles sharing JPEGTables) and ``optimize`` is false, the output is
+ *       coded in one pass with those tables. AC symbols are block-local, so
+ *       the sources' tables hold every one the output needs; a DC difference
+ *       across a seam may need a category the DC table lacks, and then (or
+ *       when the sources' tables differ, or with ``optimize``) the output gets
+ *       optimal tables instead (two passes, like ``jpegtran -optimize``),
+ *       which always hold every symbol and make smaller files.
  *
  * Errors: ``Error`` (a ValueError) for corrupt input, ``Unsupported`` (a
  * subclass) for valid JPEG the module does not handle (progressive,
@@ -64,13 +70,27 @@ typedef struct {
     int32_t mincode[17];
     int32_t valptr[17];
     uint8_t vals[256];
+    uint8_t bits[17];
+    int count;
 } dhuff_t;
 
-static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, int count, err_t *e) {
+typedef struct { /* a Huffman table as DHT holds it */
+    uint8_t bits[17];
+    uint8_t vals[256];
+    int count;
+} hraw_t;
+
+static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t *vals, int count, err_t *e) {
     int32_t code = 0;
     int k = 0;
+    uint8_t seen[256] = {0};
+    for (int i = 0; i < count; i++) { /* what libjpeg refuses too: outputs may reuse the table */
+        if (seen[vals[i]]++ || (dc && vals[i] > 15)) return fail(e, E_CORRUPT, "bad Huffman table (symbols)");
+    }
     memset(t, 0, sizeof *t);
     memcpy(t->vals, vals, (size_t)count);
+    memcpy(t->bits, bits, 17);
+    t->count = count;
     for (int l = 1; l <= 16; l++) {
         t->valptr[l] = k;
         t->mincode[l] = code;
@@ -182,6 +202,8 @@ typedef struct {
     int qt_len[4];        /* 0: table absent */
     PyObject *signature;  /* bytes: what must agree for two sources to be mixed */
     PyObject *app;        /* bytes: the JFIF APP0 and Adobe APP14 segments, copied to outputs */
+    hraw_t hraw[2][2];    /* [luma, chroma][DC, AC] tables of the scan */
+    int hreuse;           /* the chroma components share their tables: outputs may reuse them */
 } Coefs;
 
 static PyTypeObject CoefsType;
@@ -339,7 +361,7 @@ static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
         uint8_t bits[17] = {0};
         for (int i = 1; i <= 16; i++) count += bits[i] = s[i];
         if (count > 256 || (size_t)(17 + count) > n) return fail(e, E_CORRUPT, "bad DHT segment");
-        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], bits, s + 17, count, e)) return -1;
+        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], !tc, bits, s + 17, count, e)) return -1;
         s += 17 + count;
         n -= 17 + (size_t)count;
     }
@@ -414,6 +436,15 @@ static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err
             }
         } else if (m == 0xDA) {
             if (parse_sos(c, ps, s, n, e)) return -1;
+            for (int t = 0; t < (c->ncomp > 1 ? 2 : 1); t++) {
+                const dhuff_t *tables[2] = {&ps->dc[ps->td[t]], &ps->ac[ps->ta[t]]};
+                for (int k = 0; k < 2; k++) {
+                    memcpy(c->hraw[t][k].bits, tables[k]->bits, 17);
+                    memcpy(c->hraw[t][k].vals, tables[k]->vals, (size_t)tables[k]->count);
+                    c->hraw[t][k].count = tables[k]->count;
+                }
+            }
+            c->hreuse = c->ncomp == 1 || (ps->td[1] == ps->td[2] && ps->ta[1] == ps->ta[2]);
             return decode_scan(c, ps, d + pos, d + size, e);
         }
         if (r) return -1;
@@ -653,7 +684,24 @@ typedef struct {
     int mx_n, my_n, width, height;
     uint64_t dcf[2][256], acf[2][256];
     ehuff_t dc[2], ac[2];
+    int reuse, optimize;
 } job_t;
+
+/* The encoder's codes of a decoded table (valid: build_dhuff checked it). */
+static void build_ehuff(ehuff_t *t, const hraw_t *raw) {
+    uint32_t code = 0;
+    int k = 0;
+    memset(t->size, 0, sizeof t->size);
+    memcpy(t->bits, raw->bits, 17);
+    memcpy(t->vals, raw->vals, (size_t)raw->count);
+    t->nvals = raw->count;
+    for (int l = 1; l <= 16; l++, code <<= 1) {
+        for (int n = 0; n < raw->bits[l]; n++, k++, code++) {
+            t->code[raw->vals[k]] = code;
+            t->size[raw->vals[k]] = (uint8_t)l;
+        }
+    }
+}
 
 static inline int ctz64(uint64_t m) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -712,32 +760,41 @@ static int stat_block(const int16_t *restrict b, uint64_t m, int *restrict last,
         }                                                                                      \
     } while (0)
 
-static void emit_block(bwriter_t *restrict w, const int16_t *restrict b, uint64_t m, int *restrict last,
-                       const ehuff_t *restrict dc, const ehuff_t *restrict ac) {
+/* 1 when a table lacks a symbol (reused tables): the caller makes optimal ones. */
+static int emit_block(bwriter_t *restrict w, const int16_t *restrict b, uint64_t m, int *restrict last,
+                      const ehuff_t *restrict dc, const ehuff_t *restrict ac) {
     uint64_t acc = w->acc;
     int nbits = w->nbits;
     uint8_t *o = w->buf + w->len;
     int diff = b[0] - *last, prev = 0;
     *last = b[0];
     int n = nbits_of((unsigned)abs(diff));
+    if (n > 11 || !dc->size[n]) return 1;
     PUT_BITS(dc->code[n], dc->size[n]);
     if (n) PUT_BITS((uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
     while (m) {
         int k = ctz64(m), r = k - prev - 1, v = b[k];
         m &= m - 1;
         prev = k;
+        if (r > 15 && !ac->size[0xF0]) return 1;
         for (; r > 15; r -= 16) PUT_BITS(ac->code[0xF0], ac->size[0xF0]);
         n = nbits_of((unsigned)abs(v));
         int sym = (r << 4) | n;
+        if (!ac->size[sym]) return 1;
         PUT_BITS((ac->code[sym] << n) | ((uint32_t)(v < 0 ? v - 1 : v) & ((1u << n) - 1)), ac->size[sym] + n);
     }
-    if (prev != 63) PUT_BITS(ac->code[0], ac->size[0]);
+    if (prev != 63) {
+        if (!ac->size[0]) return 1;
+        PUT_BITS(ac->code[0], ac->size[0]);
+    }
     w->acc = acc;
     w->nbits = nbits;
     w->len = (size_t)(o - w->buf);
+    return 0;
 }
 
-/* One pass over the output's MCUs: statistics (w NULL) or entropy coding. */
+/* One pass over the output's MCUs: statistics (w NULL) or entropy coding; 1 when
+ * a table lacks a symbol. */
 static int walk(job_t *job, bwriter_t *w, err_t *e) {
     const Coefs *ref = job->map[0].src;
     int last[3] = {0, 0, 0};
@@ -752,9 +809,9 @@ static int walk(job_t *job, bwriter_t *w, err_t *e) {
                     for (int bx = 0; bx < hh; bx++) {
                         const int16_t *blk = m->src->coef[ci] + (first + bx) * 64;
                         uint64_t mask = m->src->nz[ci][first + bx];
-                        if (w)
-                            emit_block(w, blk, mask, &last[ci], &job->dc[t], &job->ac[t]);
-                        else if (stat_block(blk, mask, &last[ci], job->dcf[t], job->acf[t]))
+                        if (w) {
+                            if (emit_block(w, blk, mask, &last[ci], &job->dc[t], &job->ac[t])) return 1;
+                        } else if (stat_block(blk, mask, &last[ci], job->dcf[t], job->acf[t]))
                             return fail(e, E_UNSUPPORTED, "a DC difference across a seam is too large for baseline");
                     }
                 }
@@ -805,13 +862,28 @@ static void write_header(job_t *job, bwriter_t *w) {
 }
 
 static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
-    int tables = job->map[0].src->ncomp > 1 ? 2 : 1;
+    const Coefs *ref = job->map[0].src;
+    int tables = ref->ncomp > 1 ? 2 : 1, r;
+    if (job->reuse && !job->optimize) { /* one pass with the sources' own tables */
+        for (int t = 0; t < tables; t++) {
+            build_ehuff(&job->dc[t], &ref->hraw[t][0]);
+            build_ehuff(&job->ac[t], &ref->hraw[t][1]);
+        }
+        if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(ref->app), e)) return -1;
+        write_header(job, w);
+        if ((r = walk(job, w, e)) < 0) return -1;
+        if (r == 0) goto finish;
+        w->len = 0; /* a symbol the tables lack (a new DC difference): optimal tables */
+        w->acc = 0;
+        w->nbits = 0;
+    }
     if (walk(job, NULL, e)) return -1;
     for (int t = 0; t < tables; t++)
         if (gen_optimal(&job->dc[t], job->dcf[t], e) || gen_optimal(&job->ac[t], job->acf[t], e)) return -1;
     if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(job->map[0].src->app), e)) return -1;
     write_header(job, w);
-    if (walk(job, w, e)) return -1;
+    if (walk(job, w, e)) return fail(e, E_CORRUPT, "optimal Huffman tables lack a symbol");
+finish:
     if (bw_reserve(w, 8, e)) return -1;
     if (w->nbits % 8) bw_put(w, (1u << (8 - w->nbits % 8)) - 1, 8 - w->nbits % 8); /* pad with ones */
     bw_put(w, 0, 0);                                                                   /* flush */
@@ -840,6 +912,7 @@ static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **he
             job->my_n = (job->height + s->mcu_h - 1) / s->mcu_h;
             for (size_t k = 0; k < (size_t)job->mx_n * job->my_n; k++) map[k].src = NULL;
         }
+        job->reuse = job->reuse && s->hreuse && !memcmp(s->hraw, ref->hraw, sizeof s->hraw);
         int eq = PyObject_RichCompareBool(s->signature, ref->signature, Py_EQ);
         if (eq < 0) return -1;
         if (!eq) {
@@ -873,10 +946,12 @@ static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **he
     return 0;
 }
 
-static PyObject *py_assemble(PyObject *mod, PyObject *args) {
+static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     PyObject *pieces, *seq, *out = NULL, **held = NULL;
-    int width, height;
-    if (!PyArg_ParseTuple(args, "Oii:assemble", &pieces, &width, &height)) return NULL;
+    static char *kwlist[] = {"", "", "", "optimize", NULL};
+    int width, height, optimize = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oii|$p:assemble", kwlist, &pieces, &width, &height, &optimize))
+        return NULL;
     if (width < 1 || height < 1 || width > 65535 || height > 65535 || (int64_t)width * height > (1 << 26)) {
         PyErr_SetString(PyExc_ValueError, "output size out of range");
         return NULL;
@@ -899,6 +974,8 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args) {
     }
     job->width = width;
     job->height = height;
+    job->reuse = 1;
+    job->optimize = optimize;
     /* The smallest MCU is 8x8 px: enough room for any source's grid. */
     map = calloc(((size_t)width + 7) / 8 * (((size_t)height + 7) / 8), sizeof(mcu_src_t));
     if (!map) {
@@ -961,7 +1038,8 @@ static PyTypeObject CoefsType = {
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
      "decode(data, /, *, max_pixels=1 << 24) -> Coefficients"},
-    {"assemble", py_assemble, METH_VARARGS, "assemble(pieces, width, height, /) -> bytes"},
+    {"assemble", (PyCFunction)(void (*)(void))py_assemble, METH_VARARGS | METH_KEYWORDS,
+     "assemble(pieces, width, height, /, *, optimize=False) -> bytes"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,10 +18,14 @@ stored tiles (and at the output tile's own edges) see different neighbours
 than the stored tiles did on their own, so those 1 px bands differ slightly;
 everything else is identical.
 
-The encoder writes optimal Huffman tables for each output (two passes, like
-``jpegtran -optimize``): reusing the stored tables could lack a symbol the new
-arrangement needs (DC differences change at the seams), optimal tables never
-do, and they make smaller files. No restart markers are written.
+Huffman tables: stored tiles of a TIFF level share their tables
+(``JPEGTables``), and by default the output is coded with them in one pass.
+The AC symbols of a block do not change when it moves, so those tables hold
+all the output needs, but the DC differences change at the seams and may need
+a category the stored DC table lacks: then, when the stored tiles' tables
+differ, or with ``optimize=True``, the output gets optimal tables (two passes,
+like ``jpegtran -optimize``), which hold every symbol and make files some 5 to
+10 % smaller at a higher cost. No restart markers are written.
 
 The work is done by the optional compiled extension ``_jpegdct``; where it
 is not built, :func:`available` is false and :func:`mosaic` and
@@ -238,16 +242,19 @@ def plan_pieces(
     return pieces
 
 
-def assemble(pieces: list[Piece], w: int, h: int, *, path: str | None = None) -> bytes | None:
+def assemble(
+    pieces: list[Piece], w: int, h: int, *, optimize: bool = False, path: str | None = None
+) -> bytes | None:
     """A ``w x h`` px JPEG from ``pieces`` (see :func:`plan_pieces`), or ``None``.
 
     ``None`` when a DC difference across a seam does not fit baseline coding
     (the caller re-encodes); :class:`JpegMosaicError` for pieces that do not
-    tile the output exactly. Needs the extension (see :func:`available`).
+    tile the output exactly. ``optimize``: optimal Huffman tables even where
+    the stored tiles' tables would do. Needs the extension (see :func:`available`).
     """
     native = _module()
     try:
-        data: bytes = native.assemble(pieces, w, h)
+        data: bytes = native.assemble(pieces, w, h, optimize=optimize)
     except native.Unsupported:
         return None  # e.g. a DC difference across a seam too large for baseline
     except native.Error as exc:
@@ -265,6 +272,7 @@ def mosaic(
     h: int,
     *,
     image_size: tuple[int, int] | None = None,
+    optimize: bool = False,
     path: str | None = None,
 ) -> bytes | None:
     """Region ``(x, y, w, h)`` of a level as a JPEG assembled from its stored tiles.
@@ -283,6 +291,8 @@ def mosaic(
         The region in level pixels, multiples of the MCU size.
     image_size
         The level's size: regions reaching past it are refused.
+    optimize
+        Optimal Huffman tables for every output (smaller, slower).
     path
         The slide, named in errors.
 
@@ -313,7 +323,7 @@ def mosaic(
                 return None
         decoded[key] = value
     pieces = plan_pieces(decoded, tile_w, tile_h, x, y, w, h)
-    return None if pieces is None else assemble(pieces, w, h, path=path)
+    return None if pieces is None else assemble(pieces, w, h, optimize=optimize, path=path)
 
 
 class CoefficientCache:
@@ -334,6 +344,8 @@ class CoefficientCache:
         The level's size; regions past it are refused.
     max_tiles
         How many decoded tiles are kept; by default two rows and two more.
+    optimize
+        Optimal Huffman tables for every output (see :func:`mosaic`).
     path
         The slide, named in errors.
     """
@@ -346,12 +358,14 @@ class CoefficientCache:
         *,
         image_size: tuple[int, int] | None = None,
         max_tiles: int | None = None,
+        optimize: bool = False,
         path: str | None = None,
     ) -> None:
         self._read = read
         self.tile_w, self.tile_h = tile_w, tile_h
         self.image_size = image_size
         self.path = path
+        self.optimize = optimize
         if max_tiles is None:
             cols = -(-image_size[0] // tile_w) if image_size else 64
             max_tiles = 2 * cols + 4
@@ -398,4 +412,8 @@ class CoefficientCache:
                 return None
             sources[(col, row)] = value
         pieces = plan_pieces(sources, tw, th, x, y, w, h)
-        return None if pieces is None else assemble(pieces, w, h, path=self.path)
+        return (
+            None
+            if pieces is None
+            else assemble(pieces, w, h, optimize=self.optimize, path=self.path)
+        )
