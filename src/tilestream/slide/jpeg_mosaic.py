@@ -57,11 +57,9 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from tilestream.errors import MissingDependencyError, TileStreamError
 
-if TYPE_CHECKING:
-    from tilestream.slide._jpegdct import Coefficients
-
 __all__ = [
     "CoefficientCache",
+    "Coefficients",
     "JpegMosaicError",
     "UnsupportedJpegError",
     "assemble",
@@ -77,6 +75,12 @@ try:
     from tilestream.slide import _jpegdct as _native
 except ImportError:  # pragma: no cover - exercised only where it could not be compiled
     _native = None
+
+if TYPE_CHECKING:
+    from tilestream.slide._jpegdct import Coefficients
+else:
+    #: The decoded coefficients of one stored tile (opaque; made by :func:`decode_coefficients`).
+    Coefficients = object if _native is None else _native.Coefficients
 
 #: A piece of an output: ``(source, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCUs.
 Piece: TypeAlias = "tuple[Coefficients, int, int, int, int, int, int]"
