@@ -113,8 +113,8 @@ def test_synthetic_slides(tmp_path: Path, tile_size: int) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=1100, height=800, levels=1, tile_size=tile_size, seed=4)
     with open_slide(path, backend="tifffile") as slide:
-        read = lambda c, r: slide.read_stored_tile_bytes(0, c, r)  # noqa: E731
-        cache = jm.CoefficientCache(read, tile_size, tile_size, image_size=slide.dimensions)
+        cache = jm.CoefficientCache.for_slide(slide, 0)
+        assert cache is not None and cache.image_size == (1100, 800)
         for y in range(0, 800 - 255, 256):
             for x in range(0, 1100 - 255, 256):
                 out = cache.mosaic(x, y, 256, 256)
@@ -178,6 +178,12 @@ def test_huffman_tables_stored_or_optimal(tissue: np.ndarray) -> None:
         out = jm.mosaic(own, 240, 240, x, y, 256, 256)
         assert out is not None
         simplejpeg.decode_jpeg(out)
+
+
+def test_no_cache_for_levels_without_stored_jpeg_tiles(slides_dir: Path) -> None:
+    with open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", backend="tifffile") as slide:
+        assert slide.stored_tile_grid(0) is None
+        assert jm.CoefficientCache.for_slide(slide, 0) is None
 
 
 def test_grayscale(tissue: np.ndarray) -> None:

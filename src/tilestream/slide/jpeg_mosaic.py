@@ -49,13 +49,17 @@ True
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tilestream.errors import MissingDependencyError, TileStreamError
+from tilestream.errors import MissingDependencyError, SlideError, TileStreamError
+
+if TYPE_CHECKING:
+    from tilestream.slide.slide import Slide
 
 __all__ = [
     "CoefficientCache",
@@ -81,6 +85,8 @@ if TYPE_CHECKING:
 else:
     #: The decoded coefficients of one stored tile (opaque; made by :func:`decode_coefficients`).
     Coefficients = object if _native is None else _native.Coefficients
+
+logger = logging.getLogger(__name__)
 
 #: A piece of an output: ``(source, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCUs.
 Piece: TypeAlias = "tuple[Coefficients, int, int, int, int, int, int]"
@@ -378,6 +384,46 @@ class CoefficientCache:
         self._lock = threading.Lock()
         #: Stored tiles entropy-decoded so far (a tile evicted and needed again counts twice).
         self.decoded = 0
+
+    @classmethod
+    def for_slide(cls, slide: Slide, level: int, **options: Any) -> CoefficientCache | None:
+        """A cache over ``slide``'s stored tiles of ``level``, or ``None`` if it has none.
+
+        ``None`` unless the level stores plain JPEG tiles
+        (:meth:`~tilestream.slide.Slide.stored_tile_grid`) and the extension is
+        built. A stored tile that cannot be read as a JPEG (a sparse file's
+        missing tile, a truncated file) counts as absent: the caller's
+        re-encoding path reads it again and reports or renders it as it always
+        does. ``options`` go to the constructor (``max_tiles``, ``optimize``).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from tilestream.slide import open_slide
+        >>> from tilestream.testing.synthetic import make_synthetic_slide
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.svs"
+        >>> _ = make_synthetic_slide(path, width=600, height=500, levels=1, tile_size=240)
+        >>> with open_slide(path, backend="tifffile") as slide:
+        ...     cache = CoefficientCache.for_slide(slide, 0)
+        ...     out = cache.mosaic(256, 0, 256, 256) if cache else None
+        >>> out is None or out[:2] == b"\\xff\\xd8"
+        True
+        """
+        grid = slide.stored_tile_grid(level)
+        if grid is None or not available():
+            return None
+
+        def read(col: int, row: int) -> bytes | None:
+            try:
+                return slide.read_stored_tile_bytes(level, col, row)
+            except SlideError as exc:
+                logger.debug("stored tile (%d, %d) of level %d: %s", col, row, level, exc)
+                return None
+
+        width, height = slide.level_dimensions[level]
+        return cls(
+            read, grid[0], grid[1], image_size=(width, height), path=str(slide.path), **options
+        )
 
     def get(self, col: int, row: int) -> Coefficients | None:
         """Tile ``(col, row)``'s coefficients, or ``None`` (absent or unsupported)."""
