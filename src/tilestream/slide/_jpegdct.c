@@ -42,6 +42,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict
+#endif
+
 static PyObject *DctError;
 static PyObject *DctUnsupported;
 
