@@ -341,7 +341,8 @@ class CoefficientCache:
 
     Each stored tile is read and entropy-decoded once while it stays in the
     cache (least recently used first out); output tiles visited row by row
-    need two rows of stored tiles, the default size. Thread-safe.
+    need two rows of stored tiles, the default size. Thread-safe: threads
+    share the decoded tiles, and a tile is decoded by one thread at a time.
 
     Parameters
     ----------
@@ -382,6 +383,7 @@ class CoefficientCache:
         self.max_tiles = max(4, max_tiles)
         self._tiles: OrderedDict[tuple[int, int], Coefficients | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._pending: dict[tuple[int, int], threading.Event] = {}
         #: Stored tiles entropy-decoded so far (a tile evicted and needed again counts twice).
         self.decoded = 0
 
@@ -426,25 +428,41 @@ class CoefficientCache:
         )
 
     def get(self, col: int, row: int) -> Coefficients | None:
-        """Tile ``(col, row)``'s coefficients, or ``None`` (absent or unsupported)."""
+        """Tile ``(col, row)``'s coefficients, or ``None`` (absent or unsupported).
+
+        A tile another thread is decoding is waited for, not decoded twice.
+        """
         key = (col, row)
-        with self._lock:
-            if key in self._tiles:
-                self._tiles.move_to_end(key)
-                return self._tiles[key]
-        data = self._read(col, row)
-        value: Coefficients | None = None
-        if data:
-            try:
-                value = decode_coefficients(data, where=f"stored tile {key}", path=self.path)
-            except UnsupportedJpegError:
-                value = None
-        with self._lock:
-            self.decoded += 1
-            self._tiles[key] = value
-            while len(self._tiles) > self.max_tiles:
-                self._tiles.popitem(last=False)
+        while True:
+            with self._lock:
+                if key in self._tiles:
+                    self._tiles.move_to_end(key)
+                    return self._tiles[key]
+                pending = self._pending.get(key)
+                if pending is None:
+                    self._pending[key] = threading.Event()
+                    break
+            pending.wait()  # then look again (a failed decode is retried here)
+        try:
+            value = self._decode(key)
+            with self._lock:
+                self.decoded += 1
+                self._tiles[key] = value
+                while len(self._tiles) > self.max_tiles:
+                    self._tiles.popitem(last=False)
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
         return value
+
+    def _decode(self, key: tuple[int, int]) -> Coefficients | None:
+        data = self._read(*key)
+        if not data:
+            return None
+        try:
+            return decode_coefficients(data, where=f"stored tile {key}", path=self.path)
+        except UnsupportedJpegError:
+            return None
 
     def mosaic(self, x: int, y: int, w: int, h: int) -> bytes | None:
         """Region ``(x, y, w, h)`` as a losslessly assembled JPEG, or ``None``.
