@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imagecodecs
@@ -113,8 +114,8 @@ def test_synthetic_slides(tmp_path: Path, tile_size: int) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=1100, height=800, levels=1, tile_size=tile_size, seed=4)
     with open_slide(path, backend="tifffile") as slide:
-        read = lambda c, r: slide.read_stored_tile_bytes(0, c, r)  # noqa: E731
-        cache = jm.CoefficientCache(read, tile_size, tile_size, image_size=slide.dimensions)
+        cache = jm.CoefficientCache.for_slide(slide, 0)
+        assert cache is not None and cache.image_size == (1100, 800)
         for y in range(0, 800 - 255, 256):
             for x in range(0, 1100 - 255, 256):
                 out = cache.mosaic(x, y, 256, 256)
@@ -129,8 +130,9 @@ def test_synthetic_slides(tmp_path: Path, tile_size: int) -> None:
     [{}, {"restart_marker_blocks": 5}, {"restart_marker_rows": 1}],
     ids=["no-restart", "restart-5-mcus", "restart-1-row"],
 )
+@pytest.mark.parametrize("optimize", [False, True], ids=["stored-tables", "optimal-tables"])
 def test_every_sampling_with_and_without_restart_markers(
-    tissue: np.ndarray, subsampling: int, restart: dict[str, int]
+    tissue: np.ndarray, subsampling: int, restart: dict[str, int], optimize: bool
 ) -> None:
     tiles = _stored(tissue, quality=85, subsampling=subsampling, **restart)
     assert (b"\xff\xdd" in tiles[(0, 0)]) == bool(restart)
@@ -138,9 +140,9 @@ def test_every_sampling_with_and_without_restart_markers(
     fancy = _decode_grid(tiles, 240)
     decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}
     for x, y in [(0, 0), (256, 0), (0, 256), (256, 256), (448, 464), (464, 448)]:
-        out = jm.mosaic(decoded, 240, 240, x, y, 256, 256, image_size=(720, 720))
+        out = jm.mosaic(decoded, 240, 240, x, y, 256, 256, image_size=(720, 720), optimize=optimize)
         assert out is not None, (x, y)
-        assert jm.mosaic(tiles, 240, 240, x, y, 256, 256) == out  # from bytes: the same
+        assert jm.mosaic(tiles, 240, 240, x, y, 256, 256, optimize=optimize) == out  # from bytes
         assert out.startswith(b"\xff\xd8") and b"\xff\xc0" in out and b"\xff\xdd" not in out
         # The coefficients are the stored ones: with plain upsampling, every pixel agrees.
         got = simplejpeg.decode_jpeg(out, fastupsample=True)  # strict: a warning would raise
@@ -153,6 +155,48 @@ def test_every_sampling_with_and_without_restart_markers(
         else:
             assert same[~_seam_band(x, y, 256, 240)].all()
         assert np.array_equal(np.asarray(imagecodecs.jpeg8_decode(out)), got)
+
+
+def test_huffman_tables_stored_or_optimal(tissue: np.ndarray) -> None:
+    tiles = _stored(tissue, quality=90, subsampling=2)
+    decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}
+    stored = jm.mosaic(decoded, 240, 240, 256, 256, 224, 224)
+    optimal = jm.mosaic(decoded, 240, 240, 256, 256, 224, 224, optimize=True)
+    assert stored is not None and optimal is not None
+    dht = tiles[(1, 1)].index(b"\xff\xc4")
+    tables = tiles[(1, 1)][dht : tiles[(1, 1)].index(b"\xff\xda")]
+    assert tables in stored and tables not in optimal  # Pillow's standard tables, reused
+    assert len(optimal) < len(stored)
+    assert np.array_equal(simplejpeg.decode_jpeg(stored), simplejpeg.decode_jpeg(optimal))
+    # Pillow's optimised tables lack DC categories a seam may need: optimal tables then.
+    own = {
+        key: jm.decode_coefficients(
+            _encode(simplejpeg.decode_jpeg(data), quality=90, subsampling=2, optimize=True)
+        )
+        for key, data in tiles.items()
+    }
+    for x, y in [(0, 0), (256, 256), (464, 464)]:
+        out = jm.mosaic(own, 240, 240, x, y, 256, 256)
+        assert out is not None
+        simplejpeg.decode_jpeg(out)
+
+
+def test_no_cache_for_levels_without_stored_jpeg_tiles(slides_dir: Path) -> None:
+    with open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", backend="tifffile") as slide:
+        assert slide.stored_tile_grid(0) is None
+        assert jm.CoefficientCache.for_slide(slide, 0) is None
+
+
+def test_threads_share_a_cache(tissue: np.ndarray) -> None:
+    # The extension works without the GIL; one cache serves every thread.
+    tiles = _stored(tissue, quality=85, subsampling=2, restart_marker_rows=1)
+    origins = [(x, y) for y in range(0, 465, 16) for x in range(0, 465, 16)]
+    cache = jm.CoefficientCache(lambda c, r: tiles.get((c, r)), 240, 240, image_size=(720, 720))
+    expected = [jm.mosaic(tiles, 240, 240, x, y, 256, 256) for x, y in origins]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda o: cache.mosaic(o[0], o[1], 256, 256), origins))
+    assert got == expected and None not in got
+    assert cache.decoded == len(tiles)  # a tile another thread is decoding is waited for
 
 
 def test_grayscale(tissue: np.ndarray) -> None:
@@ -246,7 +290,8 @@ def test_hostile_bytes_never_crash(tissue: np.ndarray) -> None:
         w = coefs.width // coefs.mcu_width * coefs.mcu_width
         h = coefs.height // coefs.mcu_height * coefs.mcu_height
         if w and h:
-            out = jm.mosaic({(0, 0): coefs}, coefs.width, coefs.height, 0, 0, w, h)
+            size = (coefs.width, coefs.height)
+            out = jm.mosaic({(0, 0): coefs}, *size, 0, 0, w, h, optimize=i % 3 == 0)
             if out is not None:
                 simplejpeg.decode_jpeg(out)  # well-formed: strict mode passes
     assert outcomes["ok"] and outcomes["error"]

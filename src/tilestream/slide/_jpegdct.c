@@ -12,18 +12,24 @@
  *       with or without restart markers, into its quantised DCT coefficient
  *       blocks. Nothing is dequantised or transformed.
  *
- *   assemble(pieces, width, height, /) -> bytes
+ *   assemble(pieces, width, height, /, *, optimize=False) -> bytes
  *       A standalone baseline JPEG of ``width`` x ``height`` px whose MCUs are
  *       copied from decoded sources: ``pieces`` is a sequence of
  *       ``(coefficients, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCU units;
  *       together they must cover every MCU of the output exactly once, and
  *       only whole MCUs inside each source. Every source must have the same
  *       signature (components, sampling, quantisation tables, colour
- *       transform). DC predictions are re-computed across the seams and the
- *       Huffman tables are optimal for the output (two passes, like
- *       ``jpegtran -optimize``): the input tables may lack a symbol the new
- *       arrangement needs, optimal tables never do, and they make smaller
- *       files. No restart markers are written.
+ *       transform). DC predictions are re-computed across the seams. No
+ *       restart markers are written.
+ *
+ *       Huffman tables: when every source's scan uses the same tables (TIFF
+ *       tiles sharing JPEGTables) and ``optimize`` is false, the output is
+ *       coded in one pass with those tables. AC symbols are block-local, so
+ *       the sources' tables hold every one the output needs; a DC difference
+ *       across a seam may need a category the DC table lacks, and then (or
+ *       when the sources' tables differ, or with ``optimize``) the output gets
+ *       optimal tables instead (two passes, like ``jpegtran -optimize``),
+ *       which always hold every symbol and make smaller files.
  *
  * Errors: ``Error`` (a ValueError) for corrupt input, ``Unsupported`` (a
  * subclass) for valid JPEG the module does not handle (progressive,
@@ -35,6 +41,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict
+#endif
 
 static PyObject *DctError;
 static PyObject *DctUnsupported;
@@ -58,19 +68,33 @@ static int fail(err_t *e, int status, const char *msg) {
 
 typedef struct {
     int present;
-    uint8_t look_len[512]; /* 9-bit lookahead: code length, 0 = longer code */
-    uint8_t look_sym[512];
+    uint16_t look[512]; /* 9-bit lookahead: code length << 8 | symbol; 0: a longer code */
+    int32_t fast[1024]; /* AC, 10-bit lookahead: value << 16 | run << 8 | code + value bits; 0: slow path */
     int32_t maxcode[18];
     int32_t mincode[17];
     int32_t valptr[17];
     uint8_t vals[256];
+    uint8_t bits[17];
+    int count;
 } dhuff_t;
 
-static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, int count, err_t *e) {
+typedef struct { /* a Huffman table as DHT holds it */
+    uint8_t bits[17];
+    uint8_t vals[256];
+    int count;
+} hraw_t;
+
+static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t *vals, int count, err_t *e) {
     int32_t code = 0;
     int k = 0;
+    uint8_t seen[256] = {0};
+    for (int i = 0; i < count; i++) { /* what libjpeg refuses too: outputs may reuse the table */
+        if (seen[vals[i]]++ || (dc && vals[i] > 15)) return fail(e, E_CORRUPT, "bad Huffman table (symbols)");
+    }
     memset(t, 0, sizeof *t);
     memcpy(t->vals, vals, (size_t)count);
+    memcpy(t->bits, bits, 17);
+    t->count = count;
     for (int l = 1; l <= 16; l++) {
         t->valptr[l] = k;
         t->mincode[l] = code;
@@ -79,8 +103,7 @@ static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, 
             if (l <= 9) {
                 int first = code << (9 - l), n = 1 << (9 - l);
                 for (int j = 0; j < n; j++) {
-                    t->look_len[first + j] = (uint8_t)l;
-                    t->look_sym[first + j] = vals[k];
+                    t->look[first + j] = (uint16_t)(l << 8 | vals[k]);
                 }
             }
         }
@@ -88,6 +111,15 @@ static int build_dhuff(dhuff_t *t, const uint8_t bits[17], const uint8_t *vals, 
         code <<= 1;
     }
     t->maxcode[17] = 0x7fffffff;
+    /* Symbols whose code and magnitude bits fit in 10 bits, decoded in one lookup. */
+    for (int idx = 0; idx < 1024; idx++) {
+        unsigned look = t->look[idx >> 1];
+        int len = (int)(look >> 8), rs = (int)(look & 0xFF), sz = rs & 15;
+        if (!len || !sz || sz > 10 || len + sz > 10) continue;
+        int v = (idx >> (10 - len - sz)) & ((1 << sz) - 1);
+        v = v < (1 << (sz - 1)) ? v - (1 << sz) + 1 : v;
+        t->fast[idx] = (int32_t)((uint32_t)v << 16) | (rs >> 4) << 8 | (len + sz);
+    }
     t->present = 1;
     return 0;
 }
@@ -100,7 +132,19 @@ typedef struct {
     int pad;    /* zero bytes fed past the data */
 } breader_t;
 
-static void br_fill(breader_t *b) {
+static inline void br_fill(breader_t *b) {
+    if (!b->marker && b->end - b->p >= 8) { /* fast path: 8 bytes without 0xFF */
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++) v = v << 8 | b->p[i];
+        uint64_t x = ~v;
+        if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL)) {
+            int n = (64 - b->nbits) >> 3;
+            b->acc |= (v >> (64 - 8 * n)) << (64 - 8 * n - b->nbits);
+            b->p += n;
+            b->nbits += 8 * n;
+            return;
+        }
+    }
     while (b->nbits <= 56) {
         unsigned c = 0;
         if (b->marker || b->p >= b->end) {
@@ -126,16 +170,17 @@ static inline int br_bits(breader_t *b, int n) { /* n in 1..16, nbits >= n */
     return v;
 }
 
-static inline int extend(int v, int s) { return v < (1 << (s - 1)) ? v - (1 << s) + 1 : v; }
+static inline int extend(int v, int s) { /* branchless (the sign is a coin toss for the predictor) */
+    return v + ((int)((unsigned)(v - (1 << (s - 1))) >> 31) * (1 - (1 << s)));
+}
 
 static inline int huff_decode(breader_t *b, const dhuff_t *t) {
     if (b->nbits < 32) br_fill(b);
-    unsigned look = (unsigned)(b->acc >> (64 - 9));
-    int len = t->look_len[look];
-    if (len) {
-        b->acc <<= len;
-        b->nbits -= len;
-        return t->look_sym[look];
+    unsigned look = t->look[b->acc >> (64 - 9)];
+    if (look) {
+        b->acc <<= look >> 8;
+        b->nbits -= (int)(look >> 8);
+        return (int)(look & 0xFF);
     }
     int32_t code16 = (int32_t)(b->acc >> (64 - 16));
     for (int l = 10; l <= 16; l++) {
@@ -156,10 +201,13 @@ typedef struct {
     int width, height, ncomp, mcu_w, mcu_h, mcus_x, mcus_y, restart;
     int comp_id[3], h[3], v[3], sof_h[3], sof_v[3], tq[3], bw[3];
     int16_t *coef[3];     /* per component: rows of blocks, 64 zigzag-ordered values each */
+    uint64_t *nz[3];      /* per block: bit k set where AC coefficient k (zigzag) is not 0 */
     uint8_t qt[4][129];   /* Pq byte then 64 or 128 bytes */
     int qt_len[4];        /* 0: table absent */
     PyObject *signature;  /* bytes: what must agree for two sources to be mixed */
     PyObject *app;        /* bytes: the JFIF APP0 and Adobe APP14 segments, copied to outputs */
+    hraw_t hraw[2][2];    /* [luma, chroma][DC, AC] tables of the scan */
+    int hreuse;           /* the chroma components share their tables: outputs may reuse them */
 } Coefs;
 
 static PyTypeObject CoefsType;
@@ -173,8 +221,9 @@ typedef struct {
     size_t max_pixels;
 } parse_t;
 
-static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int *pred, int16_t *blk,
-                        err_t *e) {
+static int decode_block(breader_t *restrict b, const dhuff_t *restrict dc, const dhuff_t *restrict ac,
+                        int *restrict pred, int16_t *restrict blk, uint64_t *restrict nzmask, err_t *e) {
+    uint64_t nz = 0;
     int s = huff_decode(b, dc);
     if (s < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad DC code)");
     if (s > 11) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC magnitude category over 11)");
@@ -182,6 +231,17 @@ static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int 
     if (*pred > 32767 || *pred < -32768) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC out of range)");
     blk[0] = (int16_t)*pred;
     for (int k = 1; k < 64; k++) {
+        if (b->nbits < 32) br_fill(b);
+        int32_t f = ac->fast[b->acc >> (64 - 10)];
+        if (f) {
+            b->acc <<= f & 0xFF;
+            b->nbits -= f & 0xFF;
+            k += (f >> 8) & 15;
+            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+            blk[k] = (int16_t)(f >> 16);
+            nz |= (uint64_t)1 << k;
+            continue;
+        }
         int rs = huff_decode(b, ac);
         if (rs < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad AC code)");
         int r = rs >> 4, sz = rs & 15;
@@ -191,6 +251,7 @@ static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int 
             if (sz > 10) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC magnitude category over 10)");
             if (b->nbits < 16) br_fill(b);
             blk[k] = (int16_t)extend(br_bits(b, sz), sz);
+            nz |= (uint64_t)1 << k;
         } else if (r == 15) {
             k += 15;
             if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
@@ -198,6 +259,7 @@ static int decode_block(breader_t *b, const dhuff_t *dc, const dhuff_t *ac, int 
             break; /* EOB (libjpeg reads any other r with size 0 as EOB too) */
         }
     }
+    *nzmask = nz;
     return 0;
 }
 
@@ -231,10 +293,10 @@ static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *e
             for (int ci = 0; ci < c->ncomp; ci++) {
                 const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
                 for (int by = 0; by < c->v[ci]; by++) {
-                    int16_t *row = c->coef[ci] + ((size_t)(my * c->v[ci] + by) * c->bw[ci]) * 64;
+                    size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
                     for (int bx = 0; bx < c->h[ci]; bx++) {
-                        int16_t *blk = row + (size_t)(mx * c->h[ci] + bx) * 64;
-                        if (decode_block(&b, dc, ac, &preds[ci], blk, e)) return -1;
+                        int16_t *blk = c->coef[ci] + (first + bx) * 64;
+                        if (decode_block(&b, dc, ac, &preds[ci], blk, c->nz[ci] + first + bx, e)) return -1;
                     }
                 }
             }
@@ -287,7 +349,9 @@ static int parse_sof(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
         c->bw[i] = c->mcus_x * c->h[i];
         size_t nblocks = (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]);
         c->coef[i] = calloc(nblocks * 64, sizeof(int16_t));
-        if (!c->coef[i]) return fail(e, E_NOMEM, "out of memory");
+        c->nz[i] = malloc(nblocks * sizeof(uint64_t));
+        if (!c->coef[i] || !c->nz[i]) return fail(e, E_NOMEM, "out of memory");
+        memset(c->nz[i], 0, nblocks * sizeof(uint64_t));
     }
     ps->have_sof = 1;
     return 0;
@@ -301,7 +365,7 @@ static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
         uint8_t bits[17] = {0};
         for (int i = 1; i <= 16; i++) count += bits[i] = s[i];
         if (count > 256 || (size_t)(17 + count) > n) return fail(e, E_CORRUPT, "bad DHT segment");
-        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], bits, s + 17, count, e)) return -1;
+        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], !tc, bits, s + 17, count, e)) return -1;
         s += 17 + count;
         n -= 17 + (size_t)count;
     }
@@ -376,6 +440,15 @@ static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err
             }
         } else if (m == 0xDA) {
             if (parse_sos(c, ps, s, n, e)) return -1;
+            for (int t = 0; t < (c->ncomp > 1 ? 2 : 1); t++) {
+                const dhuff_t *tables[2] = {&ps->dc[ps->td[t]], &ps->ac[ps->ta[t]]};
+                for (int k = 0; k < 2; k++) {
+                    memcpy(c->hraw[t][k].bits, tables[k]->bits, 17);
+                    memcpy(c->hraw[t][k].vals, tables[k]->vals, (size_t)tables[k]->count);
+                    c->hraw[t][k].count = tables[k]->count;
+                }
+            }
+            c->hreuse = c->ncomp == 1 || (ps->td[1] == ps->td[2] && ps->ta[1] == ps->ta[2]);
             return decode_scan(c, ps, d + pos, d + size, e);
         }
         if (r) return -1;
@@ -414,7 +487,10 @@ static PyObject *make_signature(const Coefs *c) {
 }
 
 static void coefs_dealloc(Coefs *self) {
-    for (int i = 0; i < 3; i++) free(self->coef[i]);
+    for (int i = 0; i < 3; i++) {
+        free(self->coef[i]);
+        free(self->nz[i]);
+    }
     Py_XDECREF(self->signature);
     Py_XDECREF(self->app);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -612,50 +688,117 @@ typedef struct {
     int mx_n, my_n, width, height;
     uint64_t dcf[2][256], acf[2][256];
     ehuff_t dc[2], ac[2];
+    int reuse, optimize;
 } job_t;
 
-static int stat_block(const int16_t *b, int *last, uint64_t *dcf, uint64_t *acf) {
-    int diff = b[0] - *last, r = 0;
+/* The encoder's codes of a decoded table (valid: build_dhuff checked it). */
+static void build_ehuff(ehuff_t *t, const hraw_t *raw) {
+    uint32_t code = 0;
+    int k = 0;
+    memset(t->size, 0, sizeof t->size);
+    memcpy(t->bits, raw->bits, 17);
+    memcpy(t->vals, raw->vals, (size_t)raw->count);
+    t->nvals = raw->count;
+    for (int l = 1; l <= 16; l++, code <<= 1) {
+        for (int n = 0; n < raw->bits[l]; n++, k++, code++) {
+            t->code[raw->vals[k]] = code;
+            t->size[raw->vals[k]] = (uint8_t)l;
+        }
+    }
+}
+
+static inline int ctz64(uint64_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(m);
+#else
+    int n = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        n++;
+    }
+    return n;
+#endif
+}
+
+static int stat_block(const int16_t *restrict b, uint64_t m, int *restrict last, uint64_t *restrict dcf,
+                      uint64_t *restrict acf) {
+    int diff = b[0] - *last, prev = 0;
     *last = b[0];
     int n = nbits_of((unsigned)abs(diff));
     if (n > 11) return -1;
     dcf[n]++;
-    for (int k = 1; k < 64; k++) {
-        if (!b[k]) {
-            r++;
-            continue;
-        }
+    while (m) {
+        int k = ctz64(m), r = k - prev - 1;
+        m &= m - 1;
+        prev = k;
         for (; r > 15; r -= 16) acf[0xF0]++;
         acf[(r << 4) | nbits_of((unsigned)abs(b[k]))]++;
-        r = 0;
     }
-    if (r) acf[0]++;
+    if (prev != 63) acf[0]++;
     return 0;
 }
 
-static void emit_block(bwriter_t *w, const int16_t *b, int *last, const ehuff_t *dc, const ehuff_t *ac) {
-    int diff = b[0] - *last, r = 0;
+/* Appends size (<= 26) bits; whole 32-bit words go out at once, byte by byte only
+ * where one holds 0xFF (stuffed with 0x00). The caller reserved the room. */
+#define PUT_BITS(code, size)                                                                   \
+    do {                                                                                       \
+        acc = (acc << (size)) | (code);                                                        \
+        nbits += (size);                                                                       \
+        if (nbits >= 32) {                                                                     \
+            uint32_t word = (uint32_t)(acc >> (nbits - 32));                                   \
+            nbits -= 32;                                                                       \
+            uint32_t x = ~word;                                                                \
+            if ((x - 0x01010101u) & ~x & 0x80808080u) {                                        \
+                for (int sh = 24; sh >= 0; sh -= 8) {                                          \
+                    uint8_t byte = (uint8_t)(word >> sh);                                      \
+                    *o++ = byte;                                                               \
+                    if (byte == 0xFF) *o++ = 0;                                                \
+                }                                                                              \
+            } else {                                                                           \
+                o[0] = (uint8_t)(word >> 24);                                                  \
+                o[1] = (uint8_t)(word >> 16);                                                  \
+                o[2] = (uint8_t)(word >> 8);                                                   \
+                o[3] = (uint8_t)word;                                                          \
+                o += 4;                                                                        \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+/* 1 when a table lacks a symbol (reused tables): the caller makes optimal ones. */
+static int emit_block(bwriter_t *restrict w, const int16_t *restrict b, uint64_t m, int *restrict last,
+                      const ehuff_t *restrict dc, const ehuff_t *restrict ac) {
+    uint64_t acc = w->acc;
+    int nbits = w->nbits;
+    uint8_t *o = w->buf + w->len;
+    int diff = b[0] - *last, prev = 0;
     *last = b[0];
     int n = nbits_of((unsigned)abs(diff));
-    bw_put(w, dc->code[n], dc->size[n]);
-    if (n) bw_put(w, (uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
-    for (int k = 1; k < 64; k++) {
-        int v = b[k];
-        if (!v) {
-            r++;
-            continue;
-        }
-        for (; r > 15; r -= 16) bw_put(w, ac->code[0xF0], ac->size[0xF0]);
+    if (n > 11 || !dc->size[n]) return 1;
+    PUT_BITS(dc->code[n], dc->size[n]);
+    if (n) PUT_BITS((uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
+    while (m) {
+        int k = ctz64(m), r = k - prev - 1, v = b[k];
+        m &= m - 1;
+        prev = k;
+        if (r > 15 && !ac->size[0xF0]) return 1;
+        for (; r > 15; r -= 16) PUT_BITS(ac->code[0xF0], ac->size[0xF0]);
         n = nbits_of((unsigned)abs(v));
-        int s = (r << 4) | n;
-        bw_put(w, ac->code[s], ac->size[s]);
-        bw_put(w, (uint32_t)(v < 0 ? v - 1 : v) & ((1u << n) - 1), n);
-        r = 0;
+        int sym = (r << 4) | n;
+        if (!ac->size[sym]) return 1;
+        PUT_BITS((ac->code[sym] << n) | ((uint32_t)(v < 0 ? v - 1 : v) & ((1u << n) - 1)), ac->size[sym] + n);
     }
-    if (r) bw_put(w, ac->code[0], ac->size[0]);
+    if (prev != 63) {
+        if (!ac->size[0]) return 1;
+        PUT_BITS(ac->code[0], ac->size[0]);
+    }
+    w->acc = acc;
+    w->nbits = nbits;
+    w->len = (size_t)(o - w->buf);
+    return 0;
 }
 
-/* One pass over the output's MCUs: statistics (w NULL) or entropy coding. */
+/* One pass over the output's MCUs: statistics (w NULL) or entropy coding; 1 when
+ * a table lacks a symbol. */
 static int walk(job_t *job, bwriter_t *w, err_t *e) {
     const Coefs *ref = job->map[0].src;
     int last[3] = {0, 0, 0};
@@ -666,12 +809,13 @@ static int walk(job_t *job, bwriter_t *w, err_t *e) {
             for (int ci = 0; ci < ref->ncomp; ci++) {
                 int t = ci ? 1 : 0, hh = ref->h[ci], vv = ref->v[ci];
                 for (int by = 0; by < vv; by++) {
-                    const int16_t *row = m->src->coef[ci] + (size_t)(m->sy * vv + by) * m->src->bw[ci] * 64;
+                    size_t first = (size_t)(m->sy * vv + by) * m->src->bw[ci] + (size_t)m->sx * hh;
                     for (int bx = 0; bx < hh; bx++) {
-                        const int16_t *blk = row + (size_t)(m->sx * hh + bx) * 64;
-                        if (w)
-                            emit_block(w, blk, &last[ci], &job->dc[t], &job->ac[t]);
-                        else if (stat_block(blk, &last[ci], job->dcf[t], job->acf[t]))
+                        const int16_t *blk = m->src->coef[ci] + (first + bx) * 64;
+                        uint64_t mask = m->src->nz[ci][first + bx];
+                        if (w) {
+                            if (emit_block(w, blk, mask, &last[ci], &job->dc[t], &job->ac[t])) return 1;
+                        } else if (stat_block(blk, mask, &last[ci], job->dcf[t], job->acf[t]))
                             return fail(e, E_UNSUPPORTED, "a DC difference across a seam is too large for baseline");
                     }
                 }
@@ -722,15 +866,31 @@ static void write_header(job_t *job, bwriter_t *w) {
 }
 
 static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
-    int tables = job->map[0].src->ncomp > 1 ? 2 : 1;
+    const Coefs *ref = job->map[0].src;
+    int tables = ref->ncomp > 1 ? 2 : 1, r;
+    if (job->reuse && !job->optimize) { /* one pass with the sources' own tables */
+        for (int t = 0; t < tables; t++) {
+            build_ehuff(&job->dc[t], &ref->hraw[t][0]);
+            build_ehuff(&job->ac[t], &ref->hraw[t][1]);
+        }
+        if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(ref->app), e)) return -1;
+        write_header(job, w);
+        if ((r = walk(job, w, e)) < 0) return -1;
+        if (r == 0) goto finish;
+        w->len = 0; /* a symbol the tables lack (a new DC difference): optimal tables */
+        w->acc = 0;
+        w->nbits = 0;
+    }
     if (walk(job, NULL, e)) return -1;
     for (int t = 0; t < tables; t++)
         if (gen_optimal(&job->dc[t], job->dcf[t], e) || gen_optimal(&job->ac[t], job->acf[t], e)) return -1;
     if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(job->map[0].src->app), e)) return -1;
     write_header(job, w);
-    if (walk(job, w, e)) return -1;
+    if (walk(job, w, e)) return fail(e, E_CORRUPT, "optimal Huffman tables lack a symbol");
+finish:
     if (bw_reserve(w, 8, e)) return -1;
-    if (w->nbits) bw_put(w, (1u << (8 - w->nbits)) - 1, 8 - w->nbits); /* pad with ones */
+    if (w->nbits % 8) bw_put(w, (1u << (8 - w->nbits % 8)) - 1, 8 - w->nbits % 8); /* pad with ones */
+    bw_put(w, 0, 0);                                                                   /* flush */
     static const uint8_t eoi[2] = {0xFF, 0xD9};
     bw_bytes(w, eoi, 2);
     return 0;
@@ -756,6 +916,7 @@ static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **he
             job->my_n = (job->height + s->mcu_h - 1) / s->mcu_h;
             for (size_t k = 0; k < (size_t)job->mx_n * job->my_n; k++) map[k].src = NULL;
         }
+        job->reuse = job->reuse && s->hreuse && !memcmp(s->hraw, ref->hraw, sizeof s->hraw);
         int eq = PyObject_RichCompareBool(s->signature, ref->signature, Py_EQ);
         if (eq < 0) return -1;
         if (!eq) {
@@ -789,10 +950,12 @@ static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **he
     return 0;
 }
 
-static PyObject *py_assemble(PyObject *mod, PyObject *args) {
+static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     PyObject *pieces, *seq, *out = NULL, **held = NULL;
-    int width, height;
-    if (!PyArg_ParseTuple(args, "Oii:assemble", &pieces, &width, &height)) return NULL;
+    static char *kwlist[] = {"", "", "", "optimize", NULL};
+    int width, height, optimize = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Oii|$p:assemble", kwlist, &pieces, &width, &height, &optimize))
+        return NULL;
     if (width < 1 || height < 1 || width > 65535 || height > 65535 || (int64_t)width * height > (1 << 26)) {
         PyErr_SetString(PyExc_ValueError, "output size out of range");
         return NULL;
@@ -815,6 +978,8 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args) {
     }
     job->width = width;
     job->height = height;
+    job->reuse = 1;
+    job->optimize = optimize;
     /* The smallest MCU is 8x8 px: enough room for any source's grid. */
     map = calloc(((size_t)width + 7) / 8 * (((size_t)height + 7) / 8), sizeof(mcu_src_t));
     if (!map) {
@@ -877,7 +1042,8 @@ static PyTypeObject CoefsType = {
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
      "decode(data, /, *, max_pixels=1 << 24) -> Coefficients"},
-    {"assemble", py_assemble, METH_VARARGS, "assemble(pieces, width, height, /) -> bytes"},
+    {"assemble", (PyCFunction)(void (*)(void))py_assemble, METH_VARARGS | METH_KEYWORDS,
+     "assemble(pieces, width, height, /, *, optimize=False) -> bytes"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,5 +26,10 @@ class Coefficients:
 
 def decode(data: Buffer, /, *, max_pixels: int = ...) -> Coefficients: ...
 def assemble(
-    pieces: Sequence[tuple[Coefficients, int, int, int, int, int, int]], width: int, height: int, /
+    pieces: Sequence[tuple[Coefficients, int, int, int, int, int, int]],
+    width: int,
+    height: int,
+    /,
+    *,
+    optimize: bool = False,
 ) -> bytes: ...

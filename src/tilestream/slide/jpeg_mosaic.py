@@ -18,10 +18,14 @@ stored tiles (and at the output tile's own edges) see different neighbours
 than the stored tiles did on their own, so those 1 px bands differ slightly;
 everything else is identical.
 
-The encoder writes optimal Huffman tables for each output (two passes, like
-``jpegtran -optimize``): reusing the stored tables could lack a symbol the new
-arrangement needs (DC differences change at the seams), optimal tables never
-do, and they make smaller files. No restart markers are written.
+Huffman tables: stored tiles of a TIFF level share their tables
+(``JPEGTables``), and by default the output is coded with them in one pass.
+The AC symbols of a block do not change when it moves, so those tables hold
+all the output needs, but the DC differences change at the seams and may need
+a category the stored DC table lacks: then, when the stored tiles' tables
+differ, or with ``optimize=True``, the output gets optimal tables (two passes,
+like ``jpegtran -optimize``), which hold every symbol and make files some 5 to
+10 % smaller at a higher cost. No restart markers are written.
 
 The work is done by the optional compiled extension ``_jpegdct``; where it
 is not built, :func:`available` is false and :func:`mosaic` and
@@ -45,21 +49,24 @@ True
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tilestream.errors import MissingDependencyError, TileStreamError
+from tilestream.errors import MissingDependencyError, SlideError, TileStreamError
 
 if TYPE_CHECKING:
-    from tilestream.slide._jpegdct import Coefficients
+    from tilestream.slide.slide import Slide
 
 __all__ = [
     "CoefficientCache",
+    "Coefficients",
     "JpegMosaicError",
     "UnsupportedJpegError",
+    "assemble",
     "available",
     "can_mosaic",
     "decode_coefficients",
@@ -72,6 +79,14 @@ try:
     from tilestream.slide import _jpegdct as _native
 except ImportError:  # pragma: no cover - exercised only where it could not be compiled
     _native = None
+
+if TYPE_CHECKING:
+    from tilestream.slide._jpegdct import Coefficients
+else:
+    #: The decoded coefficients of one stored tile (opaque; made by :func:`decode_coefficients`).
+    Coefficients = object if _native is None else _native.Coefficients
+
+logger = logging.getLogger(__name__)
 
 #: A piece of an output: ``(source, src_x, src_y, dst_x, dst_y, n_x, n_y)`` in MCUs.
 Piece: TypeAlias = "tuple[Coefficients, int, int, int, int, int, int]"
@@ -237,10 +252,19 @@ def plan_pieces(
     return pieces
 
 
-def _assemble(pieces: list[Piece], w: int, h: int, path: str | None) -> bytes | None:
+def assemble(
+    pieces: list[Piece], w: int, h: int, *, optimize: bool = False, path: str | None = None
+) -> bytes | None:
+    """A ``w x h`` px JPEG from ``pieces`` (see :func:`plan_pieces`), or ``None``.
+
+    ``None`` when a DC difference across a seam does not fit baseline coding
+    (the caller re-encodes); :class:`JpegMosaicError` for pieces that do not
+    tile the output exactly. ``optimize``: optimal Huffman tables even where
+    the stored tiles' tables would do. Needs the extension (see :func:`available`).
+    """
     native = _module()
     try:
-        data: bytes = native.assemble(pieces, w, h)
+        data: bytes = native.assemble(pieces, w, h, optimize=optimize)
     except native.Unsupported:
         return None  # e.g. a DC difference across a seam too large for baseline
     except native.Error as exc:
@@ -258,6 +282,7 @@ def mosaic(
     h: int,
     *,
     image_size: tuple[int, int] | None = None,
+    optimize: bool = False,
     path: str | None = None,
 ) -> bytes | None:
     """Region ``(x, y, w, h)`` of a level as a JPEG assembled from its stored tiles.
@@ -276,6 +301,8 @@ def mosaic(
         The region in level pixels, multiples of the MCU size.
     image_size
         The level's size: regions reaching past it are refused.
+    optimize
+        Optimal Huffman tables for every output (smaller, slower).
     path
         The slide, named in errors.
 
@@ -306,7 +333,7 @@ def mosaic(
                 return None
         decoded[key] = value
     pieces = plan_pieces(decoded, tile_w, tile_h, x, y, w, h)
-    return None if pieces is None else _assemble(pieces, w, h, path)
+    return None if pieces is None else assemble(pieces, w, h, optimize=optimize, path=path)
 
 
 class CoefficientCache:
@@ -314,7 +341,8 @@ class CoefficientCache:
 
     Each stored tile is read and entropy-decoded once while it stays in the
     cache (least recently used first out); output tiles visited row by row
-    need two rows of stored tiles, the default size. Thread-safe.
+    need two rows of stored tiles, the default size. Thread-safe: threads
+    share the decoded tiles, and a tile is decoded by one thread at a time.
 
     Parameters
     ----------
@@ -327,6 +355,8 @@ class CoefficientCache:
         The level's size; regions past it are refused.
     max_tiles
         How many decoded tiles are kept; by default two rows and two more.
+    optimize
+        Optimal Huffman tables for every output (see :func:`mosaic`).
     path
         The slide, named in errors.
     """
@@ -339,41 +369,100 @@ class CoefficientCache:
         *,
         image_size: tuple[int, int] | None = None,
         max_tiles: int | None = None,
+        optimize: bool = False,
         path: str | None = None,
     ) -> None:
         self._read = read
         self.tile_w, self.tile_h = tile_w, tile_h
         self.image_size = image_size
         self.path = path
+        self.optimize = optimize
         if max_tiles is None:
             cols = -(-image_size[0] // tile_w) if image_size else 64
             max_tiles = 2 * cols + 4
         self.max_tiles = max(4, max_tiles)
         self._tiles: OrderedDict[tuple[int, int], Coefficients | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._pending: dict[tuple[int, int], threading.Event] = {}
         #: Stored tiles entropy-decoded so far (a tile evicted and needed again counts twice).
         self.decoded = 0
 
-    def get(self, col: int, row: int) -> Coefficients | None:
-        """Tile ``(col, row)``'s coefficients, or ``None`` (absent or unsupported)."""
-        key = (col, row)
-        with self._lock:
-            if key in self._tiles:
-                self._tiles.move_to_end(key)
-                return self._tiles[key]
-        data = self._read(col, row)
-        value: Coefficients | None = None
-        if data:
+    @classmethod
+    def for_slide(cls, slide: Slide, level: int, **options: Any) -> CoefficientCache | None:
+        """A cache over ``slide``'s stored tiles of ``level``, or ``None`` if it has none.
+
+        ``None`` unless the level stores plain JPEG tiles
+        (:meth:`~tilestream.slide.Slide.stored_tile_grid`) and the extension is
+        built. A stored tile that cannot be read as a JPEG (a sparse file's
+        missing tile, a truncated file) counts as absent: the caller's
+        re-encoding path reads it again and reports or renders it as it always
+        does. ``options`` go to the constructor (``max_tiles``, ``optimize``).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> from tilestream.slide import open_slide
+        >>> from tilestream.testing.synthetic import make_synthetic_slide
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.svs"
+        >>> _ = make_synthetic_slide(path, width=600, height=500, levels=1, tile_size=240)
+        >>> with open_slide(path, backend="tifffile") as slide:
+        ...     cache = CoefficientCache.for_slide(slide, 0)
+        ...     out = cache.mosaic(256, 0, 256, 256) if cache else None
+        >>> out is None or out[:2] == b"\\xff\\xd8"
+        True
+        """
+        grid = slide.stored_tile_grid(level)
+        if grid is None or not available():
+            return None
+
+        def read(col: int, row: int) -> bytes | None:
             try:
-                value = decode_coefficients(data, where=f"stored tile {key}", path=self.path)
-            except UnsupportedJpegError:
-                value = None
-        with self._lock:
-            self.decoded += 1
-            self._tiles[key] = value
-            while len(self._tiles) > self.max_tiles:
-                self._tiles.popitem(last=False)
+                return slide.read_stored_tile_bytes(level, col, row)
+            except SlideError as exc:
+                logger.debug("stored tile (%d, %d) of level %d: %s", col, row, level, exc)
+                return None
+
+        width, height = slide.level_dimensions[level]
+        return cls(
+            read, grid[0], grid[1], image_size=(width, height), path=str(slide.path), **options
+        )
+
+    def get(self, col: int, row: int) -> Coefficients | None:
+        """Tile ``(col, row)``'s coefficients, or ``None`` (absent or unsupported).
+
+        A tile another thread is decoding is waited for, not decoded twice.
+        """
+        key = (col, row)
+        while True:
+            with self._lock:
+                if key in self._tiles:
+                    self._tiles.move_to_end(key)
+                    return self._tiles[key]
+                pending = self._pending.get(key)
+                if pending is None:
+                    self._pending[key] = threading.Event()
+                    break
+            pending.wait()  # then look again (a failed decode is retried here)
+        try:
+            value = self._decode(key)
+            with self._lock:
+                self.decoded += 1
+                self._tiles[key] = value
+                while len(self._tiles) > self.max_tiles:
+                    self._tiles.popitem(last=False)
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
         return value
+
+    def _decode(self, key: tuple[int, int]) -> Coefficients | None:
+        data = self._read(*key)
+        if not data:
+            return None
+        try:
+            return decode_coefficients(data, where=f"stored tile {key}", path=self.path)
+        except UnsupportedJpegError:
+            return None
 
     def mosaic(self, x: int, y: int, w: int, h: int) -> bytes | None:
         """Region ``(x, y, w, h)`` as a losslessly assembled JPEG, or ``None``.
@@ -391,4 +480,8 @@ class CoefficientCache:
                 return None
             sources[(col, row)] = value
         pieces = plan_pieces(sources, tw, th, x, y, w, h)
-        return None if pieces is None else _assemble(pieces, w, h, self.path)
+        return (
+            None
+            if pieces is None
+            else assemble(pieces, w, h, optimize=self.optimize, path=self.path)
+        )
