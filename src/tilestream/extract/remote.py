@@ -5,10 +5,11 @@ A slide list may name DICOMweb series
 files. This module is what extraction knows of such URLs before a backend
 opens them: whether an input is a URL (:func:`is_slide_url`), the stable
 default name of its slide (:func:`url_slide_name`: the series UID), and the
-check that it carries no credentials (:func:`check_slide_url`): a slide's
-URL is recorded in its state file, ``summary.json`` and the report, so user
+check that it carries no secrets (:func:`check_slide_url`): a slide's URL
+is recorded in its state file, ``summary.json`` and the report, so user
 names, passwords and tokens belong in the ``TILESTREAM_DICOMWEB_*``
-environment variables, never in the URL.
+environment variables, never in the URL (the ``dicomweb`` backend takes
+them from a URL too, for a slide opened by hand; extraction refuses them).
 
 Examples
 --------
@@ -19,27 +20,38 @@ Examples
 '1.2.3.4'
 >>> redact_url("dicomweb+https://ann:secret@pacs.example/dicom-web")
 'dicomweb+https://***@pacs.example/dicom-web'
+>>> check_slide_url(url, "slides.csv: line 2")  # no credentials, a series: accepted
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tilestream.errors import ConfigError
 
 __all__ = [
     "DICOMWEB_SCHEMES",
+    "SERIES_FINGERPRINT_VERSION",
     "check_slide_url",
     "is_dicomweb_url",
     "is_slide_url",
     "redact_url",
+    "series_fingerprint",
     "url_slide_name",
 ]
 
 #: The URL schemes of DICOMweb series (the ``dicomweb`` slide backend's).
 DICOMWEB_SCHEMES = ("dicomweb+http", "dicomweb+https")
+
+#: Bumped when what a series fingerprint holds changes (an older one then never matches).
+SERIES_FINGERPRINT_VERSION = 1
+_SOP_INSTANCE_UID = "00080018"
 
 # A scheme of two or more characters, then "://": never a drive letter ("C:\").
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
@@ -59,12 +71,17 @@ def is_dicomweb_url(value: str | os.PathLike[str]) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any user name and password replaced by ``***`` (for messages)."""
+    """``url`` with its user name and password, query string and fragment masked (for messages).
+
+    >>> redact_url("dicomweb+https://ann:pw@pacs.example/dw/studies/1?token=x#f")
+    'dicomweb+https://***@pacs.example/dw/studies/1?***'
+    """
     parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + host))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "***" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def url_slide_name(url: str) -> str:
@@ -104,24 +121,26 @@ def _series_uid(url: str) -> str | None:
 
 
 def check_slide_url(url: str, where: str) -> None:
-    """Refuse a slide URL that carries credentials (``user:password@``) or is not a series.
+    """Refuse a slide URL that may carry secrets, or a DICOMweb URL that names no series.
 
-    ``where`` says where the URL came from (``"slides.csv: line 3"``). The
-    message shows the URL with its credentials redacted.
+    A slide's URL is recorded in its state file, ``summary.json`` and the
+    report, so it must hold no user name or password (``user:pw@``), no query
+    string (where tokens travel) and no fragment. ``where`` says where the URL
+    came from (``"slides.csv: line 3"``); the message shows the URL masked.
 
     >>> check_slide_url("dicomweb+http://ann:pw@h/dicom-web/studies/1/series/2", "line 2")
     Traceback (most recent call last):
     ...
     tilestream.errors.ConfigError: line 2: the slide URL dicomweb+http://***@h/dicom-web/studies/1/series/2 \
-holds credentials; give them in the TILESTREAM_DICOMWEB_* environment variables, never in the URL \
-(it is recorded in the run's files)
+holds credentials or a query string; give credentials in the TILESTREAM_DICOMWEB_* environment \
+variables, never in a slide URL (it is recorded in the run's files)
     """
     parts = urllib.parse.urlsplit(url)
-    if "@" in parts.netloc:
+    if "@" in parts.netloc or parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         raise ConfigError(
-            f"{where}: the slide URL {redact_url(url)} holds credentials; give them in the "
-            "TILESTREAM_DICOMWEB_* environment variables, never in the URL "
-            "(it is recorded in the run's files)"
+            f"{where}: the slide URL {redact_url(url)} holds credentials or a query string; "
+            "give credentials in the TILESTREAM_DICOMWEB_* environment variables, never in a "
+            "slide URL (it is recorded in the run's files)"
         )
     if is_dicomweb_url(url) and _series_uid(url) is None:
         raise ConfigError(
@@ -129,3 +148,50 @@ holds credentials; give them in the TILESTREAM_DICOMWEB_* environment variables,
             ".../studies/<StudyInstanceUID>/series/<SeriesInstanceUID> "
             "(tilestream dicomweb list shows them)"
         )
+
+
+def _without_bulk_uris(value: Any) -> Any:
+    """A DICOM JSON value with every ``BulkDataURI`` (which names the server) blanked."""
+    if isinstance(value, Mapping):
+        return {k: ("" if k == "BulkDataURI" else _without_bulk_uris(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_bulk_uris(v) for v in value]
+    return value
+
+
+def _sop_uid(instance: Mapping[str, Any]) -> str:
+    values = instance.get(_SOP_INSTANCE_UID, {}).get("Value") or [""]
+    return str(values[0])
+
+
+def series_fingerprint(series_uid: str, instances: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The fingerprint of a DICOMweb series from its instances' metadata (DICOM JSON).
+
+    ``{"version", "kind": "dicomweb", "series_uid", "instances", "sop_uids",
+    "metadata"}``: the number of instances, the SHA-256 of their sorted SOP
+    Instance UIDs and of their whole metadata (in that order, canonical JSON,
+    with ``BulkDataURI`` values blanked: they name the server, which may move).
+    An instance added, removed or replaced, or any attribute changed, changes
+    it; the server's address, port and credentials are not part of it.
+
+    >>> a = {"00080018": {"vr": "UI", "Value": ["1.2.3.1"]}, "00280010": {"vr": "US", "Value": [256]}}
+    >>> b = {"00080018": {"vr": "UI", "Value": ["1.2.3.2"]}}
+    >>> fp = series_fingerprint("1.2.3", [b, a])
+    >>> fp["instances"], fp == series_fingerprint("1.2.3", [a, b])
+    (2, True)
+    >>> fp == series_fingerprint("1.2.3", [a])
+    False
+    """
+    ordered = sorted(instances, key=_sop_uid)
+    uids = "\n".join(_sop_uid(i) for i in ordered)
+    canonical = json.dumps(
+        [_without_bulk_uris(i) for i in ordered], sort_keys=True, separators=(",", ":")
+    )
+    return {
+        "version": SERIES_FINGERPRINT_VERSION,
+        "kind": "dicomweb",
+        "series_uid": series_uid,
+        "instances": len(ordered),
+        "sop_uids": hashlib.sha256(uids.encode()).hexdigest(),
+        "metadata": hashlib.sha256(canonical.encode()).hexdigest(),
+    }
