@@ -24,6 +24,8 @@ from rich.table import Table
 
 from tilestream._util.atomic import atomic_path
 from tilestream.errors import ConfigError, TileStreamError
+from tilestream.extract.remote import redact_url, url_slide_name
+from tilestream.slide.dicomweb import SeriesInfo, list_series
 
 __all__ = ["CSV_COLUMNS", "register", "series_rows", "write_series_csv"]
 
@@ -44,25 +46,32 @@ CSV_COLUMNS = (
 )
 
 
-def series_rows(series: Sequence[Any]) -> list[dict[str, Any]]:
-    """One row per series (``CSV_COLUMNS``), sorted by study and series UID."""
+def series_rows(series: Sequence[SeriesInfo]) -> list[dict[str, Any]]:
+    """One row per series (:data:`CSV_COLUMNS`), in the order given.
+
+    >>> info = SeriesInfo("1.2", "1.2.3", "dicomweb+http://127.0.0.1/dw/studies/1.2/series/1.2.3",
+    ...                   "HE", (4000, 3000), ((4000, 3000), (1000, 750)), (0.25, 0.25), (), 2)
+    >>> row = series_rows([info])[0]
+    >>> row["name"], row["width"], row["levels"], row["um_per_px"]
+    ('1.2.3', 4000, 2, '0.25')
+    """
     rows = []
     for s in series:
-        mpp = s.mpp
+        width, height = s.dimensions or ("", "")
         rows.append(
             {
                 "slide": s.url,
-                "name": s.series_uid,
+                "name": url_slide_name(s.url),
                 "study_uid": s.study_uid,
                 "series_uid": s.series_uid,
-                "width": s.width,
-                "height": s.height,
-                "levels": s.levels,
-                "um_per_px": "" if mpp is None else f"{mpp:.6g}",
-                "description": s.description or "",
+                "width": width,
+                "height": height,
+                "levels": len(s.levels),
+                "um_per_px": "" if s.mpp is None else f"{s.mpp[0]:.6g}",
+                "description": s.description,
             }
         )
-    return sorted(rows, key=lambda r: (r["study_uid"], r["series_uid"]))
+    return rows
 
 
 def write_series_csv(rows: Sequence[dict[str, Any]], out: str) -> None:
@@ -93,7 +102,7 @@ def _table(rows: Sequence[dict[str, Any]], where: str) -> Table:
         table.add_row(
             r["name"],
             r["study_uid"],
-            f"{r['width']} x {r['height']}",
+            f"{r['width']} x {r['height']}" if r["width"] != "" else "-",
             str(r["levels"]),
             r["um_per_px"] or "-",
             r["description"] or "-",
@@ -128,8 +137,6 @@ def list_cmd(url: str, study: str | None, csv_out: str | None) -> None:
       0  listed (possibly no series)
       1  the server cannot be reached, refused the credentials, or is not DICOMweb
     """
-    from tilestream.slide.dicomweb import list_series
-
     try:
         series = list_series(url, study=study)
         rows = series_rows(series)
@@ -139,7 +146,7 @@ def list_cmd(url: str, study: str | None, csv_out: str | None) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
         raise click.exceptions.Exit(1) from None
     if csv_out is None:
-        console.print(_table(rows, url + (f" study {study}" if study else "")))
+        console.print(_table(rows, redact_url(url) + (f" study {study}" if study else "")))
     elif csv_out != "-":
         console.print(f"{len(rows)} series written to {csv_out}", soft_wrap=True)
 

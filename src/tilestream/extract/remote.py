@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tilestream.errors import ConfigError
+from tilestream.errors import ConfigError, UnsupportedSlideError
 
 __all__ = [
     "DICOMWEB_SCHEMES",
@@ -43,6 +43,7 @@ __all__ = [
     "is_slide_url",
     "redact_url",
     "series_fingerprint",
+    "url_fingerprint",
     "url_slide_name",
 ]
 
@@ -195,3 +196,35 @@ def series_fingerprint(series_uid: str, instances: Iterable[Mapping[str, Any]]) 
         "sop_uids": hashlib.sha256(uids.encode()).hexdigest(),
         "metadata": hashlib.sha256(canonical.encode()).hexdigest(),
     }
+
+
+def url_fingerprint(url: str) -> dict[str, Any]:
+    """The fingerprint of the slide at ``url``: a DICOMweb series' :func:`series_fingerprint`.
+
+    One WADO-RS metadata request, with the credentials of the ``dicomweb``
+    backend (the environment's).
+
+    Raises
+    ------
+    SlideError
+        The server cannot be reached, refuses the credentials, or has no such
+        series (:class:`~tilestream.errors.RemoteSlideError` and its kin); or
+        ``url`` is not a DICOMweb URL (:class:`~tilestream.errors.UnsupportedSlideError`).
+    """
+    if not is_dicomweb_url(url):
+        raise UnsupportedSlideError("no backend reads slides from this URL", path=redact_url(url))
+    from tilestream.slide.dicomweb import DicomWebSession, DicomWebURL
+
+    parsed = DicomWebURL.parse(url)
+    session = DicomWebSession(parsed)
+    try:
+        metadata = session.get_json(
+            f"/studies/{parsed.study_uid}/series/{parsed.series_uid}/metadata",
+            what="the series' metadata",
+        )
+    finally:
+        session.close()
+    instances = (
+        [m for m in metadata if isinstance(m, Mapping)] if isinstance(metadata, list) else []
+    )
+    return series_fingerprint(str(parsed.series_uid), instances)
