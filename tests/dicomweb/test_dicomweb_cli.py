@@ -42,7 +42,7 @@ def auth_server(
 
 
 class _NotDicomWeb(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         body = b"<html><body>a web page, not DICOMweb</body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -82,7 +82,9 @@ def test_list_prints_the_whole_slide_series_with_size_levels_and_mpp(
         ref = orthanc.series[name]
         line = next(line for line in out.splitlines() if ref.series_uid in line)
         assert ref.study_uid in line
-    boxes = next(line for line in out.splitlines() if orthanc.series["openslide-boxes"].series_uid in line)
+    boxes = next(
+        line for line in out.splitlines() if orthanc.series["openslide-boxes"].series_uid in line
+    )
     assert "16 x 16" in boxes and "0.499" in boxes and "│      1 │" in boxes
     assert f"{len(orthanc.series)} series" in out
 
@@ -122,8 +124,21 @@ def test_list_csv_is_a_slide_list_that_extract_takes(
     # the list of one study, fed back to tilestream extract
     ref = orthanc.series["openslide-boxes"]
     one = tmp_path / "boxes.csv"
-    assert _list(capsys, orthanc.server.dicomweb_url, "--study", ref.study_uid, "--csv", str(one))[0] == 0
-    args = ["--tile-px", "8", "--tile-um", "4", "--tissue", "none", "--workers", "1", "--no-progress"]
+    assert (
+        _list(capsys, orthanc.server.dicomweb_url, "--study", ref.study_uid, "--csv", str(one))[0]
+        == 0
+    )
+    args = [
+        "--tile-px",
+        "8",
+        "--tile-um",
+        "4",
+        "--tissue",
+        "none",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     assert main(["extract", str(one), "--out", str(tmp_path / "out"), *args]) == 0
     run = tmp_path / "out" / "8px_4um"
     state = json.loads((run / "state" / f"{ref.series_uid}.json").read_text())
@@ -134,7 +149,9 @@ def test_list_csv_is_a_slide_list_that_extract_takes(
 
 def test_csv_to_standard_output(orthanc, capsys: pytest.CaptureFixture[str]) -> None:
     ref = orthanc.series["openslide-boxes"]
-    code, out, _ = _list(capsys, orthanc.server.dicomweb_url, "--study", ref.study_uid, "--csv", "-")
+    code, out, _ = _list(
+        capsys, orthanc.server.dicomweb_url, "--study", ref.study_uid, "--csv", "-"
+    )
     assert code == 0
     header, row = out.splitlines()
     assert header.startswith("slide,name,") and row.startswith(orthanc.url("openslide-boxes") + ",")

@@ -8,14 +8,22 @@ for the test that stops it); the slides are the shared DICOM series.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from _outputs import comparable_state
 from tilestream.errors import ConfigError
-from tilestream.extract import SlideTask
-from tilestream.extract.remote import series_fingerprint
+from tilestream.extract import ExtractionRun, RunProgress, SlideTask, extract_slides
+from tilestream.extract.fingerprint import fingerprint_matches
+from tilestream.extract.remote import series_fingerprint, url_fingerprint
+from tilestream.extract.resume import is_complete
 from tilestream.extract.sources import discover_slides
+from tilestream.runfolder import slide_outputs
+from tilestream.testing.orthanc import OrthancServer, SeriesRef
+from tilestream.tfrecord import iter_records
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -99,3 +107,140 @@ def test_the_series_fingerprint_sees_instances_and_attributes_not_the_server() -
     moved = {**a, "7FE00010": {"vr": "OB", "BulkDataURI": "https://pacs.example/y/frames/1"}}
     assert series_fingerprint(SERIES, [bulk, b]) == series_fingerprint(SERIES, [moved, b])
     assert "127.0.0.1" not in json.dumps(series_fingerprint(SERIES, [bulk, b]))
+
+
+# -- extraction through a real server -----------------------------------------------------------
+
+#: Per shared series: the extraction options (small slides, small tiles) and an mpp for
+#: the series that state none.
+SHARED = {
+    "openslide-boxes": ({"tile_px": 8, "tile_um": 4, "tissue_method": "none"}, None),
+    "pathml-small_dicom": ({"tile_px": 128, "tile_um": 128}, 0.5),
+    "highdicom-jpegls": ({"tile_px": 8, "tile_um": 4, "tissue_method": "none"}, None),
+    "cmu-small-region": ({"tile_px": 128, "tile_um": 100}, None),
+}
+#: The dicomized CMU slide: stopped mid-extraction (64 px tiles: progress every 64 tiles
+#: lands while most of its 256 px frames are still to be fetched).
+STOP_OPTIONS = {"tile_px": 64, "tile_um": 32, "threads": 1}
+
+
+def _series(orthanc, name: str) -> SeriesRef:
+    ref = orthanc.series.get(name)
+    if ref is None:
+        pytest.skip(f"the orthanc fixture holds no {name!r} series")
+    return ref
+
+
+def _records(path: Path) -> list[bytes]:
+    return list(iter_records(path))
+
+
+def _extract(slide: str, out: Path, name: str, options: dict[str, Any], mpp: float | None,
+             **kwargs: Any) -> ExtractionRun:  # fmt: skip
+    task = SlideTask(path=slide, name=name, mpp=mpp)
+    return extract_slides([task], out, workers=1, **options, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_dicomweb_extraction_gives_the_records_of_the_files_on_disk(
+    orthanc, name: str, tmp_path: Path
+) -> None:
+    ref = _series(orthanc, name)
+    options, mpp = SHARED[name]
+    local = _extract(str(sorted(ref.files)[0]), tmp_path / "local", "s", options, mpp)
+    remote = _extract(orthanc.url(name), tmp_path / "remote", "s", options, mpp)
+    (lr,), (rr,) = local.results, remote.results
+    if lr.status == "failed":
+        assert rr.status == "failed", "read over DICOMweb but not from disk"
+        pytest.xfail(f"no backend reads {name} from disk or over DICOMweb: {lr.error}")
+    assert rr.status == "done", rr.error
+    assert (rr.tiles, rr.grid, rr.level, rr.mpp) == (lr.tiles, lr.grid, lr.level, lr.mpp)
+    assert rr.tiles > 0
+    local_records = _records(local.run_dir / "s.tfrecords")
+    remote_records = _records(remote.run_dir / "s.tfrecords")
+    assert len(remote_records) == len(local_records)
+    for i, (a, b) in enumerate(zip(local_records, remote_records, strict=True)):
+        assert a == b, f"record {i} differs"
+    for kind in ("s.coords.csv", "state/s.rejected.csv"):
+        assert (remote.run_dir / kind).read_bytes() == (local.run_dir / kind).read_bytes(), kind
+
+
+def test_resume_skips_a_complete_dicomweb_slide_and_records_no_server(
+    orthanc, tmp_path: Path
+) -> None:
+    ref = _series(orthanc, "openslide-boxes")
+    options, _ = SHARED["openslide-boxes"]
+    first = extract_slides([orthanc.url("openslide-boxes")], tmp_path, workers=1, **options)
+    assert [r.status for r in first.results] == ["done"]
+    state_file = first.run_dir / "state" / f"{ref.series_uid}.json"
+    source = json.loads(state_file.read_text())["source"]
+    assert source == url_fingerprint(orthanc.url("openslide-boxes"))
+    assert source["series_uid"] == ref.series_uid and source["instances"] == len(ref.files)
+    assert str(orthanc.server.port) not in json.dumps(source)
+    before = state_file.stat().st_mtime_ns
+    again = extract_slides([orthanc.url("openslide-boxes")], tmp_path, workers=1, **options)
+    assert [r.status for r in again.results] == ["skipped"]
+    assert state_file.stat().st_mtime_ns == before
+    # another series under the same name is not "complete": its fingerprint differs
+    other = SlideTask(orthanc.url("highdicom-jpegls"), ref.series_uid)
+    assert not fingerprint_matches(source, other.path)
+    assert is_complete(first.run_dir, other, first.config) is None
+
+
+def _leftovers(run_dir: Path, name: str) -> list[Path]:
+    """The slide's outputs present under their final names, and any temporary file."""
+    final = [
+        p for kind, p in slide_outputs(run_dir, name).items() if kind != "state" and p.exists()
+    ]
+    return final + list(run_dir.rglob("*.tmp"))
+
+
+def test_a_server_stopped_mid_extraction_fails_the_slide_and_a_rerun_completes_it(
+    orthanc, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ref = _series(orthanc, "cmu-small-region")
+    clean = extract_slides([orthanc.url("cmu-small-region")], tmp_path / "clean", workers=1,
+                           **STOP_OPTIONS)  # fmt: skip
+    assert [r.status for r in clean.results] == ["done"]
+    name = ref.series_uid
+    server = OrthancServer(tmp_path / "own")
+    with server:
+        (mine,) = server.upload(ref.files)
+        url = mine.url(server.dicomweb_url)
+        stopped: list[int] = []
+
+        def stop_mid_slide(p: RunProgress) -> None:
+            if p.result is None and p.slide_tiles_done and not stopped:
+                stopped.append(p.slide_tiles_done)
+                assert p.slide_tiles_done < p.slide_tiles_total
+                server.stop()
+
+        with caplog.at_level(logging.WARNING, logger="tilestream"):
+            run = extract_slides([url], tmp_path / "out", workers=1, progress=stop_mid_slide,
+                                 **STOP_OPTIONS)  # fmt: skip
+        assert stopped, "the server was not stopped mid-slide"
+        (result,) = run.results
+        assert result.status == "failed" and result.traceback is None
+        assert result.error_type == "RemoteSlideError" and name in result.error
+        state = json.loads((run.run_dir / "state" / f"{name}.json").read_text())
+        assert state["status"] == "failed" and state["error"] == result.error
+        assert _leftovers(run.run_dir, name) == []
+        assert (
+            not (run.run_dir / "manifest.json").exists()
+            or name not in (run.run_dir / "manifest.json").read_text()
+        )
+        assert "Traceback" not in caplog.text
+
+        server.start()  # a new port: the same series under another URL keeps its name
+        url = mine.url(server.dicomweb_url)
+        rerun = extract_slides([url], tmp_path / "out", workers=1, **STOP_OPTIONS)
+    assert [r.status for r in rerun.results] == ["done"]
+    assert not list(rerun.run_dir.rglob("*.tmp"))
+    for rel in (f"{name}.tfrecords", f"{name}.coords.csv", f"state/{name}.rejected.csv",
+                f"{name}.geojson", f"previews/{name}.jpg"):  # fmt: skip
+        assert (rerun.run_dir / rel).read_bytes() == (clean.run_dir / rel).read_bytes(), rel
+    done, reference = (
+        comparable_state(r.run_dir / "state" / f"{name}.json") for r in (rerun, clean)
+    )
+    assert done.pop("path") == url and reference.pop("path") == orthanc.url("cmu-small-region")
+    assert done == reference
