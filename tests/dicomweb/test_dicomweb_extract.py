@@ -236,7 +236,18 @@ def test_a_server_stopped_mid_extraction_fails_the_slide_and_a_rerun_completes_i
         server.start()  # a new port: the same series under another URL keeps its name
         url = mine.url(server.dicomweb_url)
         rerun = extract_slides([url], tmp_path / "out", workers=1, **STOP_OPTIONS)
-    assert [r.status for r in rerun.results] == ["done"]
+        assert [r.status for r in rerun.results] == ["done"]
+
+        # an outage while resuming leaves the complete slide complete, with a warning
+        server.stop()
+        state_file = rerun.run_dir / "state" / f"{name}.json"
+        before = state_file.read_bytes()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tilestream"):
+            again = extract_slides([url], tmp_path / "out", workers=1, **STOP_OPTIONS)
+        assert [r.status for r in again.results] == ["skipped"]
+        assert state_file.read_bytes() == before
+        assert "cannot check the series on its server" in caplog.text
     assert not list(rerun.run_dir.rglob("*.tmp"))
     for rel in (f"{name}.tfrecords", f"{name}.coords.csv", f"state/{name}.rejected.csv",
                 f"{name}.geojson", f"previews/{name}.jpg"):  # fmt: skip

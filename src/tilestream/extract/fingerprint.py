@@ -61,8 +61,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from tilestream.errors import TileStreamError
-from tilestream.extract.remote import is_slide_url, url_fingerprint
+from tilestream.extract.remote import is_slide_url, url_fingerprint, url_fingerprint_matches
 
 __all__ = [
     "MAX_IFDS",
@@ -244,14 +243,12 @@ def fingerprint_matches(recorded: Any, path: str | os.PathLike[str]) -> bool:
 
     Compares size and modification time first (one ``stat``), and reads the
     file only when they match. An unreadable file, or a record made by
-    another version of the fingerprint, never matches; nor does a slide
-    URL whose server cannot answer now.
+    another version of the fingerprint, never matches. A slide URL: see
+    :func:`~tilestream.extract.remote.url_fingerprint_matches` (a server that
+    cannot answer now leaves a complete slide complete).
     """
     if is_slide_url(path):
-        try:
-            return isinstance(recorded, dict) and url_fingerprint(str(path)) == recorded
-        except (OSError, TileStreamError):
-            return False
+        return url_fingerprint_matches(recorded, str(path))
     if not isinstance(recorded, dict) or recorded.get("version") != VERSION:
         return False
     try:

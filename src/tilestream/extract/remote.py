@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tilestream.errors import ConfigError, UnsupportedSlideError
+from tilestream.errors import (
+    ConfigError,
+    SlideNotFoundError,
+    TileStreamError,
+    UnsupportedSlideError,
+)
 
 __all__ = [
     "DICOMWEB_SCHEMES",
@@ -44,8 +50,11 @@ __all__ = [
     "redact_url",
     "series_fingerprint",
     "url_fingerprint",
+    "url_fingerprint_matches",
     "url_slide_name",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The URL schemes of DICOMweb series (the ``dicomweb`` slide backend's).
 DICOMWEB_SCHEMES = ("dicomweb+http", "dicomweb+https")
@@ -228,3 +237,34 @@ def url_fingerprint(url: str) -> dict[str, Any]:
         [m for m in metadata if isinstance(m, Mapping)] if isinstance(metadata, list) else []
     )
     return series_fingerprint(str(parsed.series_uid), instances)
+
+
+def url_fingerprint_matches(recorded: Any, url: str) -> bool:
+    """Whether the series at ``url`` still has the fingerprint ``recorded`` (for resume).
+
+    A record of another kind or version, or of another series UID, never
+    matches (no request is made). A series the server no longer has
+    (:class:`~tilestream.errors.SlideNotFoundError`) does not match. A server
+    that cannot be asked now (unreachable, failing, refusing the credentials)
+    leaves the record standing, with a warning: the slide could not be
+    extracted again either, and an outage must not turn a complete slide into
+    a failed one; the next run that reaches the server checks it.
+    """
+    if (
+        not isinstance(recorded, dict)
+        or recorded.get("kind") != "dicomweb"
+        or recorded.get("version") != SERIES_FINGERPRINT_VERSION
+        or recorded.get("series_uid") != _series_uid(url)
+    ):
+        return False
+    try:
+        return url_fingerprint(url) == recorded
+    except SlideNotFoundError:
+        return False
+    except (OSError, TileStreamError) as exc:
+        log.warning(
+            "%s: cannot check the series on its server (%s); its complete outputs stand",
+            redact_url(url),
+            exc,
+        )
+        return True
