@@ -147,6 +147,25 @@ def test_list_csv_is_a_slide_list_that_extract_takes(
     assert (run / f"{ref.series_uid}.tfrecords").is_file()
 
 
+def test_extract_takes_a_url_argument(orthanc, tmp_path: Path) -> None:
+    ref = orthanc.series["openslide-boxes"]
+    args = [
+        "--tile-px",
+        "8",
+        "--tile-um",
+        "4",
+        "--tissue",
+        "none",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    url = orthanc.url("openslide-boxes")
+    assert main(["extract", url, "--out", str(tmp_path), *args]) == 0
+    state = json.loads((tmp_path / "8px_4um" / "state" / f"{ref.series_uid}.json").read_text())
+    assert state["status"] == "done" and state["path"] == url
+
+
 def test_csv_to_standard_output(orthanc, capsys: pytest.CaptureFixture[str]) -> None:
     ref = orthanc.series["openslide-boxes"]
     code, out, _ = _list(

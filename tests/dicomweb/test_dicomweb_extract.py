@@ -257,3 +257,14 @@ def test_a_server_stopped_mid_extraction_fails_the_slide_and_a_rerun_completes_i
     )
     assert done.pop("path") == url and reference.pop("path") == orthanc.url("cmu-small-region")
     assert done == reference
+
+
+def test_url_slides_run_in_worker_processes(orthanc, tmp_path: Path) -> None:
+    """The default process pool (spawned workers) reads DICOMweb slides as the driver would."""
+    url = orthanc.url("openslide-boxes")
+    options, _ = SHARED["openslide-boxes"]
+    tasks = [SlideTask(url, "a"), SlideTask(url, "b")]
+    run = extract_slides(tasks, tmp_path, workers=2, **options)
+    assert sorted((r.slide, r.status) for r in run.results) == [("a", "done"), ("b", "done")]
+    a, b = (_records(run.run_dir / f"{n}.tfrecords") for n in "ab")
+    assert len(a) == len(b) > 0
