@@ -135,11 +135,12 @@ class DicomWebSession:
             raise_on_status=False,
         )
         session: requests.Session = requests.Session()
-        adapter = adapters.HTTPAdapter(max_retries=retry, pool_maxsize=max(10, 2 * self.options.concurrency))
+        adapter = adapters.HTTPAdapter(
+            max_retries=retry, pool_maxsize=max(10, 2 * self.options.concurrency)
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = self.options.user_agent
-        session.params = dict(url.query)
         session.trust_env = False  # no .netrc credentials sent to a server we did not choose
         auth = _credentials(url, self.options)
         if auth.token is not None:
