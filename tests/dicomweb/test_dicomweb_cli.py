@@ -176,6 +176,16 @@ def test_csv_to_standard_output(orthanc, capsys: pytest.CaptureFixture[str]) -> 
     assert header.startswith("slide,name,") and row.startswith(orthanc.url("openslide-boxes") + ",")
 
 
+def test_a_csv_that_is_not_csv_is_refused(
+    orthanc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "series.txt"
+    _assert_clean_error(
+        *_list(capsys, orthanc.server.dicomweb_url, "--csv", str(out)), ".csv", str(out)
+    )
+    assert not out.exists()
+
+
 def _assert_clean_error(code: int, out: str, err: str, *needles: str) -> None:
     assert code == 1
     assert "Traceback" not in out + err

@@ -129,8 +129,10 @@ def list_cmd(url: str, study: str | None, csv_out: str | None) -> None:
     """The whole-slide series of the DICOMweb server (or study) at URL.
 
     URL is the server's DICOMweb root (https://host/dicom-web), with or
-    without the dicomweb+ prefix, or a study under it. Credentials: the
-    TILESTREAM_DICOMWEB_* environment variables (never in the URL).
+    without the dicomweb+ prefix, or a study under it. Credentials come from
+    TILESTREAM_DICOMWEB_TOKEN (or _TOKEN_FILE), or TILESTREAM_DICOMWEB_USER
+    with _PASSWORD (or _PASSWORD_FILE); the CSV's URLs carry none, so
+    tilestream extract reads them from the same variables.
 
     \b
     Exit codes:
