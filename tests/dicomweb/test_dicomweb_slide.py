@@ -245,7 +245,7 @@ def test_unknown_series_and_study(series) -> None:
 def test_a_series_that_is_not_a_whole_slide_image(server, series) -> None:
     refs = server.upload([Path(get_testdata_file("CT_small.dcm"))])
     url = refs[0].url(server.dicomweb_url)
-    with pytest.raises(UnsupportedSlideError, match="not a whole-slide image.*modality CT"):
+    with pytest.raises(UnsupportedSlideError, match=r"not a whole-slide image.*modality CT"):
         open_slide(url)
     with pytest.raises(UnsupportedSlideError, match="no whole-slide image level") as info:
         open_slide(series["pathml-small_dicom"].url)
@@ -358,7 +358,7 @@ def test_a_corrupt_frame(server, series, tmp_path) -> None:
         want = _whole_level(full, 2)
     with open_slide(stored.url) as slide:
         for _ in range(2):
-            with pytest.raises(CorruptSlideError, match="frame 5 .*tile 1,1") as info:
+            with pytest.raises(CorruptSlideError, match=r"frame 5 .*tile 1,1") as info:
                 slide.read_region((240, 240), 0, (10, 10))
             assert stored.url in str(info.value)
         np.testing.assert_array_equal(
