@@ -37,8 +37,11 @@ _CONCATENATION = (
 
 
 def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list[Path]:
-    """A 3-level DICOM pyramid of ``slide`` in ``folder`` (TILED_FULL, or TILED_SPARSE)."""
-    raw = folder / "raw"
+    """A 3-level DICOM pyramid of ``slide`` in ``folder`` (TILED_FULL, or TILED_SPARSE).
+
+    The dicomizer's own files go to a sibling folder (``<folder>-raw``).
+    """
+    raw = folder.parent / f"{folder.name}-raw"
     width, height = 2220, 2967  # CMU-1-Small-Region at 0.499 um/px
     dicomize(
         slide,
@@ -66,6 +69,7 @@ def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list
             ds.PhotometricInterpretation = "RGB"
         if not sparse and "PerFrameFunctionalGroupsSequence" in ds:
             del ds.PerFrameFunctionalGroupsSequence
+        folder.mkdir(parents=True, exist_ok=True)
         target = folder / path.name
         ds.save_as(target)
         out.append(target)

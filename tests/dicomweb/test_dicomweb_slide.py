@@ -86,7 +86,6 @@ def series(
         out[name] = _upload(server, slides_dir / f"dicom-{name}")
     for name, sparse in (("cmu-full", False), ("cmu-sparse", True)):
         dicomize_pyramid(cmu_slide, root / name, sparse=sparse)
-        (root / name / "raw").rename(root / f"{name}-raw")
         out[name] = _upload(server, root / name)
     return out
 
