@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import importlib
 import threading
 import urllib.parse
 from pathlib import Path
+from types import ModuleType
 
 import pydicom
 from pydicom.encaps import generate_frames
 
+from conftest import missing
 from tilestream.testing.orthanc import dicomize
 
-__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid"]
+__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid", "require_wsidicom"]
 
 CMU_MPP = 0.499
 _CONCATENATION = (
@@ -34,6 +37,15 @@ _CONCATENATION = (
     "InConcatenationTotalNumber",
     "SOPInstanceUIDOfConcatenationSource",
 )
+
+
+def require_wsidicom() -> ModuleType:
+    """wsidicom, or skip (fail under ``CI=true``) where the ``dicomweb`` extra is missing."""
+    try:
+        return importlib.import_module("wsidicom")
+    except ImportError:
+        missing("the dicomweb extra (wsidicom) is not installed")
+        raise
 
 
 def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list[Path]:

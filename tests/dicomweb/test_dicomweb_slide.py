@@ -27,7 +27,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
 from conftest import missing
-from dicomweb.dicomweb_testing import CMU_MPP, CountingProxy, dicomize_pyramid
+from dicomweb.dicomweb_testing import CMU_MPP, CountingProxy, dicomize_pyramid, require_wsidicom
 from tilestream.errors import (
     CorruptSlideError,
     MissingMPPError,
@@ -47,8 +47,8 @@ from tilestream.testing.orthanc import (
 )
 
 pytestmark = pytest.mark.testdata
-wsidicom = pytest.importorskip("wsidicom")
-
+wsidicom = require_wsidicom()
+wsidicom = 
 
 @dataclass
 class Stored:
