@@ -48,7 +48,7 @@ from tilestream.testing.orthanc import (
 
 pytestmark = pytest.mark.testdata
 wsidicom = require_wsidicom()
-wsidicom = 
+
 
 @dataclass
 class Stored:
