@@ -48,10 +48,13 @@ def require_wsidicom() -> ModuleType:
         raise
 
 
-def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list[Path]:
+def dicomize_pyramid(
+    slide: Path, folder: Path, *, sparse: bool = False, concatenated: bool = False
+) -> list[Path]:
     """A 3-level DICOM pyramid of ``slide`` in ``folder`` (TILED_FULL, or TILED_SPARSE).
 
-    The dicomizer's own files go to a sibling folder (``<folder>-raw``).
+    The dicomizer's own files go to a sibling folder (``<folder>-raw``);
+    ``concatenated`` keeps their concatenation attributes.
     """
     raw = folder.parent / f"{folder.name}-raw"
     width, height = 2220, 2967  # CMU-1-Small-Region at 0.499 um/px
@@ -70,7 +73,7 @@ def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list
     for i, path in enumerate(sorted(raw.glob("*.dcm"))):
         ds = pydicom.dcmread(path)
         ds.ImageType = ["ORIGINAL" if i == 0 else "DERIVED", "PRIMARY", "VOLUME", "NONE"]
-        for keyword in _CONCATENATION:
+        for keyword in () if concatenated else _CONCATENATION:
             if keyword in ds:
                 delattr(ds, keyword)
         ds.DimensionOrganizationType = "TILED_SPARSE" if sparse else "TILED_FULL"

@@ -350,6 +350,7 @@ def test_a_corrupt_frame(server, series, tmp_path) -> None:
     )
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    _new_series(ds)
     (tmp_path / "corrupt").mkdir()
     ds.save_as(tmp_path / "corrupt" / "level.dcm")
     stored = _upload(server, tmp_path / "corrupt")
@@ -368,6 +369,45 @@ def test_a_corrupt_frame(server, series, tmp_path) -> None:
         np.testing.assert_array_equal(
             slide.read_region((480, 480), 0, (75, 262), as_array=True), want[480:, 480:]
         )
+
+
+def _new_series(ds: pydicom.Dataset) -> None:
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+        generate_uid() for _ in range(3)
+    )
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def test_a_sparse_series_with_a_tile_missing_reads_white_there(server, series, tmp_path) -> None:
+    level2 = sorted(series["cmu-sparse"].folder.glob("*.dcm"))[2]
+    ds = pydicom.dcmread(level2)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    items = list(ds.PerFrameFunctionalGroupsSequence)
+    position = items[4].PlanePositionSlideSequence[0]
+    col = (int(position.ColumnPositionInTotalImagePixelMatrix) - 1) // 240
+    row = (int(position.RowPositionInTotalImagePixelMatrix) - 1) // 240
+    del frames[4], items[4]
+    ds.PixelData = encapsulate(frames)
+    ds.PerFrameFunctionalGroupsSequence = items
+    ds.NumberOfFrames = len(frames)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    _new_series(ds)
+    (tmp_path / "sparse").mkdir()
+    ds.save_as(tmp_path / "sparse" / "level.dcm")
+    stored = _upload(server, tmp_path / "sparse")
+    with open_slide(stored.url) as slide, open_slide(tmp_path / "sparse" / "level.dcm") as local:
+        got = _whole_level(slide, 0)
+        np.testing.assert_array_equal(got, _whole_level(local, 0))
+        assert (got[row * 240 : row * 240 + 240, col * 240 : col * 240 + 240] == 255).all()
+        assert (got != 255).any()
+
+
+def test_a_concatenation_is_refused(server, cmu_slide, tmp_path) -> None:
+    dicomize_pyramid(cmu_slide, tmp_path / "concat", concatenated=True)
+    stored = _upload(server, tmp_path / "concat")
+    with pytest.raises(UnsupportedSlideError, match="concatenation") as info:
+        open_slide(stored.url)
+    assert stored.url in str(info.value)
 
 
 # -- listing -----------------------------------------------------------------------------
