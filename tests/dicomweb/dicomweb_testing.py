@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import importlib
 import threading
 import urllib.parse
 from pathlib import Path
+from types import ModuleType
 
 import pydicom
 from pydicom.encaps import generate_frames
 
+from conftest import missing
 from tilestream.testing.orthanc import dicomize
 
-__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid"]
+__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid", "require_wsidicom"]
 
 CMU_MPP = 0.499
 _CONCATENATION = (
@@ -36,9 +39,24 @@ _CONCATENATION = (
 )
 
 
-def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list[Path]:
-    """A 3-level DICOM pyramid of ``slide`` in ``folder`` (TILED_FULL, or TILED_SPARSE)."""
-    raw = folder / "raw"
+def require_wsidicom() -> ModuleType:
+    """wsidicom, or skip (fail under ``CI=true``) where the ``dicomweb`` extra is missing."""
+    try:
+        return importlib.import_module("wsidicom")
+    except ImportError:
+        missing("the dicomweb extra (wsidicom) is not installed")
+        raise
+
+
+def dicomize_pyramid(
+    slide: Path, folder: Path, *, sparse: bool = False, concatenated: bool = False
+) -> list[Path]:
+    """A 3-level DICOM pyramid of ``slide`` in ``folder`` (TILED_FULL, or TILED_SPARSE).
+
+    The dicomizer's own files go to a sibling folder (``<folder>-raw``);
+    ``concatenated`` keeps their concatenation attributes.
+    """
+    raw = folder.parent / f"{folder.name}-raw"
     width, height = 2220, 2967  # CMU-1-Small-Region at 0.499 um/px
     dicomize(
         slide,
@@ -55,7 +73,7 @@ def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list
     for i, path in enumerate(sorted(raw.glob("*.dcm"))):
         ds = pydicom.dcmread(path)
         ds.ImageType = ["ORIGINAL" if i == 0 else "DERIVED", "PRIMARY", "VOLUME", "NONE"]
-        for keyword in _CONCATENATION:
+        for keyword in () if concatenated else _CONCATENATION:
             if keyword in ds:
                 delattr(ds, keyword)
         ds.DimensionOrganizationType = "TILED_SPARSE" if sparse else "TILED_FULL"
@@ -66,6 +84,7 @@ def dicomize_pyramid(slide: Path, folder: Path, *, sparse: bool = False) -> list
             ds.PhotometricInterpretation = "RGB"
         if not sparse and "PerFrameFunctionalGroupsSequence" in ds:
             del ds.PerFrameFunctionalGroupsSequence
+        folder.mkdir(parents=True, exist_ok=True)
         target = folder / path.name
         ds.save_as(target)
         out.append(target)

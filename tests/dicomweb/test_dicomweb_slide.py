@@ -27,7 +27,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import generate_uid
 
 from conftest import missing
-from dicomweb.dicomweb_testing import CMU_MPP, CountingProxy, dicomize_pyramid
+from dicomweb.dicomweb_testing import CMU_MPP, CountingProxy, dicomize_pyramid, require_wsidicom
 from tilestream.errors import (
     CorruptSlideError,
     MissingMPPError,
@@ -47,7 +47,7 @@ from tilestream.testing.orthanc import (
 )
 
 pytestmark = pytest.mark.testdata
-wsidicom = pytest.importorskip("wsidicom")
+wsidicom = require_wsidicom()
 
 
 @dataclass
@@ -86,7 +86,6 @@ def series(
         out[name] = _upload(server, slides_dir / f"dicom-{name}")
     for name, sparse in (("cmu-full", False), ("cmu-sparse", True)):
         dicomize_pyramid(cmu_slide, root / name, sparse=sparse)
-        (root / name / "raw").rename(root / f"{name}-raw")
         out[name] = _upload(server, root / name)
     return out
 
@@ -245,7 +244,7 @@ def test_unknown_series_and_study(series) -> None:
 def test_a_series_that_is_not_a_whole_slide_image(server, series) -> None:
     refs = server.upload([Path(get_testdata_file("CT_small.dcm"))])
     url = refs[0].url(server.dicomweb_url)
-    with pytest.raises(UnsupportedSlideError, match="not a whole-slide image.*modality CT"):
+    with pytest.raises(UnsupportedSlideError, match=r"not a whole-slide image.*modality CT"):
         open_slide(url)
     with pytest.raises(UnsupportedSlideError, match="no whole-slide image level") as info:
         open_slide(series["pathml-small_dicom"].url)
@@ -351,6 +350,7 @@ def test_a_corrupt_frame(server, series, tmp_path) -> None:
     )
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    _new_series(ds)
     (tmp_path / "corrupt").mkdir()
     ds.save_as(tmp_path / "corrupt" / "level.dcm")
     stored = _upload(server, tmp_path / "corrupt")
@@ -358,7 +358,7 @@ def test_a_corrupt_frame(server, series, tmp_path) -> None:
         want = _whole_level(full, 2)
     with open_slide(stored.url) as slide:
         for _ in range(2):
-            with pytest.raises(CorruptSlideError, match="frame 5 .*tile 1,1") as info:
+            with pytest.raises(CorruptSlideError, match=r"frame 5 .*tile 1,1") as info:
                 slide.read_region((240, 240), 0, (10, 10))
             assert stored.url in str(info.value)
         np.testing.assert_array_equal(
@@ -369,6 +369,45 @@ def test_a_corrupt_frame(server, series, tmp_path) -> None:
         np.testing.assert_array_equal(
             slide.read_region((480, 480), 0, (75, 262), as_array=True), want[480:, 480:]
         )
+
+
+def _new_series(ds: pydicom.Dataset) -> None:
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+        generate_uid() for _ in range(3)
+    )
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
+def test_a_sparse_series_with_a_tile_missing_reads_white_there(server, series, tmp_path) -> None:
+    level2 = sorted(series["cmu-sparse"].folder.glob("*.dcm"))[2]
+    ds = pydicom.dcmread(level2)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    items = list(ds.PerFrameFunctionalGroupsSequence)
+    position = items[4].PlanePositionSlideSequence[0]
+    col = (int(position.ColumnPositionInTotalImagePixelMatrix) - 1) // 240
+    row = (int(position.RowPositionInTotalImagePixelMatrix) - 1) // 240
+    del frames[4], items[4]
+    ds.PixelData = encapsulate(frames)
+    ds.PerFrameFunctionalGroupsSequence = items
+    ds.NumberOfFrames = len(frames)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    _new_series(ds)
+    (tmp_path / "sparse").mkdir()
+    ds.save_as(tmp_path / "sparse" / "level.dcm")
+    stored = _upload(server, tmp_path / "sparse")
+    with open_slide(stored.url) as slide, open_slide(tmp_path / "sparse" / "level.dcm") as local:
+        got = _whole_level(slide, 0)
+        np.testing.assert_array_equal(got, _whole_level(local, 0))
+        assert (got[row * 240 : row * 240 + 240, col * 240 : col * 240 + 240] == 255).all()
+        assert (got != 255).any()
+
+
+def test_a_concatenation_is_refused(server, cmu_slide, tmp_path) -> None:
+    dicomize_pyramid(cmu_slide, tmp_path / "concat", concatenated=True)
+    stored = _upload(server, tmp_path / "concat")
+    with pytest.raises(UnsupportedSlideError, match="concatenation") as info:
+        open_slide(stored.url)
+    assert stored.url in str(info.value)
 
 
 # -- listing -----------------------------------------------------------------------------

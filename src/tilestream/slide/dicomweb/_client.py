@@ -134,7 +134,7 @@ class DicomWebSession:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        session: requests.Session = requests.Session()
+        session = requests.Session()
         adapter = adapters.HTTPAdapter(
             max_retries=retry, pool_maxsize=max(10, 2 * self.options.concurrency)
         )

@@ -47,11 +47,11 @@ def first_value(item: Mapping[str, Any], *path: str) -> Any:
     0.5
     """
     node: Any = item
-    for i, tag in enumerate(path):
+    for tag in path:
         values = (node or {}).get(tag, {}).get("Value") if isinstance(node, Mapping) else None
         if not values:
             return None
-        node = values[0] if i == len(path) - 1 else values[0]
+        node = values[0]
     return node
 
 
@@ -127,7 +127,7 @@ def icc_profile(item: Mapping[str, Any], session: DicomWebSession) -> bytes | No
     if not isinstance(uri, str):
         return None
     base = session.url.base_url
-    if not (uri.startswith(base + "/") or uri.startswith("/")):
+    if not uri.startswith((base + "/", "/")):
         logger.warning("%s: not following an ICC profile URI outside the server", session.url.url)
         return None
     try:

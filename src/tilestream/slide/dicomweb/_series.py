@@ -210,7 +210,7 @@ def _client_class(wsidicom: Any) -> Any:
     slide's mpp comes from the metadata itself (none here: pass ``mpp=``).
     """
 
-    class Client(wsidicom.WsiDicomWebClient):  # type: ignore[misc,name-defined]
+    class Client(wsidicom.WsiDicomWebClient):  # type: ignore[misc]
         def get_instance(self, study_uid: Any, series_uid: Any, instance_uid: Any) -> Any:
             dataset = super().get_instance(study_uid, series_uid, instance_uid)
             _stand_in_pixel_spacing(dataset)
