@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -446,3 +447,18 @@ def test_backend_auto_never_mixes_files_and_urls(series, cmu_slide) -> None:
     with pytest.raises(UnsupportedSlideError, match="no slide backend reads s3:// URLs"):
         open_slide("s3://bucket/slide.svs")
     assert openslide is not None
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        url = f"dicomweb+http://127.0.0.1:{listener.getsockname()[1]}/dw/studies/1.2/series/3.4"
+        options = DicomWebOptions(timeout=0.5, retries=1, backoff=0.01)
+        start = time.monotonic()
+        with pytest.raises(RemoteSlideError, match="Timeout"):
+            open_slide(url, dicomweb=options)
+        assert time.monotonic() - start < 5
+    finally:
+        listener.close()
