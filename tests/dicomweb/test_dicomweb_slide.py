@@ -462,3 +462,17 @@ def test_a_server_that_never_answers_times_out() -> None:
         assert time.monotonic() - start < 5
     finally:
         listener.close()
+
+
+def test_the_icc_profile_through_a_proxy(series) -> None:
+    """Orthanc names its bulk data by its own address; the profile still comes from our server."""
+    stored = series["openslide-boxes"]
+    proxy = CountingProxy(stored.url.removeprefix("dicomweb+"))
+    try:
+        with open_slide(proxy.url(stored.url)) as slide:
+            first = sorted(stored.folder.glob("*.dcm"))[0]
+            icc = pydicom.dcmread(first, stop_before_pixels=True).OpticalPathSequence[0].ICCProfile
+            assert slide.color_profile == icc
+        assert any("/bulk" in p or "00282000" in p for p in proxy.paths)
+    finally:
+        proxy.close()
