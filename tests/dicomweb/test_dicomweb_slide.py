@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -173,7 +174,7 @@ def test_rgb_jpeg_frames_get_an_adobe_marker(series) -> None:
     with open_slide(series["openslide-boxes"].url) as slide:
         data = slide.read_stored_tile_bytes(0, 0, 0)
         assert b"Adobe" in data[:64]
-        with pytest.raises(ValueError, match="outside"):
+        with pytest.raises(IndexError, match="outside"):
             slide.read_stored_tile_bytes(0, 1, 0)
 
 
@@ -446,3 +447,45 @@ def test_backend_auto_never_mixes_files_and_urls(series, cmu_slide) -> None:
     with pytest.raises(UnsupportedSlideError, match="no slide backend reads s3:// URLs"):
         open_slide("s3://bucket/slide.svs")
     assert openslide is not None
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        url = f"dicomweb+http://127.0.0.1:{listener.getsockname()[1]}/dw/studies/1.2/series/3.4"
+        options = DicomWebOptions(timeout=0.5, retries=1, backoff=0.01)
+        start = time.monotonic()
+        with pytest.raises(RemoteSlideError, match="Timeout"):
+            open_slide(url, dicomweb=options)
+        assert time.monotonic() - start < 5
+    finally:
+        listener.close()
+
+
+def test_the_icc_profile_through_a_proxy(series) -> None:
+    """Orthanc names its bulk data by its own address; the profile still comes from our server."""
+    stored = series["openslide-boxes"]
+    proxy = CountingProxy(stored.url.removeprefix("dicomweb+"))
+    try:
+        with open_slide(proxy.url(stored.url)) as slide:
+            first = sorted(stored.folder.glob("*.dcm"))[0]
+            icc = pydicom.dcmread(first, stop_before_pixels=True).OpticalPathSequence[0].ICCProfile
+            assert slide.color_profile == icc
+        assert any("/bulk" in p or "00282000" in p for p in proxy.paths)
+    finally:
+        proxy.close()
+
+
+def test_list_series_on_a_server_that_does_not_search_across_studies(server, series) -> None:
+    proxy = CountingProxy(server.dicomweb_url)
+    try:
+        direct = list_series(server.dicomweb_url)
+        proxy.fail_next([400])  # the /series query
+        through = list_series(proxy.url(server.dicomweb_url))
+        assert proxy.failed == 1 and any("ModalitiesInStudy=SM" in p for p in proxy.paths)
+        assert [s.series_uid for s in through] == [s.series_uid for s in direct]
+        assert all(s.as_dict()["url"].startswith("dicomweb+http://127.0.0.1:") for s in through)
+    finally:
+        proxy.close()

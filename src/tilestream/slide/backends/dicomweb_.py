@@ -189,7 +189,7 @@ class DicomWebBackend(SlideBackend):
         image = self._series.levels[level]
         cols, rows = image.grid
         if not (0 <= col < cols and 0 <= row < rows):
-            raise ValueError(
+            raise IndexError(
                 f"stored tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid"
             )
         if not self._series.frames.cached(image.instance_uid, image.frame_of(col, row)):

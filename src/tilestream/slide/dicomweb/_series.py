@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from tilestream._util.optional import require
 from tilestream.errors import (
     CorruptSlideError,
+    RemoteSlideError,
     SlideError,
     SlideNotFoundError,
     UnsupportedSlideError,
@@ -72,7 +73,7 @@ def check_series(session: DicomWebSession, url: DicomWebURL) -> None:
     query = urllib.parse.urlencode({"SeriesInstanceUID": series, "includefield": "00080060"})
     found = session.get_json(f"/studies/{study}/series?{query}", what="the series")
     if not isinstance(found, list):
-        raise SlideError(
+        raise RemoteSlideError(
             "the server does not speak DICOMweb (QIDO-RS answer is not a list)", path=url.url
         )
     if not found:
