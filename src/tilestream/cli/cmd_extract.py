@@ -176,7 +176,7 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 
 
 @click.command("extract")
-@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("slides", nargs=-1, required=True, type=click.Path())  # str: a URL stays whole
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output root."
 )
@@ -277,7 +277,7 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 )
 @click.option("--no-progress", is_flag=True)
 def extract_cmd(
-    slides: tuple[Path, ...],
+    slides: tuple[str, ...],
     out_dir: Path,
     roi_dir: Path | None,
     workers: int | None,
@@ -290,7 +290,7 @@ def extract_cmd(
     retries: int,
     **opts: Any,
 ) -> None:
-    """Extract tiles from SLIDES (files, folders or a CSV with a 'slide' column).
+    """Extract tiles from SLIDES (files, folders, DICOMweb series URLs or a CSV with a 'slide' column).
 
     A slide that fails is recorded with its reason and the others go on.
     Re-running the same command skips the slides already complete. One run
@@ -333,7 +333,7 @@ def extract_cmd(
 
 
 def _run(
-    slides: tuple[Path, ...],
+    slides: tuple[str, ...],
     out_dir: Path,
     opts: dict[str, Any],
     *,

@@ -1,5 +1,9 @@
 """A cheap content fingerprint of a slide file, so that resume notices a changed slide.
 
+A slide read from a server (a DICOMweb URL) has the fingerprint of its
+series instead: its instances' UIDs and metadata, not the server's address
+(:func:`tilestream.extract.remote.series_fingerprint`).
+
 :func:`source_fingerprint` records, for the slide file an extraction read:
 
 - its size and modification time (``mtime_ns``);
@@ -56,6 +60,8 @@ import os
 import struct
 from pathlib import Path
 from typing import Any
+
+from tilestream.extract.remote import is_slide_url, url_fingerprint, url_fingerprint_matches
 
 __all__ = [
     "MAX_IFDS",
@@ -197,13 +203,16 @@ def _companions_digest(path: Path) -> str:
 
 
 def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The fingerprint of the slide file at ``path`` (see the module doc).
+    """The fingerprint of the slide file at ``path`` (see the module doc), or of a slide URL's series.
 
     Raises
     ------
     OSError
-        When the file cannot be read.
+        When the file cannot be read (for a URL: a
+        :class:`~tilestream.errors.SlideError`, when the server cannot answer).
     """
+    if is_slide_url(path):
+        return url_fingerprint(str(path))
     p = Path(path)
     fd = os.open(p, os.O_RDONLY)
     try:
@@ -234,8 +243,12 @@ def fingerprint_matches(recorded: Any, path: str | os.PathLike[str]) -> bool:
 
     Compares size and modification time first (one ``stat``), and reads the
     file only when they match. An unreadable file, or a record made by
-    another version of the fingerprint, never matches.
+    another version of the fingerprint, never matches. A slide URL: see
+    :func:`~tilestream.extract.remote.url_fingerprint_matches` (a server that
+    cannot answer now leaves a complete slide complete).
     """
+    if is_slide_url(path):
+        return url_fingerprint_matches(recorded, str(path))
     if not isinstance(recorded, dict) or recorded.get("version") != VERSION:
         return False
     try:

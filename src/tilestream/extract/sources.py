@@ -1,4 +1,8 @@
-"""Finding slides: files, folders (recursively, by extension) and CSV lists.
+"""Finding slides: files, folders (recursively, by extension), CSV lists and slide URLs.
+
+A URL (``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``,
+on the command line or in a CSV's ``slide`` column) is one slide, named by
+the CSV's ``name`` or else by its series UID (:mod:`tilestream.extract.remote`).
 
 Examples
 --------
@@ -6,6 +10,8 @@ Examples
 'TCGA-01'
 >>> slide_name("/data/case-7/frame_0.dcm")
 'case-7'
+>>> slide_name("dicomweb+https://pacs.example/dicom-web/studies/1.2/series/1.2.840.5")
+'1.2.840.5'
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 from tilestream._util.names import name_problem, portable_key
 from tilestream.errors import ConfigError
+from tilestream.extract.remote import check_slide_url, is_slide_url, redact_url, url_slide_name
 from tilestream.extract.task import SlideTask
 
 __all__ = ["SLIDE_EXTENSIONS", "check_slide_name", "discover_slides", "slide_name"]
@@ -32,7 +39,9 @@ ROI_EXTENSIONS = (".geojson", ".json", ".csv")
 
 
 def slide_name(path: str | os.PathLike[str]) -> str:
-    """The name of a slide: its file stem, or its folder's name for a DICOM series."""
+    """The name of a slide: its file stem, its folder's name for a DICOM series, or a URL's series UID."""
+    if is_slide_url(path):
+        return url_slide_name(str(path))
     p = Path(path)
     if p.suffix.lower() == ".dcm":
         return p.parent.name
@@ -65,6 +74,12 @@ def _float_or_none(value: str | None, where: str) -> float | None:
         raise ConfigError(f"{where}: mpp {value!r} is not a number") from exc
 
 
+def _beside(csv_file: Path, value: str) -> Path:
+    """``value`` as a path; a relative one is taken from the CSV file's folder."""
+    p = Path(value)
+    return p if p.is_absolute() else csv_file.parent / p
+
+
 def _from_csv(path: Path) -> list[tuple[SlideTask, str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -81,17 +96,13 @@ def _from_csv(path: Path) -> list[tuple[SlideTask, str]]:
         value = (row.get("slide") or "").strip()
         if not value:
             raise ConfigError(f"line {lineno}: empty 'slide'", path=path)
-        p = Path(value)
-        if not p.is_absolute():
-            p = path.parent / p
+        slide = value if is_slide_url(value) else str(_beside(path, value))
         roi = (row.get("roi") or "").strip() or None
-        if roi and not Path(roi).is_absolute():
-            roi = str(path.parent / roi)
-        name = (row.get("name") or "").strip() or slide_name(p)
+        if roi:
+            roi = str(_beside(path, roi))
+        name = (row.get("name") or "").strip() or slide_name(slide)
         mpp = _float_or_none(row.get("mpp"), f"{path}: line {lineno}")
-        tasks.append(
-            (SlideTask(path=str(p), name=name, mpp=mpp, roi=roi), f"{path}: line {lineno}")
-        )
+        tasks.append((SlideTask(path=slide, name=name, mpp=mpp, roi=roi), f"{path}: line {lineno}"))
     return tasks
 
 
@@ -106,8 +117,9 @@ def discover_slides(
     ----------
     inputs
         Slide files, folders (searched recursively for :data:`SLIDE_EXTENSIONS`;
-        a folder of DICOM files is one slide), CSV files with a ``slide`` column
-        (and optional ``mpp``, ``roi``, ``name`` columns), or tasks.
+        a folder of DICOM files is one slide), slide URLs (``str``; a DICOMweb
+        series each), CSV files with a ``slide`` column of files or URLs (and
+        optional ``mpp``, ``roi``, ``name`` columns), or tasks.
     roi_dir
         A folder holding ``<slide>.geojson``/``.json``/``.csv`` ROI files.
 
@@ -118,13 +130,18 @@ def discover_slides(
         ``..``, a control character, starts with ``.``, or is too long: it
         would write outside the output folder), when two slides share a name,
         or names that differ only by case (their outputs would collide, or do
-        on case-insensitive file systems), or a CSV is malformed. The message
-        names the CSV file and line, or the slide.
+        on case-insensitive file systems), a CSV is malformed, or a slide URL
+        holds credentials or names no DICOMweb series. The message names the
+        CSV file and line, or the slide (a URL with its credentials redacted).
     """
     found: list[tuple[SlideTask, str]] = []
     for item in inputs:
         if isinstance(item, SlideTask):
-            found.append((item, f"slide {item.path}"))
+            found.append((item, f"slide {redact_url(item.path)}"))
+            continue
+        if is_slide_url(item):
+            url = str(item)
+            found.append((SlideTask(path=url, name=slide_name(url)), redact_url(url)))
             continue
         p = Path(item)
         if p.is_dir():
@@ -137,6 +154,8 @@ def discover_slides(
             # Missing files are kept: they fail as slides, recorded, without stopping the batch.
             found.append((SlideTask(path=str(p), name=slide_name(p)), str(p)))
     for t, where in found:
+        if is_slide_url(t.path):
+            check_slide_url(t.path, where)
         check_slide_name(t.name, where)
         if t.mpp is not None and not (isinstance(t.mpp, (int, float)) and 0 < t.mpp < math.inf):
             raise ConfigError(f"{where}: mpp must be a positive number, not {t.mpp!r}")
