@@ -27,7 +27,7 @@ from tilestream.extract.resume import is_complete
 from tilestream.extract.sources import discover_slides
 from tilestream.runfolder import slide_outputs
 from tilestream.testing.orthanc import OrthancServer, SeriesRef
-from tilestream.tfrecord import iter_records
+from tilestream.tfrecord import iter_records, parse_example
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -183,6 +183,10 @@ def test_dicomweb_extraction_gives_the_records_of_the_files_on_disk(
 ) -> None:
     ref = series(name)
     options, mpp = SHARED[name]
+    # Every tile decoded and re-encoded on both sides: OpenSlide gives the files' pixels, not
+    # their stored frames, so only the DICOMweb side could assemble tiles from the frames
+    # losslessly (test_dicomweb_tiles_are_the_scanners_frames_assembled_losslessly).
+    options = {**options, "jpeg_passthrough": False}
     local = _extract(str(sorted(ref.files)[0]), tmp_path / "local", "s", options, mpp)
     remote = _extract(orthanc.url(name), tmp_path / "remote", "s", options, mpp)
     (lr,), (rr,) = local.results, remote.results
@@ -315,3 +319,32 @@ def test_url_slides_run_in_worker_processes(orthanc, tmp_path: Path) -> None:
     assert sorted((r.slide, r.status) for r in run.results) == [("a", "done"), ("b", "done")]
     a, b = (_records(run.run_dir / f"{n}.tfrecords") for n in "ab")
     assert len(a) == len(b) > 0
+
+
+def test_dicomweb_tiles_are_the_scanners_frames_assembled_losslessly(
+    orthanc, series: Callable[[str], SeriesRef], cmu_slide: Path, tmp_path: Path
+) -> None:
+    """The dicomized CMU slide holds the SVS's JPEG tiles as frames: tiles cut from them
+    on the MCU grid are assembled from their coefficients, the SVS's pixels bit for bit."""
+    from tilestream.slide import jpeg_mosaic, open_slide
+    from tilestream.tfrecord import decode_image
+
+    if not jpeg_mosaic.available():
+        pytest.skip("the compiled _jpegdct extension is not built")
+    series("cmu-small-region")
+    run = _extract(
+        orthanc.url("cmu-small-region"), tmp_path, "s", {"tile_px": 256, "tile_um": 128}, None
+    )
+    (result,) = run.results
+    assert result.status == "done", result.error
+    assert result.tiles > 0 and result.assembled == result.tiles
+    with open_slide(cmu_slide) as svs:
+        for data, row in zip(
+            _records(run.run_dir / "s.tfrecords"),
+            _coords(run.run_dir / "s.coords.csv"),
+            strict=True,
+        ):
+            x, y = int(row[3]), int(row[4])
+            ref = svs.read_region((x, y), 0, (256, 256), as_array=True)
+            rec = parse_example(data)
+            assert np.array_equal(decode_image(rec["image_raw"]), ref), (x, y)
