@@ -17,7 +17,9 @@ catch, so ``except ValueError`` or ``except OSError`` keep working::
     │   ├── UnsupportedSlideError
     │   ├── CorruptSlideError
     │   ├── SlideTooLargeError
-    │   └── MissingMPPError (ValueError)
+    │   ├── MissingMPPError (ValueError)
+    │   └── RemoteSlideError (ConnectionError)
+    │       └── SlideAccessDeniedError (PermissionError)
     ├── ExtractionError
     │   └── ROIError (ValueError)
     ├── AnnotationError (ValueError)
@@ -53,6 +55,8 @@ __all__ = [
     "MissingMPPError",
     "ROIError",
     "RecordNotFoundError",
+    "RemoteSlideError",
+    "SlideAccessDeniedError",
     "SlideError",
     "SlideNotFoundError",
     "SlideTooLargeError",
@@ -190,6 +194,17 @@ class SlideTooLargeError(SlideError):
 
 class MissingMPPError(SlideError, ValueError):
     """The slide has no usable resolution (microns per pixel); pass ``mpp=``."""
+
+
+class RemoteSlideError(SlideError, ConnectionError):
+    """A slide server (DICOMweb) failed, did not answer, or does not speak the protocol.
+
+    ``path`` is the slide's URL without credentials or query string.
+    """
+
+
+class SlideAccessDeniedError(RemoteSlideError, PermissionError):
+    """The slide server refused the credentials (HTTP 401 or 403)."""
 
 
 class ExtractionError(TileStreamError):

@@ -1,11 +1,13 @@
-"""Opening a slide file: which backend reads it, and why none could.
+"""Opening a slide file or URL: which backend reads it, and why none could.
 
 :func:`open_backend` opens a file with the named backend, or with
-``backend="auto"`` tries the registered backends fastest-first
+``backend="auto"`` tries the registered file backends fastest-first
 (:mod:`tilestream.slide.registry`) and keeps the first one that opens it;
 when none does, the error lists every backend's reason, the first backend
-that recognised the format explaining best. :func:`detect_format` names a
-file's format without opening it.
+that recognised the format explaining best. A URL (``dicomweb+https://...``)
+goes to the backend declaring its scheme in ``url_schemes``, never to a file
+backend; a URL backend is never tried on a file. :func:`detect_format` names
+a file's format without opening it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tilestream.errors import SlideError, SlideTooLargeError, UnsupportedSlideError
+from tilestream.errors import (
+    MissingDependencyError,
+    SlideError,
+    SlideTooLargeError,
+    UnsupportedSlideError,
+)
 from tilestream.slide.backends.base import SlideBackend
+from tilestream.slide.dicomweb import OPTIONS, DicomWebOptions
 from tilestream.slide.limits import OPENING, SlideLimits
-from tilestream.slide.reading import PathLike, check_path
-from tilestream.slide.registry import available_backends, backend_class
+from tilestream.slide.reading import PathLike, SlideLocation, check_path, safe_location, url_scheme
+from tilestream.slide.registry import (
+    available_backends,
+    backend_class,
+    url_backend,
+    url_schemes_of,
+)
 
 __all__ = ["detect_format", "open_backend"]
 
@@ -41,14 +54,18 @@ def detect_format(path: PathLike) -> str | None:
     'png'
     """
     p = check_path(path)
-    for name in available_backends():
+    for name in _file_backends():
         fmt = backend_class(name).detect_format(p)
         if fmt is not None:
             return fmt
     return None
 
 
-def _check_tile_sizes(impl: SlideBackend, limits: SlideLimits, path: Path) -> None:
+def _file_backends() -> tuple[str, ...]:
+    return tuple(n for n in available_backends() if not url_schemes_of(backend_class(n)))
+
+
+def _check_tile_sizes(impl: SlideBackend, limits: SlideLimits, path: SlideLocation) -> None:
     """Refuse a slide whose declared stored tiles are over the tile budget (any backend)."""
     for level in range(len(impl.level_dimensions)):
         size = impl.level_tile_size(level)
@@ -57,40 +74,73 @@ def _check_tile_sizes(impl: SlideBackend, limits: SlideLimits, path: Path) -> No
 
 
 def _construct(
-    cls: type[SlideBackend], path: Path, cache_bytes: int | None, limits: SlideLimits
+    cls: type[SlideBackend],
+    path: SlideLocation,
+    cache_bytes: int | None,
+    limits: SlideLimits,
+    options: DicomWebOptions | None = None,
 ) -> SlideBackend:
     """Open ``path`` with one backend; anything but our own errors becomes one."""
     token = OPENING.set(limits)  # SlideBackend.__init__ picks the budgets up
+    options_token = OPTIONS.set(options)
+    shown = safe_location(path)
     try:
-        impl = cls(path, cache_bytes=cache_bytes)
-    except SlideError:
+        impl = cls(path, cache_bytes=cache_bytes)  # type: ignore[arg-type]
+    except (SlideError, MissingDependencyError):
         raise
     except MemoryError:
         raise
     except Exception as exc:  # a dependency choking on a malformed file
+        detail = f"{type(exc).__name__}: {exc}" if shown == path else type(exc).__name__
         raise UnsupportedSlideError(
-            f"the {cls.name} backend cannot parse it ({type(exc).__name__}: {exc})", path=path
+            f"the {cls.name} backend cannot parse it ({detail})", path=shown
         ) from exc
     finally:
+        OPTIONS.reset(options_token)
         OPENING.reset(token)
     try:
-        _check_tile_sizes(impl, limits, path)
+        _check_tile_sizes(impl, limits, shown)
     except BaseException:
         impl.close()
         raise
     return impl
 
 
-def open_backend(
-    path: Path, backend: str, *, cache_bytes: int | None, limits: SlideLimits
+def _open_url(
+    url: str, backend: str, cache_bytes: int | None, limits: SlideLimits, options: DicomWebOptions | None
 ) -> SlideBackend:
+    scheme = url_scheme(url) or ""
+    shown = safe_location(url)
+    cls = url_backend(scheme) if backend == "auto" else backend_class(backend)
+    if cls is None:
+        raise UnsupportedSlideError(f"no slide backend reads {scheme}:// URLs", path=shown)
+    if scheme not in url_schemes_of(cls):
+        raise SlideError(f"the {cls.name} backend does not read {scheme}:// URLs", path=shown)
+    return _construct(cls, url, cache_bytes, limits, options)
+
+
+def open_backend(
+    path: SlideLocation,
+    backend: str,
+    *,
+    cache_bytes: int | None,
+    limits: SlideLimits,
+    options: DicomWebOptions | None = None,
+) -> SlideBackend:
+    """Open a file or URL with ``backend`` (a name, or ``"auto"``)."""
+    if isinstance(path, str):
+        if url_scheme(path) is not None:
+            return _open_url(path, backend, cache_bytes, limits, options)
+        path = Path(path)
     if backend != "auto":
         cls = backend_class(backend)
+        if url_schemes_of(cls):
+            raise SlideError(f"the {backend} backend reads URLs, not files", path=path)
         if not cls.available():
             raise SlideError(f"slide backend {backend!r} is not available here", path=path)
         return _construct(cls, path, cache_bytes, limits)
     errors: list[tuple[str, SlideError]] = []
-    for name in available_backends():
+    for name in _file_backends():
         try:
             return _construct(backend_class(name), path, cache_bytes, limits)
         except SlideTooLargeError:

@@ -50,6 +50,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -66,10 +67,11 @@ from tilestream.slide.levels import best_level
 from tilestream.slide.limits import SlideLimits, default_limits
 from tilestream.slide.opening import open_backend
 from tilestream.slide.properties import file_mpp, normalise_mpp, objective_power, slide_bounds
-from tilestream.slide.reading import PathLike, check_path, reading
+from tilestream.slide.reading import PathLike, check_location, reading, safe_location
 
 if TYPE_CHECKING:
     from tilestream.slide.color import ColorTransform
+    from tilestream.slide.dicomweb import DicomWebOptions
 
 __all__ = ["THUMBNAIL_WHOLE_BYTES", "Slide", "open_slide"]
 
@@ -89,7 +91,8 @@ class Slide(LargeImageMethods):
     Parameters
     ----------
     path
-        The slide file (for DICOM, any file of the series).
+        The slide file (for DICOM, any file of the series), or a URL a backend reads
+        (``dicomweb+https://...``); :attr:`path` drops a URL's credentials and query.
     backend
         ``"auto"`` (default), or a name from :func:`available_backends`.
     mpp
@@ -109,6 +112,8 @@ class Slide(LargeImageMethods):
         Memory budgets (:class:`~tilestream.slide.limits.SlideLimits`) for what
         one decode or one read may allocate; ``None``: the module-wide default
         (:func:`~tilestream.slide.limits.default_limits`).
+    dicomweb
+        A DICOMweb URL's credentials, timeouts, retries (``DicomWebOptions``).
     """
 
     def __init__(
@@ -120,8 +125,10 @@ class Slide(LargeImageMethods):
         color: Literal["srgb"] | None = None,
         cache_bytes: int | None = None,
         limits: SlideLimits | None = None,
+        dicomweb: DicomWebOptions | None = None,
     ) -> None:
-        self.path = check_path(path)
+        self._location = check_location(path)
+        self.path: Path | str = safe_location(self._location)
         if color not in (None, "srgb"):
             raise ValueError(f"color must be None or 'srgb', not {color!r}")
         if limits is not None and not isinstance(limits, SlideLimits):
@@ -133,12 +140,15 @@ class Slide(LargeImageMethods):
             "color": color,
             "cache_bytes": cache_bytes,
             "limits": limits,
+            "dicomweb": dicomweb,
         }
         self._mpp_override = normalise_mpp(mpp, self.path)
         self._color = color
         self._color_transform: ColorTransform | None = None
         self._color_lock = threading.Lock()
-        self._impl = open_backend(self.path, backend, cache_bytes=cache_bytes, limits=self.limits)
+        self._impl = open_backend(
+            self._location, backend, cache_bytes=cache_bytes, limits=self.limits, options=dicomweb
+        )
         self._closed = False
         self._mpp_cache: tuple[float, float] | Literal[False] | None = False
 
@@ -167,7 +177,7 @@ class Slide(LargeImageMethods):
     def __reduce__(self) -> tuple[Callable[..., Slide], tuple[Any, ...]]:
         args = dict(self._open_args)
         args["backend"] = self.backend
-        return (_reopen, (str(self.path), args))
+        return (_reopen, (str(self._location), args))
 
     def __repr__(self) -> str:
         return f"Slide({str(self.path)!r}, backend={self.backend!r})"
@@ -572,21 +582,17 @@ def open_slide(
     color: Literal["srgb"] | None = None,
     cache_bytes: int | None = None,
     limits: SlideLimits | None = None,
+    dicomweb: DicomWebOptions | None = None,
 ) -> Slide:
-    """Open a slide (a context manager); see :class:`Slide` for the arguments.
-
-    Examples
-    --------
-    >>> import numpy as np, tempfile, pathlib
-    >>> from PIL import Image
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.png"
-    >>> Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
-    >>> with open_slide(path) as slide:
-    ...     slide.mpp is None
-    True
-    """
+    """Open a slide file or URL (a context manager); see :class:`Slide` (and the examples above)."""
     return Slide(
-        path, backend=backend, mpp=mpp, color=color, cache_bytes=cache_bytes, limits=limits
+        path,
+        backend=backend,
+        mpp=mpp,
+        color=color,
+        cache_bytes=cache_bytes,
+        limits=limits,
+        dicomweb=dicomweb,
     )
 
 

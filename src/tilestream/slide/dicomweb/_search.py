@@ -1,0 +1,160 @@
+"""QIDO-RS search for whole-slide series on a DICOMweb server: :func:`list_series`."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tilestream.slide.dicomweb._client import DicomWebOptions, DicomWebSession
+from tilestream.slide.dicomweb._metadata import first_value, pixel_spacing_mpp
+from tilestream.slide.dicomweb._url import DicomWebAuth, DicomWebURL
+
+__all__ = ["SeriesInfo", "list_series"]
+
+_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+_ASSOCIATED = {"LABEL": "label", "OVERVIEW": "macro", "THUMBNAIL": "thumbnail"}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """A whole-slide series found on a DICOMweb server.
+
+    Attributes
+    ----------
+    study_uid, series_uid
+        The series' UIDs.
+    url
+        Its slide URL for :func:`~tilestream.slide.open_slide` (no credentials, no query).
+    description
+        ``SeriesDescription`` (``""`` when none).
+    dimensions
+        Level-0 ``(width, height)``; ``None`` when the series has no VOLUME image.
+    levels
+        ``(width, height)`` of every pyramid level, largest first.
+    mpp
+        Microns per pixel ``(x, y)`` at level 0 from the pixel spacing, ``None`` when absent.
+    associated
+        Names of the associated images (``label``, ``macro``, ``thumbnail``).
+    instances
+        Number of whole-slide instances in the series.
+    """
+
+    study_uid: str
+    series_uid: str
+    url: str
+    description: str
+    dimensions: tuple[int, int] | None
+    levels: tuple[tuple[int, int], ...]
+    mpp: tuple[float, float] | None
+    associated: tuple[str, ...]
+    instances: int
+
+
+def list_series(
+    server_url: str,
+    *,
+    study: str | None = None,
+    auth: DicomWebAuth | None = None,
+    options: DicomWebOptions | None = None,
+) -> list[SeriesInfo]:
+    """The whole-slide (modality ``SM``) series on a DICOMweb server, or in one study.
+
+    One QIDO-RS query for the series, then one WADO-RS metadata request per series.
+
+    Parameters
+    ----------
+    server_url
+        The DICOMweb root, ``https://host/dicom-web`` (``dicomweb+`` prefix
+        optional; a ``/studies/<uid>`` suffix selects that study).
+    study
+        Only this study (overrides one named in the URL).
+    auth
+        Credentials (``None``: ``options.auth``, else the environment, else the URL's userinfo).
+    options
+        Timeouts and retries (:class:`DicomWebOptions`).
+
+    Returns
+    -------
+    list of SeriesInfo
+        Sorted by study UID, then series UID.
+
+    Raises
+    ------
+    SlideAccessDeniedError
+        The server refused the credentials (401/403).
+    RemoteSlideError
+        The server failed, cannot be reached, or does not speak DICOMweb.
+    SlideNotFoundError
+        No such study (HTTP 404).
+    """
+    prefixed = server_url if server_url.startswith("dicomweb+") else "dicomweb+" + server_url
+    root = DicomWebURL.parse(prefixed, require_series=False)
+    opts = options or DicomWebOptions()
+    if auth is not None:
+        opts = DicomWebOptions(
+            auth=auth,
+            timeout=opts.timeout,
+            retries=opts.retries,
+            backoff=opts.backoff,
+        )
+    study = study or root.study_uid
+    session = DicomWebSession(root, opts)
+    try:
+        query = urllib.parse.urlencode(
+            [("Modality", "SM"), ("includefield", "0008103E"), ("includefield", "0020000D")]
+        )
+        path = f"/studies/{study}/series?{query}" if study else f"/series?{query}"
+        found = session.get_json(path, what="the list of series")
+        out = []
+        for item in found if isinstance(found, list) else []:
+            study_uid = str(first_value(item, "0020000D") or study or "")
+            series_uid = str(first_value(item, "0020000E") or "")
+            if not study_uid or not series_uid:
+                continue
+            meta = session.get_json(
+                f"/studies/{study_uid}/series/{series_uid}/metadata",
+                what=f"the metadata of series {series_uid}",
+            )
+            info = _series_info(root.series(study_uid, series_uid), item, meta)
+            if info is not None:
+                out.append(info)
+    finally:
+        session.close()
+    return sorted(out, key=lambda s: (s.study_uid, s.series_uid))
+
+
+def _series_info(url: DicomWebURL, item: Mapping[str, Any], meta: Any) -> SeriesInfo | None:
+    instances = [
+        m
+        for m in (meta if isinstance(meta, list) else [])
+        if isinstance(m, Mapping) and first_value(m, "00080016") == _WSI_SOP_CLASS
+    ]
+    if not instances:
+        return None
+    volumes: list[tuple[int, int, Mapping[str, Any]]] = []
+    associated: set[str] = set()
+    for inst in instances:
+        kinds = inst.get("00080008", {}).get("Value") or []
+        kind = str(kinds[2]).upper() if len(kinds) > 2 else "VOLUME"
+        if kind in _ASSOCIATED:
+            associated.add(_ASSOCIATED[kind])
+            continue
+        w, h = first_value(inst, "00480006"), first_value(inst, "00480007")
+        if isinstance(w, int) and isinstance(h, int):
+            volumes.append((w, h, inst))
+    volumes.sort(key=lambda v: v[0] * v[1], reverse=True)
+    levels = tuple(dict.fromkeys((w, h) for w, h, _ in volumes))
+    mpp = pixel_spacing_mpp(volumes[0][2]) if volumes else None
+    return SeriesInfo(
+        study_uid=str(url.study_uid),
+        series_uid=str(url.series_uid),
+        url=url.url,
+        description=str(first_value(item, "0008103E") or ""),
+        dimensions=levels[0] if levels else None,
+        levels=levels,
+        mpp=(float(mpp[0]), float(mpp[1])) if mpp else None,
+        associated=tuple(sorted(associated)),
+        instances=len(instances),
+    )
