@@ -48,3 +48,17 @@ def test_wsidicom_reads_the_series_over_dicomweb_as_from_the_files(orthanc, key:
         a = np.asarray(remote.read_region((0, 0), 0, size))
         b = np.asarray(local.read_region((0, 0), 0, size))
     assert np.array_equal(a, b)
+
+
+def test_tilestream_reads_the_dicomized_cmu_from_orthanc_as_the_svs(orthanc, cmu_slide) -> None:
+    """End to end: SVS -> dicomizer (tiles copied) -> Orthanc -> DICOMweb URL -> same pixels."""
+    from tilestream.slide import open_slide
+
+    with open_slide(orthanc.url("cmu-small-region")) as remote, open_slide(cmu_slide) as svs:
+        assert remote.backend == "dicomweb"
+        assert remote.dimensions == svs.dimensions == (2220, 2967)
+        assert remote.mpp == pytest.approx((0.499, 0.499), rel=1e-6)
+        region = ((1000, 1200), 0, (700, 500))
+        assert np.array_equal(
+            remote.read_region(*region, as_array=True), svs.read_region(*region, as_array=True)
+        )
