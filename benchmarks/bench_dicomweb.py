@@ -504,6 +504,20 @@ def section(best: dict[str, Any], counted: dict[str, Any], meta: dict[str, Any])
     )
 
 
+def _public_args(argv: list[str]) -> list[str]:
+    """The command line without ``--json PATH`` (a local path, not for the docs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--json="):
+            skip = False
+            continue
+        if arg == "--json":
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8_000, help="slide side in pixels")
@@ -546,7 +560,9 @@ def main() -> None:
             "orthanc": orthanc_version(server),
             "versions": versions(),
             "machine": f"{os.cpu_count()} shared CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-            "command": "python benchmarks/bench_dicomweb.py " + " ".join(sys.argv[1:]),
+            "command": " ".join(
+                ["python benchmarks/bench_dicomweb.py", *_public_args(sys.argv[1:])]
+            ),
         }
     text = section(best, counted, meta)
     print(text)
