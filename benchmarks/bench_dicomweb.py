@@ -472,6 +472,19 @@ def verdicts(best: dict[str, Any], counted: dict[str, Any]) -> str:
             f"The output tiles touch {frames / tiles:.2f} frames each on average: a per-frame "
             f"client without a frame cache would send {frames:,} requests for the pass."
         )
+    ts_count, frame_count = counted.get("tilestream", {}), counted.get("wado-per-frame", {})
+    if ts_count.get("requests") and frame_count.get("requests"):
+        parts.append(
+            f"Requests (opening's metadata included): tilestream {ts_count['requests']:,}, the "
+            f"per-frame client {frame_count['requests']:,}; bytes received "
+            f"{ts_count['bytes_in'] / frame_count['bytes_in']:.2f}x the per-frame client's "
+            "(both move each stored frame once; tilestream also reads the metadata of every "
+            "instance of the series). The gap to the per-frame client is round trips: "
+            "tilestream asks for whole stored rows of frames in multi-frame requests, several "
+            "in flight, while the per-frame client waits for one frame at a time. "
+            "`local-tilestream` reads the files through OpenSlide's DICOM reader (tilestream's "
+            "`openslide` backend), which is slower here than wsidicom's reader of the same files."
+        )
     return " ".join(parts)
 
 
