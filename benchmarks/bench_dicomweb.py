@@ -481,9 +481,14 @@ def verdicts(best: dict[str, Any], counted: dict[str, Any]) -> str:
             "(both move each stored frame once; tilestream also reads the metadata of every "
             "instance of the series). The gap to the per-frame client is round trips: "
             "tilestream asks for whole stored rows of frames in multi-frame requests, several "
-            "in flight, while the per-frame client waits for one frame at a time. "
+            "in flight, while the per-frame client waits for one frame at a time."
+        )
+    local_ts, local_wsi = rate("local-tilestream"), rate("local-wsidicom")
+    if local_ts is not None and local_wsi is not None:
+        faster = "faster" if local_ts > local_wsi else "slower"
+        parts.append(
             "`local-tilestream` reads the files through OpenSlide's DICOM reader (tilestream's "
-            "`openslide` backend), which is slower here than wsidicom's reader of the same files."
+            f"`openslide` backend), {faster} here than wsidicom's reader of the same files."
         )
     return " ".join(parts)
 
