@@ -7,7 +7,10 @@ binary, waits until its REST API answers and stops it (terminate, then kill)
 when done. :meth:`OrthancServer.upload` stores DICOM files through the REST
 API; :func:`dicomize` converts a slide to DICOM files with Orthanc's
 ``OrthancWSIDicomizer``, so the same files can be read locally and through
-the server.
+the server. The dicomizer's default output is read neither by wsidicom nor by
+OpenSlide; :func:`dicomizer_options` is the recipe that is (ImageType, one
+instance per level, the pixel spacing, OpenSlide for what it cannot copy),
+explained in ``docs/dicomweb.md``.
 
 Nothing here needs the network beyond ``127.0.0.1``.
 
