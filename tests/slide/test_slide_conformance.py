@@ -7,12 +7,16 @@ the files OpenSlide reads, otherwise with the decoded image itself (tifffile /
 Pillow). Tolerances: reads at whole level pixels are exact (max abs diff 0);
 reads whose level-0 location falls between a level's pixels are bilinear like
 OpenSlide's cairo path and agree within 2 in premultiplied RGBA.
+
+The ``dicomweb`` cases are DICOM series served by a real Orthanc on loopback
+(the shared ``dicom-openslide-boxes`` and a 3-level pyramid dicomized here from
+CMU-1-Small-Region); OpenSlide reads the same files locally as the reference.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +26,11 @@ import pytest
 import tifffile
 from PIL import Image
 
+from conftest import missing
+from dicomweb.dicomweb_testing import dicomize_pyramid
 from tilestream.errors import SlideError
 from tilestream.slide import Slide, available_backends, open_slide
+from tilestream.testing.orthanc import OrthancServer, dicomizer_binary, orthanc_binary, plugin_path
 
 pytestmark = pytest.mark.testdata
 
@@ -151,6 +158,26 @@ CASES = [
         openslide_reads=False,
         tile=(256, 256),
     ),
+    # DICOM series served over DICOMweb by Orthanc, see dicomweb_urls.
+    Case(
+        "dicomweb:openslide-boxes",
+        ("dicomweb",),
+        ((16, 16),),
+        "dicom",
+        0.499,
+        20.0,
+        frozenset({"thumbnail"}),
+        tile=(64, 64),
+    ),
+    Case(
+        "dicomweb:cmu-pyramid",
+        ("dicomweb",),
+        ((2220, 2967), (1110, 1484), (555, 742)),
+        "dicom",
+        0.499,
+        None,
+        tile=(240, 240),
+    ),
     Case("gen/plain.png", ("image",), ((640, 480),), None, None, None, openslide_reads=False),
     Case("gen/plain.jpg", ("image",), ((640, 480),), None, None, None, openslide_reads=False),
 ]
@@ -211,9 +238,41 @@ def generated_dir(tmp_path_factory: pytest.TempPathFactory, real_pixels: np.ndar
     return root
 
 
+#: The local DICOM file OpenSlide reads for each DICOMweb URL (filled by ``dicomweb_urls``).
+LOCAL: dict[str, Path] = {}
+
+
+def _local(path: Path | str) -> Path | str:
+    return LOCAL.get(str(path), path)
+
+
+@pytest.fixture(scope="session")
+def dicomweb_urls(
+    slides_dir: Path, cmu_slide: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A real Orthanc holding the DICOMweb cases' series: case name -> slide URL."""
+    if orthanc_binary() is None or plugin_path("dicomweb") is None or dicomizer_binary() is None:
+        missing("Orthanc, its DICOMweb plugin and OrthancWSIDicomizer are needed")
+    pyramid = tmp_path_factory.mktemp("dicom-pyramid")
+    dicomize_pyramid(cmu_slide, pyramid)
+    folders = {"openslide-boxes": slides_dir / "dicom-openslide-boxes", "cmu-pyramid": pyramid}
+    with OrthancServer(tmp_path_factory.mktemp("orthanc-conformance")) as server:
+        urls = {}
+        for name, folder in folders.items():
+            (ref,) = server.upload([folder])
+            urls[f"dicomweb:{name}"] = url = ref.url(server.dicomweb_url)
+            LOCAL[url] = sorted(folder.glob("*.dcm"))[0]
+        yield urls
+
+
 @pytest.fixture
-def case_path(slides_dir: Path, generated_dir: Path) -> Callable[[Case], Path]:
-    def resolve(case: Case) -> Path:
+def case_path(
+    request: pytest.FixtureRequest, slides_dir: Path, generated_dir: Path
+) -> Callable[[Case], Path | str]:
+    def resolve(case: Case) -> Path | str:
+        if case.name.startswith("dicomweb:"):
+            urls: dict[str, str] = request.getfixturevalue("dicomweb_urls")
+            return urls[case.name]
         if case.name.startswith("gen/"):
             return generated_dir / case.name[4:]
         return slides_dir / case.name
@@ -222,7 +281,7 @@ def case_path(slides_dir: Path, generated_dir: Path) -> Callable[[Case], Path]:
 
 
 @pytest.fixture(params=PAIRS, ids=[_ids(p) for p in PAIRS])
-def opened(request: pytest.FixtureRequest, case_path: Callable[[Case], Path]):
+def opened(request: pytest.FixtureRequest, case_path: Callable[[Case], Path | str]):
     backend, case = request.param
     path = case_path(case)
     with open_slide(path, backend=backend) as slide:
@@ -277,7 +336,7 @@ def test_metadata_matches_openslide(opened) -> None:
     _, case, path, slide = opened
     if not case.openslide_reads:
         pytest.skip("OpenSlide does not read this file")
-    with openslide.OpenSlide(path) as osr:
+    with openslide.OpenSlide(_local(path)) as osr:
         n = len(case.levels)
         assert slide.level_dimensions[:n] == osr.level_dimensions[:n]
         assert slide.level_downsamples[:n] == pytest.approx(osr.level_downsamples[:n], rel=1e-12)
@@ -287,6 +346,9 @@ def test_metadata_matches_openslide(opened) -> None:
         for key in theirs:
             if key.startswith("aperio.") or key == "tiff.ImageDescription":
                 assert ours[key] == theirs[key], key
+        if slide.backend == "dicomweb":  # OpenSlide re-serialises a DICOM profile (lcms)
+            assert ours.get("openslide.icc-size") == theirs.get("openslide.icc-size")
+            return
         assert slide.color_profile == (
             osr.color_profile.tobytes() if osr.color_profile is not None else None
         )
@@ -307,7 +369,7 @@ def _locations(slide: Slide, level: int) -> list[tuple[int, int]]:
 
 def test_read_region_matches_reference(opened) -> None:
     _, case, path, slide = opened
-    osr = openslide.OpenSlide(path) if case.openslide_reads else None
+    osr = openslide.OpenSlide(_local(path)) if case.openslide_reads else None
     try:
         for level in range(len(case.levels)):
             ds = slide.level_downsamples[level]
@@ -343,7 +405,7 @@ def test_read_region_fractional_matches_openslide(opened) -> None:
     _, case, path, slide = opened
     if not case.openslide_reads or slide.level_count < 2:
         pytest.skip("needs OpenSlide and a second level")
-    with openslide.OpenSlide(path) as osr:
+    with openslide.OpenSlide(_local(path)) as osr:
         for level in range(1, len(case.levels)):
             for loc in [(3, 5), (101, 37), (-3, 7), (slide.dimensions[0] - 201, 9)]:
                 got = np.asarray(slide.read_region(loc, level, (64, 48)))
@@ -389,7 +451,7 @@ def test_thumbnail_and_best_level(opened) -> None:
         assert slide.get_best_level_for_downsample(ds) == i
         assert slide.get_best_level_for_downsample(ds + 0.01) == i
     if case.openslide_reads:
-        with openslide.OpenSlide(path) as osr:
+        with openslide.OpenSlide(_local(path)) as osr:
             if osr.level_downsamples == slide.level_downsamples:
                 np.testing.assert_array_equal(
                     np.asarray(thumb), np.asarray(osr.get_thumbnail((200, 200)))
@@ -416,7 +478,7 @@ def test_associated_images(opened) -> None:
     with pytest.raises(KeyError):
         images["no-such-image"]
     if case.openslide_reads and slide.backend != "openslide":
-        with openslide.OpenSlide(path) as osr:
+        with openslide.OpenSlide(_local(path)) as osr:
             for name, theirs in osr.associated_images.items():
                 np.testing.assert_array_equal(
                     np.asarray(images[name]), np.asarray(theirs.convert("RGB")), err_msg=name

@@ -1,7 +1,7 @@
-"""Whole-slide images: one :class:`Slide` API over OpenSlide, tifffile and Pillow.
+"""Whole-slide images: one :class:`Slide` API over OpenSlide, tifffile, Pillow and DICOMweb.
 
 >>> from tilestream.slide import open_slide, available_backends
->>> available_backends()
+>>> available_backends()[:3]
 ('tifffile', 'openslide', 'image')
 
 ``open_slide(path, *, backend="auto", mpp=None, color=None, limits=None)`` returns a

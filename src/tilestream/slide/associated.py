@@ -28,7 +28,7 @@ class AssociatedImages(Mapping[str, Image.Image]):
     """
 
     def __init__(
-        self, path: Path, backend: SlideBackend, check_open: Callable[[], SlideBackend]
+        self, path: Path | str, backend: SlideBackend, check_open: Callable[[], SlideBackend]
     ) -> None:
         self._path = path
         self._backend = backend

@@ -107,7 +107,11 @@ def _construct(
 
 
 def _open_url(
-    url: str, backend: str, cache_bytes: int | None, limits: SlideLimits, options: DicomWebOptions | None
+    url: str,
+    backend: str,
+    cache_bytes: int | None,
+    limits: SlideLimits,
+    options: DicomWebOptions | None,
 ) -> SlideBackend:
     scheme = url_scheme(url) or ""
     shown = safe_location(url)

@@ -19,7 +19,7 @@ __all__ = ["file_mpp", "normalise_mpp", "objective_power", "slide_bounds"]
 logger = logging.getLogger(__name__)
 
 
-def file_mpp(props: Mapping[str, str], path: Path) -> tuple[float, float] | None:
+def file_mpp(props: Mapping[str, str], path: Path | str) -> tuple[float, float] | None:
     """Microns per pixel ``(x, y)`` from ``openslide.mpp-x/y``; ``None`` if missing or implausible.
 
     An implausible resolution (a screen or print one, or flagged
@@ -50,7 +50,7 @@ def file_mpp(props: Mapping[str, str], path: Path) -> tuple[float, float] | None
 
 
 def normalise_mpp(
-    mpp: float | tuple[float, float] | None, path: Path
+    mpp: float | tuple[float, float] | None, path: Path | str
 ) -> tuple[float, float] | None:
     """An ``mpp=`` override as ``(x, y)``; :class:`ValueError` unless positive and finite."""
     if mpp is None:

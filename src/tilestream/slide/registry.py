@@ -13,7 +13,7 @@ Examples
 >>> available_backends()[:3]
 ('tifffile', 'openslide', 'image')
 >>> url_backend("dicomweb+https").name
-'dicomweb' 
+'dicomweb'
 >>> backend_class("image").priority
 30
 """

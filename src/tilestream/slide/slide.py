@@ -516,8 +516,8 @@ class Slide(LargeImageMethods):
 
         Not ``None`` only when the stored tiles are plain 8-bit RGB JPEG tiles
         that :meth:`read_stored_tile_bytes` can hand out without re-encoding
-        (``tifffile`` backend: Aperio SVS and generic JPEG TIFF levels; NDPI
-        strips, JPEG 2000, other codecs and the other backends give ``None``).
+        (``tifffile``: Aperio SVS and generic JPEG TIFF levels; ``dicomweb``: JPEG
+        baseline frames; NDPI strips, other codecs and other backends: ``None``).
         Stored tile ``(col, row)`` covers level pixels
         ``[col * tile_w, (col + 1) * tile_w) x [row * tile_h, (row + 1) * tile_h)``;
         edge tiles are stored full-size (padding beyond the level's edge).

@@ -140,7 +140,11 @@ class DicomWebBackend(SlideBackend):
         r0, r1 = y // th, (y + h - 1) // th
         cols, _ = image.grid
         self._tiles.reserve((r1 - r0 + 1) * cols * tw * th * 3 + w * h * 3)
-        if any(self._tiles.peek((*key, c, r)) is None for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)):
+        if any(
+            self._tiles.peek((*key, c, r)) is None
+            for r in range(r0, r1 + 1)
+            for c in range(c0, c1 + 1)
+        ):
             self._series.fetch_rows(image, r0, r1)
         for r in range(r0, r1 + 1):
             for c in range(c0, c1 + 1):
@@ -153,7 +157,9 @@ class DicomWebBackend(SlideBackend):
                 ]
         return out
 
-    def _tile(self, image: DicomImage, key: tuple[str, object], col: int, row: int) -> NDArray[np.uint8]:
+    def _tile(
+        self, image: DicomImage, key: tuple[str, object], col: int, row: int
+    ) -> NDArray[np.uint8]:
         cached = self._tiles.get((*key, col, row))
         if cached is not None:
             return cached
@@ -183,7 +189,9 @@ class DicomWebBackend(SlideBackend):
         image = self._series.levels[level]
         cols, rows = image.grid
         if not (0 <= col < cols and 0 <= row < rows):
-            raise ValueError(f"stored tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid")
+            raise IndexError(
+                f"stored tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid"
+            )
         if not self._series.frames.cached(image.instance_uid, image.frame_of(col, row)):
             self._series.fetch_rows(image, row, row)
         data = self._series.jpeg_bytes(image, col, row)

@@ -100,6 +100,22 @@ def _credentials(url: DicomWebURL, options: DicomWebOptions) -> DicomWebAuth:
     return DicomWebAuth()
 
 
+def _adapter_class(base: type) -> type:
+    """``requests``' adapter giving every request a timeout (wsidicom's calls pass none)."""
+
+    class TimeoutAdapter(base):  # type: ignore[misc]
+        def __init__(self, timeout: float, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.default_timeout = timeout
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = self.default_timeout
+            return super().send(request, **kwargs)
+
+    return TimeoutAdapter
+
+
 class DicomWebSession:
     """One ``requests`` session to a DICOMweb server, with auth, retries and timeouts.
 
@@ -134,12 +150,15 @@ class DicomWebSession:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        session: requests.Session = requests.Session()
-        adapter = adapters.HTTPAdapter(max_retries=retry, pool_maxsize=max(10, 2 * self.options.concurrency))
+        session = requests.Session()
+        adapter = _adapter_class(adapters.HTTPAdapter)(
+            self.options.timeout,
+            max_retries=retry,
+            pool_maxsize=max(10, 2 * self.options.concurrency),
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = self.options.user_agent
-        session.params = dict(url.query)
         session.trust_env = False  # no .netrc credentials sent to a server we did not choose
         auth = _credentials(url, self.options)
         if auth.token is not None:
@@ -218,9 +237,26 @@ def map_http_error(exc: BaseException, url: DicomWebURL, what: str) -> SlideErro
     status = getattr(response, "status_code", None)
     if isinstance(status, int) and status >= 400:
         return _status_error(status, url, what)
-    name = type(exc).__name__
-    if "Retry" in name or "Connection" in name or "Timeout" in name or isinstance(exc, OSError):
-        return RemoteSlideError(
-            f"cannot get {what} from the server ({name}, after retries)", path=url.url
-        )
-    return RemoteSlideError(f"cannot get {what} from the server ({name})", path=url.url)
+    names = _cause_names(exc)
+    if any("Timeout" in n for n in names):
+        cause = "Timeout: no answer in time"
+    elif any("Connection" in n or "Retry" in n or "Protocol" in n for n in names):
+        cause = "ConnectionError: cannot connect, or the connection broke"
+    else:
+        return RemoteSlideError(f"cannot get {what} from the server ({names[0]})", path=url.url)
+    return RemoteSlideError(
+        f"cannot get {what} from the server ({cause}; after retries)", path=url.url
+    )
+
+
+def _cause_names(exc: BaseException) -> list[str]:
+    """Class names along an exception's causes (``requests`` wraps urllib3's in ``args``)."""
+    names: list[str] = []
+    node: BaseException | None = exc
+    while node is not None and len(names) < 8:
+        names.append(type(node).__name__)
+        reason = getattr(node, "reason", None)
+        if not isinstance(reason, BaseException) and node.args:
+            reason = node.args[0]
+        node = reason if isinstance(reason, BaseException) else node.__cause__ or node.__context__
+    return names

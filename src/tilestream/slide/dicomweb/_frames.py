@@ -114,8 +114,8 @@ class FrameFetcher:
                 results = [self._fetch(instance_uid, batches[0])]
             else:
                 results = list(self._pool.map(lambda b: self._fetch(instance_uid, b), batches))
-            for batch, frames in zip(batches, results):
-                for number, frame in zip(batch, frames):
+            for batch, frames in zip(batches, results, strict=True):
+                for number, frame in zip(batch, frames, strict=True):
                     found[number] = frame
         return found
 
@@ -140,7 +140,7 @@ class FrameFetcher:
                 f"asked for {len(numbers)} {what}, the server sent {len(frames)}",
                 path=self._session.url.url,
             )
-        for number, frame in zip(numbers, frames):
+        for number, frame in zip(numbers, frames, strict=True):
             self._cache.put((instance_uid, number), frame)
         logger.debug("fetched %d frames of %s", len(numbers), instance_uid)
         return frames

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -47,11 +48,11 @@ def first_value(item: Mapping[str, Any], *path: str) -> Any:
     0.5
     """
     node: Any = item
-    for i, tag in enumerate(path):
+    for tag in path:
         values = (node or {}).get(tag, {}).get("Value") if isinstance(node, Mapping) else None
         if not values:
             return None
-        node = values[0] if i == len(path) - 1 else values[0]
+        node = values[0]
     return node
 
 
@@ -114,11 +115,13 @@ def series_properties(item: Mapping[str, Any]) -> dict[str, str]:
 def icc_profile(item: Mapping[str, Any], session: DicomWebSession) -> bytes | None:
     """The first optical path's ICC profile: inline, or fetched from its bulk-data URI.
 
-    A URI outside the server's DICOMweb root is not followed (the credentials
-    would go with it); a profile that cannot be fetched is logged and ``None``.
+    Only the URI's path is used, on the slide's server (a server behind a proxy
+    may name itself by another address; credentials never go to another host);
+    a path outside the DICOMweb root is not followed. A profile that cannot be
+    fetched is logged and ``None``.
     """
-    path = first_value(item, _OPTICAL_PATHS)
-    element = path.get("00282000") if isinstance(path, Mapping) else None
+    optical = first_value(item, _OPTICAL_PATHS)
+    element = optical.get("00282000") if isinstance(optical, Mapping) else None
     if not isinstance(element, Mapping):
         return None
     if "InlineBinary" in element:
@@ -126,13 +129,17 @@ def icc_profile(item: Mapping[str, Any], session: DicomWebSession) -> bytes | No
     uri = element.get("BulkDataURI")
     if not isinstance(uri, str):
         return None
-    base = session.url.base_url
-    if not (uri.startswith(base + "/") or uri.startswith("/")):
-        logger.warning("%s: not following an ICC profile URI outside the server", session.url.url)
+    # Servers behind a proxy often name themselves by their inner address: only the
+    # path is used, always on our server (the credentials never go elsewhere).
+    path = urllib.parse.urlsplit(uri).path
+    if not path.startswith(session.url.root + "/"):
+        logger.warning(
+            "%s: not following an ICC profile URI outside the DICOMweb root", session.url.url
+        )
         return None
     try:
         response = session.get(
-            uri if uri.startswith(base) else base + uri,
+            path.removeprefix(session.url.root),
             accept='multipart/related; type="application/octet-stream"',
             what="the ICC profile",
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from numpy.typing import NDArray
 from tilestream._util.optional import require
 from tilestream.errors import (
     CorruptSlideError,
+    RemoteSlideError,
     SlideError,
     SlideNotFoundError,
     UnsupportedSlideError,
@@ -71,7 +73,9 @@ def check_series(session: DicomWebSession, url: DicomWebURL) -> None:
     query = urllib.parse.urlencode({"SeriesInstanceUID": series, "includefield": "00080060"})
     found = session.get_json(f"/studies/{study}/series?{query}", what="the series")
     if not isinstance(found, list):
-        raise SlideError("the server does not speak DICOMweb (QIDO-RS answer is not a list)", path=url.url)
+        raise RemoteSlideError(
+            "the server does not speak DICOMweb (QIDO-RS answer is not a list)", path=url.url
+        )
     if not found:
         studies = session.get_json(
             f"/studies?{urllib.parse.urlencode({'StudyInstanceUID': study})}", what="the study"
@@ -100,9 +104,12 @@ class DicomWebSeries:
         self.url = url
         self.session = session
         check_series(session, url)
-        client = wsidicom.WsiDicomWebClient(api.DICOMwebClient(url.base_url, session=session.session))
+        client = _client_class(wsidicom)(api.DICOMwebClient(url.base_url, session=session.session))
         try:
-            self.wsi = wsidicom.WsiDicom.open_web(client, url.study_uid, url.series_uid)
+            with warnings.catch_warnings():
+                # pydicom warns on every off-standard value and on bulk data left on the server
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
+                self.wsi = wsidicom.WsiDicom.open_web(client, url.study_uid, url.series_uid)
         except SlideError:
             raise
         except Exception as exc:
@@ -194,6 +201,39 @@ class DicomWebSeries:
     def close(self) -> None:
         """Stop fetching and drop the caches."""
         self.frames.close()
+
+
+def _client_class(wsidicom: Any) -> Any:
+    """wsidicom's web client, giving instances without a pixel spacing a stand-in one.
+
+    wsidicom cannot order levels without a pixel spacing; the stand-in (1 mm
+    over the image's width, so the levels' ratios hold) only serves that: the
+    slide's mpp comes from the metadata itself (none here: pass ``mpp=``).
+    """
+
+    class Client(wsidicom.WsiDicomWebClient):  # type: ignore[misc]
+        def get_instance(self, study_uid: Any, series_uid: Any, instance_uid: Any) -> Any:
+            dataset = super().get_instance(study_uid, series_uid, instance_uid)
+            _stand_in_pixel_spacing(dataset)
+            return dataset
+
+    return Client
+
+
+def _stand_in_pixel_spacing(dataset: Any) -> None:
+    dataset_cls = require("pydicom", extra="dicomweb").Dataset
+    if "TotalPixelMatrixColumns" not in dataset:
+        return
+    if "SharedFunctionalGroupsSequence" not in dataset:
+        dataset.SharedFunctionalGroupsSequence = [dataset_cls()]
+    shared = dataset.SharedFunctionalGroupsSequence[0]
+    measures = shared.get("PixelMeasuresSequence")
+    if measures and measures[0].get("PixelSpacing"):
+        return
+    spacing = f"{1.0 / int(dataset.TotalPixelMatrixColumns):.10g}"
+    item = measures[0] if measures else dataset_cls()
+    item.PixelSpacing = [spacing, spacing]
+    shared.PixelMeasuresSequence = [item]
 
 
 def _standalone_jpeg(data: bytes, photometric: str) -> bytes:

@@ -72,10 +72,10 @@ def _is_loopback(host: str) -> bool:
 class DicomWebURL:
     """A ``dicomweb+http(s)://host[:port]/<root>/studies/<study>[/series/<series>]`` URL.
 
-    Parse one with :meth:`parse`. Userinfo (``user:password@``) and the query
-    string are kept for the requests (as basic-auth credentials and as query
-    parameters sent with every request) but never shown: ``str``, ``repr`` and
-    :attr:`url` omit them.
+    Parse one with :meth:`parse`. Userinfo (``user:password@``) is used as
+    basic-auth credentials when no other are given; a query string is ignored
+    (never sent: HTTP libraries log request URLs at debug level). Neither is
+    ever shown: ``str``, ``repr`` and :attr:`url` omit them.
 
     Examples
     --------
@@ -93,7 +93,6 @@ class DicomWebURL:
     series_uid: str | None = None
     username: str | None = field(default=None, repr=False, compare=False)
     password: str | None = field(default=None, repr=False, compare=False)
-    query: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def parse(cls, url: str, *, require_series: bool = True) -> DicomWebURL:
@@ -130,7 +129,6 @@ class DicomWebURL:
             series_uid=series,
             username=urllib.parse.unquote(parts.username) if parts.username else None,
             password=urllib.parse.unquote(parts.password) if parts.password else None,
-            query=tuple(urllib.parse.parse_qsl(parts.query)),
         )
 
     @property
@@ -158,7 +156,6 @@ class DicomWebURL:
             series_uid,
             self.username,
             self.password,
-            self.query,
         )
 
     def __str__(self) -> str:
