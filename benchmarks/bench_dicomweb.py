@@ -93,7 +93,7 @@ def testdata_root() -> Path:
 
 def ensure_series(size: int) -> Path:
     """The benchmark slide dicomized: a folder of DICOM files, one per level, made once."""
-    from tilestream.testing.orthanc import dicomize
+    from tilestream.testing.orthanc import dicomize_readable
     from tilestream.testing.synthetic import make_synthetic_slide
 
     svs = WORK / f"aperio-{size}-q70-seed0.svs"
@@ -114,7 +114,7 @@ def ensure_series(size: int) -> Path:
     if not folder.is_dir() or not any(folder.glob("*.dcm")):
         print(f"dicomizing {svs.name} ...", file=sys.stderr, flush=True)
         tmp = folder.with_name(folder.name + ".tmp")
-        dicomize(svs, tmp)
+        dicomize_readable(svs, tmp)
         tmp.rename(folder)
     return folder
 

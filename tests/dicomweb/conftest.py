@@ -20,7 +20,7 @@ from conftest import missing
 from tilestream.testing.orthanc import (
     OrthancServer,
     SeriesRef,
-    dicomize,
+    dicomize_readable,
     dicomizer_binary,
     orthanc_binary,
     plugin_path,
@@ -72,7 +72,7 @@ def dicomized_folders(
     root = tmp_path_factory.mktemp("dicomized")
     folders = {}
     for key, (name, mpp) in DICOMIZED.items():
-        dicomize(slides_dir / name, root / key, mpp=mpp)
+        dicomize_readable(slides_dir / name, root / key, mpp=mpp)
         folders[key] = root / key
     return folders
 

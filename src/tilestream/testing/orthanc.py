@@ -8,9 +8,9 @@ when done. :meth:`OrthancServer.upload` stores DICOM files through the REST
 API; :func:`dicomize` converts a slide to DICOM files with Orthanc's
 ``OrthancWSIDicomizer``, so the same files can be read locally and through
 the server. The dicomizer's default output is read neither by wsidicom nor by
-OpenSlide; :func:`dicomizer_options` is the recipe that is (ImageType, one
-instance per level, the pixel spacing, OpenSlide for what it cannot copy),
-explained in ``docs/dicomweb.md``.
+OpenSlide; :func:`dicomize_readable` applies the recipe that is
+(:func:`dicomizer_options`: ImageType, one instance per level, the pixel
+spacing, OpenSlide for what it cannot copy), explained in ``docs/dicomweb.md``.
 
 Nothing here needs the network beyond ``127.0.0.1``.
 
@@ -56,6 +56,7 @@ __all__ = [
     "SeriesRef",
     "copies_tiles",
     "dicomize",
+    "dicomize_readable",
     "dicomizer_binary",
     "dicomizer_options",
     "free_port",
@@ -415,6 +416,32 @@ def _spacing(mpp: float | tuple[float, float]) -> tuple[float, float]:
 
 
 def dicomize(
+    slide: Path, folder: Path, *, options: Sequence[str] = (), timeout: float = 900.0
+) -> list[Path]:
+    """Convert a slide to DICOM files in ``folder`` with ``OrthancWSIDicomizer``, as it comes.
+
+    ``options`` are the dicomizer's command-line options (``--compression=jpeg``,
+    ``--tile-width=256``...). With none, the files are the dicomizer's default
+    output, which wsidicom and OpenSlide do not read (no ImageType, a
+    concatenation per level, a 15 mm specimen's pixel spacing): use
+    :func:`dicomize_readable` for files they read. Returns the files written.
+    """
+    binary = dicomizer_binary()
+    if binary is None:
+        raise OrthancError(
+            "OrthancWSIDicomizer is not installed (Debian: apt-get install orthanc-wsi)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [binary, f"--folder={folder}", *options, str(slide)]
+    result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    log = result.stderr.decode(errors="replace").strip().splitlines()
+    if result.returncode != 0:
+        raise OrthancError(f"OrthancWSIDicomizer failed on {slide}: {' / '.join(log[-3:])}")
+    logger.debug("OrthancWSIDicomizer on %s: %s", slide, log[-1] if log else "")
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def dicomize_readable(
     slide: Path,
     folder: Path,
     *,
@@ -424,39 +451,30 @@ def dicomize(
     options: Sequence[str] = (),
     timeout: float = 900.0,
 ) -> list[Path]:
-    """Convert a slide to DICOM files in ``folder`` with ``OrthancWSIDicomizer``.
+    """Convert a slide to DICOM files that wsidicom (files, DICOMweb) and OpenSlide read.
 
-    The files open with wsidicom (locally and over DICOMweb) and OpenSlide:
-    see :func:`dicomizer_options` for the recipe and why each part is needed.
-    JPEG tiles of a tiled TIFF are copied (the pixels stay the source's);
-    other slides are decoded through OpenSlide and re-encoded (``tile_size``,
-    ``jpeg_quality``). ``mpp`` overrides (or supplies) the microns per pixel;
-    ``options`` are further dicomizer options, not repeating the recipe's.
-    Returns the files written, one per pyramid level.
+    :func:`dicomize` with the recipe of :func:`dicomizer_options` (see there
+    for why each part is needed). JPEG tiles of a tiled TIFF are copied (the
+    pixels stay the source's); other slides are decoded through OpenSlide and
+    re-encoded (``tile_size``, ``jpeg_quality``). ``mpp`` overrides (or
+    supplies) the microns per pixel; ``options`` are further dicomizer options,
+    not repeating the recipe's. Returns the files written, one per pyramid level.
+
+    Raises
+    ------
+    OrthancError
+        The dicomizer is missing or failed, or the slide states no microns per
+        pixel and none is given (the message names the slide).
     """
-    binary = dicomizer_binary()
-    if binary is None:
-        raise OrthancError(
-            "OrthancWSIDicomizer is not installed (Debian: apt-get install orthanc-wsi)"
-        )
     recipe, dataset = dicomizer_options(
         slide, mpp=mpp, tile_size=tile_size, jpeg_quality=jpeg_quality
     )
-    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         dataset_file = Path(tmp) / "dataset.json"
         dataset_file.write_text(json.dumps(dataset))
-        command = [
-            binary,
-            f"--folder={folder}",
-            f"--dataset={dataset_file}",
-            *recipe,
-            *options,
-            str(slide),
-        ]
-        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    log = result.stderr.decode(errors="replace").strip().splitlines()
-    if result.returncode != 0:
-        raise OrthancError(f"OrthancWSIDicomizer failed on {slide}: {' / '.join(log[-3:])}")
-    logger.debug("OrthancWSIDicomizer on %s: %s", slide, log[-1] if log else "")
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+        return dicomize(
+            slide,
+            folder,
+            options=[f"--dataset={dataset_file}", *recipe, *options],
+            timeout=timeout,
+        )
