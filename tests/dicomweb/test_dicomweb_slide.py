@@ -476,3 +476,16 @@ def test_the_icc_profile_through_a_proxy(series) -> None:
         assert any("/bulk" in p or "00282000" in p for p in proxy.paths)
     finally:
         proxy.close()
+
+
+def test_list_series_on_a_server_that_does_not_search_across_studies(server, series) -> None:
+    proxy = CountingProxy(server.dicomweb_url)
+    try:
+        direct = list_series(server.dicomweb_url)
+        proxy.fail_next([400])  # the /series query
+        through = list_series(proxy.url(server.dicomweb_url))
+        assert proxy.failed == 1 and any("ModalitiesInStudy=SM" in p for p in proxy.paths)
+        assert [s.series_uid for s in through] == [s.series_uid for s in direct]
+        assert all(s.as_dict()["url"].startswith("dicomweb+http://127.0.0.1:") for s in through)
+    finally:
+        proxy.close()

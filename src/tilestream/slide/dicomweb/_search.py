@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import urllib.parse
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from tilestream.errors import RemoteSlideError, SlideAccessDeniedError, SlideNotFoundError
 from tilestream.slide.dicomweb._client import DicomWebOptions, DicomWebSession
 from tilestream.slide.dicomweb._metadata import first_value, pixel_spacing_mpp
 from tilestream.slide.dicomweb._url import DicomWebAuth, DicomWebURL
@@ -51,6 +55,18 @@ class SeriesInfo:
     associated: tuple[str, ...]
     instances: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready values (tuples as lists).
+
+        Examples
+        --------
+        >>> info = SeriesInfo("1", "2", "dicomweb+https://h/dw/studies/1/series/2", "", (4, 3),
+        ...                   ((4, 3),), (0.5, 0.5), (), 1)
+        >>> info.as_dict()["dimensions"]
+        [4, 3]
+        """
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
 
 def list_series(
     server_url: str,
@@ -93,36 +109,61 @@ def list_series(
     root = DicomWebURL.parse(prefixed, require_series=False)
     opts = options or DicomWebOptions()
     if auth is not None:
-        opts = DicomWebOptions(
-            auth=auth,
-            timeout=opts.timeout,
-            retries=opts.retries,
-            backoff=opts.backoff,
-        )
-    study = study or root.study_uid
+        opts = dataclasses.replace(opts, auth=auth)
     session = DicomWebSession(root, opts)
     try:
-        query = urllib.parse.urlencode(
-            [("Modality", "SM"), ("includefield", "0008103E"), ("includefield", "0020000D")]
-        )
-        path = f"/studies/{study}/series?{query}" if study else f"/series?{query}"
-        found = session.get_json(path, what="the list of series")
-        out = []
-        for item in found if isinstance(found, list) else []:
-            study_uid = str(first_value(item, "0020000D") or study or "")
-            series_uid = str(first_value(item, "0020000E") or "")
-            if not study_uid or not series_uid:
-                continue
+        found = _search(session, study or root.study_uid)
+        keys = [
+            (str(first_value(item, "0020000D") or study or root.study_uid or ""), item)
+            for item in found
+        ]
+        keys = [(st, item) for st, item in keys if st and first_value(item, "0020000E")]
+
+        def describe(key: tuple[str, Mapping[str, Any]]) -> SeriesInfo | None:
+            study_uid, item = key
+            series_uid = str(first_value(item, "0020000E"))
             meta = session.get_json(
                 f"/studies/{study_uid}/series/{series_uid}/metadata",
                 what=f"the metadata of series {series_uid}",
             )
-            info = _series_info(root.series(study_uid, series_uid), item, meta)
-            if info is not None:
-                out.append(info)
+            return _series_info(root.series(study_uid, series_uid), item, meta)
+
+        with ThreadPoolExecutor(opts.concurrency) as pool:
+            out = [info for info in pool.map(describe, keys) if info is not None]
     finally:
         session.close()
     return sorted(out, key=lambda s: (s.study_uid, s.series_uid))
+
+
+_FIELDS = [("Modality", "SM"), ("includefield", "0008103E"), ("includefield", "0020000D")]
+
+
+def _search(session: DicomWebSession, study: str | None) -> list[Mapping[str, Any]]:
+    """QIDO-RS series of modality SM: in a study, else across the server.
+
+    A server that does not search series across studies (``/series``) is asked
+    for its studies with an SM series (``ModalitiesInStudy``), then each study's series.
+    """
+    query = urllib.parse.urlencode(_FIELDS)
+    if study:
+        found = session.get_json(f"/studies/{study}/series?{query}", what="the list of series")
+        return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list) else []
+    try:
+        found = session.get_json(f"/series?{query}", what="the list of series")
+    except (SlideNotFoundError, RemoteSlideError) as exc:
+        if isinstance(exc, SlideAccessDeniedError):
+            raise
+        studies = session.get_json(
+            "/studies?" + urllib.parse.urlencode({"ModalitiesInStudy": "SM"}),
+            what="the list of studies",
+        )
+        out: list[Mapping[str, Any]] = []
+        for item in studies if isinstance(studies, list) else []:
+            uid = first_value(item, "0020000D")
+            if uid:
+                out.extend(_search(session, str(uid)))
+        return out
+    return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list) else []
 
 
 def _series_info(url: DicomWebURL, item: Mapping[str, Any], meta: Any) -> SeriesInfo | None:
