@@ -479,8 +479,8 @@ def verdicts(best: dict[str, Any], counted: dict[str, Any]) -> str:
             f"{ts_count['bytes_in'] / frame_count['bytes_in']:.2f}x the per-frame client's "
             "(both move each stored frame once; the rest is metadata, which each reads its own "
             "way). The gap to the per-frame client is round trips: "
-            "tilestream asks for whole stored rows of frames in multi-frame requests, several "
-            "in flight, while the per-frame client waits for one frame at a time."
+            "tilestream asks for the rest of the stored rows it reads (up to 256 frames ahead) "
+            "in multi-frame requests, several in flight, while the per-frame client waits for one frame at a time."
         )
     local_ts, local_wsi = rate("local-tilestream"), rate("local-wsidicom")
     if local_ts is not None and local_wsi is not None:
