@@ -7,7 +7,10 @@ binary, waits until its REST API answers and stops it (terminate, then kill)
 when done. :meth:`OrthancServer.upload` stores DICOM files through the REST
 API; :func:`dicomize` converts a slide to DICOM files with Orthanc's
 ``OrthancWSIDicomizer``, so the same files can be read locally and through
-the server.
+the server. The dicomizer's default output is read neither by wsidicom nor by
+OpenSlide; :func:`dicomize_readable` applies the recipe that is
+(:func:`dicomizer_options`: ImageType, one instance per level, the pixel
+spacing, OpenSlide for what it cannot copy), explained in ``docs/dicomweb.md``.
 
 Nothing here needs the network beyond ``127.0.0.1``.
 
@@ -24,10 +27,13 @@ True
 from __future__ import annotations
 
 import base64
+import ctypes.util
 import json
+import logging
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,14 +43,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import tifffile
+
+from tilestream.slide import open_slide
+
 __all__ = [
+    "COPIED_IMAGE_TYPE",
     "PLUGIN_DIRS",
+    "REENCODED_IMAGE_TYPE",
     "OrthancError",
     "OrthancServer",
     "SeriesRef",
+    "copies_tiles",
     "dicomize",
+    "dicomize_readable",
     "dicomizer_binary",
+    "dicomizer_options",
     "free_port",
+    "openslide_library",
     "orthanc_binary",
     "plugin_path",
 ]
@@ -55,6 +71,8 @@ PLUGIN_DIRS = (
     Path("/usr/lib/orthanc/plugins"),
     Path("/usr/local/share/orthanc/plugins"),
 )
+logger = logging.getLogger(__name__)
+
 _PLUGIN_FILES = {"dicomweb": "libOrthancDicomWeb.so", "wsi": "libOrthancWSI.so"}
 
 
@@ -300,13 +318,113 @@ def _is_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
+#: ImageType of the levels the dicomizer copies from JPEG tiles and of those it re-encodes.
+#: wsidicom and OpenSlide only read instances whose third value names the flavour (VOLUME);
+#: ``OrthancWSIDicomizer`` writes no ImageType at all unless a ``--dataset`` gives one.
+COPIED_IMAGE_TYPE = "ORIGINAL\\PRIMARY\\VOLUME\\NONE"
+REENCODED_IMAGE_TYPE = "DERIVED\\PRIMARY\\VOLUME\\NONE"
+_TIFF_JPEG = 7
+
+
+def openslide_library() -> str | None:
+    """The OpenSlide shared library for the dicomizer's ``--openslide``, or ``None``.
+
+    The one ``openslide-bin`` ships (the one tilestream reads with) first, else
+    the system's (a name the dynamic loader resolves).
+    """
+    try:
+        import openslide_bin
+    except ImportError:
+        pass
+    else:
+        folder = Path(openslide_bin.__file__).parent
+        found = sorted(
+            p for p in folder.iterdir() if p.name.startswith(("libopenslide", "openslide"))
+        )
+        if found:
+            return str(found[0])
+    return ctypes.util.find_library("openslide")
+
+
+def copies_tiles(slide: Path) -> bool:
+    """Whether the dicomizer can copy ``slide``'s tiles without decoding them.
+
+    It can for a tiled TIFF (SVS, generic pyramidal TIFF) whose levels hold
+    JPEG tiles; anything else (JPEG 2000 SVS, other vendors) it reads through
+    OpenSlide and re-encodes.
+    """
+    try:
+        with tifffile.TiffFile(slide) as tif:
+            page = tif.pages.first
+            return bool(page.is_tiled) and int(page.compression) == _TIFF_JPEG
+    except (tifffile.TiffFileError, OSError, ValueError):
+        return False
+
+
+def dicomizer_options(
+    slide: Path,
+    *,
+    mpp: float | tuple[float, float] | None = None,
+    tile_size: int = 256,
+    jpeg_quality: int = 90,
+) -> tuple[list[str], dict[str, str]]:
+    """The dicomizer options and ``--dataset`` JSON that give wsidicom- and OpenSlide-readable files.
+
+    - ``ImageType`` set (:data:`COPIED_IMAGE_TYPE` or :data:`REENCODED_IMAGE_TYPE`):
+      without it wsidicom finds no level ("No level instances found") and
+      OpenSlide cannot tell the flavour;
+    - ``--max-size=0``: one instance per level, no concatenation (OpenSlide
+      refuses a concatenation of one instance);
+    - ``--imaged-width/--imaged-height`` from the microns per pixel (the slide's
+      own, or ``mpp`` where it states none), so that the pixel spacing is right
+      (the default is a 15 x 15 mm specimen, whatever the pixel count). The
+      dicomizer's "width" runs along the image's rows (its ImageOrientationSlide
+      is ``0,-1,0,-1,0,0``): it is the height in pixels times the y spacing;
+    - a slide whose tiles cannot be copied is read through OpenSlide
+      (``--openslide``) and re-encoded as JPEG in ``tile_size`` tiles.
+    """
+    with open_slide(slide) as source:
+        width, height = source.dimensions
+        found = source.mpp
+    spacing = _spacing(mpp) if mpp is not None else found
+    if spacing is None:
+        raise OrthancError(f"{slide} states no microns per pixel: give mpp= to dicomize it")
+    mpp_x, mpp_y = spacing
+    options = [
+        "--max-size=0",
+        f"--imaged-width={height * mpp_y / 1000:.9f}",
+        f"--imaged-height={width * mpp_x / 1000:.9f}",
+    ]
+    library = openslide_library()
+    if library is not None:
+        options.append(f"--openslide={library}")
+    if copies_tiles(slide):
+        return options, {"ImageType": COPIED_IMAGE_TYPE}
+    if library is None:
+        raise OrthancError(f"{slide}: its tiles cannot be copied and no OpenSlide library is found")
+    options += [
+        "--compression=jpeg",
+        f"--jpeg-quality={jpeg_quality}",
+        f"--tile-width={tile_size}",
+        f"--tile-height={tile_size}",
+    ]
+    return options, {"ImageType": REENCODED_IMAGE_TYPE}
+
+
+def _spacing(mpp: float | tuple[float, float]) -> tuple[float, float]:
+    return (float(mpp), float(mpp)) if isinstance(mpp, (int, float)) else (mpp[0], mpp[1])
+
+
 def dicomize(
     slide: Path, folder: Path, *, options: Sequence[str] = (), timeout: float = 900.0
 ) -> list[Path]:
-    """Convert a slide to DICOM files in ``folder`` with ``OrthancWSIDicomizer``.
+    """Convert a slide to DICOM files in ``folder`` with ``OrthancWSIDicomizer``, as it comes.
 
-    ``options`` are extra command-line options of the dicomizer
-    (``--compression=jpeg``, ``--tile-width=256``...). Returns the files written.
+    ``options`` are the dicomizer's command-line options (``--compression=jpeg``,
+    ``--tile-width=256``...). With none, the files are the dicomizer's default
+    output, which wsidicom and OpenSlide do not read (no ImageType, a
+    concatenation per level, a 15 mm specimen's pixel spacing): use
+    :func:`dicomize_readable` for files they read. Returns the files written.
     """
     binary = dicomizer_binary()
     if binary is None:
@@ -316,7 +434,47 @@ def dicomize(
     folder.mkdir(parents=True, exist_ok=True)
     command = [binary, f"--folder={folder}", *options, str(slide)]
     result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    log = result.stderr.decode(errors="replace").strip().splitlines()
     if result.returncode != 0:
-        tail = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
-        raise OrthancError(f"OrthancWSIDicomizer failed on {slide}: {' / '.join(tail)}")
+        raise OrthancError(f"OrthancWSIDicomizer failed on {slide}: {' / '.join(log[-3:])}")
+    logger.debug("OrthancWSIDicomizer on %s: %s", slide, log[-1] if log else "")
     return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def dicomize_readable(
+    slide: Path,
+    folder: Path,
+    *,
+    mpp: float | tuple[float, float] | None = None,
+    tile_size: int = 256,
+    jpeg_quality: int = 90,
+    options: Sequence[str] = (),
+    timeout: float = 900.0,
+) -> list[Path]:
+    """Convert a slide to DICOM files that wsidicom (files, DICOMweb) and OpenSlide read.
+
+    :func:`dicomize` with the recipe of :func:`dicomizer_options` (see there
+    for why each part is needed). JPEG tiles of a tiled TIFF are copied (the
+    pixels stay the source's); other slides are decoded through OpenSlide and
+    re-encoded (``tile_size``, ``jpeg_quality``). ``mpp`` overrides (or
+    supplies) the microns per pixel; ``options`` are further dicomizer options,
+    not repeating the recipe's. Returns the files written, one per pyramid level.
+
+    Raises
+    ------
+    OrthancError
+        The dicomizer is missing or failed, or the slide states no microns per
+        pixel and none is given (the message names the slide).
+    """
+    recipe, dataset = dicomizer_options(
+        slide, mpp=mpp, tile_size=tile_size, jpeg_quality=jpeg_quality
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset_file = Path(tmp) / "dataset.json"
+        dataset_file.write_text(json.dumps(dataset))
+        return dicomize(
+            slide,
+            folder,
+            options=[f"--dataset={dataset_file}", *recipe, *options],
+            timeout=timeout,
+        )

@@ -6,8 +6,9 @@ Opened from a ``dicomweb+https://host/<root>/studies/<uid>/series/<uid>`` URL
 dicomweb-client), and raises :class:`~tilestream.errors.MissingDependencyError`
 with the install hint without it. Importing this module imports neither.
 
-Pixels: every read fetches the whole stored rows of frames it touches, in
-batched multi-frame WADO-RS requests, into a byte-bounded frame cache
+Pixels: a read fetches the stored rows of frames it touches, from its first
+column to the row's end (at most 256 frames beyond what it needs),
+in batched multi-frame WADO-RS requests, into a byte-bounded frame cache
 (:class:`~tilestream.slide.dicomweb.DicomWebOptions`), so a row-major pass over
 a level sends about ``columns / frames_per_request`` requests per stored row.
 JPEG baseline frames are passed through as stored tiles. A frame that fails to
@@ -145,7 +146,7 @@ class DicomWebBackend(SlideBackend):
             for r in range(r0, r1 + 1)
             for c in range(c0, c1 + 1)
         ):
-            self._series.fetch_rows(image, r0, r1)
+            self._series.fetch_rows(image, r0, r1, c0, c1)
         for r in range(r0, r1 + 1):
             for c in range(c0, c1 + 1):
                 tile = self._tile(image, key, c, r)
@@ -193,7 +194,7 @@ class DicomWebBackend(SlideBackend):
                 f"stored tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid"
             )
         if not self._series.frames.cached(image.instance_uid, image.frame_of(col, row)):
-            self._series.fetch_rows(image, row, row)
+            self._series.fetch_rows(image, row, row, col, col)
         data = self._series.jpeg_bytes(image, col, row)
         if data is None:
             raise UnsupportedSlideError(

@@ -34,11 +34,13 @@ from tilestream.slide.dicomweb._client import DicomWebSession, map_http_error
 from tilestream.slide.dicomweb._frames import Frame, FrameFetcher
 from tilestream.slide.dicomweb._url import DicomWebURL
 
-__all__ = ["JPEG_BASELINE", "DicomImage", "DicomWebSeries", "check_series"]
+__all__ = ["JPEG_BASELINE", "PREFETCH_FRAMES", "DicomImage", "DicomWebSeries", "check_series"]
 
 logger = logging.getLogger(__name__)
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+#: Frames a read fetches at most beyond what it needs (the rest of its stored rows).
+PREFETCH_FRAMES = 256
 _ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
 _WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -155,10 +157,25 @@ class DicomWebSeries:
         )
 
     # -- frames -------------------------------------------------------------------
-    def fetch_rows(self, image: DicomImage, row0: int, row1: int) -> None:
-        """Fetch (in batches) every frame of stored rows ``row0..row1`` not yet cached."""
+    def fetch_rows(
+        self, image: DicomImage, row0: int, row1: int, col0: int = 0, col1: int = 0
+    ) -> None:
+        """Fetch (in batches) the frames of stored rows ``row0..row1`` not yet cached.
+
+        From column ``col0`` to the end of the row (reads go row-major), at least
+        to ``col1``, within a window of :data:`PREFETCH_FRAMES` frames (or
+        ``frames_per_request x concurrency`` if more): a random read of a very
+        wide level fetches no whole row.
+        """
         cols, _ = image.grid
-        numbers = [image.frame_of(c, r) for r in range(row0, row1 + 1) for c in range(cols)]
+        opts = self.session.options
+        rows = row1 - row0 + 1
+        budget = max(PREFETCH_FRAMES, opts.frames_per_request * opts.concurrency)
+        window = max(col1 - col0 + 1, budget // rows)
+        last = min(cols - 1, col0 + window - 1)
+        numbers = [
+            image.frame_of(c, r) for r in range(row0, row1 + 1) for c in range(col0, last + 1)
+        ]
         self.frames.get(image.instance_uid, [n for n in numbers if n > 0])
 
     def frame(self, image: DicomImage, col: int, row: int) -> Frame | None:
