@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from _outputs import comparable_state
+from conftest import missing
 from dicomweb.dicomweb_testing import dicomize_pyramid
 from tilestream.errors import ConfigError
 from tilestream.extract import ExtractionRun, RunProgress, SlideTask, extract_slides
@@ -330,7 +331,7 @@ def test_dicomweb_tiles_are_the_scanners_frames_assembled_losslessly(
     from tilestream.tfrecord import decode_image
 
     if not jpeg_mosaic.available():
-        pytest.skip("the compiled _jpegdct extension is not built")
+        missing("the compiled extension tilestream.slide._jpegdct is not built")
     series("cmu-small-region")
     run = _extract(
         orthanc.url("cmu-small-region"), tmp_path, "s", {"tile_px": 256, "tile_um": 128}, None

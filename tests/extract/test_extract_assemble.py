@@ -15,14 +15,17 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import missing
 from tilestream.extract import extract_tiles
 from tilestream.slide import jpeg_mosaic, open_slide
 from tilestream.testing.synthetic import make_synthetic_slide
 from tilestream.tfrecord import TFRecord, decode_image
 
-pytestmark = pytest.mark.skipif(
-    not jpeg_mosaic.available(), reason="the compiled _jpegdct extension is not built"
-)
+
+@pytest.fixture(autouse=True)
+def _needs_extension() -> None:
+    if not jpeg_mosaic.available():
+        missing("the compiled extension tilestream.slide._jpegdct is not built")
 
 
 @pytest.fixture(scope="module")
