@@ -489,3 +489,24 @@ def test_list_series_on_a_server_that_does_not_search_across_studies(server, ser
         assert all(s.as_dict()["url"].startswith("dicomweb+http://127.0.0.1:") for s in through)
     finally:
         proxy.close()
+
+
+def test_a_label_in_another_series_of_the_study(server, slides_dir, tmp_path) -> None:
+    """The label is found in its own series of the study (same slide container)."""
+    study = generate_uid()
+    folder = tmp_path / "split"
+    folder.mkdir()
+    volume = pydicom.dcmread(slides_dir / "dicom-openslide-boxes" / "boxes_0.dcm")
+    label = pydicom.dcmread(slides_dir / "dicom-openslide-boxes" / "boxes_1.dcm")
+    label.ImageType = ["ORIGINAL", "PRIMARY", "LABEL", "NONE"]
+    for ds, name in ((volume, "volume.dcm"), (label, "label.dcm")):
+        _new_series(ds)
+        ds.StudyInstanceUID = study
+        ds.save_as(folder / name)
+    refs = {r.series_uid: r for r in server.upload([folder])}
+    url = refs[volume.SeriesInstanceUID].url(server.dicomweb_url)
+    with open_slide(url) as slide:
+        assert set(slide.associated_images) == {"label"}
+        got = np.asarray(slide.associated_images["label"])
+        np.testing.assert_array_equal(got, label.pixel_array)
+        assert slide.properties["openslide.associated.label.width"] == "16"

@@ -42,6 +42,7 @@ from tilestream.slide.dicomweb import (
     DicomWebSeries,
     DicomWebSession,
     DicomWebURL,
+    first_value,
     icc_profile,
     series_properties,
 )
@@ -74,6 +75,8 @@ class DicomWebBackend(SlideBackend):
             item = meta[0] if isinstance(meta, list) and meta else {}
             self._props = series_properties(item)
             self._icc = icc_profile(item, self._session)
+            container = first_value(item, "00400512")
+            self._series.add_study_associated(str(container) if container else None)
         except BaseException:
             self._session.close()
             raise
@@ -184,7 +187,7 @@ class DicomWebBackend(SlideBackend):
         number = image.frame_of(0, 0)
         if number <= 0:
             return None
-        return self._series.frames.get(image.instance_uid, [number])[number].transfer_syntax
+        return self._series.frames.get(image.frames_path, [number])[number].transfer_syntax
 
     def read_stored_tile_bytes(self, level: int, col: int, row: int) -> bytes:
         image = self._series.levels[level]
@@ -193,7 +196,7 @@ class DicomWebBackend(SlideBackend):
             raise IndexError(
                 f"stored tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid"
             )
-        if not self._series.frames.cached(image.instance_uid, image.frame_of(col, row)):
+        if not self._series.frames.cached(image.frames_path, image.frame_of(col, row)):
             self._series.fetch_rows(image, row, row, col, col)
         data = self._series.jpeg_bytes(image, col, row)
         if data is None:

@@ -76,8 +76,9 @@ class FrameFetcher:
     ----------
     session
         The server's session (its options give the batch size, concurrency and cache budget).
-    study_uid, series_uid
-        The series.
+    study_uid
+        The study; frames are asked for by instance path,
+        ``<series uid>/instances/<instance uid>`` (see :meth:`get`).
 
     Attributes
     ----------
@@ -85,9 +86,9 @@ class FrameFetcher:
         Frame requests sent so far (for tests and diagnostics).
     """
 
-    def __init__(self, session: DicomWebSession, study_uid: str, series_uid: str) -> None:
+    def __init__(self, session: DicomWebSession, study_uid: str) -> None:
         self._session = session
-        self._prefix = f"/studies/{study_uid}/series/{series_uid}/instances/"
+        self._prefix = f"/studies/{study_uid}/series/"
         opts = session.options
         self._batch = opts.frames_per_request
         self._cache: LRU[tuple[str, int], Frame] = LRU(
@@ -98,7 +99,10 @@ class FrameFetcher:
         self.requests = 0
 
     def get(self, instance_uid: str, numbers: Iterable[int]) -> dict[int, Frame]:
-        """Frames ``numbers`` (1-based) of an instance: cached ones, the others fetched in batches."""
+        """Frames ``numbers`` (1-based) of an instance: cached ones, the others fetched in batches.
+
+        ``instance_uid`` is the instance's path in the study, ``<series uid>/instances/<uid>``.
+        """
         wanted = sorted(set(numbers))
         found: dict[int, Frame] = {}
         missing: list[int] = []
@@ -124,7 +128,7 @@ class FrameFetcher:
         return (instance_uid, number) in self._cache
 
     def _fetch(self, instance_uid: str, numbers: Sequence[int]) -> list[Frame]:
-        what = f"frames {numbers[0]}..{numbers[-1]} of instance {instance_uid}"
+        what = f"frames {numbers[0]}..{numbers[-1]} of instance {instance_uid.rpartition('/')[2]}"
         path = self._prefix + instance_uid + "/frames/" + ",".join(map(str, numbers))
         with self._lock:
             self.requests += 1
