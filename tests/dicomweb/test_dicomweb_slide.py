@@ -191,6 +191,8 @@ def test_a_row_of_tiles_is_fetched_in_batched_requests(series, per_request, per_
         url = proxy.url(series["cmu-full"].url)
         options = DicomWebOptions(frames_per_request=per_request, concurrency=2)
         with open_slide(url, dicomweb=options) as slide:
+            assert not proxy.frame_requests()  # opening reads metadata only
+            assert len(proxy.paths) <= 8  # QIDO, instances, 3 x metadata, base metadata
             proxy.reset()
             w, h = slide.dimensions
             for y in range(0, h, 256):

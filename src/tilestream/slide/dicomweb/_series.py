@@ -236,7 +236,10 @@ class DicomWebSeries:
 
 
 def _client_class(wsidicom: Any) -> Any:
-    """wsidicom's web client, giving instances without a pixel spacing a stand-in one.
+    """wsidicom's web client, for metadata only.
+
+    No frame probes, no annotation query, and instances without a pixel
+    spacing are given a stand-in one.
 
     wsidicom cannot order levels without a pixel spacing; the stand-in (1 mm
     over the image's width, so the levels' ratios hold) only serves that: the
@@ -248,6 +251,14 @@ def _client_class(wsidicom: Any) -> Any:
             dataset = super().get_instance(study_uid, series_uid, instance_uid)
             _stand_in_pixel_spacing(dataset)
             return dataset
+
+        def is_transfer_syntax_supported(self, *args: Any) -> bool:
+            # wsidicom would fetch a frame of every instance to probe; its frame
+            # reading is not used (frames are fetched as stored, FrameFetcher).
+            return True
+
+        def get_annotation_instances(self, *args: Any) -> Any:
+            return iter(())  # annotations are not read: no query for them
 
     return Client
 
