@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import http.server
 import logging
+import random
 import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -512,3 +514,18 @@ def test_a_label_in_another_series_of_the_study(server, slides_dir, tmp_path) ->
         got = np.asarray(slide.associated_images["label"])
         np.testing.assert_array_equal(got, label.pixel_array)
         assert slide.properties["openslide.associated.label.width"] == "16"
+
+
+def test_threads_reading_one_slide_fetch_each_frame_once(series) -> None:
+    proxy = CountingProxy(series["cmu-full"].url.removeprefix("dicomweb+"))
+    try:
+        with open_slide(proxy.url(series["cmu-full"].url)) as slide:
+            proxy.reset()
+            spots = [(x, y) for y in range(0, 2967, 200) for x in range(0, 2220, 200)]
+            random.Random(0).shuffle(spots)
+            with ThreadPoolExecutor(8) as pool:
+                tiles = list(pool.map(lambda p: slide.read_region(p, 0, (200, 200)), spots))
+            assert len(tiles) == len(spots)
+        assert sorted(_frame_numbers(proxy.frame_requests())) == list(range(1, 131))
+    finally:
+        proxy.close()

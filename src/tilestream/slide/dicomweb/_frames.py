@@ -96,6 +96,7 @@ class FrameFetcher:
         )
         self._pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="tilestream-dicomweb")
         self._lock = threading.Lock()
+        self._fetching = threading.Lock()
         self.requests = 0
 
     def get(self, instance_uid: str, numbers: Iterable[int]) -> dict[int, Frame]:
@@ -113,14 +114,31 @@ class FrameFetcher:
             else:
                 found[number] = frame
         if missing:
-            batches = [missing[i : i + self._batch] for i in range(0, len(missing), self._batch)]
-            if len(batches) == 1:
-                results = [self._fetch(instance_uid, batches[0])]
-            else:
-                results = list(self._pool.map(lambda b: self._fetch(instance_uid, b), batches))
-            for batch, frames in zip(batches, results, strict=True):
-                for number, frame in zip(batch, frames, strict=True):
-                    found[number] = frame
+            # One fetch at a time per slide: threads reading neighbouring tiles wait for
+            # the row another thread is fetching instead of fetching it again.
+            with self._fetching:
+                still = []
+                for number in missing:
+                    frame = self._cache.peek((instance_uid, number))
+                    if frame is None:
+                        still.append(number)
+                    else:
+                        found[number] = frame
+                found.update(self._fetch_batches(instance_uid, still))
+        return found
+
+    def _fetch_batches(self, instance_uid: str, numbers: list[int]) -> dict[int, Frame]:
+        if not numbers:
+            return {}
+        batches = [numbers[i : i + self._batch] for i in range(0, len(numbers), self._batch)]
+        if len(batches) == 1:
+            results = [self._fetch(instance_uid, batches[0])]
+        else:
+            results = list(self._pool.map(lambda b: self._fetch(instance_uid, b), batches))
+        found: dict[int, Frame] = {}
+        for batch, frames in zip(batches, results, strict=True):
+            for number, frame in zip(batch, frames, strict=True):
+                found[number] = frame
         return found
 
     def cached(self, instance_uid: str, number: int) -> bool:
