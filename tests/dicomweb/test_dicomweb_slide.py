@@ -529,3 +529,51 @@ def test_threads_reading_one_slide_fetch_each_frame_once(series) -> None:
         assert sorted(_frame_numbers(proxy.frame_requests())) == list(range(1, 131))
     finally:
         proxy.close()
+
+
+def _wsidicom_local(files):
+    try:
+        return wsidicom.WsiDicom.open(list(files))
+    except Exception:
+        return None
+
+
+def _openslide_local(files):
+    try:
+        return openslide.OpenSlide(files[0])
+    except openslide.OpenSlideError:
+        return None
+
+
+def test_every_shared_series_equals_its_files(orthanc) -> None:
+    """Each series of the shared fixture: whole levels equal wsidicom (and OpenSlide where it
+    reads them) on the uploaded files; a series neither reads is refused with a SlideError."""
+    assert orthanc.series
+    for name, ref in orthanc.series.items():
+        url = orthanc.url(name)
+        local = _wsidicom_local(ref.files)
+        osr = _openslide_local(ref.files)
+        try:
+            if local is None and osr is None:
+                with pytest.raises(SlideError):
+                    open_slide(url)
+                continue
+            with open_slide(url) as slide:
+                for level in range(slide.level_count):
+                    got = _whole_level(slide, level)
+                    w, h = slide.level_dimensions[level]
+                    if local is not None:
+                        theirs = local.read_region((0, 0), level, (w, h)).convert("RGB")
+                        np.testing.assert_array_equal(got, np.asarray(theirs), err_msg=name)
+                    if osr is not None:
+                        assert slide.level_dimensions == osr.level_dimensions, name
+                        rgba = np.asarray(osr.read_region((0, 0), level, (w, h)))
+                        np.testing.assert_array_equal(got, rgba[..., :3], err_msg=name)
+                        assert slide.properties.get("openslide.mpp-x") is not None or (
+                            osr.properties.get("openslide.mpp-x") is None
+                        )
+        finally:
+            if local is not None:
+                local.close()
+            if osr is not None:
+                osr.close()
