@@ -21,13 +21,10 @@ import urllib.parse
 from pathlib import Path
 from types import ModuleType
 
-import pydicom
-from pydicom.encaps import generate_frames
-
 from conftest import missing
 from tilestream.testing.orthanc import dicomize
 
-__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid", "require_wsidicom"]
+__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid", "require_module", "require_wsidicom"]
 
 CMU_MPP = 0.499
 _CONCATENATION = (
@@ -39,13 +36,18 @@ _CONCATENATION = (
 )
 
 
+def require_module(name: str) -> ModuleType:
+    """A module of the ``dicomweb`` extra, or skip (fail under ``CI=true``) where it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"the dicomweb extra ({name}) is not installed")
+        raise
+
+
 def require_wsidicom() -> ModuleType:
     """wsidicom, or skip (fail under ``CI=true``) where the ``dicomweb`` extra is missing."""
-    try:
-        return importlib.import_module("wsidicom")
-    except ImportError:
-        missing("the dicomweb extra (wsidicom) is not installed")
-        raise
+    return require_module("wsidicom")
 
 
 def dicomize_pyramid(
@@ -56,6 +58,8 @@ def dicomize_pyramid(
     The dicomizer's own files go to a sibling folder (``<folder>-raw``);
     ``concatenated`` keeps their concatenation attributes.
     """
+    pydicom = require_module("pydicom")
+    encaps = require_module("pydicom.encaps")
     raw = folder.parent / f"{folder.name}-raw"
     width, height = 2220, 2967  # CMU-1-Small-Region at 0.499 um/px
     dicomize(
@@ -77,7 +81,7 @@ def dicomize_pyramid(
             if keyword in ds:
                 delattr(ds, keyword)
         ds.DimensionOrganizationType = "TILED_SPARSE" if sparse else "TILED_FULL"
-        first = next(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+        first = next(encaps.generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
         if _adobe_rgb(first):
             # level 0's tiles are copied from the SVS: RGB-coded (Aperio; an Adobe marker says
             # so), though the dicomizer says YBR_FULL_422 (OpenSlide believes the attribute)

@@ -23,14 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import openslide
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import generate_uid
 
 from conftest import missing
-from dicomweb.dicomweb_testing import CMU_MPP, CountingProxy, dicomize_pyramid, require_wsidicom
+from dicomweb.dicomweb_testing import (
+    CMU_MPP,
+    CountingProxy,
+    dicomize_pyramid,
+    require_module,
+    require_wsidicom,
+)
 from tilestream.errors import (
     CorruptSlideError,
     MissingMPPError,
@@ -51,6 +53,11 @@ from tilestream.testing.orthanc import (
 
 pytestmark = pytest.mark.testdata
 wsidicom = require_wsidicom()
+pydicom = require_module("pydicom")
+encapsulate = require_module("pydicom.encaps").encapsulate
+generate_frames = require_module("pydicom.encaps").generate_frames
+get_testdata_file = require_module("pydicom.data").get_testdata_file
+generate_uid = require_module("pydicom.uid").generate_uid
 
 
 @dataclass

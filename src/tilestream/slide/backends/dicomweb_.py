@@ -60,12 +60,13 @@ class DicomWebBackend(SlideBackend):
 
     def __init__(self, path: Path | str, *, cache_bytes: int | None = None) -> None:
         url = DicomWebURL.parse(str(path))
-        super().__init__(path, cache_bytes=cache_bytes)  # type: ignore[arg-type]
-        self.path = url.url  # type: ignore[assignment]
+        # self.path is the URL without credentials (SlideBackend types it as a Path)
+        super().__init__(url.url, cache_bytes=cache_bytes)  # type: ignore[arg-type]
         self._url = url
         self._session = DicomWebSession(url, OPTIONS.get())
+        series: DicomWebSeries | None = None
         try:
-            self._series = DicomWebSeries(self._session, url)
+            self._series = series = DicomWebSeries(self._session, url)
             base = self._series.levels[0]
             meta = self._session.get_json(
                 f"/studies/{url.study_uid}/series/{url.series_uid}/instances/"
@@ -78,6 +79,8 @@ class DicomWebBackend(SlideBackend):
             container = first_value(item, "00400512")
             self._series.add_study_associated(str(container) if container else None)
         except BaseException:
+            if series is not None:
+                series.close()
             self._session.close()
             raise
         self._add_level_properties()
