@@ -584,3 +584,19 @@ def test_every_shared_series_equals_its_files(orthanc) -> None:
                 local.close()
             if osr is not None:
                 osr.close()
+
+
+def test_a_random_read_prefetches_a_bounded_window(series, monkeypatch) -> None:
+    """With a 3-frame prefetch window, a small read fetches 3 frames of its row, not all 10."""
+    from tilestream.slide.dicomweb import _series
+
+    monkeypatch.setattr(_series, "PREFETCH_FRAMES", 3)
+    proxy = CountingProxy(series["cmu-full"].url.removeprefix("dicomweb+"))
+    try:
+        options = DicomWebOptions(frames_per_request=2, concurrency=1)
+        with open_slide(proxy.url(series["cmu-full"].url), dicomweb=options) as slide:
+            proxy.reset()
+            slide.read_region((5 * 240 + 10, 10), 0, (20, 20))
+            assert sorted(_frame_numbers(proxy.frame_requests())) == [6, 7, 8]
+    finally:
+        proxy.close()
