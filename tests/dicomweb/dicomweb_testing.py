@@ -9,6 +9,10 @@ concatenation attributes dropped and ``DimensionOrganizationType`` set to
 
 :class:`CountingProxy` forwards HTTP ``GET`` requests to a server and records
 each request's path, so tests can count WADO-RS frame requests.
+
+The ``server`` and ``series`` fixtures (module scope: each test module that
+imports them gets its own Orthanc) hold the shared DICOM series and the CMU
+pyramid, TILED_FULL and TILED_SPARSE.
 """
 
 from __future__ import annotations
@@ -18,16 +22,38 @@ import http.server
 import importlib
 import threading
 import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-import pydicom
-from pydicom.encaps import generate_frames
+import numpy as np
+import pytest
 
 from conftest import missing
-from tilestream.testing.orthanc import dicomize
+from tilestream.testing.orthanc import (
+    OrthancServer,
+    dicomize,
+    dicomizer_binary,
+    orthanc_binary,
+    plugin_path,
+)
 
-__all__ = ["CMU_MPP", "CountingProxy", "dicomize_pyramid", "require_wsidicom"]
+__all__ = [
+    "CMU_MPP",
+    "CountingProxy",
+    "Stored",
+    "dicomize_pyramid",
+    "frame_numbers",
+    "new_series",
+    "require_module",
+    "require_wsidicom",
+    "series_fixture",
+    "server_fixture",
+    "upload",
+    "whole_level",
+]
 
 CMU_MPP = 0.499
 _CONCATENATION = (
@@ -39,13 +65,18 @@ _CONCATENATION = (
 )
 
 
+def require_module(name: str) -> ModuleType:
+    """A module of the ``dicomweb`` extra, or skip (fail under ``CI=true``) where it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"the dicomweb extra ({name}) is not installed")
+        raise
+
+
 def require_wsidicom() -> ModuleType:
     """wsidicom, or skip (fail under ``CI=true``) where the ``dicomweb`` extra is missing."""
-    try:
-        return importlib.import_module("wsidicom")
-    except ImportError:
-        missing("the dicomweb extra (wsidicom) is not installed")
-        raise
+    return require_module("wsidicom")
 
 
 def dicomize_pyramid(
@@ -56,6 +87,8 @@ def dicomize_pyramid(
     The dicomizer's own files go to a sibling folder (``<folder>-raw``);
     ``concatenated`` keeps their concatenation attributes.
     """
+    pydicom = require_module("pydicom")
+    encaps = require_module("pydicom.encaps")
     raw = folder.parent / f"{folder.name}-raw"
     width, height = 2220, 2967  # CMU-1-Small-Region at 0.499 um/px
     dicomize(
@@ -77,7 +110,7 @@ def dicomize_pyramid(
             if keyword in ds:
                 delattr(ds, keyword)
         ds.DimensionOrganizationType = "TILED_SPARSE" if sparse else "TILED_FULL"
-        first = next(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+        first = next(encaps.generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
         if _adobe_rgb(first):
             # level 0's tiles are copied from the SVS: RGB-coded (Aperio; an Adobe marker says
             # so), though the dicomizer says YBR_FULL_422 (OpenSlide believes the attribute)
@@ -171,3 +204,65 @@ class CountingProxy:
         """Stop the proxy."""
         self._server.shutdown()
         self._server.server_close()
+
+
+@dataclass
+class Stored:
+    """A series on our own server, and the local files it was uploaded from."""
+
+    url: str
+    folder: Path
+
+
+@pytest.fixture(scope="module", name="server")
+def server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """An Orthanc of the test module's own (series uploaded on purpose do not reach others)."""
+    if orthanc_binary() is None or plugin_path("dicomweb") is None or dicomizer_binary() is None:
+        missing("Orthanc, its DICOMweb plugin and OrthancWSIDicomizer are needed")
+    with OrthancServer(tmp_path_factory.mktemp("orthanc-slide")) as srv:
+        yield srv
+
+
+def upload(server: OrthancServer, folder: Path) -> Stored:
+    """Upload a folder holding one series."""
+    refs = server.upload([folder])
+    assert len(refs) == 1, folder
+    return Stored(refs[0].url(server.dicomweb_url), folder)
+
+
+@pytest.fixture(scope="module", name="series")
+def series_fixture(
+    server: OrthancServer,
+    cmu_slide: Path,
+    slides_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Stored]:
+    """The shared DICOM series and a 3-level pyramid of CMU-1-Small-Region (full and sparse)."""
+    root = tmp_path_factory.mktemp("dicom")
+    out = {}
+    for name in ("openslide-boxes", "highdicom-jpegls", "pathml-small_dicom"):
+        out[name] = upload(server, slides_dir / f"dicom-{name}")
+    for name, sparse in (("cmu-full", False), ("cmu-sparse", True)):
+        dicomize_pyramid(cmu_slide, root / name, sparse=sparse)
+        out[name] = upload(server, root / name)
+    return out
+
+
+def whole_level(slide: Any, level: int) -> np.ndarray:
+    """A whole level of a slide as RGB."""
+    w, h = slide.level_dimensions[level]
+    return slide.read_region((0, 0), level, (w, h), as_array=True)
+
+
+def frame_numbers(paths: list[str]) -> list[int]:
+    """The frame numbers asked for by WADO-RS frame request paths."""
+    return [int(n) for p in paths for n in p.rsplit("/frames/", 1)[1].split("?")[0].split(",")]
+
+
+def new_series(ds: Any) -> None:
+    """Give a pydicom dataset new study, series and instance UIDs."""
+    generate_uid = require_module("pydicom.uid").generate_uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+        generate_uid() for _ in range(3)
+    )
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -42,6 +42,7 @@ from tilestream.slide.dicomweb import (
     DicomWebSeries,
     DicomWebSession,
     DicomWebURL,
+    first_value,
     icc_profile,
     series_properties,
 )
@@ -59,12 +60,13 @@ class DicomWebBackend(SlideBackend):
 
     def __init__(self, path: Path | str, *, cache_bytes: int | None = None) -> None:
         url = DicomWebURL.parse(str(path))
-        super().__init__(path, cache_bytes=cache_bytes)  # type: ignore[arg-type]
-        self.path = url.url  # type: ignore[assignment]
+        # self.path is the URL without credentials (SlideBackend types it as a Path)
+        super().__init__(url.url, cache_bytes=cache_bytes)  # type: ignore[arg-type]
         self._url = url
         self._session = DicomWebSession(url, OPTIONS.get())
+        series: DicomWebSeries | None = None
         try:
-            self._series = DicomWebSeries(self._session, url)
+            self._series = series = DicomWebSeries(self._session, url)
             base = self._series.levels[0]
             meta = self._session.get_json(
                 f"/studies/{url.study_uid}/series/{url.series_uid}/instances/"
@@ -74,7 +76,11 @@ class DicomWebBackend(SlideBackend):
             item = meta[0] if isinstance(meta, list) and meta else {}
             self._props = series_properties(item)
             self._icc = icc_profile(item, self._session)
+            container = first_value(item, "00400512")
+            self._series.add_study_associated(str(container) if container else None)
         except BaseException:
+            if series is not None:
+                series.close()
             self._session.close()
             raise
         self._add_level_properties()
@@ -184,7 +190,7 @@ class DicomWebBackend(SlideBackend):
         number = image.frame_of(0, 0)
         if number <= 0:
             return None
-        return self._series.frames.get(image.instance_uid, [number])[number].transfer_syntax
+        return self._series.frames.get(image.frames_path, [number])[number].transfer_syntax
 
     def read_stored_tile_bytes(self, level: int, col: int, row: int) -> bytes:
         image = self._series.levels[level]
@@ -193,7 +199,7 @@ class DicomWebBackend(SlideBackend):
             raise IndexError(
                 f"stored tile ({col}, {row}) is outside level {level}'s {cols}x{rows} grid"
             )
-        if not self._series.frames.cached(image.instance_uid, image.frame_of(col, row)):
+        if not self._series.frames.cached(image.frames_path, image.frame_of(col, row)):
             self._series.fetch_rows(image, row, row, col, col)
         data = self._series.jpeg_bytes(image, col, row)
         if data is None:

@@ -28,7 +28,7 @@ from tilestream.slide.dicomweb._client import (
     map_http_error,
 )
 from tilestream.slide.dicomweb._frames import Frame, FrameFetcher, parse_multipart
-from tilestream.slide.dicomweb._metadata import icc_profile, series_properties
+from tilestream.slide.dicomweb._metadata import first_value, icc_profile, series_properties
 from tilestream.slide.dicomweb._search import SeriesInfo, list_series
 from tilestream.slide.dicomweb._series import DicomImage, DicomWebSeries
 from tilestream.slide.dicomweb._url import (
@@ -60,6 +60,7 @@ __all__ = [
     "Frame",
     "FrameFetcher",
     "SeriesInfo",
+    "first_value",
     "icc_profile",
     "list_series",
     "map_http_error",

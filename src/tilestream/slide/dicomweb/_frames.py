@@ -76,8 +76,9 @@ class FrameFetcher:
     ----------
     session
         The server's session (its options give the batch size, concurrency and cache budget).
-    study_uid, series_uid
-        The series.
+    study_uid
+        The study; frames are asked for by instance path,
+        ``<series uid>/instances/<instance uid>`` (see :meth:`get`).
 
     Attributes
     ----------
@@ -85,9 +86,9 @@ class FrameFetcher:
         Frame requests sent so far (for tests and diagnostics).
     """
 
-    def __init__(self, session: DicomWebSession, study_uid: str, series_uid: str) -> None:
+    def __init__(self, session: DicomWebSession, study_uid: str) -> None:
         self._session = session
-        self._prefix = f"/studies/{study_uid}/series/{series_uid}/instances/"
+        self._prefix = f"/studies/{study_uid}/series/"
         opts = session.options
         self._batch = opts.frames_per_request
         self._cache: LRU[tuple[str, int], Frame] = LRU(
@@ -95,10 +96,14 @@ class FrameFetcher:
         )
         self._pool = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="tilestream-dicomweb")
         self._lock = threading.Lock()
+        self._fetching = threading.Lock()
         self.requests = 0
 
     def get(self, instance_uid: str, numbers: Iterable[int]) -> dict[int, Frame]:
-        """Frames ``numbers`` (1-based) of an instance: cached ones, the others fetched in batches."""
+        """Frames ``numbers`` (1-based) of an instance: cached ones, the others fetched in batches.
+
+        ``instance_uid`` is the instance's path in the study, ``<series uid>/instances/<uid>``.
+        """
         wanted = sorted(set(numbers))
         found: dict[int, Frame] = {}
         missing: list[int] = []
@@ -109,14 +114,31 @@ class FrameFetcher:
             else:
                 found[number] = frame
         if missing:
-            batches = [missing[i : i + self._batch] for i in range(0, len(missing), self._batch)]
-            if len(batches) == 1:
-                results = [self._fetch(instance_uid, batches[0])]
-            else:
-                results = list(self._pool.map(lambda b: self._fetch(instance_uid, b), batches))
-            for batch, frames in zip(batches, results, strict=True):
-                for number, frame in zip(batch, frames, strict=True):
-                    found[number] = frame
+            # One fetch at a time per slide: threads reading neighbouring tiles wait for
+            # the row another thread is fetching instead of fetching it again.
+            with self._fetching:
+                still = []
+                for number in missing:
+                    frame = self._cache.peek((instance_uid, number))
+                    if frame is None:
+                        still.append(number)
+                    else:
+                        found[number] = frame
+                found.update(self._fetch_batches(instance_uid, still))
+        return found
+
+    def _fetch_batches(self, instance_uid: str, numbers: list[int]) -> dict[int, Frame]:
+        if not numbers:
+            return {}
+        batches = [numbers[i : i + self._batch] for i in range(0, len(numbers), self._batch)]
+        if len(batches) == 1:
+            results = [self._fetch(instance_uid, batches[0])]
+        else:
+            results = list(self._pool.map(lambda b: self._fetch(instance_uid, b), batches))
+        found: dict[int, Frame] = {}
+        for batch, frames in zip(batches, results, strict=True):
+            for number, frame in zip(batch, frames, strict=True):
+                found[number] = frame
         return found
 
     def cached(self, instance_uid: str, number: int) -> bool:
@@ -124,7 +146,7 @@ class FrameFetcher:
         return (instance_uid, number) in self._cache
 
     def _fetch(self, instance_uid: str, numbers: Sequence[int]) -> list[Frame]:
-        what = f"frames {numbers[0]}..{numbers[-1]} of instance {instance_uid}"
+        what = f"frames {numbers[0]}..{numbers[-1]} of instance {instance_uid.rpartition('/')[2]}"
         path = self._prefix + instance_uid + "/frames/" + ",".join(map(str, numbers))
         with self._lock:
             self.requests += 1

@@ -32,6 +32,7 @@ from tilestream.errors import (
 )
 from tilestream.slide.dicomweb._client import DicomWebSession, map_http_error
 from tilestream.slide.dicomweb._frames import Frame, FrameFetcher
+from tilestream.slide.dicomweb._study import study_associated
 from tilestream.slide.dicomweb._url import DicomWebURL
 
 __all__ = ["JPEG_BASELINE", "PREFETCH_FRAMES", "DicomImage", "DicomWebSeries", "check_series"]
@@ -50,6 +51,7 @@ class DicomImage:
     """One tiled image of the series (a pyramid level, a label, an overview, a thumbnail)."""
 
     instance_uid: str
+    series_uid: str
     width: int
     height: int
     tile_w: int
@@ -59,6 +61,11 @@ class DicomImage:
     bits: int
     #: Frame number (1-based) of stored tile ``(col, row)``; 0 where a sparse image has none.
     frame_of: Callable[[int, int], int]
+
+    @property
+    def frames_path(self) -> str:
+        """The instance's path in its study, as :class:`FrameFetcher` takes it."""
+        return f"{self.series_uid}/instances/{self.instance_uid}"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -126,7 +133,14 @@ class DicomWebSeries:
         ):
             if series is not None and len(series):
                 self.associated[name] = self._image(series[0].default_instance)
-        self.frames = FrameFetcher(session, str(url.study_uid), str(url.series_uid))
+        self.frames = FrameFetcher(session, str(url.study_uid))
+
+    def add_study_associated(self, container: str | None) -> None:
+        """Add the label / overview found in other series of the study (if missing here)."""
+        wanted = {"label", "macro"} - set(self.associated)
+        if wanted:
+            found = study_associated(self.session, self.url, container, wanted, DicomImage)
+            self.associated.update(found)
 
     def _image(self, instance: Any) -> DicomImage:
         dataset = instance.dataset
@@ -146,6 +160,7 @@ class DicomWebSeries:
 
         return DicomImage(
             instance_uid=str(dataset.instance_uid),
+            series_uid=str(self.url.series_uid),
             width=int(data.image_size.width),
             height=int(data.image_size.height),
             tile_w=int(data.tile_size.width),
@@ -176,14 +191,14 @@ class DicomWebSeries:
         numbers = [
             image.frame_of(c, r) for r in range(row0, row1 + 1) for c in range(col0, last + 1)
         ]
-        self.frames.get(image.instance_uid, [n for n in numbers if n > 0])
+        self.frames.get(image.frames_path, [n for n in numbers if n > 0])
 
     def frame(self, image: DicomImage, col: int, row: int) -> Frame | None:
         """The encoded frame of stored tile ``(col, row)`` (``None``: not stored, sparse)."""
         number = image.frame_of(col, row)
         if number <= 0:
             return None
-        return self.frames.get(image.instance_uid, [number])[number]
+        return self.frames.get(image.frames_path, [number])[number]
 
     def jpeg_bytes(self, image: DicomImage, col: int, row: int) -> bytes | None:
         """Stored tile ``(col, row)`` as a standalone JPEG file, ``None`` when not JPEG baseline."""
@@ -200,14 +215,14 @@ class DicomWebSeries:
         try:
             rgb = _decode(frame, image)
         except Exception as exc:
-            self.frames.drop(image.instance_uid, image.frame_of(col, row))
+            self.frames.drop(image.frames_path, image.frame_of(col, row))
             raise CorruptSlideError(
                 f"cannot decode frame {image.frame_of(col, row)} (tile {col},{row}) of instance "
                 f"{image.instance_uid}: {type(exc).__name__}: {exc}",
                 path=self.url.url,
             ) from None
         if rgb.shape[:2] != (image.tile_h, image.tile_w):
-            self.frames.drop(image.instance_uid, image.frame_of(col, row))
+            self.frames.drop(image.frames_path, image.frame_of(col, row))
             raise CorruptSlideError(
                 f"frame {image.frame_of(col, row)} of instance {image.instance_uid} decodes to "
                 f"{rgb.shape[1]}x{rgb.shape[0]}, not the {image.tile_w}x{image.tile_h} tile size",
@@ -221,7 +236,10 @@ class DicomWebSeries:
 
 
 def _client_class(wsidicom: Any) -> Any:
-    """wsidicom's web client, giving instances without a pixel spacing a stand-in one.
+    """wsidicom's web client, for metadata only.
+
+    No frame probes, no annotation query, and instances without a pixel
+    spacing are given a stand-in one.
 
     wsidicom cannot order levels without a pixel spacing; the stand-in (1 mm
     over the image's width, so the levels' ratios hold) only serves that: the
@@ -233,6 +251,14 @@ def _client_class(wsidicom: Any) -> Any:
             dataset = super().get_instance(study_uid, series_uid, instance_uid)
             _stand_in_pixel_spacing(dataset)
             return dataset
+
+        def is_transfer_syntax_supported(self, *args: Any) -> bool:
+            # wsidicom would fetch a frame of every instance to probe; its frame
+            # reading is not used (frames are fetched as stored, FrameFetcher).
+            return True
+
+        def get_annotation_instances(self, *args: Any) -> Any:
+            return iter(())  # annotations are not read: no query for them
 
     return Client
 
