@@ -205,6 +205,14 @@ def test_a_server_that_is_not_dicomweb_is_one_clear_error(
     _assert_clean_error(*_list(capsys, web_page), web_page, "DICOMweb")
 
 
+def test_orthancs_own_rest_api_is_not_taken_for_dicomweb(
+    orthanc, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Orthanc's REST root answers /series with a JSON list of its own identifiers
+    root = orthanc.server.url
+    _assert_clean_error(*_list(capsys, root), root, "does not speak DICOMweb")
+
+
 def test_a_url_that_is_not_http_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     _assert_clean_error(*_list(capsys, "ftp://127.0.0.1/dicom-web"), "not a DICOMweb URL")
 

@@ -147,7 +147,7 @@ def _search(session: DicomWebSession, study: str | None) -> list[Mapping[str, An
     query = urllib.parse.urlencode(_FIELDS)
     if study:
         found = session.get_json(f"/studies/{study}/series?{query}", what="the list of series")
-        return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list) else []
+        return _dicom_json(session, found)
     try:
         found = session.get_json(f"/series?{query}", what="the list of series")
     except (SlideNotFoundError, RemoteSlideError) as exc:
@@ -163,7 +163,23 @@ def _search(session: DicomWebSession, study: str | None) -> list[Mapping[str, An
             if uid:
                 out.extend(_search(session, str(uid)))
         return out
-    return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list) else []
+    return _dicom_json(session, found)
+
+
+def _dicom_json(session: DicomWebSession, found: Any) -> list[Mapping[str, Any]]:
+    """A QIDO-RS answer's datasets; anything but a list of DICOM JSON objects is not DICOMweb.
+
+    (Orthanc's own REST API, for one, answers ``/series`` with a list of its identifiers.)
+    """
+    if not isinstance(found, list) or not all(
+        isinstance(f, Mapping) and all(isinstance(v, Mapping) for v in f.values()) for f in found
+    ):
+        raise RemoteSlideError(
+            "the server does not speak DICOMweb (the QIDO-RS search answered with something "
+            "other than a list of DICOM JSON datasets; is the URL the DICOMweb root?)",
+            path=session.url.url,
+        )
+    return list(found)
 
 
 def _series_info(url: DicomWebURL, item: Mapping[str, Any], meta: Any) -> SeriesInfo | None:
