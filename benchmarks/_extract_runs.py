@@ -168,6 +168,7 @@ def run_tilestream(
         "seconds": seconds,
         "cpu_seconds": cpu,
         "passthrough": r.passthrough,
+        "assembled": r.assembled,
         "resizer": config.resizer,
         "stages": r.timings,
         "peak_mb": peak_mb(),

@@ -144,11 +144,12 @@ def _name(which: str, r: Result) -> str:
     grid = r.get("tile_grid") or {}
     snapped = " snapped" if grid.get("snapped") else ""
     how = []
-    if r.get("passthrough"):
-        how.append(f"{r['passthrough']} passed through")
-    mosaic = (r.get("stages") or {}).get("mosaic_tiles")
-    if mosaic:
-        how.append(f"{int(mosaic)} assembled losslessly")
+    assembled = int(r.get("assembled") or 0)
+    copied = int(r.get("passthrough") or 0) - assembled
+    if copied:
+        how.append(f"{copied} stored tiles copied")
+    if assembled:
+        how.append(f"{assembled} assembled losslessly")
     kind = "re-encode" if which == "tilestream-reencode" else "default"
     extra = f", {', '.join(how)}" if how else ""
     return f"tilestream {kind}{snapped}{extra}"
@@ -183,7 +184,7 @@ def _verdicts(results: dict[tuple[str, str], tuple[dict[str, Result], dict[str, 
         best, floors = main
         sf = best.get("slideflow")
         ours = best["tilestream"]
-        lossless = bool(ours.get("passthrough") or (ours.get("stages") or {}).get("mosaic_tiles"))
+        lossless = bool(ours.get("passthrough"))
         if sf is None:
             lines.append("* 8x Slideflow with the lossless path: Slideflow not run.")
         else:
