@@ -50,6 +50,7 @@ from _extract_qc import bench_qc
 from _extract_runs import (
     GEOMETRIES,
     QC_OFF,
+    WORK,
     Geometry,
     child,
     coords_copy,
@@ -317,6 +318,10 @@ def main() -> None:
         for px, um in geometry.configs:
             results[(name, geometry.label(px, um))] = bench_config(slide, px, um, args)
     load = (load_start, os.getloadavg()[0])
+    saved = {
+        f"{g}|{c}": {"best": best, "floors": floors} for (g, c), (best, floors) in results.items()
+    }
+    (WORK / "bench_extract.json").write_text(json.dumps({"size": args.size, "results": saved}))
     print()
     print(_table(results))
     print()
