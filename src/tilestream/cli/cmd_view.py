@@ -30,7 +30,7 @@ def register(group: click.Group) -> None:
     """Add ``tilestream view`` to the root group."""
 
     @group.command("view")
-    @click.argument("path", type=click.Path(path_type=Path))
+    @click.argument("path", type=click.Path())
     @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
                   help="Port to listen on (0: any free port).")  # fmt: skip
     @click.option("--host", default="127.0.0.1", show_default=True,
@@ -46,7 +46,7 @@ def register(group: click.Group) -> None:
     @click.option("--max-connections", type=click.IntRange(1), default=MAX_CONNECTIONS,
                   show_default=True, help="Connections answered at once (more get 503).")  # fmt: skip
     def view(
-        path: Path,
+        path: str,
         port: int,
         host: str,
         roi_dir: Path | None,
@@ -54,7 +54,11 @@ def register(group: click.Group) -> None:
         timeout: float,
         max_connections: int,
     ) -> None:
-        """Browse slides, their tile grids and extracted tiles in a web browser."""
+        """Browse slides, their tile grids and extracted tiles in a web browser.
+
+        PATH: a slide, a folder of slides, a run folder or a folder of runs, or a slide URL
+        (dicomweb+https://.../studies/<UID>/series/<UID>).
+        """
         server = ViewerServer(
             path,
             host=host,

@@ -97,9 +97,12 @@ def version_etag(*parts: object) -> str:
     return '"' + hashlib.sha1(repr(parts).encode()).hexdigest()[:20] + '"'
 
 
-def file_stamp(path: Path | None) -> tuple[int, int]:
-    """``(size, mtime_ns)`` of a file, ``(0, 0)`` when there is none: its version."""
-    if path is None:
+def file_stamp(path: Path | str | None) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a file, ``(0, 0)`` when there is none: its version.
+
+    A URL slide (a DICOMweb series, immutable under its UID) is versioned by its URL alone.
+    """
+    if path is None or isinstance(path, str):
         return (0, 0)
     try:
         st = path.stat()

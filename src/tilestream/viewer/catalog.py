@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tilestream.errors import ConfigError, SlideNotFoundError
+from tilestream.extract.remote import is_slide_url, redact_url, url_slide_name
 from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discover_slides, slide_name
 from tilestream.runfolder import (
     CONFIG_FILE,
@@ -51,11 +52,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SlideEntry:
-    """One slide: its file (if known and present) and its extraction outputs (if any)."""
+    """One slide: its file (if known and present) and its extraction outputs (if any).
+
+    ``slide_path`` is a local file, or a slide URL (a DICOMweb series) as a ``str``.
+    """
 
     id: str
     name: str
-    slide_path: Path | None
+    slide_path: Path | str | None
     run_dir: Path | None = None
     run: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
@@ -98,12 +102,22 @@ class SlideEntry:
 
     @property
     def slide_file(self) -> str | None:
-        """The slide file's name (what the browser is shown; never its folder)."""
+        """The slide file's name (what the browser is shown; never its folder).
+
+        For a URL slide, the last segment of its path (a DICOMweb series' UID).
+        """
+        if isinstance(self.slide_path, str):
+            return self.slide_path.rstrip("/").rsplit("/", 1)[-1]
         return self.slide_path.name if self.slide_path is not None else None
 
     @property
     def has_slide(self) -> bool:
-        """Whether the slide file exists (Deep Zoom, metadata and tissue need it)."""
+        """Whether the slide file exists (Deep Zoom, metadata and tissue need it).
+
+        A URL slide is taken to exist; a server that cannot serve it fails its reads.
+        """
+        if isinstance(self.slide_path, str):
+            return True
         return self.slide_path is not None and self.slide_path.exists()
 
     def _preview_url(self) -> str | None:
@@ -215,10 +229,22 @@ class Catalog:
         ConfigError
             When a folder holds neither slides nor extraction outputs.
         """
+        rois = [Path(roi_dir)] if roi_dir is not None else []
+        if isinstance(path, str) and is_slide_url(path):
+            url = redact_url(path)
+            name = url_slide_name(path)
+            entry = SlideEntry(id=name, name=name, slide_path=path)
+            entry.roi_path = _find_roi(name, rois)
+            if url != path:  # the catalogue is shown: never with credentials in it
+                raise ConfigError(
+                    "a slide URL with credentials, a query string or a fragment in it is not "
+                    "served: give credentials through the environment (docs/dicomweb.md)",
+                    path=url,
+                )
+            return cls(root=None, mode="slide", entries=[entry])
         p = Path(path)
         if not p.exists():
             raise SlideNotFoundError("no such file or folder", path=p)
-        rois = [Path(roi_dir)] if roi_dir is not None else []
         if p.is_file():
             entry = SlideEntry(id=slide_name(p), name=slide_name(p), slide_path=p.resolve())
             entry.roi_path = _find_roi(entry.name, [*rois, p.parent])
@@ -273,8 +299,10 @@ def _run_entries(root: Path, runs: list[Path], rois: list[Path]) -> list[SlideEn
         for name in slide_names(run_dir):
             state = _state(run_dir, name)
             recorded = state.get("path")
-            sp = Path(recorded) if isinstance(recorded, str) and recorded else None
-            folders = [*rois] + ([sp.parent] if sp is not None else [])
+            sp: Path | str | None = None
+            if isinstance(recorded, str) and recorded:
+                sp = recorded if is_slide_url(recorded) else Path(recorded)
+            folders = [*rois] + ([sp.parent] if isinstance(sp, Path) else [])
             entries.append(
                 SlideEntry(
                     id=name,

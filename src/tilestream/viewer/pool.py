@@ -57,7 +57,8 @@ class SlidePool:
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size!r}")
-        self.path = Path(path)
+        # a slide URL stays a string (a Path would fold its "//")
+        self.path: Path | str = path if isinstance(path, str) and "://" in path else Path(path)
         self.size = size
         self._cache_bytes = cache_bytes
         self._free: list[Slide] = []
