@@ -215,6 +215,9 @@ def _encoding(state: dict[str, Any], config: ExtractConfig) -> str:
     quality = state.get("stored_quality")
     stored = f"quality {quality}" if quality is not None else "unknown quality"
     text = f"{passed} passed through ({stored}, from the slide)"
+    assembled = int(state.get("assembled", 0))
+    if assembled:  # the scanner's JPEG coefficients, cut from several stored tiles
+        text = f"{passed} from the slide's JPEG tiles without re-encoding ({stored}; {assembled} assembled losslessly from several stored tiles)"
     return text if passed == tiles else f"{text}; {tiles - passed} {encoded}"
 
 
