@@ -9,6 +9,7 @@ scanner's, bit for bit.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def test_tiles_are_assembled_with_the_scanners_pixels(aperio_slide: Path, tmp_pa
     assert result.timings["assemble"] > 0 and result.timings.get("encode", 0) == 0
     report = (tmp_path / "256px_128um" / "report.html").read_text(encoding="utf-8")
     assert f"{result.tiles} assembled losslessly from several stored tiles" in report
+    summary = json.loads((tmp_path / "256px_128um" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["assembled"] == summary["passthrough"] == result.tiles
     with open_slide(aperio_slide) as slide:
         for cx, cy, data in _tiles(tmp_path):
             ref = slide.read_region((cx - 128, cy - 128), 0, (256, 256), as_array=True)

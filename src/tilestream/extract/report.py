@@ -194,6 +194,7 @@ def _summary(run_dir: Path, states: list[dict[str, Any]], config: ExtractConfig)
         "failed": len(failed),
         "tiles": sum(int(s.get("tiles", 0)) for s in done),
         "passthrough": sum(int(s.get("passthrough", 0)) for s in done),
+        "assembled": sum(int(s.get("assembled", 0)) for s in done),
         "tile_grid": grid_summary(config, done),
         "stale": stale,
         "qc": {str(s.get("slide")): slide_qc(run_dir, s) for s in done},
