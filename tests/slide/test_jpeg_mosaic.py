@@ -157,6 +157,21 @@ def test_every_sampling_with_and_without_restart_markers(
         assert np.array_equal(np.asarray(imagecodecs.jpeg8_decode(out)), got)
 
 
+@pytest.mark.parametrize("subsampling", [0, 1, 2], ids=["444", "422", "420"])
+def test_copied_bits_are_the_re_encoded_ones(tissue: np.ndarray, subsampling: int) -> None:
+    # Without restart markers the outputs copy the stored tiles' coded bits (a new DC
+    # code where a run of blocks from one tile starts); with them the coefficients are
+    # re-encoded. The same image, quality and tables: the same bytes, at every offset.
+    copied = _stored(tissue, quality=85, subsampling=subsampling)
+    encoded = _stored(tissue, quality=85, subsampling=subsampling, restart_marker_rows=1)
+    a = {key: jm.decode_coefficients(data) for key, data in copied.items()}
+    b = {key: jm.decode_coefficients(data) for key, data in encoded.items()}
+    for x, y, w, h in [(0, 0, 720, 720), (16, 32, 256, 256), (224, 208, 256, 256),
+                       (464, 448, 256, 256), (208, 0, 64, 720), (0, 224, 720, 32)]:  # fmt: skip
+        out = jm.mosaic(a, 240, 240, x, y, w, h)
+        assert out is not None and out == jm.mosaic(b, 240, 240, x, y, w, h), (x, y, w, h)
+
+
 def test_huffman_tables_stored_or_optimal(tissue: np.ndarray) -> None:
     tiles = _stored(tissue, quality=90, subsampling=2)
     decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}

@@ -66,10 +66,13 @@ static int fail(err_t *e, int status, const char *msg) {
 
 /* ------------------------------------------------------------ Huffman decoding */
 
+enum { WALK_COEF = 1, WALK_EOB = 2, WALK_ZRL = 3 };
+
 typedef struct {
     int present;
     uint16_t look[512]; /* 9-bit lookahead: code length << 8 | symbol; 0: a longer code */
     int32_t fast[1024]; /* AC, 10-bit lookahead: value << 16 | run << 8 | code + value bits; 0: slow path */
+    uint16_t walk[4096]; /* AC, 12-bit lookahead of the code alone: kind << 9 | run << 5 | code + value bits */
     int32_t maxcode[18];
     int32_t mincode[17];
     int32_t valptr[17];
@@ -119,6 +122,27 @@ static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t
         int v = (idx >> (10 - len - sz)) & ((1 << sz) - 1);
         v = v < (1 << (sz - 1)) ? v - (1 << sz) + 1 : v;
         t->fast[idx] = (int32_t)((uint32_t)v << 16) | (rs >> 4) << 8 | (len + sz);
+    }
+    if (!dc) { /* the walk skips magnitude bits unread: any code up to 12 bits is one lookup */
+        for (int idx = 0; idx < 4096; idx++) {
+            unsigned look = t->look[idx >> 3];
+            int len = (int)(look >> 8), rs = (int)(look & 0xFF), sz = rs & 15, r = rs >> 4;
+            if (!len) { /* a code of 10 to 12 bits */
+                int32_t c12 = idx;
+                for (int l = 10; l <= 12 && !len; l++) {
+                    int32_t c = c12 >> (12 - l);
+                    if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
+                        len = l;
+                        rs = t->vals[t->valptr[l] + c - t->mincode[l]];
+                        sz = rs & 15;
+                        r = rs >> 4;
+                    }
+                }
+                if (!len) continue;
+            }
+            unsigned kind = sz ? (sz <= 10 ? WALK_COEF : 0) : rs == 0 ? WALK_EOB : rs == 0xF0 ? WALK_ZRL : 0;
+            if (kind) t->walk[idx] = (uint16_t)(kind << 9 | (unsigned)r << 5 | (unsigned)(len + sz));
+        }
     }
     t->present = 1;
     return 0;
@@ -208,6 +232,13 @@ typedef struct {
     PyObject *app;        /* bytes: the JFIF APP0 and Adobe APP14 segments, copied to outputs */
     hraw_t hraw[2][2];    /* [luma, chroma][DC, AC] tables of the scan */
     int hreuse;           /* the chroma components share their tables: outputs may reuse them */
+    /* The index (no restart markers): outputs copy the stored tiles' coded bits. */
+    int indexed;          /* canonically coded and indexed: outputs may copy its bits */
+    uint8_t *scan;        /* the entropy-coded data, unstuffed, then SCAN_PAD zero bytes */
+    uint64_t scan_bits;
+    uint32_t *bstart[3], *bdc[3], *bend[3]; /* per block: bit offsets of its start, end of DC, end */
+    int16_t *dcv[3], *dcd[3];                /* per block: its DC value and coded difference */
+    PyObject *data;       /* the input (bytes): its coefficients decoded when an output needs them */
 } Coefs;
 
 static PyTypeObject CoefsType;
@@ -218,6 +249,7 @@ typedef struct {
     size_t app_off[2], app_len[2];
     int napp;
     int have_sof;
+    int full; /* decode the coefficients (else index the scan where it can be) */
     size_t max_pixels;
 } parse_t;
 
@@ -281,7 +313,16 @@ static int restart(breader_t *b, int index, int *preds, err_t *e) {
     return 0;
 }
 
+static size_t nblocks_of(const Coefs *c, int i) { return (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]); }
+
 static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *end, err_t *e) {
+    for (int i = 0; i < c->ncomp; i++) {
+        /* Not zeroed: every block's DC and nz mask are written, and only the AC values
+         * the mask names are ever read. */
+        c->coef[i] = malloc(nblocks_of(c, i) * 64 * sizeof(int16_t));
+        c->nz[i] = calloc(nblocks_of(c, i), sizeof(uint64_t));
+        if (!c->coef[i] || !c->nz[i]) return fail(e, E_NOMEM, "out of memory");
+    }
     breader_t b = {p, end, 0, 0, 0, 0};
     int preds[3] = {0, 0, 0};
     long mcu = 0, intervals = 0;
@@ -303,6 +344,189 @@ static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *e
             if (8 * b.pad > b.nbits) return fail(e, E_CORRUPT, "entropy-coded data truncated");
         }
     }
+    return 0;
+}
+
+
+/* ------------------------------------------------------------ the index of a scan
+ *
+ * Without restart markers, a scan is indexed instead of decoded: its data is
+ * unstuffed once and walked, recording where each block's bits start, where
+ * its DC difference ends and where it ends, and its DC value and difference.
+ * AC magnitudes are skipped unread. An output whose blocks come from such
+ * sources, coded with their own Huffman tables, is then their bits copied:
+ * only a block whose DC difference changes (the first of a run from one
+ * source) gets a new DC code. The bits are those re-encoding the coefficients
+ * would give, as long as the source codes them as an encoder does (no zero
+ * run left before the end of a block, no other run/size 0 symbol than EOB and
+ * ZRL); a source that does not is not "indexed" and is decoded instead. */
+
+#define SCAN_PAD 512 /* zero bytes past the data: a block reads at most 64 * 26 bits */
+
+typedef struct {
+    const uint8_t *p; /* next byte to load */
+    uint64_t acc;     /* MSB-aligned */
+    int nbits;
+} pr_t;
+
+static inline uint64_t load_be64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(v);
+#else
+    v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+#endif
+}
+
+static inline void pr_fill(pr_t *b) { /* nbits < 32 */
+    int n = (64 - b->nbits) >> 3;
+    b->acc |= (load_be64(b->p) >> (64 - 8 * n)) << (64 - 8 * n - b->nbits);
+    b->p += n;
+    b->nbits += 8 * n;
+}
+
+static inline int pr_decode(pr_t *b, const dhuff_t *t) {
+    if (b->nbits < 32) pr_fill(b);
+    unsigned look = t->look[b->acc >> (64 - 9)];
+    if (look) {
+        b->acc <<= look >> 8;
+        b->nbits -= (int)(look >> 8);
+        return (int)(look & 0xFF);
+    }
+    int32_t code16 = (int32_t)(b->acc >> (64 - 16));
+    for (int l = 10; l <= 16; l++) {
+        int32_t c = code16 >> (16 - l);
+        if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
+            b->acc <<= l;
+            b->nbits -= l;
+            return t->vals[t->valptr[l] + c - t->mincode[l]];
+        }
+    }
+    return -1;
+}
+
+#define PR_POS(b, base) ((uint64_t)((b)->p - (base)) * 8 - (uint64_t)(b)->nbits)
+
+/* One block walked (the same checks as decode_block); *canon cleared where it is not
+ * coded as an encoder codes it. */
+static int index_block(pr_t *restrict b, const uint8_t *base, const dhuff_t *restrict dc,
+                       const dhuff_t *restrict ac, int *restrict pred, size_t bi, Coefs *c, int ci,
+                       int *restrict canon, err_t *e) {
+    c->bstart[ci][bi] = (uint32_t)PR_POS(b, base);
+    int s = pr_decode(b, dc), diff = 0;
+    if (s < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad DC code)");
+    if (s > 11) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC magnitude category over 11)");
+    if (s) {
+        diff = extend((int)(b->acc >> (64 - s)), s);
+        b->acc <<= s;
+        b->nbits -= s;
+    }
+    *pred += diff;
+    if (*pred > 32767 || *pred < -32768) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC out of range)");
+    c->dcv[ci][bi] = (int16_t)*pred;
+    c->dcd[ci][bi] = (int16_t)diff;
+    c->bdc[ci][bi] = (uint32_t)PR_POS(b, base);
+    int zrl = 0;
+    for (int k = 1; k < 64; k++) {
+        if (b->nbits < 32) pr_fill(b);
+        unsigned f = ac->walk[b->acc >> (64 - 12)];
+        if (f) {
+            b->acc <<= f & 31;
+            b->nbits -= (int)(f & 31);
+            unsigned kind = f >> 9;
+            if (kind == WALK_COEF) {
+                k += (int)((f >> 5) & 15);
+                zrl = 0;
+                if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+                continue;
+            }
+            if (kind == WALK_ZRL) {
+                k += 15;
+                zrl = 1;
+                if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
+                continue;
+            }
+            break; /* EOB */
+        }
+        int rs = pr_decode(b, ac);
+        if (rs < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad AC code)");
+        int r = rs >> 4, sz = rs & 15;
+        if (sz) {
+            k += r;
+            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+            if (sz > 10) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC magnitude category over 10)");
+            if (b->nbits < 16) pr_fill(b);
+            b->acc <<= sz;
+            b->nbits -= sz;
+            zrl = 0;
+        } else if (r == 15) {
+            k += 15;
+            zrl = 1;
+            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
+        } else {
+            if (r) *canon = 0; /* read as EOB, as libjpeg does */
+            break;
+        }
+    }
+    if (zrl) *canon = 0; /* zero runs up to the end instead of EOB */
+    c->bend[ci][bi] = (uint32_t)PR_POS(b, base);
+    return 0;
+}
+
+static int index_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *end, err_t *e) {
+    size_t avail = (size_t)(end - p);
+    if ((uint64_t)avail * 8 + 8 * SCAN_PAD > 0xFFFFFFFFull) return decode_scan(c, ps, p, end, e);
+    uint8_t *s = malloc(avail + SCAN_PAD);
+    if (!s) return fail(e, E_NOMEM, "out of memory");
+    c->scan = s;
+    size_t n = 0;
+    const uint8_t *q = p;
+    while (q < end) { /* unstuff up to the first marker */
+        const uint8_t *ff = memchr(q, 0xFF, (size_t)(end - q));
+        size_t run = ff ? (size_t)(ff - q) : (size_t)(end - q);
+        memcpy(s + n, q, run);
+        n += run;
+        q += run;
+        if (!ff) break;
+        if (q + 1 < end && q[1] == 0x00) {
+            s[n++] = 0xFF;
+            q += 2;
+        } else {
+            break;
+        }
+    }
+    memset(s + n, 0, SCAN_PAD);
+    c->scan_bits = (uint64_t)n * 8;
+    for (int i = 0; i < c->ncomp; i++) {
+        size_t nb = nblocks_of(c, i);
+        c->bstart[i] = malloc(nb * sizeof(uint32_t));
+        c->bdc[i] = malloc(nb * sizeof(uint32_t));
+        c->bend[i] = malloc(nb * sizeof(uint32_t));
+        c->dcv[i] = malloc(nb * sizeof(int16_t));
+        c->dcd[i] = malloc(nb * sizeof(int16_t));
+        if (!c->bstart[i] || !c->bdc[i] || !c->bend[i] || !c->dcv[i] || !c->dcd[i])
+            return fail(e, E_NOMEM, "out of memory");
+    }
+    pr_t b = {s, 0, 0};
+    int preds[3] = {0, 0, 0}, canon = 1;
+    for (int my = 0; my < c->mcus_y; my++) {
+        for (int mx = 0; mx < c->mcus_x; mx++) {
+            for (int ci = 0; ci < c->ncomp; ci++) {
+                const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
+                for (int by = 0; by < c->v[ci]; by++) {
+                    size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
+                    for (int bx = 0; bx < c->h[ci]; bx++) {
+                        if (index_block(&b, s, dc, ac, &preds[ci], first + bx, c, ci, &canon, e)) return -1;
+                        if (PR_POS(&b, s) > c->scan_bits) return fail(e, E_CORRUPT, "entropy-coded data truncated");
+                    }
+                }
+            }
+        }
+    }
+    c->indexed = canon;
     return 0;
 }
 
@@ -345,14 +569,7 @@ static int parse_sof(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
     c->mcu_h = 8 * vmax;
     c->mcus_x = (c->width + c->mcu_w - 1) / c->mcu_w;
     c->mcus_y = (c->height + c->mcu_h - 1) / c->mcu_h;
-    for (int i = 0; i < c->ncomp; i++) {
-        c->bw[i] = c->mcus_x * c->h[i];
-        size_t nblocks = (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]);
-        c->coef[i] = calloc(nblocks * 64, sizeof(int16_t));
-        c->nz[i] = malloc(nblocks * sizeof(uint64_t));
-        if (!c->coef[i] || !c->nz[i]) return fail(e, E_NOMEM, "out of memory");
-        memset(c->nz[i], 0, nblocks * sizeof(uint64_t));
-    }
+    for (int i = 0; i < c->ncomp; i++) c->bw[i] = c->mcus_x * c->h[i];
     ps->have_sof = 1;
     return 0;
 }
@@ -449,7 +666,8 @@ static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err
                 }
             }
             c->hreuse = c->ncomp == 1 || (ps->td[1] == ps->td[2] && ps->ta[1] == ps->ta[2]);
-            return decode_scan(c, ps, d + pos, d + size, e);
+            if (ps->full || c->restart) return decode_scan(c, ps, d + pos, d + size, e);
+            return index_scan(c, ps, d + pos, d + size, e);
         }
         if (r) return -1;
     }
@@ -486,11 +704,22 @@ static PyObject *make_signature(const Coefs *c) {
     return sig;
 }
 
-static void coefs_dealloc(Coefs *self) {
+static void free_arrays(Coefs *self) {
     for (int i = 0; i < 3; i++) {
         free(self->coef[i]);
         free(self->nz[i]);
+        free(self->bstart[i]);
+        free(self->bdc[i]);
+        free(self->bend[i]);
+        free(self->dcv[i]);
+        free(self->dcd[i]);
     }
+    free(self->scan);
+}
+
+static void coefs_dealloc(Coefs *self) {
+    free_arrays(self);
+    Py_XDECREF(self->data);
     Py_XDECREF(self->signature);
     Py_XDECREF(self->app);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -537,6 +766,12 @@ static PyObject *py_decode(PyObject *mod, PyObject *args, PyObject *kwargs) {
         }
         c->app = PyBytes_FromStringAndSize((const char *)app, (Py_ssize_t)n);
         if (c->app) c->signature = make_signature(c);
+        /* kept for a decode of the coefficients, when an output cannot copy the bits */
+        if (c->app && c->signature && !c->coef[0]) {
+            c->data = PyBytes_CheckExact(view.obj) ? Py_NewRef(view.obj)
+                                                   : PyBytes_FromStringAndSize((const char *)view.buf, view.len);
+            if (!c->data) Py_CLEAR(c->signature);
+        }
     }
     free(ps);
     PyBuffer_Release(&view);
@@ -865,6 +1100,8 @@ static void write_header(job_t *job, bwriter_t *w) {
     bw_bytes(w, tail, 3);
 }
 
+static int finish_scan(bwriter_t *w, err_t *e);
+
 static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
     const Coefs *ref = job->map[0].src;
     int tables = ref->ncomp > 1 ? 2 : 1, r;
@@ -888,7 +1125,11 @@ static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
     write_header(job, w);
     if (walk(job, w, e)) return fail(e, E_CORRUPT, "optimal Huffman tables lack a symbol");
 finish:
-    if (bw_reserve(w, 8, e)) return -1;
+    return finish_scan(w, e);
+}
+
+static int finish_scan(bwriter_t *w, err_t *e) {
+    if (bw_reserve(w, 16, e)) return -1;
     if (w->nbits % 8) bw_put(w, (1u << (8 - w->nbits % 8)) - 1, 8 - w->nbits % 8); /* pad with ones */
     bw_put(w, 0, 0);                                                                   /* flush */
     static const uint8_t eoi[2] = {0xFF, 0xD9};
@@ -950,6 +1191,137 @@ static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **he
     return 0;
 }
 
+/* Decodes the coefficients of an indexed source (with the GIL: rare, and never twice). */
+static int ensure_coefs(Coefs *c) {
+    if (c->coef[0]) return 0;
+    Coefs *t = calloc(1, sizeof(Coefs));
+    parse_t *ps = calloc(1, sizeof(parse_t));
+    err_t e = {OK, ""};
+    if (!t || !ps) {
+        fail(&e, E_NOMEM, "out of memory");
+    } else {
+        ps->full = 1;
+        ps->max_pixels = (size_t)-1;
+        decode_jpeg(t, ps, (const uint8_t *)PyBytes_AS_STRING(c->data), (size_t)PyBytes_GET_SIZE(c->data), &e);
+    }
+    if (e.status == OK && t->coef[0]) {
+        for (int i = 0; i < 3; i++) {
+            c->nz[i] = t->nz[i];
+            c->coef[i] = t->coef[i];
+            t->nz[i] = NULL;
+            t->coef[i] = NULL;
+        }
+    } else if (e.status == OK) {
+        fail(&e, E_CORRUPT, "no coefficients decoded");
+    }
+    if (t) free_arrays(t);
+    free(t);
+    free(ps);
+    if (e.status != OK) {
+        raise_err(&e);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ copying coded bits */
+
+/* Appends bits [s, e) of an unstuffed scan (32 at a time), stuffing as it goes. */
+static void put_span(bwriter_t *restrict w, const uint8_t *restrict scan, uint64_t s, uint64_t e) {
+    uint64_t acc = w->acc;
+    int nbits = w->nbits;
+    uint8_t *o = w->buf + w->len;
+    while (e - s >= 32) {
+        uint32_t v = (uint32_t)((load_be64(scan + (s >> 3)) << (s & 7)) >> 32);
+        PUT_BITS(v, 32);
+        s += 32;
+    }
+    if (s < e) {
+        int n = (int)(e - s);
+        uint32_t v = (uint32_t)((load_be64(scan + (s >> 3)) << (s & 7)) >> (64 - n));
+        PUT_BITS(v, n);
+    }
+    w->acc = acc;
+    w->nbits = nbits;
+    w->len = (size_t)(o - w->buf);
+}
+
+static int flush_span(bwriter_t *w, const Coefs *src, uint64_t s, uint64_t e, err_t *err) {
+    if (!src || s == e) return 0;
+    if (bw_reserve(w, 2 * (size_t)((e - s) / 8) + 64, err)) return -1;
+    put_span(w, src->scan, s, e);
+    return 0;
+}
+
+/* The output's blocks copied from indexed sources with their own tables; 1 when a new
+ * DC difference has no code in them (then the coefficients are re-encoded). */
+static int copy_walk(job_t *job, bwriter_t *w, err_t *e) {
+    const Coefs *ref = job->map[0].src, *run = NULL;
+    int last[3] = {0, 0, 0};
+    uint64_t rs = 0, re = 0; /* the pending run of bits of source run */
+    for (int my = 0; my < job->my_n; my++) {
+        for (int mx = 0; mx < job->mx_n; mx++) {
+            const mcu_src_t *m = &job->map[(size_t)my * job->mx_n + mx];
+            const Coefs *src = m->src;
+            for (int ci = 0; ci < ref->ncomp; ci++) {
+                int hh = ref->h[ci], vv = ref->v[ci];
+                const ehuff_t *dc = &job->dc[ci ? 1 : 0];
+                for (int by = 0; by < vv; by++) {
+                    size_t first = (size_t)(m->sy * vv + by) * src->bw[ci] + (size_t)m->sx * hh;
+                    for (int bx = 0; bx < hh; bx++) {
+                        size_t bi = first + bx;
+                        int v = src->dcv[ci][bi], diff = v - last[ci];
+                        last[ci] = v;
+                        if (diff == src->dcd[ci][bi]) { /* the block's bits as they are */
+                            if (src == run && src->bstart[ci][bi] == re) {
+                                re = src->bend[ci][bi];
+                                continue;
+                            }
+                            if (flush_span(w, run, rs, re, e)) return -1;
+                            run = src;
+                            rs = src->bstart[ci][bi];
+                            re = src->bend[ci][bi];
+                            continue;
+                        }
+                        int n = nbits_of((unsigned)abs(diff));
+                        if (n > 11 || !dc->size[n]) return 1;
+                        if (flush_span(w, run, rs, re, e) || bw_reserve(w, 16, e)) return -1;
+                        {
+                            uint64_t acc = w->acc;
+                            int nbits = w->nbits;
+                            uint8_t *o = w->buf + w->len;
+                            PUT_BITS(dc->code[n], dc->size[n]);
+                            if (n) PUT_BITS((uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
+                            w->acc = acc;
+                            w->nbits = nbits;
+                            w->len = (size_t)(o - w->buf);
+                        }
+                        run = src;
+                        rs = src->bdc[ci][bi];
+                        re = src->bend[ci][bi];
+                    }
+                }
+            }
+        }
+    }
+    return flush_span(w, run, rs, re, e);
+}
+
+/* One pass copying the sources' bits (every source indexed, their tables shared); 1 to
+ * fall back to re-encoding the coefficients. */
+static int copy_job(job_t *job, bwriter_t *w, err_t *e) {
+    const Coefs *ref = job->map[0].src;
+    int tables = ref->ncomp > 1 ? 2 : 1, r;
+    for (int t = 0; t < tables; t++) {
+        build_ehuff(&job->dc[t], &ref->hraw[t][0]);
+        build_ehuff(&job->ac[t], &ref->hraw[t][1]);
+    }
+    if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(ref->app), e)) return -1;
+    write_header(job, w);
+    if ((r = copy_walk(job, w, e)) != 0) return r;
+    return finish_scan(w, e);
+}
+
 static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     PyObject *pieces, *seq, *out = NULL, **held = NULL;
     static char *kwlist[] = {"", "", "", "optimize", NULL};
@@ -988,9 +1360,23 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     }
     job->map = map;
     if (place_pieces(job, map, seq, held)) goto done;
-    Py_BEGIN_ALLOW_THREADS
-    encode_job(job, &w, &e);
-    Py_END_ALLOW_THREADS
+    int copied = 1, indexed = job->reuse && !optimize;
+    for (Py_ssize_t i = 0; i < n && indexed; i++) indexed = ((Coefs *)held[i])->indexed;
+    if (indexed) {
+        Py_BEGIN_ALLOW_THREADS
+        copied = copy_job(job, &w, &e);
+        Py_END_ALLOW_THREADS
+    }
+    if (copied > 0 && e.status == OK) { /* re-encode the coefficients */
+        w.len = 0;
+        w.acc = 0;
+        w.nbits = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (ensure_coefs((Coefs *)held[i])) goto done;
+        Py_BEGIN_ALLOW_THREADS
+        encode_job(job, &w, &e);
+        Py_END_ALLOW_THREADS
+    }
     if (e.status != OK)
         raise_err(&e);
     else
