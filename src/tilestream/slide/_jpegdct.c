@@ -244,7 +244,8 @@ typedef struct {
 static PyTypeObject CoefsType;
 
 typedef struct {
-    dhuff_t dc[4], ac[4];
+    const dhuff_t *dc[4], *ac[4]; /* built tables: shared (see table_for) or in own */
+    struct built *own[8];
     int td[3], ta[3];
     size_t app_off[2], app_len[2];
     int napp;
@@ -332,7 +333,7 @@ static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *e
                 if (restart(&b, (int)intervals++, preds, e)) return -1;
             }
             for (int ci = 0; ci < c->ncomp; ci++) {
-                const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
+                const dhuff_t *dc = ps->dc[ps->td[ci]], *ac = ps->ac[ps->ta[ci]];
                 for (int by = 0; by < c->v[ci]; by++) {
                     size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
                     for (int bx = 0; bx < c->h[ci]; bx++) {
@@ -515,7 +516,7 @@ static int index_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *en
     for (int my = 0; my < c->mcus_y; my++) {
         for (int mx = 0; mx < c->mcus_x; mx++) {
             for (int ci = 0; ci < c->ncomp; ci++) {
-                const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
+                const dhuff_t *dc = ps->dc[ps->td[ci]], *ac = ps->ac[ps->ta[ci]];
                 for (int by = 0; by < c->v[ci]; by++) {
                     size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
                     for (int bx = 0; bx < c->h[ci]; bx++) {
@@ -574,6 +575,68 @@ static int parse_sof(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
     return 0;
 }
 
+/* Built Huffman tables shared by every decode (a TIFF level's tiles share their
+ * JPEGTables: building them for each tile cost a fifth of its decode): a fixed set of
+ * slots, each filled once and never freed; once they are full, a decode builds its own. */
+typedef struct built {
+    dhuff_t t;
+    int dc, count;
+    uint8_t bits[17], vals[256];
+} built_t;
+
+#define TABLE_SLOTS 64
+#if defined(__GNUC__) || defined(__clang__)
+static built_t *shared_tables[TABLE_SLOTS];
+#define SHARED_TABLES 1
+#else
+#define SHARED_TABLES 0
+#endif
+
+static int same_table(const built_t *b, int dc, const uint8_t bits[17], const uint8_t *vals, int count) {
+    return b->dc == dc && b->count == count && !memcmp(b->bits, bits, 17) && !memcmp(b->vals, vals, (size_t)count);
+}
+
+static const dhuff_t *table_for(parse_t *ps, int slot, int dc, const uint8_t bits[17], const uint8_t *vals,
+                                int count, err_t *e) {
+#if SHARED_TABLES
+    for (int i = 0; i < TABLE_SLOTS; i++) {
+        built_t *b = __atomic_load_n(&shared_tables[i], __ATOMIC_ACQUIRE);
+        if (!b) break;
+        if (same_table(b, dc, bits, vals, count)) return &b->t;
+    }
+#endif
+    built_t *b = malloc(sizeof *b);
+    if (!b) return fail(e, E_NOMEM, "out of memory"), NULL;
+    if (build_dhuff(&b->t, dc, bits, vals, count, e)) {
+        free(b);
+        return NULL;
+    }
+    b->dc = dc;
+    b->count = count;
+    memcpy(b->bits, bits, 17);
+    memcpy(b->vals, vals, (size_t)count);
+#if SHARED_TABLES
+    for (int i = 0; i < TABLE_SLOTS; i++) {
+        built_t *seen = NULL;
+        if (__atomic_compare_exchange_n(&shared_tables[i], &seen, b, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return &b->t;
+        if (same_table(seen, dc, bits, vals, count)) { /* another thread's, the same */
+            free(b);
+            return &seen->t;
+        }
+    }
+#endif
+    free(ps->own[slot]); /* a table redefined: the scan uses the last one */
+    ps->own[slot] = b;
+    return &b->t;
+}
+
+static void free_parse(parse_t *ps) {
+    if (!ps) return;
+    for (int i = 0; i < 8; i++) free(ps->own[i]);
+    free(ps);
+}
+
 static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
     while (n > 0) {
         if (n < 17) return fail(e, E_CORRUPT, "DHT segment too short");
@@ -582,7 +645,10 @@ static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
         uint8_t bits[17] = {0};
         for (int i = 1; i <= 16; i++) count += bits[i] = s[i];
         if (count > 256 || (size_t)(17 + count) > n) return fail(e, E_CORRUPT, "bad DHT segment");
-        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], !tc, bits, s + 17, count, e)) return -1;
+        const dhuff_t *t = table_for(ps, tc * 4 + th, !tc, bits, s + 17, count, e);
+        if (!t) return -1;
+        if (tc) ps->ac[th] = t;
+        else ps->dc[th] = t;
         s += 17 + count;
         n -= 17 + (size_t)count;
     }
@@ -611,7 +677,7 @@ static int parse_sos(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
         if (s[1 + 2 * i] != c->comp_id[i]) return fail(e, E_UNSUPPORTED, "scan components out of frame order");
         ps->td[i] = s[2 + 2 * i] >> 4;
         ps->ta[i] = s[2 + 2 * i] & 15;
-        if (ps->td[i] > 3 || ps->ta[i] > 3 || !ps->dc[ps->td[i]].present || !ps->ac[ps->ta[i]].present)
+        if (ps->td[i] > 3 || ps->ta[i] > 3 || !ps->dc[ps->td[i]] || !ps->ac[ps->ta[i]])
             return fail(e, E_CORRUPT, "scan uses an undefined Huffman table");
         if (!c->qt_len[c->tq[i]]) return fail(e, E_CORRUPT, "component uses an undefined quantisation table");
     }
@@ -658,7 +724,7 @@ static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err
         } else if (m == 0xDA) {
             if (parse_sos(c, ps, s, n, e)) return -1;
             for (int t = 0; t < (c->ncomp > 1 ? 2 : 1); t++) {
-                const dhuff_t *tables[2] = {&ps->dc[ps->td[t]], &ps->ac[ps->ta[t]]};
+                const dhuff_t *tables[2] = {ps->dc[ps->td[t]], ps->ac[ps->ta[t]]};
                 for (int k = 0; k < 2; k++) {
                     memcpy(c->hraw[t][k].bits, tables[k]->bits, 17);
                     memcpy(c->hraw[t][k].vals, tables[k]->vals, (size_t)tables[k]->count);
@@ -773,7 +839,7 @@ static PyObject *py_decode(PyObject *mod, PyObject *args, PyObject *kwargs) {
             if (!c->data) Py_CLEAR(c->signature);
         }
     }
-    free(ps);
+    free_parse(ps);
     PyBuffer_Release(&view);
     if (e.status != OK) {
         Py_DECREF(c);
@@ -1216,7 +1282,7 @@ static int ensure_coefs(Coefs *c) {
     }
     if (t) free_arrays(t);
     free(t);
-    free(ps);
+    free_parse(ps);
     if (e.status != OK) {
         raise_err(&e);
         return -1;
