@@ -1184,6 +1184,8 @@ static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
         w->acc = 0;
         w->nbits = 0;
     }
+    memset(job->dcf, 0, sizeof job->dcf); /* the job is not zeroed: 8 KB of counts */
+    memset(job->acf, 0, sizeof job->acf);
     if (walk(job, NULL, e)) return -1;
     for (int t = 0; t < tables; t++)
         if (gen_optimal(&job->dc[t], job->dcf[t], e) || gen_optimal(&job->ac[t], job->acf[t], e)) return -1;
@@ -1290,102 +1292,159 @@ static int ensure_coefs(Coefs *c) {
     return 0;
 }
 
-/* ------------------------------------------------------------ copying coded bits */
+/* ------------------------------------------------------------ copying coded bits
+ *
+ * The copied bits go to an unstuffed buffer first, 56 at a time with one unaligned
+ * store each and no test, and are stuffed (0x00 after each 0xFF) into the output
+ * in one pass at the end: the same bytes as stuffing them as they come. */
 
-/* Appends bits [s, e) of an unstuffed scan (32 at a time), stuffing as it goes. */
-static void put_span(bwriter_t *restrict w, const uint8_t *restrict scan, uint64_t s, uint64_t e) {
-    uint64_t acc = w->acc;
-    int nbits = w->nbits;
-    uint8_t *o = w->buf + w->len;
-    while (e - s >= 32) {
-        uint32_t v = (uint32_t)((load_be64(scan + (s >> 3)) << (s & 7)) >> 32);
-        PUT_BITS(v, 32);
-        s += 32;
-    }
-    if (s < e) {
-        int n = (int)(e - s);
-        uint32_t v = (uint32_t)((load_be64(scan + (s >> 3)) << (s & 7)) >> (64 - n));
-        PUT_BITS(v, n);
-    }
-    w->acc = acc;
-    w->nbits = nbits;
-    w->len = (size_t)(o - w->buf);
+typedef struct {
+    uint8_t *buf, *o, *end; /* end: 16 bytes short of the allocation */
+    uint64_t acc;           /* the low nbits bits are pending */
+    int nbits;              /* < 8 between calls */
+} ubw_t;
+
+static inline void store_be64(uint8_t *p, uint64_t v) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
+#else
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+#endif
 }
 
-static int flush_span(bwriter_t *w, const Coefs *src, uint64_t s, uint64_t e, err_t *err) {
-    if (!src || s == e) return 0;
-    if (bw_reserve(w, 2 * (size_t)((e - s) / 8) + 64, err)) return -1;
-    put_span(w, src->scan, s, e);
+static int ub_reserve(ubw_t *u, size_t n, err_t *e) {
+    if ((size_t)(u->end - u->o) >= n) return 0;
+    size_t used = (size_t)(u->o - u->buf), cap = 2 * (size_t)(u->end - u->buf) + n + 16;
+    uint8_t *p = realloc(u->buf, cap + 16);
+    if (!p) return fail(e, E_NOMEM, "out of memory");
+    u->buf = p;
+    u->o = p + used;
+    u->end = p + cap;
     return 0;
 }
 
+static inline void ub_put(ubw_t *restrict u, uint64_t v, int k) { /* 1 <= k <= 56, v < 2^k */
+    u->acc = (u->acc << k) | v;
+    u->nbits += k;
+    store_be64(u->o, u->acc << (64 - u->nbits));
+    u->o += u->nbits >> 3;
+    u->nbits &= 7;
+}
+
+/* Appends bits [s, e) of an unstuffed scan. */
+static int ub_span(ubw_t *restrict u, const uint8_t *restrict scan, uint64_t s, uint64_t e, err_t *err) {
+    if (ub_reserve(u, (size_t)((e - s) / 8) + 16, err)) return -1;
+    for (; e - s >= 56; s += 56) ub_put(u, (load_be64(scan + (s >> 3)) << (s & 7)) >> 8, 56);
+    if (s < e) ub_put(u, (load_be64(scan + (s >> 3)) << (s & 7)) >> (64 - (int)(e - s)), (int)(e - s));
+    return 0;
+}
+
+/* Source block (by, bx) of component ci in MCU (sx, sy). */
+static inline size_t block_at(const Coefs *c, int ci, int sx, int sy, int by, int bx) {
+    return (size_t)(sy * c->v[ci] + by) * c->bw[ci] + (size_t)sx * c->h[ci] + (size_t)bx;
+}
+
 /* The output's blocks copied from indexed sources with their own tables; 1 when a new
- * DC difference has no code in them (then the coefficients are re-encoded). */
-static int copy_walk(job_t *job, bwriter_t *w, err_t *e) {
+ * DC difference has no code in them (then the coefficients are re-encoded). Along a
+ * row of the output, consecutive MCUs of one source row are a segment: only its first
+ * MCU's blocks may need new DC codes, the rest are one run of the source's bits. */
+static int copy_walk(job_t *job, ubw_t *u, err_t *e) {
     const Coefs *ref = job->map[0].src, *run = NULL;
-    int last[3] = {0, 0, 0};
+    int last[3] = {0, 0, 0}, nc = ref->ncomp;
     uint64_t rs = 0, re = 0; /* the pending run of bits of source run */
+#define RUN_TO(src, s, t)                                                                      \
+    do {                                                                                       \
+        if ((src) != run || (s) != re) {                                                       \
+            if (run && ub_span(u, run->scan, rs, re, e)) return -1;                            \
+            run = (src);                                                                       \
+            rs = (s);                                                                          \
+        }                                                                                      \
+        re = (t);                                                                              \
+    } while (0)
     for (int my = 0; my < job->my_n; my++) {
-        for (int mx = 0; mx < job->mx_n; mx++) {
-            const mcu_src_t *m = &job->map[(size_t)my * job->mx_n + mx];
+        const mcu_src_t *row = &job->map[(size_t)my * job->mx_n];
+        for (int mx = 0; mx < job->mx_n;) {
+            const mcu_src_t *m = &row[mx];
             const Coefs *src = m->src;
-            for (int ci = 0; ci < ref->ncomp; ci++) {
-                int hh = ref->h[ci], vv = ref->v[ci];
+            int len = 1;
+            while (mx + len < job->mx_n && row[mx + len].src == src && row[mx + len].sy == m->sy &&
+                   row[mx + len].sx == m->sx + len)
+                len++;
+            for (int ci = 0; ci < nc; ci++) { /* the segment's first MCU, block by block */
                 const ehuff_t *dc = &job->dc[ci ? 1 : 0];
-                for (int by = 0; by < vv; by++) {
-                    size_t first = (size_t)(m->sy * vv + by) * src->bw[ci] + (size_t)m->sx * hh;
-                    for (int bx = 0; bx < hh; bx++) {
-                        size_t bi = first + bx;
+                for (int by = 0; by < ref->v[ci]; by++) {
+                    for (int bx = 0; bx < ref->h[ci]; bx++) {
+                        size_t bi = block_at(src, ci, m->sx, m->sy, by, bx);
                         int v = src->dcv[ci][bi], diff = v - last[ci];
                         last[ci] = v;
                         if (diff == src->dcd[ci][bi]) { /* the block's bits as they are */
-                            if (src == run && src->bstart[ci][bi] == re) {
-                                re = src->bend[ci][bi];
-                                continue;
-                            }
-                            if (flush_span(w, run, rs, re, e)) return -1;
-                            run = src;
-                            rs = src->bstart[ci][bi];
-                            re = src->bend[ci][bi];
+                            RUN_TO(src, src->bstart[ci][bi], src->bend[ci][bi]);
                             continue;
                         }
                         int n = nbits_of((unsigned)abs(diff));
                         if (n > 11 || !dc->size[n]) return 1;
-                        if (flush_span(w, run, rs, re, e) || bw_reserve(w, 16, e)) return -1;
-                        {
-                            uint64_t acc = w->acc;
-                            int nbits = w->nbits;
-                            uint8_t *o = w->buf + w->len;
-                            PUT_BITS(dc->code[n], dc->size[n]);
-                            if (n) PUT_BITS((uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1), n);
-                            w->acc = acc;
-                            w->nbits = nbits;
-                            w->len = (size_t)(o - w->buf);
-                        }
+                        if (run && ub_span(u, run->scan, rs, re, e)) return -1;
+                        if (ub_reserve(u, 16, e)) return -1;
+                        uint32_t bits = (uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1);
+                        ub_put(u, (uint64_t)dc->code[n] << n | bits, dc->size[n] + n);
                         run = src;
                         rs = src->bdc[ci][bi];
                         re = src->bend[ci][bi];
                     }
                 }
             }
+            if (len > 1) { /* the rest: their DC predecessors are the source's own */
+                int sx = m->sx + len - 1, lc = nc - 1;
+                size_t b0 = block_at(src, 0, m->sx + 1, m->sy, 0, 0);
+                size_t bn = block_at(src, lc, sx, m->sy, ref->v[lc] - 1, ref->h[lc] - 1);
+                RUN_TO(src, src->bstart[0][b0], src->bend[lc][bn]);
+                for (int ci = 0; ci < nc; ci++)
+                    last[ci] = src->dcv[ci][block_at(src, ci, sx, m->sy, ref->v[ci] - 1, ref->h[ci] - 1)];
+            }
+            mx += len;
         }
     }
-    return flush_span(w, run, rs, re, e);
+#undef RUN_TO
+    if (run && ub_span(u, run->scan, rs, re, e)) return -1;
+    if (u->nbits) ub_put(u, (1u << (8 - u->nbits)) - 1, 8 - u->nbits); /* pad with ones */
+    return 0;
 }
 
 /* One pass copying the sources' bits (every source indexed, their tables shared); 1 to
  * fall back to re-encoding the coefficients. */
-static int copy_job(job_t *job, bwriter_t *w, err_t *e) {
+static int copy_job(job_t *job, bwriter_t *w, size_t guess, err_t *e) {
     const Coefs *ref = job->map[0].src;
     int tables = ref->ncomp > 1 ? 2 : 1, r;
     for (int t = 0; t < tables; t++) {
         build_ehuff(&job->dc[t], &ref->hraw[t][0]);
         build_ehuff(&job->ac[t], &ref->hraw[t][1]);
     }
-    if (bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(ref->app), e)) return -1;
-    write_header(job, w);
-    if ((r = copy_walk(job, w, e)) != 0) return r;
-    return finish_scan(w, e);
+    ubw_t u = {NULL, NULL, NULL, 0, 0};
+    if (ub_reserve(&u, guess, e)) return -1;
+    r = copy_walk(job, &u, e);
+    if (r == 0 && bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(ref->app), e)) r = -1;
+    if (r == 0) {
+        write_header(job, w);
+        const uint8_t *q = u.buf, *end = u.o;
+        while (q < end) { /* stuff */
+            const uint8_t *ff = memchr(q, 0xFF, (size_t)(end - q));
+            size_t run = ff ? (size_t)(ff - q) + 1 : (size_t)(end - q);
+            if (bw_reserve(w, run + 1, e)) {
+                r = -1;
+                break;
+            }
+            bw_bytes(w, q, run);
+            q += run;
+            if (ff) w->buf[w->len++] = 0;
+        }
+    }
+    free(u.buf);
+    if (r) return r;
+    if (bw_reserve(w, 2, e)) return -1;
+    static const uint8_t eoi[2] = {0xFF, 0xD9};
+    bw_bytes(w, eoi, 2);
+    return 0;
 }
 
 static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -1401,7 +1460,7 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     seq = PySequence_Fast(pieces, "pieces must be a sequence");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    job_t *job = calloc(1, sizeof(job_t));
+    job_t *job = malloc(sizeof(job_t)); /* its counts are zeroed where they are used */
     mcu_src_t *map = NULL;
     bwriter_t w = {NULL, 0, 0, 0, 0};
     err_t e = {OK, ""};
@@ -1429,8 +1488,17 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     int copied = 1, indexed = job->reuse && !optimize;
     for (Py_ssize_t i = 0; i < n && indexed; i++) indexed = ((Coefs *)held[i])->indexed;
     if (indexed) {
+        /* room for about what the sources hold for the output's MCUs (growing the buffer
+         * as the bits come copied it several times over) */
+        const Coefs *ref = (const Coefs *)held[0];
+        double per_mcu = (double)ref->scan_bits / 8 / ((double)ref->mcus_x * ref->mcus_y);
+        size_t guess = 4096 + (size_t)(1.25 * per_mcu * job->mx_n * job->my_n);
+        if (bw_reserve(&w, guess + 4096, &e)) {
+            raise_err(&e);
+            goto done;
+        }
         Py_BEGIN_ALLOW_THREADS
-        copied = copy_job(job, &w, &e);
+        copied = copy_job(job, &w, guess, &e);
         Py_END_ALLOW_THREADS
     }
     if (copied > 0 && e.status == OK) { /* re-encode the coefficients */
