@@ -66,13 +66,16 @@ static int fail(err_t *e, int status, const char *msg) {
 
 /* ------------------------------------------------------------ Huffman decoding */
 
-enum { WALK_COEF = 1, WALK_EOB = 2, WALK_ZRL = 3 };
+/* Walk table entries: a coefficient is (run + 1) << 8 | code + magnitude bits (under
+ * WALK_EOB); EOB and ZRL are their flag | code bits; WALK_SLOW: a longer code, or a
+ * symbol the checks must see. */
+enum { WALK_EOB = 0x4000, WALK_ZRL = 0x8000, WALK_SLOW = 0xC000 };
 
 typedef struct {
     int present;
     uint16_t look[512]; /* 9-bit lookahead: code length << 8 | symbol; 0: a longer code */
     int32_t fast[1024]; /* AC, 10-bit lookahead: value << 16 | run << 8 | code + value bits; 0: slow path */
-    uint16_t walk[4096]; /* AC, 12-bit lookahead of the code alone: kind << 9 | run << 5 | code + value bits */
+    uint16_t walk[4096]; /* AC, 12-bit lookahead of the code alone (see WALK_EOB) */
     int32_t maxcode[18];
     int32_t mincode[17];
     int32_t valptr[17];
@@ -125,6 +128,7 @@ static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t
     }
     if (!dc) { /* the walk skips magnitude bits unread: any code up to 12 bits is one lookup */
         for (int idx = 0; idx < 4096; idx++) {
+            t->walk[idx] = WALK_SLOW;
             unsigned look = t->look[idx >> 3];
             int len = (int)(look >> 8), rs = (int)(look & 0xFF), sz = rs & 15, r = rs >> 4;
             if (!len) { /* a code of 10 to 12 bits */
@@ -140,8 +144,12 @@ static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t
                 }
                 if (!len) continue;
             }
-            unsigned kind = sz ? (sz <= 10 ? WALK_COEF : 0) : rs == 0 ? WALK_EOB : rs == 0xF0 ? WALK_ZRL : 0;
-            if (kind) t->walk[idx] = (uint16_t)(kind << 9 | (unsigned)r << 5 | (unsigned)(len + sz));
+            if (sz && sz <= 10)
+                t->walk[idx] = (uint16_t)((unsigned)(r + 1) << 8 | (unsigned)(len + sz));
+            else if (rs == 0)
+                t->walk[idx] = (uint16_t)(WALK_EOB | len);
+            else if (rs == 0xF0)
+                t->walk[idx] = (uint16_t)(WALK_ZRL | len);
         }
     }
     t->present = 1;
@@ -430,24 +438,24 @@ static int index_block(pr_t *restrict b, const uint8_t *base, const dhuff_t *res
     c->dcv[ci][bi] = (int16_t)*pred;
     c->dcd[ci][bi] = (int16_t)diff;
     c->bdc[ci][bi] = (uint32_t)PR_POS(b, base);
-    int zrl = 0;
-    for (int k = 1; k < 64; k++) {
+    /* k: the next coefficient's index; zrl: k after the last ZRL (an EOB or the end of
+     * the block right after it: not coded as an encoder codes it) */
+    int k = 1, zrl = 0;
+    while (k < 64) {
         if (b->nbits < 32) pr_fill(b);
         unsigned f = ac->walk[b->acc >> (64 - 12)];
-        if (f) {
-            b->acc <<= f & 31;
-            b->nbits -= (int)(f & 31);
-            unsigned kind = f >> 9;
-            if (kind == WALK_COEF) {
-                k += (int)((f >> 5) & 15);
-                zrl = 0;
-                if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
-                continue;
-            }
-            if (kind == WALK_ZRL) {
-                k += 15;
-                zrl = 1;
-                if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
+        if (f < WALK_EOB) { /* a coefficient */
+            b->acc <<= f & 0xFF;
+            b->nbits -= (int)(f & 0xFF);
+            k += (int)(f >> 8);
+            continue;
+        }
+        if (f != WALK_SLOW) {
+            b->acc <<= f & 0xFF;
+            b->nbits -= (int)(f & 0xFF);
+            if (f & WALK_ZRL) {
+                k += 16;
+                zrl = k;
                 continue;
             }
             break; /* EOB */
@@ -456,23 +464,22 @@ static int index_block(pr_t *restrict b, const uint8_t *base, const dhuff_t *res
         if (rs < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad AC code)");
         int r = rs >> 4, sz = rs & 15;
         if (sz) {
-            k += r;
-            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+            k += r + 1;
+            if (k > 64) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
             if (sz > 10) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC magnitude category over 10)");
             if (b->nbits < 16) pr_fill(b);
             b->acc <<= sz;
             b->nbits -= sz;
-            zrl = 0;
         } else if (r == 15) {
-            k += 15;
-            zrl = 1;
-            if (k > 63) return fail(e, E_CORRUPT, "corrupt entropy-coded data (zero run past the block)");
+            k += 16;
+            zrl = k;
         } else {
             if (r) *canon = 0; /* read as EOB, as libjpeg does */
             break;
         }
     }
-    if (zrl) *canon = 0; /* zero runs up to the end instead of EOB */
+    if (k > 64) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+    if (zrl == k) *canon = 0; /* zero runs up to the end instead of EOB */
     c->bend[ci][bi] = (uint32_t)PR_POS(b, base);
     return 0;
 }
