@@ -193,7 +193,8 @@ def _write_loop(
     write_seconds = 0.0
     done = 0
     for tile in tiles:
-        stage.add(tile.times)
+        if tile.times is not None:
+            stage.add(tile.times)
         if tile.passthrough:
             if not n_pass:  # the tables of a slide level are shared: the first tile's
                 out.stored_quality = estimate_jpeg_quality(tile.data)
