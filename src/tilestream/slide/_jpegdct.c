@@ -10,7 +10,10 @@
  *       Entropy-decodes a standalone baseline (SOF0) Huffman JPEG of 1 or 3
  *       components, one interleaved scan, any sampling (4:4:4, 4:2:2, 4:2:0),
  *       with or without restart markers, into its quantised DCT coefficient
- *       blocks. Nothing is dequantised or transformed.
+ *       blocks. Nothing is dequantised or transformed. Without restart
+ *       markers the scan is only indexed (where each block's bits lie, its DC
+ *       value): the coefficients are decoded the first time an output has to
+ *       be re-encoded from them.
  *
  *   assemble(pieces, width, height, /, *, optimize=False) -> bytes
  *       A standalone baseline JPEG of ``width`` x ``height`` px whose MCUs are
@@ -24,7 +27,9 @@
  *
  *       Huffman tables: when every source's scan uses the same tables (TIFF
  *       tiles sharing JPEGTables) and ``optimize`` is false, the output is
- *       coded in one pass with those tables. AC symbols are block-local, so
+ *       coded in one pass with those tables: from indexed sources, their coded
+ *       bits copied (new DC codes where runs of blocks meet), the bytes
+ *       re-encoding the coefficients gives. AC symbols are block-local, so
  *       the sources' tables hold every one the output needs; a DC difference
  *       across a seam may need a category the DC table lacks, and then (or
  *       when the sources' tables differ, or with ``optimize``) the output gets
