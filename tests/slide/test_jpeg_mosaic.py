@@ -157,6 +157,48 @@ def test_every_sampling_with_and_without_restart_markers(
         assert np.array_equal(np.asarray(imagecodecs.jpeg8_decode(out)), got)
 
 
+@pytest.mark.parametrize("subsampling", [0, 1, 2], ids=["444", "422", "420"])
+def test_copied_bits_are_the_re_encoded_ones(tissue: np.ndarray, subsampling: int) -> None:
+    # Without restart markers the outputs copy the stored tiles' coded bits (a new DC
+    # code where a run of blocks from one tile starts); with them the coefficients are
+    # re-encoded. The same image, quality and tables: the same bytes, at every offset.
+    copied = _stored(tissue, quality=85, subsampling=subsampling)
+    encoded = _stored(tissue, quality=85, subsampling=subsampling, restart_marker_rows=1)
+    a = {key: jm.decode_coefficients(data) for key, data in copied.items()}
+    b = {key: jm.decode_coefficients(data) for key, data in encoded.items()}
+    for x, y, w, h in [(0, 0, 720, 720), (16, 32, 256, 256), (224, 208, 256, 256),
+                       (464, 448, 256, 256), (208, 0, 64, 720), (0, 224, 720, 32)]:  # fmt: skip
+        out = jm.mosaic(a, 240, 240, x, y, w, h)
+        assert out is not None and out == jm.mosaic(b, 240, 240, x, y, w, h), (x, y, w, h)
+
+
+def _gray_8x8(scan: bytes) -> bytes:
+    """A one-block grayscale JPEG with tiny Huffman tables (DC: 0; AC: EOB, 0/1, ZRL)."""
+    seg = lambda marker, body: bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body  # noqa: E731
+    return (
+        b"\xff\xd8"
+        + seg(0xDB, b"\x00" + b"\x01" * 64)
+        + seg(0xC0, bytes([8, 0, 8, 0, 8, 1, 1, 0x11, 0]))
+        + seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+        + seg(0xC4, b"\x10" + bytes([0, 3] + [0] * 14) + bytes([0x00, 0x01, 0xF0]))
+        + seg(0xDA, bytes([1, 1, 0x00, 0, 63, 0]))
+        + scan
+        + b"\xff\xd9"
+    )
+
+
+def test_a_tile_not_coded_as_an_encoder_codes_it_is_re_encoded() -> None:
+    # DC 0, AC 1 at index 1, then EOB (00110011, padded with ones); the same block
+    # with a zero run before the EOB (ZRL, EOB: 00111000). Copying the second one's
+    # bits would keep the needless ZRL: it is re-encoded as the first.
+    canonical, odd = _gray_8x8(b"\x33"), _gray_8x8(b"\x38")
+    a = jm.mosaic({(0, 0): jm.decode_coefficients(canonical)}, 8, 8, 0, 0, 8, 8)
+    b = jm.mosaic({(0, 0): jm.decode_coefficients(odd)}, 8, 8, 0, 0, 8, 8)
+    assert a is not None and a == b and a.endswith(b"\x33\xff\xd9")
+    assert np.array_equal(simplejpeg.decode_jpeg(a, colorspace="GRAY"),
+                          simplejpeg.decode_jpeg(odd, colorspace="GRAY"))  # fmt: skip
+
+
 def test_huffman_tables_stored_or_optimal(tissue: np.ndarray) -> None:
     tiles = _stored(tissue, quality=90, subsampling=2)
     decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}

@@ -14,7 +14,10 @@ The extraction runs in named stages, each testable alone:
 image), :func:`~tilestream.extract.select.select_tiles` (the filters),
 :func:`~tilestream.extract.write.write_tiles` (the tiles),
 :func:`~tilestream.extract.write.write_outputs` (coordinates, rejected tiles,
-outlines, preview) and :func:`build_result` (the record the state holds).
+outlines, preview; all but the coordinates made by
+:func:`~tilestream.extract.write.prepare_outputs` while the tiles are extracted
+when the tiles cannot change the selection) and :func:`build_result` (the
+record the state holds).
 
 The outputs of a slide are committed as one unit. Each is written atomically
 (complete under its final name or not there), in this order:
@@ -40,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,7 @@ from tilestream.extract.task import SlideResult, SlideTask, TileProgress
 from tilestream.extract.tiles import CHUNK
 from tilestream.extract.write import (
     WrittenTiles,
+    prepare_outputs,
     reject_blurry,
     tile_image_pattern,
     write_outputs,
@@ -296,10 +301,17 @@ def extract_slide_task(
         name, len(selection.kept_indices), len(plan.grid), plan.grid.level, estimate / 2**20,
     )  # fmt: skip
     t0 = time.perf_counter()
-    written = write_tiles(
-        slide_opener(task, config), plan, selection, config, outputs,
-        name=name, threads=threads, normalizer=normalizer, progress=progress,
-    )  # fmt: skip
+    with ThreadPoolExecutor(1, thread_name_prefix="tilestream-outputs") as side:
+        # Without a blur filter the tiles cannot change the selection: the rejected
+        # tiles, outlines and preview are made meanwhile (written after, in order).
+        early = None
+        if config.blur_threshold is None or not config.blur_filter:
+            early = side.submit(prepare_outputs, plan, selection, config)
+        written = write_tiles(
+            slide_opener(task, config), plan, selection, config, outputs,
+            name=name, threads=threads, normalizer=normalizer, progress=progress,
+        )  # fmt: skip
+        prepared = None if early is None else early.result()
     timings["write"] = written.write_seconds
     timings["tiles"] = time.perf_counter() - t0
     if normalizer is not None and normalizer.skipped:
@@ -309,7 +321,7 @@ def extract_slide_task(
     if not written.coords_rows:
         raise ExtractionError(f"{name}: every tile was rejected as blurry")
     t0 = time.perf_counter()
-    write_outputs(outputs, plan, selection, written.coords_rows, config)
+    write_outputs(outputs, plan, selection, written.coords_rows, config, prepared=prepared)
     timings["outputs"] = time.perf_counter() - t0
     result = build_result(
         task, config, plan, selection, written, outputs=outputs, source=source,

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
@@ -62,6 +62,8 @@ class EncodedTile:
 
     ``passthrough``: the JPEG's coefficients are the slide's own, unchanged (a
     stored tile copied, or, with ``assembled``, a mosaic of stored tiles' MCUs).
+    ``times``: the seconds of a whole chunk of tiles, on its last tile (``None``
+    on the others: one record a chunk, not one a tile).
     """
 
     index: int
@@ -69,7 +71,7 @@ class EncodedTile:
     blur: float | None = None
     passthrough: bool = False
     assembled: bool = False
-    times: StageTimes = field(default_factory=StageTimes)
+    times: StageTimes | None = None
 
 
 def encode_tile(
@@ -158,7 +160,7 @@ class _Handles:
 
 
 def _assembled(
-    handles: _Handles, slide: Slide, grid: Grid, x: int, y: int, t: StageTimes
+    cache: jpeg_mosaic.CoefficientCache, grid: Grid, x: int, y: int, t: StageTimes
 ) -> bytes | None:
     """Tile ``(x, y)`` assembled from the stored tiles' MCUs, or ``None`` (re-encode it).
 
@@ -168,7 +170,6 @@ def _assembled(
     t0 = time.perf_counter()
     ds = grid.level_downsample
     try:
-        cache = handles.mosaic_cache(slide, grid.level)
         data = cache.mosaic(round(x / ds), round(y / ds), grid.read_px, grid.read_px)
     except jpeg_mosaic.JpegMosaicError:
         data = None
@@ -186,23 +187,24 @@ def _process_chunk(
 ) -> list[EncodedTile]:
     slide = handles.get()
     out: list[EncodedTile] = []
+    append = out.append
+    t = StageTimes()  # the chunk's: on its last tile
+    xs, ys = grid.xs, grid.ys
+    cache = handles.mosaic_cache(slide, grid.level) if mode == "assemble" else None
     for i in indices:
-        t = StageTimes()
-        x, y = int(grid.xs[i]), int(grid.ys[i])
+        x, y = int(xs[i]), int(ys[i])
         if mode == "passthrough":
             t0 = time.perf_counter()
             col = round(x / grid.level_downsample) // grid.read_px
             row = round(y / grid.level_downsample) // grid.read_px
             data = slide.read_stored_tile_bytes(grid.level, col, row)
             t.passthrough += time.perf_counter() - t0
-            out.append(EncodedTile(index=i, data=data, passthrough=True, times=t))
+            append(EncodedTile(index=i, data=data, passthrough=True))
             continue
-        if mode == "assemble":
-            assembled = _assembled(handles, slide, grid, x, y, t)
+        if cache is not None:
+            assembled = _assembled(cache, grid, x, y, t)
             if assembled is not None:
-                out.append(
-                    EncodedTile(index=i, data=assembled, passthrough=True, assembled=True, times=t)
-                )
+                append(EncodedTile(index=i, data=assembled, passthrough=True, assembled=True))
                 continue
         t0 = time.perf_counter()
         tile = slide.read_region((x, y), grid.level, (grid.read_px, grid.read_px), as_array=True)
@@ -216,10 +218,14 @@ def _process_chunk(
         t4 = time.perf_counter()
         data = encode_tile(tile, config.img_format, config.quality, config.jpeg_subsampling)
         t5 = time.perf_counter()
-        t.read, t.resize, t.quality, t.normalize, t.encode = (
-            t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4
-        )  # fmt: skip
-        out.append(EncodedTile(index=i, data=data, blur=blur, times=t))
+        t.read += t1 - t0
+        t.resize += t2 - t1
+        t.quality += t3 - t2
+        t.normalize += t4 - t3
+        t.encode += t5 - t4
+        append(EncodedTile(index=i, data=data, blur=blur))
+    if out:
+        out[-1].times = t
     return out
 
 

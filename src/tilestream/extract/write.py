@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,9 +26,9 @@ import numpy as np
 from tilestream._util.atomic import atomic_write
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.grid import Grid
-from tilestream.extract.outlines import TISSUE_CLASS, class_name, write_outlines
+from tilestream.extract.outlines import TISSUE_CLASS, class_name, outlines_geojson
 from tilestream.extract.plan import SlidePlan
-from tilestream.extract.preview import render_preview, save_preview
+from tilestream.extract.preview import render_preview
 from tilestream.extract.quality import estimate_jpeg_quality
 from tilestream.extract.roi import roi_feature, split_outlines
 from tilestream.extract.select import QC_REASONS, Selection, outline_excluded_classes
@@ -37,9 +39,12 @@ from tilestream.tfrecord import TFRecordWriter, serialized_record
 
 __all__ = [
     "COORDS_COLUMNS",
+    "PREVIEW_QUALITY",
     "REJECTED_COLUMNS",
+    "PreparedOutputs",
     "WrittenTiles",
     "coords_header",
+    "prepare_outputs",
     "reject_blurry",
     "tile_image_name",
     "tile_image_pattern",
@@ -55,6 +60,8 @@ COORDS_COLUMNS = (
 )  # fmt: skip
 #: The columns of ``state/<slide>.rejected.csv``.
 REJECTED_COLUMNS = ("x", "y", "reason")
+#: The JPEG quality of ``previews/<slide>.jpg``.
+PREVIEW_QUALITY = 85
 _BLURRY = COORDS_COLUMNS.index("blurry")
 
 
@@ -186,7 +193,8 @@ def _write_loop(
     write_seconds = 0.0
     done = 0
     for tile in tiles:
-        stage.add(tile.times)
+        if tile.times is not None:
+            stage.add(tile.times)
         if tile.passthrough:
             if not n_pass:  # the tables of a slide level are shared: the first tile's
                 out.stored_quality = estimate_jpeg_quality(tile.data)
@@ -242,37 +250,42 @@ def reject_blurry(selection: Selection, blur_rejected: Sequence[int]) -> None:
         selection.counts["blur"] = len(idx)
 
 
-def write_outputs(
-    outputs: dict[str, Path],
-    plan: SlidePlan,
-    selection: Selection,
-    coords_rows: list[list[Any]],
-    config: ExtractConfig,
-) -> None:
-    """Write what describes the tiles written: coordinates, rejected tiles, outlines, preview.
+@dataclass(frozen=True)
+class PreparedOutputs:
+    """What :func:`write_outputs` writes besides the coordinates, made ready to write.
 
-    ``<slide>.coords.csv`` (``coords_rows`` under :func:`coords_header`),
-    ``state/<slide>.rejected.csv`` (every grid tile ``selection`` does not
-    keep, with its reason), ``<slide>.geojson`` (the tissue and QC masks, and
-    the slide's plain ROIs) and ``previews/<slide>.jpg``.
+    ``rejected_rows`` (``state/<slide>.rejected.csv``), ``outlines_text``
+    (``<slide>.geojson``) and ``preview_jpeg`` (``previews/<slide>.jpg``).
+    """
+
+    rejected_rows: list[list[Any]]
+    outlines_text: str
+    preview_jpeg: bytes
+
+
+def prepare_outputs(
+    plan: SlidePlan, selection: Selection, config: ExtractConfig
+) -> PreparedOutputs:
+    """Render the rejected tiles, outlines and preview of ``selection`` (nothing is written).
+
+    They depend on the selection alone, so where the tiles cannot change it (no
+    blur filter) :func:`tilestream.extract.engine.extract_slide_task` makes them
+    while the tiles are being extracted; :func:`write_outputs` writes them after.
     """
     grid = plan.grid
     lowres = plan.lowres
-    write_csv(outputs["coords"], coords_header(selection), coords_rows)
     rej = np.flatnonzero(~selection.keep)
-    write_csv(
-        outputs["rejected"],
-        REJECTED_COLUMNS,
-        [[int(grid.xs[i]), int(grid.ys[i]), str(selection.reason[i])] for i in rej],
-    )
+    rejected = [[int(grid.xs[i]), int(grid.ys[i]), str(selection.reason[i])] for i in rej]
     qc_masks = selection.qc_masks
     plain_rois = split_outlines(plan.rois, outline_excluded_classes())[0]
-    write_outlines(
-        outputs["outlines"],
+    data = outlines_geojson(
         {TISSUE_CLASS: selection.tissue_mask, **{class_name(k): m for k, m in qc_masks.items()}},
         lowres.downsample,
         extra_features=[roi_feature(r) for r in plain_rois],
     )
+    # as tilestream.extract.outlines.write_outlines writes it (json.dumps in one shot: the
+    # C encoder), with its final newline
+    text = json.dumps(data, indent=None, sort_keys=False) + "\n"
     keep_idx = selection.kept_indices
     preview = render_preview(
         lowres.image,
@@ -284,4 +297,34 @@ def write_outputs(
         rois=plain_rois,
         qc_masks=qc_masks,
     )
-    save_preview(preview, outputs["preview"])
+    buf = io.BytesIO()  # the bytes tilestream.extract.preview.save_preview writes
+    preview.save(buf, format="JPEG", quality=PREVIEW_QUALITY)
+    return PreparedOutputs(rejected_rows=rejected, outlines_text=text, preview_jpeg=buf.getvalue())
+
+
+def write_outputs(
+    outputs: dict[str, Path],
+    plan: SlidePlan,
+    selection: Selection,
+    coords_rows: list[list[Any]],
+    config: ExtractConfig,
+    *,
+    prepared: PreparedOutputs | None = None,
+) -> None:
+    """Write what describes the tiles written: coordinates, rejected tiles, outlines, preview.
+
+    ``<slide>.coords.csv`` (``coords_rows`` under :func:`coords_header`),
+    ``state/<slide>.rejected.csv`` (every grid tile ``selection`` does not
+    keep, with its reason), ``<slide>.geojson`` (the tissue and QC masks, and
+    the slide's plain ROIs) and ``previews/<slide>.jpg``, in that order, each
+    atomically. ``prepared``: the last three made beforehand by
+    :func:`prepare_outputs` from this same selection (else they are made here).
+    """
+    write_csv(outputs["coords"], coords_header(selection), coords_rows)
+    if prepared is None:
+        prepared = prepare_outputs(plan, selection, config)
+    write_csv(outputs["rejected"], REJECTED_COLUMNS, prepared.rejected_rows)
+    with atomic_write(outputs["outlines"], "w") as f:
+        f.write(prepared.outlines_text)
+    with atomic_write(outputs["preview"], "wb") as f:
+        f.write(prepared.preview_jpeg)

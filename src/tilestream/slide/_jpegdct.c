@@ -10,7 +10,10 @@
  *       Entropy-decodes a standalone baseline (SOF0) Huffman JPEG of 1 or 3
  *       components, one interleaved scan, any sampling (4:4:4, 4:2:2, 4:2:0),
  *       with or without restart markers, into its quantised DCT coefficient
- *       blocks. Nothing is dequantised or transformed.
+ *       blocks. Nothing is dequantised or transformed. Without restart
+ *       markers the scan is only indexed (where each block's bits lie, its DC
+ *       value): the coefficients are decoded the first time an output has to
+ *       be re-encoded from them.
  *
  *   assemble(pieces, width, height, /, *, optimize=False) -> bytes
  *       A standalone baseline JPEG of ``width`` x ``height`` px whose MCUs are
@@ -24,7 +27,9 @@
  *
  *       Huffman tables: when every source's scan uses the same tables (TIFF
  *       tiles sharing JPEGTables) and ``optimize`` is false, the output is
- *       coded in one pass with those tables. AC symbols are block-local, so
+ *       coded in one pass with those tables: from indexed sources, their coded
+ *       bits copied (new DC codes where runs of blocks meet), the bytes
+ *       re-encoding the coefficients gives. AC symbols are block-local, so
  *       the sources' tables hold every one the output needs; a DC difference
  *       across a seam may need a category the DC table lacks, and then (or
  *       when the sources' tables differ, or with ``optimize``) the output gets
@@ -66,10 +71,16 @@ static int fail(err_t *e, int status, const char *msg) {
 
 /* ------------------------------------------------------------ Huffman decoding */
 
+/* Walk table entries: a coefficient is (run + 1) << 8 | code + magnitude bits (under
+ * WALK_EOB); EOB and ZRL are their flag | code bits; WALK_SLOW: a longer code, or a
+ * symbol the checks must see. */
+enum { WALK_EOB = 0x4000, WALK_ZRL = 0x8000, WALK_SLOW = 0xC000 };
+
 typedef struct {
     int present;
     uint16_t look[512]; /* 9-bit lookahead: code length << 8 | symbol; 0: a longer code */
     int32_t fast[1024]; /* AC, 10-bit lookahead: value << 16 | run << 8 | code + value bits; 0: slow path */
+    uint16_t walk[4096]; /* AC, 12-bit lookahead of the code alone (see WALK_EOB) */
     int32_t maxcode[18];
     int32_t mincode[17];
     int32_t valptr[17];
@@ -119,6 +130,32 @@ static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t
         int v = (idx >> (10 - len - sz)) & ((1 << sz) - 1);
         v = v < (1 << (sz - 1)) ? v - (1 << sz) + 1 : v;
         t->fast[idx] = (int32_t)((uint32_t)v << 16) | (rs >> 4) << 8 | (len + sz);
+    }
+    if (!dc) { /* the walk skips magnitude bits unread: any code up to 12 bits is one lookup */
+        for (int idx = 0; idx < 4096; idx++) {
+            t->walk[idx] = WALK_SLOW;
+            unsigned look = t->look[idx >> 3];
+            int len = (int)(look >> 8), rs = (int)(look & 0xFF), sz = rs & 15, r = rs >> 4;
+            if (!len) { /* a code of 10 to 12 bits */
+                int32_t c12 = idx;
+                for (int l = 10; l <= 12 && !len; l++) {
+                    int32_t c = c12 >> (12 - l);
+                    if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
+                        len = l;
+                        rs = t->vals[t->valptr[l] + c - t->mincode[l]];
+                        sz = rs & 15;
+                        r = rs >> 4;
+                    }
+                }
+                if (!len) continue;
+            }
+            if (sz && sz <= 10)
+                t->walk[idx] = (uint16_t)((unsigned)(r + 1) << 8 | (unsigned)(len + sz));
+            else if (rs == 0)
+                t->walk[idx] = (uint16_t)(WALK_EOB | len);
+            else if (rs == 0xF0)
+                t->walk[idx] = (uint16_t)(WALK_ZRL | len);
+        }
     }
     t->present = 1;
     return 0;
@@ -208,16 +245,25 @@ typedef struct {
     PyObject *app;        /* bytes: the JFIF APP0 and Adobe APP14 segments, copied to outputs */
     hraw_t hraw[2][2];    /* [luma, chroma][DC, AC] tables of the scan */
     int hreuse;           /* the chroma components share their tables: outputs may reuse them */
+    /* The index (no restart markers): outputs copy the stored tiles' coded bits. */
+    int indexed;          /* canonically coded and indexed: outputs may copy its bits */
+    uint8_t *scan;        /* the entropy-coded data, unstuffed, then SCAN_PAD zero bytes */
+    uint64_t scan_bits;
+    uint32_t *bstart[3], *bdc[3], *bend[3]; /* per block: bit offsets of its start, end of DC, end */
+    int16_t *dcv[3], *dcd[3];                /* per block: its DC value and coded difference */
+    PyObject *data;       /* the input (bytes): its coefficients decoded when an output needs them */
 } Coefs;
 
 static PyTypeObject CoefsType;
 
 typedef struct {
-    dhuff_t dc[4], ac[4];
+    const dhuff_t *dc[4], *ac[4]; /* built tables: shared (see table_for) or in own */
+    struct built *own[8];
     int td[3], ta[3];
     size_t app_off[2], app_len[2];
     int napp;
     int have_sof;
+    int full; /* decode the coefficients (else index the scan where it can be) */
     size_t max_pixels;
 } parse_t;
 
@@ -281,7 +327,16 @@ static int restart(breader_t *b, int index, int *preds, err_t *e) {
     return 0;
 }
 
+static size_t nblocks_of(const Coefs *c, int i) { return (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]); }
+
 static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *end, err_t *e) {
+    for (int i = 0; i < c->ncomp; i++) {
+        /* Not zeroed: every block's DC and nz mask are written, and only the AC values
+         * the mask names are ever read. */
+        c->coef[i] = malloc(nblocks_of(c, i) * 64 * sizeof(int16_t));
+        c->nz[i] = calloc(nblocks_of(c, i), sizeof(uint64_t));
+        if (!c->coef[i] || !c->nz[i]) return fail(e, E_NOMEM, "out of memory");
+    }
     breader_t b = {p, end, 0, 0, 0, 0};
     int preds[3] = {0, 0, 0};
     long mcu = 0, intervals = 0;
@@ -291,7 +346,7 @@ static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *e
                 if (restart(&b, (int)intervals++, preds, e)) return -1;
             }
             for (int ci = 0; ci < c->ncomp; ci++) {
-                const dhuff_t *dc = &ps->dc[ps->td[ci]], *ac = &ps->ac[ps->ta[ci]];
+                const dhuff_t *dc = ps->dc[ps->td[ci]], *ac = ps->ac[ps->ta[ci]];
                 for (int by = 0; by < c->v[ci]; by++) {
                     size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
                     for (int bx = 0; bx < c->h[ci]; bx++) {
@@ -303,6 +358,188 @@ static int decode_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *e
             if (8 * b.pad > b.nbits) return fail(e, E_CORRUPT, "entropy-coded data truncated");
         }
     }
+    return 0;
+}
+
+
+/* ------------------------------------------------------------ the index of a scan
+ *
+ * Without restart markers, a scan is indexed instead of decoded: its data is
+ * unstuffed once and walked, recording where each block's bits start, where
+ * its DC difference ends and where it ends, and its DC value and difference.
+ * AC magnitudes are skipped unread. An output whose blocks come from such
+ * sources, coded with their own Huffman tables, is then their bits copied:
+ * only a block whose DC difference changes (the first of a run from one
+ * source) gets a new DC code. The bits are those re-encoding the coefficients
+ * would give, as long as the source codes them as an encoder does (no zero
+ * run left before the end of a block, no other run/size 0 symbol than EOB and
+ * ZRL); a source that does not is not "indexed" and is decoded instead. */
+
+#define SCAN_PAD 512 /* zero bytes past the data: a block reads at most 64 * 26 bits */
+
+typedef struct {
+    const uint8_t *p; /* next byte to load */
+    uint64_t acc;     /* MSB-aligned */
+    int nbits;
+} pr_t;
+
+static inline uint64_t load_be64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap64(v);
+#else
+    v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+#endif
+}
+
+static inline void pr_fill(pr_t *b) { /* nbits < 32 */
+    int n = (64 - b->nbits) >> 3;
+    b->acc |= (load_be64(b->p) >> (64 - 8 * n)) << (64 - 8 * n - b->nbits);
+    b->p += n;
+    b->nbits += 8 * n;
+}
+
+static inline int pr_decode(pr_t *b, const dhuff_t *t) {
+    if (b->nbits < 32) pr_fill(b);
+    unsigned look = t->look[b->acc >> (64 - 9)];
+    if (look) {
+        b->acc <<= look >> 8;
+        b->nbits -= (int)(look >> 8);
+        return (int)(look & 0xFF);
+    }
+    int32_t code16 = (int32_t)(b->acc >> (64 - 16));
+    for (int l = 10; l <= 16; l++) {
+        int32_t c = code16 >> (16 - l);
+        if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
+            b->acc <<= l;
+            b->nbits -= l;
+            return t->vals[t->valptr[l] + c - t->mincode[l]];
+        }
+    }
+    return -1;
+}
+
+#define PR_POS(b, base) ((uint64_t)((b)->p - (base)) * 8 - (uint64_t)(b)->nbits)
+
+/* One block walked (the same checks as decode_block); *canon cleared where it is not
+ * coded as an encoder codes it. */
+static int index_block(pr_t *restrict b, const uint8_t *base, const dhuff_t *restrict dc,
+                       const dhuff_t *restrict ac, int *restrict pred, size_t bi, Coefs *c, int ci,
+                       int *restrict canon, err_t *e) {
+    c->bstart[ci][bi] = (uint32_t)PR_POS(b, base);
+    int s = pr_decode(b, dc), diff = 0;
+    if (s < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad DC code)");
+    if (s > 11) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC magnitude category over 11)");
+    if (s) {
+        diff = extend((int)(b->acc >> (64 - s)), s);
+        b->acc <<= s;
+        b->nbits -= s;
+    }
+    *pred += diff;
+    if (*pred > 32767 || *pred < -32768) return fail(e, E_CORRUPT, "corrupt entropy-coded data (DC out of range)");
+    c->dcv[ci][bi] = (int16_t)*pred;
+    c->dcd[ci][bi] = (int16_t)diff;
+    c->bdc[ci][bi] = (uint32_t)PR_POS(b, base);
+    /* k: the next coefficient's index; zrl: k after the last ZRL (an EOB or the end of
+     * the block right after it: not coded as an encoder codes it) */
+    int k = 1, zrl = 0;
+    while (k < 64) {
+        if (b->nbits < 32) pr_fill(b);
+        unsigned f = ac->walk[b->acc >> (64 - 12)];
+        if (f < WALK_EOB) { /* a coefficient */
+            b->acc <<= f & 0xFF;
+            b->nbits -= (int)(f & 0xFF);
+            k += (int)(f >> 8);
+            continue;
+        }
+        if (f != WALK_SLOW) {
+            b->acc <<= f & 0xFF;
+            b->nbits -= (int)(f & 0xFF);
+            if (f & WALK_ZRL) {
+                k += 16;
+                zrl = k;
+                continue;
+            }
+            break; /* EOB */
+        }
+        int rs = pr_decode(b, ac);
+        if (rs < 0) return fail(e, E_CORRUPT, "corrupt entropy-coded data (bad AC code)");
+        int r = rs >> 4, sz = rs & 15;
+        if (sz) {
+            k += r + 1;
+            if (k > 64) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+            if (sz > 10) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC magnitude category over 10)");
+            if (b->nbits < 16) pr_fill(b);
+            b->acc <<= sz;
+            b->nbits -= sz;
+        } else if (r == 15) {
+            k += 16;
+            zrl = k;
+        } else {
+            if (r) *canon = 0; /* read as EOB, as libjpeg does */
+            break;
+        }
+    }
+    if (k > 64) return fail(e, E_CORRUPT, "corrupt entropy-coded data (AC run past the block)");
+    if (zrl == k) *canon = 0; /* zero runs up to the end instead of EOB */
+    c->bend[ci][bi] = (uint32_t)PR_POS(b, base);
+    return 0;
+}
+
+static int index_scan(Coefs *c, parse_t *ps, const uint8_t *p, const uint8_t *end, err_t *e) {
+    size_t avail = (size_t)(end - p);
+    if ((uint64_t)avail * 8 + 8 * SCAN_PAD > 0xFFFFFFFFull) return decode_scan(c, ps, p, end, e);
+    uint8_t *s = malloc(avail + SCAN_PAD);
+    if (!s) return fail(e, E_NOMEM, "out of memory");
+    c->scan = s;
+    size_t n = 0;
+    const uint8_t *q = p;
+    while (q < end) { /* unstuff up to the first marker */
+        const uint8_t *ff = memchr(q, 0xFF, (size_t)(end - q));
+        size_t run = ff ? (size_t)(ff - q) : (size_t)(end - q);
+        memcpy(s + n, q, run);
+        n += run;
+        q += run;
+        if (!ff) break;
+        if (q + 1 < end && q[1] == 0x00) {
+            s[n++] = 0xFF;
+            q += 2;
+        } else {
+            break;
+        }
+    }
+    memset(s + n, 0, SCAN_PAD);
+    c->scan_bits = (uint64_t)n * 8;
+    for (int i = 0; i < c->ncomp; i++) {
+        size_t nb = nblocks_of(c, i);
+        c->bstart[i] = malloc(nb * sizeof(uint32_t));
+        c->bdc[i] = malloc(nb * sizeof(uint32_t));
+        c->bend[i] = malloc(nb * sizeof(uint32_t));
+        c->dcv[i] = malloc(nb * sizeof(int16_t));
+        c->dcd[i] = malloc(nb * sizeof(int16_t));
+        if (!c->bstart[i] || !c->bdc[i] || !c->bend[i] || !c->dcv[i] || !c->dcd[i])
+            return fail(e, E_NOMEM, "out of memory");
+    }
+    pr_t b = {s, 0, 0};
+    int preds[3] = {0, 0, 0}, canon = 1;
+    for (int my = 0; my < c->mcus_y; my++) {
+        for (int mx = 0; mx < c->mcus_x; mx++) {
+            for (int ci = 0; ci < c->ncomp; ci++) {
+                const dhuff_t *dc = ps->dc[ps->td[ci]], *ac = ps->ac[ps->ta[ci]];
+                for (int by = 0; by < c->v[ci]; by++) {
+                    size_t first = (size_t)(my * c->v[ci] + by) * c->bw[ci] + (size_t)mx * c->h[ci];
+                    for (int bx = 0; bx < c->h[ci]; bx++) {
+                        if (index_block(&b, s, dc, ac, &preds[ci], first + bx, c, ci, &canon, e)) return -1;
+                        if (PR_POS(&b, s) > c->scan_bits) return fail(e, E_CORRUPT, "entropy-coded data truncated");
+                    }
+                }
+            }
+        }
+    }
+    c->indexed = canon;
     return 0;
 }
 
@@ -345,16 +582,71 @@ static int parse_sof(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
     c->mcu_h = 8 * vmax;
     c->mcus_x = (c->width + c->mcu_w - 1) / c->mcu_w;
     c->mcus_y = (c->height + c->mcu_h - 1) / c->mcu_h;
-    for (int i = 0; i < c->ncomp; i++) {
-        c->bw[i] = c->mcus_x * c->h[i];
-        size_t nblocks = (size_t)c->bw[i] * (size_t)(c->mcus_y * c->v[i]);
-        c->coef[i] = calloc(nblocks * 64, sizeof(int16_t));
-        c->nz[i] = malloc(nblocks * sizeof(uint64_t));
-        if (!c->coef[i] || !c->nz[i]) return fail(e, E_NOMEM, "out of memory");
-        memset(c->nz[i], 0, nblocks * sizeof(uint64_t));
-    }
+    for (int i = 0; i < c->ncomp; i++) c->bw[i] = c->mcus_x * c->h[i];
     ps->have_sof = 1;
     return 0;
+}
+
+/* Built Huffman tables shared by every decode (a TIFF level's tiles share their
+ * JPEGTables: building them for each tile cost a fifth of its decode): a fixed set of
+ * slots, each filled once and never freed; once they are full, a decode builds its own. */
+typedef struct built {
+    dhuff_t t;
+    int dc, count;
+    uint8_t bits[17], vals[256];
+} built_t;
+
+#define TABLE_SLOTS 64
+#if defined(__GNUC__) || defined(__clang__)
+static built_t *shared_tables[TABLE_SLOTS];
+#define SHARED_TABLES 1
+#else
+#define SHARED_TABLES 0
+#endif
+
+static int same_table(const built_t *b, int dc, const uint8_t bits[17], const uint8_t *vals, int count) {
+    return b->dc == dc && b->count == count && !memcmp(b->bits, bits, 17) && !memcmp(b->vals, vals, (size_t)count);
+}
+
+static const dhuff_t *table_for(parse_t *ps, int slot, int dc, const uint8_t bits[17], const uint8_t *vals,
+                                int count, err_t *e) {
+#if SHARED_TABLES
+    for (int i = 0; i < TABLE_SLOTS; i++) {
+        built_t *b = __atomic_load_n(&shared_tables[i], __ATOMIC_ACQUIRE);
+        if (!b) break;
+        if (same_table(b, dc, bits, vals, count)) return &b->t;
+    }
+#endif
+    built_t *b = malloc(sizeof *b);
+    if (!b) return fail(e, E_NOMEM, "out of memory"), NULL;
+    if (build_dhuff(&b->t, dc, bits, vals, count, e)) {
+        free(b);
+        return NULL;
+    }
+    b->dc = dc;
+    b->count = count;
+    memcpy(b->bits, bits, 17);
+    memcpy(b->vals, vals, (size_t)count);
+#if SHARED_TABLES
+    for (int i = 0; i < TABLE_SLOTS; i++) {
+        built_t *seen = NULL;
+        if (__atomic_compare_exchange_n(&shared_tables[i], &seen, b, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return &b->t;
+        if (same_table(seen, dc, bits, vals, count)) { /* another thread's, the same */
+            free(b);
+            return &seen->t;
+        }
+    }
+#endif
+    free(ps->own[slot]); /* a table redefined: the scan uses the last one */
+    ps->own[slot] = b;
+    return &b->t;
+}
+
+static void free_parse(parse_t *ps) {
+    if (!ps) return;
+    for (int i = 0; i < 8; i++) free(ps->own[i]);
+    free(ps);
 }
 
 static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
@@ -365,7 +657,10 @@ static int parse_dht(parse_t *ps, const uint8_t *s, size_t n, err_t *e) {
         uint8_t bits[17] = {0};
         for (int i = 1; i <= 16; i++) count += bits[i] = s[i];
         if (count > 256 || (size_t)(17 + count) > n) return fail(e, E_CORRUPT, "bad DHT segment");
-        if (build_dhuff(tc ? &ps->ac[th] : &ps->dc[th], !tc, bits, s + 17, count, e)) return -1;
+        const dhuff_t *t = table_for(ps, tc * 4 + th, !tc, bits, s + 17, count, e);
+        if (!t) return -1;
+        if (tc) ps->ac[th] = t;
+        else ps->dc[th] = t;
         s += 17 + count;
         n -= 17 + (size_t)count;
     }
@@ -394,7 +689,7 @@ static int parse_sos(Coefs *c, parse_t *ps, const uint8_t *s, size_t n, err_t *e
         if (s[1 + 2 * i] != c->comp_id[i]) return fail(e, E_UNSUPPORTED, "scan components out of frame order");
         ps->td[i] = s[2 + 2 * i] >> 4;
         ps->ta[i] = s[2 + 2 * i] & 15;
-        if (ps->td[i] > 3 || ps->ta[i] > 3 || !ps->dc[ps->td[i]].present || !ps->ac[ps->ta[i]].present)
+        if (ps->td[i] > 3 || ps->ta[i] > 3 || !ps->dc[ps->td[i]] || !ps->ac[ps->ta[i]])
             return fail(e, E_CORRUPT, "scan uses an undefined Huffman table");
         if (!c->qt_len[c->tq[i]]) return fail(e, E_CORRUPT, "component uses an undefined quantisation table");
     }
@@ -441,7 +736,7 @@ static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err
         } else if (m == 0xDA) {
             if (parse_sos(c, ps, s, n, e)) return -1;
             for (int t = 0; t < (c->ncomp > 1 ? 2 : 1); t++) {
-                const dhuff_t *tables[2] = {&ps->dc[ps->td[t]], &ps->ac[ps->ta[t]]};
+                const dhuff_t *tables[2] = {ps->dc[ps->td[t]], ps->ac[ps->ta[t]]};
                 for (int k = 0; k < 2; k++) {
                     memcpy(c->hraw[t][k].bits, tables[k]->bits, 17);
                     memcpy(c->hraw[t][k].vals, tables[k]->vals, (size_t)tables[k]->count);
@@ -449,7 +744,8 @@ static int decode_jpeg(Coefs *c, parse_t *ps, const uint8_t *d, size_t size, err
                 }
             }
             c->hreuse = c->ncomp == 1 || (ps->td[1] == ps->td[2] && ps->ta[1] == ps->ta[2]);
-            return decode_scan(c, ps, d + pos, d + size, e);
+            if (ps->full || c->restart) return decode_scan(c, ps, d + pos, d + size, e);
+            return index_scan(c, ps, d + pos, d + size, e);
         }
         if (r) return -1;
     }
@@ -486,11 +782,22 @@ static PyObject *make_signature(const Coefs *c) {
     return sig;
 }
 
-static void coefs_dealloc(Coefs *self) {
+static void free_arrays(Coefs *self) {
     for (int i = 0; i < 3; i++) {
         free(self->coef[i]);
         free(self->nz[i]);
+        free(self->bstart[i]);
+        free(self->bdc[i]);
+        free(self->bend[i]);
+        free(self->dcv[i]);
+        free(self->dcd[i]);
     }
+    free(self->scan);
+}
+
+static void coefs_dealloc(Coefs *self) {
+    free_arrays(self);
+    Py_XDECREF(self->data);
     Py_XDECREF(self->signature);
     Py_XDECREF(self->app);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -537,8 +844,14 @@ static PyObject *py_decode(PyObject *mod, PyObject *args, PyObject *kwargs) {
         }
         c->app = PyBytes_FromStringAndSize((const char *)app, (Py_ssize_t)n);
         if (c->app) c->signature = make_signature(c);
+        /* kept for a decode of the coefficients, when an output cannot copy the bits */
+        if (c->app && c->signature && !c->coef[0]) {
+            c->data = PyBytes_CheckExact(view.obj) ? Py_NewRef(view.obj)
+                                                   : PyBytes_FromStringAndSize((const char *)view.buf, view.len);
+            if (!c->data) Py_CLEAR(c->signature);
+        }
     }
-    free(ps);
+    free_parse(ps);
     PyBuffer_Release(&view);
     if (e.status != OK) {
         Py_DECREF(c);
@@ -865,6 +1178,8 @@ static void write_header(job_t *job, bwriter_t *w) {
     bw_bytes(w, tail, 3);
 }
 
+static int finish_scan(bwriter_t *w, err_t *e);
+
 static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
     const Coefs *ref = job->map[0].src;
     int tables = ref->ncomp > 1 ? 2 : 1, r;
@@ -881,6 +1196,8 @@ static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
         w->acc = 0;
         w->nbits = 0;
     }
+    memset(job->dcf, 0, sizeof job->dcf); /* the job is not zeroed: 8 KB of counts */
+    memset(job->acf, 0, sizeof job->acf);
     if (walk(job, NULL, e)) return -1;
     for (int t = 0; t < tables; t++)
         if (gen_optimal(&job->dc[t], job->dcf[t], e) || gen_optimal(&job->ac[t], job->acf[t], e)) return -1;
@@ -888,7 +1205,11 @@ static int encode_job(job_t *job, bwriter_t *w, err_t *e) {
     write_header(job, w);
     if (walk(job, w, e)) return fail(e, E_CORRUPT, "optimal Huffman tables lack a symbol");
 finish:
-    if (bw_reserve(w, 8, e)) return -1;
+    return finish_scan(w, e);
+}
+
+static int finish_scan(bwriter_t *w, err_t *e) {
+    if (bw_reserve(w, 16, e)) return -1;
     if (w->nbits % 8) bw_put(w, (1u << (8 - w->nbits % 8)) - 1, 8 - w->nbits % 8); /* pad with ones */
     bw_put(w, 0, 0);                                                                   /* flush */
     static const uint8_t eoi[2] = {0xFF, 0xD9};
@@ -950,6 +1271,194 @@ static int place_pieces(job_t *job, mcu_src_t *map, PyObject *seq, PyObject **he
     return 0;
 }
 
+/* Decodes the coefficients of an indexed source (with the GIL: rare, and never twice). */
+static int ensure_coefs(Coefs *c) {
+    if (c->coef[0]) return 0;
+    Coefs *t = calloc(1, sizeof(Coefs));
+    parse_t *ps = calloc(1, sizeof(parse_t));
+    err_t e = {OK, ""};
+    if (!t || !ps) {
+        fail(&e, E_NOMEM, "out of memory");
+    } else {
+        ps->full = 1;
+        ps->max_pixels = (size_t)-1;
+        decode_jpeg(t, ps, (const uint8_t *)PyBytes_AS_STRING(c->data), (size_t)PyBytes_GET_SIZE(c->data), &e);
+    }
+    if (e.status == OK && t->coef[0]) {
+        for (int i = 0; i < 3; i++) {
+            c->nz[i] = t->nz[i];
+            c->coef[i] = t->coef[i];
+            t->nz[i] = NULL;
+            t->coef[i] = NULL;
+        }
+    } else if (e.status == OK) {
+        fail(&e, E_CORRUPT, "no coefficients decoded");
+    }
+    if (t) free_arrays(t);
+    free(t);
+    free_parse(ps);
+    if (e.status != OK) {
+        raise_err(&e);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ copying coded bits
+ *
+ * The copied bits go to an unstuffed buffer first, 56 at a time with one unaligned
+ * store each and no test, and are stuffed (0x00 after each 0xFF) into the output
+ * in one pass at the end: the same bytes as stuffing them as they come. */
+
+typedef struct {
+    uint8_t *buf, *o, *end; /* end: 16 bytes short of the allocation */
+    uint64_t acc;           /* the low nbits bits are pending */
+    int nbits;              /* < 8 between calls */
+} ubw_t;
+
+static inline void store_be64(uint8_t *p, uint64_t v) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
+#else
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+#endif
+}
+
+static int ub_reserve(ubw_t *u, size_t n, err_t *e) {
+    if ((size_t)(u->end - u->o) >= n) return 0;
+    size_t used = (size_t)(u->o - u->buf), cap = 2 * (size_t)(u->end - u->buf) + n + 16;
+    uint8_t *p = realloc(u->buf, cap + 16);
+    if (!p) return fail(e, E_NOMEM, "out of memory");
+    u->buf = p;
+    u->o = p + used;
+    u->end = p + cap;
+    return 0;
+}
+
+static inline void ub_put(ubw_t *restrict u, uint64_t v, int k) { /* 1 <= k <= 56, v < 2^k */
+    u->acc = (u->acc << k) | v;
+    u->nbits += k;
+    store_be64(u->o, u->acc << (64 - u->nbits));
+    u->o += u->nbits >> 3;
+    u->nbits &= 7;
+}
+
+/* Appends bits [s, e) of an unstuffed scan. */
+static int ub_span(ubw_t *restrict u, const uint8_t *restrict scan, uint64_t s, uint64_t e, err_t *err) {
+    if (ub_reserve(u, (size_t)((e - s) / 8) + 16, err)) return -1;
+    for (; e - s >= 56; s += 56) ub_put(u, (load_be64(scan + (s >> 3)) << (s & 7)) >> 8, 56);
+    if (s < e) ub_put(u, (load_be64(scan + (s >> 3)) << (s & 7)) >> (64 - (int)(e - s)), (int)(e - s));
+    return 0;
+}
+
+/* Source block (by, bx) of component ci in MCU (sx, sy). */
+static inline size_t block_at(const Coefs *c, int ci, int sx, int sy, int by, int bx) {
+    return (size_t)(sy * c->v[ci] + by) * c->bw[ci] + (size_t)sx * c->h[ci] + (size_t)bx;
+}
+
+/* The output's blocks copied from indexed sources with their own tables; 1 when a new
+ * DC difference has no code in them (then the coefficients are re-encoded). Along a
+ * row of the output, consecutive MCUs of one source row are a segment: only its first
+ * MCU's blocks may need new DC codes, the rest are one run of the source's bits. */
+static int copy_walk(job_t *job, ubw_t *u, err_t *e) {
+    const Coefs *ref = job->map[0].src, *run = NULL;
+    int last[3] = {0, 0, 0}, nc = ref->ncomp;
+    uint64_t rs = 0, re = 0; /* the pending run of bits of source run */
+#define RUN_TO(src, s, t)                                                                      \
+    do {                                                                                       \
+        if ((src) != run || (s) != re) {                                                       \
+            if (run && ub_span(u, run->scan, rs, re, e)) return -1;                            \
+            run = (src);                                                                       \
+            rs = (s);                                                                          \
+        }                                                                                      \
+        re = (t);                                                                              \
+    } while (0)
+    for (int my = 0; my < job->my_n; my++) {
+        const mcu_src_t *row = &job->map[(size_t)my * job->mx_n];
+        for (int mx = 0; mx < job->mx_n;) {
+            const mcu_src_t *m = &row[mx];
+            const Coefs *src = m->src;
+            int len = 1;
+            while (mx + len < job->mx_n && row[mx + len].src == src && row[mx + len].sy == m->sy &&
+                   row[mx + len].sx == m->sx + len)
+                len++;
+            for (int ci = 0; ci < nc; ci++) { /* the segment's first MCU, block by block */
+                const ehuff_t *dc = &job->dc[ci ? 1 : 0];
+                for (int by = 0; by < ref->v[ci]; by++) {
+                    for (int bx = 0; bx < ref->h[ci]; bx++) {
+                        size_t bi = block_at(src, ci, m->sx, m->sy, by, bx);
+                        int v = src->dcv[ci][bi], diff = v - last[ci];
+                        last[ci] = v;
+                        if (diff == src->dcd[ci][bi]) { /* the block's bits as they are */
+                            RUN_TO(src, src->bstart[ci][bi], src->bend[ci][bi]);
+                            continue;
+                        }
+                        int n = nbits_of((unsigned)abs(diff));
+                        if (n > 11 || !dc->size[n]) return 1;
+                        if (run && ub_span(u, run->scan, rs, re, e)) return -1;
+                        if (ub_reserve(u, 16, e)) return -1;
+                        uint32_t bits = (uint32_t)(diff < 0 ? diff - 1 : diff) & ((1u << n) - 1);
+                        ub_put(u, (uint64_t)dc->code[n] << n | bits, dc->size[n] + n);
+                        run = src;
+                        rs = src->bdc[ci][bi];
+                        re = src->bend[ci][bi];
+                    }
+                }
+            }
+            if (len > 1) { /* the rest: their DC predecessors are the source's own */
+                int sx = m->sx + len - 1, lc = nc - 1;
+                size_t b0 = block_at(src, 0, m->sx + 1, m->sy, 0, 0);
+                size_t bn = block_at(src, lc, sx, m->sy, ref->v[lc] - 1, ref->h[lc] - 1);
+                RUN_TO(src, src->bstart[0][b0], src->bend[lc][bn]);
+                for (int ci = 0; ci < nc; ci++)
+                    last[ci] = src->dcv[ci][block_at(src, ci, sx, m->sy, ref->v[ci] - 1, ref->h[ci] - 1)];
+            }
+            mx += len;
+        }
+    }
+#undef RUN_TO
+    if (run && ub_span(u, run->scan, rs, re, e)) return -1;
+    if (u->nbits) ub_put(u, (1u << (8 - u->nbits)) - 1, 8 - u->nbits); /* pad with ones */
+    return 0;
+}
+
+/* One pass copying the sources' bits (every source indexed, their tables shared); 1 to
+ * fall back to re-encoding the coefficients. */
+static int copy_job(job_t *job, bwriter_t *w, size_t guess, err_t *e) {
+    const Coefs *ref = job->map[0].src;
+    int tables = ref->ncomp > 1 ? 2 : 1, r;
+    for (int t = 0; t < tables; t++) {
+        build_ehuff(&job->dc[t], &ref->hraw[t][0]);
+        build_ehuff(&job->ac[t], &ref->hraw[t][1]);
+    }
+    ubw_t u = {NULL, NULL, NULL, 0, 0};
+    if (ub_reserve(&u, guess, e)) return -1;
+    r = copy_walk(job, &u, e);
+    if (r == 0 && bw_reserve(w, 4096 + (size_t)PyBytes_GET_SIZE(ref->app), e)) r = -1;
+    if (r == 0) {
+        write_header(job, w);
+        const uint8_t *q = u.buf, *end = u.o;
+        while (q < end) { /* stuff */
+            const uint8_t *ff = memchr(q, 0xFF, (size_t)(end - q));
+            size_t run = ff ? (size_t)(ff - q) + 1 : (size_t)(end - q);
+            if (bw_reserve(w, run + 1, e)) {
+                r = -1;
+                break;
+            }
+            bw_bytes(w, q, run);
+            q += run;
+            if (ff) w->buf[w->len++] = 0;
+        }
+    }
+    free(u.buf);
+    if (r) return r;
+    if (bw_reserve(w, 2, e)) return -1;
+    static const uint8_t eoi[2] = {0xFF, 0xD9};
+    bw_bytes(w, eoi, 2);
+    return 0;
+}
+
 static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     PyObject *pieces, *seq, *out = NULL, **held = NULL;
     static char *kwlist[] = {"", "", "", "optimize", NULL};
@@ -963,7 +1472,7 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     seq = PySequence_Fast(pieces, "pieces must be a sequence");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    job_t *job = calloc(1, sizeof(job_t));
+    job_t *job = malloc(sizeof(job_t)); /* its counts are zeroed where they are used */
     mcu_src_t *map = NULL;
     bwriter_t w = {NULL, 0, 0, 0, 0};
     err_t e = {OK, ""};
@@ -988,9 +1497,32 @@ static PyObject *py_assemble(PyObject *mod, PyObject *args, PyObject *kwargs) {
     }
     job->map = map;
     if (place_pieces(job, map, seq, held)) goto done;
-    Py_BEGIN_ALLOW_THREADS
-    encode_job(job, &w, &e);
-    Py_END_ALLOW_THREADS
+    int copied = 1, indexed = job->reuse && !optimize;
+    for (Py_ssize_t i = 0; i < n && indexed; i++) indexed = ((Coefs *)held[i])->indexed;
+    if (indexed) {
+        /* room for about what the sources hold for the output's MCUs (growing the buffer
+         * as the bits come copied it several times over) */
+        const Coefs *ref = (const Coefs *)held[0];
+        double per_mcu = (double)ref->scan_bits / 8 / ((double)ref->mcus_x * ref->mcus_y);
+        size_t guess = 4096 + (size_t)(1.25 * per_mcu * job->mx_n * job->my_n);
+        if (bw_reserve(&w, guess + 4096, &e)) {
+            raise_err(&e);
+            goto done;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        copied = copy_job(job, &w, guess, &e);
+        Py_END_ALLOW_THREADS
+    }
+    if (copied > 0 && e.status == OK) { /* re-encode the coefficients */
+        w.len = 0;
+        w.acc = 0;
+        w.nbits = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (ensure_coefs((Coefs *)held[i])) goto done;
+        Py_BEGIN_ALLOW_THREADS
+        encode_job(job, &w, &e);
+        Py_END_ALLOW_THREADS
+    }
     if (e.status != OK)
         raise_err(&e);
     else

@@ -7,7 +7,11 @@ without decoding a pixel: the stored tiles are entropy-decoded to their
 quantised DCT coefficients, the needed MCU blocks copied into the output and
 entropy-encoded again (what ``jpegtran -crop``/``-drop`` do, in process). The
 output's coefficients are exactly the stored ones, so there is no generation
-loss, and the cost is entropy coding only.
+loss, and the cost is entropy coding only; less where the output keeps the
+stored tiles' Huffman tables: a stored tile without restart markers is only
+walked (each block's bit offsets and DC value recorded, AC magnitudes
+skipped) and the outputs copy its coded bits, with new DC codes where runs of
+blocks from different tiles meet: the same bytes as re-encoding.
 
 Pixels: a decoder sees exactly the stored tiles' coefficients. For 4:4:4
 tiles (and for any sampling with a decoder's plain, "fast" chroma upsampling)
