@@ -92,6 +92,25 @@ def check_key(key: str, *, allow_empty: bool = False) -> str:
     return key
 
 
+class _Source:
+    """The caller's chunks; remembers an exception the caller's iterator raised."""
+
+    def __init__(self, chunks: Data) -> None:
+        self._chunks: Iterator[bytes] = iter([bytes(chunks)] if isinstance(chunks, bytes | bytearray | memoryview) else chunks)
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return
+            except Exception as exc:
+                self.error = exc
+                raise
+            yield chunk
+
+
 def redact_url(url: str) -> str:
     """``url`` without user, password, query string or fragment (safe for messages and logs).
 
@@ -239,9 +258,10 @@ class Store(ABC):
         state = self.__dict__.copy()
         state["_pool"] = None
         state.pop("_pool_lock", None)
-        state["stats"] = IOStats()
+        state.pop("stats", None)  # counters are per process
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         self._pool_lock = threading.Lock()
+        self.stats = IOStats()

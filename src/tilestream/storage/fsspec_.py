@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from tilestream.errors import StorageNotFoundError, StorageReadOnlyError
 
-from .base import Data, Stat, Store, check_key, redact_url
+from .base import Data, Stat, Store, _Source, check_key, redact_url
 from .classify import classify, error_chain, is_precondition_failed
 from .local import LocalStore
 from .ranges import check_range, open_ranges
@@ -90,6 +90,8 @@ class FsspecStore(Store):
         Refuse writes (always so for ``http(s)``).
     buffer_size
         Read buffer of the files :meth:`open_read` returns.
+    part_size
+        Part size of multipart uploads (S3 needs at least 5 MiB).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class FsspecStore(Store):
         retry: RetryPolicy | None = None,
         read_only: bool = False,
         buffer_size: int = 256 * 1024,
+        part_size: int = 8 * 1024 * 1024,
     ) -> None:
         super().__init__()
         self.fs = fs
@@ -111,6 +114,7 @@ class FsspecStore(Store):
         self.protocol = _protocol(fs)
         self.read_only = read_only or self.protocol in ("http", "https")
         self.buffer_size = buffer_size
+        self.part_size = part_size
         self.supports_conditional_write = self.protocol in _CONDITIONAL_PUT | _LOCAL
 
     def url_of(self, key: str) -> str:
@@ -215,19 +219,22 @@ class FsspecStore(Store):
                 self._call(key, lambda: self._write_renamed(path, [payload]))
             self.stats.add(requests=1, written=len(payload))
             return
+        source = _Source(data)
         try:  # a stream cannot be replayed: no retry, and nothing left behind on failure
             if self.protocol in OBJECT_STORE_PROTOCOLS:
-                written = self._write_uploaded(path, data)
+                written = self._write_uploaded(path, source)
             else:
-                written = self._write_renamed(path, data)
+                written = self._write_renamed(path, source)
         except Exception as exc:
+            if source.error is not None:  # the caller's iterator failed: its error, as is
+                raise source.error from None
             raise storage_error(classify(exc), self.url_of(key)) from exc
         self.stats.add(requests=1, written=written)
 
     def _write_uploaded(self, path: str, chunks: Data) -> int:
         """A multipart upload (or one PUT if small) completed at the end, aborted on failure."""
         written = 0
-        f = self.fs.open(path, "wb", autocommit=False)
+        f = self.fs.open(path, "wb", autocommit=False, block_size=self.part_size)
         try:
             for chunk in chunks:
                 written += f.write(chunk)

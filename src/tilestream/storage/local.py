@@ -34,7 +34,7 @@ from tilestream.errors import (
     StorageNotFoundError,
 )
 
-from .base import Data, Stat, Store, check_key
+from .base import Data, Stat, Store, _Source, check_key
 from .ranges import check_range
 
 __all__ = ["LocalStore"]
@@ -122,20 +122,20 @@ class LocalStore(Store):
     def _write_temp(self, tmp: Path, data: Data) -> int:
         written = 0
         with open(tmp, "wb") as f:
-            if isinstance(data, bytes | bytearray | memoryview):
-                written = f.write(data)
-            else:
-                for chunk in data:
-                    written += f.write(chunk)
+            for chunk in data if isinstance(data, _Source) else _Source(data):
+                written += f.write(chunk)
         return written
 
     def write_atomic(self, key: str, data: Data) -> None:
         path = self._path(key)
+        source = _Source(data)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
-                written = self._write_temp(tmp, data)
+                written = self._write_temp(tmp, source)
         except OSError as exc:
+            if source.error is exc:  # the caller's iterator failed: its error, as is
+                raise
             raise self._error(exc, key) from exc
         self.stats.add(requests=1, written=written)
 
