@@ -194,9 +194,11 @@ class FsspecStore(Store):
         def find() -> list[str]:
             self.stats.add(requests=1)
             try:
-                return list(self.fs.find(base, withdirs=False))
+                found = self.fs.find(base, withdirs=False, detail=True)
             except FileNotFoundError:
                 return []
+            # s3fs reports an empty "folder" as an entry of type directory: not an object
+            return [p for p, info in found.items() if info.get("type") != "directory"]
 
         root = self._prefix
         for path in sorted(self._call(prefix, find)):

@@ -50,8 +50,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "http": ("http", "aiohttp"),
     "https": ("http", "aiohttp"),
 }
-#: s3fs options tilestream sets unless ``storage_options`` does: one retry layer (ours),
-#: timeouts, and no cached listings (another writer's objects must be seen at once).
+#: s3fs options tilestream sets unless ``storage_options`` does: one retry layer (ours;
+#: ``retries`` is set on the filesystem, s3fs's own loop), timeouts, and no cached listings
+#: (another writer's objects must be seen at once).
 S3_DEFAULTS: dict[str, Any] = {
     "use_listings_cache": False,
     "retries": 1,
@@ -139,7 +140,11 @@ def store_for(
             path=safe,
         )
     protocol = parts.scheme
-    fs = _filesystem(protocol, _options(protocol, storage_options), safe)
+    options = _options(protocol, storage_options)
+    retries = options.pop("retries", None)  # an attribute of s3fs, not an argument
+    fs = _filesystem(protocol, options, safe)
+    if retries is not None:
+        fs.retries = int(retries)
     key = parts.path.lstrip("/")
     if protocol in ("http", "https"):
         if parts.query:

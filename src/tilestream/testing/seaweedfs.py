@@ -163,9 +163,10 @@ class SeaweedServer:
         args += ["-ip.bind=127.0.0.1", "-s3", f"-s3.config={self.workdir / 's3.json'}"]
         for name in ("master", "volume", "filer", "s3"):
             args += [f"-{name}.port={p[name]}", f"-{name}.port.grpc={p[name] + GRPC_OFFSET}"]
-        # No Iceberg or Lance catalogs on fixed default ports, no telemetry, small volumes.
+        # No Iceberg or Lance catalogs on fixed default ports, no telemetry; small volumes,
+        # as many as the disk holds (each bucket is a collection with volumes of its own).
         args += ["-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
-        args += ["-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0"]
+        args += ["-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0"]
         return args
 
     def start(self) -> SeaweedServer:
