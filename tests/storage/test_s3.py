@@ -12,6 +12,7 @@ from tilestream.errors import (
     StorageAccessDeniedError,
     StorageError,
     StorageNotFoundError,
+    StorageReadOnlyError,
 )
 from tilestream.storage import FsspecStore, Store, store_for
 from tilestream.testing.seaweedfs import SeaweedServer
@@ -109,3 +110,35 @@ def test_unreachable_endpoint_is_retried_then_reported(seaweed: SeaweedServer) -
     with pytest.raises(StorageError, match=r"s3://bucket/a.bin: connection failed .*after 3 attempts"):
         store.read_range(key, 0, 1)
     assert store.stats.retries == 2
+
+
+def test_credentials_from_the_environment_never_appear(
+    seaweed: SeaweedServer, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-" + seaweed.secret_key)
+    options = {"endpoint_url": seaweed.endpoint_url, "client_kwargs": {"region_name": "us-east-1"}}
+    store, key = store_for(f"s3://{bucket}/slides/a.bin", {**options, "skip_instance_cache": True})
+    with pytest.raises(StorageAccessDeniedError) as info:
+        store.read(key)
+    _no_secret(seaweed, info.value, repr(store))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    store, key = store_for(f"s3://{bucket}/slides/a.bin", {**options, "skip_instance_cache": True})
+    assert store.read(key) == b"0123456789"
+
+
+def test_http_reads_by_range_and_is_read_only(seaweed: SeaweedServer, bucket: str) -> None:
+    # SeaweedFS's filer serves the bucket's objects over plain HTTP and honours Range.
+    store, key = store_for(f"{seaweed.filer_url}/buckets/{bucket}/slides/a.bin")
+    assert store.read_only and store.size(key) == 10
+    assert store.read_ranges(key, [(7, 3), (0, 2)]) == [b"789", b"01"]
+    with store.open_read(key) as f:
+        f.seek(4)
+        assert f.read(2) == b"45"
+    with pytest.raises(StorageReadOnlyError, match=rf"{seaweed.filer_url}/buckets/{bucket}/x"):
+        store.write_atomic(f"buckets/{bucket}/x", b"x")
+    missing, mkey = store_for(f"{seaweed.filer_url}/buckets/{bucket}/none.bin?token=secret-token")
+    with pytest.raises(StorageNotFoundError) as info:
+        missing.read(mkey)
+    assert str(info.value).startswith(f"{seaweed.filer_url}/buckets/{bucket}/none.bin: ")
+    assert "secret-token" not in "".join(traceback.format_exception(info.value))

@@ -230,7 +230,7 @@ class FsspecStore(Store):
         except Exception as exc:
             if source.error is not None:  # the caller's iterator failed: its error, as is
                 raise source.error from None
-            raise storage_error(classify(exc), self.url_of(key)) from exc
+            raise storage_error(classify(exc), self.url_of(key)) from None
         self.stats.add(requests=1, written=written)
 
     def _write_uploaded(self, path: str, chunks: Data) -> int:

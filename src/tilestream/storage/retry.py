@@ -121,6 +121,8 @@ def call_with_retries(
 
     ``url`` (already free of credentials) names the object in log lines and
     errors. Failures that are already a :class:`StorageError` pass through.
+    The error raised is not chained to the library's exception (whose text
+    may hold a signed URL): its message carries the classified reason.
     """
     for attempt in range(1, policy.attempts + 1):
         try:
@@ -130,7 +132,8 @@ def call_with_retries(
         except Exception as exc:
             failure = classify(exc)
             if not failure.retryable or attempt == policy.attempts:
-                raise storage_error(failure, url, attempts=attempt) from exc
+                # Not chained: the libraries' errors may repeat a signed URL or a header.
+                raise storage_error(failure, url, attempts=attempt) from None
             wait = policy.delay(attempt - 1)
             logger.info(
                 "%s: %s; retry %d of %d in %.2f s",
