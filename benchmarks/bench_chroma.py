@@ -142,7 +142,7 @@ def main() -> None:
             "",
             table,
             "",
-            "The default stays 4:4:4 (`jpeg_subsampling=\"444\"`): 4:2:0 saves about a quarter "
+            'The default stays 4:4:4 (`jpeg_subsampling="444"`): 4:2:0 saves about a quarter '
             "of the bytes and some decode time, but costs about 5 dB against the source, most "
             "of it in the chroma channels, where stain colour lives; q90 4:4:4 is as small as "
             "q95 4:2:0 and closer to the source. Slideflow's encoding (OpenCV, q95 4:2:0) is "

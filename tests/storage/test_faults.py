@@ -103,15 +103,21 @@ def test_a_persistent_503_is_a_clear_error(
     assert seaweed.secret_key not in "".join(traceback.format_exception(info.value))
 
 
-def test_a_throttled_endpoint_is_a_clear_error(store: Store, proxy: FaultProxy, bucket: str) -> None:
+def test_a_throttled_endpoint_is_a_clear_error(
+    store: Store, proxy: FaultProxy, bucket: str
+) -> None:
     proxy.fail_next(100, body=SLOW_DOWN)
-    with pytest.raises(StorageThrottledError, match=rf"s3://{bucket}/slide.bin: .*slow down \(SlowDown"):
+    with pytest.raises(
+        StorageThrottledError, match=rf"s3://{bucket}/slide.bin: .*slow down \(SlowDown"
+    ):
         store.read_range("slide.bin", 0, 10)
 
 
 def test_persistent_resets_are_a_clear_error(store: Store, proxy: FaultProxy, bucket: str) -> None:
     proxy.reset_next(100)
-    with pytest.raises(StorageUnavailableError, match=rf"s3://{bucket}/slide.bin: connection failed"):
+    with pytest.raises(
+        StorageUnavailableError, match=rf"s3://{bucket}/slide.bin: connection failed"
+    ):
         store.read_range("slide.bin", 0, 100_000)
 
 

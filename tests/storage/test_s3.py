@@ -92,7 +92,9 @@ def test_missing_bucket_and_missing_key(seaweed: SeaweedServer, bucket: str) -> 
 def test_a_read_only_identity_may_read_but_not_write(seaweed: SeaweedServer, bucket: str) -> None:
     store, key = store_for(f"s3://{bucket}/slides/a.bin", seaweed.read_only_options)
     assert store.read(key) == b"0123456789"
-    with pytest.raises(StorageAccessDeniedError, match=r"access denied \(AccessDenied, HTTP 403\)") as info:
+    with pytest.raises(
+        StorageAccessDeniedError, match=r"access denied \(AccessDenied, HTTP 403\)"
+    ) as info:
         store.write_atomic("slides/new.bin", b"x")
     assert f"s3://{bucket}/slides/new.bin" in str(info.value)
     assert isinstance(info.value, PermissionError)
@@ -106,8 +108,12 @@ def test_unreachable_endpoint_is_retried_then_reported(seaweed: SeaweedServer) -
     from tilestream.testing.seaweedfs import free_port_pair
 
     options = {**seaweed.storage_options, "endpoint_url": f"http://127.0.0.1:{free_port_pair()}"}
-    store, key = store_for("s3://bucket/a.bin", options, retry=RetryPolicy(attempts=3, base_delay=0.01))
-    with pytest.raises(StorageError, match=r"s3://bucket/a.bin: connection failed .*after 3 attempts"):
+    store, key = store_for(
+        "s3://bucket/a.bin", options, retry=RetryPolicy(attempts=3, base_delay=0.01)
+    )
+    with pytest.raises(
+        StorageError, match=r"s3://bucket/a.bin: connection failed .*after 3 attempts"
+    ):
         store.read_range(key, 0, 1)
     assert store.stats.retries == 2
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Iterator
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,7 +20,10 @@ from tilestream.storage.retry import call_with_retries
 from tilestream.testing.faultproxy import FaultProxy
 
 
-@pytest.mark.parametrize(("protocol", "module", "extra"), [("s3", "s3fs", "s3"), ("gs", "gcsfs", "gcs"), ("https", "aiohttp", "http")])
+@pytest.mark.parametrize(
+    ("protocol", "module", "extra"),
+    [("s3", "s3fs", "s3"), ("gs", "gcsfs", "gcs"), ("https", "aiohttp", "http")],
+)
 def test_a_missing_extra_gives_the_install_hint(
     monkeypatch: pytest.MonkeyPatch, protocol: str, module: str, extra: str
 ) -> None:
@@ -65,11 +68,17 @@ def test_retries_are_bounded_and_logged(caplog: pytest.LogCaptureFixture) -> Non
         calls.append(1)
         raise ConnectionResetError(104, "Connection reset by peer")
 
-    with caplog.at_level(logging.INFO, logger="tilestream"), pytest.raises(
-        StorageUnavailableError, match=r"s3://b/k: connection failed .* after 3 attempts"
+    with (
+        caplog.at_level(logging.INFO, logger="tilestream"),
+        pytest.raises(
+            StorageUnavailableError, match=r"s3://b/k: connection failed .* after 3 attempts"
+        ),
     ):
         call_with_retries(
-            always_reset, url="s3://b/k", policy=RetryPolicy(attempts=3, base_delay=0), classify=classify
+            always_reset,
+            url="s3://b/k",
+            policy=RetryPolicy(attempts=3, base_delay=0),
+            classify=classify,
         )
     assert len(calls) == 3
     assert caplog.text.count("s3://b/k") >= 2

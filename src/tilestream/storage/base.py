@@ -96,7 +96,9 @@ class _Source:
     """The caller's chunks; remembers an exception the caller's iterator raised."""
 
     def __init__(self, chunks: Data) -> None:
-        self._chunks: Iterator[bytes] = iter([bytes(chunks)] if isinstance(chunks, bytes | bytearray | memoryview) else chunks)
+        self._chunks: Iterator[bytes] = iter(
+            [bytes(chunks)] if isinstance(chunks, bytes | bytearray | memoryview) else chunks
+        )
         self.error: BaseException | None = None
 
     def __iter__(self) -> Iterator[bytes]:

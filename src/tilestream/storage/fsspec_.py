@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -151,7 +152,9 @@ class FsspecStore(Store):
             raise StorageNotFoundError("no such object (a folder)", path=self.url_of(key))
         size = found.get("size")
         if size is None:
-            raise storage_error(Failure("other", "the store does not tell the size"), self.url_of(key))
+            raise storage_error(
+                Failure("other", "the store does not tell the size"), self.url_of(key)
+            )
         return Stat(size=int(size), etag=_etag(found), mtime=_mtime(found))
 
     def read_range(self, key: str, offset: int, size: int) -> bytes:
@@ -181,7 +184,7 @@ class FsspecStore(Store):
 
     def open_read(self, key: str) -> BinaryIO:
         size = self.stat(key).size
-        return open_ranges(  # type: ignore[return-value]
+        return open_ranges(
             lambda offset, n: self.read_range(key, offset, n),
             size,
             self.url_of(key),
@@ -260,10 +263,8 @@ class FsspecStore(Store):
                     written += f.write(chunk)
             self.fs.mv(tmp, path)
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):
                 self.fs.rm_file(tmp)
-            except Exception:  # noqa: S110 - best effort: the original error matters
-                pass
             raise
         return written
 

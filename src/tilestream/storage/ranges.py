@@ -21,8 +21,8 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_MAX_GAP",
     "DEFAULT_MAX_REQUEST",
-    "Request",
     "RangeReader",
+    "Request",
     "check_range",
     "coalesce",
     "open_ranges",
@@ -97,7 +97,9 @@ def coalesce(
     return out
 
 
-def split_request(request: Request, data: bytes, ranges: Sequence[tuple[int, int]]) -> dict[int, bytes]:
+def split_request(
+    request: Request, data: bytes, ranges: Sequence[tuple[int, int]]
+) -> dict[int, bytes]:
     """The bytes of each member range of ``request``, cut from the request's ``data``.
 
     ``data`` may be shorter than the request at the end of the object; each
@@ -171,7 +173,9 @@ class RangeReader(io.RawIOBase):
         return n
 
     def readall(self) -> bytes:
-        data = self._read(self._pos, max(0, self._size - self._pos)) if self._pos < self._size else b""
+        data = (
+            self._read(self._pos, max(0, self._size - self._pos)) if self._pos < self._size else b""
+        )
         self._pos += len(data)
         return data
 

