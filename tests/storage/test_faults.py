@@ -6,6 +6,7 @@ clean read; persistent ones become a clear ``StorageError`` naming the URL.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Iterator
@@ -91,11 +92,20 @@ def test_writes_are_retried_after_503(store: Store, proxy: FaultProxy) -> None:
 
 
 def test_a_persistent_503_is_a_clear_error(
-    store: Store, proxy: FaultProxy, seaweed: SeaweedServer, bucket: str
+    store: Store,
+    proxy: FaultProxy,
+    seaweed: SeaweedServer,
+    bucket: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy.fail_next(100)
-    with pytest.raises(StorageUnavailableError) as info:
+    with (
+        caplog.at_level(logging.DEBUG, logger="tilestream"),
+        pytest.raises(StorageUnavailableError) as info,
+    ):
         store.read_range("slide.bin", 0, 10)
+    assert caplog.text.count(f"s3://{bucket}/slide.bin: the store failed (HTTP 503); retry") == 3
+    assert seaweed.secret_key not in caplog.text
     message = str(info.value)
     assert message.startswith(f"s3://{bucket}/slide.bin: ")
     assert "HTTP 503" in message and "after 4 attempts" in message
@@ -140,3 +150,16 @@ def test_latency_is_added_per_round_trip(store: Store, proxy: FaultProxy) -> Non
     assert store.read_range("slide.bin", 0, 10) == DATA[:10]
     slow = time.perf_counter() - start
     assert slow >= 0.05 > fast
+
+
+def test_ranges_far_apart_are_fetched_concurrently(store: Store, proxy: FaultProxy) -> None:
+    ranges = [(i * 300_000, 1000) for i in range(8)]
+    store.read_ranges("slide.bin", ranges[:2], max_gap=0)  # warm the connection pool
+    proxy.latency = 0.2
+    proxy.reset_counters()
+    start = time.perf_counter()
+    got = store.read_ranges("slide.bin", ranges, max_gap=0)
+    elapsed = time.perf_counter() - start
+    assert got == [DATA[o : o + n] for o, n in ranges]
+    assert proxy.counters.requests == 8
+    assert elapsed < 8 * 0.2 / 2  # serially it would take 1.6 s

@@ -182,6 +182,18 @@ class FsspecStore(Store):
         self.stats.add(read=len(data))
         return data
 
+    def read(self, key: str) -> bytes:
+        """The whole object, in one request."""
+        path = self._path(key)
+
+        def fetch() -> bytes:
+            self.stats.add(requests=1)
+            return bytes(self.fs.cat_file(path))
+
+        data = self._call(key, fetch)
+        self.stats.add(read=len(data))
+        return data
+
     def open_read(self, key: str) -> BinaryIO:
         size = self.stat(key).size
         return open_ranges(

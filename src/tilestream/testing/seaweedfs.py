@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import importlib
 import json
 import secrets
 import shutil
@@ -239,7 +240,7 @@ class SeaweedServer:
 
         The bucket is created through the S3 API with the read-write identity.
         """
-        s3fs = __import__("s3fs")
+        s3fs = importlib.import_module("s3fs")
         fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
         try:
             fs.mkdir(name)
