@@ -163,3 +163,27 @@ def test_ranges_far_apart_are_fetched_concurrently(store: Store, proxy: FaultPro
     assert got == [DATA[o : o + n] for o, n in ranges]
     assert proxy.counters.requests == 8
     assert elapsed < 8 * 0.2 / 2  # serially it would take 1.6 s
+
+
+def test_timeouts_are_retried_then_reported(
+    seaweed: SeaweedServer, proxy: FaultProxy, bucket: str
+) -> None:
+    options = {
+        **seaweed.storage_options,
+        "endpoint_url": proxy.url,
+        "config_kwargs": {"read_timeout": 0.3},
+        "skip_instance_cache": True,
+    }
+    store, key = store_for(
+        f"s3://{bucket}/slide.bin", options, retry=RetryPolicy(attempts=2, base_delay=0.01)
+    )
+    assert store.read_range(key, 0, 10) == DATA[:10]
+    proxy.latency = 1.0
+    try:
+        start = time.perf_counter()
+        with pytest.raises(StorageUnavailableError, match=r"connection failed .*after 2 attempts"):
+            store.read_range(key, 0, 10)
+        assert time.perf_counter() - start < 2 * 1.0
+    finally:
+        proxy.clear()
+    assert store.stats.retries == 1

@@ -189,6 +189,8 @@ class Store(ABC):
         """
         requests = coalesce(ranges, max_gap=max_gap, max_request=max_request)
         out: list[bytes] = [b""] * len(ranges)
+        if not requests:  # nothing but empty ranges
+            return out
 
         def fetch(i: int) -> dict[int, bytes]:
             req = requests[i]
