@@ -171,7 +171,11 @@ class Store(ABC):
         """A seekable binary file reading ``key`` (closed by the caller)."""
 
     def read(self, key: str) -> bytes:
-        """The whole object at ``key``."""
+        """The whole object at ``key``.
+
+        This default (a ``stat``, then one ranged read) can mix two versions of an
+        object replaced in between; backends override it with a single read.
+        """
         return self.read_range(key, 0, self.size(key))
 
     def read_ranges(

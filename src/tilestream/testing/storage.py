@@ -156,8 +156,31 @@ class StoreConformance:
     # -- atomic writes ---------------------------------------------------------------
     def test_overwrite_replaces_the_whole_object(self, store: Store) -> None:
         store.write_atomic("o.bin", payload(5000, 1))
+        before = store.stat("o.bin")
         store.write_atomic("o.bin", payload(300, 2))
         assert store.read("o.bin") == payload(300, 2)
+        assert store.stat("o.bin").version != before.version  # what resume compares
+
+    def test_readers_never_see_a_partial_object(self, store: Store) -> None:
+        versions = [payload(400_000, 21), payload(250_000, 22)]
+        store.write_atomic("live.bin", versions[0])
+        stop = threading.Event()
+        seen: list[bytes] = []
+
+        def writer() -> None:
+            for i in range(6):
+                chunks = versions[i % 2]
+                store.write_atomic(
+                    "live.bin", (chunks[j : j + 65536] for j in range(0, len(chunks), 65536))
+                )
+            stop.set()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        while not stop.is_set():
+            seen.append(store.read("live.bin"))
+        thread.join()
+        assert seen and all(data in versions for data in seen)
 
     def test_failed_stream_leaves_nothing_visible(self, store: Store) -> None:
         def chunks() -> Iterator[bytes]:
