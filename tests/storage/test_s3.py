@@ -60,6 +60,7 @@ def test_s3_store_for_splits_bucket_and_key(seaweed: SeaweedServer, bucket: str)
     assert (store.url, key) == (f"s3://{bucket}", "slides/a.bin")
     assert store.read_range(key, 2, 3) == b"234"
     assert store.etag(key)
+    assert list(store.list()) == ["slides/a.bin"]  # the bucket's root
     assert seaweed.secret_key not in repr(store)
 
 

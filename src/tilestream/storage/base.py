@@ -227,7 +227,10 @@ class Store(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys of the objects under ``prefix`` (a folder-like prefix: ``"run"`` lists ``run/...``)."""
+        """Keys of the objects under ``prefix``, sorted.
+
+        The prefix is folder-like: ``"run"`` (or ``"run/"``) lists ``run/...``, not ``run2/...``.
+        """
 
     # -- writing ---------------------------------------------------------------------
     @abstractmethod

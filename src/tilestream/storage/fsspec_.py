@@ -204,6 +204,7 @@ class FsspecStore(Store):
         )
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        prefix = prefix.rstrip("/")
         base = self._path(prefix) if prefix else self.root or "/"
 
         def find() -> list[str]:

@@ -114,6 +114,7 @@ class LocalStore(Store):
         return f
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        prefix = prefix.rstrip("/")
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
             yield prefix

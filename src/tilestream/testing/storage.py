@@ -148,7 +148,8 @@ class StoreConformance:
     def test_list_under_a_prefix(self, store: Store) -> None:
         for key in ("run/a", "run/sub/b", "run2/c", "top"):
             store.write_atomic(key, key.encode())
-        assert sorted(store.list("run")) == ["run/a", "run/sub/b"]
+        assert list(store.list("run")) == ["run/a", "run/sub/b"]
+        assert list(store.list("run/")) == ["run/a", "run/sub/b"]
         assert sorted(store.list("run/sub")) == ["run/sub/b"]
         assert sorted(store.list()) == ["run/a", "run/sub/b", "run2/c", "top"]
         assert list(store.list("nothing")) == []
