@@ -39,3 +39,13 @@ def test_local_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     store.write_atomic("x/y.bin", b"data")
     assert store.put_if_absent("x/z.bin", b"data")
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["y.bin", "z.bin"]
+
+
+class TestFsspecMemory(StoreConformance):
+    # fsspec's in-memory filesystem: an object store without conditional writes.
+    large_size = 3 * 1024 * 1024
+
+    @pytest.fixture
+    def store(self, request: pytest.FixtureRequest) -> Store:
+        root = f"/conformance/{request.node.name}"
+        return FsspecStore(fsspec.filesystem("memory"), root, url=f"memory:/{root}")

@@ -7,7 +7,7 @@ failures are retried with backoff, the rest become a
 botocore underneath, so a permanent fault is reported after
 ``RetryPolicy.attempts`` requests, not after a product of three retry loops.
 
-Atomic writes: on object stores (``s3``, ``gs``, ``memory``) the bytes go in
+Atomic writes: on object stores (``s3``, ``gs``) the bytes go in
 one PUT, and a stream of chunks in a multipart upload that is completed when
 the last chunk is written or aborted on any failure; elsewhere (local and other
 filesystems) a temporary sibling is written and renamed.
@@ -45,7 +45,7 @@ __all__ = ["OBJECT_STORE_PROTOCOLS", "FsspecStore"]
 T = TypeVar("T")
 
 #: Protocols whose single PUT and multipart upload are atomic at the final key.
-OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "memory"})
+OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 #: Protocols whose conditional PUT (``If-None-Match: *``) :meth:`FsspecStore.put_if_absent` uses.
 _CONDITIONAL_PUT = frozenset({"s3", "s3a"})
 _LOCAL = frozenset({"file", "local"})

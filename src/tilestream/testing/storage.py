@@ -178,8 +178,11 @@ class StoreConformance:
 
         thread = threading.Thread(target=writer)
         thread.start()
-        while not stop.is_set():
+        while True:  # at least one read, however fast the writer
+            done = stop.is_set()
             seen.append(store.read("live.bin"))
+            if done:
+                break
         thread.join()
         assert seen and all(data in versions for data in seen)
 
