@@ -254,8 +254,8 @@ class _Link:
                     if self.proxy.latency > 0:
                         time.sleep(self.proxy.latency)
                     self.new_response = True
+                self.proxy._count(bytes_up=len(data))  # counted before the peer can see them
                 self.upstream.sendall(data)
-                self.proxy._count(bytes_up=len(data))
         except OSError:
             self._close()
 
@@ -271,13 +271,13 @@ class _Link:
                     self.new_response = False
                     if self.proxy._take_reset():
                         half = data[: max(1, len(data) // 2)]
-                        self.client.sendall(half)
                         self.proxy._count(bytes_down=len(half))
+                        self.client.sendall(half)
                         self._close(reset=True)
                         return
                 self.new_request = True
-                self.client.sendall(data)
                 self.proxy._count(bytes_down=len(data))
+                self.client.sendall(data)
         except OSError:
             self._close()
 
