@@ -184,6 +184,7 @@ LAYERS: list[set[str]] = [
     {"torch", "tf"},
     {"loaders", "extract"},
     {"slide", "tfrecord", "runfolder", "norm"},
+    {"storage"},
     {"", "_util"},
     {"errors"},
 ]

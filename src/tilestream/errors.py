@@ -22,6 +22,12 @@ catch, so ``except ValueError`` or ``except OSError`` keep working::
     │       └── SlideAccessDeniedError (PermissionError)
     ├── ExtractionError
     │   └── ROIError (ValueError)
+    ├── StorageError (OSError)
+    │   ├── StorageNotFoundError (FileNotFoundError)
+    │   ├── StorageAccessDeniedError (PermissionError)
+    │   ├── StorageReadOnlyError (PermissionError)
+    │   └── StorageUnavailableError (ConnectionError)
+    │       └── StorageThrottledError
     ├── AnnotationError (ValueError)
     ├── ConfigError (ValueError)
     └── MissingDependencyError (ImportError)
@@ -60,6 +66,12 @@ __all__ = [
     "SlideError",
     "SlideNotFoundError",
     "SlideTooLargeError",
+    "StorageAccessDeniedError",
+    "StorageError",
+    "StorageNotFoundError",
+    "StorageReadOnlyError",
+    "StorageThrottledError",
+    "StorageUnavailableError",
     "TFRecordError",
     "TileStreamError",
     "TruncatedRecordError",
@@ -205,6 +217,34 @@ class RemoteSlideError(SlideError, ConnectionError):
 
 class SlideAccessDeniedError(RemoteSlideError, PermissionError):
     """The slide server refused the credentials (HTTP 401 or 403)."""
+
+
+class StorageError(TileStreamError, OSError):
+    """An object or file in a store (local folder, S3, GCS, HTTP) cannot be read or written.
+
+    ``path`` is the object's URL without credentials or query string; the
+    message never holds a secret.
+    """
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """The object, or the bucket holding it, does not exist."""
+
+
+class StorageAccessDeniedError(StorageError, PermissionError):
+    """The store refused the credentials or the operation (HTTP 401 or 403)."""
+
+
+class StorageReadOnlyError(StorageError, PermissionError):
+    """The store cannot be written (e.g. ``http(s)://``), or cannot write conditionally."""
+
+
+class StorageUnavailableError(StorageError, ConnectionError):
+    """A transient failure (5xx, reset connection, timeout) persisted after every retry."""
+
+
+class StorageThrottledError(StorageUnavailableError):
+    """The store kept asking to slow down (HTTP 503 ``SlowDown``, 429) after every retry."""
 
 
 class ExtractionError(TileStreamError):
