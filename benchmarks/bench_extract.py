@@ -60,7 +60,7 @@ from _extract_runs import (
     run_tilestream,
     versions,
 )
-from _floors import kept_boxes, measure_floors
+from _floors import measure_floors_apart
 
 START = "<!-- bench_extract:start -->"
 END = "<!-- bench_extract:end -->"
@@ -118,7 +118,7 @@ def bench_config(
             )
             if which not in best or result["seconds"] < best[which]["seconds"]:
                 best[which] = result
-    floors = measure_floors(slide, kept_boxes(coords_copy(slide, px, um)), px)
+    floors = measure_floors_apart(slide, coords_copy(slide, px, um), px)
     return best, floors
 
 
