@@ -362,8 +362,8 @@ def reading(best: dict[tuple[str, str], dict[str, Any]], checks: dict[str, Any])
     l0_osc = ratio("level0", "openslide-cache")
     x2_os, x2_vips = ratio("2x", "openslide"), ratio("2x", "pyvips")
     x2_osc = ratio("2x", "openslide-cache")
-    floor0 = 100 / ratio("level0", "decode-floor")
-    floor2 = 100 / ratio("2x", "decode-floor")
+    floor0 = 100 * ratio("level0", "decode-floor")
+    floor2 = 100 * ratio("2x", "decode-floor")
     dct_psnr = checks["2x"]["psnr"]["tilestream-dct"]
     dct_diff = checks["2x"]["max_diff"]["tilestream-dct"]
     dct_os = ratio("2x", "openslide", "tilestream-dct")
