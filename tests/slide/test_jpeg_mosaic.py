@@ -282,6 +282,11 @@ def test_what_cannot_be_assembled_is_refused(tissue: np.ndarray) -> None:
     assert jm.can_mosaic(240, 240, 256, 256, 256, 256, image_size=(720, 720))
     assert not jm.can_mosaic(240, 240, 256, 256, 256, 256, image_size=(500, 720))
     assert not jm.can_mosaic(250, 250, 0, 0, 256, 256)
+    decoded = {key: jm.decode_coefficients(data) for key, data in tiles.items()}
+    assert jm.can_mosaic(240, 240, 256, 256, 256, 256, sources=decoded)
+    decoded[(1, 1)] = jm.decode_coefficients(_encode(tissue[:240, :240], quality=85, subsampling=0))
+    assert not jm.can_mosaic(240, 240, 256, 256, 256, 256, sources=decoded)  # other sampling
+    assert jm.can_mosaic(240, 240, 480, 480, 224, 224, sources=decoded)  # (1, 1) not touched
 
 
 def test_corrupt_tiles_raise_a_clear_error(tissue: np.ndarray) -> None:

@@ -178,16 +178,20 @@ def can_mosaic(
     *,
     mcu: tuple[int, int] = (16, 16),
     image_size: tuple[int, int] | None = None,
+    sources: Mapping[tuple[int, int], Coefficients] | None = None,
 ) -> bool:
     """Whether region ``(x, y, w, h)`` of a level can be assembled from whole MCUs.
 
-    The geometric half of the check, before any tile is read: the extension
-    is built, the stored tiles and the region are aligned with MCUs of
-    ``mcu`` px (16 x 16 covers every usual sampling) and, with
+    Without ``sources``, the geometric half of the check, before any tile is
+    read: the extension is built, the stored tiles and the region are aligned
+    with MCUs of ``mcu`` px (16 x 16 covers every usual sampling) and, with
     ``image_size``, the region lies inside the level (the stored tiles' pixels
-    past the edge are padding). Whether the stored tiles agree with each
-    other (baseline, same sampling and quantisation) is known only once they
-    are decoded: :func:`mosaic` then returns ``None`` if they do not.
+    past the edge are padding). With ``sources`` (the decoded stored tiles,
+    ``(col, row) ->`` :class:`Coefficients`) also the other half: every tile
+    the region touches is there, baseline, ``tile_w x tile_h`` px, with the
+    same sampling, quantisation tables and colour transform, and the region
+    is aligned with their MCUs (:func:`plan_pieces`). :func:`mosaic` makes
+    the same checks and returns ``None`` where they fail.
 
     Examples
     --------
@@ -201,7 +205,9 @@ def can_mosaic(
         return False
     if tile_w % mw or tile_h % mh or x % mw or y % mh or w % mw or h % mh:
         return False
-    return image_size is None or (x + w <= image_size[0] and y + h <= image_size[1])
+    if image_size is not None and (x + w > image_size[0] or y + h > image_size[1]):
+        return False
+    return sources is None or plan_pieces(sources, tile_w, tile_h, x, y, w, h) is not None
 
 
 def _tiles_of(tile_w: int, tile_h: int, x: int, y: int, w: int, h: int) -> list[tuple[int, int]]:
