@@ -31,21 +31,20 @@ import ctypes.util
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import tifffile
 
 from tilestream.slide import open_slide
+from tilestream.testing._process import ServerProcess
+from tilestream.testing._process import free_port as _free_port
 
 __all__ = [
     "COPIED_IMAGE_TYPE",
@@ -118,17 +117,10 @@ def plugin_path(name: str) -> Path | None:
 
 def free_port(*, avoid: Iterable[int] = ()) -> int:
     """A TCP port free on ``127.0.0.1`` right now (and not in ``avoid``)."""
-    avoid = set(avoid)
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
-            return port
-    raise OrthancError("no free loopback port found")
+    return _free_port(avoid=avoid, error=OrthancError)
 
 
-class OrthancServer:
+class OrthancServer(ServerProcess):
     """An Orthanc process serving REST and DICOMweb on a free loopback port.
 
     Parameters
@@ -152,12 +144,14 @@ class OrthancServer:
         plugins: Sequence[str] = ("dicomweb",),
         start_timeout: float = 60.0,
     ) -> None:
-        self.workdir = Path(workdir)
+        super().__init__(workdir, start_timeout=start_timeout)
         self.users = dict(users or {})
         self.plugins = tuple(plugins)
-        self.start_timeout = start_timeout
         self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
+
+    process_name = server_name = "Orthanc"
+    log_name = "orthanc.log"
+    error = OrthancError
 
     # -- addresses ----------------------------------------------------------------
     @property
@@ -169,11 +163,6 @@ class OrthancServer:
     def dicomweb_url(self) -> str:
         """The DICOMweb root, ``http://127.0.0.1:PORT/dicom-web``."""
         return f"{self.url}/dicom-web"
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     # -- lifetime -----------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -210,54 +199,16 @@ class OrthancServer:
         self.port = free_port()
         config = self.workdir / "orthanc.json"
         config.write_text(json.dumps(self._config(), indent=2))
-        log = (self.workdir / "orthanc.log").open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [binary, "--logdir=" + str(self.workdir), str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
+        self._launch([binary, "--logdir=" + str(self.workdir), str(config)])
         self._wait_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise OrthancError(f"Orthanc exited at start; see {self.workdir / 'orthanc.log'}")
-            try:
-                self.get("/system")
-                return
-            except (OSError, OrthancError):
-                time.sleep(0.1)
-        self.stop()
-        raise OrthancError(f"Orthanc did not answer within {self.start_timeout:.0f} s")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the server (terminate, then kill) and wait for it to exit."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
+    def _ready(self) -> bool:
         try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+            self.get("/system")
+        except (OSError, OrthancError):
+            return False
+        return True
 
     # -- REST -----------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:

@@ -30,14 +30,13 @@ import json
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tilestream.testing._process import ServerProcess
 
 __all__ = ["GRPC_OFFSET", "SeaweedError", "SeaweedServer", "free_port_pair", "weed_binary"]
 
@@ -81,7 +80,7 @@ def free_port_pair(*, avoid: set[int] | None = None) -> int:
     raise SeaweedError("no free pair of loopback ports found")
 
 
-class SeaweedServer:
+class SeaweedServer(ServerProcess):
     """``weed server`` with its S3 gateway on free loopback ports.
 
     Parameters
@@ -92,15 +91,22 @@ class SeaweedServer:
         Seconds to wait for the S3 gateway to answer.
     """
 
+    process_name = "weed"
+    server_name = "SeaweedFS"
+    log_name = "weed.log"
+    error = SeaweedError
+    #: ``weed`` takes its time on SIGTERM (16 s seen): it is killed sooner.
+    stop_timeout = 5.0
+    kill_timeout = 30.0
+    poll_interval = 0.2
+
     def __init__(self, workdir: Path, *, start_timeout: float = 60.0) -> None:
-        self.workdir = Path(workdir)
-        self.start_timeout = start_timeout
+        super().__init__(workdir, start_timeout=start_timeout)
         self.ports: dict[str, int] = {}
         self.access_key = "tilestream" + secrets.token_hex(4)
         self.secret_key = secrets.token_urlsafe(24)
         self.read_only_key = "reader" + secrets.token_hex(4)
         self.read_only_secret = secrets.token_urlsafe(24)
-        self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:  # never the secrets
         return f"SeaweedServer(endpoint_url={self.endpoint_url!r}, running={self.running})"
@@ -133,11 +139,6 @@ class SeaweedServer:
     def read_only_options(self) -> dict[str, Any]:
         """s3fs options of an identity that may read and list but not write."""
         return self._options(self.read_only_key, self.read_only_secret)
-
-    @property
-    def running(self) -> bool:
-        """Whether the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     # -- lifetime --------------------------------------------------------------------
     def _identities(self) -> dict[str, Any]:
@@ -183,56 +184,18 @@ class SeaweedServer:
         config = self.workdir / "s3.json"
         config.write_text(json.dumps(self._identities()))
         config.chmod(0o600)
-        log = (self.workdir / "weed.log").open("ab")
-        try:
-            self._process = subprocess.Popen(
-                self._command(binary),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            log.close()
+        self._launch(self._command(binary))
         self._wait_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise SeaweedError(f"weed exited at start; see {self.workdir / 'weed.log'}")
-            try:  # anonymous: 403 once the gateway is up
-                urllib.request.urlopen(self.endpoint_url + "/", timeout=2).close()
-                return
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise SeaweedError(f"SeaweedFS did not answer within {self.start_timeout:.0f} s")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server: terminate, wait up to ``timeout``, then kill, and wait."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
-
-    def __enter__(self) -> SeaweedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _ready(self) -> bool:
+        try:  # anonymous: 403 once the gateway is up
+            urllib.request.urlopen(self.endpoint_url + "/", timeout=2).close()
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+        return True
 
     # -- buckets ---------------------------------------------------------------------
     def make_bucket(self, name: str) -> str:
