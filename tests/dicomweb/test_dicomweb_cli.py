@@ -67,6 +67,20 @@ def web_page() -> Iterator[str]:
         server.server_close()
 
 
+#: Extraction options for the small boxes series (8 px tiles, every tile kept, one worker).
+BOXES_EXTRACT = [
+    "--tile-px",
+    "8",
+    "--tile-um",
+    "4",
+    "--tissue",
+    "none",
+    "--workers",
+    "1",
+    "--no-progress",
+]
+
+
 def _list(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["dicomweb", "list", *args])
     out, err = capsys.readouterr()
@@ -128,18 +142,7 @@ def test_list_csv_is_a_slide_list_that_extract_takes(
         _list(capsys, orthanc.server.dicomweb_url, "--study", ref.study_uid, "--csv", str(one))[0]
         == 0
     )
-    args = [
-        "--tile-px",
-        "8",
-        "--tile-um",
-        "4",
-        "--tissue",
-        "none",
-        "--workers",
-        "1",
-        "--no-progress",
-    ]
-    assert main(["extract", str(one), "--out", str(tmp_path / "out"), *args]) == 0
+    assert main(["extract", str(one), "--out", str(tmp_path / "out"), *BOXES_EXTRACT]) == 0
     run = tmp_path / "out" / "8px_4um"
     state = json.loads((run / "state" / f"{ref.series_uid}.json").read_text())
     assert state["status"] == "done" and state["tiles"] > 0
@@ -149,19 +152,8 @@ def test_list_csv_is_a_slide_list_that_extract_takes(
 
 def test_extract_takes_a_url_argument(orthanc, tmp_path: Path) -> None:
     ref = orthanc.series["openslide-boxes"]
-    args = [
-        "--tile-px",
-        "8",
-        "--tile-um",
-        "4",
-        "--tissue",
-        "none",
-        "--workers",
-        "1",
-        "--no-progress",
-    ]
     url = orthanc.url("openslide-boxes")
-    assert main(["extract", url, "--out", str(tmp_path), *args]) == 0
+    assert main(["extract", url, "--out", str(tmp_path), *BOXES_EXTRACT]) == 0
     state = json.loads((tmp_path / "8px_4um" / "state" / f"{ref.series_uid}.json").read_text())
     assert state["status"] == "done" and state["path"] == url
 

@@ -6,7 +6,6 @@ so its Deep Zoom tiles equal those the viewer renders from the SVS itself.
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 from pathlib import Path
@@ -16,31 +15,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _http import request
 from tilestream.errors import ConfigError
 from tilestream.extract import extract_tiles
 from tilestream.viewer import ViewerServer
 from tilestream.viewer.catalog import Catalog
 
 
-def _get(server: ViewerServer, path: str) -> tuple[int, bytes]:
-    host, port = server.address
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def _json(server: ViewerServer, path: str) -> Any:
-    status, body = _get(server, path)
+    status, _, body = request(server, path)
     assert status == 200, body
     return json.loads(body)
 
 
 def _tile(server: ViewerServer, slide_id: str, level: int, col: int, row: int) -> np.ndarray:
-    status, body = _get(server, f"/dz/{slide_id}_files/{level}/{col}_{row}.jpeg")
+    status, _, body = request(server, f"/dz/{slide_id}_files/{level}/{col}_{row}.jpeg")
     assert status == 200, body
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
 

@@ -8,7 +8,6 @@ that detects them records them the same way).
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _http import request
 from tilestream.extract import ExtractConfig
 from tilestream.extract.outlines import CLASS_COLORS, write_outlines
 from tilestream.extract.report import write_report
@@ -29,14 +29,8 @@ pytestmark = pytest.mark.testdata
 
 
 def fetch(server: ViewerServer, path: str) -> tuple[int, bytes]:
-    host, port = server.address
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    status, _, body = request(server, path)
+    return status, body
 
 
 def get_json(server: ViewerServer, path: str) -> Any:
