@@ -200,14 +200,21 @@ def can_mosaic(
     >>> can_mosaic(240, 240, 250, 0, 256, 256)
     False
     """
-    mw, mh = mcu
     if not available() or w < 1 or h < 1 or x < 0 or y < 0:
         return False
-    if tile_w % mw or tile_h % mh or x % mw or y % mh or w % mw or h % mh:
+    if not _on_mcu_grid(mcu, tile_w, tile_h, x, y, w, h):
         return False
     if image_size is not None and (x + w > image_size[0] or y + h > image_size[1]):
         return False
     return sources is None or plan_pieces(sources, tile_w, tile_h, x, y, w, h) is not None
+
+
+def _on_mcu_grid(
+    mcu: tuple[int, int], tile_w: int, tile_h: int, x: int, y: int, w: int, h: int
+) -> bool:
+    """Whether the stored tiles and the region ``(x, y, w, h)`` are whole MCUs of ``mcu`` px."""
+    mw, mh = mcu
+    return not (tile_w % mw or tile_h % mh or x % mw or y % mh or w % mw or h % mh)
 
 
 def _tiles_of(tile_w: int, tile_h: int, x: int, y: int, w: int, h: int) -> list[tuple[int, int]]:
@@ -239,7 +246,7 @@ def plan_pieces(
         return None
     first = sources[needed[0]]
     mw, mh = first.mcu_width, first.mcu_height
-    if tile_w % mw or tile_h % mh or x % mw or y % mh or w % mw or h % mh:
+    if not _on_mcu_grid((mw, mh), tile_w, tile_h, x, y, w, h):
         return None
     pieces: list[Piece] = []
     for col, row in needed:
