@@ -95,6 +95,23 @@ typedef struct { /* a Huffman table as DHT holds it */
     int count;
 } hraw_t;
 
+/* Decodes a code of 10 to 16 bits (the canonical codes past the 9-bit lookahead table) from
+ * the MSB-aligned bits ``*acc``, consuming it (``*acc`` shifted, ``*nbits`` reduced): its
+ * symbol, or -1 for no code. Shared by both bit readers (``breader_t``, ``pr_t``, which
+ * differ only in how they refill) and the walk table's construction. */
+static inline int huff_long_code(uint64_t *acc, int *nbits, const dhuff_t *t) {
+    int32_t code16 = (int32_t)(*acc >> (64 - 16));
+    for (int l = 10; l <= 16; l++) {
+        int32_t c = code16 >> (16 - l);
+        if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
+            *acc <<= l;
+            *nbits -= l;
+            return t->vals[t->valptr[l] + c - t->mincode[l]];
+        }
+    }
+    return -1;
+}
+
 static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t *vals, int count, err_t *e) {
     int32_t code = 0;
     int k = 0;
@@ -136,18 +153,14 @@ static int build_dhuff(dhuff_t *t, int dc, const uint8_t bits[17], const uint8_t
             t->walk[idx] = WALK_SLOW;
             unsigned look = t->look[idx >> 3];
             int len = (int)(look >> 8), rs = (int)(look & 0xFF), sz = rs & 15, r = rs >> 4;
-            if (!len) { /* a code of 10 to 12 bits */
-                int32_t c12 = idx;
-                for (int l = 10; l <= 12 && !len; l++) {
-                    int32_t c = c12 >> (12 - l);
-                    if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
-                        len = l;
-                        rs = t->vals[t->valptr[l] + c - t->mincode[l]];
-                        sz = rs & 15;
-                        r = rs >> 4;
-                    }
-                }
-                if (!len) continue;
+            if (!len) { /* a code of 10 to 12 bits (codes are prefix-free: none shorter matches) */
+                uint64_t acc = (uint64_t)idx << (64 - 12);
+                int left = 64;
+                rs = huff_long_code(&acc, &left, t);
+                len = 64 - left;
+                if (rs < 0 || len > 12) continue;
+                sz = rs & 15;
+                r = rs >> 4;
             }
             if (sz && sz <= 10)
                 t->walk[idx] = (uint16_t)((unsigned)(r + 1) << 8 | (unsigned)(len + sz));
@@ -219,16 +232,7 @@ static inline int huff_decode(breader_t *b, const dhuff_t *t) {
         b->nbits -= (int)(look >> 8);
         return (int)(look & 0xFF);
     }
-    int32_t code16 = (int32_t)(b->acc >> (64 - 16));
-    for (int l = 10; l <= 16; l++) {
-        int32_t c = code16 >> (16 - l);
-        if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
-            b->acc <<= l;
-            b->nbits -= l;
-            return t->vals[t->valptr[l] + c - t->mincode[l]];
-        }
-    }
-    return -1;
+    return huff_long_code(&b->acc, &b->nbits, t);
 }
 
 /* ------------------------------------------------------------ Coefficients */
@@ -410,16 +414,7 @@ static inline int pr_decode(pr_t *b, const dhuff_t *t) {
         b->nbits -= (int)(look >> 8);
         return (int)(look & 0xFF);
     }
-    int32_t code16 = (int32_t)(b->acc >> (64 - 16));
-    for (int l = 10; l <= 16; l++) {
-        int32_t c = code16 >> (16 - l);
-        if (t->maxcode[l] >= 0 && c <= t->maxcode[l] && c >= t->mincode[l]) {
-            b->acc <<= l;
-            b->nbits -= l;
-            return t->vals[t->valptr[l] + c - t->mincode[l]];
-        }
-    }
-    return -1;
+    return huff_long_code(&b->acc, &b->nbits, t);
 }
 
 #define PR_POS(b, base) ((uint64_t)((b)->p - (base)) * 8 - (uint64_t)(b)->nbits)
