@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tilestream.extract.remote import is_slide_url
 from tilestream.slide import Slide, open_slide
 
 __all__ = ["SlidePool"]
@@ -58,7 +59,7 @@ class SlidePool:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size!r}")
         # a slide URL stays a string (a Path would fold its "//")
-        self.path: Path | str = path if isinstance(path, str) and "://" in path else Path(path)
+        self.path: Path | str = os.fspath(path) if is_slide_url(path) else Path(path)
         self.size = size
         self._cache_bytes = cache_bytes
         self._free: list[Slide] = []
