@@ -1,23 +1,29 @@
 """Slides read from a server, not a file: recognising their URLs, naming them, refusing secrets.
 
 A slide list may name DICOMweb series
-(``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``) beside
-files. This module is what extraction knows of such URLs before a backend
+(``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``) and
+slide objects in a store (``s3://bucket/dir/a.svs``, ``gs://...``,
+``https://host/a.svs``: read by byte ranges or staged, see
+:mod:`tilestream.slide.remote`) beside files. This module is what extraction knows of such URLs before a backend
 opens them: whether an input is a URL (:func:`is_slide_url`), the stable
 default name of its slide (:func:`url_slide_name`: the series UID), and the
 check that it carries no secrets (:func:`check_slide_url`): a slide's URL
 is recorded in its state file, ``summary.json`` and the report, so user
 names, passwords and tokens belong in the ``TILESTREAM_DICOMWEB_*``
 environment variables, never in the URL (the ``dicomweb`` backend takes
-them from a URL too, for a slide opened by hand; extraction refuses them).
+them from a URL too, for a slide opened by hand; extraction refuses them);
+a store's credentials go in ``storage_options`` (``--storage-option``) or
+the environment. A slide's fingerprint for resumable runs
+(:func:`url_fingerprint`) is its series' metadata for DICOMweb, and the
+object's version (ETag, else size and modification time) for a store.
 
 Examples
 --------
 >>> url = "dicomweb+http://pacs.example/dicom-web/studies/1.2.3/series/1.2.3.4"
 >>> is_slide_url(url), is_slide_url("/data/slide.svs"), is_slide_url("C:\\\\slides\\\\a.svs")
 (True, False, False)
->>> url_slide_name(url)
-'1.2.3.4'
+>>> url_slide_name(url), url_slide_name("s3://lab/cohort/case-7.svs")
+('1.2.3.4', 'case-7')
 >>> redact_url("dicomweb+https://ann:secret@pacs.example/dicom-web")
 'dicomweb+https://***@pacs.example/dicom-web'
 >>> check_slide_url(url, "slides.csv: line 2")  # no credentials, a series: accepted
@@ -31,7 +37,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tilestream.errors import (
@@ -43,10 +49,12 @@ from tilestream.errors import (
 
 __all__ = [
     "DICOMWEB_SCHEMES",
+    "OBJECT_FINGERPRINT_VERSION",
     "SERIES_FINGERPRINT_VERSION",
     "check_slide_url",
     "is_dicomweb_url",
     "is_slide_url",
+    "object_fingerprint",
     "redact_url",
     "series_fingerprint",
     "url_fingerprint",
@@ -61,6 +69,8 @@ DICOMWEB_SCHEMES = ("dicomweb+http", "dicomweb+https")
 
 #: Bumped when what a series fingerprint holds changes (an older one then never matches).
 SERIES_FINGERPRINT_VERSION = 1
+#: Bumped when what a store object's fingerprint holds changes.
+OBJECT_FINGERPRINT_VERSION = 1
 _SOP_INSTANCE_UID = "00080018"
 
 # A scheme of two or more characters, then "://": never a drive letter ("C:\").
@@ -85,6 +95,8 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("dicomweb+https://ann:pw@pacs.example/dw/studies/1?token=x#f")
     'dicomweb+https://***@pacs.example/dw/studies/1?***'
+    >>> redact_url("https://h/a.svs?X-Amz-Signature=abc"), redact_url("s3://k:s@b/a.svs")
+    ('https://h/a.svs?***', 's3://***@b/a.svs')
     """
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc
@@ -103,8 +115,10 @@ def url_slide_name(url: str) -> str:
 
     >>> url_slide_name("dicomweb+http://h/dicom-web/studies/1.2/series/1.2.3/")
     '1.2.3'
-    >>> url_slide_name("https://h/slides/case-7.svs")
-    'case-7'
+    >>> url_slide_name("https://h/slides/case-7.svs"), url_slide_name("s3://b/dir/a.svs")
+    ('case-7', 'a')
+    >>> url_slide_name("gs://b/x/case%201.ome.tiff?generation=3")
+    'case 1.ome'
     """
     series = _series_uid(url)
     if series is not None:
@@ -143,14 +157,16 @@ def check_slide_url(url: str, where: str) -> None:
     ...
     tilestream.errors.ConfigError: line 2: the slide URL dicomweb+http://***@h/dicom-web/studies/1/series/2 \
 holds credentials or a query string; give credentials in the TILESTREAM_DICOMWEB_* environment \
-variables, never in a slide URL (it is recorded in the run's files)
+variables (DICOMweb) or in storage_options / --storage-option or the environment (s3://, gs://, \
+https://), never in a slide URL (it is recorded in the run's files)
     """
     parts = urllib.parse.urlsplit(url)
     if "@" in parts.netloc or parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         raise ConfigError(
             f"{where}: the slide URL {redact_url(url)} holds credentials or a query string; "
-            "give credentials in the TILESTREAM_DICOMWEB_* environment variables, never in a "
-            "slide URL (it is recorded in the run's files)"
+            "give credentials in the TILESTREAM_DICOMWEB_* environment variables (DICOMweb) or "
+            "in storage_options / --storage-option or the environment (s3://, gs://, https://), "
+            "never in a slide URL (it is recorded in the run's files)"
         )
     if is_dicomweb_url(url) and _series_uid(url) is None:
         raise ConfigError(
@@ -207,19 +223,45 @@ def series_fingerprint(series_uid: str, instances: Iterable[Mapping[str, Any]]) 
     }
 
 
-def url_fingerprint(url: str) -> dict[str, Any]:
-    """The fingerprint of the slide at ``url``: a DICOMweb series' :func:`series_fingerprint`.
+def object_fingerprint(
+    url: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fingerprint of a slide object in a store: ``{"version", "kind": "object", "object", "size"}``.
 
-    One WADO-RS metadata request, with the credentials of the ``dicomweb``
-    backend (the environment's).
+    ``object`` is :func:`tilestream.slide.remote.remote_slide_version` (the
+    ETag, else size and modification time): it changes when the object is
+    replaced. The store's address and credentials are not part of it. One
+    ``HEAD`` request; errors as :func:`url_fingerprint`.
+    """
+    from tilestream.slide.remote import open_source
+
+    stat = open_source(url, storage_options).stat
+    return {
+        "version": OBJECT_FINGERPRINT_VERSION,
+        "kind": "object",
+        "object": stat.version,
+        "size": stat.size,
+    }
+
+
+def url_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The fingerprint of the slide at ``url``: a series' :func:`series_fingerprint`, or an object's.
+
+    DICOMweb: one WADO-RS metadata request, with the credentials of the
+    ``dicomweb`` backend (the environment's). A slide in a store (``s3://``,
+    ``gs://``, ``http(s)://``): :func:`object_fingerprint`, with ``storage_options``.
 
     Raises
     ------
     SlideError
         The server cannot be reached, refuses the credentials, or has no such
-        series (:class:`~tilestream.errors.RemoteSlideError` and its kin); or
-        ``url`` is not a DICOMweb URL (:class:`~tilestream.errors.UnsupportedSlideError`).
+        series or object (:class:`~tilestream.errors.RemoteSlideError` and its kin); or
+        no backend reads ``url`` (:class:`~tilestream.errors.UnsupportedSlideError`).
     """
+    from tilestream.slide.remote import is_storage_url
+
+    if is_storage_url(url):
+        return object_fingerprint(url, storage_options)
     if not is_dicomweb_url(url):
         raise UnsupportedSlideError("no backend reads slides from this URL", path=redact_url(url))
     from tilestream.slide.dicomweb import DicomWebSession, DicomWebURL
@@ -239,8 +281,10 @@ def url_fingerprint(url: str) -> dict[str, Any]:
     return series_fingerprint(str(parsed.series_uid), instances)
 
 
-def url_fingerprint_matches(recorded: Any, url: str) -> bool:
-    """Whether the series at ``url`` still has the fingerprint ``recorded`` (for resume).
+def url_fingerprint_matches(
+    recorded: Any, url: str, storage_options: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether the series or object at ``url`` still has the fingerprint ``recorded`` (for resume).
 
     A record of another kind or version, or of another series UID, never
     matches (no request is made). A series the server no longer has
@@ -248,8 +292,14 @@ def url_fingerprint_matches(recorded: Any, url: str) -> bool:
     that cannot be asked now (unreachable, failing, refusing the credentials)
     leaves the record standing, with a warning: the slide could not be
     extracted again either, and an outage must not turn a complete slide into
-    a failed one; the next run that reaches the server checks it.
+    a failed one; the next run that reaches the server checks it. An object
+    in a store matches while its version (ETag...) and size are those recorded.
     """
+    if isinstance(recorded, dict) and recorded.get("kind") == "object":
+        if recorded.get("version") != OBJECT_FINGERPRINT_VERSION:
+            return False
+        what = "the object in its store"
+        return _still(recorded, url, what, lambda: object_fingerprint(url, storage_options))
     if (
         not isinstance(recorded, dict)
         or recorded.get("kind") != "dicomweb"
@@ -257,14 +307,22 @@ def url_fingerprint_matches(recorded: Any, url: str) -> bool:
         or recorded.get("series_uid") != _series_uid(url)
     ):
         return False
+    return _still(recorded, url, "the series on its server", lambda: url_fingerprint(url))
+
+
+def _still(
+    recorded: dict[str, Any], url: str, what: str, current: Callable[[], dict[str, Any]]
+) -> bool:
+    """``current() == recorded``; gone: no; cannot be asked now: yes, with a warning."""
     try:
-        return url_fingerprint(url) == recorded
+        return current() == recorded
     except SlideNotFoundError:
         return False
     except (OSError, TileStreamError) as exc:
         log.warning(
-            "%s: cannot check the series on its server (%s); its complete outputs stand",
+            "%s: cannot check %s (%s); its complete outputs stand",
             redact_url(url),
+            what,
             exc,
         )
         return True
