@@ -286,14 +286,14 @@ def test_cli_out_s3(
 ) -> None:
     from click.testing import CliRunner
 
-    from tilestream.cli import main
+    from tilestream.cli import cli
 
     options = seaweed.storage_options
     args = ["extract", str(slides[1]), "--out", prefix, "--tile-px", "128", "--tile-um", "256"]
     for k in ("key", "secret", "endpoint_url"):
         args += ["--storage-option", f"{k}={options[k]}"]
     args += ["--storage-option", "client_kwargs.region_name=us-east-1", "--workers", "1"]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seaweed.secret_key not in result.output
     assert_same_as_local(store, prefix, local_run, [slides[1].stem])
