@@ -280,7 +280,9 @@ def remote_is_complete(
         if state is not None:
             log.info("slide %s is extracted again: %s", task.name, reason)
         return None
-    if not fingerprint_matches(state.get("source"), task.path):
+    if not fingerprint_matches(
+        state.get("source"), task.path, storage_options=task.storage_options
+    ):
         log.info("slide %s is extracted again: its slide changed", task.name)
         return None
     result = SlideResult.from_dict(state)

@@ -141,7 +141,9 @@ def _tasks_to_do(
             and state is not None
             and task.name in reasons
             and reasons[task.name] is None
-            and fingerprint_matches(state.get("source"), task.path)
+            and fingerprint_matches(
+                state.get("source"), task.path, storage_options=task.storage_options
+            )
         )
         if complete and state is not None:
             result = SlideResult.from_dict(state)

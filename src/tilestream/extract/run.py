@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
@@ -179,7 +180,7 @@ def extract_slides(
     t_start = time.perf_counter()
     config = resolve_config(config, options)
     tasks = slide_tasks(slides, roi_dir, storage_options=storage_options, stage=stage)
-    if is_url(out_dir) and not str(out_dir).startswith("file://"):
+    if is_url(out_dir):
         return extract_to_store(
             tasks, str(out_dir), config, storage_options=storage_options, executor=executor,
             workers=workers, threads=threads, overwrite=overwrite, to_images=to_images,
@@ -198,8 +199,8 @@ def _extract_local(
     **kwargs: Any,
 ) -> ExtractionRun:
     """:func:`extract_slides` into a local folder (a path or a ``file://`` URL)."""
-    if is_url(out_dir):
-        out_dir = str(out_dir)[len("file://") :]
+    if isinstance(out_dir, str) and out_dir.startswith("file://"):
+        out_dir = urllib.parse.unquote(urllib.parse.urlsplit(out_dir).path)
     run_dir = Path(out_dir) / config.label
     _check_writable(run_dir)
     with contextlib.ExitStack() as stack:
