@@ -16,7 +16,7 @@ import pytest
 from tilestream.extract import RunProgress, extract_slides
 from tilestream.extract.publish import RemoteRun
 from tilestream.runfolder import CONFIG_FILE, MANIFEST_FILE, SUMMARY_FILE, slide_output_names
-from tilestream.storage import Store, store_for
+from tilestream.storage import RetryPolicy, Store, store_for
 from tilestream.testing.faultproxy import FaultProxy
 from tilestream.testing.seaweedfs import SeaweedServer
 from tilestream.testing.synthetic import make_synthetic_slide
@@ -198,11 +198,11 @@ def test_permanent_fault_is_a_slide_failure_and_the_batch_goes_on(
     armed: list[bool] = []
 
     def break_store_once(p: RunProgress) -> None:
-        # while the first slide is extracted (no store traffic), arm 5 failures: every
-        # attempt of its first upload (the "running" state) gets a 500
+        # while the first slide is extracted (no store traffic), arm failures for every
+        # attempt of its first upload (the "running" state): each gets a 500
         if p.slide == cmu and p.result is None and not armed:
             armed.append(True)
-            proxy.fail_next(5, status=500)
+            proxy.fail_next(RetryPolicy().attempts, status=500)
 
     run = extract_slides(
         slides, prefix, workers=1, storage_options=opts, progress=break_store_once, **OPTS
@@ -297,3 +297,28 @@ def test_cli_out_s3(
     assert result.exit_code == 0, result.output
     assert seaweed.secret_key not in result.output
     assert_same_as_local(store, prefix, local_run, [slides[1].stem])
+
+
+def test_large_output_upload_is_multipart_and_never_partial(
+    prefix: str, store: Store, seaweed: SeaweedServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A 20 MiB output (a multipart upload): a reset mid-upload runs it again; a dead store
+    leaves nothing under the key."""
+    from tilestream.errors import StorageUnavailableError
+    from tilestream.extract.publish import upload_file
+
+    big = tmp_path / "big.tfrecords"
+    big.write_bytes(np.random.default_rng(0).bytes(20 << 20))
+    flaky, _ = store_for(prefix, {**seaweed.storage_options, "endpoint_url": proxy.url})
+    key = key_of(prefix, "big.tfrecords")
+    proxy.reset_next(1)
+    stored = upload_file(flaky, key, big)
+    assert stored["size"] == 20 << 20 and stored["etag"] == store.stat(key).etag
+    assert store.read(key) == big.read_bytes()
+    other = key_of(prefix, "never.tfrecords")
+    proxy.fail_next(10_000, status=500)
+    with pytest.raises(StorageUnavailableError) as info:
+        upload_file(flaky, other, big)
+    proxy.clear()
+    assert not store.exists(other)
+    assert seaweed.secret_key not in str(info.value)
