@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import threading
 import urllib.parse
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -74,9 +76,29 @@ class RemoteObject:
     """
 
     def __init__(self, store: Store, key: str, *, stat: Stat | None = None) -> None:
-        self.store = store
+        self._store = store
+        self._pid = os.getpid()
         self.key = key
         self._stat = stat
+
+    @property
+    def store(self) -> Store:
+        """The store, made again in a forked child (an fsspec filesystem is not fork-safe).
+
+        The stores of a process's objects stay shared in the child: one copy each.
+        """
+        if self._pid != os.getpid():
+            self._store = _forked(self._store)
+            self._pid = os.getpid()
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()  # unpickled: the store was made in this process
 
     @classmethod
     def open(
@@ -139,6 +161,19 @@ class RemoteObject:
     def reader(self, *, start: int = 0, chunk: int = CHUNK, depth: int = DEPTH) -> RemoteReader:
         """A sequential file over the object, read ahead on background threads."""
         return RemoteReader(self, start=start, chunk=chunk, depth=depth)
+
+
+_FORKED: dict[int, tuple[int, Store]] = {}  # id of a parent's store -> (pid, its copy)
+_FORKED_LOCK = threading.Lock()
+
+
+def _forked(store: Store) -> Store:
+    with _FORKED_LOCK:
+        pid, copy = _FORKED.get(id(store), (-1, store))
+        if pid != os.getpid():
+            copy = pickle.loads(pickle.dumps(store))
+            _FORKED[id(store)] = (os.getpid(), copy)
+        return copy
 
 
 class RemoteReader(io.RawIOBase):
