@@ -19,6 +19,13 @@ Nothing is ever deleted.
 A folder without a ``config.json`` that names a hash is not a run folder (a
 folder of TFRecords from elsewhere): all its TFRecords are current.
 
+The same layout holds in an object store (``s3://bucket/prefix/<label>/``):
+:func:`slide_output_names` states it once, :func:`slide_outputs` gives the
+local paths and :func:`slide_output_keys` the object keys (with
+:func:`run_key`). A run folder in a store also holds its lease objects
+(``.lease.<n>``, :data:`LEASE_PREFIX`; :mod:`tilestream.extract.lease`) and
+its states record each output's ETag beside its size.
+
 Examples
 --------
 >>> import json, tempfile, pathlib

@@ -325,3 +325,23 @@ def test_large_output_upload_is_multipart_and_never_partial(
     proxy.clear()
     assert not store.exists(other)
     assert seaweed.secret_key not in str(info.value)
+
+
+def test_bad_output_locations_give_clear_errors(
+    slides: list[Path], bucket: str, seaweed: SeaweedServer
+) -> None:
+    # (a missing bucket is not among them: SeaweedFS creates a bucket on the first write)
+    from tilestream.errors import StorageAccessDeniedError
+
+    cases = [
+        (f"s3://{bucket}/ro", seaweed.read_only_options, StorageAccessDeniedError),
+        (f"s3://{bucket}/bad", {**seaweed.storage_options, "secret": "wrong-secret-x"},
+         StorageAccessDeniedError),
+    ]  # fmt: skip
+    for url, opts, error in cases:
+        with pytest.raises(error) as info:
+            extract_slides([slides[0]], url, workers=1, storage_options=opts, **OPTS)
+        message = str(info.value)
+        assert url.split("/")[2] in message
+        for secret in (seaweed.secret_key, seaweed.read_only_secret, "wrong-secret-x"):
+            assert secret not in message

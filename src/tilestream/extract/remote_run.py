@@ -62,6 +62,7 @@ from tilestream.extract.runner import (
     ProgressCallback,
     Recorder,
     run_jobs,
+    slide_size,
     write_config,
 )
 from tilestream.extract.task import SlideResult, SlideTask
@@ -154,6 +155,7 @@ def _tasks_to_do(
                 log.info("slide %s is extracted again: %s", task.name,
                          reasons.get(task.name) or "its slide changed")  # fmt: skip
             todo.append(task)
+    todo.sort(key=slide_size, reverse=True)  # local slide files largest first (URLs: -1)
     return todo
 
 

@@ -277,9 +277,10 @@ def extract_tiles(
     overwrite: bool = False,
     to_images: bool = False,
     progress: ProgressCallback | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     **options: Unpack[ConfigOptions],
 ) -> SlideResult:
-    """Extract one slide; see :func:`extract_slides` for the outputs.
+    """Extract one slide; see :func:`extract_slides` for the outputs (a folder or a URL).
 
     Returns
     -------
@@ -310,6 +311,7 @@ def extract_tiles(
         overwrite=overwrite,
         to_images=to_images,
         progress=progress,
+        storage_options=storage_options,
         tile_px=tile_px,
         tile_um=tile_um,
         **options,
