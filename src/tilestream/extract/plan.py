@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
@@ -71,29 +71,22 @@ class SlidePlan:
     assemble: bool = False
 
 
-def slide_opener(
-    task: SlideTask,
-    config: ExtractConfig,
-    *,
-    storage_options: Mapping[str, Any] | None = None,
-    stage: StageMode = "auto",
-    scratch: str | None = None,
-) -> Callable[[], Slide]:
+def slide_opener(task: SlideTask, config: ExtractConfig) -> Callable[[], Slide]:
     """A function opening ``task``'s slide with its microns per pixel (the task's, else the config's).
 
-    A slide in a store (``s3://``...) is opened with ``storage_options`` and
-    staged as ``stage`` allows (see :func:`tilestream.slide.open_slide`).
+    A slide in a store (``s3://``...) is opened with the task's
+    ``storage_options`` and staged as its ``stage`` allows, into the scratch
+    folder ``TILESTREAM_SCRATCH`` names (see :func:`tilestream.slide.open_slide`).
     """
     mpp = task.mpp if task.mpp is not None else config.mpp_override
-    if storage_options is None and stage == "auto" and scratch is None:
+    if task.storage_options is None and task.stage == "auto":
         return functools.partial(open_slide, task.path, mpp=mpp)
     return functools.partial(
         open_slide,
         task.path,
         mpp=mpp,
-        storage_options=storage_options,
-        stage=stage,
-        scratch=scratch,
+        storage_options=task.storage_options,
+        stage=cast(StageMode, task.stage),
     )
 
 
@@ -191,7 +184,7 @@ def plan_slide(
     """
     laps = timings if timings is not None else {}
     t0 = time.perf_counter()
-    rois: list[ROI] = load_rois(task.roi) if task.roi else []
+    rois: list[ROI] = load_rois(task.roi, storage_options=task.storage_options) if task.roi else []
     with (opener or slide_opener(task, config))() as slide:
         mpp = slide.mpp[0] if slide.mpp is not None else None
         grid = plan_grid(
