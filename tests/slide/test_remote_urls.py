@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from tilestream.errors import ConfigError
+from tilestream.errors import ConfigError, SlideNotFoundError
+from tilestream.extract.fingerprint import object_fingerprint
 from tilestream.extract.remote import (
     check_slide_url,
     is_dicomweb_url,
     is_slide_url,
     redact_url,
-    url_fingerprint,
-    url_fingerprint_matches,
     url_slide_name,
 )
+from tilestream.slide import open_slide
 from tilestream.slide.remote import is_storage_url, remote_slide_version
 from tilestream.storage import store_for
 from tilestream.testing.seaweedfs import SeaweedServer
@@ -61,27 +60,20 @@ def test_credentials_in_a_storage_url_are_refused_and_masked(url: str) -> None:
     assert "s3cr3t-value" not in redact_url(url)
 
 
-def test_object_fingerprint_follows_the_object(
-    seaweed: SeaweedServer, cmu_slide: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_slide_version_follows_the_object(seaweed: SeaweedServer, cmu_slide: Path) -> None:
+    """``remote_slide_version`` is what resume fingerprints an object by (``object_version``)."""
     bucket = seaweed.make_bucket(BUCKET)
     store, _ = store_for(f"s3://{bucket}", seaweed.storage_options)
     store.write_atomic("a.svs", cmu_slide.read_bytes())
     url, options = f"s3://{bucket}/a.svs", seaweed.storage_options
-    fp = url_fingerprint(url, options)
-    assert fp["kind"] == "object" and fp["size"] == cmu_slide.stat().st_size
-    assert fp["object"] == remote_slide_version(url, options)
-    assert seaweed.endpoint_url not in str(fp) and seaweed.secret_key not in str(fp)
-    assert url_fingerprint_matches(fp, url, options)
+    version = remote_slide_version(url, options)
+    assert version == store.stat("a.svs").version
+    assert object_fingerprint(url, options)["object_version"] == version
+    with open_slide(url, storage_options=options) as slide:
+        assert slide.source_version == version
+    assert remote_slide_version(url, options) == version  # unchanged: the same
     store.write_atomic("a.svs", cmu_slide.read_bytes()[:-10])  # replaced
-    assert not url_fingerprint_matches(fp, url, options)
+    assert remote_slide_version(url, options) != version
     store.delete("a.svs")
-    assert not url_fingerprint_matches(fp, url, options)  # gone
-    store.write_atomic("a.svs", cmu_slide.read_bytes())
-    fp = url_fingerprint(url, options)
-    unreachable = {**options, "endpoint_url": "http://127.0.0.1:9"}
-    with caplog.at_level(logging.WARNING, logger="tilestream"):
-        assert url_fingerprint_matches(fp, url, unreachable)  # cannot ask now: it stands
-    assert "cannot check the object in its store" in caplog.text
-    assert seaweed.secret_key not in caplog.text
-    assert not url_fingerprint_matches({**fp, "version": 0}, url, options)
+    with pytest.raises(SlideNotFoundError, match=rf"^{url}: "):
+        remote_slide_version(url, options)

@@ -13,9 +13,10 @@ names, passwords and tokens belong in the ``TILESTREAM_DICOMWEB_*``
 environment variables, never in the URL (the ``dicomweb`` backend takes
 them from a URL too, for a slide opened by hand; extraction refuses them);
 a store's credentials go in ``storage_options`` (``--storage-option``) or
-the environment. A slide's fingerprint for resumable runs
-(:func:`url_fingerprint`) is its series' metadata for DICOMweb, and the
-object's version (ETag, else size and modification time) for a store.
+the environment. A DICOMweb series' fingerprint for resumable runs is
+:func:`url_fingerprint` (its metadata); an object's is
+:func:`tilestream.extract.fingerprint.object_fingerprint` (its version: ETag,
+else size and modification time).
 
 Examples
 --------
@@ -37,7 +38,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tilestream.errors import (
@@ -49,12 +50,10 @@ from tilestream.errors import (
 
 __all__ = [
     "DICOMWEB_SCHEMES",
-    "OBJECT_FINGERPRINT_VERSION",
     "SERIES_FINGERPRINT_VERSION",
     "check_slide_url",
     "is_dicomweb_url",
     "is_slide_url",
-    "object_fingerprint",
     "redact_url",
     "series_fingerprint",
     "url_fingerprint",
@@ -69,8 +68,6 @@ DICOMWEB_SCHEMES = ("dicomweb+http", "dicomweb+https")
 
 #: Bumped when what a series fingerprint holds changes (an older one then never matches).
 SERIES_FINGERPRINT_VERSION = 1
-#: Bumped when what a store object's fingerprint holds changes.
-OBJECT_FINGERPRINT_VERSION = 1
 _SOP_INSTANCE_UID = "00080018"
 
 # A scheme of two or more characters, then "://": never a drive letter ("C:\").
@@ -223,45 +220,19 @@ def series_fingerprint(series_uid: str, instances: Iterable[Mapping[str, Any]]) 
     }
 
 
-def object_fingerprint(
-    url: str, storage_options: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The fingerprint of a slide object in a store: ``{"version", "kind": "object", "object", "size"}``.
+def url_fingerprint(url: str) -> dict[str, Any]:
+    """The fingerprint of the slide at ``url``: a DICOMweb series' :func:`series_fingerprint`.
 
-    ``object`` is :func:`tilestream.slide.remote.remote_slide_version` (the
-    ETag, else size and modification time): it changes when the object is
-    replaced. The store's address and credentials are not part of it. One
-    ``HEAD`` request; errors as :func:`url_fingerprint`.
-    """
-    from tilestream.slide.remote import open_source
-
-    stat = open_source(url, storage_options).stat
-    return {
-        "version": OBJECT_FINGERPRINT_VERSION,
-        "kind": "object",
-        "object": stat.version,
-        "size": stat.size,
-    }
-
-
-def url_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The fingerprint of the slide at ``url``: a series' :func:`series_fingerprint`, or an object's.
-
-    DICOMweb: one WADO-RS metadata request, with the credentials of the
-    ``dicomweb`` backend (the environment's). A slide in a store (``s3://``,
-    ``gs://``, ``http(s)://``): :func:`object_fingerprint`, with ``storage_options``.
+    One WADO-RS metadata request, with the credentials of the ``dicomweb``
+    backend (the environment's).
 
     Raises
     ------
     SlideError
         The server cannot be reached, refuses the credentials, or has no such
-        series or object (:class:`~tilestream.errors.RemoteSlideError` and its kin); or
-        no backend reads ``url`` (:class:`~tilestream.errors.UnsupportedSlideError`).
+        series (:class:`~tilestream.errors.RemoteSlideError` and its kin); or
+        ``url`` is not a DICOMweb URL (:class:`~tilestream.errors.UnsupportedSlideError`).
     """
-    from tilestream.slide.remote import is_storage_url
-
-    if is_storage_url(url):
-        return object_fingerprint(url, storage_options)
     if not is_dicomweb_url(url):
         raise UnsupportedSlideError("no backend reads slides from this URL", path=redact_url(url))
     from tilestream.slide.dicomweb import DicomWebSession, DicomWebURL
@@ -281,10 +252,8 @@ def url_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None) 
     return series_fingerprint(str(parsed.series_uid), instances)
 
 
-def url_fingerprint_matches(
-    recorded: Any, url: str, storage_options: Mapping[str, Any] | None = None
-) -> bool:
-    """Whether the series or object at ``url`` still has the fingerprint ``recorded`` (for resume).
+def url_fingerprint_matches(recorded: Any, url: str) -> bool:
+    """Whether the series at ``url`` still has the fingerprint ``recorded`` (for resume).
 
     A record of another kind or version, or of another series UID, never
     matches (no request is made). A series the server no longer has
@@ -292,14 +261,8 @@ def url_fingerprint_matches(
     that cannot be asked now (unreachable, failing, refusing the credentials)
     leaves the record standing, with a warning: the slide could not be
     extracted again either, and an outage must not turn a complete slide into
-    a failed one; the next run that reaches the server checks it. An object
-    in a store matches while its version (ETag...) and size are those recorded.
+    a failed one; the next run that reaches the server checks it.
     """
-    if isinstance(recorded, dict) and recorded.get("kind") == "object":
-        if recorded.get("version") != OBJECT_FINGERPRINT_VERSION:
-            return False
-        what = "the object in its store"
-        return _still(recorded, url, what, lambda: object_fingerprint(url, storage_options))
     if (
         not isinstance(recorded, dict)
         or recorded.get("kind") != "dicomweb"
@@ -307,22 +270,14 @@ def url_fingerprint_matches(
         or recorded.get("series_uid") != _series_uid(url)
     ):
         return False
-    return _still(recorded, url, "the series on its server", lambda: url_fingerprint(url))
-
-
-def _still(
-    recorded: dict[str, Any], url: str, what: str, current: Callable[[], dict[str, Any]]
-) -> bool:
-    """``current() == recorded``; gone: no; cannot be asked now: yes, with a warning."""
     try:
-        return current() == recorded
+        return url_fingerprint(url) == recorded
     except SlideNotFoundError:
         return False
     except (OSError, TileStreamError) as exc:
         log.warning(
-            "%s: cannot check %s (%s); its complete outputs stand",
+            "%s: cannot check the series on its server (%s); its complete outputs stand",
             redact_url(url),
-            what,
             exc,
         )
         return True
