@@ -47,8 +47,8 @@ def test_remote_extraction_gives_the_local_tiles(
         opened.append(slide)
         return slide
 
-    task = SlideTask(url, "cmu")
-    with slide_opener(task, config, storage_options=seaweed.storage_options)() as slide:
+    task = SlideTask(url, "cmu", storage_options=seaweed.storage_options)
+    with slide_opener(task, config)() as slide:
         assert slide.io_stats is not None
     plan = plan_slide(task, config, opener=remote)
     local_plan = plan_slide(SlideTask(str(cmu_slide), "cmu"), config)
