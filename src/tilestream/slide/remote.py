@@ -293,9 +293,8 @@ class StoreReader:
                 with self._lock:
                     for key in mine:
                         self._inflight.pop(key, None)
-        for pending in waits:
-            if pending.exception() is not None:
-                pass  # the other fetch failed: read() retries the range itself
+        for pending in waits:  # fetched by another thread; if that failed, read() fetches again
+            pending.exception()
 
     def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
         """Start fetching ``ranges`` on a background thread (failures show on the later read)."""
@@ -322,13 +321,14 @@ class StoreReader:
             raise slide_error(exc, self.path) from None
 
     def close(self) -> None:
-        """Stop read-ahead and drop the cached bytes (the store stays usable)."""
+        """Stop read-ahead, drop the cached bytes and release the store's threads."""
         self._closed = True
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._cache.clear()
+        self._store.close()
 
 
 class RemoteSlideMethods:
