@@ -9,6 +9,7 @@ tiles a region needs come in one coalesced request set, not one per tile.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,8 +164,6 @@ def test_prefetch_reads_ahead_and_is_free_for_files(
         stats = slide.io_stats
         assert stats is not None
         slide.prefetch(0, [((0, 480), (960, 240))])
-        import time
-
         deadline = time.monotonic() + 10
         requests = stats.requests
         while time.monotonic() < deadline:  # the background fetch lands
@@ -235,3 +234,13 @@ def test_jpeg2000_ycbcr_svs_by_ranges_and_an_undecodable_one_staged(
             local.read_region((256, 0), 0, (512, 512), as_array=True),
         )
     assert not list(scratch.iterdir())
+
+
+def test_file_urls_are_local_files(cmu_slide: Path) -> None:
+    with open_slide(cmu_slide.as_uri()) as slide, open_slide(cmu_slide) as local:
+        assert slide.backend == "tifffile" and slide.io_stats is None
+        assert slide.source_version is None
+        assert np.array_equal(
+            slide.read_region((0, 0), 0, (500, 500), as_array=True),
+            local.read_region((0, 0), 0, (500, 500), as_array=True),
+        )

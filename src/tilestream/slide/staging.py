@@ -50,7 +50,14 @@ CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def scratch_root(scratch: str | os.PathLike[str] | None = None) -> Path:
-    """Where staged slides go: ``scratch``, else ``$TILESTREAM_SCRATCH``, else the temp folder."""
+    """Where staged slides go: ``scratch``, else ``$TILESTREAM_SCRATCH``, else the temp folder.
+
+    >>> scratch_root("scratch").name
+    'scratch'
+    >>> import os, tempfile
+    >>> os.environ.get(SCRATCH_ENV) or scratch_root() == Path(tempfile.gettempdir())
+    True
+    """
     if scratch is not None:
         return Path(scratch)
     env = os.environ.get(SCRATCH_ENV)
