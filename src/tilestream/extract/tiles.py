@@ -32,6 +32,9 @@ from tilestream.slide import Slide, jpeg_mosaic
 __all__ = ["EncodedTile", "StageTimes", "encode_tile", "iter_encoded_tiles"]
 
 CHUNK = 32
+#: Chunks of a remote slide read ahead beyond those being processed (each one coalesced
+#: request set on a background thread; a local file reads nothing ahead).
+READ_AHEAD = 6
 
 
 @dataclass
@@ -256,6 +259,21 @@ def _process_chunk(
     return out
 
 
+class _ReadAhead:
+    """Asks a remote slide for the stored tiles of the chunks ahead, each chunk once."""
+
+    def __init__(self, handles: _Handles, grid: Grid, chunks: Sequence[Sequence[int]]) -> None:
+        self._handles, self._grid, self._chunks = handles, grid, chunks
+        self._next = 0
+
+    def upto(self, last: int) -> None:
+        """Read ahead every chunk up to ``last`` not asked for yet."""
+        last = min(last, len(self._chunks) - 1)
+        while self._next <= last:
+            self._handles.prefetch(self._grid, self._chunks[self._next])
+            self._next += 1
+
+
 def iter_encoded_tiles(
     opener: Callable[[], Slide],
     grid: Grid,
@@ -294,31 +312,32 @@ def iter_encoded_tiles(
     mode = "passthrough" if passthrough else "assemble" if assemble else "encode"
     chunks = [idx[s : s + CHUNK] for s in range(0, len(idx), CHUNK)]
     handles = _Handles(opener)
+    ahead = _ReadAhead(handles, grid, chunks)
     try:
         if threads <= 1:
             for k, chunk in enumerate(chunks):
-                if k + 1 < len(chunks):
-                    handles.prefetch(grid, chunks[k + 1])  # read ahead in grid order
+                ahead.upto(k + READ_AHEAD)
                 yield from _process_chunk(handles, grid, config, chunk, mode, normalizer)
             return
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tilestream-tiles") as pool:
             pending: deque[Future[list[EncodedTile]]] = deque()
-            it = iter(chunks)
-            for chunk in it:
-                handles.prefetch(grid, chunk)
+            k = 0
+            while k < len(chunks) and len(pending) < 2 * threads:
+                ahead.upto(k + READ_AHEAD)
                 pending.append(
-                    pool.submit(_process_chunk, handles, grid, config, chunk, mode, normalizer)
+                    pool.submit(_process_chunk, handles, grid, config, chunks[k], mode, normalizer)
                 )
-                if len(pending) >= 2 * threads:
-                    break
+                k += 1
             while pending:
                 done = pending.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    handles.prefetch(grid, nxt)  # read ahead in grid order
+                if k < len(chunks):
+                    ahead.upto(k + READ_AHEAD)
                     pending.append(
-                        pool.submit(_process_chunk, handles, grid, config, nxt, mode, normalizer)
+                        pool.submit(
+                            _process_chunk, handles, grid, config, chunks[k], mode, normalizer
+                        )
                     )
+                    k += 1
                 yield from done
     finally:
         handles.close()

@@ -52,6 +52,7 @@ from tilestream.storage import EXTRAS, IOStats, Stat, Store, is_url, store_for
 __all__ = [
     "DEFAULT_BYTE_CACHE",
     "HEADER_BLOCK",
+    "PREFETCH_THREADS",
     "SOURCE",
     "STORAGE_SCHEMES",
     "RemoteSlideMethods",
@@ -67,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 #: Stored (compressed) tile bytes a remote slide keeps fetched ahead of decoding.
 DEFAULT_BYTE_CACHE = 64 * 1024 * 1024
+
+#: Read-ahead fetches a remote slide runs at once (each one coalesced request set).
+PREFETCH_THREADS = 4
 
 #: Block size of the reads that parse a remote slide's header.
 HEADER_BLOCK = 256 * 1024
@@ -303,7 +307,7 @@ class StoreReader:
             return
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="tilestream-prefetch")
+                self._pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="tilestream-prefetch")
             pool = self._pool
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             pool.submit(self._quiet_fetch, wanted)
