@@ -307,7 +307,9 @@ class StoreReader:
             return
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="tilestream-prefetch")
+                self._pool = ThreadPoolExecutor(
+                    PREFETCH_THREADS, thread_name_prefix="tilestream-prefetch"
+                )
             pool = self._pool
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             pool.submit(self._quiet_fetch, wanted)
