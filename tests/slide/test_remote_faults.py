@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from tilestream.errors import (
+    ConfigError,
     CorruptSlideError,
     RemoteSlideError,
     SlideAccessDeniedError,
@@ -146,3 +147,12 @@ def test_missing_http_slide(seaweed: SeaweedServer, bucket: str) -> None:
     url = f"{seaweed.filer_url}/buckets/{bucket}/slides/nope.svs"
     with pytest.raises(SlideNotFoundError, match=rf"^{url}: "):
         open_slide(url)
+
+
+def test_credentials_in_the_url_are_refused_without_echo(seaweed: SeaweedServer) -> None:
+    url = f"s3://{seaweed.access_key}:{seaweed.secret_key}@{BUCKET}/slides/{NAME}"
+    with pytest.raises(ConfigError, match="credentials in a URL are refused") as info:
+        open_slide(url, storage_options=seaweed.storage_options)
+    _secrets_absent(seaweed, "".join(traceback.format_exception(info.value)))
+    with pytest.raises(SlideNotFoundError, match="names no object"):
+        open_slide(f"s3://{BUCKET}/", storage_options=seaweed.storage_options)

@@ -9,11 +9,13 @@ tiles a region needs come in one coalesced request set, not one per tile.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from tilestream.slide import DeepZoomGenerator, Slide, open_slide
 from tilestream.slide.remote import remote_slide_version
@@ -162,8 +164,6 @@ def test_prefetch_reads_ahead_and_is_free_for_files(
         stats = slide.io_stats
         assert stats is not None
         slide.prefetch(0, [((0, 480), (960, 240))])
-        import time
-
         deadline = time.monotonic() + 10
         requests = stats.requests
         while time.monotonic() < deadline:  # the background fetch lands
@@ -195,3 +195,52 @@ def test_version_and_pickle(seaweed: SeaweedServer, remote_bucket: str, cmu_slid
             )
         finally:
             clone.close()
+
+
+def test_jpeg2000_ycbcr_svs_by_ranges_and_an_undecodable_one_staged(
+    seaweed: SeaweedServer, remote_bucket: str, cmu_slide: Path, tmp_path: Path
+) -> None:
+    """Aperio 33003 (YCbCr JPEG 2000) read by ranges; one tifffile cannot decode goes to OpenSlide.
+
+    The undecodable file is refused by the ``tifffile`` backend when opened (it
+    decodes one tile then), so ``stage="auto"`` stages it for OpenSlide.
+    """
+    from slide.test_slide_jp2k import write_ycbcr_svs
+
+    pixels = tifffile.imread(cmu_slide)[800:1312, 300:1068]
+    store, _ = store_for(f"s3://{remote_bucket}", seaweed.storage_options)
+    for name, corrupt in (("ycbcr.svs", False), ("bad-ycbcr.svs", True)):
+        write_ycbcr_svs(tmp_path / name, pixels, corrupt_first=corrupt)
+        store.write_atomic(f"jp2k/{name}", (tmp_path / name).read_bytes())
+    options = seaweed.storage_options
+    with (
+        open_slide(f"s3://{remote_bucket}/jp2k/ycbcr.svs", storage_options=options) as remote,
+        open_slide(tmp_path / "ycbcr.svs") as local,
+    ):
+        assert remote.backend == "tifffile" and remote.io_stats is not None
+        assert np.array_equal(
+            remote.read_region((0, 0), 0, (768, 512), as_array=True),
+            local.read_region((0, 0), 0, (768, 512), as_array=True),
+        )
+    scratch = tmp_path / "scratch"
+    url = f"s3://{remote_bucket}/jp2k/bad-ycbcr.svs"
+    with (
+        open_slide(url, storage_options=options, scratch=scratch) as remote,
+        open_slide(tmp_path / "bad-ycbcr.svs") as local,
+    ):
+        assert remote.backend == local.backend == "openslide" and remote.io_stats is None
+        assert np.array_equal(
+            remote.read_region((256, 0), 0, (512, 512), as_array=True),
+            local.read_region((256, 0), 0, (512, 512), as_array=True),
+        )
+    assert not list(scratch.iterdir())
+
+
+def test_file_urls_are_local_files(cmu_slide: Path) -> None:
+    with open_slide(cmu_slide.as_uri()) as slide, open_slide(cmu_slide) as local:
+        assert slide.backend == "tifffile" and slide.io_stats is None
+        assert slide.source_version is None
+        assert np.array_equal(
+            slide.read_region((0, 0), 0, (500, 500), as_array=True),
+            local.read_region((0, 0), 0, (500, 500), as_array=True),
+        )

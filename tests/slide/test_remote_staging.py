@@ -155,3 +155,29 @@ def test_mirax_stages_its_folder(seaweed: SeaweedServer, bucket: str, tmp_path: 
     finally:
         staged.remove()
     assert _leftovers(tmp_path) == []
+
+
+def test_handles_open_at_once_share_one_staged_copy(
+    seaweed: SeaweedServer, bucket: str, tmp_path: Path
+) -> None:
+    """Extraction opens a handle per thread: one download, removed with the last handle."""
+    url = f"s3://{bucket}/{DICOM}/boxes_0.dcm"
+    options = seaweed.storage_options
+    first = open_slide(url, storage_options=options, scratch=tmp_path)
+    second = open_slide(url, storage_options=options, scratch=tmp_path)
+    try:
+        assert len(_leftovers(tmp_path)) == 1
+        assert np.array_equal(
+            np.asarray(first.read_region((0, 0), 0, (16, 16))),
+            np.asarray(second.read_region((0, 0), 0, (16, 16))),
+        )
+        first.close()
+        assert len(_leftovers(tmp_path)) == 1
+        assert second.read_region((0, 0), 0, (16, 16)).size == (16, 16)
+    finally:
+        first.close()
+        second.close()
+    assert _leftovers(tmp_path) == []
+    with open_slide(url, storage_options=options, scratch=tmp_path):  # staged again
+        assert len(_leftovers(tmp_path)) == 1
+    assert _leftovers(tmp_path) == []

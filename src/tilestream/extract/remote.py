@@ -1,23 +1,30 @@
 """Slides read from a server, not a file: recognising their URLs, naming them, refusing secrets.
 
 A slide list may name DICOMweb series
-(``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``) beside
-files. This module is what extraction knows of such URLs before a backend
+(``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``) and
+slide objects in a store (``s3://bucket/dir/a.svs``, ``gs://...``,
+``https://host/a.svs``: read by byte ranges or staged, see
+:mod:`tilestream.slide.remote`) beside files. This module is what extraction knows of such URLs before a backend
 opens them: whether an input is a URL (:func:`is_slide_url`), the stable
 default name of its slide (:func:`url_slide_name`: the series UID), and the
 check that it carries no secrets (:func:`check_slide_url`): a slide's URL
 is recorded in its state file, ``summary.json`` and the report, so user
 names, passwords and tokens belong in the ``TILESTREAM_DICOMWEB_*``
 environment variables, never in the URL (the ``dicomweb`` backend takes
-them from a URL too, for a slide opened by hand; extraction refuses them).
+them from a URL too, for a slide opened by hand; extraction refuses them);
+a store's credentials go in ``storage_options`` (``--storage-option``) or
+the environment. A DICOMweb series' fingerprint for resumable runs is
+:func:`url_fingerprint` (its metadata); an object's is
+:func:`tilestream.extract.fingerprint.object_fingerprint` (its version: ETag,
+else size and modification time).
 
 Examples
 --------
 >>> url = "dicomweb+http://pacs.example/dicom-web/studies/1.2.3/series/1.2.3.4"
 >>> is_slide_url(url), is_slide_url("/data/slide.svs"), is_slide_url("C:\\\\slides\\\\a.svs")
 (True, False, False)
->>> url_slide_name(url)
-'1.2.3.4'
+>>> url_slide_name(url), url_slide_name("s3://lab/cohort/case-7.svs")
+('1.2.3.4', 'case-7')
 >>> redact_url("dicomweb+https://ann:secret@pacs.example/dicom-web")
 'dicomweb+https://***@pacs.example/dicom-web'
 >>> check_slide_url(url, "slides.csv: line 2")  # no credentials, a series: accepted
@@ -85,6 +92,8 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("dicomweb+https://ann:pw@pacs.example/dw/studies/1?token=x#f")
     'dicomweb+https://***@pacs.example/dw/studies/1?***'
+    >>> redact_url("https://h/a.svs?X-Amz-Signature=abc"), redact_url("s3://k:s@b/a.svs")
+    ('https://h/a.svs?***', 's3://***@b/a.svs')
     """
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc
@@ -103,8 +112,10 @@ def url_slide_name(url: str) -> str:
 
     >>> url_slide_name("dicomweb+http://h/dicom-web/studies/1.2/series/1.2.3/")
     '1.2.3'
-    >>> url_slide_name("https://h/slides/case-7.svs")
-    'case-7'
+    >>> url_slide_name("https://h/slides/case-7.svs"), url_slide_name("s3://b/dir/a.svs")
+    ('case-7', 'a')
+    >>> url_slide_name("gs://b/x/case%201.ome.tiff?generation=3")
+    'case 1.ome'
     """
     series = _series_uid(url)
     if series is not None:
@@ -143,14 +154,16 @@ def check_slide_url(url: str, where: str) -> None:
     ...
     tilestream.errors.ConfigError: line 2: the slide URL dicomweb+http://***@h/dicom-web/studies/1/series/2 \
 holds credentials or a query string; give credentials in the TILESTREAM_DICOMWEB_* environment \
-variables, never in a slide URL (it is recorded in the run's files)
+variables (DICOMweb) or in storage_options / --storage-option or the environment (s3://, gs://, \
+https://), never in a slide URL (it is recorded in the run's files)
     """
     parts = urllib.parse.urlsplit(url)
     if "@" in parts.netloc or parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         raise ConfigError(
             f"{where}: the slide URL {redact_url(url)} holds credentials or a query string; "
-            "give credentials in the TILESTREAM_DICOMWEB_* environment variables, never in a "
-            "slide URL (it is recorded in the run's files)"
+            "give credentials in the TILESTREAM_DICOMWEB_* environment variables (DICOMweb) or "
+            "in storage_options / --storage-option or the environment (s3://, gs://, https://), "
+            "never in a slide URL (it is recorded in the run's files)"
         )
     if is_dicomweb_url(url) and _series_uid(url) is None:
         raise ConfigError(

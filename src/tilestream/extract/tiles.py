@@ -113,6 +113,8 @@ class _Handles:
         self._lock = threading.Lock()
         self._shared: Slide | None = None
         self._mosaics: dict[int, jpeg_mosaic.CoefficientCache] = {}
+        # Read-ahead asked for before the first handle was open (None once it is).
+        self._deferred: list[tuple[Grid, Sequence[int]]] | None = []
 
     def get(self) -> Slide:
         shared = self._shared
@@ -128,6 +130,9 @@ class _Handles:
             self._all.append(slide)
             if slide.backend in SHARED_HANDLE_BACKENDS:
                 self._shared = slide
+            deferred, self._deferred = self._deferred or [], None
+        for grid, indices in deferred:  # the chunks queued while the slide was opening
+            self.prefetch(grid, indices)
         self._local.slide = slide
         return slide
 
@@ -139,6 +144,14 @@ class _Handles:
         them are decoded and encoded.
         """
         slide = self._shared
+        if slide is None:
+            deferred = self._deferred
+            if deferred is not None:
+                with self._lock:
+                    if self._deferred is not None:
+                        self._deferred.append((grid, indices))
+                        return
+                slide = self._shared
         if slide is None or slide.io_stats is None or not indices:
             return
         xs, ys, size = grid.xs, grid.ys, (grid.read_px, grid.read_px)
@@ -283,8 +296,6 @@ def iter_encoded_tiles(
     handles = _Handles(opener)
     try:
         if threads <= 1:
-            if chunks:
-                handles.get()  # opened first, so that the next chunk is read ahead
             for k, chunk in enumerate(chunks):
                 if k + 1 < len(chunks):
                     handles.prefetch(grid, chunks[k + 1])  # read ahead in grid order

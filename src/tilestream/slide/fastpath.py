@@ -359,16 +359,23 @@ class StoredLevel:
                 out.append((self.offsets[row * cols + col], size))
         return out
 
-    def prefetch(self, x: int, y: int, w: int, h: int) -> None:
-        """Start fetching, in the background, the stored tiles of level rectangle ``(x, y, w, h)``.
-
-        Nothing happens for a local file.
-        """
-        if not self.reader.remote or w <= 0 or h <= 0:
-            return
-        tw, th = self.tile_w, self.tile_h
-        ranges = self.missing_ranges(x // tw, (x + w - 1) // tw, y // th, (y + h - 1) // th)
-        self.reader.prefetch(ranges)
+    def missing_in(self, boxes: Sequence[tuple[int, int, int, int]]) -> list[tuple[int, int]]:
+        """``(offset, size)`` of the stored tiles level rectangles ``(x, y, w, h)`` need, in
+        file order, each once; tiles never written or already decoded are left out."""
+        tw, th, cols = self.tile_w, self.tile_h, self.cols
+        wanted: set[int] = set()
+        for x, y, w, h in boxes:
+            if w <= 0 or h <= 0:
+                continue
+            c0, c1 = max(x // tw, 0), min((x + w - 1) // tw, cols - 1)
+            for row in range(max(y // th, 0), min((y + h - 1) // th, self.rows - 1) + 1):
+                wanted.update(range(row * cols + c0, row * cols + c1 + 1))
+        cache, key, counts, offsets = self.cache, self.key, self.bytecounts, self.offsets
+        return sorted(
+            (offsets[i], counts[i])
+            for i in wanted
+            if counts[i] and (key, i % cols, i // cols) not in cache
+        )
 
     # -- reduced reads ----------------------------------------------------------
     def can_reduce(self, x: int, y: int, w: int, h: int, factor: int) -> bool:

@@ -37,7 +37,7 @@ from tilestream.slide.registry import (
     url_schemes_of,
 )
 from tilestream.slide.remote import SOURCE, RemoteSource, is_storage_url, open_source
-from tilestream.slide.staging import stage_source
+from tilestream.slide.staging import acquire_staged
 
 __all__ = ["STAGE_MODES", "Opened", "StageMode", "detect_format", "open_backend", "open_location"]
 
@@ -228,13 +228,13 @@ def _open_remote(
                 "scratch first: open it with stage='auto' (command line: --stage auto)",
                 path=source.url,
             )
-    staged = stage_source(source, max_bytes=limits.stage_bytes, scratch=scratch)
+    staged, release = acquire_staged(source, max_bytes=limits.stage_bytes, scratch=scratch)
     try:
         impl = open_backend(staged.path, backend, cache_bytes=cache_bytes, limits=limits)
     except BaseException:
-        staged.remove()
+        release()
         raise
-    return Opened(impl, source, [staged.remove])
+    return Opened(impl, source, [release])
 
 
 def open_location(

@@ -17,8 +17,8 @@ Examples
 --------
 >>> is_storage_url("s3://bucket/a.svs"), is_storage_url("dicomweb+https://h/dw")
 (True, False)
->>> is_storage_url("/data/a.svs"), is_storage_url("file:///data/a.svs")
-(False, False)
+>>> is_storage_url("/data/a.svs"), is_storage_url("file:///data/a.svs"), is_storage_url("x://a")
+(False, False, False)
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ from tilestream.errors import (
 )
 from tilestream.slide.backends.base import SlideBackend
 from tilestream.slide.reading import safe_location, url_scheme
-from tilestream.storage import IOStats, Stat, Store, is_url, store_for
+from tilestream.storage import EXTRAS, IOStats, Stat, Store, is_url, store_for
 
 __all__ = [
     "DEFAULT_BYTE_CACHE",
     "HEADER_BLOCK",
     "SOURCE",
+    "STORAGE_SCHEMES",
     "RemoteSlideMethods",
     "RemoteSource",
     "StoreReader",
@@ -75,13 +76,16 @@ SOURCE: contextvars.ContextVar[RemoteSource | None] = contextvars.ContextVar(
     "tilestream_slide_source", default=None
 )
 
-_NOT_STORAGE = ("dicomweb+http", "dicomweb+https")
+#: The URL schemes of slides read through a store (object stores and web servers).
+STORAGE_SCHEMES = frozenset(EXTRAS) | {"az", "abfs", "abfss", "oss"}
 
 
 def is_storage_url(location: object) -> bool:
-    """Whether ``location`` is a URL read through a store (not a path, ``file://`` or DICOMweb)."""
-    scheme = url_scheme(location)
-    return scheme is not None and scheme not in _NOT_STORAGE and is_url(str(location))
+    """Whether ``location`` is a URL read through a store (:data:`STORAGE_SCHEMES`).
+
+    Paths, ``file://`` URLs (local files), DICOMweb and unknown schemes are not.
+    """
+    return url_scheme(location) in STORAGE_SCHEMES and is_url(str(location))
 
 
 def slide_error(exc: StorageError, url: str) -> SlideError:
@@ -289,9 +293,8 @@ class StoreReader:
                 with self._lock:
                     for key in mine:
                         self._inflight.pop(key, None)
-        for pending in waits:
-            if pending.exception() is not None:
-                pass  # the other fetch failed: read() retries the range itself
+        for pending in waits:  # fetched by another thread; if that failed, read() fetches again
+            pending.exception()
 
     def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
         """Start fetching ``ranges`` on a background thread (failures show on the later read)."""
@@ -318,13 +321,14 @@ class StoreReader:
             raise slide_error(exc, self.path) from None
 
     def close(self) -> None:
-        """Stop read-ahead and drop the cached bytes (the store stays usable)."""
+        """Stop read-ahead, drop the cached bytes and release the store's threads."""
         self._closed = True
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._cache.clear()
+        self._store.close()
 
 
 class RemoteSlideMethods:

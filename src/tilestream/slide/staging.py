@@ -9,7 +9,11 @@ system's temporary folder), after checking the bytes against the staging
 limit (:attr:`~tilestream.slide.limits.SlideLimits.stage_bytes`) and the free
 space. Each download is checked against the object's size and version: a
 truncated or replaced object is an error, never a slide. The folder is
-removed on failure and by :meth:`StagedSlide.remove` (the slide's ``close``).
+removed on failure and by :meth:`StagedSlide.remove`.
+
+:func:`acquire_staged` is what opening uses: handles open at once on the same
+object version in one process (extraction's per-thread handles) share one
+staged copy, removed when the last of them is closed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tilestream.errors import RemoteSlideError, SlideError, SlideTooLargeError, StorageError
@@ -26,7 +32,14 @@ from tilestream.slide.limits import format_bytes
 from tilestream.slide.remote import RemoteSource, slide_error
 from tilestream.storage import Stat, Store
 
-__all__ = ["CHUNK_BYTES", "SCRATCH_ENV", "StagedSlide", "scratch_root", "stage_source"]
+__all__ = [
+    "CHUNK_BYTES",
+    "SCRATCH_ENV",
+    "StagedSlide",
+    "acquire_staged",
+    "scratch_root",
+    "stage_source",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +50,14 @@ CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def scratch_root(scratch: str | os.PathLike[str] | None = None) -> Path:
-    """Where staged slides go: ``scratch``, else ``$TILESTREAM_SCRATCH``, else the temp folder."""
+    """Where staged slides go: ``scratch``, else ``$TILESTREAM_SCRATCH``, else the temp folder.
+
+    >>> scratch_root("scratch").name
+    'scratch'
+    >>> import os, tempfile
+    >>> os.environ.get(SCRATCH_ENV) or scratch_root() == Path(tempfile.gettempdir())
+    True
+    """
     if scratch is not None:
         return Path(scratch)
     env = os.environ.get(SCRATCH_ENV)
@@ -148,3 +168,61 @@ def stage_source(
         raise
     logger.info("%s: staged %s in %d object(s)", source.url, format_bytes(total), len(objects))
     return StagedSlide(folder, folder / objects[0][1])
+
+
+@dataclass
+class _Shared:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    staged: StagedSlide | None = None
+    users: int = 0
+
+
+_SHARED: dict[tuple[str, str, str], _Shared] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def acquire_staged(
+    source: RemoteSource,
+    *,
+    max_bytes: int,
+    scratch: str | os.PathLike[str] | None = None,
+) -> tuple[StagedSlide, Callable[[], None]]:
+    """A staged copy of ``source`` shared with the other open handles on it, and its release.
+
+    The first caller stages (:func:`stage_source`); others at the same time
+    wait for it and share the copy; the last ``release()`` removes it. A
+    different object version, or scratch root, is another copy.
+    """
+    key = (source.url, source.stat.version, str(scratch_root(scratch).resolve()))
+    with _SHARED_LOCK:
+        entry = _SHARED.setdefault(key, _Shared())
+        entry.users += 1
+    try:
+        with entry.lock:
+            if entry.staged is None:
+                entry.staged = stage_source(source, max_bytes=max_bytes, scratch=scratch)
+            staged = entry.staged
+    except BaseException:
+        _release(key, entry)
+        raise
+    released = threading.Event()
+
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            _release(key, entry)
+
+    return staged, release
+
+
+def _release(key: tuple[str, str, str], entry: _Shared) -> None:
+    with _SHARED_LOCK:
+        entry.users -= 1
+        if entry.users > 0:
+            return
+        if _SHARED.get(key) is entry:
+            del _SHARED[key]
+    with entry.lock:
+        if entry.staged is not None:
+            entry.staged.remove()
+            entry.staged = None

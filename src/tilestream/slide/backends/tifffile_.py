@@ -436,15 +436,7 @@ class TiffFileBackend(SlideBackend):
         """
         if not self._reader.remote:
             return
-        stored = self._levels[level]
-        ranges: list[tuple[int, int]] = []
-        tw, th = stored.tile_w, stored.tile_h
-        for x, y, w, h in boxes:
-            if w > 0 and h > 0:
-                ranges += stored.missing_ranges(
-                    x // tw, (x + w - 1) // tw, y // th, (y + h - 1) // th
-                )
-        self._reader.prefetch(ranges)
+        self._reader.prefetch(self._levels[level].missing_in(boxes))
 
     @property
     def io_stats(self) -> IOStats | None:
