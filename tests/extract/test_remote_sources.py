@@ -100,3 +100,23 @@ def test_roi_file_by_url(store: Store, bucket: str, seaweed: SeaweedServer, tmp_
         load_rois(f"s3://{bucket}/nope/roi.geojson", storage_options=seaweed.storage_options)
     assert f"s3://{bucket}/nope/roi.geojson" in str(info.value)
     assert seaweed.secret_key not in str(info.value)
+
+
+def test_resume_redoes_a_slide_object_that_changed(
+    slide_url: str, store: Store, bucket: str, seaweed: SeaweedServer, cmu_slide: Path
+) -> None:
+    from tilestream.extract import extract_slides
+
+    opts = seaweed.storage_options
+    prefix = f"s3://{bucket}/resume-{os.getpid()}"
+    kw = {"tile_px": 128, "tile_um": 256, "workers": 1, "storage_options": opts}
+    first = extract_slides([slide_url], prefix, **kw)
+    assert first.done == 1
+    assert extract_slides([slide_url], prefix, **kw).skipped == 1
+    key = slide_url.split("/", 3)[3]
+    data = bytearray(cmu_slide.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside a tile's JPEG data, same size
+    store.write_atomic(key, bytes(data))
+    again = extract_slides([slide_url], prefix, **kw)
+    assert [r.status for r in again.results] == ["done"]
+    assert extract_slides([slide_url], prefix, **kw).skipped == 1
