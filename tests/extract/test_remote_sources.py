@@ -120,3 +120,22 @@ def test_resume_redoes_a_slide_object_that_changed(
     again = extract_slides([slide_url], prefix, **kw)
     assert [r.status for r in again.results] == ["done"]
     assert extract_slides([slide_url], prefix, **kw).skipped == 1
+
+
+def test_a_missing_slide_object_is_one_failure_in_the_batch(
+    slide_url: str, store: Store, bucket: str, seaweed: SeaweedServer
+) -> None:
+    from tilestream.extract import extract_slides
+
+    opts = seaweed.storage_options
+    missing = f"s3://{bucket}/nowhere-{os.getpid()}/gone.svs"
+    prefix = f"s3://{bucket}/batch-{os.getpid()}"
+    run = extract_slides([slide_url, missing], prefix, tile_px=128, tile_um=256, workers=1,
+                         storage_options=opts)  # fmt: skip
+    assert {r.slide: r.status for r in run.results} == {"CMU-1-Small-Region": "done",
+                                                         "gone": "failed"}  # fmt: skip
+    (failed,) = run.failed
+    assert missing in (failed.error or "") and seaweed.secret_key not in (failed.error or "")
+    _, key = store_for(prefix, opts)
+    state = json.loads(store.read(f"{key}/128px_256um/state/gone.json"))
+    assert state["status"] == "failed" and state["path"] == missing
