@@ -23,7 +23,7 @@ The same layout holds in an object store (``s3://bucket/prefix/<label>/``):
 :func:`slide_output_names` states it once, :func:`slide_outputs` gives the
 local paths and :func:`slide_output_keys` the object keys (with
 :func:`run_key`). A run folder in a store also holds its lease objects
-(``.lease.<n>``, :data:`LEASE_PREFIX`; :mod:`tilestream.extract.lease`) and
+(``.lease/<n>``, in :data:`LEASE_DIR`; :mod:`tilestream.extract.lease`) and
 its states record each output's ETag beside its size.
 
 Examples
@@ -56,7 +56,7 @@ from tilestream._util.atomic import is_temp_file
 
 __all__ = [
     "CONFIG_FILE",
-    "LEASE_PREFIX",
+    "LEASE_DIR",
     "MANIFEST_FILE",
     "OUTPUT_KINDS",
     "REPORT_FILE",
@@ -96,9 +96,9 @@ REPORT_FILE = "report.html"
 #: The files a run writes once for the whole folder.
 RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, SUMMARY_FILE, REPORT_FILE)
 STATE_DIR = "state"
-#: The lease objects of a run folder in an object store (``.lease.<generation>``), see
-#: :mod:`tilestream.extract.lease`.
-LEASE_PREFIX = ".lease."
+#: The folder of a run folder's lease objects in an object store (``.lease/<generation>``),
+#: see :mod:`tilestream.extract.lease`: listed alone, without the run's outputs.
+LEASE_DIR = ".lease"
 #: The suffix of the TFRecords an extraction writes (``<slide>.tfrecords``).
 TFRECORD_SUFFIX = ".tfrecords"
 #: The suffixes :func:`find_tfrecords` takes for TFRecord files by default.

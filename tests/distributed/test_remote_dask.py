@@ -65,7 +65,7 @@ def download_run(store: Store, run: str, dest: Path) -> Path:
     """The run folder's objects as files (leases left out; the ETags a state records dropped)."""
     for key in store.list(run):
         rel = key[len(run) + 1 :]
-        if rel.startswith(".lease."):
+        if rel.startswith(".lease/"):
             continue
         data = store.read(key)
         if rel.startswith("state/") and rel.endswith(".json"):
