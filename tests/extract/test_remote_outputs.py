@@ -298,7 +298,16 @@ def test_cli_out_s3(
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seaweed.secret_key not in result.output
+    assert f"report: {prefix}/{LABEL}/report.html" in result.output.replace("\n", "")
     assert_same_as_local(store, prefix, local_run, [slides[1].stem])
+    # the slide from the bucket too, read by range (never staged), into another prefix
+    slide_key = f"{prefix.split('/', 3)[3]}-slides/{slides[1].name}"
+    store.write_atomic(slide_key, slides[1].read_bytes())
+    other = f"{prefix}-from-s3"
+    args[1:4] = [f"s3://{prefix.split('/')[2]}/{slide_key}", "--out", other]
+    result = CliRunner().invoke(cli, [*args, "--stage", "never"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert_same_as_local(store, other, local_run, [slides[1].stem])
 
 
 def test_large_output_upload_is_multipart_and_never_partial(
