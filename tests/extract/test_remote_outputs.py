@@ -354,3 +354,27 @@ def test_bad_output_locations_give_clear_errors(
         assert url.split("/")[2] in message
         for secret in (seaweed.secret_key, seaweed.read_only_secret, "wrong-secret-x"):
             assert secret not in message
+
+
+def test_store_down_raises_for_executor_retries_only_when_asked(
+    slides: list[Path], prefix: str, seaweed: SeaweedServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A store that stays unavailable while a slide is published: raised for Dask's retries
+    with ``raise_transient``, a failure record without; the scratch folder is removed."""
+    from tilestream.errors import StorageUnavailableError
+    from tilestream.extract import ExtractConfig, SlideTask
+    from tilestream.extract.publish import run_remote_slide_task
+
+    opts = {**seaweed.storage_options, "endpoint_url": proxy.url}
+    target = RemoteRun(f"{prefix}/{LABEL}", opts, scratch=str(tmp_path / "scratch"))
+    task = SlideTask(path=str(slides[0]), name=slides[0].stem)
+    config = ExtractConfig(tile_px=128, tile_um=256)
+    proxy.fail_next(10_000, status=503)
+    with pytest.raises(StorageUnavailableError) as info:
+        run_remote_slide_task(task, target, config, raise_transient=True)
+    assert seaweed.secret_key not in str(info.value)
+    result = run_remote_slide_task(task, target, config, raise_transient=False)
+    proxy.clear()
+    assert result.status == "failed" and result.error_type == "StorageUnavailableError"
+    assert f"{prefix}/{LABEL}/state/{task.name}.json" in (result.error or "")
+    assert list((tmp_path / "scratch").iterdir()) == []
