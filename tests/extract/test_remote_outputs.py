@@ -378,3 +378,24 @@ def test_store_down_raises_for_executor_retries_only_when_asked(
     assert result.status == "failed" and result.error_type == "StorageUnavailableError"
     assert f"{prefix}/{LABEL}/state/{task.name}.json" in (result.error or "")
     assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_loose_images_to_s3_equal_a_local_run(
+    slides: list[Path], prefix: str, store: Store, seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    opts = seaweed.storage_options
+    local = extract_slides([slides[0]], tmp_path, workers=1, to_images=True, **OPTS)
+    remote = extract_slides(
+        [slides[0]], prefix, workers=1, to_images=True, storage_options=opts, **OPTS
+    )
+    assert local.done == remote.done == 1
+    name = slides[0].stem
+    tiles = sorted((tmp_path / LABEL / name).iterdir())
+    assert len(tiles) == local.results[0].tiles > 0
+    keys = sorted(store.list(key_of(prefix, name)))
+    assert [k.rsplit("/", 1)[-1] for k in keys] == [p.name for p in tiles]
+    assert all(store.read(k) == p.read_bytes() for k, p in zip(keys, tiles, strict=True))
+    again = extract_slides(
+        [slides[0]], prefix, workers=1, to_images=True, storage_options=opts, **OPTS
+    )
+    assert again.skipped == 1
