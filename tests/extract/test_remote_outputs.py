@@ -399,3 +399,29 @@ def test_loose_images_to_s3_equal_a_local_run(
         [slides[0]], prefix, workers=1, to_images=True, storage_options=opts, **OPTS
     )
     assert again.skipped == 1
+
+
+def test_readers_leave_out_stale_slides_of_a_bucket_run_folder(
+    slides: list[Path],
+    prefix: str,
+    store: Store,
+    seaweed: SeaweedServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tilestream.runfolder import current_tfrecords, stale_files
+
+    opts = seaweed.storage_options
+    extract_slides(slides, prefix, workers=1, storage_options=opts, **OPTS)
+    cmu, made = names_of(slides)
+    urls = [f"{prefix}/{LABEL}/{n}.tfrecords" for n in (cmu, made)]
+    assert stale_files(urls, storage_options=opts) == {}
+    key = key_of(prefix, f"{made}.tfrecords")
+    store.write_atomic(key, store.read(key) + b"\0")  # changed after extraction
+    with caplog.at_level(logging.WARNING):
+        kept = current_tfrecords(urls, storage_options=opts)
+    assert kept == [Path(urls[0])]
+    assert f"leaving out {urls[1]}: its tfrecord object {urls[1]} changed" in caplog.text
+    # TFRecords outside a run folder (no config.json) are all current
+    loose = key_of(prefix, "loose/x.tfrecords")
+    store.write_atomic(loose, b"")
+    assert stale_files([f"{prefix}/{LABEL}/loose/x.tfrecords"], storage_options=opts) == {}

@@ -48,7 +48,12 @@ from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import failure_result
 from tilestream.extract.task import SlideResult, SlideTask, TileProgress
 from tilestream.extract.worker import run_slide_task
-from tilestream.runfolder import OUTPUT_KINDS, STATE_DIR, slide_output_keys, slide_outputs
+from tilestream.runfolder import (
+    STATE_DIR,
+    slide_output_keys,
+    slide_outputs,
+    store_slide_staleness,
+)
 from tilestream.storage import Store, store_for
 
 __all__ = [
@@ -237,30 +242,5 @@ def read_remote_states(store: Store, run: str) -> dict[str, dict[str, Any]]:
 def remote_staleness(
     store: Store, run: str, name: str, state: dict[str, Any] | None, config_hash: str
 ) -> str | None:
-    """Why slide ``name``'s outputs in the store are not current; ``None`` when they are.
-
-    Current: a ``"done"`` state under ``config_hash`` whose recorded outputs
-    (:data:`~tilestream.runfolder.OUTPUT_KINDS`) are stored with the recorded
-    size and ETag.
-    """
-    if state is None:
-        return "no record of a completed extraction (state object missing or unreadable)"
-    if state.get("status") != "done":
-        return f"its last extraction did not complete (state {state.get('status')!r})"
-    if state.get("config_hash") != config_hash:
-        return f"extracted under config {state.get('config_hash')}, but the run is {config_hash}"
-    keys = slide_output_keys(run, name)
-    recorded = state.get("outputs")
-    if not isinstance(recorded, dict) or "coords" not in recorded:
-        return "its state records no outputs"
-    for kind in OUTPUT_KINDS:
-        meta = recorded.get(kind)
-        if not isinstance(meta, dict):
-            continue
-        try:
-            stat = store.stat(keys[kind])
-        except StorageNotFoundError:
-            return f"its {kind} object {store.url_of(keys[kind])} is missing"
-        if stat.size != meta.get("size") or ("etag" in meta and stat.etag != meta["etag"]):
-            return f"its {kind} object {store.url_of(keys[kind])} changed since extraction"
-    return None
+    """Why slide ``name``'s outputs in the store are not current (:func:`~tilestream.runfolder.store_slide_staleness`)."""
+    return store_slide_staleness(store, run, name, state, config_hash)
