@@ -58,12 +58,12 @@ def _tilestream_epoch(paths: list[str], options: dict[str, Any] | None) -> int:
 
     from tilestream.torch import TileDataset
 
-    extra = {"storage_options": options} if options else {}
+    extra: dict[str, Any] = {"storage_options": options} if options else {}
     try:
         ds = TileDataset(paths, shuffle=True, seed=0, batch_size=BATCH, **extra)
     except TypeError as exc:  # TileDataset does not take storage_options yet
         raise NotAvailable(f"TileDataset: {exc}") from None
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=WORKERS)
+    loader: Any = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=WORKERS)
     ds.set_epoch(0)
     n = 0
     for images, _labels in loader:

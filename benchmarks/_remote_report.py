@@ -207,7 +207,7 @@ def _versions() -> str:
     try:
         import tiffslide
 
-        parts.append(f"tiffslide {tiffslide.__version__}")
+        parts.append(f"tiffslide {getattr(tiffslide, '__version__', '?')}")
     except ImportError:
         pass
     weed = weed_binary()
