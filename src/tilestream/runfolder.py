@@ -19,6 +19,13 @@ Nothing is ever deleted.
 A folder without a ``config.json`` that names a hash is not a run folder (a
 folder of TFRecords from elsewhere): all its TFRecords are current.
 
+The same layout holds in an object store (``s3://bucket/prefix/<label>/``):
+:func:`slide_output_names` states it once, :func:`slide_outputs` gives the
+local paths and :func:`slide_output_keys` the object keys (with
+:func:`run_key`). A run folder in a store also holds its lease objects
+(``.lease.<n>``, :data:`LEASE_PREFIX`; :mod:`tilestream.extract.lease`) and
+its states record each output's ETag beside its size.
+
 Examples
 --------
 >>> import json, tempfile, pathlib
@@ -49,6 +56,7 @@ from tilestream._util.atomic import is_temp_file
 
 __all__ = [
     "CONFIG_FILE",
+    "LEASE_PREFIX",
     "MANIFEST_FILE",
     "OUTPUT_KINDS",
     "REPORT_FILE",
@@ -65,8 +73,11 @@ __all__ = [
     "read_states",
     "run_config_hash",
     "run_folder_name",
+    "run_key",
     "run_tfrecords",
     "slide_names",
+    "slide_output_keys",
+    "slide_output_names",
     "slide_outputs",
     "slide_staleness",
     "stale_files",
@@ -85,12 +96,39 @@ REPORT_FILE = "report.html"
 #: The files a run writes once for the whole folder.
 RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, SUMMARY_FILE, REPORT_FILE)
 STATE_DIR = "state"
+#: The lease objects of a run folder in an object store (``.lease.<generation>``), see
+#: :mod:`tilestream.extract.lease`.
+LEASE_PREFIX = ".lease."
 #: The suffix of the TFRecords an extraction writes (``<slide>.tfrecords``).
 TFRECORD_SUFFIX = ".tfrecords"
 #: The suffixes :func:`find_tfrecords` takes for TFRecord files by default.
 TFRECORD_SUFFIXES = (".tfrecords", ".tfrecord", ".record", ".tfrec", ".gz")
 #: The outputs whose sizes a "done" state records (``state["outputs"][kind]["size"]``).
 OUTPUT_KINDS = ("tfrecord", "index", "coords")
+
+
+def slide_output_names(name: str, *, to_images: bool = False) -> dict[str, str]:
+    """The names of a slide's outputs relative to the run folder (``/``-separated).
+
+    The one statement of the layout: :func:`slide_outputs` (local paths) and
+    :func:`slide_output_keys` (object keys) are built from it.
+
+    >>> slide_output_names("s1")["state"], slide_output_names("s1", to_images=True)["images"]
+    ('state/s1.json', 's1')
+    """
+    out = {
+        "coords": f"{name}.coords.csv",
+        "outlines": f"{name}.geojson",
+        "preview": f"previews/{name}.jpg",
+        "state": f"{STATE_DIR}/{name}.json",
+        "rejected": f"{STATE_DIR}/{name}.rejected.csv",
+    }
+    if to_images:
+        out["images"] = name
+    else:
+        out["tfrecord"] = f"{name}{TFRECORD_SUFFIX}"
+        out["index"] = f"{name}.index.npz"
+    return out
 
 
 def slide_outputs(
@@ -105,19 +143,26 @@ def slide_outputs(
     opened and corrected (in QuPath), and editing it leaves the slide current.
     """
     run = Path(run_dir)
-    out = {
-        "coords": run / f"{name}.coords.csv",
-        "outlines": run / f"{name}.geojson",
-        "preview": run / "previews" / f"{name}.jpg",
-        "state": run / STATE_DIR / f"{name}.json",
-        "rejected": run / STATE_DIR / f"{name}.rejected.csv",
-    }
-    if to_images:
-        out["images"] = run / name
-    else:
-        out["tfrecord"] = run / f"{name}{TFRECORD_SUFFIX}"
-        out["index"] = run / f"{name}.index.npz"
-    return out
+    return {k: run / v for k, v in slide_output_names(name, to_images=to_images).items()}
+
+
+def run_key(prefix: str, label: str) -> str:
+    """The key of a run folder in a store: ``<prefix>/<label>`` (``label`` alone at the root).
+
+    >>> run_key("cohort1/out", "256px_128um"), run_key("", "256px_128um")
+    ('cohort1/out/256px_128um', '256px_128um')
+    """
+    prefix = prefix.strip("/")
+    return f"{prefix}/{label}" if prefix else label
+
+
+def slide_output_keys(run: str, name: str, *, to_images: bool = False) -> dict[str, str]:
+    """The object keys of a slide's outputs under the run folder key ``run``.
+
+    >>> slide_output_keys("out/256px_128um", "s1")["tfrecord"]
+    'out/256px_128um/s1.tfrecords'
+    """
+    return {k: f"{run}/{v}" for k, v in slide_output_names(name, to_images=to_images).items()}
 
 
 def run_folder_name(tile_px: int, tile_um: str | float) -> str:

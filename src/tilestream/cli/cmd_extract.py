@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from tilestream import __version__
+from tilestream.cli._storage import storage_option
 from tilestream.errors import TileStreamError
 from tilestream.extract import (
     ExtractConfig,
@@ -34,8 +35,10 @@ from tilestream.extract import (
 )
 from tilestream.extract.demo import DEMO_SLIDE
 from tilestream.extract.report import REPORT_FILE
+from tilestream.extract.runner import STAGE_MODES
 from tilestream.extract.select import REJECT_REASONS
 from tilestream.runfolder import SUMMARY_FILE, slide_outputs
+from tilestream.storage import is_url
 
 __all__ = ["EXIT_BUG", "EXIT_ERROR", "EXIT_FAILED", "register"]
 
@@ -132,7 +135,8 @@ def print_summary(run: ExtractionRun) -> None:
     line = grid_line(run.run_dir)
     if line is not None:
         console.print(line, soft_wrap=True, highlight=False)
-    console.print(f"report: {run.run_dir / 'report.html'}", soft_wrap=True)
+    report = f"{run.url}/report.html" if run.url else run.run_dir / "report.html"
+    console.print(f"report: {report}", soft_wrap=True)
     if run.stale:
         console.print(
             f"[yellow bold]{len(run.stale)} slide(s) have stale outputs[/] (kept, not deleted; "
@@ -178,7 +182,10 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 @click.command("extract")
 @click.argument("slides", nargs=-1, required=True, type=click.Path())  # str: a URL stays whole
 @click.option(
-    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output root."
+    "--out",
+    "out_dir",
+    required=True,
+    help="Output root: a folder or a URL (s3://bucket/prefix, gs://...).",
 )
 @click.option("--tile-px", type=int, help="Tile size in pixels.")
 @click.option("--tile-um", help="Tile size in microns (302) or a magnification (10x).")
@@ -275,10 +282,30 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
     show_default=True,
     help="Dask retries of a task that hit a transient error or lost its worker.",
 )
+@storage_option
+@click.option(
+    "--stage",
+    type=click.Choice(list(STAGE_MODES)),
+    default="auto",
+    show_default=True,
+    help="Slide URLs: read by range (never), copy to local scratch first (always), or by format.",
+)
+@click.option(
+    "--scratch",
+    type=click.Path(file_okay=False),
+    help="With --out URL: the local folder slides are extracted into before upload "
+    "(default $TILESTREAM_SCRATCH or the temporary folder; on Dask each worker's own).",
+)
+@click.option(
+    "--force-lease",
+    is_flag=True,
+    help="With --out on a store without conditional writes (gs://): run without an exclusive "
+    "lease (make sure no other run writes the same folder).",
+)
 @click.option("--no-progress", is_flag=True)
 def extract_cmd(
     slides: tuple[str, ...],
-    out_dir: Path,
+    out_dir: str,
     roi_dir: Path | None,
     workers: int | None,
     threads: int | None,
@@ -288,6 +315,10 @@ def extract_cmd(
     cluster: str | None,
     scheduler: str | None,
     retries: int,
+    storage_options: dict[str, Any] | None,
+    stage: str,
+    scratch: str | None,
+    force_lease: bool,
     **opts: Any,
 ) -> None:
     """Extract tiles from SLIDES (files, folders, DICOMweb series URLs or a CSV with a 'slide' column).
@@ -309,6 +340,8 @@ def extract_cmd(
             slides, out_dir, opts, workers=workers, threads=threads, overwrite=overwrite,
             to_images=to_images, roi_dir=roi_dir, no_progress=no_progress, cluster=cluster,
             scheduler=scheduler, retries=retries,
+            remote={"storage_options": storage_options, "stage": stage, "scratch": scratch,
+                    "force_lease": force_lease},
         )  # fmt: skip
     except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
         raise
@@ -334,7 +367,7 @@ def extract_cmd(
 
 def _run(
     slides: tuple[str, ...],
-    out_dir: Path,
+    out_dir: str,
     opts: dict[str, Any],
     *,
     workers: int | None,
@@ -346,6 +379,7 @@ def _run(
     cluster: str | None,
     scheduler: str | None,
     retries: int,
+    remote: dict[str, Any],
 ) -> ExtractionRun:
     config = _config_from_options(opts)
     with contextlib.ExitStack() as stack:
@@ -364,7 +398,7 @@ def _run(
         callback = stack.enter_context(progress_bar(not no_progress))
         run = extract_slides(
             slides,
-            out_dir,
+            out_dir if is_url(out_dir) else Path(out_dir),
             config=config,
             executor=executor,
             workers=workers,
@@ -373,6 +407,7 @@ def _run(
             to_images=to_images,
             roi_dir=roi_dir,
             progress=callback,
+            **remote,
         )
     return run
 

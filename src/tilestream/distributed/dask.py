@@ -1,11 +1,25 @@
 """A Dask distributed executor for extraction: a local cluster or a running scheduler.
 
-One run per run folder holds with Dask too: the client process (the one that
-calls ``extract_slides``) holds the folder's ``.lock``, and every slide task
-holds ``.lock.workers`` shared while it works on a worker, so a rerun waits
-for the tasks of a stopped client before it starts (see
-:mod:`tilestream._util.lock`). The workers' lifetime is the cluster's: Dask
-cancels a closed client's pending tasks, not the ones running.
+Two deployments:
+
+- **a shared filesystem** (HPC): every worker sees the slides and the output
+  folder at the same paths. One run per run folder holds with Dask too: the
+  client process (the one that calls ``extract_slides``) holds the folder's
+  ``.lock``, and every slide task holds ``.lock.workers`` shared while it
+  works on a worker, so a rerun waits for the tasks of a stopped client before
+  it starts (see :mod:`tilestream._util.lock`).
+- **object storage only** (Kubernetes, the cloud): slides are URLs and the
+  output is a URL (``s3://bucket/prefix``). Each task extracts into the scratch
+  folder of the worker it runs on (``TILESTREAM_SCRATCH``, set by
+  :class:`~tilestream.distributed.plugin.ScratchPlugin` to the worker's own
+  ``local_directory``) and uploads its outputs; nothing needs the same local
+  paths anywhere, and the client never sees a worker's files. The client
+  holds the run folder's lease (:mod:`tilestream.extract.lease`). A store that
+  stays unavailable raises in the task, and Dask retries it (``retries``); a
+  task whose worker dies is run again on another worker.
+
+The workers' lifetime is the cluster's: Dask cancels a closed client's
+pending tasks, not the ones running.
 """
 
 from __future__ import annotations
@@ -70,8 +84,9 @@ def dask_executor(
         Address of a running scheduler (``tcp://host:8786``); defaults to the
         ``DASK_SCHEDULER_ADDRESS`` environment variable. Deploy the scheduler
         and workers with dask-jobqueue (SLURM, PBS), dask-kubernetes, or by hand
-        (``dask scheduler`` and ``dask worker tcp://host:8786`` on each node);
-        every worker must see the slides and the output folder at the same paths.
+        (``dask scheduler`` and ``dask worker tcp://host:8786`` on each node).
+        With a shared filesystem, every worker must see the slides and the
+        output folder at the same paths; with URLs for both, nothing is shared.
     retries
         How often a task that raised (a transient error, or a lost worker) is
         retried before it counts as failed.
@@ -114,6 +129,9 @@ def dask_executor(
             except OSError as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
             link = getattr(client, "dashboard_link", None)
+        from tilestream.distributed.plugin import ScratchPlugin
+
+        client.register_plugin(ScratchPlugin())
         workers = len(client.scheduler_info().get("workers", {}))
         log.info("Dask cluster with %d workers; dashboard: %s", workers, link or "not served")
         executor = client.get_executor(retries=retries, pure=False)

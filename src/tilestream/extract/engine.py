@@ -288,7 +288,7 @@ def extract_slide_task(
     selection = select_tiles(plan.grid, plan.lowres, config, rois=plan.rois, name=name)
     timings["mask"] += time.perf_counter() - t0
     check_selection(plan, selection, config, name)
-    source = source_fingerprint(task.path)
+    source = source_fingerprint(task.path, storage_options=task.storage_options)
     # commit step 1: from here on, until the "done" state, the slide reads as not complete
     running = SlideResult(slide=name, path=str(task.path), status="running",
                           config_hash=config.hash(), source=source)  # fmt: skip

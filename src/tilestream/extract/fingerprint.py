@@ -20,6 +20,11 @@ series instead: its instances' UIDs and metadata, not the server's address
   files beside a DICOM file; the files in a ``.mrxs`` slide's folder) and the
   head hash of each (first 64 KiB).
 
+A slide that is an object in a store or on a web server (``s3://``,
+``gs://``, ``http(s)://``) has :func:`object_fingerprint`: its size and
+version (the ETag), from one ``HEAD`` request; any rewrite of the object
+changes it.
+
 Two fingerprints are compared as a whole (:func:`fingerprint_matches`).
 
 What it sees: any change of size or modification time; any change within the
@@ -56,20 +61,28 @@ True
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tilestream.extract.remote import is_slide_url, url_fingerprint, url_fingerprint_matches
+from tilestream.errors import StorageError, StorageNotFoundError
+from tilestream.extract.remote import is_dicomweb_url, url_fingerprint, url_fingerprint_matches
+from tilestream.storage import is_url, redact_url, store_for
 
 __all__ = [
     "MAX_IFDS",
     "MAX_STRUCTURE_BYTES",
+    "OBJECT_FINGERPRINT_VERSION",
     "file_sha256",
     "fingerprint_matches",
+    "object_fingerprint",
     "source_fingerprint",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Bumped when what a fingerprint holds changes (an older one then never matches).
 VERSION = 1
@@ -202,17 +215,64 @@ def _companions_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The fingerprint of the slide file at ``path`` (see the module doc), or of a slide URL's series.
+#: Bumped when what an object's fingerprint holds changes.
+OBJECT_FINGERPRINT_VERSION = 1
+
+
+def object_fingerprint(
+    url: str, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fingerprint of a slide object (``s3://``, ``gs://``, ``http(s)://``): its size and version.
+
+    The version is the store's ETag (or size and modification time where it
+    has none, :attr:`tilestream.storage.Stat.version`): any rewrite of the
+    object changes it, so it sees every change, inside the object too. One
+    ``HEAD`` request; no bytes read.
+    """
+    store, key = store_for(url, storage_options)
+    stat = store.stat(key)
+    return {
+        "kind": "object",
+        "version": OBJECT_FINGERPRINT_VERSION,
+        "url": redact_url(url),
+        "size": stat.size,
+        "object_version": stat.version,
+    }
+
+
+def _object_matches(recorded: Any, url: str, storage_options: Mapping[str, Any] | None) -> bool:
+    if not isinstance(recorded, dict) or recorded.get("kind") != "object":
+        return False
+    if recorded.get("version") != OBJECT_FINGERPRINT_VERSION:
+        return False
+    try:
+        return object_fingerprint(url, storage_options) == recorded
+    except StorageNotFoundError:
+        return False
+    except StorageError as exc:  # cannot ask now: the slide could not be extracted either
+        log.warning("cannot check whether %s changed (%s); kept as complete", redact_url(url), exc)
+        return True
+
+
+def source_fingerprint(
+    path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fingerprint of the slide file at ``path`` (see the module doc), or of a slide URL.
+
+    A DICOMweb series: :func:`~tilestream.extract.remote.url_fingerprint`; an
+    object in a store or on a web server: :func:`object_fingerprint`.
 
     Raises
     ------
     OSError
         When the file cannot be read (for a URL: a
-        :class:`~tilestream.errors.SlideError`, when the server cannot answer).
+        :class:`~tilestream.errors.SlideError` or
+        :class:`~tilestream.errors.StorageError`, when the server cannot answer).
     """
-    if is_slide_url(path):
+    if is_dicomweb_url(path):
         return url_fingerprint(str(path))
+    if is_url(path):
+        return object_fingerprint(str(path), storage_options)
     p = Path(path)
     fd = os.open(p, os.O_RDONLY)
     try:
@@ -238,17 +298,26 @@ def source_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
-def fingerprint_matches(recorded: Any, path: str | os.PathLike[str]) -> bool:
+def fingerprint_matches(
+    recorded: Any,
+    path: str | os.PathLike[str],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> bool:
     """Whether the file at ``path`` still has the fingerprint ``recorded``.
 
     Compares size and modification time first (one ``stat``), and reads the
     file only when they match. An unreadable file, or a record made by
     another version of the fingerprint, never matches. A slide URL: see
     :func:`~tilestream.extract.remote.url_fingerprint_matches` (a server that
-    cannot answer now leaves a complete slide complete).
+    cannot answer now leaves a complete slide complete); an object: its size
+    and ETag (a missing object never matches; a store that cannot answer now
+    leaves the slide complete, with a warning).
     """
-    if is_slide_url(path):
+    if is_dicomweb_url(path):
         return url_fingerprint_matches(recorded, str(path))
+    if is_url(path):
+        return _object_matches(recorded, str(path), storage_options)
     if not isinstance(recorded, dict) or recorded.get("version") != VERSION:
         return False
     try:

@@ -16,6 +16,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
@@ -25,6 +26,7 @@ from tilestream.extract.roi import ROI, load_rois
 from tilestream.extract.select import Selection
 from tilestream.extract.task import SlideTask
 from tilestream.slide import Slide, jpeg_mosaic, open_slide
+from tilestream.slide.opening import StageMode
 
 __all__ = [
     "SlidePlan",
@@ -70,9 +72,22 @@ class SlidePlan:
 
 
 def slide_opener(task: SlideTask, config: ExtractConfig) -> Callable[[], Slide]:
-    """A function opening ``task``'s slide with its microns per pixel (the task's, else the config's)."""
+    """A function opening ``task``'s slide with its microns per pixel (the task's, else the config's).
+
+    A slide in a store (``s3://``...) is opened with the task's
+    ``storage_options`` and staged as its ``stage`` allows, into the scratch
+    folder ``TILESTREAM_SCRATCH`` names (see :func:`tilestream.slide.open_slide`).
+    """
     mpp = task.mpp if task.mpp is not None else config.mpp_override
-    return functools.partial(open_slide, task.path, mpp=mpp)
+    if task.storage_options is None and task.stage == "auto":
+        return functools.partial(open_slide, task.path, mpp=mpp)
+    return functools.partial(
+        open_slide,
+        task.path,
+        mpp=mpp,
+        storage_options=task.storage_options,
+        stage=cast(StageMode, task.stage),
+    )
 
 
 def check_rois_on_slide(rois: list[ROI], dimensions: tuple[int, int], task: SlideTask) -> None:
@@ -154,17 +169,23 @@ def can_assemble(slide: Slide, grid: Grid, config: ExtractConfig) -> bool:
 
 
 def plan_slide(
-    task: SlideTask, config: ExtractConfig, *, timings: dict[str, float] | None = None
+    task: SlideTask,
+    config: ExtractConfig,
+    *,
+    timings: dict[str, float] | None = None,
+    opener: Callable[[], Slide] | None = None,
 ) -> SlidePlan:
     """Open ``task``'s slide and plan its extraction (no tile is read).
 
     ``timings`` receives the seconds spent opening and planning (``"open"``)
-    and reading the low-resolution image (``"mask"``).
+    and reading the low-resolution image (``"mask"``). ``opener`` opens the
+    slide (default :func:`slide_opener`; a slide in a store needs one made
+    with its ``storage_options``).
     """
     laps = timings if timings is not None else {}
     t0 = time.perf_counter()
-    rois: list[ROI] = load_rois(task.roi) if task.roi else []
-    with slide_opener(task, config)() as slide:
+    rois: list[ROI] = load_rois(task.roi, storage_options=task.storage_options) if task.roi else []
+    with (opener or slide_opener(task, config))() as slide:
         mpp = slide.mpp[0] if slide.mpp is not None else None
         grid = plan_grid(
             config,

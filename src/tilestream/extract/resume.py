@@ -56,7 +56,9 @@ def is_complete(
         return None
     if not outputs_match(state, outputs):
         return None
-    if not fingerprint_matches(state.get("source"), task.path):
+    if not fingerprint_matches(
+        state.get("source"), task.path, storage_options=task.storage_options
+    ):
         return None
     result = SlideResult.from_dict(state)
     result.status = "skipped"

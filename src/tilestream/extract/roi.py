@@ -27,16 +27,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tilestream.errors import ROIError
+from tilestream.errors import ROIError, StorageError, StorageNotFoundError
 from tilestream.extract.outlines import EXCLUDED_CLASSES, TISSUE_CLASS, rasterize_polygons
+from tilestream.storage import is_url, redact_url, store_for
 
 __all__ = [
     "ROI",
@@ -66,21 +67,38 @@ class ROI:
         return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
-def load_rois(path: str | os.PathLike[str]) -> list[ROI]:
-    """Read ROIs from a QuPath CSV or a GeoJSON file.
+def _read_url(url: str, storage_options: Mapping[str, Any] | None) -> tuple[str, PurePath]:
+    """The text of an ROI file at ``url`` and the name its messages use (no credentials)."""
+    name = PurePosixPath(redact_url(url))
+    try:
+        store, key = store_for(url, storage_options)
+        return store.read(key).decode("utf-8-sig"), name
+    except StorageNotFoundError:
+        raise ROIError("ROI file not found", path=redact_url(url)) from None
+    except (StorageError, UnicodeDecodeError) as exc:
+        raise ROIError(f"cannot read ROI file: {exc}", path=redact_url(url)) from None
+
+
+def load_rois(
+    path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+) -> list[ROI]:
+    """Read ROIs from a QuPath CSV or a GeoJSON file (a path or a URL: ``s3://``, ``https://``).
 
     Raises
     ------
     ROIError
         When the file is missing, malformed, or holds a polygon with fewer than three points.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ROIError("ROI file not found", path=p)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ROIError(f"cannot read ROI file: {exc}", path=p) from exc
+    if is_url(path):
+        text, p = _read_url(str(path), storage_options)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ROIError("ROI file not found", path=p)
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ROIError(f"cannot read ROI file: {exc}", path=p) from exc
     if p.suffix.lower() in (".json", ".geojson") or text.lstrip().startswith("{"):
         rois = _from_geojson(text, p)
     else:
@@ -90,7 +108,7 @@ def load_rois(path: str | os.PathLike[str]) -> list[ROI]:
     return rois
 
 
-def _polygon(points: Any, p: Path, where: str) -> NDArray[np.float64]:
+def _polygon(points: Any, p: PurePath, where: str) -> NDArray[np.float64]:
     try:
         arr = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -107,7 +125,7 @@ def _polygon(points: Any, p: Path, where: str) -> NDArray[np.float64]:
     return arr
 
 
-def _from_csv(text: str, p: Path) -> list[ROI]:
+def _from_csv(text: str, p: PurePath) -> list[ROI]:
     reader = csv.DictReader(text.splitlines())
     cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
     missing = [c for c in ("roi_name", "x_base", "y_base") if c not in cols]
@@ -132,7 +150,7 @@ def _from_csv(text: str, p: Path) -> list[ROI]:
     ]
 
 
-def _from_geojson(text: str, p: Path) -> list[ROI]:
+def _from_geojson(text: str, p: PurePath) -> list[ROI]:
     try:
         data = json.loads(text)
     except ValueError as exc:

@@ -7,7 +7,7 @@ record of its extraction, the same one its state file holds
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,21 @@ class SlideTask:
         Microns per pixel overriding the file's, for this slide.
     roi
         An ROI file (QuPath CSV or GeoJSON) for this slide.
+    storage_options
+        Options of the store a slide or ROI URL is read from (credentials,
+        endpoint): sent to the worker with the task, never recorded, never in
+        the ``repr``.
+    stage
+        How a slide URL is opened: ``"auto"`` (ranged reads where the format
+        allows, else staged to local scratch), ``"never"`` or ``"always"``.
     """
 
     path: str
     name: str
     mpp: float | None = None
     roi: str | None = None
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    stage: str = "auto"
 
 
 @dataclass

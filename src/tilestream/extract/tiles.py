@@ -131,6 +131,19 @@ class _Handles:
         self._local.slide = slide
         return slide
 
+    def prefetch(self, grid: Grid, indices: Sequence[int]) -> None:
+        """Read ahead the stored tiles of ``indices`` on a remote slide (else nothing happens).
+
+        The shared handle of a slide read from a store fetches them in one
+        coalesced request set on a background thread, while the tiles before
+        them are decoded and encoded.
+        """
+        slide = self._shared
+        if slide is None or slide.io_stats is None or not indices:
+            return
+        xs, ys, size = grid.xs, grid.ys, (grid.read_px, grid.read_px)
+        slide.prefetch(grid.level, [((int(xs[i]), int(ys[i])), size) for i in indices])
+
     def mosaic_cache(self, slide: Slide, level: int) -> jpeg_mosaic.CoefficientCache:
         """The stored tiles of ``level`` entropy-decoded once per slide handle (thread-safe)."""
         with self._lock:
@@ -186,6 +199,7 @@ def _process_chunk(
     normalizer: Callable[[NDArray[np.uint8]], NDArray[np.uint8]] | None = None,
 ) -> list[EncodedTile]:
     slide = handles.get()
+    handles.prefetch(grid, indices)  # a remote slide: this chunk's stored tiles at once
     out: list[EncodedTile] = []
     append = out.append
     t = StageTimes()  # the chunk's: on its last tile
@@ -269,13 +283,18 @@ def iter_encoded_tiles(
     handles = _Handles(opener)
     try:
         if threads <= 1:
-            for chunk in chunks:
+            if chunks:
+                handles.get()  # opened first, so that the next chunk is read ahead
+            for k, chunk in enumerate(chunks):
+                if k + 1 < len(chunks):
+                    handles.prefetch(grid, chunks[k + 1])  # read ahead in grid order
                 yield from _process_chunk(handles, grid, config, chunk, mode, normalizer)
             return
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tilestream-tiles") as pool:
             pending: deque[Future[list[EncodedTile]]] = deque()
             it = iter(chunks)
             for chunk in it:
+                handles.prefetch(grid, chunk)
                 pending.append(
                     pool.submit(_process_chunk, handles, grid, config, chunk, mode, normalizer)
                 )
@@ -285,6 +304,7 @@ def iter_encoded_tiles(
                 done = pending.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
+                    handles.prefetch(grid, nxt)  # read ahead in grid order
                     pending.append(
                         pool.submit(_process_chunk, handles, grid, config, nxt, mode, normalizer)
                     )

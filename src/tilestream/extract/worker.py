@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tilestream._util.lock import task_lock
 from tilestream._util.names import name_problem, outside
-from tilestream.errors import TileStreamError
+from tilestream.errors import StorageUnavailableError, TileStreamError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import extract_slide_task, failure_result, write_failure_state
 from tilestream.extract.resample import resolve_resizer
@@ -49,6 +49,13 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
         errors.append(openslide.OpenSlideError)
     return tuple(errors)
+
+
+def _transient(exc: BaseException) -> bool:
+    """An I/O error that may pass: an ``OSError`` not of ours, or a store still unavailable."""
+    if isinstance(exc, StorageUnavailableError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, TileStreamError)
 
 
 def record_failure(run_dir: Path, result: SlideResult) -> None:
@@ -87,7 +94,8 @@ def run_slide_task(
     ----------
     raise_transient
         Let transient errors (``OSError`` other than tilestream's own, e.g. an
-        I/O error on shared storage) propagate, so that an executor with
+        I/O error on shared storage, and a store that stays unavailable after
+        its retries) propagate, so that an executor with
         retries (Dask) repeats only what can succeed. Permanent errors (an
         unreadable slide, no tissue, missing MPP: every
         :class:`~tilestream.errors.TileStreamError`) always become records.
@@ -103,7 +111,7 @@ def run_slide_task(
             )
     except Exception as exc:
         expected = isinstance(exc, input_errors())
-        if raise_transient and isinstance(exc, OSError) and not isinstance(exc, TileStreamError):
+        if raise_transient and _transient(exc):
             log.warning("slide %s: transient error, leaving it to the executor: %s", task.name, exc)
             raise
         result = failure_result(task, config, exc, time.perf_counter() - t0)

@@ -145,6 +145,18 @@ class TileOptions:
         Yield whole batches (each dataset says how it builds them).
     drop_last
         With ``batch_size``: drop the short last batch.
+    storage_options
+        Options of the store of TFRecords given by URL (credentials,
+        ``endpoint_url``...); never shown in a ``repr`` or compared.
+    block_records
+        TFRecords read by URL: records of one ranged request (a block of
+        consecutive records; also the unit of shuffling, see
+        :mod:`tilestream.loaders.remote`).
+    read_ahead
+        TFRecords read by URL: bytes of blocks fetched ahead of the consumer.
+    shuffle_buffer
+        TFRecords read by URL, with ``shuffle``: records mixed in the shuffle
+        buffer after reading (0: none).
 
     Raises
     ------
@@ -183,9 +195,19 @@ class TileOptions:
     as_dict: bool = False
     batch_size: int | None = None
     drop_last: bool = False
+    storage_options: Mapping[str, Any] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    block_records: int = 64
+    read_ahead: int = 64 << 20
+    shuffle_buffer: int = 1024
 
     def __post_init__(self) -> None:
         _check_positive("batch_size", self.batch_size)
+        _check_positive("block_records", self.block_records)
+        _check_positive("read_ahead", self.read_ahead)
+        if isinstance(self.shuffle_buffer, bool) or self.shuffle_buffer < 0:
+            raise ConfigError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer!r}")
         check_seed(self.seed)
         check_on_error(self.on_error)
         if self.epoch_length is not None and not self.infinite:
@@ -200,6 +222,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TileOptions)}
 
 
 class _SelectKwargs(TypedDict, total=False):
+    storage_options: Mapping[str, Any] | None
     labels: LabelSpec
     label_column: str | None
     clip: ClipSpec
@@ -225,6 +248,9 @@ class _ImageKwargs(TypedDict, total=False):
 
 
 class _StreamKwargs(TypedDict, total=False):
+    block_records: int
+    read_ahead: int
+    shuffle_buffer: int
     infinite: bool
     epoch_length: int | None
     shuffle: bool

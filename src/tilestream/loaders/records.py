@@ -23,8 +23,18 @@ from tilestream.errors import (
 )
 from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, payload_of
 from tilestream.tfrecord.index import load_index
+from tilestream.tfrecord.remote import RemoteObject
+from tilestream.tfrecord.remote_index import remote_index, tiling_problem
 
-__all__ = ["FileHandles", "file_size", "frame_sizes", "load_offsets", "read_record"]
+__all__ = [
+    "FileHandles",
+    "file_size",
+    "frame_sizes",
+    "load_offsets",
+    "read_record",
+    "read_remote_record",
+    "remote_offsets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,43 @@ def load_offsets(path: str, index: Any = None) -> np.ndarray:
     return offsets
 
 
+def remote_offsets(obj: RemoteObject, index: Any = None) -> tuple[np.ndarray, int]:
+    """Record offsets of a remote TFRecord and its size, as :func:`load_offsets` gives them.
+
+    The index is the one cached for the object's version, else the one
+    beside it, else a scan (:func:`tilestream.tfrecord.remote_index.remote_index`);
+    ``index`` may give offsets or a local index file instead.
+
+    Raises
+    ------
+    StorageNotFoundError
+        The object does not exist (naming its URL; a ``FileNotFoundError``).
+    EmptyTFRecordsError, UnsupportedRecordError, InvalidTFRecordIndex
+        As for a local file.
+    """
+    url = obj.url
+    size = obj.size
+    if size == 0:
+        raise EmptyTFRecordsError("TFRecord file is empty (0 bytes)", path=url)
+    if isinstance(index, np.ndarray):
+        offsets = np.asarray(index, dtype=np.int64)
+        offsets = offsets[:, 0] if offsets.ndim == 2 else offsets
+    else:
+        found = remote_index(obj, index, name=url)
+        if tiling_problem(found, size) is not None:  # records of a decompressed stream
+            raise UnsupportedRecordError(
+                "the loaders need uncompressed TFRecords for random access, and this one is "
+                "compressed; decompress it first (e.g. tilestream.tfrecord.iter_records + "
+                "TFRecordWriter)",
+                path=url,
+            )
+        offsets = np.asarray(found.offsets, dtype=np.int64)
+    _validate(url, offsets, size)
+    if len(offsets) == 0:
+        raise EmptyTFRecordsError("TFRecord file holds no records", path=url)
+    return offsets, size
+
+
 def _validate(path: str, offsets: np.ndarray, size: int) -> None:
     if offsets.ndim != 1 or (len(offsets) and (offsets[0] != 0 or np.any(np.diff(offsets) <= 12))):
         raise InvalidTFRecordIndex("index offsets do not describe this file", path=path)
@@ -151,3 +198,11 @@ def read_record(
     return payload_of(
         os.pread(fd, nbytes, offset), path=path, record=record, offset=offset, verify=verify
     )
+
+
+def read_remote_record(
+    obj: RemoteObject, record: int, offset: int, nbytes: int, *, verify: bool = True
+) -> bytes:
+    """The payload of one record of a remote TFRecord: one ranged request, checked like a local one."""
+    (data,) = obj.read_frames([(offset, nbytes)], first_record=record, verify=verify)
+    return data

@@ -35,6 +35,7 @@ __all__ = [
     "distributed_context",
     "global_shard",
     "record_offsets",
+    "shard_chunks",
     "shard_positions",
     "shard_ranges",
     "split_count",
@@ -138,6 +139,34 @@ def shard_ranges(lengths: Sequence[int], shard: tuple[int, int] | None) -> list[
         shard_positions(int(n), offset=int(o), shard=shard)
         for n, o in zip(lengths, offsets, strict=True)
     ]
+
+
+def shard_chunks(lengths: Sequence[int], shard: tuple[int, int] | None) -> list[range]:
+    """Like :func:`shard_ranges`, but each shard's positions of a file are one contiguous run.
+
+    Shard ``s`` gets as many positions of each file as :func:`shard_ranges`
+    gives it (so shard sizes differ by at most one over all files), laid out
+    in shard order: shards ``0, 1, ...`` take consecutive runs of each file.
+    Read in a block-permuted order (:func:`tilestream.loaders.remote.block_order`),
+    a run is whole blocks of consecutive records: what ranged reads of remote
+    TFRecords need. The union over all shards is every position, once.
+
+    Examples
+    --------
+    >>> [list(r) for r in shard_chunks([5, 3], (0, 2))], [list(r) for r in shard_chunks([5, 3], (1, 2))]
+    ([[0, 1, 2], [0]], [[3, 4], [1, 2]])
+    """
+    if shard is None:
+        return [range(int(n)) for n in lengths]
+    index, count = shard
+    out = []
+    for n, o in zip(lengths, record_offsets(lengths), strict=True):
+        sizes = [
+            len(shard_positions(int(n), offset=int(o), shard=(s, count))) for s in range(count)
+        ]
+        start = sum(sizes[:index])
+        out.append(range(start, start + sizes[index]))
+    return out
 
 
 def split_count(total: int, shard: tuple[int, int] | None) -> int:

@@ -18,9 +18,11 @@ import numpy as np
 
 from tilestream.errors import ConfigError, EmptyTFRecordsError
 from tilestream.loaders.options import ClipSpec
-from tilestream.loaders.records import file_size, frame_sizes, load_offsets
+from tilestream.loaders.records import file_size, frame_sizes, load_offsets, remote_offsets
 from tilestream.loaders.sampling import WeightSpec, match_files, normalize_weights
 from tilestream.runfolder import current_tfrecords
+from tilestream.storage import Store
+from tilestream.tfrecord.remote import RemoteObject, local_path, remote_name
 
 __all__ = [
     "FileSelection",
@@ -38,16 +40,19 @@ class RecordSource:
     Attributes
     ----------
     path
-        The file.
+        The file (for a remote one, its URL without credentials or query string).
     offsets
         Byte offset of each record kept (after clipping).
     sizes
         Bytes each record's frame spans.
+    remote
+        The object a TFRecord given by URL is read from (``None`` for a local file).
     """
 
     path: str
     offsets: np.ndarray
     sizes: np.ndarray
+    remote: RemoteObject | None = None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -70,7 +75,7 @@ def _file_names(
     paths: Sequence[str | os.PathLike[str]], indices: Sequence[Any] | None
 ) -> list[str]:
     """The paths as strings, checked: at least one, and one index (or None) for each."""
-    names = [os.fspath(p) for p in paths]
+    names = [local_path(os.fspath(p)) for p in paths]
     if not names:
         raise EmptyTFRecordsError("no TFRecord files given")
     if indices is not None and len(indices) != len(names):
@@ -83,17 +88,26 @@ def open_sources(
     indices: Sequence[Any] | None = None,
     *,
     clip: ClipSpec = None,
+    storage_options: Mapping[str, Any] | None = None,
+    stores: dict[str, Store] | None = None,
 ) -> list[RecordSource]:
     """Check files and load their record offsets, once, before any iteration.
 
     Parameters
     ----------
     paths
-        Uncompressed TFRecord files.
+        Uncompressed TFRecord files, or their URLs (``s3://``, ``gs://``,
+        ``http(s)://``, ``file://``; the index of a remote one is cached
+        locally by ETag, see :mod:`tilestream.tfrecord.remote_index`).
     indices
         Per file: offsets, an index file, or None (the index beside the file, or a scan).
     clip
         Cap on records per file: an int, or ``{file: cap}``.
+    storage_options
+        Options of the store of the URLs (credentials, endpoint).
+    stores
+        Stores by root URL, shared by the files of one bucket (and filled here):
+        one connection pool and one set of counters per bucket.
 
     Raises
     ------
@@ -109,13 +123,23 @@ def open_sources(
     names = _file_names(paths, indices)
     clips = _clip_values(clip, names)
     out = []
+    stores = {} if stores is None else stores
     for i, path in enumerate(names):
-        offsets = load_offsets(path, None if indices is None else indices[i])
-        sizes = frame_sizes(offsets, file_size(path))
+        index = None if indices is None else indices[i]
+        remote = None
+        if remote_name(path) is not None:
+            remote = RemoteObject.open(path, storage_options)
+            remote.store = stores.setdefault(remote.store.url, remote.store)  # one per bucket
+            offsets, size = remote_offsets(remote, index)
+            path = remote.url
+        else:
+            offsets = load_offsets(path, index)
+            size = file_size(path)
+        sizes = frame_sizes(offsets, size)
         cap = clips[i]
         if cap is not None:
             offsets, sizes = offsets[:cap], sizes[:cap]
-        out.append(RecordSource(path, offsets, sizes))
+        out.append(RecordSource(path, offsets, sizes, remote))
     return out
 
 
@@ -192,6 +216,7 @@ def sources_and_weights(
     indices: Sequence[Any] | None,
     clip: ClipSpec,
     weights: WeightSpec | None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[list[RecordSource], np.ndarray | None]:
     """The sources to read (current files opened, or sources as given) and their weights."""
     sources: list[RecordSource]
@@ -204,8 +229,9 @@ def sources_and_weights(
             clip=clip,
             weights=weights,
         )
+        stores: dict[str, Store] = {}
         sources = [
-            open_sources([p], [i], clip=c)[0]
+            open_sources([p], [i], clip=c, storage_options=storage_options, stores=stores)[0]
             for p, i, c in zip(files.paths, files.indices, files.caps, strict=True)
         ]
         weights = files.weights

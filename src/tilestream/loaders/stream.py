@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +50,12 @@ from tilestream.loaders.records import (
     FileHandles,
     read_record,
 )
+from tilestream.loaders.remote import BlockPrefetcher, block_order, shuffle_buffer
 from tilestream.loaders.sampling import (
     WeightedSampler,
     WeightSpec,
 )
-from tilestream.loaders.sharding import shard_ranges, validate_shard
+from tilestream.loaders.sharding import shard_chunks, shard_ranges, validate_shard
 from tilestream.loaders.sources import (
     FileSelection,
     RecordSource,
@@ -65,6 +67,7 @@ from tilestream.loaders.sources import (
 __all__ = [
     "ClipSpec",
     "FileSelection",
+    "ReadPlan",
     "RecordSource",
     "RecordStream",
     "multi_tfrecord_loader",
@@ -103,10 +106,10 @@ def _order_rng(seed: int, epoch: int, file: int, cycle: int) -> np.random.Genera
 
 
 def _stream_ranges(
-    lengths: list[int], shard: tuple[int, int] | None, infinite: bool
+    lengths: list[int], shard: tuple[int, int] | None, infinite: bool, *, runs: bool = False
 ) -> list[range]:
-    """The record positions of each file that the shard reads."""
-    ranges = shard_ranges(lengths, shard)
+    """The record positions of each file that the shard reads (contiguous ones with ``runs``)."""
+    ranges = shard_chunks(lengths, shard) if runs else shard_ranges(lengths, shard)
     if infinite and not any(len(r) for r in ranges):
         # More shards than records: an infinite shard reads everything rather than nothing.
         ranges = [range(n) for n in lengths]
@@ -200,6 +203,15 @@ def _skip_or_raise(
         ) from exc
 
 
+@dataclass(frozen=True)
+class ReadPlan:
+    """How a stream reads remote TFRecords (see :mod:`tilestream.loaders.remote`)."""
+
+    block_records: int = 64
+    read_ahead: int = 64 << 20
+    shuffle_buffer: int = 1024
+
+
 def _stream(
     stats: RecordStream,
     sources: list[RecordSource],
@@ -217,18 +229,33 @@ def _stream(
     verify: bool,
     with_location: bool,
     on_skip: Callable[[TFRecordError], None] | None = None,
+    plan: ReadPlan | None = None,
 ) -> Iterator[Any]:
     lengths = [len(s) for s in sources]
-    ranges = _stream_ranges(lengths, shard, infinite)
+    remote = any(s.remote is not None for s in sources)
+    plan = plan or ReadPlan()
+    ranges = _stream_ranges(lengths, shard, infinite, runs=remote)
     shard_index = -1 if shard is None else shard[0]
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, shard_index + 1, 1 << 20]))
 
     def order_of(f: int, cycle: int) -> np.ndarray:
         """File ``f``'s record order in a cycle: fixed by ``(seed, epoch, f, cycle)``."""
         n = lengths[f]
-        return _order_rng(seed, epoch, f, cycle).permutation(n) if shuffle else np.arange(n)
+        if not shuffle:
+            return np.arange(n)
+        if remote:
+            return block_order(n, plan.block_records, _order_rng(seed, epoch, f, cycle))
+        return _order_rng(seed, epoch, f, cycle).permutation(n)
 
     positions = _positions(ranges, weights, rng, order_of, infinite=infinite, interleave=interleave)
+    if remote:
+        yield from _remote_stream(
+            stats, sources, positions, lambda f, c: order_of(f, c)[ranges[f].start : ranges[f].stop],
+            plan=plan, shuffle_rng=np.random.default_rng([seed, epoch, shard_index + 1, 0x5B]) if shuffle else None,
+            epoch_length=epoch_length, parser=parser, on_error=on_error, verify=verify,
+            with_location=with_location, on_skip=on_skip, limit=sum(len(r) for r in ranges) + 1,
+        )  # fmt: skip
+        return
     handles = FileHandles()
     parse = parser
     produced = 0
@@ -264,6 +291,55 @@ def _stream(
         handles.close()
 
 
+def _remote_stream(
+    stats: RecordStream,
+    sources: list[RecordSource],
+    positions: Iterator[tuple[int, int]],
+    sequence: Callable[[int, int], np.ndarray],
+    *,
+    plan: ReadPlan,
+    shuffle_rng: np.random.Generator | None,
+    epoch_length: int | None,
+    parser: Parser | None,
+    on_error: OnError,
+    verify: bool,
+    with_location: bool,
+    on_skip: Callable[[TFRecordError], None] | None,
+    limit: int,
+) -> Iterator[Any]:
+    """The records of remote sources, read in blocks ahead (then through a shuffle buffer)."""
+    prefetch = BlockPrefetcher(
+        sources, positions, sequence, block_records=plan.block_records,
+        read_ahead=plan.read_ahead, verify=verify,
+    )  # fmt: skip
+    items: Iterator[tuple[int, int, int, bytes | BaseException]] = iter(prefetch)
+    if shuffle_rng is not None and plan.shuffle_buffer > 1:
+        items = shuffle_buffer(items, plan.shuffle_buffer, shuffle_rng)
+    produced = 0
+    failures_in_a_row = 0
+    try:
+        for f, record, offset, data in items:
+            if epoch_length is not None and produced >= epoch_length:
+                return
+            src = sources[f]
+            try:
+                if isinstance(data, BaseException):
+                    raise data
+                item = data if parser is None else parser(data)
+            except (CorruptRecordError, UnsupportedRecordError) as exc:
+                failures_in_a_row += 1
+                _skip_or_raise(
+                    exc, stats, src.path, record, offset, on_error=on_error, on_skip=on_skip,
+                    give_up=failures_in_a_row > limit,
+                )  # fmt: skip
+                continue
+            failures_in_a_row = 0
+            produced += 1
+            yield (item, src.path, record) if with_location else item
+    finally:
+        prefetch.close()
+
+
 def _check_common(
     on_error: str, shuffle: bool, shard: tuple[int, int] | None, seed: int | None
 ) -> int:
@@ -289,6 +365,7 @@ def tfrecord_loader(
     parser: Parser | None = None,
     on_error: OnError = "raise",
     verify: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> RecordStream:
     """Stream the records of one TFRecord file, in order or shuffled per epoch.
 
@@ -316,6 +393,8 @@ def tfrecord_loader(
         offset. ``"skip"``: log it, count it in ``stream.skipped``, go on.
     verify
         Check the CRCs of every record.
+    storage_options
+        Options of the store of a file given by URL (see :func:`multi_tfrecord_loader`).
 
     Returns
     -------
@@ -334,6 +413,7 @@ def tfrecord_loader(
         parser=parser,
         on_error=on_error,
         verify=verify,
+        storage_options=storage_options,
     )
 
 
@@ -361,6 +441,8 @@ def multi_tfrecord_loader(
     verify: bool = True,
     with_location: bool = False,
     on_skip: Callable[[TFRecordError], None] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    read_plan: ReadPlan | None = None,
 ) -> RecordStream:
     """Interleave the records of many TFRecord files, choosing files by weight.
 
@@ -393,6 +475,15 @@ def multi_tfrecord_loader(
         Yield ``(record, path, record_number)`` instead of the record alone.
     on_skip
         Called with the error of each record skipped (``on_error="skip"``).
+    storage_options
+        Options of the store of files given by URL (``s3://``, ``gs://``,
+        ``http(s)://``). Remote files are read in blocks of consecutive records,
+        ahead of the consumer, and split between shards in contiguous runs
+        (the same records per shard, exactly once over all shards);
+        ``shuffle`` permutes blocks and mixes records in a shuffle buffer:
+        :mod:`tilestream.loaders.remote` says what that randomises and what not.
+    read_plan
+        Block size, read-ahead and shuffle buffer of remote reads (:class:`ReadPlan`).
 
     Returns
     -------
@@ -408,7 +499,7 @@ def multi_tfrecord_loader(
     seed_value = _check_common(on_error, shuffle, shard, seed)
     if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 0):
         raise ConfigError(f"epoch_length must be a non-negative integer, got {epoch_length!r}")
-    sources, w = sources_and_weights(paths, indices, clip, weights)
+    sources, w = sources_and_weights(paths, indices, clip, weights, storage_options)
     parse = parser if parser is not None else _default_parser()
 
     def records(stats: RecordStream) -> Iterator[Any]:
@@ -416,7 +507,7 @@ def multi_tfrecord_loader(
             stats, sources, weights=w, infinite=infinite, interleave=interleave, shard=shard,
             shuffle=shuffle, seed=seed_value, epoch=int(epoch), epoch_length=epoch_length,
             parser=parse, on_error=on_error, verify=verify, with_location=with_location,
-            on_skip=on_skip,
+            on_skip=on_skip, plan=read_plan,
         )  # fmt: skip
 
     return RecordStream(records)

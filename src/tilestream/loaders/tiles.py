@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +29,17 @@ from tilestream.loaders.labels import (
     slide_name_of,
 )
 from tilestream.loaders.options import PlanKwargs, TileOptions, resolve_options
-from tilestream.loaders.records import FileHandles, read_record
+from tilestream.loaders.records import FileHandles, read_record, read_remote_record
 from tilestream.loaders.sampling import normalize_weights
 from tilestream.loaders.sources import RecordSource, open_sources, select_current
 from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
+from tilestream.storage import Store, store_for
+from tilestream.tfrecord.remote import local_path, remote_name
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["TilePlan", "plan_tiles"]
+__all__ = ["TilePlan", "list_tfrecords", "plan_tiles", "read_source_record"]
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +90,27 @@ class TilePlan:
         return sum(self.lengths)
 
 
+def read_source_record(
+    source: RecordSource, handles: FileHandles, record: int, *, verify: bool = True
+) -> bytes:
+    """The payload of ``record`` of ``source``: a ``pread`` of a local file, a ranged request of a remote one."""
+    offset = int(source.offsets[record])
+    size = int(source.sizes[record])
+    if source.remote is not None:
+        return read_remote_record(source.remote, record, offset, size, verify=verify)
+    return read_record(handles.get(source.path), source.path, record, offset, size, verify=verify)
+
+
 def _first_slide(source: RecordSource, handles: FileHandles, *, skip: bool) -> str:
     """The slide name in the file's first readable record (its first record, unless ``skip``)."""
     from tilestream.tfrecord import decode_example
 
     if len(source) == 0:  # clipped to nothing: no record to read, none to label
         return slide_name_of(None, source.path)
-    fd = handles.get(source.path)
     last: Exception | None = None
     for record in range(len(source) if skip else 1):
-        offset = int(source.offsets[record])
         try:
-            data = read_record(fd, source.path, record, offset, int(source.sizes[record]))
+            data = read_source_record(source, handles, record)
             feature = decode_example(data, path=source.path, record=record).get("slide")
         except (CorruptRecordError, UnsupportedRecordError) as exc:
             if not skip:
@@ -112,9 +123,15 @@ def _first_slide(source: RecordSource, handles: FileHandles, *, skip: bool) -> s
 
 
 def _open(
-    paths: list[str], indices: list[Any], caps: list[Any], *, skip: bool
+    paths: list[str],
+    indices: list[Any],
+    caps: list[Any],
+    *,
+    skip: bool,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[list[RecordSource], list[str], dict[str, str]]:
     """Sources and slide names of ``paths``; with ``skip``, unreadable files are left out."""
+    stores: dict[str, Store] = {}
     sources: list[RecordSource] = []
     slides: list[str] = []
     skipped: dict[str, str] = {}
@@ -122,7 +139,9 @@ def _open(
     try:
         for path, index, cap in zip(paths, indices, caps, strict=True):
             try:
-                (source,) = open_sources([path], [index], clip=cap)
+                (source,) = open_sources(
+                    [path], [index], clip=cap, storage_options=storage_options, stores=stores
+                )
                 slide = _first_slide(source, handles, skip=skip)
             except (CorruptRecordError, InvalidTFRecordIndex) as exc:
                 if not skip:
@@ -140,14 +159,43 @@ def _open(
     return sources, slides, skipped
 
 
-def _list_paths(tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
-    """The files to read: a folder's top-level ``*.tfrecords``, else the paths as given."""
+def list_tfrecords(
+    tfrecords: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The files to read: a folder's (or a URL prefix's) top-level ``*.tfrecords``, else the paths as given.
+
+    A URL ending in ``/`` or naming no ``.tfrecords`` object is a prefix: its
+    objects are listed with :meth:`Store.list <tilestream.storage.Store.list>`.
+
+    Examples
+    --------
+    >>> list_tfrecords(["a.tfrecords", "b.tfrecords"])
+    ['a.tfrecords', 'b.tfrecords']
+    """
     if isinstance(tfrecords, str | os.PathLike):
+        tfrecords = local_path(os.fspath(tfrecords))
+        if remote_name(tfrecords) is not None:
+            return _list_remote(os.fspath(tfrecords), storage_options)
         if os.path.isdir(tfrecords):
             found = find_tfrecords(tfrecords, recursive=False, suffixes=(TFRECORD_SUFFIX,))
             return [os.fspath(p) for p in found]
         return [os.fspath(tfrecords)]
     return [os.fspath(p) for p in tfrecords]
+
+
+def _list_remote(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    if url.endswith(TFRECORD_SUFFIX):
+        return [url]
+    store, key = store_for(url, storage_options)
+    prefix = key.rstrip("/")
+    root = url[: len(url) - len(key)] if key and url.endswith(key) else url.rstrip("/") + "/"
+    found = []
+    for name in store.list(prefix):
+        rest = name[len(prefix) + 1 :] if prefix else name
+        if "/" not in rest and name.endswith(TFRECORD_SUFFIX):
+            found.append(root + name)
+    return sorted(found)
 
 
 def plan_tiles(
@@ -183,7 +231,7 @@ def plan_tiles(
         Whatever is wrong, naming the file concerned.
     """
     opts = resolve_options(options, kwargs, where="plan_tiles", accepts=PlanKwargs)
-    all_paths = _list_paths(tfrecords)
+    all_paths = list_tfrecords(tfrecords, opts.storage_options)
     if not all_paths:
         where = f" in {os.fspath(tfrecords)}" if isinstance(tfrecords, str | os.PathLike) else ""
         raise EmptyTFRecordsError(f"no TFRecord files given{where}")
@@ -191,10 +239,14 @@ def plan_tiles(
         raise ConfigError("the same TFRecord is listed more than once")
     files = select_current(all_paths, opts.indices, clip=opts.clip, weights=opts.weights)
     sources, slides, skipped = _open(
-        files.paths, files.indices, files.caps, skip=opts.on_error == "skip"
+        files.paths,
+        files.indices,
+        files.caps,
+        skip=opts.on_error == "skip",
+        storage_options=opts.storage_options,
     )
     keep = [i for i, p in enumerate(files.paths) if p not in skipped]
-    paths = [files.paths[i] for i in keep]
+    paths = [sources[j].path for j in range(len(sources))]
     label_map, names = load_labels(opts.labels, opts.label_column)
     balance = opts.balance
     read = [i for i, src in enumerate(sources) if len(src)]  # files not clipped to nothing

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,7 +82,15 @@ def box_reduce(pixels: NDArray[np.uint8], factor: int) -> NDArray[np.uint8]:
 
 
 class FileReader:
-    """Positional reads from one file handle, safe to share between threads."""
+    """Positional reads from one file handle, safe to share between threads.
+
+    A remote slide's reader (:class:`tilestream.slide.remote.StoreReader`) has
+    the same interface, and :attr:`remote` true: :class:`StoredLevel` then
+    fetches the stored tiles a region needs in one coalesced request first.
+    """
+
+    #: Whether reads are remote (they are then batched with ``fetch``).
+    remote = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -99,6 +107,12 @@ class FileReader:
         with self._lock:  # pragma: no cover - platforms without pread
             self._f.seek(offset)
             return self._f.read(size)
+
+    def fetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Nothing to do: a local read costs no round trip (see :attr:`remote`)."""
+
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Nothing to do: a local read costs no round trip (see :attr:`remote`)."""
 
     def close(self) -> None:
         """Close the handle."""
@@ -123,7 +137,7 @@ class StoredLevel:
     def __init__(
         self,
         page: Any,
-        reader: FileReader,
+        reader: FileReader | Any,
         cache: TileCache,
         key: Hashable,
         *,
@@ -320,7 +334,41 @@ class StoredLevel:
         # own tiles once more.
         span = r1 - r0 + 1
         self.cache.reserve(span * (self.row_bytes + (c1 - c0 + 2) * tw * th * 3))
+        if self.reader.remote:  # one coalesced request for the stored tiles not decoded yet
+            self.reader.fetch(self.missing_ranges(c0, c1, r0, r1))
         return _assemble(self.tile, x, y, w, h, tw, th)
+
+    def missing_ranges(
+        self, c0: int, c1: int, r0: int, r1: int, factor: int = 1
+    ) -> list[tuple[int, int]]:
+        """``(offset, size)`` of the stored tiles in columns ``c0..c1``, rows ``r0..r1`` to read.
+
+        Tiles never written, and tiles already decoded (at ``factor``), are left out.
+        """
+        out = []
+        cache, key, cols = self.cache, self.key, self.cols
+        c0, r0 = max(c0, 0), max(r0, 0)
+        c1, r1 = min(c1, self.cols - 1), min(r1, self.rows - 1)
+        for row in range(r0, r1 + 1):
+            for col in range(c0, c1 + 1):
+                size = self.bytecounts[row * cols + col]
+                if not size or (key, col, row) in cache:
+                    continue
+                if factor > 1 and any((key, col, row, factor, s) in cache for s in (False, True)):
+                    continue
+                out.append((self.offsets[row * cols + col], size))
+        return out
+
+    def prefetch(self, x: int, y: int, w: int, h: int) -> None:
+        """Start fetching, in the background, the stored tiles of level rectangle ``(x, y, w, h)``.
+
+        Nothing happens for a local file.
+        """
+        if not self.reader.remote or w <= 0 or h <= 0:
+            return
+        tw, th = self.tile_w, self.tile_h
+        ranges = self.missing_ranges(x // tw, (x + w - 1) // tw, y // th, (y + h - 1) // th)
+        self.reader.prefetch(ranges)
 
     # -- reduced reads ----------------------------------------------------------
     def can_reduce(self, x: int, y: int, w: int, h: int, factor: int) -> bool:
@@ -408,6 +456,8 @@ class StoredLevel:
         self.cache.reserve(
             span * (self.row_bytes // (factor * factor) + (c1 - c0 + 2) * tw * th * 3)
         )
+        if self.reader.remote:
+            self.reader.fetch(self.missing_ranges(c0, c1, r0, r1, factor))
 
         def tile(col: int, row: int) -> NDArray[np.uint8]:
             return self.reduced_tile(col, row, factor, scaled=scaled)

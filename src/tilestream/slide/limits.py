@@ -18,6 +18,9 @@ declares and the budget (never a ``MemoryError``, never a kill):
     associated image, a flat image decoded whole (``image`` backend) and the
     output of a whole-level overview (:func:`tilestream.slide.overview.read_level_resized`,
     which thumbnails and extraction's low-resolution pass use).
+``stage_bytes`` (default 64 GiB)
+    Local scratch disk one remote slide may be staged to (a format only
+    OpenSlide reads, copied from a store: :mod:`tilestream.slide.staging`).
 
 The budget of a slide is fixed when it is opened: ``open_slide(path,
 limits=SlideLimits(region_bytes=4 << 30))``; without ``limits=`` it is the
@@ -43,6 +46,7 @@ from tilestream.errors import SlideTooLargeError
 
 __all__ = [
     "DEFAULT_REGION_BYTES",
+    "DEFAULT_STAGE_BYTES",
     "DEFAULT_TILE_BYTES",
     "SlideLimits",
     "default_limits",
@@ -54,6 +58,8 @@ __all__ = [
 DEFAULT_TILE_BYTES = 256 * 1024 * 1024
 #: Default budget of one region, thumbnail level, associated or flat image.
 DEFAULT_REGION_BYTES = 1024 * 1024 * 1024
+#: Default limit of the bytes one remote slide may be staged to local scratch.
+DEFAULT_STAGE_BYTES = 64 * 1024**3
 
 
 def format_bytes(n: float) -> str:
@@ -80,13 +86,16 @@ class SlideLimits:
         Largest decoded stored tile or strip.
     region_bytes
         Largest region, thumbnail level, associated, flat or overview image.
+    stage_bytes
+        Largest remote slide (with its companion files) staged to local scratch.
     """
 
     tile_bytes: int = DEFAULT_TILE_BYTES
     region_bytes: int = DEFAULT_REGION_BYTES
+    stage_bytes: int = DEFAULT_STAGE_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("tile_bytes", "region_bytes"):
+        for name in ("tile_bytes", "region_bytes", "stage_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive number of bytes, not {value!r}")

@@ -13,7 +13,12 @@ a file's format without opening it.
 from __future__ import annotations
 
 import logging
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from tilestream.errors import (
     MissingDependencyError,
@@ -31,8 +36,14 @@ from tilestream.slide.registry import (
     url_backend,
     url_schemes_of,
 )
+from tilestream.slide.remote import SOURCE, RemoteSource, is_storage_url, open_source
+from tilestream.slide.staging import stage_source
 
-__all__ = ["detect_format", "open_backend"]
+__all__ = ["STAGE_MODES", "Opened", "StageMode", "detect_format", "open_backend", "open_location"]
+
+#: When a remote slide is staged (copied to local scratch): see :func:`open_location`.
+StageMode = Literal["never", "auto", "always"]
+STAGE_MODES: tuple[str, ...] = ("never", "auto", "always")
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +172,97 @@ def open_backend(
     reasons = "; ".join(f"{name}: {exc.message}" for name, exc in errors)
     err_cls = type(first) if isinstance(first, UnsupportedSlideError) else UnsupportedSlideError
     raise err_cls(f"no backend can read this file ({reasons})", path=path) from first
+
+
+@dataclass
+class Opened:
+    """An opened slide: its backend, the remote object it reads, what closing must clean up."""
+
+    impl: SlideBackend
+    source: RemoteSource | None = None
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the backend, then remove what was staged for it."""
+        try:
+            self.impl.close()
+        finally:
+            for fn in self.cleanup:
+                fn()
+
+
+def _ranged_backends(backend: str) -> list[type[SlideBackend]]:
+    names = _file_backends() if backend == "auto" else (backend,)
+    classes = [backend_class(n) for n in names]
+    return [c for c in classes if getattr(c, "reads_ranges", False) and c.available()]
+
+
+def _open_remote(
+    url: str,
+    backend: str,
+    *,
+    cache_bytes: int | None,
+    limits: SlideLimits,
+    storage_options: Mapping[str, Any] | None,
+    stage: StageMode,
+    scratch: str | os.PathLike[str] | None,
+) -> Opened:
+    source = open_source(url, storage_options)
+    reasons: list[str] = []
+    if stage != "always":
+        for cls in _ranged_backends(backend):
+            token = SOURCE.set(source)
+            try:
+                return Opened(_construct(cls, source.url, cache_bytes, limits), source)
+            except UnsupportedSlideError as exc:
+                logger.debug(
+                    "%s: backend %s cannot read it remotely: %s", source.url, cls.name, exc.message
+                )
+                reasons.append(f"{cls.name}: {exc.message}")
+            finally:
+                SOURCE.reset(token)
+        if stage == "never":
+            why = f" ({'; '.join(reasons)})" if reasons else ""
+            raise UnsupportedSlideError(
+                f"no backend reads this slide by byte ranges{why}; it must be copied to local "
+                "scratch first: open it with stage='auto' (command line: --stage auto)",
+                path=source.url,
+            )
+    staged = stage_source(source, max_bytes=limits.stage_bytes, scratch=scratch)
+    try:
+        impl = open_backend(staged.path, backend, cache_bytes=cache_bytes, limits=limits)
+    except BaseException:
+        staged.remove()
+        raise
+    return Opened(impl, source, [staged.remove])
+
+
+def open_location(
+    location: SlideLocation,
+    backend: str,
+    *,
+    cache_bytes: int | None,
+    limits: SlideLimits,
+    options: DicomWebOptions | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    stage: StageMode = "auto",
+    scratch: str | os.PathLike[str] | None = None,
+) -> Opened:
+    """Open a file, a DICOMweb URL or a slide in a store (see the module notes)."""
+    if stage not in STAGE_MODES:
+        raise ValueError(f"stage must be one of {', '.join(STAGE_MODES)}, not {stage!r}")
+    if isinstance(location, str) and location.lower().startswith("file://"):
+        location = check_path(urllib.parse.unquote(urllib.parse.urlsplit(location).path))
+    if is_storage_url(location):
+        return _open_remote(
+            str(location),
+            backend,
+            cache_bytes=cache_bytes,
+            limits=limits,
+            storage_options=storage_options,
+            stage=stage,
+            scratch=scratch,
+        )
+    return Opened(
+        open_backend(location, backend, cache_bytes=cache_bytes, limits=limits, options=options)
+    )

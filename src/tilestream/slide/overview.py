@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from tilestream.slide.backends.base import SlideBackend
 from tilestream.slide.reading import reading
@@ -57,8 +58,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BAND_BYTES",
     "CHUNK_PIXELS",
+    "THUMBNAIL_WHOLE_BYTES",
     "box_boundaries",
     "read_level_resized",
+    "thumbnail",
     "thumbnail_size",
     "thumbnail_source_size",
 ]
@@ -69,6 +72,31 @@ CHUNK_PIXELS = 1 << 20
 BAND_BYTES = 16 * 1024 * 1024
 #: What a never-written stored segment reads as.
 _BLANK = 255
+
+
+#: Largest level (as RGBA bytes) :meth:`Slide.get_thumbnail` reads whole, as OpenSlide.
+THUMBNAIL_WHOLE_BYTES = 64 * 1024 * 1024
+
+
+def thumbnail(slide: Slide, size: tuple[int, int]) -> Image.Image:
+    """:meth:`Slide.get_thumbnail`: the best level read whole and shrunk, or box-reduced first."""
+    w0, h0 = slide.dimensions
+    tw, th = (int(v) for v in size)
+    if tw < 1 or th < 1:
+        raise ValueError(f"thumbnail size must be positive, not {size!r}")
+    downsample = max(w0 / tw, h0 / th)
+    level = slide.get_best_level_for_downsample(downsample)
+    lw, lh = slide.level_dimensions[level]
+    if lw * lh * 4 <= min(THUMBNAIL_WHOLE_BYTES, slide.limits.region_bytes):
+        tile = slide.read_region((0, 0), level, (lw, lh))
+        bg = Image.new("RGB", tile.size, slide.background_color)
+        bg.paste(tile, None, tile)
+        bg.thumbnail((tw, th), Image.Resampling.LANCZOS)
+        return bg
+    final = thumbnail_size((lw, lh), (tw, th))
+    mid = thumbnail_source_size((lw, lh), final)
+    image = Image.fromarray(slide.read_level_resized(level, mid), "RGB")
+    return image if image.size == final else image.resize(final, Image.Resampling.LANCZOS)
 
 
 def box_boundaries(n_in: int, n_out: int) -> NDArray[np.int64]:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -62,12 +63,15 @@ from tilestream.errors import MissingMPPError, SlideError, UnsupportedSlideError
 from tilestream.slide import overview
 from tilestream.slide.associated import AssociatedImages
 from tilestream.slide.backends.base import SlideBackend
+from tilestream.slide.color_methods import ColorMethods
 from tilestream.slide.large_image import LargeImageMethods
 from tilestream.slide.levels import best_level
 from tilestream.slide.limits import SlideLimits, default_limits
-from tilestream.slide.opening import open_backend
+from tilestream.slide.opening import StageMode, open_location
+from tilestream.slide.overview import THUMBNAIL_WHOLE_BYTES
 from tilestream.slide.properties import file_mpp, normalise_mpp, objective_power, slide_bounds
 from tilestream.slide.reading import PathLike, check_location, reading, safe_location
+from tilestream.slide.remote import RemoteSlideMethods
 
 if TYPE_CHECKING:
     from tilestream.slide.color import ColorTransform
@@ -77,11 +81,8 @@ __all__ = ["THUMBNAIL_WHOLE_BYTES", "Slide", "open_slide"]
 
 logger = logging.getLogger(__name__)
 
-#: Largest level (as RGBA bytes) :meth:`Slide.get_thumbnail` reads whole, as OpenSlide.
-THUMBNAIL_WHOLE_BYTES = 64 * 1024 * 1024
 
-
-class Slide(LargeImageMethods):
+class Slide(LargeImageMethods, RemoteSlideMethods, ColorMethods):
     """A whole-slide image, read through one backend, with OpenSlide's vocabulary.
 
     Use :func:`open_slide` (the same arguments). A slide holds an open file:
@@ -114,6 +115,18 @@ class Slide(LargeImageMethods):
         (:func:`~tilestream.slide.limits.default_limits`).
     dicomweb
         A DICOMweb URL's credentials, timeouts, retries (``DicomWebOptions``).
+    storage_options
+        For a slide in a store (``s3://``, ``gs://``, ``http(s)://``): the
+        filesystem's options (``key``, ``secret``, ``endpoint_url``...; see
+        ``docs/storage.md``). Never shown in a message or ``repr``.
+    stage
+        For a slide in a store: ``"auto"`` (default) reads TIFF-family slides
+        by byte ranges and copies other formats to local scratch first;
+        ``"always"`` copies every slide; ``"never"`` refuses those it cannot
+        read remotely (:mod:`tilestream.slide.staging`).
+    scratch
+        The scratch folder for staged slides (else ``$TILESTREAM_SCRATCH``,
+        else the system's temporary folder); a staged copy is removed on close.
     """
 
     def __init__(
@@ -126,6 +139,9 @@ class Slide(LargeImageMethods):
         cache_bytes: int | None = None,
         limits: SlideLimits | None = None,
         dicomweb: DicomWebOptions | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        stage: StageMode = "auto",
+        scratch: str | os.PathLike[str] | None = None,
     ) -> None:
         self._location = check_location(path)
         self.path: Path | str = safe_location(self._location)
@@ -141,14 +157,26 @@ class Slide(LargeImageMethods):
             "cache_bytes": cache_bytes,
             "limits": limits,
             "dicomweb": dicomweb,
+            "storage_options": storage_options,
+            "stage": stage,
+            "scratch": scratch,
         }
         self._mpp_override = normalise_mpp(mpp, self.path)
         self._color = color
         self._color_transform: ColorTransform | None = None
         self._color_lock = threading.Lock()
-        self._impl = open_backend(
-            self._location, backend, cache_bytes=cache_bytes, limits=self.limits, options=dicomweb
+        self._opened = open_location(
+            self._location,
+            backend,
+            cache_bytes=cache_bytes,
+            limits=self.limits,
+            options=dicomweb,
+            storage_options=storage_options,
+            stage=stage,
+            scratch=scratch,
         )
+        self._impl = self._opened.impl
+        self._source = self._opened.source
         self._closed = False
         self._mpp_cache: tuple[float, float] | Literal[False] | None = False
 
@@ -157,7 +185,7 @@ class Slide(LargeImageMethods):
         """Close the file and drop caches; later reads raise :class:`SlideError`."""
         if not self._closed:
             self._closed = True
-            self._impl.close()
+            self._opened.close()
 
     def __enter__(self) -> Slide:
         return self
@@ -459,23 +487,7 @@ class Slide(LargeImageMethods):
         the thumbnail's size (:meth:`read_level_resized`; a sparse file's empty
         area is not read), so memory stays bounded whatever the slide declares.
         """
-        w0, h0 = self.dimensions
-        tw, th = (int(v) for v in size)
-        if tw < 1 or th < 1:
-            raise ValueError(f"thumbnail size must be positive, not {size!r}")
-        downsample = max(w0 / tw, h0 / th)
-        level = self.get_best_level_for_downsample(downsample)
-        lw, lh = self.level_dimensions[level]
-        if lw * lh * 4 <= min(THUMBNAIL_WHOLE_BYTES, self.limits.region_bytes):
-            tile = self.read_region((0, 0), level, (lw, lh))
-            bg = Image.new("RGB", tile.size, self.background_color)
-            bg.paste(tile, None, tile)
-            bg.thumbnail((tw, th), Image.Resampling.LANCZOS)
-            return bg
-        final = overview.thumbnail_size((lw, lh), (tw, th))
-        mid = overview.thumbnail_source_size((lw, lh), final)
-        image = Image.fromarray(self.read_level_resized(level, mid), "RGB")
-        return image if image.size == final else image.resize(final, Image.Resampling.LANCZOS)
+        return overview.thumbnail(self, size)
 
     def read_level_resized(
         self,
@@ -552,27 +564,6 @@ class Slide(LargeImageMethods):
             )
         return impl.read_stored_tile_bytes(level, int(col), int(row))
 
-    # -- colour -------------------------------------------------------------------
-    def color_transform(self) -> ColorTransform | None:
-        """The ICC -> sRGB transform of this slide (built once), ``None`` without a profile."""
-        if self._color_transform is None and self.color_profile is not None:
-            with self._color_lock:
-                if self._color_transform is None:
-                    from tilestream.slide.color import ColorTransform
-
-                    self._color_transform = ColorTransform(self.color_profile, path=self.path)
-        return self._color_transform
-
-    def _apply_color_array(self, rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        if self._color is None:
-            return rgb
-        transform = self.color_transform()
-        return rgb if transform is None else transform.apply_array(rgb)
-
-    def _color_image(self, image: Image.Image) -> Image.Image:
-        transform = self.color_transform()
-        return image if transform is None else transform.apply(image)
-
 
 def open_slide(
     path: PathLike,
@@ -583,6 +574,9 @@ def open_slide(
     cache_bytes: int | None = None,
     limits: SlideLimits | None = None,
     dicomweb: DicomWebOptions | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    stage: StageMode = "auto",
+    scratch: str | os.PathLike[str] | None = None,
 ) -> Slide:
     """Open a slide file or URL (a context manager); see :class:`Slide` (and the examples above)."""
     return Slide(
@@ -593,6 +587,9 @@ def open_slide(
         cache_bytes=cache_bytes,
         limits=limits,
         dicomweb=dicomweb,
+        storage_options=storage_options,
+        stage=stage,
+        scratch=scratch,
     )
 
 

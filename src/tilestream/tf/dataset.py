@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -15,9 +16,10 @@ from tilestream._util.optional import require
 from tilestream.errors import ConfigError, CorruptRecordError
 from tilestream.loaders.augment import normalize_image, parse_augment, resolve_normalizer
 from tilestream.loaders.options import TileKwargs, TileOptions, resolve_options
-from tilestream.loaders.records import FileHandles, read_record
+from tilestream.loaders.records import FileHandles
 from tilestream.loaders.sharding import shard_ranges, validate_shard
-from tilestream.loaders.tiles import TilePlan, plan_tiles
+from tilestream.loaders.stream import ReadPlan, multi_tfrecord_loader
+from tilestream.loaders.tiles import TilePlan, plan_tiles, read_source_record
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -147,11 +149,8 @@ class _RecordReader:
         if handles is None:
             with self._lock:
                 handles = self._handles.setdefault(threading.get_ident(), FileHandles())
-        offset = int(src.offsets[r])
         try:
-            data = read_record(
-                handles.get(src.path), src.path, r, offset, int(src.sizes[r]), verify=self.verify
-            )
+            data = read_source_record(src, handles, r, verify=self.verify)
         except CorruptRecordError as exc:
             if not self.skip:
                 raise
@@ -286,6 +285,32 @@ def _records(
     return ds
 
 
+def _remote_records(
+    plan: TilePlan, shard: tuple[int, int] | None, opts: TileOptions, count: SkipCount
+) -> Any:
+    """The shard's serialized records of remote TFRecords, read by tilestream's block reader.
+
+    Each pass over the dataset is a new epoch (a new shuffle); records are
+    read in blocks ahead of the pipeline as in the PyTorch dataset
+    (:mod:`tilestream.loaders.remote`).
+    """
+    passes = itertools.count()
+    read_plan = ReadPlan(opts.block_records, opts.read_ahead, opts.shuffle_buffer)
+
+    def records() -> Any:
+        yield from multi_tfrecord_loader(
+            plan.sources, weights=plan.weights, infinite=opts.infinite, shard=shard,
+            shuffle=opts.shuffle, seed=opts.seed, epoch=next(passes),
+            interleave=opts.shuffle or plan.weights is not None, parser=bytes,
+            on_error=opts.on_error, verify=opts.verify, on_skip=lambda _: count.add(),
+            read_plan=read_plan,
+        )  # fmt: skip
+
+    return tf.data.Dataset.from_generator(
+        records, output_signature=tf.TensorSpec(shape=(), dtype=tf.string)
+    )
+
+
 def _payloads(
     plan: TilePlan,
     shard: tuple[int, int] | None,
@@ -294,8 +319,12 @@ def _payloads(
     *,
     calls: int,
     deterministic: bool | None,
+    count: SkipCount | None = None,
 ) -> Any:
     """The serialized records of one pass (``epoch_length`` of them in infinite mode)."""
+    if any(src.remote is not None for src in plan.sources):
+        ds = _remote_records(plan, shard, opts, count or SkipCount())
+        return ds.take(opts.epoch_length) if opts.epoch_length is not None else ds
     ds = _records(
         plan, shard, infinite=opts.infinite, shuffle=opts.shuffle, seed=opts.seed, reader=reader
     )
@@ -402,6 +431,11 @@ def tile_dataset(
     - ``epoch_length`` (infinite mode only) is the number of records of each
       pass over the dataset (of this shard); without it an infinite dataset
       never ends;
+    - TFRecords given by URL (``s3://``, ``gs://``, ``http(s)://``, with
+      ``storage_options``) are read by tilestream's block reader, as in the
+      PyTorch dataset (:mod:`tilestream.loaders.remote`: contiguous shards,
+      blocks of records shuffled and mixed in a shuffle buffer, a new
+      shuffle every pass); ``on_error`` and ``verify`` apply as below;
     - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a
       corrupt record raises ``tf.errors.DataLossError``), except with
       ``on_error="skip"`` or ``verify=False``: then tilestream's reader reads
@@ -444,7 +478,7 @@ def tile_dataset(
         skip = opts.on_error == "skip"
         reader = _RecordReader(plan, verify=opts.verify, skip=skip, count=count)
     calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-    ds = _payloads(plan, shard, opts, reader, calls=calls, deterministic=deterministic)
+    ds = _payloads(plan, shard, opts, reader, calls=calls, deterministic=deterministic, count=count)
     ds = ds.enumerate().map(parse, num_parallel_calls=calls, deterministic=deterministic)
     if opts.batch_size is not None:
         ds = ds.batch(opts.batch_size, drop_remainder=opts.drop_last)

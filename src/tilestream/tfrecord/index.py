@@ -59,6 +59,7 @@ from tilestream.tfrecord.framing import (
     OFFSETS,
     CompressionArg,
     FrameCursor,
+    Source,
     detect_compression,
     iter_frames,
     normalize_compression,
@@ -396,13 +397,15 @@ def _make_index(
 
 
 def _scan_stream(
-    path: str,
+    source: Source,
     comp: str | None,
     want_locs: bool,
     verify: bool,
     progress: ProgressCallback | None,
 ) -> TFRecordIndex:
-    it = RecordIterator(path, compression=comp, verify=verify)
+    """The index of a (possibly compressed) stream: a path or a binary file, read once."""
+    it = RecordIterator(source, compression=comp, verify=verify)
+    path = it.path or ""
     offsets: list[int] = []
     locs: list[tuple[int, int]] | None = [] if want_locs else None
     for i, data in enumerate(it):

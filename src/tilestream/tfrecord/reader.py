@@ -33,7 +33,7 @@ import mmap
 import os
 import stat
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from tilestream.errors import TruncatedRecordError
@@ -55,6 +55,7 @@ from tilestream.tfrecord.framing import (
     truncation,
     wrap_stream_error,
 )
+from tilestream.tfrecord.remote import RemoteObject, local_path, remote_name
 
 __all__ = ["RecordIterator", "iter_examples", "iter_records"]
 
@@ -92,8 +93,13 @@ class RecordIterator(Iterator[bytes]):
         allow_truncated: bool = False,
         on_truncated: Callable[[TruncatedRecordError], None] | None = None,
         chunk_size: int = CHUNK_SIZE,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.path = source_name(source)
+        self._remote: RemoteObject | None = None
+        source = local_path(source)
+        if remote_name(source) is not None:
+            self._remote = RemoteObject.open(source, storage_options)  # type: ignore[arg-type]
+        self.path = self._remote.url if self._remote is not None else source_name(source)
         self._cursor = FrameCursor()
         self._scan: Any = None  # the native Scanner while it is reading
         self.truncated_at: int | None = None
@@ -150,14 +156,21 @@ class RecordIterator(Iterator[bytes]):
             self._on_truncated(err)
 
     def _records(self) -> Iterator[bytes]:
+        if self._remote is not None:
+            with self._remote.reader() as raw:
+                yield from self._stream_records(raw)
+            return
         if isinstance(self._source, (str, os.PathLike)):
             mapped = _map_plain_file(self._source, self._compression)
             if mapped is not None:
                 with mapped:
                     yield from self._frames_mapped(mapped)
                 return
+        yield from self._stream_records(self._source)
+
+    def _stream_records(self, source: Source) -> Iterator[bytes]:
         try:
-            stream = open_stream(self._source, self._compression)
+            stream = open_stream(source, self._compression)
         except (OSError, EOFError, zlib.error) as exc:
             if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
                 raise
@@ -419,13 +432,16 @@ def iter_records(
     verify: bool = True,
     allow_truncated: bool = False,
     on_truncated: Callable[[TruncatedRecordError], None] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> RecordIterator:
     """Iterate over the raw payloads of a TFRecord file.
 
     Parameters
     ----------
     source
-        A path or a binary file object (read from its current position, not closed).
+        A path, a URL (``s3://``, ``gs://``, ``http(s)://``, ``file://``: read
+        in large ranged requests, ahead of the consumer on background threads)
+        or a binary file object (read from its current position, not closed).
     compression
         ``"auto"`` (default: detect GZIP/ZLIB from the first bytes), ``None``,
         ``"gzip"`` or ``"zlib"``.
@@ -439,6 +455,8 @@ def iter_records(
     on_truncated
         Called with the :class:`~tilestream.errors.TruncatedRecordError` when
         ``allow_truncated`` swallows one.
+    storage_options
+        Options of the store of a URL (credentials, endpoint), never logged.
 
     Returns
     -------
@@ -470,6 +488,7 @@ def iter_records(
         verify=verify,
         allow_truncated=allow_truncated,
         on_truncated=on_truncated,
+        storage_options=storage_options,
     )
 
 
@@ -480,8 +499,11 @@ def iter_examples(
     verify: bool = True,
     squeeze: bool = True,
     allow_truncated: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Iterate over the records of a file decoded with :func:`parse_example`.
+
+    ``source`` may be a URL, read as by :func:`iter_records` (with ``storage_options``).
 
     Examples
     --------
@@ -492,10 +514,15 @@ def iter_examples(
     >>> [(r["slide"], r["loc_x"]) for r in iter_examples(f)]
     [(b's', 1)]
     """
+    source = local_path(source)
     it = RecordIterator(
-        source, compression=compression, verify=verify, allow_truncated=allow_truncated
+        source,
+        compression=compression,
+        verify=verify,
+        allow_truncated=allow_truncated,
+        storage_options=storage_options,
     )
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike)) and remote_name(source) is None:
         mapped = _map_plain_file(source, compression)
         if mapped is not None:
             with mapped:

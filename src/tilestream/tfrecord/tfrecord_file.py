@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, overload
 
 import numpy as np
@@ -59,6 +59,8 @@ from tilestream.tfrecord.index import (
     scan_buffer,
 )
 from tilestream.tfrecord.reader import iter_records
+from tilestream.tfrecord.remote import RecordBlocks, RemoteObject, local_path, remote_name
+from tilestream.tfrecord.remote_index import remote_index
 
 __all__ = ["TFRecord", "record_to_dict"]
 
@@ -105,7 +107,13 @@ class TFRecord:
     Parameters
     ----------
     path
-        The TFRecord file (plain, GZIP or ZLIB).
+        The TFRecord file (plain, GZIP or ZLIB), or its URL (``s3://``,
+        ``gs://``, ``http(s)://``, ``file://``). A remote TFRecord is read by
+        ranged requests: its index is fetched or built once and cached locally
+        by ETag (:mod:`tilestream.tfrecord.remote_index`); a record read right
+        after the one before it fetches the next records with it (a block of up
+        to 64 records or 4 MiB), any other record is fetched alone. A
+        compressed remote TFRecord is read whole into memory.
     index
         An index file path or an ``(n, 2)`` array to use instead of the one
         found beside the file.
@@ -116,6 +124,9 @@ class TFRecord:
         Check each record's data CRC the first time it is read after opening
         (default); later reads of the same record skip the check. The header
         is checked against the index on every read.
+    storage_options
+        Options of the store of a URL (credentials, endpoint); never logged
+        or pickled into messages.
 
     Notes
     -----
@@ -132,7 +143,13 @@ class TFRecord:
         *,
         create_index: bool = True,
         verify: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        path = local_path(os.fspath(path))
+        self._remote: RemoteObject | None = None
+        if remote_name(path) is not None:
+            self._remote = RemoteObject.open(path, storage_options)
+            path = self._remote.url
         self.path = os.fspath(path)
         self._index_arg = index
         self.create_index = create_index
@@ -155,9 +172,11 @@ class TFRecord:
         self._fields: list[str] | None = None
         self._img_format: str | None = None
         self._locations_read = False
+        self._blocks: RecordBlocks | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {
+            "remote": self._remote,
             "path": self.path,
             "index": self._index_arg,
             "create_index": self.create_index,
@@ -165,6 +184,7 @@ class TFRecord:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self._remote = state.get("remote")
         self.path = state["path"]
         self._index_arg = state["index"]
         self.create_index = state["create_index"]
@@ -174,6 +194,8 @@ class TFRecord:
     def _open(self) -> bytes | mmap.mmap:
         if self._buf is not None:
             return self._buf
+        if self._remote is not None:
+            return self._open_remote(self._remote)
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             compression = detect_compression(f.read(HEADER_SIZE)) if size else None
@@ -195,6 +217,30 @@ class TFRecord:
         self._index_name = os.fspath(self._index.path) if self._index.path else self.path
         self._view = memoryview(buf)
         self._checked = bytearray(len(self._offs))
+        self._buf = buf
+        return buf
+
+    def _open_remote(self, obj: RemoteObject) -> bytes:
+        """Index a remote TFRecord (records are fetched on use); a compressed one is read whole."""
+        size = obj.size
+        compressed = size > 0 and detect_compression(obj.read_range(0, HEADER_SIZE)) is not None
+        if compressed:
+            buf = b"".join(frame(r) for r in iter_records(obj.reader()))
+            self._size = len(buf)
+            self._index = self._load_index(buf, compressed=True)
+            self._view = memoryview(buf)
+        else:
+            self._size = size
+            self._index = remote_index(obj, self._index_arg, name=self.path)
+        self._offs = self._index.offsets.tolist()
+        self._lens = self._index.lengths.tolist()
+        self._index_name = os.fspath(self._index.path) if self._index.path else self.path
+        self._checked = bytearray(len(self._offs))
+        if not compressed:
+            self._blocks = RecordBlocks(
+                obj, self._offs, self._lens, verify=self.verify, index_name=self._index_name
+            )
+            buf = b""
         self._buf = buf
         return buf
 
@@ -288,11 +334,24 @@ class TFRecord:
             self._checked[i] = 1
         return i, off + 12, end
 
+    def _span(self, i: int) -> tuple[int, Any, int, int]:
+        """``(record number, buffer, start, end)`` of record ``i``'s payload, checked."""
+        if self._blocks is None:
+            i, start, end = self._locate(i)
+            return i, self._buf, start, end
+        n = len(self._offs)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise InvalidTFRecordIndex(f"record {i} is out of range (file has {n})", path=self.path)
+        buf, start, end = self._blocks.span(i)
+        return i, buf, start, end
+
     def read_raw(self, i: int) -> bytes:
         """The raw payload of record ``i`` (a serialized Example)."""
-        _, start, end = self._locate(i)
-        assert self._buf is not None
-        return self._buf[start:end]
+        self._open()
+        _, buf, start, end = self._span(i)
+        return bytes(buf[start:end])
 
     def _lie(self, i: int, off: int, what: str) -> InvalidTFRecordIndex:
         return InvalidTFRecordIndex(
@@ -310,9 +369,9 @@ class TFRecord:
             return [self[i] for i in range(*key.indices(len(self)))]
         if not isinstance(key, (int, np.integer)):
             raise TypeError(f"TFRecord indices must be int or slice, not {type(key).__name__}")
-        i, start, end = self._locate(int(key))
-        assert self._buf is not None
-        return record_to_dict(self._buf, path=self.path, record=i, start=start, end=end)
+        self._open()
+        i, buf, start, end = self._span(int(key))
+        return record_to_dict(buf, path=self.path, record=i, start=start, end=end)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for i in range(len(self)):
@@ -323,6 +382,8 @@ class TFRecord:
 
     def get_size(self) -> int:
         """Size of the file in bytes."""
+        if self._remote is not None:
+            return self._remote.size
         return os.path.getsize(self.path)
 
     # ------------------------------------------------------------------ format
@@ -371,6 +432,12 @@ class TFRecord:
 
     def _add_locations(self, index: TFRecordIndex) -> TFRecordIndex:
         self._locations_read = True
+        if self._blocks is not None:
+            locs = self._blocks.locations()
+            if locs is not None:
+                index = TFRecordIndex(index.array, locs, index.path, index.tfrecord_stat)
+                self._index = index
+            return index
         locs = _read_locations(self._view, self._offs, self._lens, self.path)
         if locs is None:
             return index
@@ -437,8 +504,7 @@ class TFRecord:
         i = xy.get((x, y))
         if i is None:
             raise RecordNotFoundError(f"no record at location ({x}, {y})", path=self.path)
-        _, start, end = self._locate(i)
-        buf: Any = self._buf
+        _, buf, start, end = self._span(i)
         try:
             rec = TILES.parse(buf, start, end)
         except IndexError:

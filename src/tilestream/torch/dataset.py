@@ -30,10 +30,11 @@ from tilestream.loaders.options import (
     resolve_options,
 )
 from tilestream.loaders.parser import decode_rgb
-from tilestream.loaders.records import FileHandles, read_record
+from tilestream.loaders.records import FileHandles
+from tilestream.loaders.remote import IOStats, io_stats
 from tilestream.loaders.sharding import distributed_context, global_shard, split_count
-from tilestream.loaders.stream import RecordStream, multi_tfrecord_loader
-from tilestream.loaders.tiles import TilePlan, plan_tiles
+from tilestream.loaders.stream import ReadPlan, RecordStream, multi_tfrecord_loader
+from tilestream.loaders.tiles import TilePlan, plan_tiles, read_source_record
 from tilestream.torch._shared import SkipCounter, shared_uint8
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 torch = require("torch", extra="torch", purpose="tilestream.torch datasets")
 
 __all__ = ["IndexedTileDataset", "TileDataset", "TileOptions"]
+
+_IO_ROWS = 256  # rows of the shared I/O counters: one per DataLoader worker (modulo)
 
 _IterableDataset: Any = torch.utils.data.IterableDataset
 _MapDataset: Any = torch.utils.data.Dataset
@@ -130,6 +133,44 @@ class _Common:
         self.verify = options.verify
         # A shared-memory epoch counter: set_epoch() reaches persistent workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        # Remote reads of every worker (a row each): requests, bytes read, retries.
+        remote = any(src.remote is not None for src in self.plan.sources)
+        self._io = torch.zeros((_IO_ROWS if remote else 1, 3), dtype=torch.int64).share_memory_()
+        planned = io_stats(self.plan.sources)
+        self._plan_io = (planned.requests, planned.bytes_read, planned.retries)
+
+    @property
+    def plan_io(self) -> IOStats:
+        """Requests and bytes that opened TFRecords given by URL (stats and indexes)."""
+        out = IOStats()
+        out.add(requests=self._plan_io[0], read=self._plan_io[1], retries=self._plan_io[2])
+        return out
+
+    def io_stats(self) -> IOStats:
+        """Requests, bytes read and retries of reading TFRecords by URL, over every worker.
+
+        Counted by each DataLoader worker (and the main process) while it
+        iterates, added up when its iterator ends (an epoch's end, or when it
+        is closed); the requests that opened the files and fetched their
+        indexes are in :attr:`plan_io`. Local files count nothing.
+        """
+        total = self._io.sum(dim=0).tolist()
+        out = IOStats()
+        out.add(requests=int(total[0]), read=int(total[1]), retries=int(total[2]))
+        return out
+
+    def _count_io(self, row: int, before: IOStats) -> None:
+        if len(self._io) == 1:  # local files only
+            return
+        after = io_stats(self.plan.sources)
+        self._io[row % _IO_ROWS] += torch.tensor(
+            [
+                after.requests - before.requests,
+                after.bytes_read - before.bytes_read,
+                after.retries - before.retries,
+            ],
+            dtype=torch.int64,
+        )
 
     @property
     def tfrecords(self) -> list[str]:
@@ -208,7 +249,12 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
     Parameters
     ----------
     tfrecords
-        TFRecord files, or a folder (its top-level ``*.tfrecords``).
+        TFRecord files, or a folder (its top-level ``*.tfrecords``); URLs too
+        (``s3://``, ``gs://``, ``http(s)://``, ``file://``, a prefix ending in
+        ``/`` for its ``*.tfrecords``), with ``storage_options``. Remote files
+        are read in blocks of consecutive records ahead of each worker
+        (:mod:`tilestream.loaders.remote`: what shuffling randomises then);
+        :meth:`io_stats` counts the requests.
     options
         A :class:`~tilestream.loaders.options.TileOptions`; or give its fields
         as keyword arguments (``labels``, ``weights``, ``balance``, ``clip``,
@@ -318,7 +364,11 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
             verify=self.verify,
             with_location=True,
             on_skip=self._skips,
+            read_plan=ReadPlan(
+                self.options.block_records, self.options.read_ahead, self.options.shuffle_buffer
+            ),
         )
+        before = io_stats(self.plan.sources)
         try:
             if self.batch_size is None:
                 for parsed, path, _ in stream:
@@ -329,6 +379,7 @@ class TileDataset(_Common, _IterableDataset):  # type: ignore[misc]
                 )
         finally:
             self.parser.target = None
+            self._count_io(worker_id, before)
 
     def _batches(self, stream: RecordStream, *, shared: bool) -> Iterator[Any]:
         """Decode straight into (shared-memory) batch buffers; yield collated batches."""
@@ -465,14 +516,7 @@ class IndexedTileDataset(_Common, _MapDataset):  # type: ignore[misc]
                 np.random.SeedSequence([self.seed, self.epoch, key[1] + 1, 0x1DE])
             )
         offset = int(src.offsets[record])
-        data = read_record(
-            self._handles.get(src.path),
-            src.path,
-            record,
-            offset,
-            int(src.sizes[record]),
-            verify=self.verify,
-        )
+        data = read_source_record(src, self._handles, record, verify=self.verify)
         from tilestream.errors import CorruptRecordError
 
         try:

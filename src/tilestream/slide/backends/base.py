@@ -16,7 +16,7 @@ Examples
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +27,7 @@ from PIL import Image
 from tilestream.errors import UnsupportedSlideError
 from tilestream.slide._paint import paint_region, paint_region_rgb, rgba_to_rgb
 from tilestream.slide.limits import OPENING, SlideLimits, default_limits
+from tilestream.storage import IOStats
 
 __all__ = ["SlideBackend"]
 
@@ -62,6 +63,10 @@ class SlideBackend(abc.ABC):
 
     name: ClassVar[str]
     priority: ClassVar[int] = 100
+    #: Whether the backend reads a slide in a store by byte ranges (``s3://``...),
+    #: taking it from :data:`tilestream.slide.remote.SOURCE` while it is constructed;
+    #: other backends get such a slide staged to a local file.
+    reads_ranges: ClassVar[bool] = False
 
     def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         self.path = path
@@ -224,6 +229,18 @@ class SlideBackend(abc.ABC):
         raise UnsupportedSlideError(
             f"the {self.name} backend cannot pass stored tiles through", path=self.path
         )
+
+    # -- remote reads ------------------------------------------------------------
+    def prefetch(self, level: int, boxes: Sequence[tuple[int, int, int, int]]) -> None:  # noqa: B027
+        """Start fetching what level rectangles ``(x, y, w, h)`` need (remote slides only).
+
+        The default does nothing: a backend reading files has no round trips to hide.
+        """
+
+    @property
+    def io_stats(self) -> IOStats | None:
+        """Requests and bytes of a slide read from a store, ``None`` for a file."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release file handles and caches."""

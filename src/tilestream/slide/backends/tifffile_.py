@@ -18,19 +18,21 @@ import itertools
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from tilestream.errors import CorruptSlideError, UnsupportedSlideError
+from tilestream.errors import CorruptSlideError, SlideError, StorageError, UnsupportedSlideError
 from tilestream.slide._resolution import mpp_from_tiff_resolution
 from tilestream.slide.backends.base import SlideBackend
 from tilestream.slide.fastpath import FileReader, StoredLevel, _to_rgb8
+from tilestream.slide.remote import SOURCE, StoreReader, slide_error
 from tilestream.slide.tilecache import DEFAULT_CACHE_BYTES, MAX_AUTO_CACHE_BYTES, TileCache
+from tilestream.storage import IOStats
 
 __all__ = ["TiffFileBackend"]
 
@@ -58,6 +60,32 @@ def _openslide_format(path: Path) -> str | None:
     return str(fmt) if fmt else None
 
 
+def _vendor_format(tif: Any) -> str | None:
+    """OpenSlide's format name for a TIFF read remotely, from its tags (OpenSlide needs a file).
+
+    The vendor TIFF variants OpenSlide reads with vendor logic are recognised
+    by the marks OpenSlide looks for; any other TIFF whose levels are all
+    tiled is ``generic-tiff``, else ``None`` (OpenSlide does not read it).
+    """
+    page = tif.pages[0]
+    desc = str(page.description or "")
+    software = str(page.tags.valueof("Software") or "")
+    xmp = page.tags.valueof(700)
+    xmp_text = bytes(xmp).decode("latin-1") if isinstance(xmp, bytes | bytearray) else str(xmp)
+    if desc.startswith("<?xml") and "DPUfsImport" in desc:
+        return "philips"
+    if "iScan" in xmp_text:
+        return "ventana"
+    if desc.startswith("<?xml") and "leica" in desc.lower():
+        return "leica"
+    if software.startswith("MedScan"):
+        return "trestle"
+    series = tif.series[0] if tif.series else None
+    if series is not None and all(level.keyframe.is_tiled for level in series.levels):
+        return "generic-tiff"
+    return None
+
+
 def _fmt_number(value: float) -> str:
     return repr(float(value)) if value != int(value) else str(int(value))
 
@@ -67,22 +95,27 @@ class TiffFileBackend(SlideBackend):
 
     name = "tifffile"
     priority = 10
+    reads_ranges = True
 
     def __init__(self, path: Path, *, cache_bytes: int | None = None) -> None:
         super().__init__(path, cache_bytes=cache_bytes)
         tifffile = _tifffile()
+        # A URL of a store (s3://...): the header is parsed through a buffered
+        # ranged file, the tiles are fetched by StoreReader (slide/remote.py).
+        self._source = SOURCE.get() if isinstance(path, str) else None
+        self._fh: BinaryIO | None = None
         try:
-            self._tif = tifffile.TiffFile(str(path))
-        except tifffile.TiffFileError as exc:
-            raise UnsupportedSlideError(f"not a TIFF file ({exc})", path=path) from exc
-        except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:
-            raise UnsupportedSlideError(f"tifffile cannot parse it: {exc}", path=path) from exc
-        try:
+            self._tif = self._open_tiff(tifffile)
             self._setup(tifffile)
+        except StorageError as exc:
+            self._close_files()
+            raise slide_error(exc, str(path)) from None
         except BaseException:
-            self._tif.close()
+            self._close_files()
             raise
-        self._reader = FileReader(path)
+        self._reader: FileReader | StoreReader = (
+            StoreReader(self._source) if self._source is not None else FileReader(path)
+        )
         self._cache = (
             TileCache(DEFAULT_CACHE_BYTES, grow_limit=MAX_AUTO_CACHE_BYTES)
             if cache_bytes is None
@@ -99,6 +132,27 @@ class TiffFileBackend(SlideBackend):
         except BaseException:
             self.close()
             raise
+
+    def _open_tiff(self, tifffile: Any) -> Any:
+        path = self.path
+        try:
+            if self._source is None:
+                return tifffile.TiffFile(str(path))
+            self._fh = self._source.open_read()
+            return tifffile.TiffFile(self._fh, name=str(path).rsplit("/", 1)[-1])
+        except (SlideError, StorageError):
+            raise
+        except tifffile.TiffFileError as exc:
+            raise UnsupportedSlideError(f"not a TIFF file ({exc})", path=path) from exc
+        except (OSError, ValueError, KeyError, IndexError, EOFError) as exc:
+            raise UnsupportedSlideError(f"tifffile cannot parse it: {exc}", path=path) from exc
+
+    def _close_files(self) -> None:
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()
+        if self._fh is not None:
+            self._fh.close()
 
     def _probe_ycbcr_jp2k(self) -> None:
         # Aperio 33003 tiles usually carry chroma subsampled 2x horizontally,
@@ -129,7 +183,7 @@ class TiffFileBackend(SlideBackend):
         elif tif.is_ome:
             self._format = "ome-tiff"
         else:
-            fmt = _openslide_format(self.path)
+            fmt = _openslide_format(self.path) if self._source is None else _vendor_format(tif)
             if fmt is not None and fmt not in _OWN_FORMATS:
                 raise UnsupportedSlideError(
                     f"a {fmt} TIFF: its layout needs the openslide backend", path=self.path
@@ -374,10 +428,33 @@ class TiffFileBackend(SlideBackend):
     def read_stored_tile_bytes(self, level: int, col: int, row: int) -> bytes:
         return self._levels[level].read_jpeg_tile(col, row)
 
+    def prefetch(self, level: int, boxes: Sequence[tuple[int, int, int, int]]) -> None:
+        """Fetch the stored tiles of level rectangles ``(x, y, w, h)`` in the background.
+
+        A no-op for a local file; for a remote one, the tiles not decoded or
+        fetched yet, in one coalesced request set on a background thread.
+        """
+        if not self._reader.remote:
+            return
+        stored = self._levels[level]
+        ranges: list[tuple[int, int]] = []
+        tw, th = stored.tile_w, stored.tile_h
+        for x, y, w, h in boxes:
+            if w > 0 and h > 0:
+                ranges += stored.missing_ranges(
+                    x // tw, (x + w - 1) // tw, y // th, (y + h - 1) // th
+                )
+        self._reader.prefetch(ranges)
+
+    @property
+    def io_stats(self) -> IOStats | None:
+        """The store's request and byte counters of a remote slide, ``None`` for a file."""
+        return self._reader.stats if isinstance(self._reader, StoreReader) else None
+
     def close(self) -> None:
         self._cache.clear()
         self._reader.close()
-        self._tif.close()
+        self._close_files()
 
 
 _TIFF_TEXT_TAGS = ("Make", "Model", "Software", "DateTime", "Artist", "Copyright", "HostComputer")
