@@ -44,6 +44,14 @@ def _latency(ms: int | None) -> str:
     return "local" if ms is None else f"{ms} ms"
 
 
+def _seconds(r: Result) -> str:
+    """The median seconds, and the range over the rounds when there were several."""
+    runs = r.get("all_seconds") or []
+    if len(runs) < 2:
+        return f"{r['seconds']:.2f}"
+    return f"{r['seconds']:.2f} ({min(runs):.1f}-{max(runs):.1f})"
+
+
 def _traffic(r: Result) -> tuple[str, str, str]:
     t = r.get("traffic")
     if not t:
@@ -67,8 +75,8 @@ def extraction_table(ex: Result) -> list[str]:
     local = rows["local"]
     needed = ex["needed"]["bytes"]
     lines = [
-        "| contender | latency | tiles | seconds | tiles/s | x local | CPU s | store CPU s "
-        "| requests | MB received | MB sent | read amplification | outputs |",
+        "| contender | latency | tiles | seconds, median (range) | tiles/s | x local | CPU s "
+        "| store CPU s | requests | MB received | MB sent | read amplification | outputs |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, r in rows.items():
@@ -85,7 +93,7 @@ def extraction_table(ex: Result) -> list[str]:
             amp = f"{r['traffic']['bytes_down'] / needed:.2f}"
         store = f"{r['store_cpu_seconds']:.1f}" if "store_cpu_seconds" in r else "-"
         lines.append(
-            f"| {name} | {_latency(ms)} | {r['tiles']:,} | {r['seconds']:.2f} | "
+            f"| {name} | {_latency(ms)} | {r['tiles']:,} | {_seconds(r)} | "
             f"{_rate(r):,.0f} | {_rate(r) / _rate(local):.2f} | {r['cpu_seconds']:.1f} | "
             f"{store} | {requests} | {down} | {up} | {amp} | {_outputs(which, r, local)} |"
         )
@@ -108,8 +116,8 @@ def training_table(tr: Result) -> list[str]:
     rows = tr["rows"]
     local = rows["records-local"]
     lines = [
-        "| contender | latency | tiles | seconds | tiles/s | x local | CPU s | store CPU s "
-        "| requests | records per request | MB received | bytes received / file bytes |",
+        "| contender | latency | tiles | seconds, median (range) | tiles/s | x local | CPU s "
+        "| store CPU s | requests | records per request | MB received | bytes received / file bytes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, r in rows.items():
@@ -125,7 +133,7 @@ def training_table(tr: Result) -> list[str]:
         store = f"{r['store_cpu_seconds']:.1f}" if "store_cpu_seconds" in r else "-"
         ratio = _rate(r) / _rate(local) if "error" not in local else 0.0
         lines.append(
-            f"| {name} | {_latency(ms)} | {r['tiles']:,} | {r['seconds']:.2f} | "
+            f"| {name} | {_latency(ms)} | {r['tiles']:,} | {_seconds(r)} | "
             f"{_rate(r):,.0f} | {ratio:.2f} | {r['cpu_seconds']:.1f} | {store} | {requests} | "
             f"{per} | {down} | {amp} |"
         )
@@ -167,6 +175,33 @@ def extraction_verdicts(ex: Result) -> list[str]:
             else:
                 x = _rate(r) / _rate(pr)
                 lines.append(f"* Ahead of {peer} at {ms} ms: {_verdict(x > 1)}, {x:.2f}x its rate.")
+    return lines
+
+
+def extraction_notes(ex: Result) -> list[str]:
+    """What the CPU columns say about the S3 rows (facts computed from the table)."""
+    rows = ex["rows"]
+    local = rows["local"]
+    lines = []
+    for ms in (0, 20):
+        r = rows.get(f"s3@{ms}")
+        if r is None or "error" in r:
+            continue
+        lines.append(
+            f"* At {ms} ms tilestream's process used {r['cpu_seconds'] - local['cpu_seconds']:+.1f} "
+            f"CPU s against the local run ({r['cpu_seconds']:.1f} against "
+            f"{local['cpu_seconds']:.1f}: HTTP, the ranged reads and their copies), and SeaweedFS "
+            f"with the proxy {r['store_cpu_seconds']:.1f} CPU s on the same two cores; "
+            f"{r['traffic']['requests']:,} requests, "
+            f"{r['traffic']['bytes_down'] / r['traffic']['requests'] / MB:.2f} MB each on average, "
+            f"over {r['traffic']['connections']} connections."
+        )
+    runs = local.get("all_seconds") or []
+    if len(runs) > 1:
+        lines.append(
+            f"* The same local extraction took {min(runs):.2f}-{max(runs):.2f} s over the rounds "
+            "on this shared machine: differences smaller than that range are noise."
+        )
     return lines
 
 
@@ -273,6 +308,8 @@ def section(results: Result) -> str:
             "",
             *extraction_verdicts(ex),
             "",
+            *extraction_notes(ex),
+            "",
         ]
     if tr is not None:
         lines += [
@@ -307,6 +344,7 @@ def print_report(results: Result) -> None:
     if "extraction" in results:
         print("\n".join(["", *extraction_table(results["extraction"]), ""]))
         print("\n".join(extraction_verdicts(results["extraction"])))
+        print("\n".join(extraction_notes(results["extraction"])))
     if "training" in results:
         print("\n".join(["", *training_table(results["training"]), ""]))
         print("\n".join(training_verdicts(results["training"])))

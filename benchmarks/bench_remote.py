@@ -30,7 +30,8 @@ Usage::
     python benchmarks/bench_remote.py --write-docs       # the full run (~10 min)
 
 Results go to ``benchmarks/_work/bench_remote.json``; ``--write-docs`` writes the
-"Object storage" section of ``docs/benchmarks.md``.
+"Object storage" section of ``docs/benchmarks.md`` (``--from-json PATH --write-docs``
+writes it from saved results without running again).
 """
 
 from __future__ import annotations
@@ -251,6 +252,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke run: 6,000 px slide, 2,000 tiles, 1 round"
     )
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="no run: print (and with --write-docs write) the report of saved results",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -269,11 +276,18 @@ def main(argv: list[str] | None = None) -> None:
     from _remote_loaders import prepare_records
     from _remote_report import print_report, write_docs
 
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print_report(saved)
+        if args.write_docs:
+            write_docs(saved)
+        return
     load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     slide = make_slide(args.size, GEOMETRIES[GEOMETRY])
     records = prepare_records(WORK / "remote", args.tiles, args.files)
-    results: Result = {"args": {k: v for k, v in vars(args).items() if k != "skip"}}
+    kept = ("size", "tiles", "files", "rounds", "latencies", "extract", "quick")
+    results: Result = {"args": {k: getattr(args, k) for k in kept}}
     with RemoteStore(tuple(args.latencies)) as store:
         results["upload_seconds"] = _upload(store, slide, records)
         print(
