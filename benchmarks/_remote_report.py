@@ -248,8 +248,9 @@ def _versions() -> str:
     weed = weed_binary()
     if weed:
         out = subprocess.run([weed, "version"], capture_output=True, text=True, check=False)
+        # "version 8000GB 4.48 pypi linux amd64": the first dotted number
         words = out.stdout.split()
-        version = next((w for w in words if w[:1].isdigit()), None)
+        version = next((w for w in words if "." in w and w[:1].isdigit()), None)
         if version:
             parts.append(f"SeaweedFS {version}")
     return ", ".join(parts)
@@ -302,9 +303,11 @@ def section(results: Result) -> str:
             "also holds the TIFF header and tile tables, the low-resolution level read for the "
             "tissue mask, and the HTTP headers. Floor rows: one core / two processes, codec "
             "calls only (`_floors.py`); their `x local` is the two-process floor's rate over "
-            "the local run's.",
+            "the local run's. `outputs`: the SHA-256 of the TFRecords against the local run's.",
             "",
             *extraction_table(ex),
+            "",
+            "Targets (issue 19), on the `tilestream, slide in S3 (outputs local)` rows:",
             "",
             *extraction_verdicts(ex),
             "",
@@ -320,9 +323,13 @@ def section(results: Result) -> str:
             "`DataLoader(batch_size=None, num_workers=2)`: the same realistic 256 px JPEG tiles "
             "as `bench_loaders.py`, decoded to uint8 batches; local files with a warm page cache. "
             "`records per request` counts every request of the epoch (indexes and metadata "
-            "included).",
+            "included). The `tf.data` peer runs only where TensorFlow has an `s3://` filesystem: "
+            "TensorFlow moved it to the `tensorflow-io` package (not installed here), so without "
+            "it the row says why and there is no number.",
             "",
             *training_table(tr),
+            "",
+            "Targets (issue 19):",
             "",
             *training_verdicts(tr),
             "",
