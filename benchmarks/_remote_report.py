@@ -194,7 +194,12 @@ def extraction_notes(ex: Result) -> list[str]:
             f"with the proxy {r['store_cpu_seconds']:.1f} CPU s on the same two cores; "
             f"{r['traffic']['requests']:,} requests, "
             f"{r['traffic']['bytes_down'] / r['traffic']['requests'] / MB:.2f} MB each on average, "
-            f"over {r['traffic']['connections']} connections."
+            f"over {r['traffic']['connections']} connections. Client and store together: "
+            f"{r['cpu_seconds'] + r['store_cpu_seconds']:.1f} CPU s where the local run needed "
+            f"{local['cpu_seconds']:.1f}: were both runs limited by CPU alone on the same "
+            "cores (here shared with the store and with other jobs), the S3 run would reach "
+            f"about {local['cpu_seconds'] / (r['cpu_seconds'] + r['store_cpu_seconds']):.2f}x "
+            "local."
         )
     runs = local.get("all_seconds") or []
     if len(runs) > 1:
