@@ -114,6 +114,7 @@ def _extract(slide: str, out: str, spec: dict[str, Any]) -> Result:
         "cpu_seconds": cpu,
         "passthrough": r.passthrough,
         "assembled": r.assembled,
+        "stages": r.timings,
         "peak_mb": peak_mb(),
     }
 

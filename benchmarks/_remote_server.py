@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -65,7 +66,7 @@ class RemoteStore:
                 self._stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-remote-"))
             )
             self.server = self._stack.enter_context(SeaweedServer(folder))
-            self.server.make_bucket(BUCKET)
+            self._make_bucket()
             for ms in self.latencies_ms:
                 proxy = FaultProxy.for_url(self.server.endpoint_url, latency=ms / 1000)
                 self.proxies[ms] = self._stack.enter_context(proxy)
@@ -81,6 +82,19 @@ class RemoteStore:
         tb: TracebackType | None,
     ) -> None:
         self._stack.close()
+
+    def _make_bucket(self, attempts: int = 20) -> None:
+        """Create the bucket; the gateway can answer before its filer accepts buckets."""
+        from tilestream.testing.seaweedfs import SeaweedError
+
+        for attempt in range(attempts):
+            try:
+                self.server.make_bucket(BUCKET)
+                return
+            except SeaweedError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
 
     def url(self, key: str) -> str:
         """``s3://<bucket>/<key>``."""

@@ -62,6 +62,11 @@ def _child_main() -> None:
     from _remote_extract import NotAvailable, run_contender
     from _remote_loaders import run_loader
 
+    if spec.get("options"):
+        # Imports are not work (as in bench_extract.py): s3fs and botocore take ~0.7 s to
+        # import, once per worker process, not once per slide.
+        import s3fs  # noqa: F401
+
     try:
         if spec["which"].startswith(("records", "tfdata")):
             result = run_loader(spec)
