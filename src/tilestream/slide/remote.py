@@ -70,6 +70,8 @@ DEFAULT_BYTE_CACHE = 64 * 1024 * 1024
 
 #: Block size of the reads that parse a remote slide's header.
 HEADER_BLOCK = 256 * 1024
+#: read-ahead fetches in flight at once: each waits a round trip, so several hide the latency
+PREFETCH_THREADS = 4
 
 #: The remote object a backend being constructed reads (set by :mod:`tilestream.slide.opening`).
 SOURCE: contextvars.ContextVar[RemoteSource | None] = contextvars.ContextVar(
@@ -303,7 +305,9 @@ class StoreReader:
             return
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="tilestream-prefetch")
+                self._pool = ThreadPoolExecutor(
+                    PREFETCH_THREADS, thread_name_prefix="tilestream-prefetch"
+                )
             pool = self._pool
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             pool.submit(self._quiet_fetch, wanted)
