@@ -23,7 +23,7 @@ The same layout holds in an object store (``s3://bucket/prefix/<label>/``):
 :func:`slide_output_names` states it once, :func:`slide_outputs` gives the
 local paths and :func:`slide_output_keys` the object keys (with
 :func:`run_key`). A run folder in a store also holds its lease objects
-(``.lease.<n>``, :data:`LEASE_PREFIX`; :mod:`tilestream.extract.lease`) and
+(``.lease/<n>``, in :data:`LEASE_DIR`; :mod:`tilestream.extract.lease`) and
 its states record each output's ETag beside its size.
 
 Examples
@@ -48,15 +48,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tilestream._util.atomic import is_temp_file
+from tilestream.errors import StorageError, StorageNotFoundError
+from tilestream.storage import Store, is_url, store_for
 
 __all__ = [
     "CONFIG_FILE",
-    "LEASE_PREFIX",
+    "LEASE_DIR",
     "MANIFEST_FILE",
     "OUTPUT_KINDS",
     "REPORT_FILE",
@@ -82,6 +84,7 @@ __all__ = [
     "slide_staleness",
     "stale_files",
     "stale_slides",
+    "store_slide_staleness",
     "tfrecord_slide",
 ]
 
@@ -96,9 +99,9 @@ REPORT_FILE = "report.html"
 #: The files a run writes once for the whole folder.
 RUN_FILES = (MANIFEST_FILE, CONFIG_FILE, SUMMARY_FILE, REPORT_FILE)
 STATE_DIR = "state"
-#: The lease objects of a run folder in an object store (``.lease.<generation>``), see
-#: :mod:`tilestream.extract.lease`.
-LEASE_PREFIX = ".lease."
+#: The folder of a run folder's lease objects in an object store (``.lease/<generation>``),
+#: see :mod:`tilestream.extract.lease`: listed alone, without the run's outputs.
+LEASE_DIR = ".lease"
 #: The suffix of the TFRecords an extraction writes (``<slide>.tfrecords``).
 TFRECORD_SUFFIX = ".tfrecords"
 #: The suffixes :func:`find_tfrecords` takes for TFRecord files by default.
@@ -348,15 +351,106 @@ def stale_slides(run_dir: str | os.PathLike[str]) -> dict[str, str]:
     return out
 
 
-def stale_files(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
+def store_slide_staleness(
+    store: Store, run: str, name: str, state: dict[str, Any] | None, config_hash: str
+) -> str | None:
+    """Why slide ``name``'s outputs under run folder key ``run`` in ``store`` are not current.
+
+    ``None`` when they are: a ``"done"`` state under ``config_hash`` whose
+    recorded outputs (:data:`OUTPUT_KINDS`) are stored with the recorded size
+    and, where it recorded one, ETag (one ``HEAD`` each).
+    """
+    if state is None:
+        return "no record of a completed extraction (state object missing or unreadable)"
+    if state.get("status") != "done":
+        return f"its last extraction did not complete (state {state.get('status')!r})"
+    if state.get("config_hash") != config_hash:
+        return f"extracted under config {state.get('config_hash')}, but the run is {config_hash}"
+    keys = slide_output_keys(run, name)
+    recorded = state.get("outputs")
+    if not isinstance(recorded, dict) or "coords" not in recorded:
+        return "its state records no outputs"
+    for kind in OUTPUT_KINDS:
+        meta = recorded.get(kind)
+        if not isinstance(meta, dict):
+            continue
+        try:
+            stat = store.stat(keys[kind])
+        except StorageNotFoundError:
+            return f"its {kind} object {store.url_of(keys[kind])} is missing"
+        if stat.size != meta.get("size") or ("etag" in meta and stat.etag != meta["etag"]):
+            return f"its {kind} object {store.url_of(keys[kind])} changed since extraction"
+    return None
+
+
+def _object_json(store: Store, key: str) -> dict[str, Any] | None:
+    """A small JSON object of a store, ``None`` when missing or unreadable as JSON."""
+    try:
+        data = json.loads(store.read(key))
+    except (StorageNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _stale_in_store(
+    folder: str, names: Iterable[str], storage_options: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """``{slide: reason}`` of the stale ones of ``names`` in the run folder at URL ``folder``."""
+    store, run = store_for(folder, storage_options)
+    run = run.strip("/")
+    try:
+        config = _object_json(store, f"{run}/{CONFIG_FILE}")
+    except StorageError as exc:  # e.g. credentials not given here: the reader will say
+        log.info("cannot tell whether %s is a run folder (%s); its TFRecords count as current",
+                 store.url_of(run), exc)  # fmt: skip
+        return {}
+    expected = config.get("hash") if config is not None else None
+    if not isinstance(expected, str) or not expected:
+        return {}  # not a run folder: every TFRecord is current
+    out: dict[str, str] = {}
+    for name in names:
+        state = _object_json(store, f"{run}/{STATE_DIR}/{name}.json")
+        reason = store_slide_staleness(store, run, name, state, expected)
+        if reason is not None:
+            out[name] = reason
+    return out
+
+
+def _stale_urls(urls: Iterable[str], storage_options: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{url: reason}`` for the TFRecord URLs of stale slides, judged per run folder."""
+    folders: dict[str, dict[str, str]] = {}
+    for url in urls:
+        name = tfrecord_slide(url)
+        if name is not None:
+            folders.setdefault(url.rsplit("/", 1)[0], {})[name] = url
+    stale: dict[str, str] = {}
+    for folder, by_name in folders.items():
+        for name, reason in _stale_in_store(folder, by_name, storage_options).items():
+            stale[by_name[name]] = reason
+    return stale
+
+
+def stale_files(
+    paths: Iterable[str | os.PathLike[str]], *, storage_options: Mapping[str, Any] | None = None
+) -> dict[Path, str]:
     """``{path: reason}`` for those of ``paths`` that are TFRecords of stale slides.
 
     Each path is judged against the run folder it sits in (see the module
-    doc); files outside run folders, and other files, are never stale.
+    doc); files outside run folders, and other files, are never stale. A URL
+    (``s3://bucket/prefix/<label>/S.tfrecords``) is judged against the run
+    folder in its store (its ``config.json`` and state objects, the outputs'
+    sizes and ETags), read with ``storage_options``; it is keyed by
+    ``Path(url)``, as the callers compare.
     """
     stale: dict[Path, str] = {}
     hashes: dict[Path, str | None] = {}
-    for p in paths:
+    items = list(paths)
+    urls = [p for p in items if isinstance(p, str) and is_url(p)]
+    for url, why in _stale_urls(urls, storage_options).items():
+        stale[Path(url)] = why
+    for p in items:
+        if isinstance(p, str) and is_url(p):
+            continue
         path = Path(p)
         folder = path.parent
         if folder not in hashes:
@@ -370,14 +464,22 @@ def stale_files(paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
     return stale
 
 
-def current_tfrecords(paths: Sequence[str | os.PathLike[str]], *, warn: bool = True) -> list[Path]:
+def current_tfrecords(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    warn: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[Path]:
     """``paths`` without the TFRecords of stale slides in run folders (see the module doc).
 
     Each one left out is logged at WARNING with its reason when ``warn``.
+    URLs are judged in their store (:func:`stale_files`) and returned as
+    ``Path(url)``, as the callers compare them.
     """
-    stale = stale_files(paths)
+    stale = stale_files(paths, storage_options=storage_options)
     current = [path for path in map(Path, paths) if path not in stale]
     if warn:
+        shown = {Path(p): os.fspath(p) for p in paths}
         for path, reason in stale.items():
-            log.warning("leaving out %s: %s (outputs kept, not deleted)", path, reason)
+            log.warning("leaving out %s: %s (outputs kept, not deleted)", shown[path], reason)
     return current

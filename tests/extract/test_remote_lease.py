@@ -71,7 +71,7 @@ def test_exactly_one_of_racing_runs_gets_the_folder(store: Store, run_key: str) 
 
 def test_expired_lease_is_taken_over_by_exactly_one(store: Store, run_key: str) -> None:
     dead = {"id": "dead", "host": "gone", "pid": 1, "expires": time.time() - 1, "released": False}
-    store.write_atomic(f"{run_key}/.lease.0", json.dumps(dead).encode())
+    store.write_atomic(f"{run_key}/.lease/0", json.dumps(dead).encode())
     won, lost = _race(store, run_key, 4)
     assert len(won) == 1 and len(lost) == 3
     assert won[0].generation == 1
@@ -87,7 +87,7 @@ def test_heartbeat_renews_and_detects_a_takeover(store: Store, run_key: str) -> 
             Lease.acquire(store, run_key, ttl=0.6)
         lease.check()
         # a run that took over after an expiry (simulated: the next generation appears)
-        store.write_atomic(f"{run_key}/.lease.1", b"{}")
+        store.write_atomic(f"{run_key}/.lease/1", b"{}")
         time.sleep(0.6)
         with pytest.raises(ExtractionError, match="took the run folder over"):
             lease.check()

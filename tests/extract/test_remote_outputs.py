@@ -271,7 +271,7 @@ def test_run_killed_mid_upload_leaves_nothing_partial(
     with pytest.raises(ExtractionError, match="another run holds"):
         extract_slides([slides[0]], prefix, workers=1, storage_options=seaweed.storage_options,
                        **OPTS)  # fmt: skip
-    lease_keys = [k for k in store.list(key_of(prefix, "")[:-1]) if "/.lease." in k]
+    lease_keys = list(store.list(key_of(prefix, ".lease")))
     assert len(lease_keys) == 1
     record = json.loads(store.read(lease_keys[0]))
     record["expires"] = 0.0  # as if its ttl had passed
@@ -298,7 +298,16 @@ def test_cli_out_s3(
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert seaweed.secret_key not in result.output
+    assert f"report: {prefix}/{LABEL}/report.html" in result.output.replace("\n", "")
     assert_same_as_local(store, prefix, local_run, [slides[1].stem])
+    # the slide from the bucket too, read by range (never staged), into another prefix
+    slide_key = f"{prefix.split('/', 3)[3]}-slides/{slides[1].name}"
+    store.write_atomic(slide_key, slides[1].read_bytes())
+    other = f"{prefix}-from-s3"
+    args[1:4] = [f"s3://{prefix.split('/')[2]}/{slide_key}", "--out", other]
+    result = CliRunner().invoke(cli, [*args, "--stage", "never"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert_same_as_local(store, other, local_run, [slides[1].stem])
 
 
 def test_large_output_upload_is_multipart_and_never_partial(
@@ -345,3 +354,74 @@ def test_bad_output_locations_give_clear_errors(
         assert url.split("/")[2] in message
         for secret in (seaweed.secret_key, seaweed.read_only_secret, "wrong-secret-x"):
             assert secret not in message
+
+
+def test_store_down_raises_for_executor_retries_only_when_asked(
+    slides: list[Path], prefix: str, seaweed: SeaweedServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A store that stays unavailable while a slide is published: raised for Dask's retries
+    with ``raise_transient``, a failure record without; the scratch folder is removed."""
+    from tilestream.errors import StorageUnavailableError
+    from tilestream.extract import ExtractConfig, SlideTask
+    from tilestream.extract.publish import run_remote_slide_task
+
+    opts = {**seaweed.storage_options, "endpoint_url": proxy.url}
+    target = RemoteRun(f"{prefix}/{LABEL}", opts, scratch=str(tmp_path / "scratch"))
+    task = SlideTask(path=str(slides[0]), name=slides[0].stem)
+    config = ExtractConfig(tile_px=128, tile_um=256)
+    proxy.fail_next(10_000, status=503)
+    with pytest.raises(StorageUnavailableError) as info:
+        run_remote_slide_task(task, target, config, raise_transient=True)
+    assert seaweed.secret_key not in str(info.value)
+    result = run_remote_slide_task(task, target, config, raise_transient=False)
+    proxy.clear()
+    assert result.status == "failed" and result.error_type == "StorageUnavailableError"
+    assert f"{prefix}/{LABEL}/state/{task.name}.json" in (result.error or "")
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_loose_images_to_s3_equal_a_local_run(
+    slides: list[Path], prefix: str, store: Store, seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    opts = seaweed.storage_options
+    local = extract_slides([slides[0]], tmp_path, workers=1, to_images=True, **OPTS)
+    remote = extract_slides(
+        [slides[0]], prefix, workers=1, to_images=True, storage_options=opts, **OPTS
+    )
+    assert local.done == remote.done == 1
+    name = slides[0].stem
+    tiles = sorted((tmp_path / LABEL / name).iterdir())
+    assert len(tiles) == local.results[0].tiles > 0
+    keys = sorted(store.list(key_of(prefix, name)))
+    assert [k.rsplit("/", 1)[-1] for k in keys] == [p.name for p in tiles]
+    assert all(store.read(k) == p.read_bytes() for k, p in zip(keys, tiles, strict=True))
+    again = extract_slides(
+        [slides[0]], prefix, workers=1, to_images=True, storage_options=opts, **OPTS
+    )
+    assert again.skipped == 1
+
+
+def test_readers_leave_out_stale_slides_of_a_bucket_run_folder(
+    slides: list[Path],
+    prefix: str,
+    store: Store,
+    seaweed: SeaweedServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tilestream.runfolder import current_tfrecords, stale_files
+
+    opts = seaweed.storage_options
+    extract_slides(slides, prefix, workers=1, storage_options=opts, **OPTS)
+    cmu, made = names_of(slides)
+    urls = [f"{prefix}/{LABEL}/{n}.tfrecords" for n in (cmu, made)]
+    assert stale_files(urls, storage_options=opts) == {}
+    key = key_of(prefix, f"{made}.tfrecords")
+    store.write_atomic(key, store.read(key) + b"\0")  # changed after extraction
+    with caplog.at_level(logging.WARNING):
+        kept = current_tfrecords(urls, storage_options=opts)
+    assert kept == [Path(urls[0])]
+    assert f"leaving out {urls[1]}: its tfrecord object {urls[1]} changed" in caplog.text
+    # TFRecords outside a run folder (no config.json) are all current
+    loose = key_of(prefix, "loose/x.tfrecords")
+    store.write_atomic(loose, b"")
+    assert stale_files([f"{prefix}/{LABEL}/loose/x.tfrecords"], storage_options=opts) == {}

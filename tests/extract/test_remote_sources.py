@@ -100,3 +100,42 @@ def test_roi_file_by_url(store: Store, bucket: str, seaweed: SeaweedServer, tmp_
         load_rois(f"s3://{bucket}/nope/roi.geojson", storage_options=seaweed.storage_options)
     assert f"s3://{bucket}/nope/roi.geojson" in str(info.value)
     assert seaweed.secret_key not in str(info.value)
+
+
+def test_resume_redoes_a_slide_object_that_changed(
+    slide_url: str, store: Store, bucket: str, seaweed: SeaweedServer, cmu_slide: Path
+) -> None:
+    from tilestream.extract import extract_slides
+
+    opts = seaweed.storage_options
+    prefix = f"s3://{bucket}/resume-{os.getpid()}"
+    kw = {"tile_px": 128, "tile_um": 256, "workers": 1, "storage_options": opts}
+    first = extract_slides([slide_url], prefix, **kw)
+    assert first.done == 1
+    assert extract_slides([slide_url], prefix, **kw).skipped == 1
+    key = slide_url.split("/", 3)[3]
+    data = bytearray(cmu_slide.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte inside a tile's JPEG data, same size
+    store.write_atomic(key, bytes(data))
+    again = extract_slides([slide_url], prefix, **kw)
+    assert [r.status for r in again.results] == ["done"]
+    assert extract_slides([slide_url], prefix, **kw).skipped == 1
+
+
+def test_a_missing_slide_object_is_one_failure_in_the_batch(
+    slide_url: str, store: Store, bucket: str, seaweed: SeaweedServer
+) -> None:
+    from tilestream.extract import extract_slides
+
+    opts = seaweed.storage_options
+    missing = f"s3://{bucket}/nowhere-{os.getpid()}/gone.svs"
+    prefix = f"s3://{bucket}/batch-{os.getpid()}"
+    run = extract_slides([slide_url, missing], prefix, tile_px=128, tile_um=256, workers=1,
+                         storage_options=opts)  # fmt: skip
+    assert {r.slide: r.status for r in run.results} == {"CMU-1-Small-Region": "done",
+                                                         "gone": "failed"}  # fmt: skip
+    (failed,) = run.failed
+    assert missing in (failed.error or "") and seaweed.secret_key not in (failed.error or "")
+    _, key = store_for(prefix, opts)
+    state = json.loads(store.read(f"{key}/128px_256um/state/gone.json"))
+    assert state["status"] == "failed" and state["path"] == missing

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, cast
 
 import click
 from rich.console import Console
 from rich.table import Table
+
+from tilestream.cli._storage import storage_option
 
 __all__ = ["register"]
 
@@ -208,7 +211,7 @@ def register(group: click.Group) -> None:
     _tfrecord_group(group)
 
     @group.command("manifest")
-    @click.argument("directory", type=click.Path(exists=True, file_okay=False))
+    @click.argument("directory")
     @click.option("--force", is_flag=True, help="Recount every file.")
     @click.option(
         "--verify",
@@ -222,8 +225,14 @@ def register(group: click.Group) -> None:
         help="Default: DIRECTORY/manifest.json.",
     )
     @click.option("--no-write", is_flag=True, help="Only print the counts.")
+    @storage_option
     def manifest_cmd(
-        directory: str, force: bool, verify: bool, out: str | None, no_write: bool
+        directory: str,
+        force: bool,
+        verify: bool,
+        out: str | None,
+        no_write: bool,
+        storage_options: dict[str, Any] | None,
     ) -> None:
         """Count the records of every TFRecord under DIRECTORY into manifest.json (never deletes).
 
@@ -231,10 +240,31 @@ def register(group: click.Group) -> None:
 
         TFRecords of stale slides in extraction run folders (last extraction
         failed or unfinished, or made under another config) are left out and listed.
+
+        DIRECTORY may be a URL prefix (s3://bucket/run/): its TFRecords are counted
+        from their indexes (cached locally by ETag) and PREFIX/manifest.json written.
         """
         from tilestream.dataset.manifest import scan_manifest
+        from tilestream.dataset.remote_manifest import scan_remote_manifest
+        from tilestream.storage import is_url
 
-        scan = scan_manifest(directory, force, manifest_path=out, write=not no_write, verify=verify)
+        if is_url(directory):
+            if out is not None:
+                raise click.UsageError(
+                    "--out is for local folders; a URL's manifest is written beside its TFRecords"
+                )
+            scan = scan_remote_manifest(
+                directory, force, storage_options=storage_options, write=not no_write, verify=verify
+            )
+        elif not os.path.isdir(directory.removeprefix("file://")):
+            raise click.BadParameter(
+                f"Directory '{directory}' does not exist.", param_hint="DIRECTORY"
+            )
+        else:
+            directory = directory.removeprefix("file://")
+            scan = scan_manifest(
+                directory, force, manifest_path=out, write=not no_write, verify=verify
+            )
         manifest = scan.entries
         table = Table("TFRecord", "records", "problem", title=f"manifest of {directory}")
         for rel, entry in manifest.items():

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tilestream._util.atomic import atomic_path
+from tilestream.cli._storage import storage_option
 from tilestream.errors import ConfigError, SlideError, TileStreamError
 from tilestream.slide import Slide, available_backends, open_slide
 
@@ -140,19 +141,26 @@ def register(group: click.Group) -> None:
         """Inspect whole-slide images: metadata, thumbnails, regions."""
 
     @slide_group.command("info")
-    @click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+    @click.argument("slides", nargs=-1, required=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
     @backend_option
     @slide_mpp_option
+    @storage_option
     def info(
-        slides: tuple[Path, ...], as_json: bool, backend: str, slide_mpp: float | None
+        slides: tuple[str, ...],
+        as_json: bool,
+        backend: str,
+        slide_mpp: float | None,
+        storage_options: dict[str, Any] | None,
     ) -> None:
-        """Print the metadata of one or more slides."""
+        """Print the metadata of one or more slides (files or URLs: s3://, gs://, https://)."""
         results: list[dict[str, Any]] = []
         errors: list[TileStreamError] = []
         for path in slides:
             try:
-                with open_slide(path, backend=backend, mpp=slide_mpp) as slide:
+                with open_slide(
+                    path, backend=backend, mpp=slide_mpp, storage_options=storage_options
+                ) as slide:
                     summary = slide_summary(slide)
                     if as_json:
                         summary["properties"] = dict(slide.properties)
@@ -173,7 +181,7 @@ def register(group: click.Group) -> None:
             raise SlideError(f"{len(errors)} of {len(slides)} slides could not be read")
 
     @slide_group.command("thumbnail")
-    @click.argument("slide_path", metavar="SLIDE", type=click.Path(path_type=Path))
+    @click.argument("slide_path", metavar="SLIDE")
     @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output image.")
     @click.option(
         "--size",
@@ -183,15 +191,22 @@ def register(group: click.Group) -> None:
         help="Largest side of the thumbnail in pixels.",
     )
     @backend_option
-    def thumbnail(slide_path: Path, out: Path, size: int, backend: str) -> None:
-        """Write a thumbnail of SLIDE."""
-        with open_slide(slide_path, backend=backend) as slide:
+    @storage_option
+    def thumbnail(
+        slide_path: str,
+        out: Path,
+        size: int,
+        backend: str,
+        storage_options: dict[str, Any] | None,
+    ) -> None:
+        """Write a thumbnail of SLIDE (a file or URL)."""
+        with open_slide(slide_path, backend=backend, storage_options=storage_options) as slide:
             image = slide.get_thumbnail((size, size))
         _save_image(image, out)
         console.print(f"wrote {out} ({image.width}x{image.height})", highlight=False)
 
     @slide_group.command("region")
-    @click.argument("slide_path", metavar="SLIDE", type=click.Path(path_type=Path))
+    @click.argument("slide_path", metavar="SLIDE")
     @click.option("--x", "x", type=int, required=True, help="Left edge, level-0 pixels.")
     @click.option("--y", "y", type=int, required=True, help="Top edge, level-0 pixels.")
     @click.option(
@@ -216,8 +231,9 @@ def register(group: click.Group) -> None:
     @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output image.")
     @backend_option
     @slide_mpp_option
+    @storage_option
     def region(
-        slide_path: Path,
+        slide_path: str,
         x: int,
         y: int,
         width: int,
@@ -228,6 +244,7 @@ def register(group: click.Group) -> None:
         out: Path,
         backend: str,
         slide_mpp: float | None,
+        storage_options: dict[str, Any] | None,
     ) -> None:
         """Write a region of SLIDE: top-left (--x, --y) in level-0 pixels, size in output pixels.
 
@@ -243,7 +260,9 @@ def register(group: click.Group) -> None:
             chosen.insert(0, "--level")
         if len(chosen) != 1:
             raise click.UsageError("give exactly one of --level, --mag or --mpp")
-        with open_slide(slide_path, backend=backend, mpp=slide_mpp) as slide:
+        with open_slide(
+            slide_path, backend=backend, mpp=slide_mpp, storage_options=storage_options
+        ) as slide:
             if level is not None:
                 if level >= slide.level_count:
                     raise ConfigError(

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from tilestream.cli._storage import storage_option
 from tilestream.errors import TileStreamError, UnsupportedRecordError
 
 __all__ = ["register"]
@@ -41,7 +42,9 @@ def _describe_value(value: Any) -> str:
     return str(value)
 
 
-def _inspect_one(console: Console, path: Path) -> None:
+def _inspect_one(
+    console: Console, path: str, storage_options: dict[str, Any] | None = None
+) -> None:
     from tilestream.tfrecord import (
         TFRecord,
         decode_example,
@@ -51,20 +54,21 @@ def _inspect_one(console: Console, path: Path) -> None:
     )
     from tilestream.tfrecord.tfrecord_file import IMAGE_KEYS
 
-    it = iter_records(path)
+    record = TFRecord(path, create_index=False, storage_options=storage_options)
+    it = iter_records(path, storage_options=storage_options)
     first: bytes | None = None
     count = 0
     for data in it:
         if first is None:
             first = data
         count += 1
-    console.print(f"[bold]{path}[/bold]", soft_wrap=True)
-    console.print(f"  records: {count}    size: {path.stat().st_size:,} bytes")
+    console.print(f"[bold]{record.path}[/bold]", soft_wrap=True)
+    console.print(f"  records: {count}    size: {record.get_size():,} bytes")
     if first is None:
         console.print("  (no records)")
         return
     try:
-        features = decode_example(first, path=path, record=0)
+        features = decode_example(first, path=record.path, record=0)
     except UnsupportedRecordError as exc:
         console.print(f"  [yellow]not decoded:[/yellow] {exc.message}", soft_wrap=True)
         return
@@ -72,7 +76,6 @@ def _inspect_one(console: Console, path: Path) -> None:
     table.add_column("feature")
     table.add_column("type")
     table.add_column("first record")
-    record = TFRecord(path, create_index=False)
     try:
         values = record[0]
         has_locations = record.locations is not None
@@ -110,14 +113,24 @@ def register(group: click.Group) -> None:
     """Add ``inspect`` and ``index`` to the root command group."""
 
     @group.command("inspect")
-    @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-    def inspect_cmd(files: tuple[str, ...]) -> None:
-        """Show fields, types, image format, record count and the first record of TFRecords."""
+    @click.argument("files", nargs=-1, required=True)
+    @storage_option
+    def inspect_cmd(files: tuple[str, ...], storage_options: dict[str, Any] | None) -> None:
+        """Show fields, types, image format, record count and the first record of TFRecords.
+
+        FILES are paths or URLs (s3://, gs://, http(s)://, file://).
+        """
+        from tilestream.storage import is_url
+
+        for f in files:
+            if not is_url(f) and not os.path.isfile(f.removeprefix("file://")):
+                what = "is a directory" if os.path.isdir(f) else "does not exist"
+                raise click.BadParameter(f"File '{f}' {what}.", param_hint="FILES")
         console = Console()
         failures = 0
         for f in files:
             try:
-                _inspect_one(console, Path(f))
+                _inspect_one(console, f, storage_options)
             except TileStreamError as exc:
                 console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
                 failures += 1

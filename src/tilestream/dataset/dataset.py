@@ -59,7 +59,7 @@ from tilestream.dataset.balance import BalanceStrategy, tfrecord_weights
 from tilestream.dataset.crossfolds import CrossfoldResult, generate_crossfolds
 from tilestream.dataset.extraction import extract_dataset_slides
 from tilestream.dataset.kwargs import CrossfoldKwargs, ExtractTilesKwargs
-from tilestream.dataset.scan import TFRecordScan, scan_tfrecords
+from tilestream.dataset.scan import TFRecordScan, scan_tfrecords, split_sources
 from tilestream.dataset.summary import DatasetSummary, slides_with_rois
 from tilestream.errors import AnnotationError, ConfigError
 from tilestream.runfolder import run_folder_name
@@ -102,7 +102,8 @@ class Dataset:
         Folder(s) of slides (needed by :meth:`extract_tiles` only).
     tfrecords
         Folder(s) of ``<slide>.tfrecords`` (searched recursively) or TFRecord
-        files. With ``tile_px`` and ``tile_um``, a folder holding the
+        files, or URLs (``s3://bucket/prefix/``, objects, ``gs://``, ``http(s)://``).
+        With ``tile_px`` and ``tile_um``, a folder (prefix) holding the
         extraction sub-folder ``<tile_px>px_<tile_um>`` is read from there.
     annotations
         A CSV file or a list of dicts with a ``slide`` column (and usually
@@ -120,6 +121,8 @@ class Dataset:
         Folder(s) of ROI files ``<slide>.geojson|.json|.csv`` (counted in the summary).
     encoding
         The annotations CSV's encoding.
+    storage_options
+        Options of the store of TFRecord URLs (passed to the loaders; never shown).
 
     Raises
     ------
@@ -140,9 +143,11 @@ class Dataset:
         clip: int | Mapping[str, int] | None = None,
         rois: PathLike | Iterable[PathLike] | None = None,
         encoding: str = "utf-8",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.slide_sources = _as_paths(slides)
-        self.tfrecord_sources = _as_paths(tfrecords)
+        self.tfrecord_sources, self.tfrecord_urls = split_sources(tfrecords)
+        self._storage_options = storage_options
         self.roi_sources = _as_paths(rois)
         self.tile_px = tile_px
         self.tile_um = None
@@ -173,7 +178,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (
-            f"Dataset(tfrecords={[os.fspath(p) for p in self.tfrecord_sources]}, "
+            f"Dataset(tfrecords={[os.fspath(p) for p in self.tfrecord_sources] + self.tfrecord_urls}, "
             f"tile_px={self.tile_px}, tile_um={self.tile_um!r}, slides={len(self.slides())})"
         )
 
@@ -211,7 +216,8 @@ class Dataset:
 
     def _scan(self) -> TFRecordScan:
         if self._scan_cache is None:
-            self._scan_cache = scan_tfrecords(self.tfrecord_sources, self._label_dir())
+            src, urls, opts = self.tfrecord_sources, self.tfrecord_urls, self._storage_options
+            self._scan_cache = scan_tfrecords(src, self._label_dir(), urls, opts)
         return self._scan_cache
 
     def _annotated_slides(self) -> list[str]:
@@ -495,6 +501,8 @@ class Dataset:
             return name in kwargs or getattr(options, name, None) is not None
 
         args: dict[str, Any] = {}
+        if self.tfrecord_urls and not given("storage_options"):
+            args["storage_options"] = self._storage_options
         if label is not None and not given("labels"):
             args["labels"] = self.labels(label)[0]
         if self._clip is not None and not given("clip"):
@@ -570,7 +578,7 @@ class Dataset:
             filter_blank=list(self._filter_blank),
             min_tiles=self.min_tiles,
             clip=copy.copy(self._clip),
-            tfrecord_sources=[os.fspath(p) for p in self.tfrecord_sources],
+            tfrecord_sources=[os.fspath(p) for p in self.tfrecord_sources] + self.tfrecord_urls,
             slide_sources=[os.fspath(p) for p in self.slide_sources],
             annotations=(
                 os.fspath(self.annotations.path)

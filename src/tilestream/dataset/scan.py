@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tilestream.dataset.manifest import scan_manifest
 from tilestream.errors import ConfigError, TileStreamError
 from tilestream.runfolder import TFRECORD_SUFFIX, stale_files
+from tilestream.storage import store_for
+from tilestream.tfrecord.remote import RemoteObject, local_path, remote_name
+from tilestream.tfrecord.remote_index import remote_index
 
-__all__ = ["TFRecordScan", "scan_tfrecords"]
+__all__ = ["TFRecordScan", "scan_tfrecords", "split_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,13 @@ class TFRecordScan:
         ``{path: reason}`` of the TFRecords of stale slides, left out.
     """
 
-    files: dict[str, Path]
+    files: dict[str, Path | str]
     counts: dict[str, int]
     unreadable: dict[str, str]
     missing: list[str]
     stale: dict[str, str]
 
-    def add(self, name: str, path: Path, total: int, error: str | None, *, hint: str) -> None:
+    def add(self, name: str, path: Path | str, total: int, error: str | None, *, hint: str) -> None:
         """Record slide ``name``'s TFRecord; a second one for the slide is a ConfigError."""
         if name in self.files:
             raise ConfigError(
@@ -60,6 +64,73 @@ class TFRecordScan:
         self.counts[name] = total
         if error:
             self.unreadable[os.fspath(path)] = error
+
+
+def split_sources(
+    value: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None,
+) -> tuple[list[Path], list[str]]:
+    """Local paths (``file://`` URLs included) and remote URLs of a dataset's sources.
+
+    >>> split_sources(["/data/a", "s3://b/run/", "file:///data/c"])
+    ([PosixPath('/data/a'), PosixPath('/data/c')], ['s3://b/run/'])
+    """
+    if value is None:
+        return [], []
+    items = [value] if isinstance(value, str | os.PathLike) else list(value)
+    paths: list[Path] = []
+    urls: list[str] = []
+    for item in items:
+        text = local_path(os.fspath(item))
+        if remote_name(text) is not None:
+            urls.append(text)
+        else:
+            paths.append(Path(text))
+    return paths, urls
+
+
+def _remote_files(
+    url: str, run_folder: str | None, storage_options: Mapping[str, Any] | None
+) -> list[str]:
+    """The ``.tfrecords`` objects of a URL: itself, or those under it as a prefix (recursively)."""
+    if url.endswith(TFRECORD_SUFFIX):
+        return [url]
+    store, key = store_for(url, storage_options)
+    prefix = key.rstrip("/")
+    root = url[: len(url) - len(key)] if key and url.endswith(key) else url.rstrip("/") + "/"
+    keys = [k for k in store.list(prefix) if k.endswith(TFRECORD_SUFFIX)]
+    if run_folder:
+        sub = f"{prefix}/{run_folder}/" if prefix else f"{run_folder}/"
+        inside = [k for k in keys if k.startswith(sub)]
+        keys = inside or keys
+    return [root + k for k in sorted(keys)]
+
+
+def _scan_remote(
+    scan: TFRecordScan,
+    urls: Sequence[str],
+    run_folder: str | None,
+    storage_options: Mapping[str, Any] | None,
+    hint: str,
+) -> None:
+    """Add the remote TFRecords: counted from their indexes (cached locally by ETag)."""
+    for url in urls:
+        try:
+            found = _remote_files(url, run_folder, storage_options)
+        except FileNotFoundError:
+            scan.missing.append(url)
+            continue
+        if not found:
+            scan.missing.append(url)
+        for file_url in found:
+            obj = RemoteObject.open(file_url, storage_options)
+            try:
+                total, error = len(remote_index(obj)), None
+            except (TileStreamError, OSError) as exc:
+                total, error = 0, f"{type(exc).__name__}: {exc}"
+            if total == 0 and error is None:
+                error = "empty TFRecord (no records)"
+            name = obj.key.rsplit("/", 1)[-1][: -len(TFRECORD_SUFFIX)]
+            scan.add(name, obj.url, total, error, hint=hint)
 
 
 def _sources(
@@ -90,11 +161,20 @@ def _count_single(path: Path) -> tuple[int, str | None]:
     return total, ("empty TFRecord (no records)" if total == 0 else None)
 
 
-def scan_tfrecords(sources: Sequence[Path], run_folder: str | None = None) -> TFRecordScan:
+def scan_tfrecords(
+    sources: Sequence[Path],
+    run_folder: str | None = None,
+    urls: Sequence[str] = (),
+    storage_options: Mapping[str, Any] | None = None,
+) -> TFRecordScan:
     """The per-slide TFRecords of ``sources`` (folders, searched recursively, or files).
 
     A folder holding the sub-folder ``run_folder`` (``<tile_px>px_<tile_um>``,
-    :func:`tilestream.runfolder.run_folder_name`) is read from there.
+    :func:`tilestream.runfolder.run_folder_name`) is read from there. ``urls``
+    are TFRecords or prefixes in object storage (``s3://bucket/run/``, listed
+    recursively with :meth:`Store.list <tilestream.storage.Store.list>`; the
+    ``run_folder`` under a prefix when it has one), counted from their indexes
+    (fetched once and cached locally by ETag).
 
     Raises
     ------
@@ -119,4 +199,5 @@ def scan_tfrecords(sources: Sequence[Path], run_folder: str | None = None) -> TF
         if path not in single_stale:
             total, error = _count_single(path)
             scan.add(path.name.split(".")[0], path, total, error, hint=hint)
+    _scan_remote(scan, urls, run_folder, storage_options, hint)
     return scan

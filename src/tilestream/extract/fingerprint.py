@@ -68,9 +68,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tilestream.errors import StorageError, StorageNotFoundError
+from tilestream.errors import SlideError, SlideNotFoundError
 from tilestream.extract.remote import is_dicomweb_url, url_fingerprint, url_fingerprint_matches
-from tilestream.storage import is_url, redact_url, store_for
+from tilestream.slide.remote import open_source
+from tilestream.storage import is_url, redact_url
 
 __all__ = [
     "MAX_IFDS",
@@ -225,18 +226,22 @@ def object_fingerprint(
     """The fingerprint of a slide object (``s3://``, ``gs://``, ``http(s)://``): its size and version.
 
     The version is the store's ETag (or size and modification time where it
-    has none, :attr:`tilestream.storage.Stat.version`): any rewrite of the
-    object changes it, so it sees every change, inside the object too. One
-    ``HEAD`` request; no bytes read.
+    has none: :func:`tilestream.slide.remote.remote_slide_version`): any
+    rewrite of the object changes it, so it sees every change, inside the
+    object too. One ``HEAD`` request; no bytes read.
+
+    Raises
+    ------
+    SlideError
+        From the store (:func:`tilestream.slide.remote.open_source`).
     """
-    store, key = store_for(url, storage_options)
-    stat = store.stat(key)
+    source = open_source(url, storage_options)
     return {
         "kind": "object",
         "version": OBJECT_FINGERPRINT_VERSION,
-        "url": redact_url(url),
-        "size": stat.size,
-        "object_version": stat.version,
+        "url": source.url,
+        "size": source.stat.size,
+        "object_version": source.stat.version,
     }
 
 
@@ -247,9 +252,9 @@ def _object_matches(recorded: Any, url: str, storage_options: Mapping[str, Any] 
         return False
     try:
         return object_fingerprint(url, storage_options) == recorded
-    except StorageNotFoundError:
+    except SlideNotFoundError:
         return False
-    except StorageError as exc:  # cannot ask now: the slide could not be extracted either
+    except SlideError as exc:  # cannot ask now: the slide could not be extracted either
         log.warning("cannot check whether %s changed (%s); kept as complete", redact_url(url), exc)
         return True
 

@@ -2,7 +2,7 @@
 
 A local run folder is held with a file lock (:mod:`tilestream._util.lock`);
 an object store has no locks, so a run writing to ``s3://bucket/prefix/<label>/``
-claims it with a **lease**: a small JSON object ``<run>/.lease.<generation>``
+claims it with a **lease**: a small JSON object ``<run>/.lease/<generation>``
 created with :meth:`Store.put_if_absent <tilestream.storage.Store.put_if_absent>`
 (a PUT with ``If-None-Match: *``: of two runs racing for one key exactly one
 gets it). The lease names its holder (a random id, host, process id) and an
@@ -37,9 +37,9 @@ Examples
 >>> store = LocalStore(tempfile.mkdtemp())
 >>> with Lease.acquire(store, "out/256px_128um", ttl=60) as lease:
 ...     lease.key
-'out/256px_128um/.lease.0'
+'out/256px_128um/.lease/0'
 >>> Lease.acquire(store, "out/256px_128um", ttl=60).key  # released: the next generation
-'out/256px_128um/.lease.1'
+'out/256px_128um/.lease/1'
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from types import TracebackType
 from typing import Any
 
 from tilestream.errors import ExtractionError, StorageError, StorageNotFoundError
-from tilestream.runfolder import LEASE_PREFIX
+from tilestream.runfolder import LEASE_DIR
 from tilestream.storage import Store
 
 __all__ = ["DEFAULT_TTL", "Lease", "lease_generations"]
@@ -68,14 +68,13 @@ DEFAULT_TTL = 120.0
 
 def lease_generations(store: Store, run: str) -> list[int]:
     """The generations of the lease objects of run folder ``run``, ascending."""
-    out = []
-    for key in store.list(run):
-        name = key.rsplit("/", 1)[-1]
-        if key.count("/") == run.count("/") + 1 and name.startswith(LEASE_PREFIX):
-            suffix = name[len(LEASE_PREFIX) :]
-            if suffix.isdigit():
-                out.append(int(suffix))
-    return sorted(out)
+    folder = f"{run}/{LEASE_DIR}"
+    names = (key[len(folder) + 1 :] for key in store.list(folder))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def _key(run: str, generation: int) -> str:
+    return f"{run}/{LEASE_DIR}/{generation}"
 
 
 def _read(store: Store, key: str) -> dict[str, Any] | None:
@@ -113,7 +112,7 @@ class Lease:
     @property
     def key(self) -> str:
         """The key of the lease object this run holds."""
-        return f"{self.run}/{LEASE_PREFIX}{self.generation}"
+        return _key(self.run, self.generation)
 
     def _body(self, *, released: bool = False) -> bytes:
         record = {**self.holder, "expires": time.time() + self.ttl, "released": released}
@@ -144,7 +143,7 @@ class Lease:
         nxt = 0
         if generations:
             newest = generations[-1]
-            record = _read(store, f"{run}/{LEASE_PREFIX}{newest}")
+            record = _read(store, _key(run, newest))
             if (
                 record is not None
                 and not record.get("released")
@@ -190,7 +189,7 @@ class Lease:
     def _remove_old(self, generations: list[int]) -> None:
         for g in generations:  # the leases this one replaces: tidiness only
             try:
-                self.store.delete(f"{self.run}/{LEASE_PREFIX}{g}")
+                self.store.delete(_key(self.run, g))
             except StorageError as exc:
                 log.info("cannot remove old lease generation %d: %s", g, exc)
 
@@ -201,7 +200,7 @@ class Lease:
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 4):
             try:
-                if self.store.exists(f"{self.run}/{LEASE_PREFIX}{self.generation + 1}"):
+                if self.store.exists(_key(self.run, self.generation + 1)):
                     self.lost = "another run took the run folder over after this lease expired"
                     log.error("%s: %s", self.store.url_of(self.run), self.lost)
                     return

@@ -16,7 +16,8 @@ private scratch folder on the machine it runs on, then publishes:
    the ETag the store gave it (and the coordinates' SHA-256).
 
 The scratch folder is removed whatever happens. A rerun judges a slide
-complete (:func:`remote_is_complete`) only from a ``"done"`` state under its
+complete (:func:`remote_staleness`, and the slide's fingerprint, checked by
+:mod:`tilestream.extract.remote_run`) only from a ``"done"`` state under its
 config hash whose outputs still have the recorded sizes and ETags and whose
 slide still has the recorded fingerprint. A failure is recorded in the bucket
 too (``state/S.json``, status ``"failed"``), with the reason and the URL, never
@@ -45,10 +46,14 @@ from typing import Any
 from tilestream.errors import StorageError, StorageNotFoundError, StorageUnavailableError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.engine import failure_result
-from tilestream.extract.fingerprint import fingerprint_matches
 from tilestream.extract.task import SlideResult, SlideTask, TileProgress
 from tilestream.extract.worker import run_slide_task
-from tilestream.runfolder import OUTPUT_KINDS, STATE_DIR, slide_output_keys, slide_outputs
+from tilestream.runfolder import (
+    STATE_DIR,
+    slide_output_keys,
+    slide_outputs,
+    store_slide_staleness,
+)
 from tilestream.storage import Store, store_for
 
 __all__ = [
@@ -58,7 +63,6 @@ __all__ = [
     "publish_failure",
     "publish_slide",
     "read_remote_states",
-    "remote_is_complete",
     "remote_staleness",
     "run_remote_slide_task",
     "scratch_root",
@@ -238,53 +242,5 @@ def read_remote_states(store: Store, run: str) -> dict[str, dict[str, Any]]:
 def remote_staleness(
     store: Store, run: str, name: str, state: dict[str, Any] | None, config_hash: str
 ) -> str | None:
-    """Why slide ``name``'s outputs in the store are not current; ``None`` when they are.
-
-    Current: a ``"done"`` state under ``config_hash`` whose recorded outputs
-    (:data:`~tilestream.runfolder.OUTPUT_KINDS`) are stored with the recorded
-    size and ETag.
-    """
-    if state is None:
-        return "no record of a completed extraction (state object missing or unreadable)"
-    if state.get("status") != "done":
-        return f"its last extraction did not complete (state {state.get('status')!r})"
-    if state.get("config_hash") != config_hash:
-        return f"extracted under config {state.get('config_hash')}, but the run is {config_hash}"
-    keys = slide_output_keys(run, name)
-    recorded = state.get("outputs")
-    if not isinstance(recorded, dict) or "coords" not in recorded:
-        return "its state records no outputs"
-    for kind in OUTPUT_KINDS:
-        meta = recorded.get(kind)
-        if not isinstance(meta, dict):
-            continue
-        try:
-            stat = store.stat(keys[kind])
-        except StorageNotFoundError:
-            return f"its {kind} object {store.url_of(keys[kind])} is missing"
-        if stat.size != meta.get("size") or ("etag" in meta and stat.etag != meta["etag"]):
-            return f"its {kind} object {store.url_of(keys[kind])} changed since extraction"
-    return None
-
-
-def remote_is_complete(
-    store: Store,
-    run: str,
-    task: SlideTask,
-    config: ExtractConfig,
-    state: dict[str, Any] | None,
-) -> SlideResult | None:
-    """The stored result (status ``"skipped"``) if ``task`` is complete in the store, else ``None``."""
-    reason = remote_staleness(store, run, task.name, state, config.hash())
-    if reason is not None or state is None:
-        if state is not None:
-            log.info("slide %s is extracted again: %s", task.name, reason)
-        return None
-    if not fingerprint_matches(
-        state.get("source"), task.path, storage_options=task.storage_options
-    ):
-        log.info("slide %s is extracted again: its slide changed", task.name)
-        return None
-    result = SlideResult.from_dict(state)
-    result.status = "skipped"
-    return result
+    """Why slide ``name``'s outputs in the store are not current (:func:`~tilestream.runfolder.store_slide_staleness`)."""
+    return store_slide_staleness(store, run, name, state, config_hash)

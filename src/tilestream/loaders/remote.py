@@ -51,7 +51,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 
@@ -255,7 +255,7 @@ class BlockPrefetcher:
             with memoryview(data) as view:
                 return bytes(
                     payload_of(
-                        view[pos : pos + size],
+                        cast(bytes, view[pos : pos + size]),
                         path=src.path,
                         record=record,
                         offset=offset,

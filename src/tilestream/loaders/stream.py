@@ -341,9 +341,15 @@ def _remote_stream(
 
 
 def _check_common(
-    on_error: str, shuffle: bool, shard: tuple[int, int] | None, seed: int | None
+    on_error: str,
+    shuffle: bool,
+    shard: tuple[int, int] | None,
+    seed: int | None,
+    epoch_length: int | None = None,
 ) -> int:
     check_on_error(on_error)
+    if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 0):
+        raise ConfigError(f"epoch_length must be a non-negative integer, got {epoch_length!r}")
     if seed is None:
         if shuffle and shard is not None and shard[1] > 1:
             raise ConfigError(
@@ -475,15 +481,9 @@ def multi_tfrecord_loader(
         Yield ``(record, path, record_number)`` instead of the record alone.
     on_skip
         Called with the error of each record skipped (``on_error="skip"``).
-    storage_options
-        Options of the store of files given by URL (``s3://``, ``gs://``,
-        ``http(s)://``). Remote files are read in blocks of consecutive records,
-        ahead of the consumer, and split between shards in contiguous runs
-        (the same records per shard, exactly once over all shards);
-        ``shuffle`` permutes blocks and mixes records in a shuffle buffer:
-        :mod:`tilestream.loaders.remote` says what that randomises and what not.
-    read_plan
-        Block size, read-ahead and shuffle buffer of remote reads (:class:`ReadPlan`).
+    storage_options, read_plan
+        For files given by URL: the store's options, and blocks, read-ahead and
+        shuffle buffer (:class:`ReadPlan`; see :mod:`tilestream.loaders.remote`).
 
     Returns
     -------
@@ -496,9 +496,7 @@ def multi_tfrecord_loader(
         Bad options, or missing, empty or unreadable files, at call time.
     """
     shard = validate_shard(shard)
-    seed_value = _check_common(on_error, shuffle, shard, seed)
-    if epoch_length is not None and (isinstance(epoch_length, bool) or epoch_length < 0):
-        raise ConfigError(f"epoch_length must be a non-negative integer, got {epoch_length!r}")
+    seed_value = _check_common(on_error, shuffle, shard, seed, epoch_length)
     sources, w = sources_and_weights(paths, indices, clip, weights, storage_options)
     parse = parser if parser is not None else _default_parser()
 

@@ -174,13 +174,13 @@ def list_tfrecords(
     ['a.tfrecords', 'b.tfrecords']
     """
     if isinstance(tfrecords, str | os.PathLike):
-        tfrecords = local_path(os.fspath(tfrecords))
-        if remote_name(tfrecords) is not None:
-            return _list_remote(os.fspath(tfrecords), storage_options)
-        if os.path.isdir(tfrecords):
-            found = find_tfrecords(tfrecords, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+        one: str = local_path(os.fspath(tfrecords))
+        if remote_name(one) is not None:
+            return _list_remote(one, storage_options)
+        if os.path.isdir(one):
+            found = find_tfrecords(one, recursive=False, suffixes=(TFRECORD_SUFFIX,))
             return [os.fspath(p) for p in found]
-        return [os.fspath(tfrecords)]
+        return [one]
     return [os.fspath(p) for p in tfrecords]
 
 

@@ -74,6 +74,8 @@ PREFETCH_THREADS = 4
 
 #: Block size of the reads that parse a remote slide's header.
 HEADER_BLOCK = 256 * 1024
+#: read-ahead fetches in flight at once: each waits a round trip, so several hide the latency
+PREFETCH_THREADS = 4
 
 #: The remote object a backend being constructed reads (set by :mod:`tilestream.slide.opening`).
 SOURCE: contextvars.ContextVar[RemoteSource | None] = contextvars.ContextVar(

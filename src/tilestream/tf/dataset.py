@@ -431,11 +431,7 @@ def tile_dataset(
     - ``epoch_length`` (infinite mode only) is the number of records of each
       pass over the dataset (of this shard); without it an infinite dataset
       never ends;
-    - TFRecords given by URL (``s3://``, ``gs://``, ``http(s)://``, with
-      ``storage_options``) are read by tilestream's block reader, as in the
-      PyTorch dataset (:mod:`tilestream.loaders.remote`: contiguous shards,
-      blocks of records shuffled and mixed in a shuffle buffer, a new
-      shuffle every pass); ``on_error`` and ``verify`` apply as below;
+    - TFRecords given by URL are read as in :mod:`tilestream.loaders.remote`;
     - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a
       corrupt record raises ``tf.errors.DataLossError``), except with
       ``on_error="skip"`` or ``verify=False``: then tilestream's reader reads
@@ -475,8 +471,7 @@ def tile_dataset(
     count = SkipCount()
     reader = None
     if opts.on_error == "skip" or not opts.verify:
-        skip = opts.on_error == "skip"
-        reader = _RecordReader(plan, verify=opts.verify, skip=skip, count=count)
+        reader = _RecordReader(plan, verify=opts.verify, skip=opts.on_error == "skip", count=count)
     calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
     ds = _payloads(plan, shard, opts, reader, calls=calls, deterministic=deterministic, count=count)
     ds = ds.enumerate().map(parse, num_parallel_calls=calls, deterministic=deterministic)

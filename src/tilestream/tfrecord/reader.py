@@ -34,7 +34,7 @@ import os
 import stat
 import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from tilestream.errors import TruncatedRecordError
 from tilestream.tfrecord._core import native as _native
@@ -158,7 +158,7 @@ class RecordIterator(Iterator[bytes]):
     def _records(self) -> Iterator[bytes]:
         if self._remote is not None:
             with self._remote.reader() as raw:
-                yield from self._stream_records(raw)
+                yield from self._stream_records(cast(BinaryIO, raw))
             return
         if isinstance(self._source, (str, os.PathLike)):
             mapped = _map_plain_file(self._source, self._compression)

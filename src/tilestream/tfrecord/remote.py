@@ -23,8 +23,7 @@ gives, with the URL, the record number and its byte offset.
 Examples
 --------
 >>> import pathlib, tempfile
->>> from tilestream.tfrecord._locations import record_location
-from tilestream.tfrecord.framing import frame
+>>> from tilestream.tfrecord.framing import frame
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.tfrecords"
 >>> _ = path.write_bytes(frame(b"one") + frame(b"two"))
 >>> obj = RemoteObject.open(path.as_uri())

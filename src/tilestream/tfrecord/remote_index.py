@@ -41,7 +41,7 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,7 @@ from tilestream.tfrecord._npyfile import ArrayLimit, BadArrayFile, read_npz
 from tilestream.tfrecord._staleness import INFLATE_RATIO
 from tilestream.tfrecord.framing import FRAME_OVERHEAD, HEADER_SIZE, detect_compression
 from tilestream.tfrecord.index import (
+    IndexFormat,
     TFRecordIndex,
     _npz_limits,
     _scan_stream,
@@ -150,8 +151,9 @@ def _write_cache(index: TFRecordIndex, path: Path, size: int, compressed: bool) 
 def _beside(obj: RemoteObject, scratch: Path) -> TFRecordIndex | None:
     """The index stored beside the object, if one describes it exactly."""
     size = obj.size
-    for fmt in ("npz", "npy", "text"):
-        key = index_path_for(obj.key, fmt).as_posix()  # type: ignore[arg-type]
+    formats: tuple[IndexFormat, ...] = ("npz", "npy", "text")
+    for fmt in formats:
+        key = index_path_for(obj.key, fmt).as_posix()
         try:
             data = obj.store.read(key)
         except StorageNotFoundError:
@@ -224,7 +226,7 @@ def _scan(obj: RemoteObject, locations: bool) -> tuple[TFRecordIndex, bool]:
     """Index the object by one sequential read (its compression from its first bytes)."""
     comp = detect_compression(obj.read_range(0, HEADER_SIZE)) if obj.size else None
     with obj.reader() as reader:
-        index = _scan_stream(reader, comp, locations, False, None)
+        index = _scan_stream(cast(BinaryIO, reader), comp, locations, False, None)
     return index, comp is not None
 
 

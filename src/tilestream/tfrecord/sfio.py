@@ -43,6 +43,8 @@ from tilestream.tfrecord.index import (
     scan_index,
 )
 from tilestream.tfrecord.reader import iter_records
+from tilestream.tfrecord.remote import RemoteObject, local_path, remote_name
+from tilestream.tfrecord.remote_index import remote_index
 from tilestream.tfrecord.tfrecord_file import IMAGE_KEYS, TFRecord, record_to_dict
 
 __all__ = [
@@ -57,10 +59,28 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+Options = Mapping[str, Any] | None
 
 
-def detect_tfrecord_format(tfr: PathLike) -> tuple[list[str], str | None] | tuple[None, None]:
+def _remote(tfr: PathLike, storage_options: Options) -> RemoteObject | None:
+    """The remote object a URL names (``None`` for a local path)."""
+    if remote_name(tfr) is None:
+        return None
+    return RemoteObject.open(tfr, storage_options)
+
+
+def _size(tfr: PathLike, storage_options: Options) -> int:
+    obj = _remote(tfr, storage_options)
+    return os.path.getsize(local_path(tfr)) if obj is None else obj.size
+
+
+def detect_tfrecord_format(
+    tfr: PathLike, *, storage_options: Options = None
+) -> tuple[list[str], str | None] | tuple[None, None]:
     """Feature names and image format of a TFRecord, from its first record.
+
+    Every function here takes a path or a URL (``s3://``, ``gs://``,
+    ``http(s)://``, ``file://``) with ``storage_options``.
 
     Returns
     -------
@@ -69,9 +89,9 @@ def detect_tfrecord_format(tfr: PathLike) -> tuple[list[str], str | None] | tupl
         ``'jpeg'``/``'png'``/... of its ``image_raw`` (or ``image/encoded``),
         ``None`` without an image; ``(None, None)`` for an empty file.
     """
-    if os.path.getsize(tfr) == 0:
+    if _size(tfr, storage_options) == 0:
         return None, None
-    it = iter_records(tfr)
+    it = iter_records(tfr, storage_options=storage_options)
     try:
         first = next(iter(it), None)
     finally:
@@ -88,8 +108,12 @@ def detect_tfrecord_format(tfr: PathLike) -> tuple[list[str], str | None] | tupl
     return list(record), img_format
 
 
-def get_tfrecord_length(tfrecord: PathLike) -> int:
+def get_tfrecord_length(tfrecord: PathLike, *, storage_options: Options = None) -> int:
     """Number of records: from a fresh index when there is one, else by scanning the framing."""
+    obj = _remote(tfrecord, storage_options)
+    if obj is not None:
+        return 0 if obj.size == 0 else len(remote_index(obj, locations=False))
+    tfrecord = local_path(tfrecord)
     if os.path.getsize(tfrecord) == 0:
         return 0
     if find_index(tfrecord) is not None:
@@ -103,6 +127,7 @@ def get_tfrecord_by_index(
     compression_type: str | None = None,
     *,
     index_array: npt.NDArray[Any] | None = None,
+    storage_options: Options = None,
 ) -> dict[str, Any]:
     """Read record number ``index`` as a dict (``slide`` str, ``image_raw`` bytes, ints int).
 
@@ -114,10 +139,10 @@ def get_tfrecord_by_index(
         ``index`` is out of range, or the index does not match the file.
     """
     del compression_type  # detected from the file
-    if os.path.getsize(tfrecord) == 0:
+    if _size(tfrecord, storage_options) == 0:
         raise EmptyTFRecordsError(f"{os.fspath(tfrecord)} is empty")
     arr = index_array if index_array is not None else None
-    tfr = TFRecord(tfrecord, arr, create_index=False)
+    tfr = TFRecord(tfrecord, arr, create_index=False, storage_options=storage_options)
     try:
         n = len(tfr)
         if not -n <= int(index) < n:
@@ -137,6 +162,7 @@ def get_tfrecord_by_location(
     *,
     locations_array: list[tuple[int, int]] | None = None,
     index_array: npt.NDArray[Any] | None = None,
+    storage_options: Options = None,
 ) -> tuple[str, bytes | npt.NDArray[np.uint8]]:
     """``(slide, image)`` of the tile at ``location``; the image decoded unless ``decode=False``.
 
@@ -171,18 +197,28 @@ def get_tfrecord_by_location(
             i = list(map(tuple, locations_array)).index((x, y))
         except ValueError:
             raise RecordNotFoundError(f"no record at location ({x}, {y})", path=tfrecord) from None
-        rec = get_tfrecord_by_index(tfrecord, i, index_array=index_array)
+        rec = get_tfrecord_by_index(
+            tfrecord, i, index_array=index_array, storage_options=storage_options
+        )
         image = rec["image_raw"]
         return rec["slide"], decode_image(image) if decode else image
-    tfr = TFRecord(tfrecord, index_array, create_index=False)
+    tfr = TFRecord(tfrecord, index_array, create_index=False, storage_options=storage_options)
     try:
         return tfr.get_record_by_xy(x, y, decode=decode)
     finally:
         tfr.close()
 
 
-def get_locations_from_tfrecord(filename: PathLike) -> list[tuple[int, int]]:
+def get_locations_from_tfrecord(
+    filename: PathLike, *, storage_options: Options = None
+) -> list[tuple[int, int]]:
     """``(loc_x, loc_y)`` of every record, from the index when it has them."""
+    if _remote(filename, storage_options) is not None:
+        tfr = TFRecord(filename, create_index=False, storage_options=storage_options)
+        if tfr.locations is not None:
+            return tfr.locations
+        return [(r["loc_x"], r["loc_y"]) for r in tfr]
+    filename = local_path(filename)
     index = find_index(filename)
     if index is not None:
         idx = load_index(filename, write=False)
@@ -195,8 +231,20 @@ def get_locations_from_tfrecord(filename: PathLike) -> list[tuple[int, int]]:
     return out
 
 
-def tfrecord_has_locations(filename: PathLike, check_x: bool = True, check_y: bool = False) -> bool:
+def tfrecord_has_locations(
+    filename: PathLike,
+    check_x: bool = True,
+    check_y: bool = False,
+    *,
+    storage_options: Options = None,
+) -> bool:
     """Whether the records store ``loc_x`` (and, with ``check_y``, ``loc_y``)."""
+    if _remote(filename, storage_options) is not None:
+        if get_tfrecord_length(filename, storage_options=storage_options) == 0:
+            raise EmptyTFRecordsError(f"{os.fspath(filename)} has no records")
+        first = get_tfrecord_by_index(filename, 0, storage_options=storage_options)
+        return ((not check_x) or "loc_x" in first) and ((not check_y) or "loc_y" in first)
+    filename = local_path(filename)
     index = find_index(filename)
     if index is not None and index.name.endswith(".npz"):
         try:

@@ -30,7 +30,7 @@ import logging
 import mmap
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, overload
+from typing import Any, BinaryIO, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -225,7 +225,8 @@ class TFRecord:
         size = obj.size
         compressed = size > 0 and detect_compression(obj.read_range(0, HEADER_SIZE)) is not None
         if compressed:
-            buf = b"".join(frame(r) for r in iter_records(obj.reader()))
+            with obj.reader() as raw:
+                buf = b"".join(frame(r) for r in iter_records(cast(BinaryIO, raw)))
             self._size = len(buf)
             self._index = self._load_index(buf, compressed=True)
             self._view = memoryview(buf)
