@@ -69,12 +69,10 @@ logger = logging.getLogger(__name__)
 #: Stored (compressed) tile bytes a remote slide keeps fetched ahead of decoding.
 DEFAULT_BYTE_CACHE = 64 * 1024 * 1024
 
-#: Read-ahead fetches a remote slide runs at once (each one coalesced request set).
-PREFETCH_THREADS = 4
-
 #: Block size of the reads that parse a remote slide's header.
 HEADER_BLOCK = 256 * 1024
-#: read-ahead fetches in flight at once: each waits a round trip, so several hide the latency
+#: Read-ahead fetches in flight at once (each one coalesced request set): each waits a
+#: round trip, so several hide the latency.
 PREFETCH_THREADS = 4
 
 #: The remote object a backend being constructed reads (set by :mod:`tilestream.slide.opening`).
