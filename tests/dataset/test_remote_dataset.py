@@ -159,3 +159,33 @@ def test_manifest_of_a_prefix_is_written_beside_it(
     assert verified.exit_code == 0, verified.output
     assert "verified" in verified.output
     assert remote.seaweed.secret_key not in result.output + verified.output
+
+
+def test_a_bucket_run_folder_is_read_without_its_stale_slides(
+    request: pytest.FixtureRequest, cmu_slide: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tilestream.extract import extract_slides
+    from tilestream.loaders.tiles import plan_tiles
+
+    remote = make_remote("s3", request, "bucketrun")
+    a, b = tmp_path / "a.svs", tmp_path / "b.svs"
+    shutil.copy2(cmu_slide, a)
+    shutil.copy2(cmu_slide, b)
+    prefix = f"s3://{remote.bucket}/ext"
+    run = extract_slides([a, b], prefix, workers=1, storage_options=remote.options,
+                         tile_px=TILE_PX, tile_um=TILE_UM)  # fmt: skip
+    assert run is not None
+    ds = Dataset(tfrecords=f"{prefix}/", tile_px=TILE_PX, tile_um=TILE_UM,
+                 storage_options=remote.options)  # fmt: skip
+    assert ds.slides() == ["a", "b"] and not ds.stale_tfrecords()
+    store, _ = store_for(prefix, remote.options)
+    key = f"ext/{RUN}/b.tfrecords"
+    store.write_atomic(key, store.read(key) + b"\0")  # changed after its extraction
+    ds = Dataset(tfrecords=f"{prefix}/", tile_px=TILE_PX, tile_um=TILE_UM,
+                 storage_options=remote.options)  # fmt: skip
+    assert ds.slides() == ["a"]
+    assert list(ds.stale_tfrecords()) == [f"{prefix}/{RUN}/b.tfrecords"]
+    plan = plan_tiles(f"{prefix}/{RUN}/", storage_options=remote.options)
+    assert plan.slides == ["a"] and plan.left_out == [f"{prefix}/{RUN}/b.tfrecords"]

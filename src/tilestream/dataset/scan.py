@@ -121,7 +121,11 @@ def _scan_remote(
             continue
         if not found:
             scan.missing.append(url)
-        for file_url in found:
+        stale = stale_files(found, storage_options=storage_options)
+        for path, why in stale.items():
+            log.warning("leaving out %s: %s (outputs kept, not deleted)", path, why)
+        scan.stale.update({u: stale[Path(u)] for u in found if Path(u) in stale})
+        for file_url in (u for u in found if Path(u) not in stale):
             obj = RemoteObject.open(file_url, storage_options)
             try:
                 total, error = len(remote_index(obj)), None

@@ -196,7 +196,7 @@ def slide_tasks(
     """The slide tasks of the inputs, carrying ``storage_options`` and ``stage`` (``ConfigError`` if none)."""
     if stage not in STAGE_MODES:
         raise ConfigError(f"stage must be one of {', '.join(STAGE_MODES)}, not {stage!r}")
-    tasks = discover_slides(slides, roi_dir=roi_dir)
+    tasks = discover_slides(slides, roi_dir=roi_dir, storage_options=storage_options)
     if not tasks:
         raise ConfigError("no slides found in the given inputs")
     if storage_options is None and stage == "auto":

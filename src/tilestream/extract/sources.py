@@ -1,8 +1,11 @@
 """Finding slides: files, folders (recursively, by extension), CSV lists and slide URLs.
 
-A URL (``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``,
-on the command line or in a CSV's ``slide`` column) is one slide, named by
-the CSV's ``name`` or else by its series UID (:mod:`tilestream.extract.remote`).
+A URL (``s3://bucket/a.svs``, ``https://...``,
+``dicomweb+https://host/dicom-web/studies/<Study>/series/<Series>``, on the
+command line or in a CSV's ``slide`` column) is one slide, named by the CSV's
+``name`` or else by its file stem or series UID (:mod:`tilestream.extract.remote`).
+An object-store prefix ending in ``/`` (``s3://bucket/cohort/``, ``gs://...``)
+is searched like a folder.
 
 Examples
 --------
@@ -18,15 +21,20 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tilestream._util.names import name_problem, portable_key
 from tilestream.errors import ConfigError
 from tilestream.extract.remote import check_slide_url, is_slide_url, redact_url, url_slide_name
 from tilestream.extract.task import SlideTask
+from tilestream.storage import store_for
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SLIDE_EXTENSIONS", "check_slide_name", "discover_slides", "slide_name"]
 
@@ -62,6 +70,37 @@ def _from_folder(folder: Path) -> list[Path]:
                     found.append(p)
             elif ext in SLIDE_EXTENSIONS and not fname.startswith("."):
                 found.append(p)
+    return found
+
+
+#: Object stores whose prefixes can be listed (an HTTP server has no listing to rely on).
+_LISTABLE = ("s3://", "s3a://", "gs://", "gcs://")
+
+
+def _is_prefix(item: object) -> bool:
+    return isinstance(item, str) and item.endswith("/") and item.startswith(_LISTABLE)
+
+
+def _from_prefix(url: str, storage_options: Mapping[str, Any] | None) -> list[SlideTask]:
+    """The slides under an object-store prefix, as a folder is searched (sorted keys).
+
+    A DICOM series (``.dcm`` objects under one folder) is one slide named after the folder.
+    """
+    store, key = store_for(url, storage_options)
+    found: list[SlideTask] = []
+    dicom_dirs: set[str] = set()
+    for k in store.list(key.rstrip("/")):
+        folder, _, fname = k.rpartition("/")
+        ext = os.path.splitext(fname)[1].lower()
+        if ext == ".dcm":
+            if folder not in dicom_dirs:
+                dicom_dirs.add(folder)
+                found.append(SlideTask(path=store.url_of(k), name=folder.rpartition("/")[2]))
+        elif ext in SLIDE_EXTENSIONS and not fname.startswith("."):
+            u = store.url_of(k)
+            found.append(SlideTask(path=u, name=slide_name(u)))
+    if not found:
+        log.warning("%s: no slides under this prefix", redact_url(url))
     return found
 
 
@@ -110,6 +149,7 @@ def discover_slides(
     inputs: Iterable[str | os.PathLike[str] | SlideTask],
     *,
     roi_dir: str | os.PathLike[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[SlideTask]:
     """Turn files, folders and CSV lists into extraction tasks, one per slide.
 
@@ -119,9 +159,12 @@ def discover_slides(
         Slide files, folders (searched recursively for :data:`SLIDE_EXTENSIONS`;
         a folder of DICOM files is one slide), slide URLs (``str``; a DICOMweb
         series each), CSV files with a ``slide`` column of files or URLs (and
-        optional ``mpp``, ``roi``, ``name`` columns), or tasks.
+        optional ``mpp``, ``roi``, ``name`` columns), object-store prefixes
+        ending in ``/`` (searched like folders), or tasks.
     roi_dir
         A folder holding ``<slide>.geojson``/``.json``/``.csv`` ROI files.
+    storage_options
+        Options of the store a prefix is listed in (credentials, endpoint).
 
     Raises
     ------
@@ -138,6 +181,9 @@ def discover_slides(
     for item in inputs:
         if isinstance(item, SlideTask):
             found.append((item, f"slide {redact_url(item.path)}"))
+            continue
+        if _is_prefix(item):
+            found.extend((t, redact_url(t.path)) for t in _from_prefix(str(item), storage_options))
             continue
         if is_slide_url(item):
             url = str(item)

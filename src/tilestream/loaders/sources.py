@@ -175,6 +175,7 @@ def select_current(
     *,
     clip: ClipSpec = None,
     weights: WeightSpec | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> FileSelection:
     """Leave out the TFRecords of stale run-folder slides, keeping per-file options in step.
 
@@ -193,7 +194,7 @@ def select_current(
     names = _file_names(paths, indices)
     w = normalize_weights(weights, names) if weights is not None else None
     caps = _clip_values(clip, names)
-    current = set(current_tfrecords(names))
+    current = set(current_tfrecords(names, storage_options=storage_options))
     keep = [i for i, p in enumerate(names) if Path(p) in current]
     if not keep:
         shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
@@ -228,6 +229,7 @@ def sources_and_weights(
             indices,
             clip=clip,
             weights=weights,
+            storage_options=storage_options,
         )
         stores: dict[str, Store] = {}
         sources = [

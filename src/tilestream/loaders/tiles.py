@@ -237,7 +237,13 @@ def plan_tiles(
         raise EmptyTFRecordsError(f"no TFRecord files given{where}")
     if len(set(all_paths)) != len(all_paths):
         raise ConfigError("the same TFRecord is listed more than once")
-    files = select_current(all_paths, opts.indices, clip=opts.clip, weights=opts.weights)
+    files = select_current(
+        all_paths,
+        opts.indices,
+        clip=opts.clip,
+        weights=opts.weights,
+        storage_options=opts.storage_options,
+    )
     sources, slides, skipped = _open(
         files.paths,
         files.indices,

@@ -12,6 +12,7 @@ a file's format without opening it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import urllib.parse
@@ -231,10 +232,25 @@ def _open_remote(
     staged, release = acquire_staged(source, max_bytes=limits.stage_bytes, scratch=scratch)
     try:
         impl = open_backend(staged.path, backend, cache_bytes=cache_bytes, limits=limits)
+    except SlideError as exc:
+        release()
+        raise _named_by_url(exc, os.fspath(staged.path), source.url) from None
     except BaseException:
         release()
         raise
     return Opened(impl, source, [release])
+
+
+def _named_by_url(exc: SlideError, local: str, url: str) -> SlideError:
+    """``exc`` (raised on a staged copy) naming the slide's URL, not the scratch file.
+
+    The scratch path means nothing to the user and is gone once the error is raised.
+    """
+    err = copy.copy(exc)
+    err.path = url
+    err.message = exc.message.replace(local, url)
+    Exception.__init__(err, err._format())
+    return err
 
 
 def open_location(
