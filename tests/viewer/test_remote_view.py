@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,13 @@ from typing import Any
 import pytest
 from tests._http import request
 
-from tilestream.errors import SlideNotFoundError, StorageError
+from tilestream.errors import ConfigError, SlideNotFoundError, StorageError
 from tilestream.extract import extract_slides
 from tilestream.runfolder import slide_output_names
 from tilestream.storage import Store, store_for
 from tilestream.testing.seaweedfs import SeaweedServer
 from tilestream.viewer import Catalog, ViewerServer
+from viewer.test_viewer_cli import _read_url
 
 pytestmark = pytest.mark.testdata
 
@@ -231,3 +234,74 @@ def test_cli_view_of_a_bucket_with_storage_options(
     assert missing.returncode != 0
     assert f"s3://{bucket}/slides/nope.svs" in missing.stderr + missing.stdout
     _no_secret(seaweed, missing.stderr, missing.stdout)
+
+
+def test_an_https_slide_and_an_roi_beside_a_slide_object(
+    slide_url: str,
+    bucket: str,
+    store: Store,
+    seaweed: SeaweedServer,
+    local_slide_server: ViewerServer,
+) -> None:
+    """The filer's HTTP URL of the slide object (ranged GETs, no options) gives the same
+    tiles; an ROI object beside the slide object is found and drawn."""
+    https_url = f"{seaweed.filer_url}/buckets/{bucket}/slides/{SLIDE}.svs"
+    for srv in _serve(https_url):
+        for tile in DZ_TILES[:3]:
+            body = _get(srv, f"/dz/{SLIDE}_files/{tile}.jpeg")
+            assert body == _get(local_slide_server, f"/dz/{SLIDE}_files/{tile}.jpeg"), tile
+    ring = [[100, 100], [900, 100], [900, 700], [100, 700], [100, 100]]
+    geojson = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"name": "tumour", "classification": {"name": "Tumor"}},
+            }
+        ],
+    }
+    store.write_atomic(f"slides/{SLIDE}.geojson", json.dumps(geojson).encode())
+    try:
+        for srv in _serve(slide_url, seaweed.storage_options):
+            rois = _json(srv, f"/api/rois?id={SLIDE}")
+            assert rois["file"] == f"{SLIDE}.geojson"
+            (roi,) = rois["rois"]
+            assert roi["exterior"][:4] == ring[:4]
+            assert _json(srv, f"/api/slide?id={SLIDE}")["roi_file"] == f"{SLIDE}.geojson"
+    finally:
+        store.delete(f"slides/{SLIDE}.geojson")
+
+
+def test_a_folder_in_a_bucket_is_refused_with_the_reason(
+    slide_url: str, bucket: str, seaweed: SeaweedServer
+) -> None:
+    with pytest.raises(ConfigError, match="folder of slides or of run folders") as info:
+        Catalog.from_path(f"s3://{bucket}/slides", storage_options=seaweed.storage_options)
+    assert f"s3://{bucket}/slides" in str(info.value)
+
+
+def test_cli_serves_a_run_folder_in_a_bucket(remote_run: str, seaweed: SeaweedServer) -> None:
+    args = [f"--storage-option={k}={v}" for k, v in seaweed.storage_options.items()
+            if isinstance(v, str)]  # fmt: skip
+    args.append("--storage-option=client_kwargs.region_name=us-east-1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tilestream", "view", remote_run, "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    try:
+        url, seen = _read_url(proc)
+        assert f"1 slide from {remote_run}" in seen
+        with urllib.request.urlopen(url + "api/slides", timeout=120) as resp:
+            body = resp.read()
+        (summary,) = json.loads(body)["slides"]
+        assert summary["name"] == SLIDE and summary["stale"] is None and summary["has_tfrecord"]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        _no_secret(seaweed, body, out, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -182,7 +182,8 @@ def _mosaic(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
 def _rois(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
     if entry.roi_path is None:
         return json_reply({"file": None, "rois": []})
-    return json_reply({"file": entry.roi_path.name, "rois": rois_json(entry.roi_path)})
+    rois = rois_json(entry.roi_path, storage_options=entry.storage_options)
+    return json_reply({"file": entry.roi_file, "rois": rois})
 
 
 def _qc(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
@@ -213,7 +214,7 @@ ENDPOINTS: dict[str, Callable[[ViewerApp, SlideEntry, Query], Reply]] = {
 def slide_metadata(app: ViewerApp, entry: SlideEntry) -> dict[str, Any]:
     """The metadata panel of a slide; ``slide_error`` says why the slide cannot be read."""
     info: dict[str, Any] = {"id": entry.id, "name": entry.name, **entry.summary()}
-    info["roi_file"] = entry.roi_path.name if entry.roi_path else None
+    info["roi_file"] = entry.roi_file
     if not entry.has_slide:
         info["slide_error"] = f"slide file not found: {entry.slide_file}"
         return info

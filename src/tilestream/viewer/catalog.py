@@ -29,10 +29,10 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tilestream.errors import ConfigError, SlideNotFoundError, StorageNotFoundError
+from tilestream.errors import ConfigError, SlideNotFoundError, StorageError, StorageNotFoundError
 from tilestream.extract.remote import is_dicomweb_url, is_slide_url, redact_url, url_slide_name
 from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discover_slides, slide_name
 from tilestream.runfolder import (
@@ -75,7 +75,8 @@ class SlideEntry:
     run: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
-    roi_path: Path | None = None
+    #: The slide's ROI file: a path, or the URL of an object beside a slide object.
+    roi_path: Path | str | None = None
     #: Why the slide's outputs in its run folder are not current (``None``: they are).
     stale: str | None = None
     store: Store | None = field(default=None, repr=False, compare=False)
@@ -145,6 +146,13 @@ class SlideEntry:
         if isinstance(self.slide_path, str):
             return self.slide_path.rstrip("/").rsplit("/", 1)[-1]
         return self.slide_path.name if self.slide_path is not None else None
+
+    @property
+    def roi_file(self) -> str | None:
+        """The ROI file's name (never its folder)."""
+        if isinstance(self.roi_path, str):
+            return self.roi_path.rsplit("/", 1)[-1]
+        return self.roi_path.name if self.roi_path is not None else None
 
     @property
     def has_slide(self) -> bool:
@@ -382,7 +390,8 @@ def _store_catalog(
     store, key = store_for(url, storage_options)
     key = key.strip("/")
     label = key.rsplit("/", 1)[-1] or url
-    config = _object_json(store, f"{key}/{CONFIG_FILE}") if key else None
+    is_slide = PurePosixPath(key).suffix.lower() in SLIDE_EXTENSIONS
+    config = None if is_slide or not key else _object_json(store, f"{key}/{CONFIG_FILE}")
     if config is not None:
         entries = _store_run_entries(store, key, config, rois, storage_options)
         log.info("viewer: %d slides in the run folder %s", len(entries), store.url_of(key))
@@ -390,13 +399,41 @@ def _store_catalog(
     try:
         store.stat(key)
     except StorageNotFoundError as exc:
+        if not is_slide and _has_objects(store, key):
+            raise ConfigError(
+                "a folder of slides or of run folders in a store is not served: give one "
+                "slide's URL or one run folder's URL (<prefix>/<tile_px>px_<tile_um>)",
+                path=store.url_of(key),
+            ) from exc
         raise SlideNotFoundError(
             "no slide object and no run folder (config.json) there", path=store.url_of(key)
         ) from exc
     name = url_slide_name(url)
     entry = SlideEntry(id=name, name=name, slide_path=url, storage_options=storage_options)
-    entry.roi_path = _find_roi(name, rois)
+    entry.roi_path = _find_roi(name, rois) or _store_roi(store, key, name)
     return Catalog(root=None, mode="slide", entries=[entry])
+
+
+def _has_objects(store: Store, prefix: str) -> bool:
+    # Whether anything is stored under a prefix (False where the store cannot list).
+    try:
+        return next(iter(store.list(prefix)), None) is not None
+    except StorageError:
+        return False
+
+
+def _store_roi(store: Store, key: str, name: str) -> str | None:
+    # The URL of <name>.geojson/.json/.csv beside a slide object (one HEAD each, in order).
+    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    for ext in ROI_EXTENSIONS:
+        candidate = f"{folder}{name}{ext}"
+        try:
+            if store.exists(candidate):
+                return store.url_of(candidate)
+        except StorageError as exc:
+            log.info("viewer: cannot look for ROIs beside %s: %s", store.url_of(key), exc)
+            return None
+    return None
 
 
 def _object_json(store: Store, key: str) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ import io
 import logging
 import math
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +190,14 @@ class SlideData:
                 self._tfr.close()
 
 
-def rois_json(path: Path) -> list[dict[str, Any]]:
-    """ROIs as JSON-ready polygons (level-0 ``[[x, y], ...]``, holes included)."""
-    rois: list[ROI] = load_rois(path)
+def rois_json(
+    path: Path | str, *, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """ROIs as JSON-ready polygons (level-0 ``[[x, y], ...]``, holes included).
+
+    ``path`` may be a URL (an object beside a slide object), read with ``storage_options``.
+    """
+    rois: list[ROI] = load_rois(path, storage_options=storage_options)
     return [
         {
             "name": r.name,
