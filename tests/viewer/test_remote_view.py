@@ -186,15 +186,29 @@ def test_a_run_folder_in_a_bucket_is_served_as_the_local_one(
 def test_a_changed_object_marks_the_slide_stale(
     remote_run: str, seaweed: SeaweedServer, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A copy of the run whose coordinates table changed: stale, its outputs not shown."""
+    """A copy of the run: current; its TFRecord object deleted while served: a 404 naming
+    the object; its coordinates table changed: stale, its outputs not shown."""
     src = remote_run.split("/", 3)[3]
     dst = f"stale/{LABEL}"
     for key in store.list(src):
         store.write_atomic(dst + key[len(src) :], store.read(key))
-    coords = f"{dst}/{slide_output_names(SLIDE)['coords']}"
+    url = remote_run.replace(src, dst)
+    names = slide_output_names(SLIDE)
+    for srv in _serve(url, seaweed.storage_options):
+        (summary,) = _json(srv, "/api/slides")["slides"]
+        assert summary["stale"] is None and summary["has_tfrecord"]
+        tile = _json(srv, f"/api/mosaic?id={SLIDE}&n=1")["tiles"][0]["image"]
+        store.delete(f"{dst}/{names['tfrecord']}")
+        status, _, body = request(srv, tile)
+        assert status == 404, body
+        error = json.loads(body)["error"]
+        assert f"{url}/{names['tfrecord']}" in error
+        _no_secret(seaweed, body)
+    tfrecord = names["tfrecord"]
+    store.write_atomic(f"{dst}/{tfrecord}", store.read(f"{src}/{tfrecord}"))
+    coords = f"{dst}/{names['coords']}"
     store.write_atomic(coords, store.read(coords) + b"0,0,0,0\n")
     caplog.set_level(logging.WARNING)
-    url = remote_run.replace(src, dst)
     for srv in _serve(url, seaweed.storage_options):
         (summary,) = _json(srv, "/api/slides")["slides"]
         assert summary["stale"] and "coords" in summary["stale"]

@@ -83,6 +83,8 @@ class SlideEntry:
     run_key: str | None = None
     objects: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: The slide object's version (ETag, else size and time) when the catalogue read it.
+    slide_version: str | None = None
 
     @property
     def has_run(self) -> bool:
@@ -397,7 +399,7 @@ def _store_catalog(
         log.info("viewer: %d slides in the run folder %s", len(entries), store.url_of(key))
         return Catalog(root=None, mode="runs", entries=entries, label=label)
     try:
-        store.stat(key)
+        version = store.stat(key).version
     except StorageNotFoundError as exc:
         if not is_slide and _has_objects(store, key):
             raise ConfigError(
@@ -409,7 +411,13 @@ def _store_catalog(
             "no slide object and no run folder (config.json) there", path=store.url_of(key)
         ) from exc
     name = url_slide_name(url)
-    entry = SlideEntry(id=name, name=name, slide_path=url, storage_options=storage_options)
+    entry = SlideEntry(
+        id=name,
+        name=name,
+        slide_path=url,
+        storage_options=storage_options,
+        slide_version=version,
+    )
     entry.roi_path = _find_roi(name, rois) or _store_roi(store, key, name)
     return Catalog(root=None, mode="slide", entries=[entry])
 
@@ -467,6 +475,8 @@ def _store_run_entries(
             names.add(n)
     expected = config.get("hash")
     settings = config.get("config", {})
+    if not rois:
+        log.info("viewer: ROI files of a run folder in a store are looked for in --roi-dir only")
     entries = []
     for name in sorted(n for n in names if n and not n.startswith(".")):
         keys = slide_output_keys(run, name)

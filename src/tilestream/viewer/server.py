@@ -307,7 +307,8 @@ class _Handler(DeadlineHandler):
             raise HTTPError(404, f"no tile {parts[1]}/{parts[2]}")
         level, c, r = int(parts[1]), int(col), int(row)
         renderer = app.renderer(entry)
-        etag = version_etag(str(entry.slide_path), file_stamp(entry.slide_path), level, c, r)
+        stamp = entry.slide_version or file_stamp(entry.slide_path)
+        etag = version_etag(str(entry.slide_path), stamp, level, c, r)
         if self.headers.get("If-None-Match") == etag:
             renderer.check(level, c, r)
             self._send(b"", "image/jpeg", cache="public, max-age=86400", etag=etag)
