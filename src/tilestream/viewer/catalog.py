@@ -7,6 +7,20 @@ holding run folders. Every slide becomes a :class:`SlideEntry` with an ``id``
 slides by id only, never by file path, and nothing shown to the browser holds an
 absolute path (file names and run-relative names only).
 
+``PATH`` may also be a URL (with ``storage_options`` for its store): a
+DICOMweb series, a slide object (``s3://bucket/slides/a.svs``,
+``https://host/a.svs``, read by ranges) or a run folder in a store
+(``s3://bucket/out/256px_128um``, as ``extract --out s3://bucket/out`` writes
+it). A run folder in a store is listed once; its state objects are read once
+and each slide's recorded outputs checked by one ``HEAD`` each
+(:func:`tilestream.runfolder.store_slide_staleness`, the check extraction's
+resume makes); its tables, preview and outlines are read from their objects
+and its TFRecords by ranged reads (:class:`tilestream.tfrecord.TFRecord`). The
+options are kept out of every page, reply, ``repr``, log line and error.
+ROI files of such a run come from ``roi_dir`` only; one beside a slide object
+(``<slide>.geojson``...) is found by a ``HEAD``. A folder of slides or of
+runs in a store is not served (give one slide or one run folder).
+
 A slide whose outputs in its run folder are **stale** (:mod:`tilestream.runfolder`:
 a failed or interrupted rerun, another config, files changed since) is listed
 with the reason, logged as a warning, and none of its outputs (TFRecord, tile
