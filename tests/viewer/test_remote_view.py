@@ -319,3 +319,29 @@ def test_cli_serves_a_run_folder_in_a_bucket(remote_run: str, seaweed: SeaweedSe
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_bucket_run_whose_slide_is_not_here_shows_its_outputs(
+    remote_run: str, seaweed: SeaweedServer, store: Store
+) -> None:
+    """The slide's recorded path is not on this computer (extracted elsewhere): the page
+    says so, and the preview, grid and stored tiles still come from the objects."""
+    src = remote_run.split("/", 3)[3]
+    dst = f"elsewhere/{LABEL}"
+    for key in store.list(src):
+        store.write_atomic(dst + key[len(src) :], store.read(key))
+    state_key = f"{dst}/{slide_output_names(SLIDE)['state']}"
+    state = json.loads(store.read(state_key))
+    state["path"] = f"/no/such/folder/{SLIDE}.svs"
+    store.write_atomic(state_key, json.dumps(state).encode())
+    for srv in _serve(remote_run.replace(src, dst), seaweed.storage_options):
+        (summary,) = _json(srv, "/api/slides")["slides"]
+        assert summary["stale"] is None and not summary["has_slide"]
+        meta = _json(srv, f"/api/slide?id={SLIDE}")
+        assert meta["slide_error"] == f"slide file not found: {SLIDE}.svs"
+        assert _get(srv, f"/api/thumbnail?id={SLIDE}")[:2] == b"\xff\xd8"  # from the preview
+        assert len(_json(srv, f"/api/grid?id={SLIDE}")["kept"]) > 5
+        tile = _json(srv, f"/api/mosaic?id={SLIDE}&n=1")["tiles"][0]["image"]
+        assert _get(srv, tile)[:2] == b"\xff\xd8"
+        status, _, body = request(srv, f"/dz/{SLIDE}_files/8/0_0.jpeg")
+        assert status == 404 and b"not found" in body
