@@ -1,6 +1,9 @@
 """``tilestream view PATH``: a local web viewer of slides and extracted tiles.
 
-``PATH`` is a slide, a folder of slides, or an extraction output folder. The
+``PATH`` is a slide, a folder of slides, or an extraction output folder, or a
+URL: a slide object (``s3://bucket/slides/a.svs``, ``https://host/a.svs``), a
+run folder in a store (``s3://bucket/out/256px_128um``) or a DICOMweb series,
+with ``--storage-option KEY=VALUE`` for the store (never shown). The
 server listens on loopback (``--host 127.0.0.1``) by default and prints its URL;
 Ctrl-C stops it. Off loopback it requires a random access token, printed in the
 URL (``?token=...``); ``--token`` asks for one on loopback too, ``--no-token``
@@ -13,10 +16,12 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
+from tilestream.cli._storage import storage_option
 from tilestream.viewer import ViewerServer, is_loopback
 from tilestream.viewer.httpd import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
@@ -30,7 +35,7 @@ def register(group: click.Group) -> None:
     """Add ``tilestream view`` to the root group."""
 
     @group.command("view")
-    @click.argument("path", type=click.Path())
+    @click.argument("path")  # not click.Path: it folds the "//" of s3://
     @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
                   help="Port to listen on (0: any free port).")  # fmt: skip
     @click.option("--host", default="127.0.0.1", show_default=True,
@@ -45,6 +50,7 @@ def register(group: click.Group) -> None:
                   "connection may stay open.")  # fmt: skip
     @click.option("--max-connections", type=click.IntRange(1), default=MAX_CONNECTIONS,
                   show_default=True, help="Connections answered at once (more get 503).")  # fmt: skip
+    @storage_option
     def view(
         path: str,
         port: int,
@@ -53,10 +59,13 @@ def register(group: click.Group) -> None:
         token: bool | None,
         timeout: float,
         max_connections: int,
+        storage_options: dict[str, Any] | None,
     ) -> None:
         """Browse slides, their tile grids and extracted tiles in a web browser.
 
-        PATH: a slide, a folder of slides, a run folder or a folder of runs, or a slide URL
+        PATH: a slide, a folder of slides, a run folder or a folder of runs, or a URL:
+        a slide object (s3://bucket/slides/a.svs, https://host/a.svs), a run folder in
+        a store (s3://bucket/out/256px_128um) or a DICOMweb series
         (dicomweb+https://.../studies/<UID>/series/<UID>).
         """
         server = ViewerServer(
@@ -67,6 +76,7 @@ def register(group: click.Group) -> None:
             token=token,
             request_timeout=timeout,
             max_connections=max_connections,
+            storage_options=storage_options,
         )
         slides = len(server.app.catalog.entries)
         console.print(f"tilestream viewer: {slides} slide{'s' * (slides != 1)} from {path}")

@@ -2,7 +2,8 @@
 
 ``tilestream view PATH`` (or :class:`ViewerServer`) serves, on loopback by
 default (elsewhere only with an access token), a slide, a folder of slides or
-an extraction output folder:
+an extraction output folder, or by URL a slide object or a run folder in an
+object store (``s3://``, ``gs://``, ``https://``, with ``storage_options``):
 
 - a dataset page: slides with thumbnails, tile counts, status and failures;
 - a slide page: an OpenSeadragon Deep Zoom viewer (shipped in ``static/``, no

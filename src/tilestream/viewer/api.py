@@ -124,7 +124,7 @@ def api_reply(app: ViewerApp, name: str, query: Query) -> Reply:
         return json_reply(
             {
                 "mode": catalog.mode,
-                "root": catalog.root.name if catalog.root else None,
+                "root": catalog.root.name if catalog.root else catalog.label,
                 "slides": [e.summary() for e in catalog.entries],
             }
         )
@@ -165,9 +165,10 @@ def _tile_at(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
 def _record(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
     x, y = (int_param(query, k, low=-_COORD, high=_COORD) for k in ("x", "y"))
     fmt, body = app.data(entry).stored_tile(x, y)
-    return Reply(
-        body, f"image/{fmt}", version_etag(str(entry.tfrecord), file_stamp(entry.tfrecord), x, y)
-    )
+    where = entry.tfrecord
+    # an object's version: what its state recorded (size, ETag), judged current at start
+    stamp = file_stamp(where) if not isinstance(where, str) else entry.state.get("outputs")
+    return Reply(body, f"image/{fmt}", version_etag(str(where), stamp, x, y))
 
 
 def _mosaic(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
@@ -181,7 +182,8 @@ def _mosaic(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
 def _rois(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
     if entry.roi_path is None:
         return json_reply({"file": None, "rois": []})
-    return json_reply({"file": entry.roi_path.name, "rois": rois_json(entry.roi_path)})
+    rois = rois_json(entry.roi_path, storage_options=entry.storage_options)
+    return json_reply({"file": entry.roi_file, "rois": rois})
 
 
 def _qc(app: ViewerApp, entry: SlideEntry, query: Query) -> Reply:
@@ -212,7 +214,7 @@ ENDPOINTS: dict[str, Callable[[ViewerApp, SlideEntry, Query], Reply]] = {
 def slide_metadata(app: ViewerApp, entry: SlideEntry) -> dict[str, Any]:
     """The metadata panel of a slide; ``slide_error`` says why the slide cannot be read."""
     info: dict[str, Any] = {"id": entry.id, "name": entry.name, **entry.summary()}
-    info["roi_file"] = entry.roi_path.name if entry.roi_path else None
+    info["roi_file"] = entry.roi_file
     if not entry.has_slide:
         info["slide_error"] = f"slide file not found: {entry.slide_file}"
         return info
@@ -257,8 +259,9 @@ def thumbnail(app: ViewerApp, entry: SlideEntry) -> bytes:
     if entry.has_slide:
         with app.pool(entry).handle() as slide:
             return _jpeg(slide.get_thumbnail((256, 256)))
-    if entry.preview is not None:
-        with Image.open(entry.preview) as im:
+    preview = entry.read_output("preview")
+    if preview is not None:
+        with Image.open(io.BytesIO(preview)) as im:
             im.thumbnail((256, 256))
             return _jpeg(im)
     raise HTTPError(404, f"no thumbnail for {entry.name!r}: slide file and preview missing")

@@ -84,6 +84,18 @@ class ViewerApp:
         """Whether ``/files/`` serves ``path`` (resolved): only current slides' previews."""
         return path in self._previews
 
+    def store_file(self, rel: str) -> bytes:
+        """The bytes ``/files/<rel>`` serves from a run folder in a store (404 otherwise).
+
+        As on disk, only the previews of current slides: ``previews/<slide>.jpg``.
+        """
+        for entry in self.catalog.entries:
+            if entry.store is not None and entry.summary()["preview"] == rel:
+                body = entry.read_output("preview")
+                if body is not None:
+                    return body
+        raise HTTPError(404, "not a file the viewer serves")
+
     def entry(self, slide_id: str | None) -> SlideEntry:
         """The catalogue entry ``slide_id`` (404 when unknown)."""
         entry = self.catalog.get(slide_id or "")
@@ -100,7 +112,11 @@ class ViewerApp:
             self._touch(entry.id)
             pool = self._pools.get(entry.id)
             if pool is None:
-                pool = SlidePool(entry.slide_path, self.handles_per_slide)
+                pool = SlidePool(
+                    entry.slide_path,
+                    self.handles_per_slide,
+                    storage_options=entry.storage_options,
+                )
                 self._pools[entry.id] = pool
             return pool
 

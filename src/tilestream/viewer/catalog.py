@@ -7,6 +7,20 @@ holding run folders. Every slide becomes a :class:`SlideEntry` with an ``id``
 slides by id only, never by file path, and nothing shown to the browser holds an
 absolute path (file names and run-relative names only).
 
+``PATH`` may also be a URL (with ``storage_options`` for its store): a
+DICOMweb series, a slide object (``s3://bucket/slides/a.svs``,
+``https://host/a.svs``, read by ranges) or a run folder in a store
+(``s3://bucket/out/256px_128um``, as ``extract --out s3://bucket/out`` writes
+it). A run folder in a store is listed once; its state objects are read once
+and each slide's recorded outputs checked by one ``HEAD`` each
+(:func:`tilestream.runfolder.store_slide_staleness`, the check extraction's
+resume makes); its tables, preview and outlines are read from their objects
+and its TFRecords by ranged reads (:class:`tilestream.tfrecord.TFRecord`). The
+options are kept out of every page, reply, ``repr``, log line and error.
+ROI files of such a run come from ``roi_dir`` only; one beside a slide object
+(``<slide>.geojson``...) is found by a ``HEAD``. A folder of slides or of
+runs in a store is not served (give one slide or one run folder).
+
 A slide whose outputs in its run folder are **stale** (:mod:`tilestream.runfolder`:
 a failed or interrupted rerun, another config, files changed since) is listed
 with the reason, logged as a warning, and none of its outputs (TFRecord, tile
@@ -27,22 +41,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tilestream.errors import ConfigError, SlideNotFoundError
-from tilestream.extract.remote import is_slide_url, redact_url, url_slide_name
+from tilestream.errors import ConfigError, SlideNotFoundError, StorageError, StorageNotFoundError
+from tilestream.extract.remote import is_dicomweb_url, is_slide_url, redact_url, url_slide_name
 from tilestream.extract.sources import ROI_EXTENSIONS, SLIDE_EXTENSIONS, discover_slides, slide_name
 from tilestream.runfolder import (
     CONFIG_FILE,
+    STATE_DIR,
     is_run_dir,
     read_state,
     run_config_hash,
     slide_names,
+    slide_output_keys,
+    slide_output_names,
     slide_outputs,
     slide_staleness,
+    store_slide_staleness,
+    tfrecord_slide,
 )
+from tilestream.storage import Store, store_for
 from tilestream.viewer.access import public_text
 
 __all__ = ["Catalog", "SlideEntry", "is_run_dir"]
@@ -54,7 +75,11 @@ log = logging.getLogger(__name__)
 class SlideEntry:
     """One slide: its file (if known and present) and its extraction outputs (if any).
 
-    ``slide_path`` is a local file, or a slide URL (a DICOMweb series) as a ``str``.
+    ``slide_path`` is a local file, or a slide URL (a DICOMweb series, an object
+    in a store) as a ``str``. The outputs of a run folder in a store are read
+    from ``store`` under the key ``run_key`` (``objects``: the keys listed
+    there); ``storage_options`` open the slide and the TFRecord, and are never
+    shown (not in the ``repr`` either).
     """
 
     id: str
@@ -64,39 +89,67 @@ class SlideEntry:
     run: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
-    roi_path: Path | None = None
+    #: The slide's ROI file: a path, or the URL of an object beside a slide object.
+    roi_path: Path | str | None = None
     #: Why the slide's outputs in its run folder are not current (``None``: they are).
     stale: str | None = None
+    store: Store | None = field(default=None, repr=False, compare=False)
+    run_key: str | None = None
+    objects: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    #: The slide object's version (ETag, else size and time) when the catalogue read it.
+    slide_version: str | None = None
 
-    def _out(self, kind: str) -> Path | None:
-        # A current output of the slide (a key of runfolder.slide_outputs) that exists.
-        if self.run_dir is None or self.stale is not None:
+    @property
+    def has_run(self) -> bool:
+        """Whether the slide belongs to a run folder (on disk or in a store)."""
+        return self.run_dir is not None or self.store is not None
+
+    def _out(self, kind: str) -> Path | str | None:
+        # A current output of the slide (a key of runfolder.slide_outputs) that exists:
+        # a path, or the URL of an object in the run folder's store.
+        if self.stale is not None:
+            return None
+        if self.store is not None and self.run_key is not None:
+            key = slide_output_keys(self.run_key, self.name)[kind]
+            return self.store.url_of(key) if key in self.objects else None
+        if self.run_dir is None:
             return None
         path = slide_outputs(self.run_dir, self.name)[kind]
         return path if path.is_file() else None
 
+    def read_output(self, kind: str) -> bytes | None:
+        """The bytes of a current output (``"coords"``, ``"preview"``...), ``None`` without one."""
+        where = self._out(kind)
+        if where is None:
+            return None
+        if isinstance(where, Path):
+            return where.read_bytes()
+        assert self.store is not None and self.run_key is not None
+        return self.store.read(slide_output_keys(self.run_key, self.name)[kind])
+
     @property
-    def tfrecord(self) -> Path | None:
-        """The slide's TFRecord file, if written."""
+    def tfrecord(self) -> Path | str | None:
+        """The slide's TFRecord file (or object URL), if written."""
         return self._out("tfrecord")
 
     @property
-    def coords(self) -> Path | None:
+    def coords(self) -> Path | str | None:
         """The kept tiles' coordinates table, if written."""
         return self._out("coords")
 
     @property
-    def rejected(self) -> Path | None:
+    def rejected(self) -> Path | str | None:
         """The rejected tiles' table, if written."""
         return self._out("rejected")
 
     @property
-    def preview(self) -> Path | None:
+    def preview(self) -> Path | str | None:
         """The extraction's preview image, if written."""
         return self._out("preview")
 
     @property
-    def outlines(self) -> Path | None:
+    def outlines(self) -> Path | str | None:
         """The tissue, pen and artifact outlines (``<slide>.geojson``), if written."""
         return self._out("outlines")
 
@@ -111,6 +164,13 @@ class SlideEntry:
         return self.slide_path.name if self.slide_path is not None else None
 
     @property
+    def roi_file(self) -> str | None:
+        """The ROI file's name (never its folder)."""
+        if isinstance(self.roi_path, str):
+            return self.roi_path.rsplit("/", 1)[-1]
+        return self.roi_path.name if self.roi_path is not None else None
+
+    @property
     def has_slide(self) -> bool:
         """Whether the slide file exists (Deep Zoom, metadata and tissue need it).
 
@@ -122,11 +182,10 @@ class SlideEntry:
 
     def _preview_url(self) -> str | None:
         # The preview's path under the served folder (what /files/ is asked for).
-        preview = self.preview
-        if preview is None or self.run_dir is None:
+        if self.preview is None or not self.has_run:
             return None
         prefix = "" if self.run in (None, ".") else f"{self.run}/"
-        return prefix + preview.relative_to(self.run_dir).as_posix()
+        return prefix + slide_output_names(self.name)["preview"]
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts for the dataset view (no absolute paths)."""
@@ -149,9 +208,7 @@ class SlideEntry:
             "has_tfrecord": self.tfrecord is not None,
             "has_grid": self.coords is not None or self.rejected is not None,
             "has_roi": self.roi_path is not None,
-            "has_qc": self.run_dir is not None
-            and self.stale is None
-            and state.get("status") == "done",
+            "has_qc": self.has_run and self.stale is None and state.get("status") == "done",
             "preview": self._preview_url(),
             "tile_px": self.config.get("tile_px"),
             "tile_um": self.config.get("tile_um"),
@@ -205,6 +262,8 @@ class Catalog:
     root: Path | None
     mode: str
     entries: list[SlideEntry]
+    #: The served run folder's name when it is in a store (``root`` is then ``None``).
+    label: str | None = None
 
     def get(self, slide_id: str) -> SlideEntry | None:
         """The entry with id ``slide_id``, or ``None``."""
@@ -215,32 +274,45 @@ class Catalog:
 
     @classmethod
     def from_path(
-        cls, path: str | os.PathLike[str], *, roi_dir: str | os.PathLike[str] | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        roi_dir: str | os.PathLike[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> Catalog:
         """Catalogue a slide, a folder of slides, a run folder or a folder of run folders.
 
         ROI files (``<slide>.geojson``/``.json``/``.csv``) are looked for in
-        ``roi_dir`` and beside each slide file.
+        ``roi_dir`` and beside each slide file (not beside a slide in a store).
+        ``path`` may be a URL: a DICOMweb series, a slide object in a store
+        (``s3://bucket/slides/a.svs``, ``https://host/a.svs``) or a run folder
+        in a store (``s3://bucket/out/256px_128um``: a ``config.json`` object
+        under it), read with ``storage_options``.
 
         Raises
         ------
         SlideNotFoundError
-            When ``path`` does not exist.
+            When ``path`` does not exist (no file, folder or object there).
         ConfigError
             When a folder holds neither slides nor extraction outputs.
+        StorageError
+            When the store cannot be read (credentials, bucket...), naming the URL.
         """
         rois = [Path(roi_dir)] if roi_dir is not None else []
         if isinstance(path, str) and is_slide_url(path):
             url = redact_url(path)
-            name = url_slide_name(path)
-            entry = SlideEntry(id=name, name=name, slide_path=path)
-            entry.roi_path = _find_roi(name, rois)
             if url != path:  # the catalogue is shown: never with credentials in it
                 raise ConfigError(
                     "a slide URL with credentials, a query string or a fragment in it is not "
-                    "served: give credentials through the environment (docs/dicomweb.md)",
+                    "served: give credentials through the environment or --storage-option "
+                    "(docs/dicomweb.md, docs/storage.md)",
                     path=url,
                 )
+            if not is_dicomweb_url(path):
+                return _store_catalog(path, rois, storage_options)
+            name = url_slide_name(path)
+            entry = SlideEntry(id=name, name=name, slide_path=path)
+            entry.roi_path = _find_roi(name, rois)
             return cls(root=None, mode="slide", entries=[entry])
         p = Path(path)
         if not p.exists():
@@ -267,6 +339,10 @@ class Catalog:
         return cls(root=root, mode="slides", entries=entries)
 
 
+#: The outputs whose presence makes a slide's staleness worth telling.
+_DATA_KINDS = ("tfrecord", "index", "coords", "rejected", "preview")
+
+
 def _staleness(
     run_dir: Path, run: str, name: str, state: dict[str, Any], expected: str | None
 ) -> str | None:
@@ -274,9 +350,7 @@ def _staleness(
     if expected is None:
         return None
     outputs = slide_outputs(run_dir, name)
-    if not any(
-        outputs[k].is_file() for k in ("tfrecord", "index", "coords", "rejected", "preview")
-    ):
+    if not any(outputs[k].is_file() for k in _DATA_KINDS):
         return None
     reason = slide_staleness(run_dir, name, config_hash=expected, state=state or None)
     if reason is not None:
@@ -322,4 +396,134 @@ def _run_entries(root: Path, runs: list[Path], rois: list[Path]) -> list[SlideEn
     for e in entries:
         if counts[e.name] > 1:
             e.id = f"{e.run}/{e.name}"
+    return entries
+
+
+def _store_catalog(
+    url: str, rois: list[Path], storage_options: Mapping[str, Any] | None
+) -> Catalog:
+    # A URL in a store: a run folder (a config.json object under it) or one slide object.
+    store, key = store_for(url, storage_options)
+    key = key.strip("/")
+    label = key.rsplit("/", 1)[-1] or url
+    is_slide = PurePosixPath(key).suffix.lower() in SLIDE_EXTENSIONS
+    config = None if is_slide or not key else _object_json(store, f"{key}/{CONFIG_FILE}")
+    if config is not None:
+        entries = _store_run_entries(store, key, config, rois, storage_options)
+        log.info("viewer: %d slides in the run folder %s", len(entries), store.url_of(key))
+        return Catalog(root=None, mode="runs", entries=entries, label=label)
+    try:
+        version = store.stat(key).version
+    except StorageNotFoundError as exc:
+        if not is_slide and _has_objects(store, key):
+            raise ConfigError(
+                "a folder of slides or of run folders in a store is not served: give one "
+                "slide's URL or one run folder's URL (<prefix>/<tile_px>px_<tile_um>)",
+                path=store.url_of(key),
+            ) from exc
+        raise SlideNotFoundError(
+            "no slide object and no run folder (config.json) there", path=store.url_of(key)
+        ) from exc
+    name = url_slide_name(url)
+    entry = SlideEntry(
+        id=name,
+        name=name,
+        slide_path=url,
+        storage_options=storage_options,
+        slide_version=version,
+    )
+    entry.roi_path = _find_roi(name, rois) or _store_roi(store, key, name)
+    return Catalog(root=None, mode="slide", entries=[entry])
+
+
+def _has_objects(store: Store, prefix: str) -> bool:
+    # Whether anything is stored under a prefix (False where the store cannot list).
+    try:
+        return next(iter(store.list(prefix)), None) is not None
+    except StorageError:
+        return False
+
+
+def _store_roi(store: Store, key: str, name: str) -> str | None:
+    # The URL of <name>.geojson/.json/.csv beside a slide object (one HEAD each, in order).
+    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    for ext in ROI_EXTENSIONS:
+        candidate = f"{folder}{name}{ext}"
+        try:
+            if store.exists(candidate):
+                return store.url_of(candidate)
+        except StorageError as exc:
+            log.info("viewer: cannot look for ROIs beside %s: %s", store.url_of(key), exc)
+            return None
+    return None
+
+
+def _object_json(store: Store, key: str) -> dict[str, Any] | None:
+    # A small JSON object; None when missing, logged when unreadable.
+    try:
+        data = json.loads(store.read(key))
+    except StorageNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s: %s", store.url_of(key), exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _store_run_entries(
+    store: Store,
+    run: str,
+    config: dict[str, Any],
+    rois: list[Path],
+    storage_options: Mapping[str, Any] | None,
+) -> list[SlideEntry]:
+    # The slides of a run folder in a store: one listing, one GET per state object and
+    # the runfolder's store-aware staleness check (one HEAD per recorded output).
+    objects = frozenset(store.list(run))
+    names = set()
+    for key in objects:
+        rel = key[len(run) + 1 :]
+        if rel.startswith(f"{STATE_DIR}/") and rel.endswith(".json") and rel.count("/") == 1:
+            names.add(rel[len(STATE_DIR) + 1 : -len(".json")])
+        elif (n := tfrecord_slide(rel)) is not None and "/" not in rel:
+            names.add(n)
+    expected = config.get("hash")
+    settings = config.get("config", {})
+    if not rois:
+        log.info("viewer: ROI files of a run folder in a store are looked for in --roi-dir only")
+    entries = []
+    for name in sorted(n for n in names if n and not n.startswith(".")):
+        keys = slide_output_keys(run, name)
+        state = _object_json(store, keys["state"]) or {}
+        recorded = state.get("path")
+        sp: Path | str | None = None
+        if isinstance(recorded, str) and recorded:
+            sp = recorded if is_slide_url(recorded) else Path(recorded)
+        stale = None
+        if isinstance(expected, str) and any(keys[k] in objects for k in _DATA_KINDS):
+            stale = store_slide_staleness(store, run, name, state or None, expected)
+            if stale is not None:
+                log.warning(
+                    "viewer: the outputs of slide %s in run %s are stale and not shown as "
+                    "its data (kept in the store): %s",
+                    name,
+                    store.url_of(run),
+                    stale,
+                )
+        entries.append(
+            SlideEntry(
+                id=name,
+                name=name,
+                slide_path=sp,
+                run=".",
+                state=state,
+                config=settings if isinstance(settings, dict) else {},
+                roi_path=_find_roi(name, rois),
+                stale=stale,
+                store=store,
+                run_key=run,
+                objects=objects,
+                storage_options=storage_options,
+            )
+        )
     return entries

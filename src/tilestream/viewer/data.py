@@ -31,6 +31,7 @@ import io
 import logging
 import math
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,30 +92,30 @@ class SlideData:
                 self._kept = self._read_kept()
             return self._kept
 
-    def _read_kept(self) -> list[dict[str, Any]]:
-        path = self.entry.coords
-        if path is None:
+    def _table(self, kind: str) -> list[dict[str, str]]:
+        # The rows of a CSV output (a file, or an object read whole), [] without one.
+        data = self.entry.read_output(kind)
+        if data is None:
             return []
+        return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+
+    def _read_kept(self) -> list[dict[str, Any]]:
         rows = []
-        with path.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                out: dict[str, Any] = {k: _number(row.get(k), int) for k in _INTS}
-                out.update({k: _number(row.get(k), float) for k in _FLOATS})
-                rows.append(out)
+        for row in self._table("coords"):
+            out: dict[str, Any] = {k: _number(row.get(k), int) for k in _INTS}
+            out.update({k: _number(row.get(k), float) for k in _FLOATS})
+            rows.append(out)
         return rows
 
     def rejected(self) -> list[tuple[int, int, str]]:
         """``(x, y, reason)`` of the rejected tiles, ``[]`` without a table."""
         with self._lock:
             if self._rejected is None:
-                path = self.entry.rejected
                 rows: list[tuple[int, int, str]] = []
-                if path is not None:
-                    with path.open(newline="", encoding="utf-8") as f:
-                        for row in csv.DictReader(f):
-                            x, y = _number(row.get("x"), int), _number(row.get("y"), int)
-                            if x is not None and y is not None:
-                                rows.append((x, y, row.get("reason") or ""))
+                for row in self._table("rejected"):
+                    x, y = _number(row.get("x"), int), _number(row.get("y"), int)
+                    if x is not None and y is not None:
+                        rows.append((x, y, row.get("reason") or ""))
                 self._rejected = rows
             return self._rejected
 
@@ -154,7 +155,10 @@ class SlideData:
         if path is None:
             raise RecordNotFoundError("the slide has no TFRecord", path=self.entry.name)
         if self._tfr is None:
-            self._tfr = TFRecord(path, create_index=False)
+            # a URL: ranged reads through the tfrecord layer (its index fetched once)
+            self._tfr = TFRecord(
+                path, create_index=False, storage_options=self.entry.storage_options
+            )
         return self._tfr
 
     def stored_tile(self, loc_x: int, loc_y: int) -> tuple[str, bytes]:
@@ -186,9 +190,14 @@ class SlideData:
                 self._tfr.close()
 
 
-def rois_json(path: Path) -> list[dict[str, Any]]:
-    """ROIs as JSON-ready polygons (level-0 ``[[x, y], ...]``, holes included)."""
-    rois: list[ROI] = load_rois(path)
+def rois_json(
+    path: Path | str, *, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """ROIs as JSON-ready polygons (level-0 ``[[x, y], ...]``, holes included).
+
+    ``path`` may be a URL (an object beside a slide object), read with ``storage_options``.
+    """
+    rois: list[ROI] = load_rois(path, storage_options=storage_options)
     return [
         {
             "name": r.name,
@@ -207,13 +216,20 @@ def qc_json(entry: SlideEntry) -> dict[str, Any]:
     the run's ``summary.json``); the polygons are the slide's outline file
     grouped by class, each with its colour, level-0 ``[[x, y], ...]`` rings.
     """
-    if entry.run_dir is None or entry.stale is not None:
+    if not entry.has_run or entry.stale is not None:
         return {"outlines": None, "areas_mm2": {}, "rejected": {}, "classes": []}
-    qc = slide_qc(entry.run_dir, entry.state)
-    classes: dict[str, dict[str, Any]] = {}
     path = entry.outlines
+    if entry.run_dir is not None:
+        qc = slide_qc(entry.run_dir, entry.state)
+    else:  # a run folder in a store: the state's numbers (no outline file on disk to measure)
+        qc = slide_qc(Path(), {**entry.state, "slide": ""})
+        qc["outlines"] = path.rsplit("/", 1)[-1] if isinstance(path, str) else None
+        if not qc["areas_mm2"]:
+            log.info("viewer: no QC areas recorded in the state of %s (in a store)", entry.name)
+    classes: dict[str, dict[str, Any]] = {}
     if path is not None:
-        _plain, tissue, excluded = split_outlines(load_rois(path), outline_excluded_classes())
+        rois = load_rois(path, storage_options=entry.storage_options)
+        _plain, tissue, excluded = split_outlines(rois, outline_excluded_classes())
         for roi in (*tissue, *excluded):
             name = roi.label or "?"
             color = CLASS_COLORS.get(class_name(name), OTHER_COLOR)

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tilestream.extract.remote import is_slide_url
 from tilestream.slide import Slide, open_slide
@@ -42,11 +43,13 @@ class SlidePool:
     Parameters
     ----------
     path
-        The slide file.
+        The slide file, or its URL (an object in a store, a DICOMweb series).
     size
         Most handles open at once; a thread asking for one when all are lent waits.
     cache_bytes
         Decoded-tile cache budget of each handle.
+    storage_options
+        Options of the store of a slide URL (credentials, endpoint); never shown.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class SlidePool:
         size: int = 4,
         *,
         cache_bytes: int = HANDLE_CACHE_BYTES,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size!r}")
@@ -62,6 +66,7 @@ class SlidePool:
         self.path: Path | str = os.fspath(path) if is_slide_url(path) else Path(path)
         self.size = size
         self._cache_bytes = cache_bytes
+        self._storage_options = storage_options
         self._free: list[Slide] = []
         self._all: list[Slide] = []
         self._count = 0
@@ -86,7 +91,9 @@ class SlidePool:
                 self._cond.wait()
             self._count += 1  # reserve the slot; open outside the lock
         try:
-            slide = open_slide(self.path, cache_bytes=self._cache_bytes)
+            slide = open_slide(
+                self.path, cache_bytes=self._cache_bytes, storage_options=self._storage_options
+            )
         except BaseException:
             with self._cond:
                 self._count -= 1

@@ -40,12 +40,18 @@ import logging
 import mimetypes
 import os
 import threading
+from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
-from tilestream.errors import RecordNotFoundError, SlideNotFoundError, TileStreamError
+from tilestream.errors import (
+    RecordNotFoundError,
+    SlideNotFoundError,
+    StorageNotFoundError,
+    TileStreamError,
+)
 from tilestream.viewer.access import TOKEN_PARAM, Access, public_text, redact_token
 from tilestream.viewer.api import MOSAIC_MAX, api_reply, file_stamp, json_reply, version_etag
 from tilestream.viewer.app import ViewerApp
@@ -168,7 +174,7 @@ class _Handler(DeadlineHandler):
                 self._route(head)
         except HTTPError as exc:
             self._error(exc.status, exc.message, head=head)
-        except (TileNotFound, RecordNotFoundError, SlideNotFoundError) as exc:
+        except (TileNotFound, RecordNotFoundError, SlideNotFoundError, StorageNotFoundError) as exc:
             self._error(404, str(exc), head=head)
         except TileStreamError as exc:
             log.warning("%s: %s", path, exc)
@@ -222,6 +228,10 @@ class _Handler(DeadlineHandler):
             return
         if raw.startswith("/files/"):
             root = app.catalog.root
+            if root is None and app.catalog.label is not None:  # a run folder in a store
+                body = app.store_file(unquote(raw[len("/files/") :]))
+                self._send(body, "image/jpeg", head=head)
+                return
             if root is None:
                 raise HTTPError(404, "no folder is served")
             path = safe_join(root, unquote(raw[len("/files/") :]))
@@ -297,7 +307,8 @@ class _Handler(DeadlineHandler):
             raise HTTPError(404, f"no tile {parts[1]}/{parts[2]}")
         level, c, r = int(parts[1]), int(col), int(row)
         renderer = app.renderer(entry)
-        etag = version_etag(str(entry.slide_path), file_stamp(entry.slide_path), level, c, r)
+        stamp = entry.slide_version or file_stamp(entry.slide_path)
+        etag = version_etag(str(entry.slide_path), stamp, level, c, r)
         if self.headers.get("If-None-Match") == etag:
             renderer.check(level, c, r)
             self._send(b"", "image/jpeg", cache="public, max-age=86400", etag=etag)
@@ -342,6 +353,11 @@ class ViewerServer:
         open and a write may block.
     max_connections
         Connections answered at once; more get 503.
+    storage_options
+        Options of the store when ``path`` is a URL (``s3://bucket/slides/a.svs``,
+        ``s3://bucket/out/256px_128um``): credentials, endpoint. They open the
+        slides and TFRecords and never appear in a page, a reply, a log line or
+        an error.
 
     Use :meth:`serve_forever` (blocks) or :meth:`start` (a background thread),
     then :meth:`close` (or a ``with`` block).
@@ -357,8 +373,10 @@ class ViewerServer:
         token: str | bool | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.app = ViewerApp(Catalog.from_path(path, roi_dir=roi_dir))
+        catalog = Catalog.from_path(path, roi_dir=roi_dir, storage_options=storage_options)
+        self.app = ViewerApp(catalog)
         try:
             self._httpd = _Server(
                 (host, port),
