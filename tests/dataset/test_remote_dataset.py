@@ -75,13 +75,12 @@ def test_dataset_of_objects_loads_the_same_tiles(
 
     def tiles(dataset: Dataset) -> list[tuple[str, int, int, bytes]]:
         out = []
-        # Spawned workers: a forked worker that read S3 can leave the parent's s3fs
-        # session hanging in this session (see the report); the loaders tests fork.
+        # Forked workers (Linux's default): each makes its own connections, and this
+        # process's next request must not hang on sockets a child used.
         loader = torch.utils.data.DataLoader(
             dataset.torch(as_dict=True, incl_loc=True, seed=1),
             batch_size=32,
             num_workers=2,
-            multiprocessing_context="spawn",
         )
         for b in loader:
             for s, x, y, img in zip(

@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import selectors
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, BinaryIO, TypeVar
@@ -49,6 +51,35 @@ OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 #: Protocols whose conditional PUT (``If-None-Match: *``) :meth:`FsspecStore.put_if_absent` uses.
 _CONDITIONAL_PUT = frozenset({"s3", "s3a"})
 _LOCAL = frozenset({"file", "local"})
+
+# fsspec runs every async filesystem on one event loop in a thread. A forked child (a
+# DataLoader worker) inherits that loop's epoll instance, which the kernel shares with the
+# parent: when the child's copies of the parent's sessions are finalised, their sockets are
+# unregistered from it, in the parent too, and the parent's next request on a pooled
+# connection waits forever. The child's copy of the loop gets a selector of its own, and is
+# marked as not running (the sessions' finalisers then close nothing through it).
+_parent_loops: list[Any] = []
+
+
+def _remember_loop() -> None:
+    asyn = sys.modules.get("fsspec.asyn")
+    loop = asyn.loop[0] if asyn is not None else None
+    _parent_loops[:] = [loop] if loop is not None else []
+
+
+def _detach_inherited_loop() -> None:
+    for loop in _parent_loops:
+        with contextlib.suppress(AttributeError):
+            loop._selector = selectors.SelectSelector()
+            loop._thread_id = None
+    _parent_loops.clear()
+
+
+os.register_at_fork(
+    before=_remember_loop,
+    after_in_child=_detach_inherited_loop,
+    after_in_parent=_parent_loops.clear,
+)
 
 
 def _protocol(fs: Any) -> str:
@@ -107,7 +138,8 @@ class FsspecStore(Store):
         part_size: int = 8 * 1024 * 1024,
     ) -> None:
         super().__init__()
-        self.fs = fs
+        self._fs = fs
+        self._pid = os.getpid()
         self.root = str(fs._strip_protocol(root)) if root else ""
         self._prefix = self.root if self.root.endswith("/") or not self.root else self.root + "/"
         self.url = url.rstrip("/")
@@ -117,6 +149,20 @@ class FsspecStore(Store):
         self.buffer_size = buffer_size
         self.part_size = part_size
         self.supports_conditional_write = self.protocol in _CONDITIONAL_PUT | _LOCAL
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem; in a forked child, a new one made with the same options.
+
+        A DataLoader worker forked from a process that used the store must not
+        share its connection pool: requests of both would interleave on the same
+        keep-alive sockets (the parent's next request then waits forever).
+        """
+        if os.getpid() != self._pid:
+            fs = self._fs
+            self._fs = type(fs)(*fs.storage_args, **fs.storage_options)
+            self._pid = os.getpid()
+        return self._fs
 
     def url_of(self, key: str) -> str:
         """The object's URL without credentials or query string."""
