@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["parse_storage_options", "storage_option"]
+from tilestream.storage import is_url
+
+__all__ = ["PathOrURL", "parse_storage_options", "storage_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,3 +74,21 @@ def storage_option(func: F) -> F:
         help="An fsspec option for s3://, gs:// and http(s):// URLs (repeatable; "
         "credentials are better left to the environment or ~/.aws).",
     )(func)
+
+
+class PathOrURL(click.ParamType):
+    """A URL (``s3://``, ``gs://``, ``http(s)://``), kept whole, or a path checked like ``click.Path``.
+
+    ``click.Path`` would fold a URL's ``//`` and refuse it as a missing file.
+    """
+
+    name = "path_or_url"
+
+    def __init__(self, **path_options: Any) -> None:
+        self._path = click.Path(**path_options)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The URL as given, or what ``click.Path`` makes of a path."""
+        if isinstance(value, str) and is_url(value):
+            return value
+        return self._path.convert(value, param, ctx)

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tilestream.cli._storage import storage_option
+from tilestream.cli._storage import PathOrURL, storage_option
 
 __all__ = ["register"]
 
@@ -32,37 +32,53 @@ def _parse_filters(items: tuple[str, ...]) -> dict[str, list[str]]:
     return out
 
 
-def _top_level_tfrecords(paths: tuple[str, ...]) -> list[Path]:
-    """Files as given; a folder gives its top-level ``*.tfrecords`` (not searched further)."""
-    from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
+def _top_level_tfrecords(
+    paths: tuple[str, ...], storage_options: dict[str, Any] | None = None
+) -> list[Path | str]:
+    """Files as given; a folder gives its top-level ``*.tfrecords`` (not searched further).
 
-    return find_tfrecords(paths, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+    A URL is an object, or a prefix whose ``*.tfrecords`` objects are listed.
+    """
+    from tilestream.dataset.io import tfrecord_files
+
+    return tfrecord_files(paths, storage_options=storage_options)
 
 
 def _add_file_commands(tfrecord_group: click.Group) -> None:
     """``tfrecord merge``, ``split``, ``shuffle`` and ``join``."""
 
     @tfrecord_group.command("merge")
-    @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+    @click.argument("inputs", nargs=-1, required=True, type=PathOrURL(exists=True))
     @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-    def merge_cmd(inputs: tuple[str, ...], output: str, overwrite: bool) -> None:
-        """Concatenate TFRecords (files, or folders of *.tfrecords) into OUTPUT."""
+    @storage_option
+    def merge_cmd(
+        inputs: tuple[str, ...],
+        output: str,
+        overwrite: bool,
+        storage_options: dict[str, Any] | None,
+    ) -> None:
+        """Concatenate TFRecords (files, folders, URLs or prefixes of *.tfrecords) into OUTPUT."""
         from tilestream.dataset.io import merge_tfrecords
 
-        files = _top_level_tfrecords(inputs)
-        n = merge_tfrecords(files, output, overwrite=overwrite)
+        files = _top_level_tfrecords(inputs, storage_options)
+        n = merge_tfrecords(files, output, overwrite=overwrite, storage_options=storage_options)
         _console().print(f"merged {len(files)} TFRecords: {n} records -> [green]{output}[/green]")
 
     @tfrecord_group.command("split")
-    @click.argument("tfrecord", type=click.Path(exists=True, dir_okay=False))
+    @click.argument("tfrecord", type=PathOrURL(exists=True, dir_okay=False))
     @click.argument("out_dir", type=click.Path(file_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-    def split_cmd(tfrecord: str, out_dir: str, overwrite: bool) -> None:
-        """Split TFRECORD by slide into OUT_DIR/<slide>.tfrecords."""
+    @storage_option
+    def split_cmd(
+        tfrecord: str, out_dir: str, overwrite: bool, storage_options: dict[str, Any] | None
+    ) -> None:
+        """Split TFRECORD (a file or URL) by slide into OUT_DIR/<slide>.tfrecords."""
         from tilestream.dataset.io import split_tfrecord
 
-        counts = split_tfrecord(tfrecord, out_dir, overwrite=overwrite)
+        counts = split_tfrecord(
+            tfrecord, out_dir, overwrite=overwrite, storage_options=storage_options
+        )
         table = Table("slide", "records", title=f"{tfrecord} -> {out_dir}")
         for slide, n in sorted(counts.items()):
             table.add_row(slide, str(n))
@@ -101,7 +117,7 @@ def _add_transform_command(tfrecord_group: click.Group) -> None:
     """``tfrecord transform``."""
 
     @tfrecord_group.command("transform")
-    @click.argument("origin", type=click.Path(exists=True, dir_okay=False))
+    @click.argument("origin", type=PathOrURL(exists=True, dir_okay=False))
     @click.argument("target", type=click.Path(dir_okay=False))
     @click.option("--slide", "assign_slide", default=None, help="New slide name.")
     @click.option("--resize", type=int, default=None, help="Resize tiles to N x N pixels.")
@@ -109,6 +125,7 @@ def _add_transform_command(tfrecord_group: click.Group) -> None:
     @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True)
     @click.option("--hue-shift", type=float, default=None)
     @click.option("--overwrite", is_flag=True)
+    @storage_option
     def transform_cmd(
         origin: str,
         target: str,
@@ -118,8 +135,9 @@ def _add_transform_command(tfrecord_group: click.Group) -> None:
         quality: int,
         hue_shift: float | None,
         overwrite: bool,
+        storage_options: dict[str, Any] | None,
     ) -> None:
-        """Copy ORIGIN to TARGET, re-encoding tiles and/or renaming the slide."""
+        """Copy ORIGIN (a file or URL) to TARGET, re-encoding tiles and/or renaming the slide."""
         from tilestream.dataset.io import transform_tfrecord
 
         n = transform_tfrecord(
@@ -131,6 +149,7 @@ def _add_transform_command(tfrecord_group: click.Group) -> None:
             img_format=img_format,
             quality=quality,
             overwrite=overwrite,
+            storage_options=storage_options,
         )
         _console().print(f"transformed {n} records -> [green]{target}[/green]")
 
@@ -139,16 +158,23 @@ def _add_image_commands(tfrecord_group: click.Group) -> None:
     """``tfrecord to-images`` and ``from-images``."""
 
     @tfrecord_group.command("to-images")
-    @click.argument("tfrecords", nargs=-1, required=True, type=click.Path(exists=True))
+    @click.argument("tfrecords", nargs=-1, required=True, type=PathOrURL(exists=True))
     @click.option("-o", "--out", "dest", required=True, type=click.Path(file_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace differing tile files.")
-    def to_images_cmd(tfrecords: tuple[str, ...], dest: str, overwrite: bool) -> None:
-        """Write the tiles of TFRECORDS as DEST/<slide>/<slide>_<x>-<y>.<ext>."""
+    @storage_option
+    def to_images_cmd(
+        tfrecords: tuple[str, ...],
+        dest: str,
+        overwrite: bool,
+        storage_options: dict[str, Any] | None,
+    ) -> None:
+        """Write the tiles of TFRECORDS (files, folders, URLs) as DEST/<slide>/<slide>_<x>-<y>.<ext>."""
         from tilestream.dataset.io import tfrecord_to_images
 
         table = Table("TFRecord", "tiles", title=f"tiles -> {dest}")
-        for f in _top_level_tfrecords(tfrecords):
-            table.add_row(str(f), str(tfrecord_to_images(f, dest, overwrite=overwrite)))
+        for f in _top_level_tfrecords(tfrecords, storage_options):
+            n = tfrecord_to_images(f, dest, overwrite=overwrite, storage_options=storage_options)
+            table.add_row(str(f), str(n))
         _console().print(table)
 
     @tfrecord_group.command("from-images")

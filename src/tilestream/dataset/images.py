@@ -30,13 +30,14 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tilestream.errors import ConfigError, UnsupportedRecordError
+from tilestream.storage import is_url
 from tilestream.tfrecord import (
     TFRecordWriter,
     detect_image_format,
@@ -277,7 +278,7 @@ def _location_of(record: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _image_of(record: dict[str, Any], path: Path, i: int) -> bytes:
+def _image_of(record: dict[str, Any], path: Path | str, i: int) -> bytes:
     image = record.get("image_raw")
     if not isinstance(image, bytes):
         raise UnsupportedRecordError(
@@ -288,15 +289,20 @@ def _image_of(record: dict[str, Any], path: Path, i: int) -> bytes:
     return image
 
 
-def _slide_of(record: dict[str, Any], path: Path) -> str:
+def _slide_of(record: dict[str, Any], path: Path | str) -> str:
     slide = record.get("slide")
     if isinstance(slide, bytes):
         return slide.decode("utf-8", errors="replace")
-    return path.name.split(".")[0]
+    name = path.name if isinstance(path, Path) else path.rstrip("/").rsplit("/", 1)[-1]
+    return name.split(".")[0]
 
 
 def tfrecord_to_images(
-    tfrecord: PathLike, destination: PathLike, *, overwrite: bool = False
+    tfrecord: PathLike,
+    destination: PathLike,
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Write each record's image as ``destination/<slide>/<slide>_<x>-<y>.<ext>``.
 
@@ -306,6 +312,7 @@ def tfrecord_to_images(
     A location shared by several records (e.g. records written without
     locations) gets the record number too: ``<slide>_<i>_<x>-<y>.<ext>``.
     The tiles appear only when all were written. Returns the number written.
+    ``tfrecord`` may be a URL (``s3://...``), read with ``storage_options``.
 
     Raises
     ------
@@ -314,14 +321,16 @@ def tfrecord_to_images(
     UnsupportedRecordError
         A record has no ``image_raw``.
     """
-    src = Path(tfrecord)
+    text = os.fspath(tfrecord)
+    src: Path | str = text if is_url(text) else Path(text)
+    src_name = text.rstrip("/").rsplit("/", 1)[-1] if isinstance(src, str) else src.name
     dest = Path(destination)
     dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{src.name}.", suffix=".tmp", dir=dest))
+    staging = Path(tempfile.mkdtemp(prefix=f".{src_name}.", suffix=".tmp", dir=dest))
     written: list[Path] = []
     try:
         seen: set[tuple[str, int, int]] = set()
-        for i, data in enumerate(iter_records(src)):
+        for i, data in enumerate(iter_records(src, storage_options=storage_options)):
             rec = parse_example(data, path=os.fspath(src), record=i)
             image = _image_of(rec, src, i)
             slide = _safe_name(_slide_of(rec, src))

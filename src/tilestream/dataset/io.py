@@ -49,7 +49,7 @@ import io
 import logging
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,10 @@ from tilestream.dataset.images import (
     write_tfrecords_multi,
     write_tfrecords_single,
 )
+from tilestream.dataset.scan import remote_tfrecords
 from tilestream.errors import ConfigError, UnsupportedRecordError
 from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
+from tilestream.storage import is_url
 from tilestream.tfrecord import (
     TFRecord,
     TFRecordWriter,
@@ -94,6 +96,7 @@ __all__ = [
     "parse_location",
     "shuffle_tfrecord",
     "split_tfrecord",
+    "tfrecord_files",
     "tfrecord_to_images",
     "transform_tfrecord",
     "write_tfrecords_merge",
@@ -117,48 +120,81 @@ def _location_from_bytes(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _check_same_format(files: Sequence[Path]) -> None:
-    first: tuple[Path, Any, Any] | None = None
+def _check_same_format(
+    files: Sequence[Path | str], storage_options: Mapping[str, Any] | None = None
+) -> None:
+    first: tuple[str, Any, Any] | None = None
     for f in files:
-        fields, fmt = detect_tfrecord_format(f)
+        fields, fmt = detect_tfrecord_format(f, storage_options=storage_options)
         if fields is None:
             continue  # an empty file
         if first is None:
-            first = (f, sorted(fields), fmt)
+            first = (_file_name(f), sorted(fields), fmt)
         elif sorted(fields) != first[1] or fmt != first[2]:
             raise ConfigError(
-                f"format {sorted(fields)} / {fmt} differs from {first[0].name} "
+                f"format {sorted(fields)} / {fmt} differs from {first[0]} "
                 f"({first[1]} / {first[2]}): TFRecords merged into one must match",
                 path=f,
             )
 
 
-def _tfrecord_list(tfrecords: PathLike | Sequence[PathLike]) -> list[Path]:
-    """Files as given; a folder gives its top-level ``*.tfrecords`` (not searched further)."""
-    return find_tfrecords(tfrecords, recursive=False, suffixes=(TFRECORD_SUFFIX,))
+def _file_name(source: Path | str) -> str:
+    return source.name if isinstance(source, Path) else source.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _source(source: PathLike) -> Path | str:
+    """A URL stays a string (``Path`` would fold its ``//``); a path becomes a ``Path``."""
+    text = os.fspath(source)
+    return text if is_url(text) else Path(text)
+
+
+def tfrecord_files(
+    tfrecords: PathLike | Sequence[PathLike], *, storage_options: Mapping[str, Any] | None = None
+) -> list[Path | str]:
+    """Files as given; a folder gives its top-level ``*.tfrecords`` (not searched further).
+
+    A URL is one object, or a prefix whose ``*.tfrecords`` objects are listed (recursively).
+    """
+    items = [tfrecords] if isinstance(tfrecords, (str, os.PathLike)) else list(tfrecords)
+    out: list[Path | str] = []
+    local: list[PathLike] = []
+    for item in items:
+        if is_url(os.fspath(item)):
+            out.extend(remote_tfrecords(os.fspath(item), None, storage_options))
+        else:
+            local.append(item)
+    if local:
+        out.extend(find_tfrecords(local, recursive=False, suffixes=(TFRECORD_SUFFIX,)))
+    return out
 
 
 def merge_tfrecords(
-    tfrecords: PathLike | Sequence[PathLike], output: PathLike, *, overwrite: bool = False
+    tfrecords: PathLike | Sequence[PathLike],
+    output: PathLike,
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Concatenate TFRecords (a list, or a folder's ``*.tfrecords``) into ``output``.
 
-    The inputs must share their features and image format. Returns the number of records.
+    Inputs may be URLs (``s3://...``; a prefix lists its ``*.tfrecords``), read with
+    ``storage_options``; the output is a local file. The inputs must share their
+    features and image format. Returns the number of records.
     """
-    files = _tfrecord_list(tfrecords)
+    files = tfrecord_files(tfrecords, storage_options=storage_options)
     if not files:
         raise ConfigError(
             "no TFRecords to merge",
             path=os.fspath(tfrecords) if isinstance(tfrecords, (str, os.PathLike)) else None,
         )
     out = Path(output)
-    if any(f.resolve() == out.resolve() for f in files):
+    if any(isinstance(f, Path) and f.resolve() == out.resolve() for f in files):
         raise ConfigError("the output is one of the inputs", path=out)
-    _check_same_format(files)
+    _check_same_format(files, storage_options)
     _output(out, overwrite)
     with TFRecordWriter(out) as writer:
         for f in files:
-            for data in iter_records(f):
+            for data in iter_records(f, storage_options=storage_options):
                 writer.write(data, location=_location_from_bytes(data))
     return writer.count
 
@@ -211,7 +247,7 @@ def join_tfrecord(
 
     With ``assign_slide`` every record gets that slide name. Returns the number of records.
     """
-    files = _tfrecord_list(Path(input_folder))
+    files = tfrecord_files(Path(input_folder))
     if not files:
         raise ConfigError("no *.tfrecords to join", path=input_folder)
     out = Path(output_file)
@@ -235,20 +271,24 @@ def join_tfrecord(
 
 
 def split_tfrecord(
-    tfrecord_file: PathLike, output_folder: PathLike, *, overwrite: bool = False
+    tfrecord_file: PathLike,
+    output_folder: PathLike,
+    *,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
-    """Split a TFRecord by slide into ``output_folder/<slide>.tfrecords``.
+    """Split a TFRecord (a file or a URL) by slide into ``output_folder/<slide>.tfrecords``.
 
     Streams the input with one writer per slide; all outputs appear only when
     the whole input was read. Returns ``{slide: records}``.
     """
-    src = Path(tfrecord_file)
+    src = _source(tfrecord_file)
     dest = Path(output_folder)
     dest.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         writers: dict[str, TFRecordWriter] = {}
-        for i, data in enumerate(iter_records(src)):
+        for i, data in enumerate(iter_records(src, storage_options=storage_options)):
             rec = parse_example(data, path=os.fspath(src), record=i)
             if not isinstance(rec.get("slide"), bytes):
                 raise UnsupportedRecordError(f"record {i} has no 'slide' feature", path=src)
@@ -256,7 +296,7 @@ def split_tfrecord(
             w = writers.get(name)
             if w is None:
                 out = _output(dest / f"{name}.tfrecords", overwrite)
-                if out.resolve() == src.resolve():
+                if isinstance(src, Path) and out.resolve() == src.resolve():
                     raise ConfigError("an output would replace the input", path=out)
                 w = writers[name] = stack.enter_context(TFRecordWriter(out))
             w.write(data, location=_location_of(rec))
@@ -282,6 +322,7 @@ def transform_tfrecord(
     img_format: str | None = None,
     quality: int = 95,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Copy a TFRecord, re-encoding its tiles and/or renaming the slide.
 
@@ -289,7 +330,8 @@ def transform_tfrecord(
     ----------
     origin, target
         Input and output (they may be the same file: it is replaced atomically,
-        keeping its compression).
+        keeping its compression). ``origin`` may be a URL, read with
+        ``storage_options``; ``target`` is a local file.
     assign_slide
         A new slide name, or a function of the old one.
     hue_shift
@@ -310,17 +352,17 @@ def transform_tfrecord(
     """
     from PIL import Image
 
-    src, out = Path(origin), Path(target)
+    src, out = _source(origin), Path(target)
     if img_format is not None and img_format.lower() not in ("jpeg", "jpg", "png"):
         raise ConfigError(f"img_format must be 'jpeg' or 'png', not {img_format!r}")
     fmt_out = {"jpg": "jpeg"}.get((img_format or "").lower(), (img_format or "").lower()) or None
-    in_place = src.resolve() == out.resolve()
+    in_place = isinstance(src, Path) and src.resolve() == out.resolve()
     if not in_place:
         _output(out, overwrite)
     reencode = hue_shift is not None or resize is not None or fmt_out is not None
-    comp = _compression_of(src) if in_place else None
+    comp = _compression_of(src) if in_place and isinstance(src, Path) else None
     with TFRecordWriter(out, compression=comp) as writer:
-        for i, data in enumerate(iter_records(src)):
+        for i, data in enumerate(iter_records(src, storage_options=storage_options)):
             feats = dict(decode_example(data, path=os.fspath(src), record=i))
             plain = parse_example(data, path=os.fspath(src), record=i)
             if reencode:

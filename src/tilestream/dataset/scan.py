@@ -24,7 +24,7 @@ from tilestream.storage import store_for
 from tilestream.tfrecord.remote import RemoteObject, local_path, remote_name
 from tilestream.tfrecord.remote_index import remote_index
 
-__all__ = ["TFRecordScan", "scan_tfrecords", "split_sources"]
+__all__ = ["TFRecordScan", "remote_tfrecords", "scan_tfrecords", "split_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def split_sources(
     return paths, urls
 
 
-def _remote_files(
+def remote_tfrecords(
     url: str, run_folder: str | None, storage_options: Mapping[str, Any] | None
 ) -> list[str]:
     """The ``.tfrecords`` objects of a URL: itself, or those under it as a prefix (recursively)."""
@@ -115,7 +115,7 @@ def _scan_remote(
     """Add the remote TFRecords: counted from their indexes (cached locally by ETag)."""
     for url in urls:
         try:
-            found = _remote_files(url, run_folder, storage_options)
+            found = remote_tfrecords(url, run_folder, storage_options)
         except FileNotFoundError:
             scan.missing.append(url)
             continue
