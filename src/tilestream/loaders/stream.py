@@ -257,38 +257,63 @@ def _stream(
         )  # fmt: skip
         return
     handles = FileHandles()
-    parse = parser
-    produced = 0
-    failures_in_a_row = 0
-    limit = sum(len(r) for r in ranges) + 1
-    try:
+
+    def local_items() -> Iterator[tuple[str, int, int, Callable[[], Any]]]:
         for f, record in positions:
-            if epoch_length is not None and produced >= epoch_length:
-                return
             src = sources[f]
             offset = int(src.offsets[record])
-            try:
+
+            def load(src: RecordSource = src, record: int = record, offset: int = offset) -> Any:
                 data = read_record(
-                    handles.get(src.path),
-                    src.path,
-                    record,
-                    offset,
-                    int(src.sizes[record]),
+                    handles.get(src.path), src.path, record, offset, int(src.sizes[record]),
                     verify=verify,
-                )
-                item = data if parse is None else parse(data)
-            except (CorruptRecordError, UnsupportedRecordError) as exc:
-                failures_in_a_row += 1
-                _skip_or_raise(
-                    exc, stats, src.path, record, offset, on_error=on_error, on_skip=on_skip,
-                    give_up=failures_in_a_row > limit,
                 )  # fmt: skip
-                continue
-            failures_in_a_row = 0
-            produced += 1
-            yield (item, src.path, record) if with_location else item
+                return data if parser is None else parser(data)
+
+            yield src.path, record, offset, load
+
+    try:
+        yield from _deliver(
+            local_items(), stats, epoch_length=epoch_length, on_error=on_error,
+            on_skip=on_skip, with_location=with_location, limit=sum(len(r) for r in ranges) + 1,
+        )  # fmt: skip
     finally:
         handles.close()
+
+
+def _deliver(
+    items: Iterator[tuple[str, int, int, Callable[[], Any]]],
+    stats: RecordStream,
+    *,
+    epoch_length: int | None,
+    on_error: OnError,
+    on_skip: Callable[[TFRecordError], None] | None,
+    with_location: bool,
+    limit: int,
+) -> Iterator[Any]:
+    """What each ``(path, record, offset, load)`` of ``items`` loads, local or remote alike.
+
+    A record that ``load`` finds corrupt or unsupported is skipped or raised as
+    ``on_error`` says; more than ``limit`` failures in a row give up. The stream
+    ends after ``epoch_length`` records.
+    """
+    produced = 0
+    failures_in_a_row = 0
+    for path, record, offset, load in items:
+        if epoch_length is not None and produced >= epoch_length:
+            return
+        try:
+            item = load()
+        except (CorruptRecordError, UnsupportedRecordError) as exc:
+            failures_in_a_row += 1
+            _skip_or_raise(
+                exc, stats, path, record, offset, on_error=on_error, on_skip=on_skip,
+                give_up=failures_in_a_row > limit,
+            )  # fmt: skip
+            continue
+        failures_in_a_row = 0
+        produced += 1
+        yield (item, path, record) if with_location else item
 
 
 def _remote_stream(
@@ -312,30 +337,24 @@ def _remote_stream(
         sources, positions, sequence, block_records=plan.block_records,
         read_ahead=plan.read_ahead, verify=verify,
     )  # fmt: skip
-    items: Iterator[tuple[int, int, int, bytes | BaseException]] = iter(prefetch)
+    fetched: Iterator[tuple[int, int, int, bytes | BaseException]] = iter(prefetch)
     if shuffle_rng is not None and plan.shuffle_buffer > 1:
-        items = shuffle_buffer(items, plan.shuffle_buffer, shuffle_rng)
-    produced = 0
-    failures_in_a_row = 0
+        fetched = shuffle_buffer(fetched, plan.shuffle_buffer, shuffle_rng)
+
+    def load(data: bytes | BaseException) -> Any:
+        if isinstance(data, BaseException):
+            raise data
+        return data if parser is None else parser(data)
+
+    items = (
+        (sources[f].path, record, offset, lambda data=data: load(data))
+        for f, record, offset, data in fetched
+    )
     try:
-        for f, record, offset, data in items:
-            if epoch_length is not None and produced >= epoch_length:
-                return
-            src = sources[f]
-            try:
-                if isinstance(data, BaseException):
-                    raise data
-                item = data if parser is None else parser(data)
-            except (CorruptRecordError, UnsupportedRecordError) as exc:
-                failures_in_a_row += 1
-                _skip_or_raise(
-                    exc, stats, src.path, record, offset, on_error=on_error, on_skip=on_skip,
-                    give_up=failures_in_a_row > limit,
-                )  # fmt: skip
-                continue
-            failures_in_a_row = 0
-            produced += 1
-            yield (item, src.path, record) if with_location else item
+        yield from _deliver(
+            items, stats, epoch_length=epoch_length, on_error=on_error, on_skip=on_skip,
+            with_location=with_location, limit=limit,
+        )  # fmt: skip
     finally:
         prefetch.close()
 
