@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import io
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -48,6 +47,7 @@ from tilestream.errors import (
 from tilestream.slide.backends.base import SlideBackend
 from tilestream.slide.reading import safe_location, url_scheme
 from tilestream.storage import EXTRAS, IOStats, Stat, Store, is_url, store_for
+from tilestream.storage.ranges import open_ranges
 
 __all__ = [
     "DEFAULT_BYTE_CACHE",
@@ -129,8 +129,8 @@ class RemoteSource:
         back costs one ranged request per block it touches, once. Store
         failures become slide errors (:func:`slide_error`).
         """
-        raw = _BlockFile(self, block_size, blocks)
-        return io.BufferedReader(raw, buffer_size=16 * 1024)
+        cache = _BlockCache(self, block_size, blocks)
+        return open_ranges(cache.read, self.stat.size, self.url, buffer_size=16 * 1024)
 
 
 def open_source(url: str, storage_options: Mapping[str, Any] | None = None) -> RemoteSource:
@@ -169,33 +169,14 @@ def remote_slide_version(url: str, storage_options: Mapping[str, Any] | None = N
     return open_source(url, storage_options).stat.version
 
 
-class _BlockFile(io.RawIOBase):
-    """A read-only seekable raw file over one object, through a cache of aligned blocks."""
+class _BlockCache:
+    """Ranged reads of one object through a cache of aligned blocks (for header parsing)."""
 
     def __init__(self, source: RemoteSource, block_size: int, blocks: int) -> None:
-        super().__init__()
         self._source = source
         self._size = source.stat.size
         self._block = block_size
         self._blocks: LRU[int, bytes] = LRU(max_items=blocks)
-        self._pos = 0
-        self.name = source.url
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
 
     def _fetch(self, first: int, last: int) -> list[bytes]:
         bs = self._block
@@ -213,18 +194,15 @@ class _BlockFile(io.RawIOBase):
                 got[b] = data
         return [got[b] for b in blocks]
 
-    def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), max(0, self._size - self._pos))
-        if want <= 0:
-            return 0
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` (fewer only at the end), from the blocks they touch."""
+        size = min(size, max(0, self._size - offset))
+        if size <= 0:
+            return b""
         bs = self._block
-        first, last = self._pos // bs, (self._pos + want - 1) // bs
-        data = b"".join(self._fetch(first, last))
-        lo = self._pos - first * bs
-        chunk = data[lo : lo + want]
-        memoryview(buffer)[: len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
+        first, last = offset // bs, (offset + size - 1) // bs
+        lo = offset - first * bs
+        return b"".join(self._fetch(first, last))[lo : lo + size]
 
 
 class StoreReader:
