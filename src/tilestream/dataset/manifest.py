@@ -63,6 +63,7 @@ from tilestream.runfolder import (
 __all__ = [
     "TFRECORD_SUFFIXES",
     "ManifestScan",
+    "counted_entry",
     "find_tfrecords",
     "read_manifest",
     "scan_manifest",
@@ -141,11 +142,30 @@ def _entry(path: Path, verify: bool) -> dict[str, Any]:
     except OSError as exc:
         return {"total": 0, "error": f"cannot stat: {exc.strerror or exc}"}
     entry: dict[str, Any] = {"total": 0, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    count = _verified_count if verify else _count
+    return counted_entry(entry, lambda: count(path), path, verify=verify)
+
+
+def counted_entry(
+    entry: dict[str, Any],
+    count: Callable[[], int],
+    where: str | os.PathLike[str],
+    *,
+    verify: bool,
+    fatal: Callable[[BaseException], bool] | None = None,
+) -> dict[str, Any]:
+    """``entry`` with the ``total`` that ``count`` gives, or the ``error`` that kept it from one.
+
+    An unreadable or empty TFRecord is kept and recorded (and logged, naming
+    ``where``); an error that ``fatal`` accepts is raised instead.
+    """
     try:
-        entry["total"] = _verified_count(path) if verify else _count(path)
+        entry["total"] = count()
     except (TileStreamError, OSError, EOFError) as exc:
+        if fatal is not None and fatal(exc):
+            raise
         entry["error"] = f"{type(exc).__name__}: {exc}"
-        log.warning("unreadable TFRecord %s (kept, recorded in the manifest): %s", path, exc)
+        log.warning("unreadable TFRecord %s (kept, recorded in the manifest): %s", where, exc)
     else:
         if entry["total"] == 0:
             entry["error"] = "empty TFRecord (no records)"

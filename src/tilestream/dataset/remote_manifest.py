@@ -19,8 +19,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, BinaryIO, cast
 
-from tilestream.dataset.manifest import ManifestScan
-from tilestream.errors import StorageError, StorageNotFoundError, TileStreamError
+from tilestream.dataset.manifest import ManifestScan, counted_entry
+from tilestream.errors import StorageError, StorageNotFoundError
 from tilestream.runfolder import MANIFEST_FILE, TFRECORD_SUFFIXES
 from tilestream.storage import Store, store_for
 from tilestream.tfrecord.reader import iter_records
@@ -47,23 +47,19 @@ def _load(store: Store, key: str) -> tuple[dict[str, dict[str, Any]], str | None
 def _entry(obj: RemoteObject, verify: bool) -> dict[str, Any]:
     st = obj.stat()
     entry: dict[str, Any] = {"total": 0, "size": st.size, "etag": st.version}
-    try:
+
+    def count() -> int:
         if verify:
             with obj.reader() as raw:
-                entry["total"] = len(list(iter_records(cast(BinaryIO, raw))))
-        else:
-            entry["total"] = len(remote_index(obj))
-    except (TileStreamError, OSError, EOFError) as exc:
-        if isinstance(exc, StorageError) and not isinstance(exc, StorageNotFoundError):
-            raise  # the store failed, not the file
-        entry["error"] = f"{type(exc).__name__}: {exc}"
-        log.warning("unreadable TFRecord %s (kept, recorded in the manifest): %s", obj.url, exc)
-    else:
-        if entry["total"] == 0:
-            entry["error"] = "empty TFRecord (no records)"
-    if verify:
-        entry["verified"] = True
-    return entry
+                return len(list(iter_records(cast(BinaryIO, raw))))
+        return len(remote_index(obj))
+
+    return counted_entry(entry, count, obj.url, verify=verify, fatal=_store_failed)
+
+
+def _store_failed(exc: BaseException) -> bool:
+    """The store failed (raise it), rather than the file (record it)."""
+    return isinstance(exc, StorageError) and not isinstance(exc, StorageNotFoundError)
 
 
 def scan_remote_manifest(
