@@ -151,3 +151,25 @@ def test_an_environment_proxy_for_the_endpoint_leaves_reads_to_s3fs(
     with pytest.raises(StorageUnavailableError):
         store.read_range("blob.bin", 0, 10)  # s3fs itself goes to the (dead) proxy
     assert not store.direct_reads
+
+
+def _child_reads_without_signing(store: FsspecStore, expected: bytes) -> None:
+    ok = store.read_range("blob.bin", 0, len(expected)) == expected
+    # the URL the parent signed served the child: s3fs made no client (no session, no models)
+    os._exit(0 if ok and getattr(store.fs, "_s3", None) is None else 3)
+
+
+def test_a_forked_child_reads_with_the_parents_urls_on_its_own_connections(
+    seaweed: SeaweedServer, bucket: str
+) -> None:
+    import multiprocessing
+
+    store = _store(f"s3://{bucket}", seaweed.storage_options)
+    assert store.read_range("blob.bin", 0, 10) == PAYLOAD[:10]  # signed, and a pooled connection
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_reads_without_signing, args=(store, PAYLOAD[:4096])
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert store.read_range("blob.bin", 10, 10) == PAYLOAD[10:20]  # the parent's pool still works

@@ -168,9 +168,9 @@ class DirectGet:
         _hide_signed_queries()
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                # a forked child never shares its parent's sockets: a new pool, new connections
+                # a forked child never shares its parent's sockets: a new pool, new connections;
+                # the URLs the parent signed serve it too (no client, no session to make)
                 self._pid = os.getpid()
-                self._urls = {}
                 connect, read = self._timeouts
                 kwargs: dict[str, Any] = {}
                 if self._verify is False:
