@@ -123,7 +123,9 @@ def test_wrong_credentials_are_refused_before_any_work(
     prefix = f"t{os.getpid()}-{next(_n)}"
     out = f"s3://{bucket}/{prefix}"
     bad = {**seaweed.storage_options, "secret": "not-the-secret", "endpoint_url": proxy.url}
-    with pytest.raises(StorageAccessDeniedError, match=r"credentials were refused.*HTTP 403") as info:
+    with pytest.raises(
+        StorageAccessDeniedError, match=r"credentials were refused.*HTTP 403"
+    ) as info:
         extract_slides([slide], out, workers=1, storage_options=bad,
                        scratch=tmp_path / "scratch", **OPTS)  # fmt: skip
     assert str(info.value).startswith(f"{out}/128px_256um/")
