@@ -12,6 +12,8 @@ refusal.
 from __future__ import annotations
 
 import itertools
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +102,22 @@ def test_an_overwrite_is_a_new_generation(fake_gcs: FakeGcsServer, bucket: str) 
     after = store.stat("gen/o.bin")
     assert before.size == after.size == 4
     assert before.version != after.version
+
+
+def test_the_server_starts_answers_and_stops(tmp_path: Path) -> None:
+    """A second server of its own: buckets persist in its folder; stop ends the process."""
+    from tilestream.testing.fakegcs import fake_gcs_binary
+
+    if fake_gcs_binary() is None:
+        pytest.skip("fake-gcs-server is not installed")
+    with FakeGcsServer(tmp_path) as server:
+        assert server.running and "127.0.0.1" in repr(server)
+        assert server.make_bucket("one") == "one"
+        assert server.make_bucket("one") == "one"  # an existing bucket is kept
+        assert server.buckets() == ["one"]
+        port = server.port
+    assert not server.running
+    with socket.socket() as sock:  # nothing listens on the port any more
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    assert (tmp_path / "data" / "one").is_dir() and (tmp_path / "fake-gcs.log").exists()
