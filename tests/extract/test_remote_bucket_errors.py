@@ -129,7 +129,8 @@ def test_wrong_credentials_are_refused_before_any_work(
         extract_slides([slide], out, workers=1, storage_options=bad,
                        scratch=tmp_path / "scratch", **OPTS)  # fmt: skip
     assert str(info.value).startswith(f"{out}/128px_256um/")
-    assert proxy.counters.requests == 1
+    # the check's GET only (a refused presigned GET is signed again and sent once more)
+    assert proxy.counters.requests <= 2
     _clean("".join(traceback.format_exception(info.value)), seaweed)
     store, _ = store_for(f"s3://{bucket}", seaweed.storage_options)
     assert list(store.list(prefix)) == []
