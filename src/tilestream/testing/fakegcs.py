@@ -170,7 +170,10 @@ class FakeGcsServer(ServerProcess):
         return json.loads(text) if text else None
 
     def make_bucket(self, name: str) -> str:
-        """Create bucket ``name`` (an existing one is kept); returns it."""
+        """Create bucket ``name`` (an existing one is kept); returns it.
+
+        GCS's naming rules hold: 3-63 lowercase letters, digits, ``-``, ``_`` and ``.``.
+        """
         query = urllib.parse.urlencode({"project": self.project})
         try:
             self._request("POST", f"/storage/v1/b?{query}", {"name": name})
