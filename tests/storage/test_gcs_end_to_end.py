@@ -124,7 +124,8 @@ def test_a_gs_tfrecord_reads_the_local_records(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("TILESTREAM_CACHE", str(tmp_path / "cache"))
-    path = tfrecords_dir / RECORDS
+    path = tmp_path / RECORDS  # a copy: TFRecord() saves an index beside a file it indexes
+    shutil.copyfile(tfrecords_dir / RECORDS, path)
     store.write_atomic(f"records/{RECORDS}", path.read_bytes())
     url = f"gs://{BUCKET}/records/{RECORDS}"
     opts = fake_gcs.storage_options
