@@ -237,7 +237,9 @@ class OutputSink:
             rel = path.relative_to(self._scratch).as_posix()
             key = f"{prefix}/{rel}" if prefix else rel
             if ".tfrecord" in path.name and not path.name.endswith(INDEX_SUFFIX):
-                store.delete(index_path_for(key).as_posix())
+                old_index = index_path_for(key).as_posix()
+                if store.exists(old_index):
+                    store.delete(old_index)
             log.info("uploading %s (%d bytes)", store.url_of(key), path.stat().st_size)
             upload_file(store, key, path)
             urls.append(store.url_of(key))
