@@ -287,6 +287,28 @@ def test_unwritable_outputs_give_clear_errors(
         join_tfrecord(real_dir, "gs://bucket/j.tfrecords")
 
 
+def test_file_urls_are_local_outputs(real_dir: Path, tmp_path: Path) -> None:
+    local = sorted(real_dir.glob("*.tfrecords"))
+    merge_tfrecords(local, (tmp_path / "m.tfrecords").as_uri())
+    merge_tfrecords(local, tmp_path / "l.tfrecords")
+    assert (tmp_path / "m.tfrecords").read_bytes() == (tmp_path / "l.tfrecords").read_bytes()
+    assert (tmp_path / "m.index.npz").exists()
+    split_tfrecord(tmp_path / "m.tfrecords", (tmp_path / "split").as_uri())
+    assert len(list((tmp_path / "split").glob("*.tfrecords"))) == 3
+    with pytest.raises(ConfigError, match="one of the inputs"):
+        merge_tfrecords([tmp_path / "m.tfrecords"], (tmp_path / "m.tfrecords").as_uri())
+
+
+def test_an_output_file_url_needs_a_name(
+    bucket: str, seaweed: SeaweedServer, real_dir: Path
+) -> None:
+    first = sorted(real_dir.glob("*.tfrecords"))[0]
+    for url in (f"s3://{bucket}/out10/", f"s3://{bucket}"):
+        with pytest.raises(ConfigError, match="needs a name") as info:
+            shuffle_tfrecord(first, output=url, storage_options=seaweed.storage_options)
+        assert bucket in str(info.value)
+
+
 def test_a_corrupt_record_uploads_nothing(
     bucket: str, store: Store, seaweed: SeaweedServer
 ) -> None:

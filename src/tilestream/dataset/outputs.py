@@ -95,9 +95,11 @@ class OutputSink:
         self._key = ""
         self._scratch: Path | None = None
         self._prefix: str | None = None  # the key the scratch folder stands for
+        self._folder_url = False
         if is_url(text):
             store, key = store_for(text, storage_options)
             self._key = key.strip("/")
+            self._folder_url = key.endswith("/") or not self._key
             if store.read_only:
                 raise StorageReadOnlyError(
                     "the store is read-only: outputs need a writable store (s3://, gs://) "
@@ -145,6 +147,11 @@ class OutputSink:
         With ``check`` (and no ``overwrite``) an existing output is an error
         naming it. The file's folder exists.
         """
+        if name is None and self._folder_url:
+            raise ConfigError(
+                "the output is a file: its URL needs a name after the bucket, not a trailing '/'",
+                path=self.url(),
+            )
         if check and not self.overwrite and self.exists(name):
             raise ConfigError(
                 "output exists (pass overwrite=True to replace it)", path=self.url(name)
@@ -153,10 +160,7 @@ class OutputSink:
             path = self._root / name if name is not None else self._root
             path.parent.mkdir(parents=True, exist_ok=True)
             return path
-        key = self.key(name)
-        if not key:
-            raise ConfigError("an output URL needs a key after the bucket", path=self.url())
-        prefix, _, base = key.rpartition("/") if name is None else (self._key, "", name)
+        prefix, _, base = self._key.rpartition("/") if name is None else (self._key, "", name)
         self._scratch_for(prefix)
         assert self._scratch is not None
         path = self._scratch / base
