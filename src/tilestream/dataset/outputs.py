@@ -46,6 +46,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -81,6 +82,9 @@ class OutputSink:
     Use it as a context manager around the writers: a URL's outputs are
     uploaded when the ``with`` block ends without an exception.
     """
+
+    #: How many files are uploaded at once (loose tiles are many small objects).
+    uploads_at_once = 8
 
     def __init__(
         self,
@@ -227,27 +231,44 @@ class OutputSink:
     def publish(self) -> list[str]:
         """Upload what was written to the scratch folder (a URL target); return the URLs.
 
-        Files are uploaded in name order, indexes last (each after the
-        TFRecord it describes); the old index of a TFRecord is deleted before
-        the TFRecord is uploaded. Nothing to do for a local target.
+        The files are uploaded :attr:`uploads_at_once` at a time, the indexes
+        after all other files (so each after the TFRecord it describes); the
+        old index of a TFRecord is deleted before the TFRecord is uploaded.
+        The first failure stops the uploads not yet begun and is raised.
+        Nothing to do for a local target.
         """
         if self._store is None or self._scratch is None:
             return []
-        store, prefix = self._store, self._prefix or ""
-        files = sorted(p for p in self._scratch.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.name.endswith(INDEX_SUFFIX))  # stable: indexes last
-        urls = []
-        for path in files:
-            rel = path.relative_to(self._scratch).as_posix()
-            key = f"{prefix}/{rel}" if prefix else rel
-            if ".tfrecord" in path.name and not path.name.endswith(INDEX_SUFFIX):
-                old_index = index_path_for(key).as_posix()
-                if store.exists(old_index):
-                    store.delete(old_index)
-            log.info("uploading %s (%d bytes)", store.url_of(key), path.stat().st_size)
-            upload_file(store, key, path)
-            urls.append(store.url_of(key))
-        return urls
+        scratch, prefix = self._scratch, self._prefix or ""
+        files = sorted(p for p in scratch.rglob("*") if p.is_file())
+        keys = {
+            p: "/".join(filter(None, (prefix, p.relative_to(scratch).as_posix()))) for p in files
+        }
+        data = [p for p in files if not p.name.endswith(INDEX_SUFFIX)]
+        indexes = [p for p in files if p.name.endswith(INDEX_SUFFIX)]
+        with ThreadPoolExecutor(
+            self.uploads_at_once, thread_name_prefix="tilestream-upload"
+        ) as pool:
+            for batch in (data, indexes):
+                futures = [pool.submit(self._upload, p, keys[p]) for p in batch]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        return [self._store.url_of(keys[p]) for p in data + indexes]
+
+    def _upload(self, path: Path, key: str) -> None:
+        store = self._store
+        assert store is not None
+        if ".tfrecord" in path.name and not path.name.endswith(INDEX_SUFFIX):
+            old_index = index_path_for(key).as_posix()
+            if store.exists(old_index):
+                store.delete(old_index)
+        log.info("uploading %s (%d bytes)", store.url_of(key), path.stat().st_size)
+        upload_file(store, key, path)
 
     def discard(self) -> None:
         """Remove the scratch folder (nothing more is uploaded)."""
