@@ -45,7 +45,7 @@ def _top_level_tfrecords(
 
 
 def _add_file_commands(tfrecord_group: click.Group) -> None:
-    """``tfrecord merge``, ``split``, ``shuffle`` and ``join``."""
+    """``tfrecord merge`` and ``split``."""
 
     @tfrecord_group.command("merge")
     @click.argument("inputs", nargs=-1, required=True, type=PathOrURL(exists=True))
@@ -89,6 +89,10 @@ def _add_file_commands(tfrecord_group: click.Group) -> None:
         for slide, n in sorted(counts.items()):
             table.add_row(slide, str(n))
         _console().print(table)
+
+
+def _add_shuffle_commands(tfrecord_group: click.Group) -> None:
+    """``tfrecord shuffle`` and ``join``."""
 
     @tfrecord_group.command("shuffle")
     @click.argument("tfrecord", type=PathOrURL(exists=True, dir_okay=False))
@@ -259,6 +263,7 @@ def _tfrecord_group(group: click.Group) -> None:
         """Split, merge, shuffle, transform TFRecords; convert to and from loose images."""
 
     _add_file_commands(tfrecord_group)
+    _add_shuffle_commands(tfrecord_group)
     _add_transform_command(tfrecord_group)
     _add_image_commands(tfrecord_group)
 

@@ -60,7 +60,6 @@ from typing import Any
 
 import numpy as np
 
-from tilestream.dataset import images
 from tilestream.dataset.images import (
     IMAGE_EXTENSIONS,
     PathLike,
@@ -69,6 +68,7 @@ from tilestream.dataset.images import (
     _safe_name,
     _slide_of,
     parse_location,
+    tfrecord_to_images,
     write_tfrecords_merge,
     write_tfrecords_multi,
     write_tfrecords_single,
@@ -460,48 +460,6 @@ def _reencoded(
     else:
         im.save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue()
-
-
-def tfrecord_to_images(
-    tfrecord: PathLike,
-    destination: PathLike,
-    *,
-    overwrite: bool = False,
-    storage_options: Mapping[str, Any] | None = None,
-) -> int:
-    """Write each record's image as ``destination/<slide>/<slide>_<x>-<y>.<ext>``.
-
-    :func:`tilestream.dataset.images.tfrecord_to_images`, whose ``destination``
-    may also be a URL (``s3://bucket/prefix``, with ``storage_options``): the
-    tiles are written to a scratch folder and each uploaded whole, once all
-    were written and checked (a tile object with other content is an error
-    unless ``overwrite``, as a local file is). Slideflow calls this
-    ``sf.io.extract_tiles``; :func:`extract_tiles` is that name. Returns the
-    number of tiles.
-
-    Raises
-    ------
-    ConfigError
-        A tile exists with other content and ``overwrite`` is off.
-    UnsupportedRecordError
-        A record has no ``image_raw``.
-    """
-    sink = OutputSink(destination, storage_options=storage_options, overwrite=overwrite)
-    if not sink.remote:
-        return images.tfrecord_to_images(
-            tfrecord, destination, overwrite=overwrite, storage_options=storage_options
-        )
-    with sink:
-        scratch = sink.folder()
-        n = images.tfrecord_to_images(tfrecord, scratch, storage_options=storage_options)
-        if not overwrite:
-            for name in sink.existing():
-                tile = scratch / name
-                if tile.is_file() and tile.read_bytes() != sink.read(name):
-                    raise ConfigError(
-                        "exists with other content (pass overwrite=True)", path=sink.url(name)
-                    )
-    return n
 
 
 #: Slideflow's name (``sf.io.extract_tiles``) for :func:`tfrecord_to_images`.

@@ -45,7 +45,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -195,16 +195,16 @@ class OutputSink:
             return Path(self.url(name)).exists()
         return self._store.exists(self.key(name))
 
-    def existing(self) -> list[str]:
-        """Names of the outputs under a folder target (relative, ``/``-separated, sorted)."""
+    def present(self, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` (outputs of a folder target) that exist already.
+
+        A store's prefix is listed once (not one request per name).
+        """
         if self._store is None:
-            if not self._root.is_dir():
-                return []
-            return sorted(
-                p.relative_to(self._root).as_posix() for p in self._root.rglob("*") if p.is_file()
-            )
+            return [n for n in names if (self._root / n).exists()]
         cut = len(self._key) + 1 if self._key else 0
-        return [k[cut:] for k in self._store.list(self._key)]
+        stored = {k[cut:] for k in self._store.list(self._key)}
+        return [n for n in names if n in stored]
 
     def read(self, name: str) -> bytes:
         """The bytes of existing output ``name`` of a folder target."""
