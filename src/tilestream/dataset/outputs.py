@@ -1,8 +1,8 @@
 """Where a TFRecord utility's outputs go: local files, or objects under a URL.
 
 The utilities of :mod:`tilestream.dataset.io` (merge, split, transform,
-shuffle, join) and :func:`~tilestream.dataset.io.tfrecord_to_images` write
-their outputs with the same local writers whatever the target is; an
+shuffle, join) and :func:`~tilestream.dataset.images.tfrecord_to_images`
+write their outputs with the same local writers whatever the target is; an
 :class:`OutputSink` only says which local path each output is written to:
 
 - a **path** (or a ``file://`` URL): the output itself. A
@@ -12,12 +12,15 @@ their outputs with the same local writers whatever the target is; an
   scratch folder (under :func:`tilestream.extract.publish.scratch_root`).
   When the utility has finished without error, every file written there is
   uploaded with :meth:`Store.write_atomic <tilestream.storage.Store.write_atomic>`
-  (a multipart upload for a large file, completed at the end or aborted), each
-  index after the files it describes, and the scratch folder is removed.
+  (a multipart upload for a large file, completed at the end or aborted;
+  :attr:`OutputSink.uploads_at_once` files at a time), the indexes after all
+  other files, and the scratch folder is removed. The objects hold the bytes
+  a local target would.
 
 A failure before the upload (a corrupt input record, a full disk) uploads
 nothing; a failed upload leaves nothing under its key: no partial object is
-ever visible. Outputs uploaded before a later one failed (``split`` writes
+ever visible (an upload the store fails for a moment is run again from the
+file, see :func:`tilestream.extract.publish.upload_file`). Outputs uploaded before a later one failed (``split`` writes
 several) stay, each whole. An old index under the key of a replaced TFRecord
 is deleted before the new TFRecord is uploaded, so a reader never pairs the
 new records with the old offsets.
