@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -25,7 +26,6 @@ import numpy as np
 import pytest
 
 from tilestream.cli import main
-from tilestream.dataset import io as sfio
 from tilestream.dataset.io import (
     join_tfrecord,
     merge_tfrecords,
@@ -154,8 +154,8 @@ def test_shuffle_and_join_read_and_write_s3_like_local(
     store: Store,
     seaweed: SeaweedServer,
     real_dir: Path,
+    tfrecords_dir: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     opts = seaweed.storage_options
     local = sorted(real_dir.glob("*.tfrecords"))
@@ -166,11 +166,15 @@ def test_shuffle_and_join_read_and_write_s3_like_local(
     assert n == shuffle_tfrecord(local[0], output=tmp_path / "s.tfrecords", seed=5) > 1
     assert_same_output(store, "out3/s.tfrecords", tmp_path / "s.tfrecords")
     assert (tmp_path / "s.tfrecords").read_bytes() != local[0].read_bytes()  # shuffled
-    # a URL in, a local file out; one record per batch: the same bytes from single fetches
-    monkeypatch.setattr(sfio, "SHUFFLE_BUFFER", 1)
-    shuffle_tfrecord(src, output=tmp_path / "s-r.tfrecords", seed=5, storage_options=opts)
-    assert (tmp_path / "s-r.tfrecords").read_bytes() == (tmp_path / "s.tfrecords").read_bytes()
-    monkeypatch.undo()
+    # a GZIP object (real data) shuffled in place stays GZIP, as a local file does
+    gz = tfrecords_dir / "tfx_penguin_train_data_tfrecord-00000-of-00001.gz"
+    store.write_atomic("out3/penguin.tfrecord.gz", gz.read_bytes())
+    shutil.copy(gz, tmp_path / "penguin.tfrecord.gz")
+    shuffle_tfrecord(f"s3://{bucket}/out3/penguin.tfrecord.gz", seed=1, storage_options=opts)
+    assert shuffle_tfrecord(tmp_path / "penguin.tfrecord.gz", seed=1) == 234
+    shuffled = store.read("out3/penguin.tfrecord.gz")
+    assert shuffled[:2] == b"\x1f\x8b" and shuffled != gz.read_bytes()
+    assert shuffled == (tmp_path / "penguin.tfrecord.gz").read_bytes()
     # in place in the bucket
     store.write_atomic("out3/inplace.tfrecords", local[1].read_bytes())
     shuffle_tfrecord(f"s3://{bucket}/out3/inplace.tfrecords", seed=7, storage_options=opts)

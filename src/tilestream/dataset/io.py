@@ -54,6 +54,8 @@ import io
 import logging
 import os
 import random
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,7 @@ from tilestream.dataset.images import (
 from tilestream.dataset.outputs import OutputSink
 from tilestream.dataset.scan import remote_tfrecords
 from tilestream.errors import ConfigError, UnsupportedRecordError
+from tilestream.extract.publish import scratch_root
 from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
 from tilestream.storage import is_url
 from tilestream.tfrecord import (
@@ -91,12 +94,11 @@ from tilestream.tfrecord import (
     read_and_return_record,
 )
 from tilestream.tfrecord.feature import Feature
-from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, payload_of
+from tilestream.tfrecord.framing import HEADER_SIZE, detect_compression, frame
 from tilestream.tfrecord.remote import RemoteObject, local_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "SHUFFLE_BUFFER",
     "extract_tiles",
     "join_tfrecord",
     "merge_tfrecords",
@@ -112,10 +114,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Bytes of records fetched at once from the remote inputs of a shuffle or a join
-#: (split among the inputs of a join; at least one record each).
-SHUFFLE_BUFFER = 32 << 20
 
 
 # --------------------------------------------------------------------------- TFRecord -> TFRecord
@@ -215,49 +213,33 @@ def _compression_of(source: Path | str, storage_options: Mapping[str, Any] | Non
 
 
 def _open_input(
-    source: Path | str, storage_options: Mapping[str, Any] | None
-) -> tuple[TFRecord, RemoteObject | None]:
-    """The input as a :class:`TFRecord`, and its object when records are fetched in batches.
+    source: Path | str, storage_options: Mapping[str, Any] | None, stack: contextlib.ExitStack
+) -> TFRecord:
+    """The input as an open :class:`TFRecord` over a memory map (closed with ``stack``).
 
-    A local file is read from its memory map, a compressed object whole into
-    memory (as :class:`TFRecord` reads them); a plain object by ranged requests.
+    An object (a URL) is first copied record by record into a scratch file
+    (under :func:`~tilestream.extract.publish.scratch_root`, removed with
+    ``stack``): read in order with large ranged requests read ahead, CRCs
+    checked (a bad record is an error naming the URL), decompressed. Reading
+    it in a random order then costs no request per record.
     """
-    tfr = TFRecord(source, create_index=False, storage_options=storage_options)
-    if isinstance(source, Path) or _compression_of(source, storage_options) is not None:
-        return tfr, None
-    return tfr, RemoteObject.open(source, storage_options)
+    if isinstance(source, str):
+        folder = Path(tempfile.mkdtemp(prefix=".tilestream-input.", dir=scratch_root()))
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        copy = folder / "records.tfrecords"
+        with open(copy, "wb") as f:
+            for data in iter_records(source, storage_options=storage_options):
+                f.write(frame(data))
+        source = copy
+    return stack.enter_context(TFRecord(source, create_index=False))
 
 
-def _permuted(
-    tfr: TFRecord, rng: random.Random, obj: RemoteObject | None = None, budget: int = 0
-) -> Iterator[bytes]:
-    """The records of ``tfr`` in a random order (the order is drawn at the first record).
-
-    An object's records are fetched in batches (consecutive in the random
-    order, up to ``budget`` bytes, at least one record) with one coalesced
-    :meth:`Store.read_ranges <tilestream.storage.Store.read_ranges>` each, and
-    checked as the file reader checks them (CRCs; errors name the URL, the
-    record and its offset).
-    """
+def _permuted(tfr: TFRecord, rng: random.Random) -> Iterator[bytes]:
+    """The records of ``tfr`` in a random order (drawn when the first record is taken)."""
     order = list(range(len(tfr)))
     rng.shuffle(order)
-    if obj is None:
-        for i in order:
-            yield tfr.read_raw(i)
-        return
-    index = tfr.index
-    url = obj.url
-    start = 0
-    while start < len(order):
-        stop, total = start + 1, int(index[order[start], 1])
-        while stop < len(order) and total + int(index[order[stop], 1]) <= budget:
-            total += int(index[order[stop], 1])
-            stop += 1
-        frames = [(int(index[i, 0]), int(index[i, 1])) for i in order[start:stop]]
-        blobs = obj.store.read_ranges(obj.key, frames)
-        for i, blob, (offset, _) in zip(order[start:stop], blobs, frames, strict=True):
-            yield payload_of(blob, path=url, record=i, offset=offset)
-        start = stop
+    for i in order:
+        yield tfr.read_raw(i)
 
 
 def shuffle_tfrecord(
@@ -274,19 +256,22 @@ def shuffle_tfrecord(
     back with the same compression). In place, the shuffled file replaces the
     original atomically (it holds the same records); Slideflow keeps a
     ``.old`` copy instead. ``target`` and ``output`` may be URLs (with
-    ``storage_options``): an object's records are fetched in batches of
-    :data:`SHUFFLE_BUFFER` bytes, and an output URL is uploaded whole with its
-    index. The same seed gives the same bytes from a file or an object.
-    Returns the number of records.
+    ``storage_options``): an object is copied to a local scratch file first
+    (read in order, in large ranged requests), and an output URL is uploaded
+    whole with its index. The same seed gives the same bytes from a file or an
+    object. Returns the number of records.
     """
     src = _source(target)
     rng = random.Random(seed)
     comp = _compression_of(src, storage_options)
     dest = output if output is not None else target
-    with OutputSink(dest, storage_options=storage_options, overwrite=True) as sink:
-        tfr, obj = _open_input(src, storage_options)
-        with tfr, TFRecordWriter(sink.file(check=False), compression=comp) as writer:
-            for data in _permuted(tfr, rng, obj, SHUFFLE_BUFFER):
+    with (
+        OutputSink(dest, storage_options=storage_options, overwrite=True) as sink,
+        contextlib.ExitStack() as stack,
+    ):
+        tfr = _open_input(src, storage_options, stack)
+        with TFRecordWriter(sink.file(check=False), compression=comp) as writer:
+            for data in _permuted(tfr, rng):
                 writer.write(data, location=_location_from_bytes(data))
     return writer.count
 
@@ -303,9 +288,10 @@ def join_tfrecord(
     """Interleave the ``*.tfrecords`` of a folder at random (each shuffled) into one file.
 
     ``input_folder`` may also be a list of TFRecords, or URLs (an object, or a
-    prefix listing its ``*.tfrecords``) read with ``storage_options``;
-    ``output_file`` a path or a URL. With ``assign_slide`` every record gets
-    that slide name. Returns the number of records.
+    prefix listing its ``*.tfrecords``) read with ``storage_options`` (each
+    object copied to a local scratch file first, as :func:`shuffle_tfrecord`
+    does); ``output_file`` a path or a URL. With ``assign_slide`` every record
+    gets that slide name. Returns the number of records.
     """
     files = tfrecord_files(input_folder, storage_options=storage_options)
     if not files:
@@ -315,12 +301,8 @@ def join_tfrecord(
         _check_same_format(files, storage_options)
         out = sink.file()
         rng = random.Random(seed)
-        budget = max(SHUFFLE_BUFFER // len(files), 1)
         with contextlib.ExitStack() as stack:
-            iters = []
-            for f in files:
-                tfr, obj = _open_input(f, storage_options)
-                iters.append(_permuted(stack.enter_context(tfr), rng, obj, budget))
+            iters = [_permuted(_open_input(f, storage_options, stack), rng) for f in files]
             with TFRecordWriter(out) as writer:
                 while iters:
                     j = rng.randrange(len(iters))
