@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from tilestream.errors import StorageNotFoundError, StorageReadOnlyError
 
+from ._direct import RangeIgnoredError, direct_get_for
 from .base import Data, Stat, Store, _Source, check_key, redact_url
 from .classify import classify, error_chain, is_precondition_failed
 from .local import LocalStore
@@ -149,6 +150,8 @@ class FsspecStore(Store):
         self.buffer_size = buffer_size
         self.part_size = part_size
         self.supports_conditional_write = self.protocol in _CONDITIONAL_PUT | _LOCAL
+        # plain S3 reads bypass s3fs: presigned ranged GETs over an HTTP pool (see ._direct)
+        self._direct = direct_get_for(fs)
 
     @property
     def fs(self) -> Any:
@@ -163,6 +166,15 @@ class FsspecStore(Store):
             self._fs = type(fs)(*fs.storage_args, **fs.storage_options)
             self._pid = os.getpid()
         return self._fs
+
+    @property
+    def direct_reads(self) -> bool:
+        """Whether reads bypass fsspec: presigned ranged GETs over an HTTP pool (plain S3 only).
+
+        Requester-pays buckets, extra request parameters and proxies stay on
+        s3fs, as does everything when ``TILESTREAM_S3_DIRECT=0``.
+        """
+        return self._direct is not None and self._direct.usable
 
     def url_of(self, key: str) -> str:
         """The object's URL without credentials or query string."""
@@ -180,6 +192,15 @@ class FsspecStore(Store):
             classify=classify,
             on_retry=lambda: self.stats.add(retries=1),
         )
+
+    def _cat(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object at ``path``, or its bytes ``[start, end)``."""
+        if self._direct is not None and self._direct.usable:
+            size = None if start is None or end is None else end - start
+            data = self._direct.get(self.fs, path, start, size)
+            if data is not None:
+                return data
+        return bytes(self.fs.cat_file(path, start=start, end=end))
 
     def _writable(self, key: str) -> None:
         if self.read_only:
@@ -213,12 +234,16 @@ class FsspecStore(Store):
         def fetch() -> bytes:
             self.stats.add(requests=1)
             try:
-                data = self.fs.cat_file(path, start=offset, end=offset + size)
+                return self._cat(path, offset, offset + size)
+            except RangeIgnoredError:
+                raise storage_error(
+                    Failure("other", "the server ignored the byte range requested"),
+                    self.url_of(key),
+                ) from None
             except Exception as exc:
                 if _past_the_end(exc):
                     return b""
                 raise
-            return bytes(data)
 
         data = self._call(key, fetch)
         if len(data) > size:  # a server that ignored the Range header
@@ -234,7 +259,7 @@ class FsspecStore(Store):
 
         def fetch() -> bytes:
             self.stats.add(requests=1)
-            return bytes(self.fs.cat_file(path))
+            return self._cat(path)
 
         data = self._call(key, fetch)
         self.stats.add(read=len(data))
