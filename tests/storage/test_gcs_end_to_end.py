@@ -4,9 +4,9 @@ Real slides and TFRecords from the shared test data are uploaded to the
 emulator through :func:`~tilestream.storage.store_for`; read by ``gs://`` URL
 through gcsfs they give what the local files give (metadata, pixels, records),
 and an extraction from ``gs://`` or into ``gs://`` writes what a local run
-writes, byte for byte. GCS through fsspec has no conditional writes, so a run
-into ``gs://`` is refused without ``force_lease`` (``--force-lease``), with one
-clear message.
+writes, byte for byte. A run into ``gs://`` claims its run folder with a lease
+created by GCS's conditional write (``ifGenerationMatch=0``): of racing runs
+exactly one wins, and a second run meets a clear error naming the holder.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from click.testing import CliRunner
 from tilestream.cli import cli
 from tilestream.errors import ExtractionError
 from tilestream.extract import extract_slides
-from tilestream.extract.lease import lease_generations
+from tilestream.extract.lease import Lease, lease_generations
 from tilestream.runfolder import MANIFEST_FILE, slide_output_names
 from tilestream.slide import open_slide
 from tilestream.storage import Store, store_for
@@ -160,31 +161,44 @@ def test_extract_from_gs_equals_the_local_run(
 
 
 # -- extraction into gs:// ------------------------------------------------------------
-def test_extract_into_gs_needs_force_lease(
+def test_racing_runs_into_gs_one_wins_and_the_other_meets_a_clear_error(
     slides_dir: Path, store: Store, fake_gcs: FakeGcsServer
 ) -> None:
-    prefix = f"runs/refused-{os.getpid()}-{next(_n)}"
-    out = f"gs://{BUCKET}/{prefix}"
-    with pytest.raises(ExtractionError, match=r"no conditional writes.*--force-lease") as info:
-        extract_slides(
-            [slides_dir / SLIDES[0]], out, workers=1,
-            storage_options=fake_gcs.storage_options, **OPTS,
-        )  # fmt: skip
-    assert f"{out}/{LABEL}" in str(info.value)
-    assert list(store.list(prefix)) == []  # nothing written, no lease
-    args = ["extract", str(slides_dir / SLIDES[0]), "--out", out, "--workers", "1"]
-    args += ["--tile-px", "128", "--tile-um", "256", "--no-progress"]
-    for key, value in fake_gcs.storage_options.items():
-        args += ["--storage-option", f"{key}={value}"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and "--force-lease" in errors[0]
-    assert list(store.list(prefix)) == []
+    prefix = f"runs/held-{os.getpid()}-{next(_n)}"
+    run = f"{prefix}/{LABEL}"
+    won: list[Lease] = []
+    lost: list[ExtractionError] = []
+    barrier = threading.Barrier(6)
+
+    def take() -> None:
+        barrier.wait()
+        try:
+            won.append(Lease.acquire(store, run, ttl=60))
+        except ExtractionError as exc:
+            lost.append(exc)
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(won) == 1 and len(lost) == 5
+    try:  # the holder is still running: a run on the same prefix stops, naming it
+        args = ["extract", str(slides_dir / SLIDES[0]), "--out", f"gs://{BUCKET}/{prefix}"]
+        args += ["--workers", "1", "--tile-px", "128", "--tile-um", "256", "--no-progress"]
+        for key, value in fake_gcs.storage_options.items():
+            args += ["--storage-option", f"{key}={value}"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.stderr + result.stdout
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(errors) == 1 and "another run holds this run folder" in errors[0]
+        assert not [k for k in store.list(prefix) if not k.startswith(f"{run}/.lease")]
+    finally:
+        won[0].release()
 
 
-def test_extract_into_gs_with_force_lease_equals_the_local_run(
+def test_extract_into_gs_equals_the_local_run(
     slides_dir: Path, local_run: Path, store: Store, fake_gcs: FakeGcsServer, tmp_path: Path
 ) -> None:
     name = Path(SLIDES[0]).stem
@@ -192,7 +206,7 @@ def test_extract_into_gs_with_force_lease_equals_the_local_run(
     out = f"gs://{BUCKET}/{prefix}"
     slide = tmp_path / SLIDES[0]
     shutil.copy2(slides_dir / SLIDES[0], slide)
-    args = ["extract", str(slide), "--out", out, "--workers", "1", "--force-lease"]
+    args = ["extract", str(slide), "--out", out, "--workers", "1"]
     args += ["--tile-px", "128", "--tile-um", "256", "--no-progress"]
     for key, value in fake_gcs.storage_options.items():
         args += ["--storage-option", f"{key}={value}"]
@@ -202,10 +216,9 @@ def test_extract_into_gs_with_force_lease_equals_the_local_run(
     _same_outputs(local_run, _objects(store, run, name), name)
     manifest = json.loads(store.read(f"{run}/{MANIFEST_FILE}"))
     assert manifest == json.loads((local_run / MANIFEST_FILE).read_text())
-    assert lease_generations(store, run) == [0]  # written unconditionally, then released
+    assert lease_generations(store, run) == [0]  # taken by a conditional write, then released
     # a second run resumes from the bucket: the slide is complete
     again = extract_slides(
-        [slide], out, workers=1, storage_options=fake_gcs.storage_options,
-        force_lease=True, **OPTS,
-    )  # fmt: skip
+        [slide], out, workers=1, storage_options=fake_gcs.storage_options, **OPTS
+    )
     assert again.skipped == 1 and again.done == 0

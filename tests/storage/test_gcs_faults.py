@@ -23,13 +23,6 @@ from tilestream.testing.storage import payload
 BUCKET = "gcs-faults"
 DATA = payload(50_000, 11)
 
-#: The storage layer's gap on GCS (src/tilestream/storage/classify.py), for the xfails below.
-GCSFS_ERRORS = (
-    "storage layer: classify() does not read gcsfs's errors; gcsfs raises "
-    "gcsfs.retry.HttpError with the status in .code (not .status) for 5xx/429, and a bare "
-    "OSError('Forbidden: ...') for 403, so both become StorageError 'other'"
-)
-
 
 def _gcs_error(status: int, message: str) -> bytes:
     return json.dumps({"error": {"code": status, "message": message}}).encode()
@@ -66,7 +59,6 @@ def test_a_passing_503_is_retried_with_the_same_bytes(flaky: Store, proxy: Fault
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=GCSFS_ERRORS, strict=True)
 def test_a_lasting_503_is_storage_unavailable(flaky: Store, proxy: FaultProxy) -> None:
     """(gcsfs retries a 503 itself, 6 attempts over about 30 s, before tilestream sees it.)"""
     proxy.fail_next(1000, status=503, body=_gcs_error(503, "backend error"))
@@ -77,7 +69,6 @@ def test_a_lasting_503_is_storage_unavailable(flaky: Store, proxy: FaultProxy) -
         proxy.clear()
 
 
-@pytest.mark.xfail(reason=GCSFS_ERRORS, strict=True)
 def test_a_403_is_access_denied(flaky: Store, proxy: FaultProxy) -> None:
     proxy.fail_next(1, status=403, body=_gcs_error(403, "anonymous caller has no access"))
     try:

@@ -4,9 +4,8 @@
 :class:`~tilestream.storage.FsspecStore` over gcsfs, pointed at the emulator
 with ``storage_options`` (``endpoint_url``, ``token="anon"``). The emulator
 has no authentication, so refused credentials are tested on S3 only
-(``test_s3.py``). Conditional writes are refused on ``gs://`` by design
-(``supports_conditional_write`` is false): the conformance suite checks the
-refusal.
+(``test_s3.py``). Conditional writes are GCS's ``ifGenerationMatch=0``
+(gcsfs's ``mode="create"``): the conformance suite races writers for one key.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tilestream.errors import StorageNotFoundError, StorageReadOnlyError
+from tilestream.errors import StorageNotFoundError
 from tilestream.storage import FsspecStore, Store, store_for
 from tilestream.testing.fakegcs import FakeGcsServer
 from tilestream.testing.storage import StoreConformance
@@ -29,14 +28,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 _prefixes = itertools.count()
-
-#: What gcsfs raises for a range that starts at or past an object's end (GCS answers 416).
-PAST_THE_END = (
-    "storage layer: a ranged read at or past the end of a gs:// object fails; GCS answers "
-    "HTTP 416, gcsfs raises gcsfs.retry.HttpError with .code == 416 (no .status, no botocore "
-    "response), which fsspec_._past_the_end does not recognise, and classify() makes it "
-    "StorageError 'other: HttpError'"
-)
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +41,9 @@ class TestGcsStore(StoreConformance):
         # One bucket, a fresh prefix per test: the store's root is "bucket/prefix".
         base, key = store_for(f"gs://{conformance_bucket}", fake_gcs.storage_options)
         assert key == "" and isinstance(base, FsspecStore)
-        assert base.protocol == "gs" and not base.supports_conditional_write
+        assert base.protocol == "gs" and base.supports_conditional_write
         prefix = f"{conformance_bucket}/t{next(_prefixes)}"
         return FsspecStore(base.fs, prefix, url=f"gs://{prefix}", retry=base.retry)
-
-    @pytest.mark.xfail(reason=PAST_THE_END, strict=True)
-    def test_read_range_at_and_past_the_end(self, store: Store) -> None:
-        super().test_read_range_at_and_past_the_end(store)
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +73,12 @@ def test_missing_bucket_and_missing_key(fake_gcs: FakeGcsServer, bucket: str) ->
         store.stat(key)
 
 
-def test_conditional_writes_are_refused_on_gs(fake_gcs: FakeGcsServer, bucket: str) -> None:
+def test_a_conditional_write_never_replaces_an_object(fake_gcs: FakeGcsServer, bucket: str) -> None:
     store, _ = store_for(f"gs://{bucket}", fake_gcs.storage_options)
-    with pytest.raises(StorageReadOnlyError, match=r"conditional writes are not supported on gs"):
-        store.put_if_absent("locks/lease", b"x")
-    assert not store.exists("locks/lease")
+    assert store.supports_conditional_write
+    assert store.put_if_absent("locks/lease", b"first")
+    assert not store.put_if_absent("locks/lease", b"second")
+    assert store.read("locks/lease") == b"first"
 
 
 def test_an_overwrite_is_a_new_generation(fake_gcs: FakeGcsServer, bucket: str) -> None:

@@ -49,8 +49,9 @@ T = TypeVar("T")
 
 #: Protocols whose single PUT and multipart upload are atomic at the final key.
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
-#: Protocols whose conditional PUT (``If-None-Match: *``) :meth:`FsspecStore.put_if_absent` uses.
-_CONDITIONAL_PUT = frozenset({"s3", "s3a"})
+#: Protocols whose conditional create :meth:`FsspecStore.put_if_absent` uses (S3's
+#: ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``: fsspec's ``mode="create"``).
+_CONDITIONAL_PUT = frozenset({"s3", "s3a", "gs", "gcs"})
 _LOCAL = frozenset({"file", "local"})
 
 # fsspec runs every async filesystem on one event loop in a thread. A forked child (a
@@ -401,6 +402,6 @@ def _past_the_end(exc: BaseException) -> bool:
                 return True
             if (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") == 416:
                 return True
-        if getattr(e, "status", None) == 416:
+        if getattr(e, "status", None) == 416 or getattr(e, "code", None) == 416:
             return True
     return False
