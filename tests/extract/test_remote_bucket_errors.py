@@ -161,7 +161,7 @@ def test_a_missing_gs_bucket_is_reported_before_any_work(
     """GCS answers a missing bucket and a missing object alike (404): the lease's write says so."""
     scratch = tmp_path / "scratch"
     with pytest.raises(StorageError) as info:
-        extract_slides([slide], f"gs://{MISSING}/run", workers=1, force_lease=True,
+        extract_slides([slide], f"gs://{MISSING}/run", workers=1,
                        storage_options=fake_gcs.storage_options, scratch=scratch,
                        **OPTS)  # fmt: skip
     assert isinstance(info.value, StorageNotFoundError)
