@@ -4,9 +4,10 @@
 ``<prefix>/<label>/`` with the layout of a local one
 (:mod:`tilestream.runfolder`). The driver:
 
-0. checks that the bucket exists and answers these credentials, with one request
-   (:func:`check_output_bucket`): a missing bucket or refused credentials stop the
-   run before anything is claimed, written or extracted;
+0. checks that the bucket exists and answers these credentials, with one
+   request (:meth:`Store.check_root <tilestream.storage.Store.check_root>`): a
+   missing bucket or refused credentials stop the run before anything is
+   claimed, written or extracted;
 1. claims the run folder with a lease (:mod:`tilestream.extract.lease`): one
    run per run folder, as a file lock does locally;
 2. reads every state object (``state/*.json``) and checks each ``"done"``
@@ -46,7 +47,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tilestream.errors import ExtractionError, StorageNotFoundError
+from tilestream.errors import ExtractionError
 from tilestream.extract.config import ExtractConfig
 from tilestream.extract.fingerprint import fingerprint_matches
 from tilestream.extract.lease import Lease
@@ -80,7 +81,7 @@ from tilestream.runfolder import (
 )
 from tilestream.storage import Store, store_for
 
-__all__ = ["RemoteMirror", "check_output_bucket", "extract_to_store"]
+__all__ = ["RemoteMirror", "extract_to_store"]
 
 log = logging.getLogger(__name__)
 
@@ -162,33 +163,6 @@ def _tasks_to_do(
     return todo
 
 
-def check_output_bucket(store: Store, run: str) -> None:
-    """Raise if the bucket of run folder ``run`` is missing or refuses us (one ``GET``).
-
-    Some S3 servers create a bucket on its first write, others fail only at the
-    first upload: the run asks first, reading one byte of ``<run>/config.json``.
-    S3 answers a missing bucket with ``NoSuchBucket`` (a missing object is
-    fine: a new run), refused credentials with 403. GCS through gcsfs answers
-    both missing bucket and missing object with a bare 404; there the lease's
-    first write reports a missing bucket, still before any slide is read.
-
-    Raises
-    ------
-    StorageNotFoundError
-        The bucket does not exist (the message names the bucket's URL).
-    StorageAccessDeniedError
-        The store refused the credentials or the read.
-    """
-    try:
-        store.read_range(f"{run}/{CONFIG_FILE}", 0, 1)
-    except StorageNotFoundError as exc:
-        if exc.message.startswith("no such bucket"):
-            raise StorageNotFoundError(
-                "no such bucket; create it first (tilestream does not create buckets)",
-                path=store.url,
-            ) from None
-
-
 def _sync(mirror: RemoteMirror, result: SlideResult) -> None:
     mirror.put_state(result.slide, result.to_dict(), current=result.status == "done")
 
@@ -215,7 +189,7 @@ def extract_to_store(
     url = store.url_of(run)
     if store.read_only:
         raise ExtractionError("cannot write extraction outputs to a read-only store", path=url)
-    check_output_bucket(store, run)
+    store.check_root()  # a missing bucket or refused credentials: before any work
     folder = Path(tempfile.mkdtemp(prefix="tilestream-run-", dir=scratch_root(scratch)))
     try:
         with Lease.acquire(store, run, force=force_lease) as lease:

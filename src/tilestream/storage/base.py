@@ -217,6 +217,16 @@ class Store(ABC):
         """The object's ETag (``None`` where the store has none, e.g. local files)."""
         return self.stat(key).etag
 
+    def check_root(self) -> None:
+        """Raise ``StorageNotFoundError`` (naming :attr:`url`) if the root itself is missing.
+
+        The root is the folder or the bucket: a run checks it before any work,
+        since some S3 servers create a bucket on its first write and others fail
+        only at the first upload. This default (for stores that cannot tell)
+        checks nothing.
+        """
+        return
+
     def exists(self, key: str) -> bool:
         """Whether an object is stored at ``key``."""
         try:

@@ -225,6 +225,28 @@ class FsspecStore(Store):
             )
         return Stat(size=int(size), etag=_etag(found), mtime=_mtime(found))
 
+    def check_root(self) -> None:
+        """Raise ``StorageNotFoundError`` naming the bucket if it does not exist (one request).
+
+        Access refused is ``StorageAccessDeniedError``; a store that is not an
+        object store (a web site, a filesystem) checks nothing.
+        """
+        if self.protocol not in OBJECT_STORE_PROTOCOLS or not self.root:
+            return
+        bucket = self.root.split("/", 1)[0]
+        url = f"{self.protocol}://{bucket}"
+
+        def info() -> None:
+            self.stats.add(requests=1)
+            self.fs.info(bucket)
+
+        try:
+            call_with_retries(info, url=url, policy=self.retry, classify=classify)
+        except StorageNotFoundError:
+            raise StorageNotFoundError(
+                "no such bucket; create it first (tilestream does not create buckets)", path=url
+            ) from None
+
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         check_range(offset, size)
         path = self._path(key)
