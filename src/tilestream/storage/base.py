@@ -118,13 +118,21 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("https://user:secret@example.org:8443/a.svs?X-Amz-Signature=abc#x")
     'https://example.org:8443/a.svs'
+    >>> redact_url("dicomweb+http://me:pw@[::1]:8042/dw/studies/1?token=x")
+    'dicomweb+http://[::1]:8042/dw/studies/1'
     """
     parts = urllib.parse.urlsplit(url)
     if not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1:
         return url.split("?", 1)[0]
     host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: left out
+        port = None
+    if port is not None:
+        host += f":{port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
