@@ -64,8 +64,15 @@ def _child_main() -> None:
 
     if spec.get("options"):
         # Imports are not work (as in bench_extract.py): s3fs and botocore take ~0.7 s to
-        # import, once per worker process, not once per slide.
+        # import, once per worker process, not once per slide. Nor is the S3 client: botocore
+        # loads its service models (~0.12 CPU s) once per process. Made here, it is what a
+        # worker that has read one slide already holds (no request is sent).
         import s3fs  # noqa: F401
+
+        from tilestream.storage import store_for
+
+        store, key = store_for(spec.get("url") or spec["urls"][0], spec["options"])
+        store.fs.url(f"{store.root}/{key}")
 
     try:
         if spec["which"].startswith(("records", "tfdata")):
