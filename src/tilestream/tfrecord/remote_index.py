@@ -165,9 +165,9 @@ def _beside(obj: RemoteObject, scratch: Path) -> TFRecordIndex | None:
             local.write_bytes(data)
             index = read_index_file(local, max_records=size // FRAME_OVERHEAD)
         except (InvalidTFRecordIndex, OSError) as exc:  # named by the object, not the copy
-            why = exc.message if isinstance(exc, InvalidTFRecordIndex) else type(exc).__name__
+            reason = exc.message if isinstance(exc, InvalidTFRecordIndex) else type(exc).__name__
             log.warning(
-                "%s: ignoring the index beside it, %s (%s)", obj.url, obj.store.url_of(key), why
+                "%s: ignoring the index beside it, %s (%s)", obj.url, obj.store.url_of(key), reason
             )
             return None
         finally:
