@@ -198,7 +198,7 @@ def _skip_or_raise(
         on_skip(err)
     if give_up:
         raise CorruptRecordError(
-            f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
+            f"every record read failed ({stats.skipped} skipped); last: {err}",
             path=path,
         ) from exc
 
