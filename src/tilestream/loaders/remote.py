@@ -115,6 +115,8 @@ def shuffle_passes(
     >>> sorted(out[:3]), sorted(out[3:])
     ([0, 1, 2], [0, 1, 2])
     """
+    if per_pass <= 0:  # a shard without records: nothing to give, ever
+        return
     size = max(1, min(size, per_pass))
     while True:
         taken = 0
