@@ -14,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import storage_kinds
 from tilestream.errors import AnnotationError, ConfigError, CorruptRecordError, TFRecordError
 
 pytestmark = pytest.mark.torch
 
 SPEC = [("a", 7), ("b", 1), ("c", 12), ("d", 3)]
+
+
+# Infinite remote streams are slow to start (see test_loaders_stream's xfail): s3 stands for
+# both remote kinds here, whose stream code is the same.
+INFINITE_KINDS = storage_kinds("local", "s3")
 
 
 def expected(spec):
@@ -167,6 +173,7 @@ def test_construction_errors(storage, torch, write_tfrecords, tmp_path):
         TileDataset(paths, balance="category", **storage.kw)
 
 
+@pytest.mark.parametrize("storage", INFINITE_KINDS, indirect=True)
 def test_infinite_mode_keeps_ranks_in_step(storage, torch, write_tfrecords, monkeypatch):
     from tilestream.torch import TileDataset
 
@@ -183,6 +190,7 @@ def test_infinite_mode_keeps_ranks_in_step(storage, torch, write_tfrecords, monk
     assert len(run(loader_for(torch, default, 2))) == sum(n for _, n in SPEC) // 2
 
 
+@pytest.mark.parametrize("storage", INFINITE_KINDS, indirect=True)
 def test_balance_weights_steer_sampling(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
@@ -244,7 +252,8 @@ def test_dataset_pickles_by_path(storage, torch, write_tfrecords):
     paths = storage.put(write_tfrecords(SPEC))
     for ds in (TileDataset(paths, **storage.kw), IndexedTileDataset(paths, **storage.kw)):
         blob = pickle.dumps(ds)
-        assert len(blob) < 10_000
+        # Remote datasets add a fixed table of shared I/O counters (256 x 3 int64).
+        assert len(blob) < (10_000 if storage.local else 17_000)
         assert pickle.loads(blob).tfrecords == paths
 
 
