@@ -159,6 +159,32 @@ class Remote:
             urls.append(self.url(f"{prefix}/{path.name}"))
         return urls
 
+    def put_tree(self, folder: str | Path) -> str:
+        """Place every file under ``folder`` in the store, as laid out; the folder's path or URL.
+
+        Remote: under a prefix named by a digest of the files' names and bytes.
+        """
+        root = Path(folder)
+        if self.local:
+            return str(root)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        digest = hashlib.sha256()
+        blobs = []
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            data = path.read_bytes()
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+            blobs.append((rel, data))
+        prefix = f"t{digest.hexdigest()[:20]}/{root.name}"
+        store = self.store
+        for rel, data in blobs:
+            self._write(store, f"{prefix}/{rel}", data)
+        return self.url(prefix)
+
+    def join(self, folder: str, name: str) -> str:
+        """``name`` inside ``folder`` (a path or URL from :meth:`put_tree`)."""
+        return str(Path(folder) / name) if self.local else f"{folder.rstrip('/')}/{name}"
+
     def put_one(self, path: str | Path, *, with_index: bool = True) -> str:
         """:meth:`put` of one file."""
         return self.put([path], with_indexes=with_index)[0]
