@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ from _remote import Remote, storage_kinds
 from tilestream.errors import EmptyTFRecordsError
 
 
-@pytest.fixture
-def run_folder(tmp_path: Path, cmu_slide: Path) -> Path:
-    """A run folder where slide ``a`` is current and slide ``b`` failed its rerun."""
+@pytest.fixture(scope="module")
+def _extracted(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
+    """A run folder where slide ``a`` is current and slide ``b`` failed its rerun (made once)."""
     from tilestream.extract import extract_slides
     from tilestream.runfolder import read_state, run_config_hash
 
+    tmp_path = tmp_path_factory.mktemp("runfolder")
     slides = tmp_path / "slides"
     slides.mkdir()
     for name in ("a", "b"):
@@ -55,6 +57,12 @@ def run_folder(tmp_path: Path, cmu_slide: Path) -> Path:
     assert state_b["status"] != "done" or state_b["config_hash"] == old_hash
     assert (run / "b.tfrecords").stat().st_size > 0  # the old tiles are still there
     return run
+
+
+@pytest.fixture
+def run_folder(_extracted: Path, tmp_path: Path) -> Path:
+    """A copy of the run folder for one test (times kept: its indexes stay valid)."""
+    return Path(shutil.copytree(_extracted, tmp_path / _extracted.name, symlinks=True))
 
 
 def _slides_of_torch(ds: Any) -> set[str]:
