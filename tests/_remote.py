@@ -110,6 +110,18 @@ class Remote:
         return {} if self.local else {"storage_options": self.options}
 
     @property
+    def cli_args(self) -> list[str]:
+        """``--storage-option KEY=VALUE`` arguments for the CLI (none locally or over HTTP)."""
+        o = self.options
+        if o is None:
+            return []
+        return [
+            arg
+            for k in ("key", "secret", "endpoint_url")
+            for arg in ("--storage-option", f"{k}={o[k]}")
+        ]
+
+    @property
     def store(self) -> Store:
         return bucket_store(self.seaweed, self.bucket)
 
