@@ -95,6 +95,8 @@ class Remote:
     seaweed: Any = None
     bucket: str = ""
     uploaded: set[str] = field(default_factory=set)
+    #: Where :meth:`put` stores files when given no prefix (``None``: a digest of their bytes).
+    prefix: str | None = "run"
 
     @property
     def local(self) -> bool:
@@ -144,9 +146,9 @@ class Remote:
     ) -> list[str]:
         """Place ``files`` (and their ``.index.npz`` beside them) in the store; what to read.
 
-        Local: the paths as given (as strings). Remote: their URLs, under ``prefix``, or
-        where no prefix is given, under a digest of their bytes (and of their indexes'),
-        so that files of equal bytes are uploaded once. ``with_indexes=False`` leaves the
+        Local: the paths as given (as strings). Remote: their URLs, under ``prefix`` (or
+        :attr:`prefix`), or where neither is set, under a digest of their bytes (and of
+        their indexes'), so that files of equal bytes are uploaded once. ``with_indexes=False`` leaves the
         indexes out (the reader then builds one).
         """
         if self.local:
@@ -158,6 +160,7 @@ class Remote:
             index = index_beside(path)
             extra = index.read_bytes() if with_indexes and index.exists() else None
             blobs.append((path, path.read_bytes(), index, extra))
+        prefix = prefix or self.prefix
         if prefix is None:
             digest = hashlib.sha256()
             for path, data, _, extra in blobs:

@@ -178,4 +178,4 @@ def storage(
         return Remote("local")
     monkeypatch.setenv("TILESTREAM_CACHE", str(tmp_path / "tilestream-cache"))
     bucket: _ModuleBucket = request.getfixturevalue("_storage_bucket")
-    return Remote(kind, bucket.seaweed, bucket.name, uploaded=bucket.uploaded)
+    return Remote(kind, bucket.seaweed, bucket.name, uploaded=bucket.uploaded, prefix=None)

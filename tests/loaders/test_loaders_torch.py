@@ -173,7 +173,9 @@ def test_construction_errors(storage, torch, write_tfrecords, tmp_path):
         TileDataset(paths, balance="category", **storage.kw)
 
 
-@pytest.mark.parametrize("storage", INFINITE_KINDS, indirect=True)
+# Local only: remote, its 6 DataLoader iterators each fill the 1,024-record shuffle buffer one
+# request per cycle of a tiny shard (about 70 s; see test_loaders_stream's xfail).
+@pytest.mark.parametrize("storage", storage_kinds("local"), indirect=True)
 def test_infinite_mode_keeps_ranks_in_step(storage, torch, write_tfrecords, monkeypatch):
     from tilestream.torch import TileDataset
 
