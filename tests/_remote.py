@@ -148,8 +148,8 @@ class Remote:
 
         Local: the paths as given (as strings). Remote: their URLs, under ``prefix`` (or
         :attr:`prefix`), or where neither is set, under a digest of their bytes (and of
-        their indexes'), so that files of equal bytes are uploaded once. ``with_indexes=False`` leaves the
-        indexes out (the reader then builds one).
+        their indexes'), so that files of equal bytes are uploaded once.
+        ``with_indexes=False`` leaves the indexes out (the reader then builds one).
         """
         if self.local:
             return [str(f) for f in files]

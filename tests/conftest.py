@@ -18,7 +18,8 @@ from types import ModuleType
 
 import pytest
 
-from _remote import KINDS, Remote, module_bucket_name
+from _remote import KINDS, Remote, bucket_store, module_bucket_name
+from tilestream.storage import Store
 from tilestream.testing.faultproxy import FaultProxy
 from tilestream.testing.seaweedfs import SeaweedServer, weed_binary
 
@@ -139,6 +140,19 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
         missing("s3fs is not installed (pip install 'tilestream[s3]')")
     with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def bucket(request: pytest.FixtureRequest, seaweed: SeaweedServer) -> str:
+    """A bucket for the test module: its ``BUCKET``, else one named after the module."""
+    name = getattr(request.module, "BUCKET", None) or module_bucket_name(request.module.__name__)
+    return seaweed.make_bucket(name)
+
+
+@pytest.fixture(scope="module")
+def store(seaweed: SeaweedServer, bucket: str) -> Store:
+    """The read-write :class:`~tilestream.storage.Store` of the module's ``bucket``."""
+    return bucket_store(seaweed, bucket)
 
 
 @pytest.fixture

@@ -23,7 +23,10 @@ from tilestream.loaders import (
 
 def test_feature_selection_modes(storage, write_tfrecords, real_tiles):
     (path,) = storage.put(write_tfrecords([("s1", 3)]))
-    first = lambda parser: next(iter(tfrecord_loader(path, parser=parser, **storage.kw)))  # noqa: E731
+
+    def first(parser):
+        return next(iter(tfrecord_loader(path, parser=parser, **storage.kw)))
+
     everything = first(get_tfrecord_parser(path, **storage.kw))
     assert set(everything) == {"image_raw", "slide", "loc_x", "loc_y"}
     assert everything["slide"] == "s1"

@@ -249,7 +249,13 @@ def test_tile_dataset_reads_past_a_cut_index(
         create_index(p)
         _cut(index_path_for(p))
     names = storage.put(paths)
-    ds = TileDataset(names, labels={"a": 0, "b": 1}, seed=0, on_error=on_error, **storage.kw)  # type: ignore[arg-type]
+    ds = TileDataset(
+        names,
+        labels={"a": 0, "b": 1},
+        seed=0,
+        on_error=on_error,
+        **storage.kw,  # type: ignore[arg-type]
+    )
     assert sorted(int(label) for _, label in ds) == [0, 0, 0, 1, 1]
     if storage.local:  # (an object's index is cached locally instead)
         assert all(len(read_index_file(index_path_for(p))) > 0 for p in paths)  # rebuilt
