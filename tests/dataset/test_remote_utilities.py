@@ -1,8 +1,9 @@
 """The TFRecord utilities read TFRecords in S3 (objects and prefixes) as they read local files.
 
-``merge``, ``split``, ``transform`` and ``to-images`` take ``s3://`` inputs, in
-the library and the CLI, and write the same local outputs, byte for byte, as
-from the local copies.
+``merge``, ``split``, ``shuffle``, ``join``, ``transform`` and ``to-images``
+take ``s3://`` inputs, in the library and the CLI, and write the same local
+outputs, byte for byte, as from the local copies (outputs to S3:
+``test_remote_outputs.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import pytest
 
 from tilestream.cli import main
 from tilestream.dataset.io import (
+    join_tfrecord,
     merge_tfrecords,
+    shuffle_tfrecord,
     split_tfrecord,
     tfrecord_files,
     tfrecord_to_images,
@@ -79,6 +82,21 @@ def test_merge_split_transform_and_images_from_s3_equal_local(
     assert tfrecord_to_images(urls[0], tmp_path / "img-r", storage_options=opts) > 0
     tfrecord_to_images(local[0], tmp_path / "img-l")
     assert _tree(tmp_path / "img-r") == _tree(tmp_path / "img-l")
+
+
+def test_shuffle_and_join_from_s3_equal_local(
+    bucket: str, seaweed: SeaweedServer, real_dir: Path, tmp_path: Path
+) -> None:
+    opts = seaweed.storage_options
+    local = sorted(real_dir.glob("*.tfrecords"))
+    url = f"s3://{bucket}/run/{local[2].name}"
+    assert shuffle_tfrecord(url, output=tmp_path / "s-r.tfrecords", seed=9, storage_options=opts)
+    shuffle_tfrecord(local[2], output=tmp_path / "s-l.tfrecords", seed=9)
+    assert (tmp_path / "s-r.tfrecords").read_bytes() == (tmp_path / "s-l.tfrecords").read_bytes()
+    urls = [f"s3://{bucket}/run/{f.name}" for f in local[:2]]  # a list of objects
+    n = join_tfrecord(urls, tmp_path / "j-r.tfrecords", "both", seed=1, storage_options=opts)
+    assert n == join_tfrecord(local[:2], tmp_path / "j-l.tfrecords", "both", seed=1) > 0
+    assert (tmp_path / "j-r.tfrecords").read_bytes() == (tmp_path / "j-l.tfrecords").read_bytes()
 
 
 def test_cli_merge_and_to_images_from_s3(

@@ -88,7 +88,7 @@ def test_heartbeat_renews_and_detects_a_takeover(store: Store, run_key: str) -> 
 
 
 def test_store_without_conditional_writes_needs_force(store: Store, run_key: str) -> None:
-    store.supports_conditional_write = False  # as on GCS through fsspec
+    store.supports_conditional_write = False  # as on an fsspec store without them
     with pytest.raises(ExtractionError, match=r"no conditional writes.*force"):
         Lease.acquire(store, run_key)
     with Lease.acquire(store, run_key, force=True) as lease:

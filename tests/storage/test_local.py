@@ -8,6 +8,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from tilestream.errors import StorageNotFoundError
 from tilestream.storage import FsspecStore, LocalStore, Store, store_for
 from tilestream.testing.storage import StoreConformance
 
@@ -49,3 +50,10 @@ class TestFsspecMemory(StoreConformance):
     def store(self, request: pytest.FixtureRequest) -> Store:
         root = f"/conformance/{request.node.name}"
         return FsspecStore(fsspec.filesystem("memory"), root, url=f"memory:/{root}")
+
+
+def test_check_root_names_a_missing_folder(tmp_path: Path) -> None:
+    LocalStore(tmp_path).check_root()
+    with pytest.raises(StorageNotFoundError, match="no such folder") as info:
+        LocalStore(tmp_path / "gone").check_root()
+    assert (tmp_path / "gone").as_uri() in str(info.value)

@@ -90,6 +90,18 @@ def test_missing_bucket_and_missing_key(seaweed: SeaweedServer, bucket: str) -> 
         store.read_range(key, 0, 1)
 
 
+def test_check_root_asks_for_the_bucket(seaweed: SeaweedServer, bucket: str) -> None:
+    store, _ = store_for(f"s3://{bucket}/some/prefix", seaweed.storage_options)
+    store.check_root()
+    missing, _ = store_for("s3://no-such-bucket/run", seaweed.storage_options)
+    with pytest.raises(StorageNotFoundError, match=r"^s3://no-such-bucket: no such bucket; create"):
+        missing.check_root()
+    wrong, _ = store_for(f"s3://{bucket}", {**seaweed.storage_options, "secret": "wrong-1234"})
+    with pytest.raises(StorageAccessDeniedError) as info:
+        wrong.check_root()
+    assert "wrong-1234" not in str(info.value)
+
+
 def test_a_read_only_identity_may_read_but_not_write(seaweed: SeaweedServer, bucket: str) -> None:
     store, key = store_for(f"s3://{bucket}/slides/a.bin", seaweed.read_only_options)
     assert store.read(key) == b"0123456789"

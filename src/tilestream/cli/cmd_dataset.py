@@ -45,11 +45,11 @@ def _top_level_tfrecords(
 
 
 def _add_file_commands(tfrecord_group: click.Group) -> None:
-    """``tfrecord merge``, ``split``, ``shuffle`` and ``join``."""
+    """``tfrecord merge`` and ``split``."""
 
     @tfrecord_group.command("merge")
     @click.argument("inputs", nargs=-1, required=True, type=PathOrURL(exists=True))
-    @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+    @click.option("-o", "--output", required=True, type=PathOrURL(dir_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
     @storage_option
     def merge_cmd(
@@ -58,7 +58,10 @@ def _add_file_commands(tfrecord_group: click.Group) -> None:
         overwrite: bool,
         storage_options: dict[str, Any] | None,
     ) -> None:
-        """Concatenate TFRecords (files, folders, URLs or prefixes of *.tfrecords) into OUTPUT."""
+        """Concatenate TFRecords (files, folders, URLs or prefixes of *.tfrecords) into OUTPUT.
+
+        OUTPUT may be a URL (s3://bucket/key.tfrecords): uploaded whole, with its index.
+        """
         from tilestream.dataset.io import merge_tfrecords
 
         files = _top_level_tfrecords(inputs, storage_options)
@@ -67,13 +70,16 @@ def _add_file_commands(tfrecord_group: click.Group) -> None:
 
     @tfrecord_group.command("split")
     @click.argument("tfrecord", type=PathOrURL(exists=True, dir_okay=False))
-    @click.argument("out_dir", type=click.Path(file_okay=False))
+    @click.argument("out_dir", type=PathOrURL(file_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
     @storage_option
     def split_cmd(
         tfrecord: str, out_dir: str, overwrite: bool, storage_options: dict[str, Any] | None
     ) -> None:
-        """Split TFRECORD (a file or URL) by slide into OUT_DIR/<slide>.tfrecords."""
+        """Split TFRECORD (a file or URL) by slide into OUT_DIR/<slide>.tfrecords.
+
+        OUT_DIR may be a URL prefix (s3://bucket/prefix): each output is uploaded whole.
+        """
         from tilestream.dataset.io import split_tfrecord
 
         counts = split_tfrecord(
@@ -84,32 +90,58 @@ def _add_file_commands(tfrecord_group: click.Group) -> None:
             table.add_row(slide, str(n))
         _console().print(table)
 
+
+def _add_shuffle_commands(tfrecord_group: click.Group) -> None:
+    """``tfrecord shuffle`` and ``join``."""
+
     @tfrecord_group.command("shuffle")
-    @click.argument("tfrecord", type=click.Path(exists=True, dir_okay=False))
-    @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: in place.")
+    @click.argument("tfrecord", type=PathOrURL(exists=True, dir_okay=False))
+    @click.option("-o", "--output", type=PathOrURL(dir_okay=False), help="Default: in place.")
     @click.option("--seed", type=int, default=None)
-    def shuffle_cmd(tfrecord: str, output: str | None, seed: int | None) -> None:
-        """Shuffle the records of TFRECORD (in place, atomically, unless --output)."""
+    @storage_option
+    def shuffle_cmd(
+        tfrecord: str, output: str | None, seed: int | None, storage_options: dict[str, Any] | None
+    ) -> None:
+        """Shuffle the records of TFRECORD (in place, atomically, unless --output).
+
+        TFRECORD and OUTPUT may be URLs (s3://...); an output URL is uploaded whole.
+        """
         from tilestream.dataset.io import shuffle_tfrecord
 
-        n = shuffle_tfrecord(tfrecord, output=output, seed=seed)
+        n = shuffle_tfrecord(tfrecord, output=output, seed=seed, storage_options=storage_options)
         _console().print(f"shuffled {n} records -> [green]{output or tfrecord}[/green]")
 
     @tfrecord_group.command("join")
-    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-    @click.argument("output", type=click.Path(dir_okay=False))
+    @click.argument("folder", type=PathOrURL(exists=True, file_okay=False))
+    @click.argument("output", type=PathOrURL(dir_okay=False))
     @click.option(
         "--slide", "assign_slide", default=None, help="Give every record this slide name."
     )
     @click.option("--seed", type=int, default=None)
     @click.option("--overwrite", is_flag=True)
+    @storage_option
     def join_cmd(
-        folder: str, output: str, assign_slide: str | None, seed: int | None, overwrite: bool
+        folder: str,
+        output: str,
+        assign_slide: str | None,
+        seed: int | None,
+        overwrite: bool,
+        storage_options: dict[str, Any] | None,
     ) -> None:
-        """Interleave the *.tfrecords of FOLDER at random into OUTPUT."""
+        """Interleave the *.tfrecords of FOLDER at random into OUTPUT.
+
+        FOLDER may be a URL prefix (s3://bucket/prefix/), OUTPUT a URL (uploaded whole).
+        """
         from tilestream.dataset.io import join_tfrecord
 
-        n = join_tfrecord(folder, output, assign_slide, seed=seed, overwrite=overwrite)
+        n = join_tfrecord(
+            folder,
+            output,
+            assign_slide,
+            seed=seed,
+            overwrite=overwrite,
+            storage_options=storage_options,
+        )
         _console().print(f"joined {n} records -> [green]{output}[/green]")
 
 
@@ -118,7 +150,7 @@ def _add_transform_command(tfrecord_group: click.Group) -> None:
 
     @tfrecord_group.command("transform")
     @click.argument("origin", type=PathOrURL(exists=True, dir_okay=False))
-    @click.argument("target", type=click.Path(dir_okay=False))
+    @click.argument("target", type=PathOrURL(dir_okay=False))
     @click.option("--slide", "assign_slide", default=None, help="New slide name.")
     @click.option("--resize", type=int, default=None, help="Resize tiles to N x N pixels.")
     @click.option("--format", "img_format", type=click.Choice(["jpeg", "png"]), default=None)
@@ -137,7 +169,7 @@ def _add_transform_command(tfrecord_group: click.Group) -> None:
         overwrite: bool,
         storage_options: dict[str, Any] | None,
     ) -> None:
-        """Copy ORIGIN (a file or URL) to TARGET, re-encoding tiles and/or renaming the slide."""
+        """Copy ORIGIN to TARGET (files or URLs), re-encoding tiles and/or renaming the slide."""
         from tilestream.dataset.io import transform_tfrecord
 
         n = transform_tfrecord(
@@ -159,7 +191,7 @@ def _add_image_commands(tfrecord_group: click.Group) -> None:
 
     @tfrecord_group.command("to-images")
     @click.argument("tfrecords", nargs=-1, required=True, type=PathOrURL(exists=True))
-    @click.option("-o", "--out", "dest", required=True, type=click.Path(file_okay=False))
+    @click.option("-o", "--out", "dest", required=True, type=PathOrURL(file_okay=False))
     @click.option("--overwrite", is_flag=True, help="Replace differing tile files.")
     @storage_option
     def to_images_cmd(
@@ -168,7 +200,10 @@ def _add_image_commands(tfrecord_group: click.Group) -> None:
         overwrite: bool,
         storage_options: dict[str, Any] | None,
     ) -> None:
-        """Write the tiles of TFRECORDS (files, folders, URLs) as DEST/<slide>/<slide>_<x>-<y>.<ext>."""
+        """Write the tiles of TFRECORDS (files, folders, URLs) as DEST/<slide>/<slide>_<x>-<y>.<ext>.
+
+        DEST may be a URL prefix (s3://bucket/prefix): each tile is uploaded whole.
+        """
         from tilestream.dataset.io import tfrecord_to_images
 
         table = Table("TFRecord", "tiles", title=f"tiles -> {dest}")
@@ -228,6 +263,7 @@ def _tfrecord_group(group: click.Group) -> None:
         """Split, merge, shuffle, transform TFRecords; convert to and from loose images."""
 
     _add_file_commands(tfrecord_group)
+    _add_shuffle_commands(tfrecord_group)
     _add_transform_command(tfrecord_group)
     _add_image_commands(tfrecord_group)
 

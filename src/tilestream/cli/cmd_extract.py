@@ -299,7 +299,7 @@ def _config_from_options(opts: dict[str, Any]) -> ExtractConfig:
 @click.option(
     "--force-lease",
     is_flag=True,
-    help="With --out on a store without conditional writes (gs://): run without an exclusive "
+    help="With --out on a store without conditional writes (S3 and GCS have them): run without an exclusive "
     "lease (make sure no other run writes the same folder).",
 )
 @click.option("--no-progress", is_flag=True)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from tilestream.dataset.outputs import OutputSink
 from tilestream.errors import ConfigError, UnsupportedRecordError
 from tilestream.storage import is_url
 from tilestream.tfrecord import (
@@ -312,51 +313,51 @@ def tfrecord_to_images(
     A location shared by several records (e.g. records written without
     locations) gets the record number too: ``<slide>_<i>_<x>-<y>.<ext>``.
     The tiles appear only when all were written. Returns the number written.
-    ``tfrecord`` may be a URL (``s3://...``), read with ``storage_options``.
+    ``tfrecord`` may be a URL (``s3://...``) and ``destination`` a URL prefix
+    (``s3://bucket/tiles``: each tile is uploaded whole once all were written
+    and checked, see :mod:`tilestream.dataset.outputs`), with ``storage_options``.
 
     Raises
     ------
     ConfigError
-        A tile file exists with other content and ``overwrite`` is off.
+        A tile file (or object) exists with other content and ``overwrite`` is off.
     UnsupportedRecordError
         A record has no ``image_raw``.
     """
     text = os.fspath(tfrecord)
     src: Path | str = text if is_url(text) else Path(text)
     src_name = text.rstrip("/").rsplit("/", 1)[-1] if isinstance(src, str) else src.name
-    dest = Path(destination)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{src_name}.", suffix=".tmp", dir=dest))
-    written: list[Path] = []
-    try:
-        seen: set[tuple[str, int, int]] = set()
-        for i, data in enumerate(iter_records(src, storage_options=storage_options)):
-            rec = parse_example(data, path=os.fspath(src), record=i)
-            image = _image_of(rec, src, i)
-            slide = _safe_name(_slide_of(rec, src))
-            ext = _EXT.get(detect_image_format(image) or "", "img")
-            loc = _location_of(rec) or (0, 0)
-            key = (slide, loc[0], loc[1])
-            name = f"{slide}_{loc[0]}-{loc[1]}.{ext}"
-            if key in seen:
-                name = f"{slide}_{i}_{loc[0]}-{loc[1]}.{ext}"
-            seen.add(key)
-            target = staging / slide / name
-            target.parent.mkdir(exist_ok=True)
-            target.write_bytes(image)
-            written.append(target.relative_to(staging))
-        for rel in written:  # check every final name before moving any tile
-            final = dest / rel
-            if (
-                final.exists()
-                and not overwrite
-                and final.read_bytes() != (staging / rel).read_bytes()
-            ):
-                raise ConfigError("exists with other content (pass overwrite=True)", path=final)
-        for rel in written:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / rel, dest / rel)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("extracted %d tiles from %s to %s", len(written), src, dest)
+    with OutputSink(destination, storage_options=storage_options, overwrite=overwrite) as sink:
+        dest = sink.folder()  # the destination, or (a URL) the scratch folder uploaded at the end
+        staging = Path(tempfile.mkdtemp(prefix=f".{src_name}.", suffix=".tmp", dir=dest))
+        written: list[Path] = []
+        try:
+            seen: set[tuple[str, int, int]] = set()
+            for i, data in enumerate(iter_records(src, storage_options=storage_options)):
+                rec = parse_example(data, path=os.fspath(src), record=i)
+                image = _image_of(rec, src, i)
+                slide = _safe_name(_slide_of(rec, src))
+                ext = _EXT.get(detect_image_format(image) or "", "img")
+                loc = _location_of(rec) or (0, 0)
+                key = (slide, loc[0], loc[1])
+                name = f"{slide}_{loc[0]}-{loc[1]}.{ext}"
+                if key in seen:
+                    name = f"{slide}_{i}_{loc[0]}-{loc[1]}.{ext}"
+                seen.add(key)
+                target = staging / slide / name
+                target.parent.mkdir(exist_ok=True)
+                target.write_bytes(image)
+                written.append(target.relative_to(staging))
+            present = [] if overwrite else sink.present([rel.as_posix() for rel in written])
+            for name in present:  # check every final name before moving any tile
+                if sink.read(name) != (staging / name).read_bytes():
+                    raise ConfigError(
+                        "exists with other content (pass overwrite=True)", path=sink.url(name)
+                    )
+            for rel in written:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / rel, dest / rel)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("extracted %d tiles from %s to %s", len(written), src, sink.url())
     return len(written)

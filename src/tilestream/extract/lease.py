@@ -24,8 +24,8 @@ and the driver calls it before each run-level write (manifest, summary,
 config). Slide tasks already running keep writing their own slides' outputs,
 each of which is whole (see :mod:`tilestream.extract.publish`).
 
-On a store without conditional writes (GCS through fsspec here:
-``supports_conditional_write`` is false) no lease can be exclusive: the run
+On a store without conditional writes (S3 and GCS have them; other fsspec
+filesystems: ``supports_conditional_write`` is false) no lease can be exclusive: the run
 is refused unless ``force=True``, which writes the lease unconditionally and
 reads it back, and only detects (not prevents) a second run that starts at
 the same moment.

@@ -26,7 +26,7 @@ Examples
 >>> url_slide_name(url), url_slide_name("s3://lab/cohort/case-7.svs")
 ('1.2.3.4', 'case-7')
 >>> redact_url("dicomweb+https://ann:secret@pacs.example/dicom-web")
-'dicomweb+https://***@pacs.example/dicom-web'
+'dicomweb+https://pacs.example/dicom-web'
 >>> check_slide_url(url, "slides.csv: line 2")  # no credentials, a series: accepted
 """
 
@@ -47,6 +47,7 @@ from tilestream.errors import (
     TileStreamError,
     UnsupportedSlideError,
 )
+from tilestream.storage import redact_url
 
 __all__ = [
     "DICOMWEB_SCHEMES",
@@ -85,22 +86,6 @@ def is_slide_url(value: str | os.PathLike[str]) -> bool:
 def is_dicomweb_url(value: str | os.PathLike[str]) -> bool:
     """Whether ``value`` is a ``dicomweb+http(s)://`` URL."""
     return is_slide_url(value) and str(value).split("://", 1)[0].lower() in DICOMWEB_SCHEMES
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its user name and password, query string and fragment masked (for messages).
-
-    >>> redact_url("dicomweb+https://ann:pw@pacs.example/dw/studies/1?token=x#f")
-    'dicomweb+https://***@pacs.example/dw/studies/1?***'
-    >>> redact_url("https://h/a.svs?X-Amz-Signature=abc"), redact_url("s3://k:s@b/a.svs")
-    ('https://h/a.svs?***', 's3://***@b/a.svs')
-    """
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "***" if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def url_slide_name(url: str) -> str:
@@ -152,7 +137,7 @@ def check_slide_url(url: str, where: str) -> None:
     >>> check_slide_url("dicomweb+http://ann:pw@h/dicom-web/studies/1/series/2", "line 2")
     Traceback (most recent call last):
     ...
-    tilestream.errors.ConfigError: line 2: the slide URL dicomweb+http://***@h/dicom-web/studies/1/series/2 \
+    tilestream.errors.ConfigError: line 2: the slide URL dicomweb+http://h/dicom-web/studies/1/series/2 \
 holds credentials or a query string; give credentials in the TILESTREAM_DICOMWEB_* environment \
 variables (DICOMweb) or in storage_options / --storage-option or the environment (s3://, gs://, \
 https://), never in a slide URL (it is recorded in the run's files)

@@ -4,6 +4,10 @@
 ``<prefix>/<label>/`` with the layout of a local one
 (:mod:`tilestream.runfolder`). The driver:
 
+0. checks that the bucket exists and answers these credentials, with one
+   request (:meth:`Store.check_root <tilestream.storage.Store.check_root>`): a
+   missing bucket or refused credentials stop the run before anything is
+   claimed, written or extracted;
 1. claims the run folder with a lease (:mod:`tilestream.extract.lease`): one
    run per run folder, as a file lock does locally;
 2. reads every state object (``state/*.json``) and checks each ``"done"``
@@ -185,6 +189,7 @@ def extract_to_store(
     url = store.url_of(run)
     if store.read_only:
         raise ExtractionError("cannot write extraction outputs to a read-only store", path=url)
+    store.check_root()  # a missing bucket or refused credentials: before any work
     folder = Path(tempfile.mkdtemp(prefix="tilestream-run-", dir=scratch_root(scratch)))
     try:
         with Lease.acquire(store, run, force=force_lease) as lease:

@@ -16,7 +16,9 @@ request each, ahead of the consumer:
   ``(seed, epoch, file)`` (:func:`block_order`); files are interleaved at
   random by weight as locally; then a **shuffle buffer** of
   ``shuffle_buffer`` records (seeded by ``(seed, epoch, shard)``) mixes the
-  records read.
+  records read. An infinite stream mixes each pass over the shard's records
+  on its own (:func:`shuffle_passes`): no record comes twice before the pass
+  has given every other one.
 - **Randomness this gives.** Which blocks a shard reads, and in which order,
   changes every epoch, and records of all files are mixed. What is *not*
   shuffled: records of one block (neighbouring tiles of one slide, as
@@ -61,7 +63,14 @@ from tilestream.tfrecord.framing import payload_of
 if TYPE_CHECKING:
     from tilestream.loaders.sources import RecordSource
 
-__all__ = ["BlockPrefetcher", "IOStats", "block_order", "io_stats", "shuffle_buffer"]
+__all__ = [
+    "BlockPrefetcher",
+    "IOStats",
+    "block_order",
+    "io_stats",
+    "shuffle_buffer",
+    "shuffle_passes",
+]
 
 T = TypeVar("T")
 
@@ -90,6 +99,37 @@ def shuffle_buffer(items: Iterator[T], size: int, rng: np.random.Generator) -> I
         yield out
     for j in rng.permutation(len(buf)).tolist():
         yield buf[j]
+
+
+def shuffle_passes(
+    items: Iterator[T], size: int, per_pass: int, rng: np.random.Generator
+) -> Iterator[T]:
+    """:func:`shuffle_buffer` over each run of ``per_pass`` items in turn, drained at its end.
+
+    An infinite stream passes over a shard's records again and again; a buffer
+    that spanned two passes would give a record twice before the pass had given
+    every other one. Each pass is mixed on its own (by a buffer of at most
+    ``per_pass`` items, so a small shard starts at once).
+
+    >>> out = list(shuffle_passes(iter([0, 1, 2, 0, 1, 2]), 8, 3, np.random.default_rng(0)))
+    >>> sorted(out[:3]), sorted(out[3:])
+    ([0, 1, 2], [0, 1, 2])
+    """
+    size = max(1, min(size, per_pass))
+    while True:
+        taken = 0
+
+        def one_pass() -> Iterator[T]:
+            nonlocal taken
+            for item in items:
+                taken += 1
+                yield item
+                if taken == per_pass:
+                    return
+
+        yield from shuffle_buffer(one_pass(), size, rng)
+        if taken < per_pass:
+            return
 
 
 def io_stats(sources: Sequence[RecordSource]) -> IOStats:

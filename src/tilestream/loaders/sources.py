@@ -9,10 +9,11 @@ in step. :mod:`tilestream.loaders.stream` reads records through these.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,10 +28,32 @@ from tilestream.tfrecord.remote import RemoteObject, local_path, remote_name
 __all__ = [
     "FileSelection",
     "RecordSource",
+    "map_files",
     "open_sources",
     "select_current",
     "sources_and_weights",
 ]
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Remote files opened at once (opening one waits on a few round trips: its size, index, first record).
+OPEN_THREADS = 16
+
+
+def map_files(fn: Callable[[T], R], items: Sequence[T], paths: Sequence[str]) -> list[R]:
+    """``[fn(item) for item in items]``, run concurrently when any of ``paths`` is a URL.
+
+    The results keep the order of ``items``; the first failure in that order is raised.
+
+    >>> map_files(len, ["ab", "c"], ["a.tfrecords", "b.tfrecords"])
+    [2, 1]
+    """
+    if len(items) < 2 or all(remote_name(p) is None for p in paths):
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(OPEN_THREADS, len(items)), thread_name_prefix="ts-open") as pool:
+        return list(pool.map(fn, items))
 
 
 @dataclass(frozen=True)
@@ -122,14 +145,15 @@ def open_sources(
     """
     names = _file_names(paths, indices)
     clips = _clip_values(clip, names)
-    out = []
-    stores = {} if stores is None else stores
-    for i, path in enumerate(names):
+    shared = {} if stores is None else stores
+
+    def one(i: int) -> RecordSource:
+        path = names[i]
         index = None if indices is None else indices[i]
         remote = None
         if remote_name(path) is not None:
             remote = RemoteObject.open(path, storage_options)
-            remote.store = stores.setdefault(remote.store.url, remote.store)  # one per bucket
+            remote.store = shared.setdefault(remote.store.url, remote.store)  # one per bucket
             offsets, size = remote_offsets(remote, index)
             path = remote.url
         else:
@@ -139,8 +163,9 @@ def open_sources(
         cap = clips[i]
         if cap is not None:
             offsets, sizes = offsets[:cap], sizes[:cap]
-        out.append(RecordSource(path, offsets, sizes, remote))
-    return out
+        return RecordSource(path, offsets, sizes, remote)
+
+    return map_files(one, range(len(names)), names)
 
 
 @dataclass(frozen=True)
@@ -232,10 +257,13 @@ def sources_and_weights(
             storage_options=storage_options,
         )
         stores: dict[str, Store] = {}
-        sources = [
-            open_sources([p], [i], clip=c, storage_options=storage_options, stores=stores)[0]
-            for p, i, c in zip(files.paths, files.indices, files.caps, strict=True)
-        ]
+
+        def one(job: tuple[str, Any, int | None]) -> RecordSource:
+            p, i, c = job
+            return open_sources([p], [i], clip=c, storage_options=storage_options, stores=stores)[0]
+
+        jobs = list(zip(files.paths, files.indices, files.caps, strict=True))
+        sources = map_files(one, jobs, files.paths)
         weights = files.weights
     w = normalize_weights(weights, [s.path for s in sources]) if weights is not None else None
     return sources, w

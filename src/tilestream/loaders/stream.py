@@ -50,7 +50,7 @@ from tilestream.loaders.records import (
     FileHandles,
     read_record,
 )
-from tilestream.loaders.remote import BlockPrefetcher, block_order, shuffle_buffer
+from tilestream.loaders.remote import BlockPrefetcher, block_order, shuffle_passes
 from tilestream.loaders.sampling import (
     WeightedSampler,
     WeightSpec,
@@ -198,7 +198,7 @@ def _skip_or_raise(
         on_skip(err)
     if give_up:
         raise CorruptRecordError(
-            f"every record of this shard failed ({stats.skipped} skipped); last: {err}",
+            f"every record read failed ({stats.skipped} skipped); last: {err}",
             path=path,
         ) from exc
 
@@ -253,7 +253,7 @@ def _stream(
             stats, sources, positions, lambda f, c: order_of(f, c)[ranges[f].start : ranges[f].stop],
             plan=plan, shuffle_rng=np.random.default_rng([seed, epoch, shard_index + 1, 0x5B]) if shuffle else None,
             epoch_length=epoch_length, parser=parser, on_error=on_error, verify=verify,
-            with_location=with_location, on_skip=on_skip, limit=sum(len(r) for r in ranges) + 1,
+            with_location=with_location, on_skip=on_skip, per_pass=sum(len(r) for r in ranges),
         )  # fmt: skip
         return
     handles = FileHandles()
@@ -330,16 +330,19 @@ def _remote_stream(
     verify: bool,
     with_location: bool,
     on_skip: Callable[[TFRecordError], None] | None,
-    limit: int,
+    per_pass: int,
 ) -> Iterator[Any]:
-    """The records of remote sources, read in blocks ahead (then through a shuffle buffer)."""
+    """The records of remote sources, read in blocks ahead (then through a shuffle buffer).
+
+    ``per_pass``: the shard's records, given once per pass (an infinite stream repeats passes).
+    """
     prefetch = BlockPrefetcher(
         sources, positions, sequence, block_records=plan.block_records,
         read_ahead=plan.read_ahead, verify=verify,
     )  # fmt: skip
     fetched: Iterator[tuple[int, int, int, bytes | BaseException]] = iter(prefetch)
-    if shuffle_rng is not None and plan.shuffle_buffer > 1:
-        fetched = shuffle_buffer(fetched, plan.shuffle_buffer, shuffle_rng)
+    if shuffle_rng is not None and plan.shuffle_buffer > 1:  # each pass mixed on its own
+        fetched = shuffle_passes(fetched, plan.shuffle_buffer, per_pass, shuffle_rng)
 
     def load(data: bytes | BaseException) -> Any:
         if isinstance(data, BaseException):
@@ -353,7 +356,7 @@ def _remote_stream(
     try:
         yield from _deliver(
             items, stats, epoch_length=epoch_length, on_error=on_error, on_skip=on_skip,
-            with_location=with_location, limit=limit,
+            with_location=with_location, limit=per_pass + 1,
         )  # fmt: skip
     finally:
         prefetch.close()

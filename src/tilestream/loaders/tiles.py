@@ -32,7 +32,7 @@ from tilestream.loaders.labels import (
 from tilestream.loaders.options import PlanKwargs, TileOptions, resolve_options
 from tilestream.loaders.records import FileHandles, read_record, read_remote_record
 from tilestream.loaders.sampling import normalize_weights
-from tilestream.loaders.sources import RecordSource, open_sources, select_current
+from tilestream.loaders.sources import RecordSource, map_files, open_sources, select_current
 from tilestream.runfolder import TFRECORD_SUFFIX, find_tfrecords
 from tilestream.storage import Store, store_for
 from tilestream.tfrecord.remote import local_path, remote_name
@@ -133,27 +133,33 @@ def _open(
 ) -> tuple[list[RecordSource], list[str], dict[str, str]]:
     """Sources and slide names of ``paths``; with ``skip``, unreadable files are left out."""
     stores: dict[str, Store] = {}
+
+    def one(job: tuple[str, Any, Any]) -> tuple[RecordSource, str] | str:
+        path, index, cap = job
+        handles = FileHandles(1)
+        try:
+            (source,) = open_sources(
+                [path], [index], clip=cap, storage_options=storage_options, stores=stores
+            )
+            return source, _first_slide(source, handles, skip=skip)
+        except (CorruptRecordError, InvalidTFRecordIndex) as exc:
+            if not skip:
+                raise
+            log.warning("skipping unreadable TFRecord (on_error='skip'): %s", exc)
+            return getattr(exc, "message", str(exc))
+        finally:
+            handles.close()
+
     sources: list[RecordSource] = []
     slides: list[str] = []
     skipped: dict[str, str] = {}
-    handles = FileHandles(1)
-    try:
-        for path, index, cap in zip(paths, indices, caps, strict=True):
-            try:
-                (source,) = open_sources(
-                    [path], [index], clip=cap, storage_options=storage_options, stores=stores
-                )
-                slide = _first_slide(source, handles, skip=skip)
-            except (CorruptRecordError, InvalidTFRecordIndex) as exc:
-                if not skip:
-                    raise
-                skipped[path] = getattr(exc, "message", str(exc))
-                log.warning("skipping unreadable TFRecord (on_error='skip'): %s", exc)
-                continue
-            sources.append(source)
-            slides.append(slide)
-    finally:
-        handles.close()
+    jobs = list(zip(paths, indices, caps, strict=True))
+    for (path, _, _), opened in zip(jobs, map_files(one, jobs, paths), strict=True):
+        if isinstance(opened, str):
+            skipped[path] = opened
+            continue
+        sources.append(opened[0])
+        slides.append(opened[1])
     if not sources:
         shown = "; ".join(f"{p}: {why}" for p, why in list(skipped.items())[:10])
         raise EmptyTFRecordsError(f"no TFRecord left to read, every one was unreadable: {shown}")

@@ -118,13 +118,21 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("https://user:secret@example.org:8443/a.svs?X-Amz-Signature=abc#x")
     'https://example.org:8443/a.svs'
+    >>> redact_url("dicomweb+http://me:pw@[::1]:8042/dw/studies/1?token=x")
+    'dicomweb+http://[::1]:8042/dw/studies/1'
     """
     parts = urllib.parse.urlsplit(url)
     if not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1:
         return url.split("?", 1)[0]
     host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: left out
+        port = None
+    if port is not None:
+        host += f":{port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -216,6 +224,16 @@ class Store(ABC):
     def etag(self, key: str) -> str | None:
         """The object's ETag (``None`` where the store has none, e.g. local files)."""
         return self.stat(key).etag
+
+    def check_root(self) -> None:
+        """Raise ``StorageNotFoundError`` (naming :attr:`url`) if the root itself is missing.
+
+        The root is the folder or the bucket: a run checks it before any work,
+        since some S3 servers create a bucket on its first write and others fail
+        only at the first upload. This default (for stores that cannot tell)
+        checks nothing.
+        """
+        return
 
     def exists(self, key: str) -> bool:
         """Whether an object is stored at ``key``."""

@@ -90,6 +90,9 @@ def _response(exc: BaseException) -> tuple[int | None, str | None, str | None]:
     status = getattr(exc, "status", None)  # aiohttp ClientResponseError
     if isinstance(status, int):
         return status, None, None
+    code = getattr(exc, "code", None)  # gcsfs HttpError: the status in .code
+    if "HttpError" in _names(exc) and isinstance(code, int) and 100 <= code < 600:
+        return code, None, None
     return None, None, None
 
 
@@ -135,7 +138,9 @@ def classify(exc: BaseException) -> Failure:
     for e in chain:
         if isinstance(e, FileNotFoundError):
             return Failure("not_found", "no such object")
-        if isinstance(e, PermissionError):
+        if isinstance(e, PermissionError) or (
+            type(e) is OSError and str(e).startswith("Forbidden")  # gcsfs's 403
+        ):
             return Failure("denied", "access denied: check the credentials and the policy")
         if isinstance(e, NotImplementedError):
             return Failure("read_only", "the store does not support this operation")
@@ -143,8 +148,13 @@ def classify(exc: BaseException) -> Failure:
 
 
 def is_precondition_failed(exc: BaseException) -> bool:
-    """Whether a conditional write failed because the object exists (HTTP 412)."""
+    """Whether a conditional write failed because the object exists (HTTP 412).
+
+    gcsfs turns GCS's 412 into a ``FileExistsError``.
+    """
     for e in error_chain(exc):
+        if isinstance(e, FileExistsError):
+            return True
         status, code, _ = _response(e)
         if status == 412 or code == "PreconditionFailed":
             return True

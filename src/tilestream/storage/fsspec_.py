@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from tilestream.errors import StorageNotFoundError, StorageReadOnlyError
 
+from ._direct import RangeIgnoredError, direct_get_for
 from .base import Data, Stat, Store, _Source, check_key, redact_url
 from .classify import classify, error_chain, is_precondition_failed
 from .local import LocalStore
@@ -48,8 +49,9 @@ T = TypeVar("T")
 
 #: Protocols whose single PUT and multipart upload are atomic at the final key.
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
-#: Protocols whose conditional PUT (``If-None-Match: *``) :meth:`FsspecStore.put_if_absent` uses.
-_CONDITIONAL_PUT = frozenset({"s3", "s3a"})
+#: Protocols whose conditional create :meth:`FsspecStore.put_if_absent` uses (S3's
+#: ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``: fsspec's ``mode="create"``).
+_CONDITIONAL_PUT = frozenset({"s3", "s3a", "gs", "gcs"})
 _LOCAL = frozenset({"file", "local"})
 
 # fsspec runs every async filesystem on one event loop in a thread. A forked child (a
@@ -149,6 +151,8 @@ class FsspecStore(Store):
         self.buffer_size = buffer_size
         self.part_size = part_size
         self.supports_conditional_write = self.protocol in _CONDITIONAL_PUT | _LOCAL
+        # plain S3 reads bypass s3fs: presigned ranged GETs over an HTTP pool (see ._direct)
+        self._direct = direct_get_for(fs)
 
     @property
     def fs(self) -> Any:
@@ -163,6 +167,15 @@ class FsspecStore(Store):
             self._fs = type(fs)(*fs.storage_args, **fs.storage_options)
             self._pid = os.getpid()
         return self._fs
+
+    @property
+    def direct_reads(self) -> bool:
+        """Whether reads bypass fsspec: presigned ranged GETs over an HTTP pool (plain S3 only).
+
+        Requester-pays buckets, extra request parameters and proxies stay on
+        s3fs, as does everything when ``TILESTREAM_S3_DIRECT=0``.
+        """
+        return self._direct is not None and self._direct.usable
 
     def url_of(self, key: str) -> str:
         """The object's URL without credentials or query string."""
@@ -180,6 +193,15 @@ class FsspecStore(Store):
             classify=classify,
             on_retry=lambda: self.stats.add(retries=1),
         )
+
+    def _cat(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object at ``path``, or its bytes ``[start, end)``."""
+        if self._direct is not None and self._direct.usable:
+            size = None if start is None or end is None else end - start
+            data = self._direct.get(self.fs, path, start, size)
+            if data is not None:
+                return data
+        return bytes(self.fs.cat_file(path, start=start, end=end))
 
     def _writable(self, key: str) -> None:
         if self.read_only:
@@ -203,6 +225,28 @@ class FsspecStore(Store):
             )
         return Stat(size=int(size), etag=_etag(found), mtime=_mtime(found))
 
+    def check_root(self) -> None:
+        """Raise ``StorageNotFoundError`` naming the bucket if it does not exist (one request).
+
+        Access refused is ``StorageAccessDeniedError``; a store that is not an
+        object store (a web site, a filesystem) checks nothing.
+        """
+        if self.protocol not in OBJECT_STORE_PROTOCOLS or not self.root:
+            return
+        bucket = self.root.split("/", 1)[0]
+        url = f"{self.protocol}://{bucket}"
+
+        def info() -> None:
+            self.stats.add(requests=1)
+            self.fs.info(bucket)
+
+        try:
+            call_with_retries(info, url=url, policy=self.retry, classify=classify)
+        except StorageNotFoundError:
+            raise StorageNotFoundError(
+                "no such bucket; create it first (tilestream does not create buckets)", path=url
+            ) from None
+
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         check_range(offset, size)
         path = self._path(key)
@@ -213,12 +257,16 @@ class FsspecStore(Store):
         def fetch() -> bytes:
             self.stats.add(requests=1)
             try:
-                data = self.fs.cat_file(path, start=offset, end=offset + size)
+                return self._cat(path, offset, offset + size)
+            except RangeIgnoredError:
+                raise storage_error(
+                    Failure("other", "the server ignored the byte range requested"),
+                    self.url_of(key),
+                ) from None
             except Exception as exc:
                 if _past_the_end(exc):
                     return b""
                 raise
-            return bytes(data)
 
         data = self._call(key, fetch)
         if len(data) > size:  # a server that ignored the Range header
@@ -234,7 +282,7 @@ class FsspecStore(Store):
 
         def fetch() -> bytes:
             self.stats.add(requests=1)
-            return bytes(self.fs.cat_file(path))
+            return self._cat(path)
 
         data = self._call(key, fetch)
         self.stats.add(read=len(data))
@@ -376,6 +424,6 @@ def _past_the_end(exc: BaseException) -> bool:
                 return True
             if (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") == 416:
                 return True
-        if getattr(e, "status", None) == 416:
+        if getattr(e, "status", None) == 416 or getattr(e, "code", None) == 416:
             return True
     return False

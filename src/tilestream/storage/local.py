@@ -74,6 +74,11 @@ class LocalStore(Store):
         return StorageError(exc.strerror or type(exc).__name__, path=where)
 
     # -- reading ---------------------------------------------------------------------
+    def check_root(self) -> None:
+        """Raise ``StorageNotFoundError`` if the root folder does not exist."""
+        if not self.root.is_dir():
+            raise StorageNotFoundError("no such folder", path=self.url)
+
     def stat(self, key: str) -> Stat:
         path = self._path(key)
         try:

@@ -123,6 +123,10 @@ class StoreConformance:
             assert f.read() == data
 
     # -- missing objects -------------------------------------------------------------
+    def test_check_root_passes_on_an_existing_root(self, store: Store) -> None:
+        store.write_atomic("root/a.bin", b"x")
+        store.check_root()  # the root (folder, bucket) exists: nothing raised
+
     def test_missing_object_is_a_clear_error(self, store: Store) -> None:
         url = store.url_of("no/such.bin")
         assert not store.exists("no/such.bin")

@@ -48,6 +48,7 @@ import numpy.typing as npt
 
 from tilestream._util.atomic import atomic_write
 from tilestream.errors import InvalidTFRecordIndex, StorageNotFoundError
+from tilestream.tfrecord._explicit import check_explicit, explicit_index
 from tilestream.tfrecord._npyfile import ArrayLimit, BadArrayFile, read_npz
 from tilestream.tfrecord._staleness import INFLATE_RATIO
 from tilestream.tfrecord.framing import FRAME_OVERHEAD, HEADER_SIZE, detect_compression
@@ -163,8 +164,11 @@ def _beside(obj: RemoteObject, scratch: Path) -> TFRecordIndex | None:
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(data)
             index = read_index_file(local, max_records=size // FRAME_OVERHEAD)
-        except (InvalidTFRecordIndex, OSError) as exc:
-            log.warning("%s: ignoring the index beside it (%s)", obj.url, exc)
+        except (InvalidTFRecordIndex, OSError) as exc:  # named by the object, not the copy
+            reason = exc.message if isinstance(exc, InvalidTFRecordIndex) else type(exc).__name__
+            log.warning(
+                "%s: ignoring the index beside it, %s (%s)", obj.url, obj.store.url_of(key), reason
+            )
             return None
         finally:
             local.unlink(missing_ok=True)
@@ -233,13 +237,13 @@ def _scan(obj: RemoteObject, locations: bool) -> tuple[TFRecordIndex, bool]:
 def _given(
     obj: RemoteObject, given: str | os.PathLike[str] | npt.NDArray[Any], name: str
 ) -> TFRecordIndex:
-    if isinstance(given, np.ndarray):
-        index = TFRecordIndex(np.asarray(given, dtype=np.int64).reshape(-1, 2), None, None)
-        what = "the index array given"
-    else:
-        index = read_index_file(given, max_records=obj.size // FRAME_OVERHEAD)
-        what = f"index {os.fspath(given)}"
-    problem = tiling_problem(index, obj.size)
-    if problem is not None:
-        raise InvalidTFRecordIndex(f"{what} does not describe {name}: {problem}")
+    """The index the caller gave, checked as a local file's is (sampled headers by range)."""
+    index, what = explicit_index(given, name, size=obj.size)
+    check_explicit(
+        index.array,
+        obj.size,
+        lambda offsets: obj.store.read_ranges(obj.key, [(o, HEADER_SIZE) for o in offsets]),
+        what=what,
+        name=name,
+    )
     return index

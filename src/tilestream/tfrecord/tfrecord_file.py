@@ -42,6 +42,7 @@ from tilestream.errors import (
     RecordNotFoundError,
 )
 from tilestream.tfrecord._decode import TILES, parse_at
+from tilestream.tfrecord._explicit import check_explicit, explicit_index
 from tilestream.tfrecord._locations import record_location
 from tilestream.tfrecord.framing import (
     HEADER_SIZE,
@@ -54,7 +55,6 @@ from tilestream.tfrecord.image import decode_image, detect_image_format
 from tilestream.tfrecord.index import (
     TFRecordIndex,
     load_index,
-    read_index_file,
     save_index,
     scan_buffer,
 )
@@ -67,7 +67,6 @@ __all__ = ["TFRecord", "record_to_dict"]
 log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("image_raw", "image/encoded")
-_SAMPLED = 17  # record headers an explicit index is checked against on opening
 
 
 def record_to_dict(
@@ -247,22 +246,15 @@ class TFRecord:
 
     def _load_index(self, buf: bytes | mmap.mmap, *, compressed: bool) -> TFRecordIndex:
         arg = self._index_arg
-        if isinstance(arg, np.ndarray):
-            arr = np.asarray(arg, dtype=np.int64)
-            if arr.ndim != 2 or arr.shape[1] != 2:
-                raise InvalidTFRecordIndex(
-                    f"the index array given for {self.path} has shape {arr.shape}, not (n, 2)"
-                )
-            _check_explicit(arr, buf, self.path, "the index array given")
-            return TFRecordIndex(arr, None, None)
         if arg is not None:
-            try:
-                index = read_index_file(arg, max_records=len(buf) // 16)
-            except InvalidTFRecordIndex as exc:  # name the TFRecord too
-                raise InvalidTFRecordIndex(
-                    f"index {os.fspath(arg)} given for {self.path} cannot be used: {exc.message}"
-                ) from None
-            _check_explicit(index.array, buf, self.path, f"index {os.fspath(arg)}")
+            index, what = explicit_index(arg, self.path, size=len(buf))
+            check_explicit(
+                index.array,
+                len(buf),
+                lambda offsets: [buf[o : o + HEADER_SIZE] for o in offsets],
+                what=what,
+                name=self.path,
+            )
             return index
         if compressed or not buf:
             return scan_buffer(buf, self.path) if buf else _EMPTY
@@ -542,48 +534,6 @@ def _read_locations(
             return None
         out[i] = loc
     return out
-
-
-def _check_explicit(
-    arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap, path: str, what: str
-) -> None:
-    """Check an index the caller chose as the automatic one is checked: count, size, framing.
-
-    The records must tile the (uncompressed) file exactly, and the headers
-    of the first, the last and records spread between must declare the
-    lengths the index gives them (each header is checked again when its
-    record is read).
-
-    Raises
-    ------
-    InvalidTFRecordIndex
-        Naming the index and the TFRecord.
-    """
-    problem = _explicit_problem(arr, buf)
-    if problem is not None:
-        raise InvalidTFRecordIndex(f"{what} does not describe {path}: {problem}")
-
-
-def _explicit_problem(arr: npt.NDArray[np.int64], buf: bytes | mmap.mmap) -> str | None:
-    size = len(buf)
-    if len(arr) == 0:
-        return None if size == 0 else f"it is empty but the file has {size} bytes"
-    offs, lens = arr[:, 0], arr[:, 1]
-    if offs[0] != 0 or np.any(lens < 16) or np.any(offs[1:] != offs[:-1] + lens[:-1]):
-        return f"its {len(arr)} records do not follow each other from byte 0"
-    if int(offs[-1] + lens[-1]) != size:
-        return f"its {len(arr)} records cover {int(offs[-1] + lens[-1])} bytes, the file has {size}"
-    # Headers at a spread of offsets (every header is checked again when read):
-    # reading them all would touch every page of a large file before the first record.
-    for i in np.unique(np.linspace(0, len(arr) - 1, min(len(arr), _SAMPLED)).astype(np.int64)):
-        off, ln = int(offs[i]), int(lens[i])
-        try:
-            length = read_header(buf, off)
-        except CorruptRecordError:
-            return f"record {i} at byte {off}: no record starts there (length CRC mismatch)"
-        if length + 16 != ln:
-            return f"record {i} at byte {off}: the index says {ln} bytes, the record header {length + 16}"
-    return None
 
 
 _EMPTY = TFRecordIndex(np.zeros((0, 2), np.int64), None, None)

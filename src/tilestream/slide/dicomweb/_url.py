@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tilestream.errors import ConfigError, SlideError
+from tilestream.storage import redact_url
 
 __all__ = [
     "ENV_PASSWORD",
@@ -37,26 +38,6 @@ ENV_TOKEN_FILE = "TILESTREAM_DICOMWEB_TOKEN_FILE"
 ENV_USER = "TILESTREAM_DICOMWEB_USER"
 ENV_PASSWORD = "TILESTREAM_DICOMWEB_PASSWORD"
 ENV_PASSWORD_FILE = "TILESTREAM_DICOMWEB_PASSWORD_FILE"
-
-
-def redact_url(url: str) -> str:
-    """``url`` without userinfo, query string or fragment: safe to print or log.
-
-    Examples
-    --------
-    >>> redact_url("dicomweb+https://me:secret@pacs.example/dw/studies/1?token=x#y")
-    'dicomweb+https://pacs.example/dw/studies/1'
-    """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port is not None else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _is_loopback(host: str) -> bool:
