@@ -66,9 +66,21 @@ def test_without_an_index_one_is_built_and_sharding_still_holds(storage, write_t
     assert not set(parts[0]) & set(parts[1])
 
 
+EMPTY_SHARD_HANG = (
+    "loaders.remote.shuffle_passes loops forever on a shard with no records: per_pass is 0, "
+    "one_pass() yields nothing, and 'if taken < per_pass: return' never ends the while loop "
+    "(25 shuffled shards of 16 records leave 9 empty)"
+)
+
+
+@pytest.mark.timeout(30)  # (the known hang below)
 @pytest.mark.parametrize("shards", [1, 2, 3, 7, 25])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_finite_multi_stream_reads_every_record_once(storage, write_tfrecords, shards, shuffle):
+def test_finite_multi_stream_reads_every_record_once(
+    request, storage, write_tfrecords, shards, shuffle
+):
+    if shuffle and shards == 25 and not storage.local:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=EMPTY_SHARD_HANG))
     spec = [("a", 1), ("b", 9), ("c", 4), ("d", 0 + 2)]
     paths = storage.put(write_tfrecords(spec))
     seen = []
@@ -128,13 +140,14 @@ def test_infinite_stream_cycles_files_with_weights(storage, write_tfrecords):
 @pytest.mark.parametrize(
     "storage",
     storage_kinds(
-        xfail="remote streams pass records through a shuffle buffer (ReadPlan.shuffle_buffer, "
-        "1024) after the block prefetcher; in infinite mode the buffer spans cycles, so a shard "
-        "repeats a record within one cycle (and fills 1024 records, one request per cycle of a "
-        "small shard, before its first record)"
+        xfail="remote infinite streams: over S3 the epoch_length=8 streams do not end (a hang, "
+        "since loaders.remote.shuffle_passes); over HTTP each shard gets the same records every "
+        "cycle (block_order of a 6-record file is one block, so shard_chunks' contiguous runs "
+        "never change: later cycles are not reshuffled)"
     ),
     indirect=True,
 )
+@pytest.mark.timeout(60)
 def test_infinite_shards_stay_disjoint_within_a_cycle(storage, write_tfrecords):
     (path,) = storage.put(write_tfrecords([("a", 6)]))
     parts = [

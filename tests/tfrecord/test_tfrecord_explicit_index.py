@@ -49,32 +49,6 @@ def _bad_tables(good: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _known_remote_gap(
-    request: pytest.FixtureRequest, storage: Remote, tfrecord: Path, reason: str
-) -> None:
-    """Expect failure (strict) for an uncompressed TFRecord read by URL: a known gap."""
-    if not storage.local and not tfrecord.name.endswith(".gz"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-MERGED = (
-    "tfrecord.remote_index._given checks an explicit index only with tiling_problem (rows "
-    "follow each other and cover the object); it does not read the record headers at the "
-    "given offsets as the local _check_explicit does, so two records merged into one row "
-    "(still tiling the file) are accepted: 33 records of 34"
-)
-ONE_D = (
-    "tfrecord.remote_index._given reshapes any array with reshape(-1, 2) instead of refusing "
-    "a shape other than (n, 2), so a 1-D offsets array is read as pairs and refused (if at "
-    "all) as 'records do not follow each other'"
-)
-UNREADABLE = (
-    "tfrecord.remote_index._given lets read_index_file's error through unchanged: it names "
-    "the index only, not the TFRecord's URL (the local reader wraps it: 'index X given for "
-    "Y cannot be used')"
-)
-
-
 @pytest.fixture(params=[None, "gzip"])
 def tfrecord(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     return _make(tmp_path / f"a.tfrecords{'.gz' if request.param else ''}", request.param)
@@ -85,15 +59,12 @@ def tfrecord(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     "bad", ["missing", "missing-middle", "duplicated", "duplicated-middle", "empty", "merged"]
 )
 def test_a_wrong_explicit_index_is_refused(
-    request: pytest.FixtureRequest,
     storage: Remote,
     tfrecord: Path,
     tmp_path: Path,
     fmt: str,
     bad: str,
 ) -> None:
-    if bad == "merged":
-        _known_remote_gap(request, storage, tfrecord, MERGED)
     good = create_index(tfrecord, write=False).array
     table = _bad_tables(good)[bad]
     if fmt == "array":
@@ -122,10 +93,7 @@ def test_a_right_explicit_index_is_used(storage: Remote, tfrecord: Path, tmp_pat
                 assert len(tfr) == N and tfr[-1]["loc_x"] == (N - 1) * 256
 
 
-def test_a_one_dimensional_array_is_refused(
-    request: pytest.FixtureRequest, storage: Remote, tfrecord: Path
-) -> None:
-    _known_remote_gap(request, storage, tfrecord, ONE_D)
+def test_a_one_dimensional_array_is_refused(storage: Remote, tfrecord: Path) -> None:
     offsets = create_index(tfrecord, write=False).offsets
     with pytest.raises(InvalidTFRecordIndex, match=r"not \(n, 2\)"):
         len(TFRecord(storage.name(tfrecord), index=offsets, **storage.kw))
@@ -140,10 +108,9 @@ def test_an_implausible_explicit_index_is_refused_unread(storage: Remote, tmp_pa
 
 @pytest.mark.parametrize("damage", ["cut", "locations"])
 def test_an_unreadable_explicit_index_names_both_files(
-    request: pytest.FixtureRequest, storage: Remote, tfrecord: Path, tmp_path: Path, damage: str
+    storage: Remote, tfrecord: Path, tmp_path: Path, damage: str
 ) -> None:
     """An explicit index that cannot even be read is refused naming the TFRecord too."""
-    _known_remote_gap(request, storage, tfrecord, UNREADABLE)
     good = create_index(tfrecord, write=False).array
     index = tmp_path / "x.index.npz"
     if damage == "cut":
