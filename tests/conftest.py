@@ -12,12 +12,16 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from _remote import KINDS, Remote, bucket_store, module_bucket_name
+from tilestream.storage import Store
 from tilestream.testing.fakegcs import FakeGcsServer, configure_gcsfs, fake_gcs_binary
+from tilestream.testing.faultproxy import FaultProxy
 from tilestream.testing.seaweedfs import SeaweedServer, weed_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +141,59 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]
         missing("s3fs is not installed (pip install 'tilestream[s3]')")
     with SeaweedServer(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def bucket(request: pytest.FixtureRequest, seaweed: SeaweedServer) -> str:
+    """A bucket for the test module: its ``BUCKET``, else one named after the module."""
+    name = getattr(request.module, "BUCKET", None) or module_bucket_name(request.module.__name__)
+    return seaweed.make_bucket(name)
+
+
+@pytest.fixture(scope="module")
+def store(seaweed: SeaweedServer, bucket: str) -> Store:
+    """The read-write :class:`~tilestream.storage.Store` of the module's ``bucket``."""
+    return bucket_store(seaweed, bucket)
+
+
+@pytest.fixture
+def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
+    """A :class:`FaultProxy` in front of the SeaweedFS S3 endpoint, for one test."""
+    with FaultProxy.for_url(seaweed.endpoint_url) as proxy:
+        yield proxy
+
+
+@dataclass
+class _ModuleBucket:
+    seaweed: SeaweedServer
+    name: str
+    uploaded: set[str] = field(default_factory=set)
+
+
+@pytest.fixture(scope="module")
+def _storage_bucket(request: pytest.FixtureRequest, seaweed: SeaweedServer) -> _ModuleBucket:
+    """One bucket per test module for the ``storage`` fixture (created on first use)."""
+    name = seaweed.make_bucket(module_bucket_name(request.module.__name__))
+    return _ModuleBucket(seaweed, name)
+
+
+@pytest.fixture(params=KINDS)
+def storage(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Remote:
+    """Where a test's files are read from: ``local``, ``s3`` or ``http`` (SeaweedFS's filer).
+
+    The test writes its files locally, then ``storage.put(paths)`` (or ``storage.name(path)``)
+    gives the paths or URLs to read, with ``storage.options`` as their ``storage_options``.
+    Choose kinds with ``@pytest.mark.parametrize("storage", [...], indirect=True)``.
+    Remote indexes are cached under the test's ``tmp_path``.
+    """
+    kind = request.param
+    if kind == "local":
+        return Remote("local")
+    monkeypatch.setenv("TILESTREAM_CACHE", str(tmp_path / "tilestream-cache"))
+    bucket: _ModuleBucket = request.getfixturevalue("_storage_bucket")
+    return Remote(kind, bucket.seaweed, bucket.name, uploaded=bucket.uploaded, prefix=None)
 
 
 @pytest.fixture(scope="session")

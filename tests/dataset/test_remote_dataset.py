@@ -108,30 +108,17 @@ def test_sfio_functions_take_urls(uploaded: tuple[Remote, list[str]], real_dir: 
         )
 
 
-def _options_args(remote: Remote) -> list[str]:
-    if remote.options is None:
-        return []
-    o = remote.options
-    return [
-        "--storage-option", f"key={o['key']}",
-        "--storage-option", f"secret={o['secret']}",
-        "--storage-option", f"endpoint_url={o['endpoint_url']}",
-    ]  # fmt: skip
-
-
 def test_inspect_reads_urls(uploaded: tuple[Remote, list[str]], real_dir: Path) -> None:
     remote, urls = uploaded
     runner = CliRunner()
-    got = runner.invoke(cli, ["inspect", urls[0], *_options_args(remote)])
+    got = runner.invoke(cli, ["inspect", urls[0], *remote.cli_args])
     local = runner.invoke(cli, ["inspect", str(real_dir / urls[0].rsplit("/", 1)[-1])])
     assert got.exit_code == 0, got.output
     assert local.exit_code == 0, local.output
     assert got.output.splitlines()[1:] == local.output.splitlines()[1:]
     assert urls[0] in got.output.replace("\n", "")
     assert remote.seaweed.secret_key not in got.output
-    missing = runner.invoke(
-        cli, ["inspect", remote.url("cohort/none.tfrecords"), *_options_args(remote)]
-    )
+    missing = runner.invoke(cli, ["inspect", remote.url("cohort/none.tfrecords"), *remote.cli_args])
     assert missing.exit_code != 0
 
 
@@ -141,7 +128,7 @@ def test_manifest_of_a_prefix_is_written_beside_it(
     remote = make_remote("s3", request, "manifest")
     remote.put(sorted(real_dir.glob("*.tfrecords")), prefix="run")
     runner = CliRunner()
-    result = runner.invoke(cli, ["manifest", f"s3://{remote.bucket}/run/", *_options_args(remote)])
+    result = runner.invoke(cli, ["manifest", f"s3://{remote.bucket}/run/", *remote.cli_args])
     assert result.exit_code == 0, result.output
     store, _ = store_for(f"s3://{remote.bucket}", remote.options)
     written = json.loads(store.read("run/manifest.json"))
@@ -153,7 +140,7 @@ def test_manifest_of_a_prefix_is_written_beside_it(
     assert {k: v["total"] for k, v in written.items()} == expected
     assert all(v["etag"] for v in written.values())
     verified = runner.invoke(
-        cli, ["manifest", f"s3://{remote.bucket}/run/", "--verify", *_options_args(remote)]
+        cli, ["manifest", f"s3://{remote.bucket}/run/", "--verify", *remote.cli_args]
     )
     assert verified.exit_code == 0, verified.output
     assert "verified" in verified.output

@@ -19,21 +19,13 @@ import pytest
 
 from tilestream.extract import extract_slides
 from tilestream.runfolder import slide_output_names
-from tilestream.storage import Store, store_for
+from tilestream.storage import Store
 from tilestream.testing.seaweedfs import SeaweedServer
+
+BUCKET = "rbatch"  # the module's bucket (tests/conftest.py: bucket, store)
 
 OPTIONS = {"tile_px": 128, "tile_um": "10x"}
 LABEL = "128px_10x"
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed: SeaweedServer) -> str:
-    return seaweed.make_bucket("rbatch")
-
-
-@pytest.fixture(scope="module")
-def store(seaweed: SeaweedServer, bucket: str) -> Store:
-    return store_for(f"s3://{bucket}", seaweed.storage_options)[0]
 
 
 @pytest.fixture(scope="module")

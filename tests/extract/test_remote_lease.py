@@ -14,20 +14,12 @@ import pytest
 from tilestream.errors import ExtractionError
 from tilestream.extract import RunProgress, extract_slides
 from tilestream.extract.lease import Lease, lease_generations
-from tilestream.storage import Store, store_for
+from tilestream.storage import Store
 from tilestream.testing.seaweedfs import SeaweedServer
 
+BUCKET = "rextract-lease"  # the module's bucket (tests/conftest.py: bucket, store)
+
 _n = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed: SeaweedServer) -> str:
-    return seaweed.make_bucket("rextract-lease")
-
-
-@pytest.fixture
-def store(seaweed: SeaweedServer, bucket: str) -> Store:
-    return store_for(f"s3://{bucket}", seaweed.storage_options)[0]
 
 
 @pytest.fixture

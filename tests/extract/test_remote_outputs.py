@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +23,14 @@ from tilestream.testing.synthetic import make_synthetic_slide
 
 OPTS = {"tile_px": 128, "tile_um": 256}
 LABEL = "128px_256um"
+BUCKET = "rextract"  # the module's bucket (tests/conftest.py: bucket, store)
 _n = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed: SeaweedServer) -> str:
-    return seaweed.make_bucket("rextract")
 
 
 @pytest.fixture
 def prefix(bucket: str) -> str:
     """A fresh prefix in the bucket per test."""
     return f"s3://{bucket}/t{os.getpid()}-{next(_n)}"
-
-
-@pytest.fixture
-def store(seaweed: SeaweedServer, bucket: str) -> Store:
-    return store_for(f"s3://{bucket}", seaweed.storage_options)[0]
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +152,6 @@ def test_resume_redoes_changed_outputs_and_sources(
     run = extract_slides(slides, prefix, workers=1, storage_options=opts, **OPTS)
     assert {r.slide: r.status for r in run.results} == {cmu: "skipped", demo: "done"}
     assert_same_as_local(store, prefix, local_run, names_of(slides))
-
-
-@pytest.fixture
-def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy.for_url(seaweed.endpoint_url) as proxy:
-        yield proxy
 
 
 def test_transient_faults_give_identical_outputs(

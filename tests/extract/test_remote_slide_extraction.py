@@ -21,9 +21,11 @@ import tifffile
 from tilestream.extract import extract_slides
 from tilestream.runfolder import slide_output_names
 from tilestream.slide import open_slide
-from tilestream.storage import Store, store_for
+from tilestream.storage import Store
 from tilestream.testing.seaweedfs import SeaweedServer
 from tilestream.testing.synthetic import make_synthetic_slide
+
+BUCKET = "rslidex"  # the module's bucket (tests/conftest.py: bucket, store)
 
 # Two geometries: 128 px over 256 um resizes (re-encodes); 256 px at level 0 of the
 # generated slide copies its 256 px stored tiles.
@@ -32,16 +34,6 @@ CASES = {
     "copied": ({"tile_px": 256, "tile_um": 128}, "256px_128um"),
 }
 _n = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed: SeaweedServer) -> str:
-    return seaweed.make_bucket("rslidex")
-
-
-@pytest.fixture(scope="module")
-def store(seaweed: SeaweedServer, bucket: str) -> Store:
-    return store_for(f"s3://{bucket}", seaweed.storage_options)[0]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,7 @@ from tilestream.storage import Store, store_for
 from tilestream.testing.faultproxy import FaultProxy
 from tilestream.testing.seaweedfs import SeaweedServer
 
-
-@pytest.fixture(scope="module")
-def bucket(seaweed: SeaweedServer) -> str:
-    return seaweed.make_bucket("rextract-sources")
-
-
-@pytest.fixture
-def store(seaweed: SeaweedServer, bucket: str) -> Store:
-    return store_for(f"s3://{bucket}", seaweed.storage_options)[0]
+BUCKET = "rextract-sources"  # the module's bucket (tests/conftest.py: bucket, store)
 
 
 @pytest.fixture
@@ -38,12 +29,6 @@ def slide_url(store: Store, bucket: str, cmu_slide: Path, request: pytest.Fixtur
     key = f"{request.node.name}-{os.getpid()}/CMU-1-Small-Region.svs"
     store.write_atomic(key, cmu_slide.read_bytes())
     return f"s3://{bucket}/{key}"
-
-
-@pytest.fixture
-def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy.for_url(seaweed.endpoint_url) as proxy:
-        yield proxy
 
 
 def test_object_fingerprint_sees_a_rewrite_and_a_removal(

@@ -3,7 +3,8 @@
 A loader, ``merge``/``to-images`` and :func:`merge_tfrecords` given a folder
 read its top-level ``*.tfrecords``; ``manifest`` and ``index`` search it
 recursively and take every TFRecord suffix. Hidden entries and temporary files
-of an interrupted write are never taken.
+of an interrupted write are never taken. A loader given a folder's prefix in SeaweedFS
+(``storage``: ``s3``) takes the same files.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _remote import Remote, storage_kinds
 from tilestream.tfrecord import TFRecordWriter, iter_records, serialized_record
 
 
@@ -48,10 +50,13 @@ def test_manifest_names_are_the_runfolder_ones() -> None:
     assert "TFRECORD_SUFFIXES" in manifest.__all__
 
 
-def test_a_loader_given_a_folder_reads_its_top_level_tfrecords(folder: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)  # a listing
+def test_a_loader_given_a_folder_reads_its_top_level_tfrecords(
+    folder: Path, storage: Remote
+) -> None:
     from tilestream.loaders.tiles import plan_tiles
 
-    plan = plan_tiles(folder)
+    plan = plan_tiles(storage.put_tree(folder), **storage.kw)  # remote: the folder's prefix
     assert [Path(p).name for p in plan.paths] == ["a.tfrecords", "b.tfrecords"]
     assert plan.slides == ["a", "b"]
 

@@ -2,7 +2,8 @@
 
 The same dataset through keyword arguments and through ``options=``; a
 conflict between the two is a ConfigError naming the option; the object is
-frozen; a map-style dataset refuses streaming options it cannot honour.
+frozen; a map-style dataset refuses streaming options it cannot honour. The tests that
+read files run once per ``storage`` kind (``local``; ``s3`` and ``http`` from SeaweedFS).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import Remote
 from tilestream.errors import ConfigError
 from tilestream.loaders.options import TileOptions, resolve_options
 from tilestream.loaders.tiles import plan_tiles
@@ -75,11 +77,13 @@ def test_options_must_be_tile_options_and_keywords_must_exist() -> None:
 
 
 def test_the_planner_gives_the_same_plan_both_ways(
+    storage: Remote,
     write_tfrecords: Callable[..., list[str]],
 ) -> None:
-    paths = write_tfrecords([("s1", 4), ("s2", 2)])
-    by_kwargs = plan_tiles(paths, labels=LABELS, balance="slide", clip=3)
-    opts = TileOptions(labels=LABELS, balance="slide", clip=3, augment="xy")
+    paths = storage.put(write_tfrecords([("s1", 4), ("s2", 2)]))
+    by_kwargs = plan_tiles(paths, labels=LABELS, balance="slide", clip=3, **storage.kw)
+    # Remote: the storage options travel in the options too (a keyword would make new options).
+    opts = TileOptions(labels=LABELS, balance="slide", clip=3, augment="xy", **storage.kw)
     by_options = plan_tiles(paths, options=opts)
     assert by_options.lengths == by_kwargs.lengths == [3, 2]
     assert by_options.labels == by_kwargs.labels
@@ -87,9 +91,9 @@ def test_the_planner_gives_the_same_plan_both_ways(
     np.testing.assert_allclose(by_options.weights, by_kwargs.weights)
     assert by_options.options is opts  # fields the planner does not use are kept
     with pytest.raises(ConfigError, match=r"clip=2 conflicts with options\.clip=3"):
-        plan_tiles(paths, options=opts, clip=2)
+        plan_tiles(paths, options=opts, clip=2, **storage.kw)
     with pytest.raises(TypeError, match="plan_tiles\\(\\) got an unexpected keyword argument"):
-        plan_tiles(paths, augment="xy")  # type: ignore[call-arg]
+        plan_tiles(paths, augment="xy", **storage.kw)  # type: ignore[call-arg]
 
 
 def _items(ds: object) -> list[tuple[int, str, int]]:
@@ -101,56 +105,62 @@ def _items(ds: object) -> list[tuple[int, str, int]]:
     return out
 
 
-def test_torch_datasets_are_the_same_both_ways(write_tfrecords: Callable[..., list[str]]) -> None:
+def test_torch_datasets_are_the_same_both_ways(
+    storage: Remote, write_tfrecords: Callable[..., list[str]]
+) -> None:
     pytest.importorskip("torch")
     from tilestream.torch import IndexedTileDataset, TileDataset
 
-    paths = write_tfrecords([("s1", 5), ("s2", 3)])
+    paths = storage.put(write_tfrecords([("s1", 5), ("s2", 3)]))
     fields = {"labels": LABELS, "seed": 7, "augment": "xyr", "incl_slidenames": True}
-    by_kwargs = TileDataset(paths, incl_loc=True, **fields)
-    by_options = TileDataset(paths, options=TileOptions(incl_loc=True, **fields))
+    by_kwargs = TileDataset(paths, incl_loc=True, **fields, **storage.kw)
+    by_options = TileDataset(paths, options=TileOptions(incl_loc=True, **fields), **storage.kw)
     assert by_options.options == by_kwargs.options
     got = _items(by_options)
     assert got == _items(by_kwargs)
     assert len(got) == 8
-    mixed = TileDataset(paths, options=TileOptions(**fields), incl_loc=True)
+    mixed = TileDataset(paths, options=TileOptions(**fields), incl_loc=True, **storage.kw)
     assert _items(mixed) == got
     with pytest.raises(ConfigError, match=r"seed=8 conflicts with options\.seed=7"):
-        TileDataset(paths, options=TileOptions(**fields), seed=8)
+        TileDataset(paths, options=TileOptions(**fields), seed=8, **storage.kw)
 
-    indexed = IndexedTileDataset(paths, options=TileOptions(labels=LABELS, incl_loc=True))
+    indexed = IndexedTileDataset(
+        paths, options=TileOptions(labels=LABELS, incl_loc=True), **storage.kw
+    )
     assert [indexed[i][1:] for i in range(8)] == [
-        IndexedTileDataset(paths, labels=LABELS, incl_loc=True)[i][1:] for i in range(8)
+        IndexedTileDataset(paths, labels=LABELS, incl_loc=True, **storage.kw)[i][1:]
+        for i in range(8)
     ]
 
 
 def test_a_map_style_dataset_refuses_streaming_options(
+    storage: Remote,
     write_tfrecords: Callable[..., list[str]],
 ) -> None:
     pytest.importorskip("torch")
     from tilestream.torch import IndexedTileDataset
 
-    paths = write_tfrecords([("s1", 2)])
+    paths = storage.put(write_tfrecords([("s1", 2)]))
     with pytest.raises(ConfigError, match="IndexedTileDataset does not take shuffle, batch_size"):
-        IndexedTileDataset(paths, options=TileOptions(shuffle=False, batch_size=2))
+        IndexedTileDataset(paths, options=TileOptions(shuffle=False, batch_size=2), **storage.kw)
     with pytest.raises(TypeError, match="unexpected keyword argument 'weights'"):
-        IndexedTileDataset(paths, weights=[1.0])  # type: ignore[call-arg]
+        IndexedTileDataset(paths, weights=[1.0], **storage.kw)  # type: ignore[call-arg]
 
 
 def test_tf_dataset_is_the_same_both_ways(
-    write_tfrecords: Callable[..., list[str]], tmp_path: Path
+    storage: Remote, write_tfrecords: Callable[..., list[str]], tmp_path: Path
 ) -> None:
     pytest.importorskip("tensorflow")
     from tilestream.tf import tile_dataset
 
-    paths = write_tfrecords([("s1", 5), ("s2", 3)])
+    paths = storage.put(write_tfrecords([("s1", 5), ("s2", 3)]))
     fields = {"labels": LABELS, "seed": 2, "augment": "xy", "shuffle": True}
 
     def items(ds: object) -> list[tuple[int, int]]:
         return sorted((int(lab), int(img.numpy().sum())) for img, lab in ds)  # type: ignore[attr-defined]
 
-    by_kwargs = items(tile_dataset(paths, **fields))
-    assert items(tile_dataset(paths, options=TileOptions(**fields))) == by_kwargs
+    by_kwargs = items(tile_dataset(paths, **fields, **storage.kw))
+    assert items(tile_dataset(paths, options=TileOptions(**fields), **storage.kw)) == by_kwargs
     assert len(by_kwargs) == 8
     with pytest.raises(ConfigError, match=r"seed=3 conflicts with options\.seed=2"):
-        tile_dataset(paths, options=TileOptions(**fields), seed=3)
+        tile_dataset(paths, options=TileOptions(**fields), seed=3, **storage.kw)

@@ -1,4 +1,8 @@
-"""Parsers (Slideflow semantics), augmentation letters and dtype conversion."""
+"""Parsers (Slideflow semantics), augmentation letters and dtype conversion.
+
+The tests that read a TFRecord run once per ``storage`` kind (``local``; ``s3`` and ``http``
+read the same file from SeaweedFS).
+"""
 
 from __future__ import annotations
 
@@ -17,58 +21,74 @@ from tilestream.loaders import (
 )
 
 
-def test_feature_selection_modes(write_tfrecords, real_tiles):
-    (path,) = write_tfrecords([("s1", 3)])
-    first = lambda parser: next(iter(tfrecord_loader(path, parser=parser)))  # noqa: E731
-    everything = first(get_tfrecord_parser(path))
+def test_feature_selection_modes(storage, write_tfrecords, real_tiles):
+    (path,) = storage.put(write_tfrecords([("s1", 3)]))
+
+    def first(parser):
+        return next(iter(tfrecord_loader(path, parser=parser, **storage.kw)))
+
+    everything = first(get_tfrecord_parser(path, **storage.kw))
     assert set(everything) == {"image_raw", "slide", "loc_x", "loc_y"}
     assert everything["slide"] == "s1"
     assert np.array_equal(everything["image_raw"], simplejpeg.decode_jpeg(real_tiles[0]))
-    assert first(get_tfrecord_parser(path, ["loc_y", "slide"])) == (1000, "s1")
-    assert first(get_tfrecord_parser(path, {"x": "loc_x", "name": "slide"})) == {
+    assert first(get_tfrecord_parser(path, ["loc_y", "slide"], **storage.kw)) == (1000, "s1")
+    assert first(get_tfrecord_parser(path, {"x": "loc_x", "name": "slide"}, **storage.kw)) == {
         "x": 0,
         "name": "s1",
     }
-    assert first(get_tfrecord_parser(path, "loc_x")) == 0
-    raw = first(get_tfrecord_parser(path, ["image_raw"], decode_images=False))
+    assert first(get_tfrecord_parser(path, "loc_x", **storage.kw)) == 0
+    raw = first(get_tfrecord_parser(path, ["image_raw"], decode_images=False, **storage.kw))
     assert raw == (real_tiles[0],)
 
 
-def test_missing_features(write_tfrecords):
-    (path,) = write_tfrecords([("s1", 1)])
+def test_missing_features(storage, write_tfrecords):
+    (path,) = storage.put(write_tfrecords([("s1", 1)]))
     with pytest.raises(ConfigError, match=r"features \['label'\] are not in this TFRecord"):
-        get_tfrecord_parser(path, ["slide", "label"])
-    parser = get_tfrecord_parser(path, ["slide", "label"], error_if_invalid=False)
-    assert next(iter(tfrecord_loader(path, parser=parser))) == ("s1", None)
+        get_tfrecord_parser(path, ["slide", "label"], **storage.kw)
+    parser = get_tfrecord_parser(path, ["slide", "label"], error_if_invalid=False, **storage.kw)
+    assert next(iter(tfrecord_loader(path, parser=parser, **storage.kw))) == ("s1", None)
 
 
-def test_standardize_torch_output_and_img_size(torch, write_tfrecords, real_tiles):
-    (path,) = write_tfrecords([("s1", 1)])
+def test_standardize_torch_output_and_img_size(storage, torch, write_tfrecords, real_tiles):
+    (path,) = storage.put(write_tfrecords([("s1", 1)]))
     want = simplejpeg.decode_jpeg(real_tiles[0]).astype(np.float32) / 127.5 - 1
     img = next(
-        iter(tfrecord_loader(path, parser=get_tfrecord_parser(path, "image_raw", standardize=True)))
+        iter(
+            tfrecord_loader(
+                path,
+                parser=get_tfrecord_parser(path, "image_raw", standardize=True, **storage.kw),
+                **storage.kw,
+            )
+        )
     )
     np.testing.assert_allclose(img, want, rtol=0, atol=1e-6)
     t = next(
-        iter(tfrecord_loader(path, parser=get_tfrecord_parser(path, "image_raw", to_numpy=False)))
+        iter(
+            tfrecord_loader(
+                path,
+                parser=get_tfrecord_parser(path, "image_raw", to_numpy=False, **storage.kw),
+                **storage.kw,
+            )
+        )
     )
     assert t.shape == (3, 32, 32)
     assert t.dtype == torch.uint8
-    bad = get_tfrecord_parser(path, "image_raw", img_size=64)
+    bad = get_tfrecord_parser(path, "image_raw", img_size=64, **storage.kw)
     with pytest.raises(ConfigError, match="expected img_size=64"):
-        list(tfrecord_loader(path, parser=bad))
+        list(tfrecord_loader(path, parser=bad, **storage.kw))
 
 
-def test_corrupt_jpeg_is_a_corrupt_record(write_tfrecords, tmp_path):
+def test_corrupt_jpeg_is_a_corrupt_record(storage, write_tfrecords, tmp_path):
     from tilestream.tfrecord import TFRecordWriter, serialized_record
 
     path = str(tmp_path / "bad.tfrecords")
     with TFRecordWriter(path) as w:
         w.write(serialized_record("s", b"\xff\xd8\xff\xe0 not a jpeg", 0, 0))
-    parser = get_tfrecord_parser(path, "image_raw")
+    path = storage.name(path)
+    parser = get_tfrecord_parser(path, "image_raw", **storage.kw)
     with pytest.raises(CorruptRecordError, match=r"bad.tfrecords: record 0 at byte 0: .*JPEG"):
-        list(tfrecord_loader(path, parser=parser))
-    stream = tfrecord_loader(path, parser=parser, on_error="skip")
+        list(tfrecord_loader(path, parser=parser, **storage.kw))
+    stream = tfrecord_loader(path, parser=parser, on_error="skip", **storage.kw)
     assert list(stream) == []
     assert stream.skipped == 1
 

@@ -1,4 +1,8 @@
-"""Framework-free streams: order, sharding, clipping, weights, determinism, bad input."""
+"""Framework-free streams: order, sharding, clipping, weights, determinism, bad input.
+
+The reading tests run once per ``storage`` kind: ``local``, and ``s3`` and ``http`` reading
+the same files from SeaweedFS, with the same assertions.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import storage_kinds
 from tilestream.errors import (
     ConfigError,
     CorruptRecordError,
@@ -29,43 +34,55 @@ def expected(spec):
     return sorted((s, j) for s, n in spec for j in range(n))
 
 
-def test_single_file_in_order_and_clipped(write_tfrecords):
-    (path,) = write_tfrecords([("s1", 7)])
-    assert ids(tfrecord_loader(path)) == [("s1", j) for j in range(7)]
-    assert ids(tfrecord_loader(path, clip=3)) == [("s1", j) for j in range(3)]
+def test_single_file_in_order_and_clipped(storage, write_tfrecords):
+    (path,) = storage.put(write_tfrecords([("s1", 7)]))
+    assert ids(tfrecord_loader(path, **storage.kw)) == [("s1", j) for j in range(7)]
+    assert ids(tfrecord_loader(path, clip=3, **storage.kw)) == [("s1", j) for j in range(3)]
 
 
-def test_single_file_shards_partition_it(write_tfrecords):
-    (path,) = write_tfrecords([("s1", 10)])
-    parts = [ids(tfrecord_loader(path, shard=(i, 3))) for i in range(3)]
+def test_single_file_shards_partition_it(storage, write_tfrecords):
+    (path,) = storage.put(write_tfrecords([("s1", 10)]))
+    parts = [ids(tfrecord_loader(path, shard=(i, 3), **storage.kw)) for i in range(3)]
     assert [len(p) for p in parts] == [4, 3, 3]
     assert sorted(x for p in parts for x in p) == expected([("s1", 10)])
 
 
-def test_single_file_shuffle_is_per_epoch_and_reproducible(write_tfrecords):
-    (path,) = write_tfrecords([("s1", 30)])
-    a = ids(tfrecord_loader(path, shuffle=True, seed=5, epoch=0))
-    b = ids(tfrecord_loader(path, shuffle=True, seed=5, epoch=0))
-    c = ids(tfrecord_loader(path, shuffle=True, seed=5, epoch=1))
+def test_single_file_shuffle_is_per_epoch_and_reproducible(storage, write_tfrecords):
+    (path,) = storage.put(write_tfrecords([("s1", 30)]))
+    a = ids(tfrecord_loader(path, shuffle=True, seed=5, epoch=0, **storage.kw))
+    b = ids(tfrecord_loader(path, shuffle=True, seed=5, epoch=0, **storage.kw))
+    c = ids(tfrecord_loader(path, shuffle=True, seed=5, epoch=1, **storage.kw))
     assert a == b
     assert a != c
     assert sorted(a) == sorted(c) == expected([("s1", 30)])
     assert a != sorted(a)
 
 
-def test_without_an_index_one_is_built_and_sharding_still_holds(write_tfrecords, tmp_path):
-    (path,) = write_tfrecords([("s1", 9)], index=False)
+def test_without_an_index_one_is_built_and_sharding_still_holds(storage, write_tfrecords, tmp_path):
+    (path,) = storage.put(write_tfrecords([("s1", 9)], index=False), with_indexes=False)
     assert not list(tmp_path.glob("*.index*"))
-    parts = [ids(tfrecord_loader(path, shard=(i, 2))) for i in range(2)]
+    parts = [ids(tfrecord_loader(path, shard=(i, 2), **storage.kw)) for i in range(2)]
     assert sorted(parts[0] + parts[1]) == expected([("s1", 9)])
     assert not set(parts[0]) & set(parts[1])
 
 
+EMPTY_SHARD_HANG = (
+    "loaders.remote.shuffle_passes loops forever on a shard with no records: per_pass is 0, "
+    "one_pass() yields nothing, and 'if taken < per_pass: return' never ends the while loop "
+    "(25 shuffled shards of 16 records leave 9 empty)"
+)
+
+
+@pytest.mark.timeout(30)  # (the known hang below)
 @pytest.mark.parametrize("shards", [1, 2, 3, 7, 25])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_finite_multi_stream_reads_every_record_once(write_tfrecords, shards, shuffle):
+def test_finite_multi_stream_reads_every_record_once(
+    request, storage, write_tfrecords, shards, shuffle
+):
+    if shuffle and shards == 25 and not storage.local:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=EMPTY_SHARD_HANG))
     spec = [("a", 1), ("b", 9), ("c", 4), ("d", 0 + 2)]
-    paths = write_tfrecords(spec)
+    paths = storage.put(write_tfrecords(spec))
     seen = []
     for i in range(shards):
         seen += ids(
@@ -76,17 +93,20 @@ def test_finite_multi_stream_reads_every_record_once(write_tfrecords, shards, sh
                 shuffle=shuffle,
                 seed=11,
                 weights=[5, 1, 1, 0.5],
+                **storage.kw,
             )
         )
     assert sorted(seen) == expected(spec)
 
 
-def test_same_seed_same_stream_different_epoch_different_stream(write_tfrecords):
-    paths = write_tfrecords([("a", 20), ("b", 20), ("c", 20)])
+def test_same_seed_same_stream_different_epoch_different_stream(storage, write_tfrecords):
+    paths = storage.put(write_tfrecords([("a", 20), ("b", 20), ("c", 20)]))
 
     def run(seed, epoch):
         return ids(
-            multi_tfrecord_loader(paths, infinite=False, shuffle=True, seed=seed, epoch=epoch)
+            multi_tfrecord_loader(
+                paths, infinite=False, shuffle=True, seed=seed, epoch=epoch, **storage.kw
+            )
         )
 
     assert run(1, 0) == run(1, 0)
@@ -94,9 +114,11 @@ def test_same_seed_same_stream_different_epoch_different_stream(write_tfrecords)
     assert run(1, 0) != run(2, 0)
 
 
-def test_weights_steer_the_interleave_and_renormalise_on_exhaustion(write_tfrecords):
-    paths = write_tfrecords([("a", 60), ("b", 60)])
-    got = ids(multi_tfrecord_loader(paths, infinite=False, weights={"a": 9, "b": 1}, seed=3))
+def test_weights_steer_the_interleave_and_renormalise_on_exhaustion(storage, write_tfrecords):
+    paths = storage.put(write_tfrecords([("a", 60), ("b", 60)]))
+    got = ids(
+        multi_tfrecord_loader(paths, infinite=False, weights={"a": 9, "b": 1}, seed=3, **storage.kw)
+    )
     # Early on, 'a' dominates; once it is exhausted the rest is all 'b' (renormalised).
     first = collections.Counter(s for s, _ in got[:40])
     assert first["a"] > 30
@@ -105,9 +127,9 @@ def test_weights_steer_the_interleave_and_renormalise_on_exhaustion(write_tfreco
     assert all(s == "b" for s, _ in got[last_a + 1 :])
 
 
-def test_infinite_stream_cycles_files_with_weights(write_tfrecords):
-    paths = write_tfrecords([("a", 3), ("b", 5)])
-    got = ids(multi_tfrecord_loader(paths, weights=[1, 3], seed=0, epoch_length=4000))
+def test_infinite_stream_cycles_files_with_weights(storage, write_tfrecords):
+    paths = storage.put(write_tfrecords([("a", 3), ("b", 5)]))
+    got = ids(multi_tfrecord_loader(paths, weights=[1, 3], seed=0, epoch_length=4000, **storage.kw))
     assert len(got) == 4000
     counts = collections.Counter(s for s, _ in got)
     assert counts["b"] / 4000 == pytest.approx(0.75, abs=0.03)
@@ -115,16 +137,35 @@ def test_infinite_stream_cycles_files_with_weights(write_tfrecords):
     assert set(got) == set(expected([("a", 3), ("b", 5)]))
 
 
-def test_infinite_shards_stay_disjoint_within_a_cycle(write_tfrecords):
-    (path,) = write_tfrecords([("a", 6)])
+@pytest.mark.parametrize(
+    "storage",
+    storage_kinds(
+        xfail="remote infinite streams: over S3 the epoch_length=8 streams do not end (a hang, "
+        "since loaders.remote.shuffle_passes); over HTTP each shard gets the same records every "
+        "cycle (block_order of a 6-record file is one block, so shard_chunks' contiguous runs "
+        "never change: later cycles are not reshuffled)"
+    ),
+    indirect=True,
+)
+@pytest.mark.timeout(60)
+def test_infinite_shards_stay_disjoint_within_a_cycle(storage, write_tfrecords):
+    (path,) = storage.put(write_tfrecords([("a", 6)]))
     parts = [
-        ids(multi_tfrecord_loader([path], shard=(i, 3), seed=2, shuffle=True, epoch_length=2))
+        ids(
+            multi_tfrecord_loader(
+                [path], shard=(i, 3), seed=2, shuffle=True, epoch_length=2, **storage.kw
+            )
+        )
         for i in range(3)
     ]
     assert sorted(x for p in parts for x in p) == expected([("a", 6)])
     # Each later cycle is reshuffled, and the shards are disjoint within every cycle.
     longer = [
-        ids(multi_tfrecord_loader([path], shard=(i, 3), seed=2, shuffle=True, epoch_length=8))
+        ids(
+            multi_tfrecord_loader(
+                [path], shard=(i, 3), seed=2, shuffle=True, epoch_length=8, **storage.kw
+            )
+        )
         for i in range(3)
     ]
     for cycle in range(4):
@@ -134,30 +175,34 @@ def test_infinite_shards_stay_disjoint_within_a_cycle(write_tfrecords):
     assert len(set(longer[1])) > 2
 
 
-def test_infinite_shard_with_no_records_reads_everything(write_tfrecords):
-    (path,) = write_tfrecords([("a", 2)])
-    got = ids(multi_tfrecord_loader([path], shard=(4, 5), seed=2, epoch_length=6))
+def test_infinite_shard_with_no_records_reads_everything(storage, write_tfrecords):
+    (path,) = storage.put(write_tfrecords([("a", 2)]))
+    got = ids(multi_tfrecord_loader([path], shard=(4, 5), seed=2, epoch_length=6, **storage.kw))
     assert len(got) == 6
     assert set(got) == set(expected([("a", 2)]))
 
 
-def test_clip_dict_and_int(write_tfrecords):
-    paths = write_tfrecords([("a", 5), ("b", 5)])
-    got = ids(multi_tfrecord_loader(paths, infinite=False, clip={"a": 2}, seed=0))
+def test_clip_dict_and_int(storage, write_tfrecords):
+    paths = storage.put(write_tfrecords([("a", 5), ("b", 5)]))
+    got = ids(multi_tfrecord_loader(paths, infinite=False, clip={"a": 2}, seed=0, **storage.kw))
     assert sorted(got) == [("a", 0), ("a", 1)] + [("b", j) for j in range(5)]
-    got = ids(multi_tfrecord_loader(paths, infinite=False, clip=1, seed=0))
+    got = ids(multi_tfrecord_loader(paths, infinite=False, clip=1, seed=0, **storage.kw))
     assert sorted(got) == [("a", 0), ("b", 0)]
     with pytest.raises(ConfigError, match="clip given for unknown files: 'zz'"):
-        multi_tfrecord_loader(paths, clip={"zz": 1})
+        multi_tfrecord_loader(paths, clip={"zz": 1}, **storage.kw)
     with pytest.raises(ConfigError, match="non-negative integer"):
-        multi_tfrecord_loader(paths, clip=-1)
+        multi_tfrecord_loader(paths, clip=-1, **storage.kw)
 
 
-def test_weighted_sampling_is_o_log_n_with_many_files(write_tfrecords, tmp_path):
+def test_weighted_sampling_is_o_log_n_with_many_files(storage, write_tfrecords, tmp_path):
     # 300 files of 1 record: a finite weighted pass reads all of them once.
     spec = [(f"f{i:03d}", 1) for i in range(300)]
-    paths = write_tfrecords(spec, folder=tmp_path / "many")
-    got = ids(multi_tfrecord_loader(paths, infinite=False, weights=np.arange(1, 301), seed=4))
+    paths = storage.put(write_tfrecords(spec, folder=tmp_path / "many"))
+    got = ids(
+        multi_tfrecord_loader(
+            paths, infinite=False, weights=np.arange(1, 301), seed=4, **storage.kw
+        )
+    )
     assert sorted(got) == expected(spec)
 
 
@@ -174,21 +219,23 @@ def _corrupt_middle_record(path: str) -> int:
     return int(offsets[2])
 
 
-def test_corrupt_record_raises_naming_file_record_and_offset(write_tfrecords):
-    (path,) = write_tfrecords([("s1", 5)])
-    offset = _corrupt_middle_record(path)
+def test_corrupt_record_raises_naming_file_record_and_offset(storage, write_tfrecords):
+    (local,) = write_tfrecords([("s1", 5)])
+    offset = _corrupt_middle_record(local)
+    path = storage.name(local)
     with pytest.raises(CorruptRecordError) as info:
-        list(tfrecord_loader(path))
+        list(tfrecord_loader(path, **storage.kw))
     err = info.value
     assert (err.path, err.record, err.offset) == (path, 2, offset)
     assert f"record 2 at byte {offset}" in str(err)
     assert path in str(err)
 
 
-def test_corrupt_record_is_skipped_logged_and_counted(write_tfrecords, caplog):
-    (path,) = write_tfrecords([("s1", 5)])
-    _corrupt_middle_record(path)
-    stream = tfrecord_loader(path, on_error="skip")
+def test_corrupt_record_is_skipped_logged_and_counted(storage, write_tfrecords, caplog):
+    (local,) = write_tfrecords([("s1", 5)])
+    _corrupt_middle_record(local)
+    path = storage.name(local)
+    stream = tfrecord_loader(path, on_error="skip", **storage.kw)
     with caplog.at_level(logging.WARNING, logger="tilestream.loaders.stream"):
         got = ids(stream)
     assert got == [("s1", 0), ("s1", 1), ("s1", 3), ("s1", 4)]
@@ -196,14 +243,17 @@ def test_corrupt_record_is_skipped_logged_and_counted(write_tfrecords, caplog):
     assert "record 2" in caplog.text
 
 
-def test_undecodable_payload_is_a_corrupt_record_with_its_location(write_tfrecords, tmp_path):
+def test_undecodable_payload_is_a_corrupt_record_with_its_location(
+    storage, write_tfrecords, tmp_path
+):
     from tilestream.tfrecord import TFRecordWriter
 
     path = str(tmp_path / "junk.tfrecords")
     with TFRecordWriter(path) as w:
         w.write(b"\x0a\x05")  # a truncated protobuf with valid framing
+    path = storage.name(path)
     with pytest.raises(CorruptRecordError, match=r"record 0 at byte 0"):
-        list(tfrecord_loader(path))
+        list(tfrecord_loader(path, **storage.kw))
 
 
 def test_bad_files_fail_at_construction(write_tfrecords, tmp_path):

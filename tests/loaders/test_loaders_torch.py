@@ -1,4 +1,8 @@
-"""PyTorch datasets through a real DataLoader, with real workers and simulated ranks."""
+"""PyTorch datasets through a real DataLoader, with real workers and simulated ranks.
+
+The tests that read files run once per ``storage`` kind: ``local``, and ``s3`` and ``http``
+reading the same files from SeaweedFS, with the same assertions.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import storage_kinds
 from tilestream.errors import AnnotationError, ConfigError, CorruptRecordError, TFRecordError
 
 pytestmark = pytest.mark.torch
 
 SPEC = [("a", 7), ("b", 1), ("c", 12), ("d", 3)]
+
+
+# Infinite remote streams are slow to start (see test_loaders_stream's xfail): s3 stands for
+# both remote kinds here, whose stream code is the same.
+INFINITE_KINDS = storage_kinds("local", "s3")
 
 
 def expected(spec):
@@ -34,11 +44,13 @@ def loader_for(torch, ds, workers, **kw):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("workers", [0, 1, 2])
-def test_every_record_exactly_once_per_epoch(torch, write_tfrecords, monkeypatch, world, workers):
+def test_every_record_exactly_once_per_epoch(
+    storage, torch, write_tfrecords, monkeypatch, world, workers
+):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
-    ds = TileDataset(paths, as_dict=True, seed=3)
+    paths = storage.put(write_tfrecords(SPEC))
+    ds = TileDataset(paths, as_dict=True, seed=3, **storage.kw)
     seen = []
     for rank in range(world):
         monkeypatch.setenv("RANK", str(rank))
@@ -47,11 +59,11 @@ def test_every_record_exactly_once_per_epoch(torch, write_tfrecords, monkeypatch
     assert sorted(seen) == expected(SPEC)
 
 
-def test_more_shards_than_files_and_records(torch, write_tfrecords, monkeypatch):
+def test_more_shards_than_files_and_records(storage, torch, write_tfrecords, monkeypatch):
     from tilestream.torch import TileDataset
 
     spec = [("a", 2), ("b", 1)]
-    ds = TileDataset(write_tfrecords(spec), as_dict=True, seed=0)
+    ds = TileDataset(storage.put(write_tfrecords(spec)), as_dict=True, seed=0, **storage.kw)
     seen = []
     for rank in range(3):  # 3 ranks x 2 workers = 6 shards for 3 records
         monkeypatch.setenv("RANK", str(rank))
@@ -60,12 +72,12 @@ def test_more_shards_than_files_and_records(torch, write_tfrecords, monkeypatch)
     assert sorted(seen) == expected(spec)
 
 
-def test_same_seed_same_order_and_epochs_reshuffle(torch, write_tfrecords):
+def test_same_seed_same_order_and_epochs_reshuffle(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
-    a = TileDataset(paths, as_dict=True, seed=7)
-    b = TileDataset(paths, as_dict=True, seed=7)
+    paths = storage.put(write_tfrecords(SPEC))
+    a = TileDataset(paths, as_dict=True, seed=7, **storage.kw)
+    b = TileDataset(paths, as_dict=True, seed=7, **storage.kw)
     first = run(loader_for(torch, a, 2))
     assert first == run(loader_for(torch, b, 2))
     assert first != expected(SPEC)  # shuffled
@@ -73,38 +85,40 @@ def test_same_seed_same_order_and_epochs_reshuffle(torch, write_tfrecords):
     second = run(loader_for(torch, a, 2))
     assert second != first
     assert sorted(second) == sorted(first) == expected(SPEC)
-    c = TileDataset(paths, as_dict=True, seed=8)
+    c = TileDataset(paths, as_dict=True, seed=8, **storage.kw)
     assert run(loader_for(torch, c, 2)) != first
 
 
-def test_set_epoch_reaches_persistent_workers(torch, write_tfrecords):
+def test_set_epoch_reaches_persistent_workers(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
-    ds = TileDataset(paths, as_dict=True, seed=1)
+    paths = storage.put(write_tfrecords(SPEC))
+    ds = TileDataset(paths, as_dict=True, seed=1, **storage.kw)
     loader = loader_for(torch, ds, 2, persistent_workers=True)
     epoch0 = run(loader)
     ds.set_epoch(1)
     epoch1 = run(loader)
-    fresh = TileDataset(paths, as_dict=True, seed=1)
+    fresh = TileDataset(paths, as_dict=True, seed=1, **storage.kw)
     fresh.set_epoch(1)
     assert epoch1 == run(loader_for(torch, fresh, 2))
     assert epoch0 != epoch1
 
 
-def test_unshuffled_reads_files_in_order(torch, write_tfrecords):
+def test_unshuffled_reads_files_in_order(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    ds = TileDataset(write_tfrecords(SPEC), as_dict=True, shuffle=False)
+    ds = TileDataset(storage.put(write_tfrecords(SPEC)), as_dict=True, shuffle=False, **storage.kw)
     assert run(loader_for(torch, ds, 0)) == [(s, j) for s, n in SPEC for j in range(n)]
 
 
-def test_images_are_the_decoded_tiles(torch, write_tfrecords, real_tiles):
+def test_images_are_the_decoded_tiles(storage, torch, write_tfrecords, real_tiles):
     import simplejpeg
 
     from tilestream.torch import TileDataset
 
-    ds = TileDataset(write_tfrecords([("a", 5)]), shuffle=False, incl_loc=True)
+    ds = TileDataset(
+        storage.put(write_tfrecords([("a", 5)])), shuffle=False, incl_loc=True, **storage.kw
+    )
     items = list(ds)
     assert len(items) == 5
     for j, (img, label, x, y) in enumerate(items):
@@ -113,22 +127,24 @@ def test_images_are_the_decoded_tiles(torch, write_tfrecords, real_tiles):
         assert img.shape == (3, 32, 32)
         want = simplejpeg.decode_jpeg(real_tiles[j], colorspace="RGB")
         assert np.array_equal(img.permute(1, 2, 0).numpy(), want)
-    std = TileDataset(ds.tfrecords, shuffle=False, standardize=True)
+    std = TileDataset(ds.tfrecords, shuffle=False, standardize=True, **storage.kw)
     img0 = next(iter(std))[0]
     assert img0.dtype == torch.float32
     torch.testing.assert_close(img0, items[0][0].float() / 127.5 - 1)
 
 
-def test_labels_from_dict_and_csv(torch, write_tfrecords, tmp_path):
+def test_labels_from_dict_and_csv(storage, torch, write_tfrecords, tmp_path):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
-    ds = TileDataset(paths, labels={"a": 1, "b": 0, "c": 1, "d": 2}, incl_slidenames=True)
+    paths = storage.put(write_tfrecords(SPEC))
+    ds = TileDataset(
+        paths, labels={"a": 1, "b": 0, "c": 1, "d": 2}, incl_slidenames=True, **storage.kw
+    )
     for _img, label, slide in ds:
         assert label == {"a": 1, "b": 0, "c": 1, "d": 2}[slide]
     csv = tmp_path / "annotations.csv"
     csv.write_text("patient,slide,subtype\np1,a,lung\np2,b,colon\np3,c,lung\np4,d,breast\n")
-    ds = TileDataset(paths, labels=csv, label_column="subtype", incl_slidenames=True)
+    ds = TileDataset(paths, labels=csv, label_column="subtype", incl_slidenames=True, **storage.kw)
     assert ds.label_names == ["breast", "colon", "lung"]
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=30)))
     for label, slide in zip(batch[1].tolist(), batch[2], strict=True):
@@ -137,61 +153,69 @@ def test_labels_from_dict_and_csv(torch, write_tfrecords, tmp_path):
         )
 
 
-def test_construction_errors(torch, write_tfrecords, tmp_path):
+def test_construction_errors(storage, torch, write_tfrecords, tmp_path):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
+    paths = storage.put(write_tfrecords(SPEC))
     with pytest.raises(AnnotationError, match=r"no label for slide 'd'"):
-        TileDataset(paths, labels={"a": 1, "b": 0, "c": 1})
+        TileDataset(paths, labels={"a": 1, "b": 0, "c": 1}, **storage.kw)
     with pytest.raises(ConfigError, match="unknown files: 'zz'"):
-        TileDataset(paths, weights={"a": 1, "b": 1, "c": 1, "d": 1, "zz": 1})
+        TileDataset(paths, weights={"a": 1, "b": 1, "c": 1, "d": 1, "zz": 1}, **storage.kw)
     with pytest.raises(TFRecordError, match="does not exist"):
-        TileDataset([*paths, str(tmp_path / "gone.tfrecords")])
+        TileDataset([*paths, str(tmp_path / "gone.tfrecords")], **storage.kw)
     with pytest.raises(ConfigError, match="needs a stain normalizer"):
-        TileDataset(paths, augment="xyn")
+        TileDataset(paths, augment="xyn", **storage.kw)
     csv = tmp_path / "ann.csv"
     csv.write_text("slide,x\na,1\n")
     with pytest.raises(AnnotationError, match="no column 'outcome'"):
-        TileDataset(paths, labels=csv, label_column="outcome")
+        TileDataset(paths, labels=csv, label_column="outcome", **storage.kw)
     with pytest.raises(ConfigError, match="balance='category' needs labels"):
-        TileDataset(paths, balance="category")
+        TileDataset(paths, balance="category", **storage.kw)
 
 
-def test_infinite_mode_keeps_ranks_in_step(torch, write_tfrecords, monkeypatch):
+# Local only: remote, its 6 DataLoader iterators each fill the 1,024-record shuffle buffer one
+# request per cycle of a tiny shard (about 70 s; see test_loaders_stream's xfail).
+@pytest.mark.parametrize("storage", storage_kinds("local"), indirect=True)
+def test_infinite_mode_keeps_ranks_in_step(storage, torch, write_tfrecords, monkeypatch):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
-    ds = TileDataset(paths, infinite=True, epoch_length=10, as_dict=True, seed=4)
+    paths = storage.put(write_tfrecords(SPEC))
+    ds = TileDataset(paths, infinite=True, epoch_length=10, as_dict=True, seed=4, **storage.kw)
     counts = []
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
         counts.append(len(run(loader_for(torch, ds, 2))))
     assert counts == [10, 10]
-    default = TileDataset(paths, infinite=True, as_dict=True, seed=4)
+    default = TileDataset(paths, infinite=True, as_dict=True, seed=4, **storage.kw)
     monkeypatch.setenv("RANK", "1")
     assert len(run(loader_for(torch, default, 2))) == sum(n for _, n in SPEC) // 2
 
 
-def test_balance_weights_steer_sampling(torch, write_tfrecords):
+@pytest.mark.parametrize("storage", INFINITE_KINDS, indirect=True)
+def test_balance_weights_steer_sampling(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords([("a", 2), ("b", 18)])
-    ds = TileDataset(paths, balance="slide", infinite=True, epoch_length=2000, as_dict=True)
+    paths = storage.put(write_tfrecords([("a", 2), ("b", 18)]))
+    ds = TileDataset(
+        paths, balance="slide", infinite=True, epoch_length=2000, as_dict=True, **storage.kw
+    )
     counts = collections.Counter(s for s, _ in run(loader_for(torch, ds, 0)))
     assert counts["a"] / 2000 == pytest.approx(0.5, abs=0.05)
-    ds = TileDataset(paths, balance="tile", infinite=True, epoch_length=2000, as_dict=True)
+    ds = TileDataset(
+        paths, balance="tile", infinite=True, epoch_length=2000, as_dict=True, **storage.kw
+    )
     counts = collections.Counter(s for s, _ in run(loader_for(torch, ds, 0)))
     assert counts["a"] / 2000 == pytest.approx(0.1, abs=0.03)
 
 
-def test_augmentation_is_reproducible_per_seed(torch, write_tfrecords):
+def test_augmentation_is_reproducible_per_seed(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords([("a", 16)])
+    paths = storage.put(write_tfrecords([("a", 16)]))
 
     def images(seed, augment):
-        ds = TileDataset(paths, shuffle=False, augment=augment, seed=seed)
+        ds = TileDataset(paths, shuffle=False, augment=augment, seed=seed, **storage.kw)
         loader = torch.utils.data.DataLoader(ds, batch_size=16, num_workers=2)
         return torch.cat([b[0] for b in loader])
 
@@ -204,41 +228,43 @@ def test_augmentation_is_reproducible_per_seed(torch, write_tfrecords):
     assert torch.equal(a.sum(dim=(1, 2, 3)), plain.sum(dim=(1, 2, 3)))
 
 
-def test_corrupt_record_in_a_worker(torch, write_tfrecords):
+def test_corrupt_record_in_a_worker(storage, torch, write_tfrecords):
     from tilestream.tfrecord import load_index
     from tilestream.torch import TileDataset
 
-    (path,) = write_tfrecords([("a", 6)])
-    offset = int(load_index(path).offsets[3])
+    (local,) = write_tfrecords([("a", 6)])
+    offset = int(load_index(local).offsets[3])
     # Bit rot on disk: one flipped byte, the file's mtime unchanged (the index stays valid).
-    stat = os.stat(path)
-    data = bytearray(Path(path).read_bytes())
+    stat = os.stat(local)
+    data = bytearray(Path(local).read_bytes())
     data[offset + 30] ^= 0xFF
-    Path(path).write_bytes(bytes(data))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    ds = TileDataset([path], as_dict=True)
+    Path(local).write_bytes(bytes(data))
+    os.utime(local, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    path = storage.name(local)
+    ds = TileDataset([path], as_dict=True, **storage.kw)
     with pytest.raises(CorruptRecordError, match=rf"record 3 at byte {offset}"):
         run(loader_for(torch, ds, 1))
-    ds = TileDataset([path], as_dict=True, on_error="skip")
+    ds = TileDataset([path], as_dict=True, on_error="skip", **storage.kw)
     assert sorted(run(loader_for(torch, ds, 1))) == [("a", j) for j in (0, 1, 2, 4, 5)]
 
 
-def test_dataset_pickles_by_path(torch, write_tfrecords):
+def test_dataset_pickles_by_path(storage, torch, write_tfrecords):
     from tilestream.torch import IndexedTileDataset, TileDataset
 
-    paths = write_tfrecords(SPEC)
-    for ds in (TileDataset(paths), IndexedTileDataset(paths)):
+    paths = storage.put(write_tfrecords(SPEC))
+    for ds in (TileDataset(paths, **storage.kw), IndexedTileDataset(paths, **storage.kw)):
         blob = pickle.dumps(ds)
-        assert len(blob) < 10_000
+        # Remote datasets add a fixed table of shared I/O counters (256 x 3 int64).
+        assert len(blob) < (10_000 if storage.local else 17_000)
         assert pickle.loads(blob).tfrecords == paths
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_indexed_dataset_with_distributed_sampler(torch, write_tfrecords, workers):
+def test_indexed_dataset_with_distributed_sampler(storage, torch, write_tfrecords, workers):
     from tilestream.torch import IndexedTileDataset
 
-    paths = write_tfrecords(SPEC)
-    ds = IndexedTileDataset(paths, as_dict=True)
+    paths = storage.put(write_tfrecords(SPEC))
+    ds = IndexedTileDataset(paths, as_dict=True, **storage.kw)
     assert len(ds) == 23
     assert ds.locate(7) == (paths[1], 0)
     seen = []
@@ -259,21 +285,21 @@ def test_indexed_dataset_with_distributed_sampler(torch, write_tfrecords, worker
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_worker_batches_hold_every_record_once_with_the_same_pixels(
-    torch, write_tfrecords, monkeypatch, workers
+    storage, torch, write_tfrecords, monkeypatch, workers
 ):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)
+    paths = storage.put(write_tfrecords(SPEC))
     labels = {"a": 3, "b": 1, "c": 2, "d": 0}
     per_tile = {
         (e["slide"], e["loc_x"]): (e["image"], e["label"])
-        for e in TileDataset(paths, labels=labels, as_dict=True, seed=5)
+        for e in TileDataset(paths, labels=labels, as_dict=True, seed=5, **storage.kw)
     }
     seen = []
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        ds = TileDataset(paths, labels=labels, as_dict=True, seed=5, batch_size=4)
+        ds = TileDataset(paths, labels=labels, as_dict=True, seed=5, batch_size=4, **storage.kw)
         loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
         for batch in loader:
             images = batch["image"]
@@ -288,11 +314,13 @@ def test_worker_batches_hold_every_record_once_with_the_same_pixels(
     assert sorted(seen) == expected(SPEC)
 
 
-def test_worker_batches_drop_last_and_standardize(torch, write_tfrecords):
+def test_worker_batches_drop_last_and_standardize(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords(SPEC)  # 23 records
-    ds = TileDataset(paths, batch_size=5, drop_last=True, standardize=True, incl_loc=True)
+    paths = storage.put(write_tfrecords(SPEC))  # 23 records
+    ds = TileDataset(
+        paths, batch_size=5, drop_last=True, standardize=True, incl_loc=True, **storage.kw
+    )
     batches = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0))
     assert [b[0].shape[0] for b in batches] == [5, 5, 5, 5]
     images, labels, loc_x, loc_y = batches[0]
@@ -302,7 +330,7 @@ def test_worker_batches_drop_last_and_standardize(torch, write_tfrecords):
     assert labels.tolist() == [0] * 5
     assert torch.equal(loc_y, loc_x + 1000)
     with pytest.raises(ConfigError, match="batch_size"):
-        TileDataset(paths, batch_size=0)
+        TileDataset(paths, batch_size=0, **storage.kw)
 
 
 def test_torch_distributed_takes_precedence_over_the_environment(torch, monkeypatch, tmp_path):
@@ -322,11 +350,11 @@ def test_torch_distributed_takes_precedence_over_the_environment(torch, monkeypa
         dist.destroy_process_group()
 
 
-def test_spawned_workers_unpickle_the_dataset_by_path(torch, write_tfrecords):
+def test_spawned_workers_unpickle_the_dataset_by_path(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords([("a", 3), ("b", 4)])
-    ds = TileDataset(paths, as_dict=True, seed=0)
+    paths = storage.put(write_tfrecords([("a", 3), ("b", 4)]))
+    ds = TileDataset(paths, as_dict=True, seed=0, **storage.kw)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=2, num_workers=2, multiprocessing_context="spawn"
     )
@@ -342,10 +370,12 @@ def test_importing_the_torch_package_does_not_import_tensorflow(torch):
     assert out.stdout.strip() == "False"
 
 
-def test_a_file_clipped_to_nothing_is_read_as_empty(torch, write_tfrecords):
+def test_a_file_clipped_to_nothing_is_read_as_empty(storage, torch, write_tfrecords):
     from tilestream.torch import TileDataset
 
-    paths = write_tfrecords([("a", 3), ("b", 2)])
-    ds = TileDataset(paths, clip={"a": 0}, labels={"b": 1}, as_dict=True, balance="category")
+    paths = storage.put(write_tfrecords([("a", 3), ("b", 2)]))
+    ds = TileDataset(
+        paths, clip={"a": 0}, labels={"b": 1}, as_dict=True, balance="category", **storage.kw
+    )
     assert sorted((e["slide"], e["loc_x"], e["label"]) for e in ds) == [("b", 0, 1), ("b", 1, 1)]
     assert ds.num_records == 2

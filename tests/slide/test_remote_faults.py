@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,6 @@ def bucket(seaweed: SeaweedServer, cmu_slide: Path) -> str:
     store, _ = store_for(f"s3://{name}", seaweed.storage_options)
     store.write_atomic(f"slides/{NAME}", cmu_slide.read_bytes())
     return name
-
-
-@pytest.fixture
-def proxy(seaweed: SeaweedServer) -> Iterator[FaultProxy]:
-    with FaultProxy.for_url(seaweed.endpoint_url) as proxy:
-        yield proxy
 
 
 @pytest.fixture

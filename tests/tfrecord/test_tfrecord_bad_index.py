@@ -5,7 +5,10 @@ array, a deflate bomb, a bad ``.npy`` or text index: each is stale, so it is
 rebuilt with a warning naming it (or used in memory where the folder is
 read-only), quickly and without allocating what it declares. The CLI
 commands that read indexes (``inspect``, ``manifest``) go on past it. An
-index passed explicitly is checked like the one found beside the file.
+index passed explicitly is checked like the one found beside the file. The tests that
+read through a damaged index run once per ``storage`` kind (``local``; ``s3`` and ``http``
+read the TFRecord and its damaged index from SeaweedFS; an object's index is rebuilt into
+the local cache, not written back); the index-file internals are local.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pytest
 from click.testing import CliRunner
 
 from _readonly import run_read_only
+from _remote import Remote
 from tilestream.cli import cli
 from tilestream.errors import InvalidTFRecordIndex, TileStreamError
 from tilestream.tfrecord import (
@@ -100,7 +104,10 @@ def _measure(fn: Any) -> tuple[Any, float, int]:
 
 @pytest.mark.parametrize("damage", ["cut", "garbage", "empty-zip", "huge", "bomb", "npy-header"])
 def test_a_damaged_index_is_rebuilt_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+    storage: Remote,
 ) -> None:
     path = _make(tmp_path / "a.tfrecords")
     idx = index_path_for(path)
@@ -117,17 +124,20 @@ def test_a_damaged_index_is_rebuilt_with_a_warning(
     else:
         with zipfile.ZipFile(idx, "w") as z:
             z.writestr("arr_0.npy", b"\x93NUMPY\x01\x00\xff\xff{'descr'")
+    name = storage.name(path)  # the TFRecord and its damaged index beside it
     with caplog.at_level(logging.WARNING, logger="tilestream"):
-        (tfr_len, xy), took, peak = _measure(lambda: _open(path))
+        (tfr_len, xy), took, peak = _measure(lambda: _open(name, storage))
     assert tfr_len == N and xy == (bytes([5]) * 65)
     assert took < 2.0 and peak < 64 << 20, (took, peak)
-    assert any(str(idx) in r.getMessage() for r in caplog.records), caplog.text
-    assert len(read_index_file(idx)) == N  # rewritten, now good
-    assert load_index(path).locations is not None
+    if storage.local:  # an object's index is cached locally, the one beside it left alone
+        assert len(read_index_file(idx)) == N  # rewritten, now good
+        assert load_index(path).locations is not None
+    idx_name = str(idx) if storage.local else name.rsplit(".", 1)[0] + ".index.npz"
+    assert any(idx_name in r.getMessage() for r in caplog.records), caplog.text
 
 
-def _open(path: Path) -> tuple[int, bytes]:
-    with TFRecord(path) as tfr:
+def _open(path: str, storage: Remote) -> tuple[int, bytes]:
+    with TFRecord(path, **storage.kw) as tfr:
         return len(tfr), tfr.get_record_by_xy(5 * 256, 0)[1]  # type: ignore[return-value]
 
 
@@ -208,17 +218,18 @@ def test_errors_are_tilestream_errors(tmp_path: Path) -> None:
     assert str(info.value).count(str(index_path_for(path))) == 1
 
 
-def test_the_slideflow_helpers_read_past_a_cut_index(tmp_path: Path) -> None:
-    path = _make(tmp_path / "a.tfrecords")
-    _cut(index_path_for(path))
-    assert tfrecord_has_locations(path, check_y=True)
-    assert get_locations_from_tfrecord(path)[3] == (3 * 256, 0)
-    assert get_tfrecord_length(path) == N
+def test_the_slideflow_helpers_read_past_a_cut_index(tmp_path: Path, storage: Remote) -> None:
+    local = _make(tmp_path / "a.tfrecords")
+    _cut(index_path_for(local))
+    path = storage.name(local)
+    assert tfrecord_has_locations(path, check_y=True, **storage.kw)
+    assert get_locations_from_tfrecord(path, **storage.kw)[3] == (3 * 256, 0)
+    assert get_tfrecord_length(path, **storage.kw) == N
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_tile_dataset_reads_past_a_cut_index(
-    torch: ModuleType, tmp_path: Path, on_error: str
+    torch: ModuleType, tmp_path: Path, on_error: str, storage: Remote
 ) -> None:
     from tilestream.loaders.parser import _demo_tfrecord
     from tilestream.torch import TileDataset
@@ -227,6 +238,14 @@ def test_tile_dataset_reads_past_a_cut_index(
     for p in paths:
         create_index(p)
         _cut(index_path_for(p))
-    ds = TileDataset(paths, labels={"a": 0, "b": 1}, seed=0, on_error=on_error)  # type: ignore[arg-type]
+    names = storage.put(paths)
+    ds = TileDataset(
+        names,
+        labels={"a": 0, "b": 1},
+        seed=0,
+        on_error=on_error,
+        **storage.kw,  # type: ignore[arg-type]
+    )
     assert sorted(int(label) for _, label in ds) == [0, 0, 0, 1, 1]
-    assert all(len(read_index_file(index_path_for(p))) > 0 for p in paths)  # rebuilt
+    if storage.local:  # (an object's index is cached locally instead)
+        assert all(len(read_index_file(index_path_for(p))) > 0 for p in paths)  # rebuilt

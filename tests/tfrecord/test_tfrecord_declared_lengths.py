@@ -6,7 +6,8 @@ pipe doing the same: the reader raises
 :class:`~tilestream.errors.TruncatedRecordError` (or stops, with
 ``allow_truncated``) having allocated about what the stream really held,
 in time linear in it. Real records larger than the read buffer still read
-back intact, CRC-checked.
+back intact, CRC-checked. The tests reading a file by name run once per ``storage`` kind
+(``local``; ``s3`` and ``http`` read the same bytes from SeaweedFS).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from _remote import Remote
 from tilestream.errors import CorruptRecordError, TruncatedRecordError
 from tilestream.tfrecord import frame, iter_records, masked_crc32c
 
@@ -62,22 +64,26 @@ def _peak(fn: Any) -> tuple[Any, int, float]:
         tracemalloc.stop()
 
 
-def test_gzip_declaring_2gib_with_little_data_fails_fast(tmp_path: Path) -> None:
+def test_gzip_declaring_2gib_with_little_data_fails_fast(tmp_path: Path, storage: Remote) -> None:
     path = _gzip_claim(tmp_path / "a.tfrecord.gz", GIB2, 1000)
-    err, peak, took = _peak(lambda: list(iter_records(path)))
+    name = storage.name(path)
+    err, peak, took = _peak(lambda: list(iter_records(name, **storage.kw)))
     assert isinstance(err, TruncatedRecordError) and err.record == 0
     assert peak < 16 << 20 and took < 2, (peak, took)
 
 
-def test_gzip_memory_follows_the_decoded_bytes_not_the_declared(tmp_path: Path) -> None:
+def test_gzip_memory_follows_the_decoded_bytes_not_the_declared(
+    tmp_path: Path, storage: Remote
+) -> None:
     real = 48 << 20
     path = _gzip_claim(tmp_path / "a.tfrecord.gz", GIB2, real)
     assert path.stat().st_size < 1 << 20
-    err, peak, took = _peak(lambda: list(iter_records(path)))
+    name = storage.name(path)
+    err, peak, took = _peak(lambda: list(iter_records(name, **storage.kw)))
     assert isinstance(err, TruncatedRecordError) and took < 30
     assert f"{real + 12} of {GIB2 + 16} bytes present" in str(err)
     assert peak < real + (20 << 20), peak  # the bytes held, one piece of slack
-    it = iter_records(path, allow_truncated=True)
+    it = iter_records(name, **storage.kw, allow_truncated=True)
     assert list(it) == [] and it.truncated_at == 0
 
 
@@ -116,7 +122,9 @@ def test_a_pipe_declaring_past_its_end_holds_only_what_arrived() -> None:
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zlib", None])
-def test_records_larger_than_the_buffer_read_back(tmp_path: Path, compression: str | None) -> None:
+def test_records_larger_than_the_buffer_read_back(
+    tmp_path: Path, storage: Remote, compression: str | None
+) -> None:
     big = [os.urandom(n) for n in (9 << 20, 5, (4 << 20) + 3, 1 << 20)]
     raw = b"".join(frame(p) for p in big)
     data = {
@@ -127,7 +135,8 @@ def test_records_larger_than_the_buffer_read_back(tmp_path: Path, compression: s
     assert list(iter_records(io.BytesIO(data))) == big
     path = tmp_path / "a.tfrecords"
     path.write_bytes(data)
-    assert list(iter_records(path)) == big
+    name = storage.name(path)
+    assert list(iter_records(name, **storage.kw)) == big
     for f in _pipe(data):
         assert list(iter_records(f)) == big
 

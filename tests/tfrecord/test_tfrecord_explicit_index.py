@@ -3,7 +3,9 @@
 Missing rows, duplicated rows, an empty index, merged records, or a 1-D
 array: :class:`~tilestream.errors.InvalidTFRecordIndex` naming both the index
 and the TFRecord, never 29, 37 or 0 records of 34. A correct index (its own,
-a copy's, plain text, an array, for a compressed file) is used as given.
+a copy's, plain text, an array, for a compressed file) is used as given. Each test runs
+once per ``storage`` kind: the TFRecord on local disk, or its copy in SeaweedFS read over
+S3 or HTTP (the explicit index stays a local file or array).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import Remote
 from tilestream.errors import InvalidTFRecordIndex
 from tilestream.tfrecord import (
     TFRecord,
@@ -56,7 +59,11 @@ def tfrecord(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     "bad", ["missing", "missing-middle", "duplicated", "duplicated-middle", "empty", "merged"]
 )
 def test_a_wrong_explicit_index_is_refused(
-    tfrecord: Path, tmp_path: Path, fmt: str, bad: str
+    storage: Remote,
+    tfrecord: Path,
+    tmp_path: Path,
+    fmt: str,
+    bad: str,
 ) -> None:
     good = create_index(tfrecord, write=False).array
     table = _bad_tables(good)[bad]
@@ -67,13 +74,13 @@ def test_a_wrong_explicit_index_is_refused(
             TFRecordIndex(table), tmp_path / f"x.index{'.npz' if fmt == 'npz' else ''}"
         )
     with pytest.raises(InvalidTFRecordIndex) as info:
-        len(TFRecord(tfrecord, index=index))
+        len(TFRecord(storage.name(tfrecord), index=index, **storage.kw))
     msg = str(info.value)
-    assert str(tfrecord) in msg
+    assert storage.name(tfrecord) in msg
     assert (str(index) if fmt != "array" else "index array") in msg
 
 
-def test_a_right_explicit_index_is_used(tfrecord: Path, tmp_path: Path) -> None:
+def test_a_right_explicit_index_is_used(storage: Remote, tfrecord: Path, tmp_path: Path) -> None:
     good = create_index(tfrecord, write=False)
     copy = tmp_path / "copy" / tfrecord.name
     copy.parent.mkdir()
@@ -82,26 +89,26 @@ def test_a_right_explicit_index_is_used(tfrecord: Path, tmp_path: Path) -> None:
     text = save_index(good, tmp_path / "own.index")
     for target in (tfrecord, copy):
         for index in (npz, text, good.array):
-            with TFRecord(target, index=index) as tfr:
+            with TFRecord(storage.name(target), index=index, **storage.kw) as tfr:
                 assert len(tfr) == N and tfr[-1]["loc_x"] == (N - 1) * 256
 
 
-def test_a_one_dimensional_array_is_refused(tfrecord: Path) -> None:
+def test_a_one_dimensional_array_is_refused(storage: Remote, tfrecord: Path) -> None:
     offsets = create_index(tfrecord, write=False).offsets
     with pytest.raises(InvalidTFRecordIndex, match=r"not \(n, 2\)"):
-        len(TFRecord(tfrecord, index=offsets))
+        len(TFRecord(storage.name(tfrecord), index=offsets, **storage.kw))
 
 
-def test_an_implausible_explicit_index_is_refused_unread(tmp_path: Path) -> None:
+def test_an_implausible_explicit_index_is_refused_unread(storage: Remote, tmp_path: Path) -> None:
     path = _make(tmp_path / "a.tfrecords")
     big = save_index(TFRecordIndex(np.zeros((10_000, 2), np.int64)), tmp_path / "big.index.npz")
     with pytest.raises(InvalidTFRecordIndex, match="larger than"):
-        len(TFRecord(path, index=big))
+        len(TFRecord(storage.name(path), index=big, **storage.kw))
 
 
 @pytest.mark.parametrize("damage", ["cut", "locations"])
 def test_an_unreadable_explicit_index_names_both_files(
-    tfrecord: Path, tmp_path: Path, damage: str
+    storage: Remote, tfrecord: Path, tmp_path: Path, damage: str
 ) -> None:
     """An explicit index that cannot even be read is refused naming the TFRecord too."""
     good = create_index(tfrecord, write=False).array
@@ -112,6 +119,6 @@ def test_an_unreadable_explicit_index_names_both_files(
     else:  # fewer rows than locations
         np.savez(index, arr_0=good[:-3], locations=np.zeros((len(good), 2), np.int64))
     with pytest.raises(InvalidTFRecordIndex) as info:
-        len(TFRecord(tfrecord, index=index))
+        len(TFRecord(storage.name(tfrecord), index=index, **storage.kw))
     msg = str(info.value)
-    assert str(tfrecord) in msg and str(index) in msg, msg
+    assert storage.name(tfrecord) in msg and str(index) in msg, msg

@@ -1,4 +1,8 @@
-"""Framing: reading and writing records, compression, and every kind of bad file."""
+"""Framing: reading and writing records, compression, and every kind of bad file.
+
+The tests that read a file by name run once per ``storage`` kind: ``local``, and ``s3`` and
+``http`` reading the same bytes from SeaweedFS (``storage.name(path)`` is then their URL).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import Remote
 from tilestream.errors import (
     ConfigError,
     CorruptRecordError,
@@ -50,10 +55,12 @@ def test_frame_layout() -> None:
 
 
 @pytest.mark.parametrize("compression", [None, "gzip", "zlib"])
-def test_write_then_read_round_trip(tmp_path: Path, compression: str | None) -> None:
+def test_write_then_read_round_trip(
+    tmp_path: Path, storage: Remote, compression: str | None
+) -> None:
     path = _write(tmp_path / "r.tfrecord", PAYLOADS, compression)
-    assert list(iter_records(path)) == PAYLOADS  # auto-detected
-    assert list(iter_records(path, compression=compression)) == PAYLOADS
+    assert list(iter_records(storage.name(path), **storage.kw)) == PAYLOADS  # auto-detected
+    assert list(iter_records(storage.name(path), compression=compression, **storage.kw)) == PAYLOADS
     with open(path, "rb") as f:
         assert list(iter_records(f)) == PAYLOADS
     if compression == "gzip":
@@ -64,13 +71,13 @@ def test_write_then_read_round_trip(tmp_path: Path, compression: str | None) -> 
         assert path.read_bytes() == b"".join(frame(p) for p in PAYLOADS)
 
 
-def test_tensorflow_compression_spellings(tmp_path: Path) -> None:
+def test_tensorflow_compression_spellings(tmp_path: Path, storage: Remote) -> None:
     path = _write(tmp_path / "r.tfrecord", [b"x"], "GZIP")
-    assert list(iter_records(path, compression="GZIP")) == [b"x"]
+    assert list(iter_records(storage.name(path), compression="GZIP", **storage.kw)) == [b"x"]
     plain = _write(tmp_path / "p.tfrecord", [b"y"], "")
-    assert list(iter_records(plain, compression="")) == [b"y"]
+    assert list(iter_records(storage.name(plain), compression="", **storage.kw)) == [b"y"]
     with pytest.raises(ConfigError):
-        iter_records(plain, compression="bz2")  # type: ignore[arg-type]
+        iter_records(storage.name(plain), compression="bz2", **storage.kw)  # type: ignore[arg-type]
 
 
 def test_small_chunks_exercise_the_refill_path() -> None:
@@ -101,10 +108,10 @@ def test_text_file_object_is_refused(tmp_path: Path) -> None:
         list(iter_records(io.StringIO("abc")))  # type: ignore[arg-type]
 
 
-def test_empty_file_has_no_records(tmp_path: Path) -> None:
+def test_empty_file_has_no_records(tmp_path: Path, storage: Remote) -> None:
     empty = tmp_path / "empty.tfrecords"
     empty.write_bytes(b"")
-    assert list(iter_records(empty)) == []
+    assert list(iter_records(storage.name(empty), **storage.kw)) == []
     assert list(iter_records(io.BytesIO(b""))) == []
 
 
@@ -113,38 +120,40 @@ def test_empty_file_has_no_records(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("source_kind", ["path", "fileobj"])
 @pytest.mark.parametrize("cut", [1, 4, 5, 11, 15])
-def test_truncated_last_record(tmp_path: Path, source_kind: str, cut: int) -> None:
+def test_truncated_last_record(tmp_path: Path, storage: Remote, source_kind: str, cut: int) -> None:
     data = frame(b"first") + frame(b"second record")
     path = tmp_path / "t.tfrecords"
     path.write_bytes(data[:-cut])
     src = path if source_kind == "path" else io.BytesIO(data[:-cut])
     with pytest.raises(TruncatedRecordError) as info:
-        list(iter_records(src))
+        list(iter_records(storage.name(src) if source_kind == "path" else src, **storage.kw))
     err = info.value
     assert err.record == 1
     assert err.offset == 21
     if source_kind == "path":
-        assert err.path == str(path)
-        assert str(path) in str(err)
+        assert err.path == storage.name(path)
+        assert storage.name(path) in str(err)
 
 
-def test_truncated_inside_header(tmp_path: Path) -> None:
+def test_truncated_inside_header(tmp_path: Path, storage: Remote) -> None:
     path = tmp_path / "t.tfrecords"
     path.write_bytes(frame(b"first") + b"\x05\x00\x00")
     with pytest.raises(TruncatedRecordError, match="header") as info:
-        list(iter_records(path))
+        list(iter_records(storage.name(path), **storage.kw))
     assert (info.value.record, info.value.offset) == (1, 21)
 
 
 def test_allow_truncated_reads_intact_records_and_reports_where(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, storage: Remote, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = frame(b"a") + frame(b"bb") + frame(b"ccc")
     path = tmp_path / "t.tfrecords"
     path.write_bytes(data[:-2])
     seen: list[TruncatedRecordError] = []
     with caplog.at_level(logging.WARNING, logger="tilestream.tfrecord.reader"):
-        it = iter_records(path, allow_truncated=True, on_truncated=seen.append)
+        it = iter_records(
+            storage.name(path), allow_truncated=True, on_truncated=seen.append, **storage.kw
+        )
         assert list(it) == [b"a", b"bb"]
     assert it.truncated_at == 17 + 18
     assert it.records == 2
@@ -155,47 +164,47 @@ def test_allow_truncated_reads_intact_records_and_reports_where(
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zlib"])
-def test_truncated_compressed_stream(tmp_path: Path, compression: str) -> None:
+def test_truncated_compressed_stream(tmp_path: Path, storage: Remote, compression: str) -> None:
     path = _write(tmp_path / "c.tfrecord", [os.urandom(5000) for _ in range(10)], compression)
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(TruncatedRecordError) as info:
-        list(iter_records(path))
-    assert info.value.path == str(path)
-    it = iter_records(path, allow_truncated=True)
+        list(iter_records(storage.name(path), **storage.kw))
+    assert info.value.path == storage.name(path)
+    it = iter_records(storage.name(path), allow_truncated=True, **storage.kw)
     got = list(it)
     assert 0 < len(got) < 10
     assert it.truncated_at is not None
 
 
-def test_corrupt_gzip_stream(tmp_path: Path) -> None:
+def test_corrupt_gzip_stream(tmp_path: Path, storage: Remote) -> None:
     path = _write(tmp_path / "c.tfrecord", [os.urandom(5000) for _ in range(10)], "gzip")
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptRecordError) as info:
-        list(iter_records(path))
-    assert info.value.path == str(path)
+        list(iter_records(storage.name(path), **storage.kw))
+    assert info.value.path == storage.name(path)
 
 
-def test_flipped_payload_byte_fails_data_crc(tmp_path: Path) -> None:
+def test_flipped_payload_byte_fails_data_crc(tmp_path: Path, storage: Remote) -> None:
     data = bytearray(frame(b"first") + frame(b"second"))
     data[21 + 12 + 2] ^= 0x10
     path = tmp_path / "f.tfrecords"
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptRecordError, match="data CRC") as info:
-        list(iter_records(path))
-    assert (info.value.record, info.value.offset, info.value.path) == (1, 21, str(path))
-    assert list(iter_records(path, verify=False))[1] == b"sesond"
+        list(iter_records(storage.name(path), **storage.kw))
+    assert (info.value.record, info.value.offset, info.value.path) == (1, 21, storage.name(path))
+    assert list(iter_records(storage.name(path), verify=False, **storage.kw))[1] == b"sesond"
 
 
-def test_flipped_length_byte_fails_length_crc(tmp_path: Path) -> None:
+def test_flipped_length_byte_fails_length_crc(tmp_path: Path, storage: Remote) -> None:
     data = bytearray(frame(b"first") + frame(b"second"))
     data[21] ^= 0x01
     path = tmp_path / "f.tfrecords"
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptRecordError, match="length CRC") as info:
-        list(iter_records(path))
+        list(iter_records(storage.name(path), **storage.kw))
     assert (info.value.record, info.value.offset) == (1, 21)
 
 
@@ -206,13 +215,13 @@ def test_wrong_data_crc_field(tmp_path: Path) -> None:
         list(iter_records(io.BytesIO(bytes(data))))
 
 
-def test_absurd_length_is_not_allocated(tmp_path: Path) -> None:
+def test_absurd_length_is_not_allocated(tmp_path: Path, storage: Remote) -> None:
     header = struct.pack("<Q", 2**62)
     data = header + struct.pack("<I", masked_crc32c(header)) + b"tiny"
     path = tmp_path / "huge.tfrecords"
     path.write_bytes(data)
     with pytest.raises(TruncatedRecordError, match="declares") as info:
-        list(iter_records(path))
+        list(iter_records(storage.name(path), **storage.kw))
     assert info.value.record == 0
     # Unknown size (a stream): read what exists, then report truncation.
     with pytest.raises(TruncatedRecordError):
@@ -220,7 +229,7 @@ def test_absurd_length_is_not_allocated(tmp_path: Path) -> None:
     gz = tmp_path / "huge.gz"
     gz.write_bytes(gzip.compress(data))
     with pytest.raises(TruncatedRecordError):
-        list(iter_records(gz))
+        list(iter_records(storage.name(gz), **storage.kw))
 
 
 def test_absurd_length_without_crc_check(tmp_path: Path) -> None:
@@ -233,19 +242,20 @@ def test_absurd_length_without_crc_check(tmp_path: Path) -> None:
     "content",
     [b"%PDF-1.4 this is not a TFRecord at all....", b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, b"abc"],
 )
-def test_non_tfrecord_file(tmp_path: Path, content: bytes) -> None:
+def test_non_tfrecord_file(tmp_path: Path, storage: Remote, content: bytes) -> None:
     path = tmp_path / "not.tfrecords"
     path.write_bytes(content)
     with pytest.raises(TFRecordError) as info:
-        list(iter_records(path))
-    assert str(path) in str(info.value)
+        list(iter_records(storage.name(path), **storage.kw))
+    assert storage.name(path) in str(info.value)
     assert isinstance(info.value, CorruptRecordError)
     assert info.value.record == 0
 
 
-def test_missing_file_is_file_not_found(tmp_path: Path) -> None:
+def test_missing_file_is_file_not_found(tmp_path: Path, storage: Remote) -> None:
+    name = str(tmp_path / "nope.tfrecords") if storage.local else storage.url("nope.tfrecords")
     with pytest.raises(FileNotFoundError):
-        list(iter_records(tmp_path / "nope.tfrecords"))
+        list(iter_records(name, **storage.kw))
 
 
 # --------------------------------------------------------------------------- writer

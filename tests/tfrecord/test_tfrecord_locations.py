@@ -5,7 +5,8 @@
 Python reader), so the index it writes has ``locations`` exactly as
 ``create_index`` would make them. ``TFRecord`` completes an older index that
 lacks them by reading the records once and rewrites it atomically (in memory
-where the folder is read-only).
+where the folder is read-only). The reading tests of an old index also run on copies in
+SeaweedFS (``storage``: ``s3``, ``http``), where the old index lies beside the object.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 import tilestream.tfrecord.writer as writer_module
 from _readonly import run_read_only
+from _remote import Remote
 from tilestream.tfrecord import (
     TFRecord,
     TFRecordIndex,
@@ -178,22 +180,27 @@ def _old_index(tmp_path: Path) -> Path:
     return path
 
 
-def test_an_old_index_is_completed_and_upgraded(tmp_path: Path) -> None:
+def test_an_old_index_is_completed_and_upgraded(tmp_path: Path, storage: Remote) -> None:
     path = _old_index(tmp_path)
-    with TFRecord(path) as tfr:
+    with TFRecord(storage.name(path), **storage.kw) as tfr:  # (remote: the old index beside it)
         assert tfr.get_record_by_xy(768, -1024)[1] == bytes([11]) * 51
+    if not storage.local:  # an object's index is completed in the local cache
+        return
     idx = read_index_file(index_path_for(path))
     assert idx.locations is not None and idx.locations[11].tolist() == [768, -1024]
     assert index_staleness(path, idx) is None  # still current: not rebuilt next time
     assert load_index(path).locations is not None
 
 
-def test_an_explicit_or_in_memory_index_is_completed_but_not_written(tmp_path: Path) -> None:
+def test_an_explicit_or_in_memory_index_is_completed_but_not_written(
+    tmp_path: Path, storage: Remote
+) -> None:
     path = _old_index(tmp_path)
     before = index_path_for(path).read_bytes()
-    with TFRecord(path, index=index_path_for(path)) as tfr:
+    name = storage.name(path)
+    with TFRecord(name, index=index_path_for(path), **storage.kw) as tfr:
         assert tfr.index_of(512, 0) == 2
-    with TFRecord(path, create_index=False) as tfr:
+    with TFRecord(name, create_index=False, **storage.kw) as tfr:
         assert tfr.index_of(512, 0) == 2
     assert index_path_for(path).read_bytes() == before
 

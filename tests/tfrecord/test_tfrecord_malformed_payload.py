@@ -9,6 +9,8 @@ memory map used to replace the real error. Hypothesis mutates tile records
 and long numeric lists and runs them through ``_native.parse_tile``, the
 Python decoders, ``iter_examples``, ``TFRecord`` and the loader's
 ``on_error`` modes.
+The reader tests (not the fuzzing of local internals) run once per ``storage``
+kind (``local``; ``s3`` and ``http`` read the same file from SeaweedFS).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _remote import Remote
 from tilestream.errors import CorruptRecordError, TileStreamError, UnsupportedRecordError
 from tilestream.loaders.stream import tfrecord_loader
 from tilestream.tfrecord import (
@@ -78,20 +81,27 @@ def _write(path: Path, payloads: list[bytes]) -> Path:
     return path
 
 
-def test_a_bad_packed_list_is_corrupt_through_iter_examples(tmp_path: Path, core: str) -> None:
+def test_a_bad_packed_list_is_corrupt_through_iter_examples(
+    tmp_path: Path, core: str, storage: Remote
+) -> None:
     path = _write(tmp_path / "b.tfrecords", [serialized_record("s", b"i", 0, 0), _bad_packed()])
+    name = storage.name(path)
     with pytest.raises(CorruptRecordError, match="inside a varint") as info:
-        list(iter_examples(path))
-    assert info.value.record == 1 and info.value.path == str(path)
+        list(iter_examples(name, **storage.kw))
+    assert info.value.record == 1 and info.value.path == name
     with pytest.raises(CorruptRecordError, match="inside a varint"):
         list(iter_examples(io.BytesIO(path.read_bytes())))
 
 
-def test_a_bad_packed_list_is_corrupt_through_tfrecord(tmp_path: Path) -> None:
-    path = _write(tmp_path / "b.tfrecords", [serialized_record("s", b"i", 0, 0), _bad_packed()])
-    with pytest.raises(CorruptRecordError, match="inside a varint"), TFRecord(path) as tfr:
+def test_a_bad_packed_list_is_corrupt_through_tfrecord(tmp_path: Path, storage: Remote) -> None:
+    local = _write(tmp_path / "b.tfrecords", [serialized_record("s", b"i", 0, 0), _bad_packed()])
+    path = storage.name(local)
+    with (
+        pytest.raises(CorruptRecordError, match="inside a varint"),
+        TFRecord(path, **storage.kw) as tfr,
+    ):
         list(tfr)  # __exit__ closes the map while the error is in flight
-    tfr = TFRecord(path)
+    tfr = TFRecord(path, **storage.kw)
     with pytest.raises(CorruptRecordError):
         tfr[1]
     tfr.close()  # no export left behind: closing works
@@ -109,10 +119,12 @@ def test_a_bad_packed_list_leaves_no_export_on_a_mapped_buffer(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
-def test_the_loader_raises_or_skips_a_bad_packed_list(tmp_path: Path, on_error: str) -> None:
+def test_the_loader_raises_or_skips_a_bad_packed_list(
+    tmp_path: Path, on_error: str, storage: Remote
+) -> None:
     good = serialized_record("s", b"i", 0, 0)
-    path = _write(tmp_path / "b.tfrecords", [good, _bad_packed(), good])
-    stream = tfrecord_loader(path, on_error=on_error)  # type: ignore[arg-type]
+    path = storage.name(_write(tmp_path / "b.tfrecords", [good, _bad_packed(), good]))
+    stream = tfrecord_loader(path, on_error=on_error, **storage.kw)  # type: ignore[arg-type]
     if on_error == "raise":
         with pytest.raises(CorruptRecordError, match="inside a varint"):
             list(stream)

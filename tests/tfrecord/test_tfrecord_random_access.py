@@ -1,4 +1,8 @@
-"""TFRecord random access, the Slideflow sf.io functions, image decoding and the CLI."""
+"""TFRecord random access, the Slideflow sf.io functions, image decoding and the CLI.
+
+The tests that read a file run once per ``storage`` kind: ``local``, and ``s3`` and ``http``
+reading the same file from SeaweedFS (``name`` is then its URL), with the same assertions.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from _remote import Remote
 from tilestream.cli import cli, main
 from tilestream.errors import (
     CorruptRecordError,
@@ -59,9 +64,16 @@ def tiles(tmp_path: Path) -> tuple[Path, list[bytes]]:
     return path, images
 
 
-def test_tfrecord_basics(tiles: tuple[Path, list[bytes]]) -> None:
+@pytest.fixture
+def placed(tiles: tuple[Path, list[bytes]], storage: Remote) -> tuple[str, list[bytes]]:
+    """``tiles`` as the reader gets them: the path, or the URL of the copy in ``storage``."""
     path, images = tiles
-    with TFRecord(path) as tfr:
+    return storage.name(path), images
+
+
+def test_tfrecord_basics(placed: tuple[str, list[bytes]], storage: Remote) -> None:
+    path, images = placed
+    with TFRecord(path, **storage.kw) as tfr:
         assert len(tfr) == tfr.length == 20
         assert tfr.fields == ["image_raw", "slide", "loc_x", "loc_y"]
         assert tfr.img_format == "jpeg"
@@ -77,9 +89,9 @@ def test_tfrecord_basics(tiles: tuple[Path, list[bytes]]) -> None:
         assert tfr.index.shape == (20, 2)
 
 
-def test_out_of_range_and_bad_keys(tiles: tuple[Path, list[bytes]]) -> None:
-    path, _ = tiles
-    with TFRecord(path) as tfr:
+def test_out_of_range_and_bad_keys(placed: tuple[str, list[bytes]], storage: Remote) -> None:
+    path, _ = placed
+    with TFRecord(path, **storage.kw) as tfr:
         with pytest.raises(InvalidTFRecordIndex, match="out of range"):
             tfr[20]
         with pytest.raises(IndexError):
@@ -88,9 +100,9 @@ def test_out_of_range_and_bad_keys(tiles: tuple[Path, list[bytes]]) -> None:
             tfr["3"]  # type: ignore[call-overload]
 
 
-def test_get_record_by_xy(tiles: tuple[Path, list[bytes]]) -> None:
-    path, images = tiles
-    with TFRecord(path) as tfr:
+def test_get_record_by_xy(placed: tuple[str, list[bytes]], storage: Remote) -> None:
+    path, images = placed
+    with TFRecord(path, **storage.kw) as tfr:
         for i, (x, y) in enumerate(GRID):
             slide, img = tfr.get_record_by_xy(x, y)
             assert slide == "slide-1"
@@ -104,11 +116,12 @@ def test_get_record_by_xy(tiles: tuple[Path, list[bytes]]) -> None:
         assert tfr.index_of(1024, 768) == 19
 
 
-def test_no_locations(tmp_path: Path) -> None:
+def test_no_locations(tmp_path: Path, storage: Remote) -> None:
     path = tmp_path / "x.tfrecords"
     with TFRecordWriter(path) as w:
         w.write(b"\x0a\x00")  # an empty Example
-    with TFRecord(path) as tfr:
+    path = storage.name(path)
+    with TFRecord(path, **storage.kw) as tfr:
         assert tfr.locations is None
         assert tfr[0] == {}
         assert tfr.img_format is None
@@ -116,12 +129,13 @@ def test_no_locations(tmp_path: Path) -> None:
             tfr.get_record_by_xy(0, 0)
 
 
-def test_pickles_by_path_and_reopens(tiles: tuple[Path, list[bytes]]) -> None:
-    path, images = tiles
-    tfr = TFRecord(path)
+def test_pickles_by_path_and_reopens(placed: tuple[str, list[bytes]], storage: Remote) -> None:
+    path, images = placed
+    tfr = TFRecord(path, **storage.kw)
     assert tfr[0]["image_raw"] == images[0]
     state = pickle.dumps(tfr)
-    assert len(state) < 1000  # a path and options, not the data
+    # A path and options, not the data (a URL's: its store's options and the object's stat).
+    assert len(state) < (1000 if storage.local else 2000)
     clone = pickle.loads(state)
     assert clone[5]["image_raw"] == images[5]
     tfr.close()
@@ -130,11 +144,13 @@ def test_pickles_by_path_and_reopens(tiles: tuple[Path, list[bytes]]) -> None:
     clone.close()
 
 
-def test_tfrecord_works_in_a_worker_process(tiles: tuple[Path, list[bytes]]) -> None:
+def test_tfrecord_works_in_a_worker_process(
+    placed: tuple[str, list[bytes]], storage: Remote
+) -> None:
     import multiprocessing as mp
 
-    path, _ = tiles
-    tfr = TFRecord(path)
+    path, _ = placed
+    tfr = TFRecord(path, **storage.kw)
     want = [tfr.read_raw(i) for i in (0, 7, 19)]  # opened (memory-mapped) in the parent
     ctx = mp.get_context("spawn")  # a fresh interpreter: only the pickled path crosses
     with ctx.Pool(1) as pool:
@@ -143,102 +159,115 @@ def test_tfrecord_works_in_a_worker_process(tiles: tuple[Path, list[bytes]]) -> 
     tfr.close()
 
 
-def test_compressed_random_access(tmp_path: Path) -> None:
+def test_compressed_random_access(tmp_path: Path, storage: Remote) -> None:
     path = tmp_path / "c.tfrecord.gz"
     with TFRecordWriter(path, compression="gzip") as w:
         for i in range(5):
             w.write(serialized_record("c", bytes([i]) * 10, i, i + 1), location=(i, i + 1))
-    with TFRecord(path) as tfr:
+    path = storage.name(path)
+    with TFRecord(path, **storage.kw) as tfr:
         assert len(tfr) == 5
         assert tfr[3]["image_raw"] == b"\x03" * 10
         assert tfr.get_record_by_xy(4, 5)[1] == b"\x04" * 10
 
 
-def test_corrupt_payload_detected_on_access(tiles: tuple[Path, list[bytes]]) -> None:
+def test_corrupt_payload_detected_on_access(
+    tiles: tuple[Path, list[bytes]], storage: Remote
+) -> None:
     path, _ = tiles
     with TFRecord(path) as tfr:
         off = int(tfr.index[4, 0])
     data = bytearray(path.read_bytes())
     data[off + 40] ^= 0xFF
     path.write_bytes(bytes(data))
-    with TFRecord(path, create_index=False) as tfr:
+    path = storage.name(path)
+    with TFRecord(path, create_index=False, **storage.kw) as tfr:
         tfr[3]
         with pytest.raises(CorruptRecordError, match="data CRC") as info:
             tfr[4]
         assert (info.value.record, info.value.offset) == (4, off)
-    with TFRecord(path, create_index=False, verify=False) as tfr:
+    with TFRecord(path, create_index=False, verify=False, **storage.kw) as tfr:
         assert tfr[4]["slide"] == "slide-1"
 
 
-def test_empty_tfrecord(tmp_path: Path) -> None:
+def test_empty_tfrecord(tmp_path: Path, storage: Remote) -> None:
     path = tmp_path / "e.tfrecords"
     path.write_bytes(b"")
-    with TFRecord(path) as tfr:
+    path = storage.name(path)
+    with TFRecord(path, **storage.kw) as tfr:
         assert len(tfr) == 0
         assert list(tfr) == []
         with pytest.raises(EmptyTFRecordsError):
             tfr[0]
         with pytest.raises(EmptyTFRecordsError):
             _ = tfr.fields
-    assert detect_tfrecord_format(path) == (None, None)
-    assert get_tfrecord_length(path) == 0
+    assert detect_tfrecord_format(path, **storage.kw) == (None, None)
+    assert get_tfrecord_length(path, **storage.kw) == 0
     with pytest.raises(EmptyTFRecordsError):
-        get_tfrecord_by_index(path, 0)
+        get_tfrecord_by_index(path, 0, **storage.kw)
 
 
-def test_missing_file(tmp_path: Path) -> None:
+def test_missing_file(tmp_path: Path, storage: Remote) -> None:
+    name = str(tmp_path / "nope.tfrecords") if storage.local else storage.url("nope.tfrecords")
     with pytest.raises(FileNotFoundError):
-        len(TFRecord(tmp_path / "nope.tfrecords"))
+        len(TFRecord(name, **storage.kw))
 
 
 # --------------------------------------------------------------------------- sf.io
 
 
-def test_slideflow_io_functions(tiles: tuple[Path, list[bytes]]) -> None:
-    path, images = tiles
-    assert detect_tfrecord_format(path) == (["image_raw", "slide", "loc_x", "loc_y"], "jpeg")
-    assert get_tfrecord_length(path) == 20
-    rec = get_tfrecord_by_index(path, 7)
+def test_slideflow_io_functions(placed: tuple[str, list[bytes]], storage: Remote) -> None:
+    path, images = placed
+    assert detect_tfrecord_format(path, **storage.kw) == (
+        ["image_raw", "slide", "loc_x", "loc_y"],
+        "jpeg",
+    )
+    assert get_tfrecord_length(path, **storage.kw) == 20
+    rec = get_tfrecord_by_index(path, 7, **storage.kw)
     assert rec["slide"] == "slide-1"
     assert rec["image_raw"] == images[7]
     assert (rec["loc_x"], rec["loc_y"]) == GRID[7]
     with pytest.raises(InvalidTFRecordIndex, match="size: 20"):
-        get_tfrecord_by_index(path, 20)
-    assert get_locations_from_tfrecord(path) == GRID
-    assert tfrecord_has_locations(path)
-    assert tfrecord_has_locations(path, check_y=True)
-    slide, img = get_tfrecord_by_location(path, (512, 256))
+        get_tfrecord_by_index(path, 20, **storage.kw)
+    assert get_locations_from_tfrecord(path, **storage.kw) == GRID
+    assert tfrecord_has_locations(path, **storage.kw)
+    assert tfrecord_has_locations(path, check_y=True, **storage.kw)
+    slide, img = get_tfrecord_by_location(path, (512, 256), **storage.kw)
     assert slide == "slide-1"
     assert isinstance(img, np.ndarray)
     assert img.shape == (24, 32, 3)
-    _, raw = get_tfrecord_by_location(path, [512, 256], decode=False)
+    _, raw = get_tfrecord_by_location(path, [512, 256], decode=False, **storage.kw)
     assert raw == images[GRID.index((512, 256))]
-    _, raw = get_tfrecord_by_location(path, (0, 256), decode=False, locations_array=GRID)
+    _, raw = get_tfrecord_by_location(
+        path, (0, 256), decode=False, locations_array=GRID, **storage.kw
+    )
     assert raw == images[5]
     with pytest.raises(IndexError, match="tuple of two ints"):
-        get_tfrecord_by_location(path, (1.5, 2))  # type: ignore[arg-type]
+        get_tfrecord_by_location(path, (1.5, 2), **storage.kw)  # type: ignore[arg-type]
     with pytest.raises(RecordNotFoundError):
-        get_tfrecord_by_location(path, (3, 3))
+        get_tfrecord_by_location(path, (3, 3), **storage.kw)
 
 
-def test_sfio_without_an_index(tmp_path: Path) -> None:
+def test_sfio_without_an_index(tmp_path: Path, storage: Remote) -> None:
     path = tmp_path / "n.tfrecords"
     with TFRecordWriter(path, index=False) as w:
         for i in range(3):
             w.write(serialized_record("n", b"img", i, 2 * i))
-    assert get_tfrecord_length(path) == 3
-    assert get_locations_from_tfrecord(path) == [(0, 0), (1, 2), (2, 4)]
-    assert tfrecord_has_locations(path)
-    assert get_tfrecord_by_index(path, 2)["loc_y"] == 4
+    path = storage.name(path)
+    assert get_tfrecord_length(path, **storage.kw) == 3
+    assert get_locations_from_tfrecord(path, **storage.kw) == [(0, 0), (1, 2), (2, 4)]
+    assert tfrecord_has_locations(path, **storage.kw)
+    assert get_tfrecord_by_index(path, 2, **storage.kw)["loc_y"] == 4
     assert not list(tmp_path.glob("*.index*"))  # read-only helpers do not write
 
 
-def test_tfrecord_has_locations_false(tmp_path: Path) -> None:
+def test_tfrecord_has_locations_false(tmp_path: Path, storage: Remote) -> None:
     path = tmp_path / "n.tfrecords"
     with TFRecordWriter(path, index=False) as w:
         w.write(b"\x0a\x00")
-    assert not tfrecord_has_locations(path)
-    assert tfrecord_has_locations(path, check_x=False)
+    path = storage.name(path)
+    assert not tfrecord_has_locations(path, **storage.kw)
+    assert tfrecord_has_locations(path, check_x=False, **storage.kw)
 
 
 def test_read_and_return_record() -> None:
@@ -296,9 +325,9 @@ def test_decode_image_garbage() -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_inspect(tiles: tuple[Path, list[bytes]]) -> None:
-    path, _ = tiles
-    result = CliRunner().invoke(cli, ["inspect", str(path)])
+def test_cli_inspect(placed: tuple[str, list[bytes]], storage: Remote) -> None:
+    path, _ = placed
+    result = CliRunner().invoke(cli, ["inspect", path, *storage.cli_args])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "records: 20" in out
@@ -311,10 +340,12 @@ def test_cli_inspect(tiles: tuple[Path, list[bytes]]) -> None:
     assert "'slide-1'" in out
 
 
-def test_cli_inspect_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_inspect_bad_file(
+    tmp_path: Path, storage: Remote, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.tfrecords"
     bad.write_bytes(b"this is not a tfrecord file at all")
-    assert main(["inspect", str(bad)]) == 1
+    assert main(["inspect", storage.name(bad), *storage.cli_args]) == 1
     out = capsys.readouterr()
     assert "bad.tfrecords" in out.out + out.err
     assert "length CRC" in out.out + out.err
@@ -358,7 +389,7 @@ def test_layer_imports_neither_tensorflow_nor_the_slide_layer() -> None:
 
 
 def test_verified_records_are_not_rechecked_but_failures_repeat(
-    tiles: tuple[Path, list[bytes]],
+    tiles: tuple[Path, list[bytes]], storage: Remote
 ) -> None:
     path, _ = tiles
     with TFRecord(path) as tfr:
@@ -366,7 +397,8 @@ def test_verified_records_are_not_rechecked_but_failures_repeat(
     data = bytearray(path.read_bytes())
     data[off + 30] ^= 0x01
     path.write_bytes(bytes(data))
-    with TFRecord(path, create_index=False) as tfr:
+    path = storage.name(path)  # type: ignore[assignment]
+    with TFRecord(path, create_index=False, **storage.kw) as tfr:
         for _ in range(2):
             with pytest.raises(CorruptRecordError):
                 tfr[2]

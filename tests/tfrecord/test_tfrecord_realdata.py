@@ -1,6 +1,8 @@
 """Every real TFRecord in the shared test data (written by TensorFlow and other tools).
 
 Expected record counts, keys and values are those stated in the data set's SOURCES.md.
+The reading tests run once per ``storage`` kind: ``local``, and ``s3`` and ``http`` reading
+the same files from SeaweedFS (``storage.name(path)`` is then a copy's URL).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import Remote
 from tilestream.errors import CorruptRecordError, TruncatedRecordError, UnsupportedRecordError
 from tilestream.tfrecord import (
     TFRecord,
@@ -46,11 +49,13 @@ SEQUENCE_FILES = ["tfx_sequence_eval_data_tfrecord_eval.gz", "torchdata_sequence
 
 
 @pytest.mark.parametrize(("name", "count"), sorted(COUNTS.items()))
-def test_record_counts_and_every_record_decodes(tfrecords_dir: Path, name: str, count: int) -> None:
+def test_record_counts_and_every_record_decodes(
+    tfrecords_dir: Path, storage: Remote, name: str, count: int
+) -> None:
     path = tfrecords_dir / name
-    records = list(iter_records(path))  # CRCs verified
+    records = list(iter_records(storage.name(path), **storage.kw))  # CRCs verified
     assert len(records) == count
-    assert get_tfrecord_length(path) == count
+    assert get_tfrecord_length(storage.name(path), **storage.kw) == count
     if name in SEQUENCE_FILES:
         for i, rec in enumerate(records):
             with pytest.raises(UnsupportedRecordError, match="SequenceExample") as info:
@@ -70,15 +75,15 @@ def test_all_files_are_covered(tfrecords_dir: Path) -> None:
     assert found == set(COUNTS)
 
 
-def test_sharded_set_total(tfrecords_dir: Path) -> None:
+def test_sharded_set_total(tfrecords_dir: Path, storage: Remote) -> None:
     shards = sorted((tfrecords_dir / "tfx_csv_example_gen_unlabelled").glob("*.gz"))
     assert len(shards) == 12
-    assert sum(sum(1 for _ in iter_records(s)) for s in shards) == 2459
+    assert sum(sum(1 for _ in iter_records(storage.name(s), **storage.kw)) for s in shards) == 2459
 
 
-def test_raccoon_od_api_schema(tfrecords_dir: Path) -> None:
+def test_raccoon_od_api_schema(tfrecords_dir: Path, storage: Remote) -> None:
     path = tfrecords_dir / "raccoon_test.record"
-    recs = list(iter_examples(path, squeeze=False))
+    recs = list(iter_examples(storage.name(path), squeeze=False, **storage.kw))
     keys = {
         "image/height",
         "image/width",
@@ -110,10 +115,13 @@ def test_raccoon_od_api_schema(tfrecords_dir: Path) -> None:
     assert path.read_bytes().count(b"\r\n") == 38
 
 
-def test_raccoon_random_access_matches_sequential(tfrecords_dir: Path, tmp_path: Path) -> None:
+def test_raccoon_random_access_matches_sequential(
+    tfrecords_dir: Path, storage: Remote, tmp_path: Path
+) -> None:
     path = tfrecords_dir / "raccoon_test.record"
-    seq = list(iter_examples(path))
-    with TFRecord(path, create_index=False) as tfr:  # read-only data: index in memory
+    seq = list(iter_examples(storage.name(path), **storage.kw))
+    # read-only data: index in memory
+    with TFRecord(storage.name(path), create_index=False, **storage.kw) as tfr:
         assert len(tfr) == 40
         assert tfr.img_format == "jpeg"
         assert tfr.locations is None
@@ -125,24 +133,24 @@ def test_raccoon_random_access_matches_sequential(tfrecords_dir: Path, tmp_path:
     assert int(idx.array[-1].sum()) == path.stat().st_size
 
 
-def test_datumaro_edge_cases(tfrecords_dir: Path) -> None:
+def test_datumaro_edge_cases(tfrecords_dir: Path, storage: Remote) -> None:
     d = tfrecords_dir / "datumaro_tf_detection_api_dataset"
-    (train,) = iter_examples(d / "train.tfrecord", squeeze=False)
+    (train,) = iter_examples(storage.name(d / "train.tfrecord"), squeeze=False, **storage.kw)
     assert train["image/object/class/text"] == [b"label_2", b"label_3", b""]
     assert train["image/object/class/label"].tolist() == [3, 4, 0]
     assert train["image/format"] == [b"jpeg"]
     assert decode_image(train["image/encoded"][0]).shape == (16, 16, 3)
-    (val,) = iter_examples(d / "val.tfrecord")
+    (val,) = iter_examples(storage.name(d / "val.tfrecord"), **storage.kw)
     assert decode_image(val["image/encoded"]).shape == (8, 8, 3)
-    (test,) = iter_examples(d / "test.tfrecord")
+    (test,) = iter_examples(storage.name(d / "test.tfrecord"), **storage.kw)
     assert not any(k.startswith("image/object") for k in test)
     img = decode_image(test["image/encoded"])
     assert img.shape == (test["image/height"], test["image/width"], 3)
     assert {img.shape[0], img.shape[1]} == {5, 4}
 
 
-def test_mnist_float_pixels(tfrecords_dir: Path) -> None:
-    recs = list(iter_examples(tfrecords_dir / "tfx_mnist.tfrecord"))
+def test_mnist_float_pixels(tfrecords_dir: Path, storage: Remote) -> None:
+    recs = list(iter_examples(storage.name(tfrecords_dir / "tfx_mnist.tfrecord"), **storage.kw))
     for r in recs:
         assert set(r) == {"image_floats", "image_class"}
         assert r["image_floats"].shape == (784,)
@@ -151,8 +159,13 @@ def test_mnist_float_pixels(tfrecords_dir: Path) -> None:
     assert len({r["image_class"] for r in recs}) == 10
 
 
-def test_penguin_and_tfjs_gzip(tfrecords_dir: Path) -> None:
-    pen = list(iter_examples(tfrecords_dir / "tfx_penguin_train_data_tfrecord-00000-of-00001.gz"))
+def test_penguin_and_tfjs_gzip(tfrecords_dir: Path, storage: Remote) -> None:
+    pen = list(
+        iter_examples(
+            storage.name(tfrecords_dir / "tfx_penguin_train_data_tfrecord-00000-of-00001.gz"),
+            **storage.kw,
+        )
+    )
     for r in pen:
         assert set(r) == {
             "culmen_length_mm",
@@ -163,17 +176,21 @@ def test_penguin_and_tfjs_gzip(tfrecords_dir: Path) -> None:
         }
         assert isinstance(r["species"], int)
         assert isinstance(r["body_mass_g"], float)
-    tfjs = list(iter_examples(tfrecords_dir / "tfx_tfjs_next_page_data.tfrecord.gz"))
+    tfjs = list(
+        iter_examples(
+            storage.name(tfrecords_dir / "tfx_tfjs_next_page_data.tfrecord.gz"), **storage.kw
+        )
+    )
     for r in tfjs:
         assert isinstance(r["session_index"], int)
         assert isinstance(r["cur_page"], bytes)
         assert isinstance(r["label"], bytes)
 
 
-def test_csv_example_gen_empty_features(tfrecords_dir: Path) -> None:
+def test_csv_example_gen_empty_features(tfrecords_dir: Path, storage: Remote) -> None:
     shard = tfrecords_dir / "tfx_csv_example_gen_unlabelled" / "data_tfrecord-00000-of-00012.gz"
     kinds: dict[str, set[str | None]] = {}
-    for data in iter_records(shard):
+    for data in iter_records(storage.name(shard), **storage.kw):
         for name, feat in decode_example(data).items():
             kinds.setdefault(name, set()).add(feat.kind)
     assert kinds["pickup_census_tract"] == {None}  # always an empty Feature
@@ -183,8 +200,10 @@ def test_csv_example_gen_empty_features(tfrecords_dir: Path) -> None:
     assert None in kinds["company"] or kinds["company"] == {"bytes_list"}
 
 
-def test_torchdata_example_values(tfrecords_dir: Path) -> None:
-    recs = list(iter_examples(tfrecords_dir / "torchdata_example.tfrecord"))
+def test_torchdata_example_values(tfrecords_dir: Path, storage: Remote) -> None:
+    recs = list(
+        iter_examples(storage.name(tfrecords_dir / "torchdata_example.tfrecord"), **storage.kw)
+    )
     for r in recs:
         assert r["x_byte"] == b"test str"
         assert r["x_int"].shape == (10,)
@@ -195,27 +214,29 @@ def test_torchdata_example_values(tfrecords_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", SEQUENCE_FILES)
-def test_sequence_examples_refused_clearly_but_iterable(tfrecords_dir: Path, name: str) -> None:
+def test_sequence_examples_refused_clearly_but_iterable(
+    tfrecords_dir: Path, storage: Remote, name: str
+) -> None:
     path = tfrecords_dir / name
     with pytest.raises(UnsupportedRecordError, match="SequenceExample") as info:
-        next(iter(iter_examples(path)))
-    assert str(path) in str(info.value)
-    with TFRecord(path, create_index=False) as tfr:
+        next(iter(iter_examples(storage.name(path), **storage.kw)))
+    assert storage.name(path) in str(info.value)
+    with TFRecord(storage.name(path), create_index=False, **storage.kw) as tfr:
         assert len(tfr) == COUNTS[name]
         assert tfr.read_raw(0)
         with pytest.raises(UnsupportedRecordError):
             tfr[0]
 
 
-def test_corrupted_pets_file(tfrecords_dir: Path) -> None:
+def test_corrupted_pets_file(tfrecords_dir: Path, storage: Remote) -> None:
     path = tfrecords_dir / "corrupted" / "pets_examples.domj07-corrupted.record"
     # record 0's header (18430 bytes, valid length CRC) is fine; its data CRC is not.
     with pytest.raises(CorruptRecordError, match="data CRC") as info:
-        list(iter_records(path))
-    assert (info.value.record, info.value.offset, info.value.path) == (0, 0, str(path))
+        list(iter_records(storage.name(path), **storage.kw))
+    assert (info.value.record, info.value.offset, info.value.path) == (0, 0, storage.name(path))
     # Without CRC checks record 0 comes out, then the garbage header at 18446
     # (absurd length) is reported, not allocated.
-    it = iter_records(path, verify=False)
+    it = iter_records(storage.name(path), verify=False, **storage.kw)
     first = next(it)
     assert len(first) == 18430
     with pytest.raises(TruncatedRecordError) as info2:
@@ -225,18 +246,18 @@ def test_corrupted_pets_file(tfrecords_dir: Path) -> None:
     with pytest.raises(CorruptRecordError):
         create_index(path, write=False)
     with pytest.raises(CorruptRecordError):
-        detect_tfrecord_format(path)
+        detect_tfrecord_format(storage.name(path), **storage.kw)
 
 
-def test_corrupted_serengeti_file_is_truncated(tfrecords_dir: Path) -> None:
+def test_corrupted_serengeti_file_is_truncated(tfrecords_dir: Path, storage: Remote) -> None:
     path = (
         tfrecords_dir / "corrupted" / "snapshot_serengeti_sequence_examples.domj07-corrupted.record"
     )
     with pytest.raises(TruncatedRecordError, match="820669") as info:
-        list(iter_records(path))
-    assert (info.value.record, info.value.offset, info.value.path) == (0, 0, str(path))
-    it = iter_records(path, allow_truncated=True)
+        list(iter_records(storage.name(path), **storage.kw))
+    assert (info.value.record, info.value.offset, info.value.path) == (0, 0, storage.name(path))
+    it = iter_records(storage.name(path), allow_truncated=True, **storage.kw)
     assert list(it) == []
     assert it.truncated_at == 0
     with pytest.raises(TruncatedRecordError):
-        TFRecord(path, create_index=False).read_raw(0)
+        TFRecord(storage.name(path), create_index=False, **storage.kw).read_raw(0)

@@ -24,26 +24,18 @@ from tests._http import request
 from tilestream.errors import ConfigError, SlideNotFoundError, StorageError
 from tilestream.extract import extract_slides
 from tilestream.runfolder import slide_output_names
-from tilestream.storage import Store, store_for
+from tilestream.storage import Store
 from tilestream.testing.seaweedfs import SeaweedServer
 from tilestream.viewer import Catalog, ViewerServer
 from viewer.test_viewer_cli import _read_url
+
+BUCKET = "rview"  # the module's bucket (tests/conftest.py: bucket, store)
 
 pytestmark = pytest.mark.testdata
 
 SLIDE = "CMU-1-Small-Region"
 LABEL = "256px_128um"
 OPTS = {"tile_px": 256, "tile_um": 128}
-
-
-@pytest.fixture(scope="module")
-def bucket(seaweed: SeaweedServer) -> str:
-    return seaweed.make_bucket("rview")
-
-
-@pytest.fixture(scope="module")
-def store(seaweed: SeaweedServer, bucket: str) -> Store:
-    return store_for(f"s3://{bucket}", seaweed.storage_options)[0]
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from tilestream.errors import ConfigError, CorruptRecordError
+from tilestream.errors import ConfigError, CorruptRecordError, EmptyTFRecordsError
 from tilestream.loaders.augment import (
     augment_image,
     normalize_image,
@@ -101,7 +101,15 @@ def decode_rgb(data: bytes, *, out: np.ndarray | None = None) -> np.ndarray:
         raise CorruptRecordError(f"cannot decode image: {exc}") from exc
 
 
-def _first_record(path: str) -> bytes:
+def _first_record(path: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    from tilestream.storage import is_url
+
+    if is_url(path):
+        from tilestream.tfrecord import iter_records
+
+        for record in iter_records(path, storage_options=storage_options):
+            return record
+        raise EmptyTFRecordsError(f"{path} has no records")
     offsets = load_offsets(path)
     sizes = frame_sizes(offsets, file_size(path))
     handles = FileHandles(1)
@@ -233,13 +241,14 @@ def get_tfrecord_parser(
     normalizer: Callable[[np.ndarray], np.ndarray] | str | None = None,
     error_if_invalid: bool = True,
     seed: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> TFRecordParser:
     """A parser for the records of ``path``, with Slideflow's semantics.
 
     Parameters
     ----------
     path
-        A TFRecord; its first record tells which features exist.
+        A TFRecord (a path or URL); its first record tells which features exist.
     features_to_return
         None (a dict of all), a name (that value), a list of names (a tuple) or
         ``{label: feature}`` (a dict keyed by label).
@@ -262,6 +271,8 @@ def get_tfrecord_parser(
         Raise for a requested feature that the TFRecord lacks (else return None for it).
     seed
         Seed of the augmentation generator (see :meth:`TFRecordParser.reseed`).
+    storage_options
+        Options of the store, for a URL (see :mod:`tilestream.storage`).
 
     Raises
     ------
@@ -276,7 +287,7 @@ def get_tfrecord_parser(
         raise ConfigError(f"img_size must be a positive integer, got {img_size!r}")
     from tilestream.tfrecord import decode_example
 
-    first = _first_record(p)
+    first = _first_record(p, storage_options)
     available = list(decode_example(first, path=p, record=0))
     return TFRecordParser(
         p,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tilestream._util.atomic import is_temp_file
 from tilestream.errors import (
     ConfigError,
     CorruptRecordError,
@@ -199,7 +200,9 @@ def _list_remote(url: str, storage_options: Mapping[str, Any] | None) -> list[st
     found = []
     for name in store.list(prefix):
         rest = name[len(prefix) + 1 :] if prefix else name
-        if "/" not in rest and name.endswith(TFRECORD_SUFFIX):
+        # As for a local folder: its top level only, never hidden or temporary files.
+        visible = not rest.startswith(".") and not is_temp_file(rest)
+        if "/" not in rest and visible and name.endswith(TFRECORD_SUFFIX):
             found.append(root + name)
     return sorted(found)
 

@@ -158,7 +158,9 @@ class RecordIterator(Iterator[bytes]):
     def _records(self) -> Iterator[bytes]:
         if self._remote is not None:
             with self._remote.reader() as raw:
-                yield from self._stream_records(cast(BinaryIO, raw))
+                # The object's size is known (its stat): a record declaring more bytes than
+                # are left fails before reading, as for a local file.
+                yield from self._stream_records(cast(BinaryIO, raw), size=self._remote.size)
             return
         if isinstance(self._source, (str, os.PathLike)):
             mapped = _map_plain_file(self._source, self._compression)
@@ -168,13 +170,15 @@ class RecordIterator(Iterator[bytes]):
                 return
         yield from self._stream_records(self._source)
 
-    def _stream_records(self, source: Source) -> Iterator[bytes]:
+    def _stream_records(self, source: Source, *, size: int | None = None) -> Iterator[bytes]:
         try:
             stream = open_stream(source, self._compression)
         except (OSError, EOFError, zlib.error) as exc:
             if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
                 raise
             raise wrap_stream_error(exc, path=self.path, record=0, offset=0) from exc
+        if size is not None and stream.size is None and stream.compression is None:
+            stream.size = size
         with stream:
             yield from self._frames(stream)
 

@@ -336,6 +336,8 @@ class TFRecord:
         if i < 0:
             i += n
         if not 0 <= i < n:
+            if n == 0:  # as for a local file
+                raise EmptyTFRecordsError(f"{self.path} has no records")
             raise InvalidTFRecordIndex(f"record {i} is out of range (file has {n})", path=self.path)
         buf, start, end = self._blocks.span(i)
         return i, buf, start, end
