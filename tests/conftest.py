@@ -45,14 +45,34 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time."""
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            st = os.stat(path)
+            found[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
 @pytest.fixture(scope="session")
-def testdata() -> Path:
-    """The root of the shared real test data."""
+def testdata() -> Iterator[Path]:
+    """The root of the shared real test data; the session fails if a test changed it.
+
+    The data is read in place: a test that writes beside a shared file (an index
+    a reader saves, an output next to its input) must copy the file first.
+    """
     root = _testdata_root()
     if root is None:
         missing("real test data not found: set TILESTREAM_TESTDATA or put it at ../shared/testdata")
     assert root is not None
-    return root
+    before = _snapshot(root)
+    yield root
+    after = _snapshot(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        pytest.fail(f"the tests changed the shared test data in {root}: {changed[:20]}")
 
 
 def _subset(root: Path, name: str) -> Path:

@@ -66,21 +66,10 @@ def test_without_an_index_one_is_built_and_sharding_still_holds(storage, write_t
     assert not set(parts[0]) & set(parts[1])
 
 
-EMPTY_SHARD_HANG = (
-    "loaders.remote.shuffle_passes loops forever on a shard with no records: per_pass is 0, "
-    "one_pass() yields nothing, and 'if taken < per_pass: return' never ends the while loop "
-    "(25 shuffled shards of 16 records leave 9 empty)"
-)
-
-
-@pytest.mark.timeout(30)  # (the known hang below)
+@pytest.mark.timeout(60)  # an empty shard once looped forever
 @pytest.mark.parametrize("shards", [1, 2, 3, 7, 25])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_finite_multi_stream_reads_every_record_once(
-    request, storage, write_tfrecords, shards, shuffle
-):
-    if shuffle and shards == 25 and not storage.local:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=EMPTY_SHARD_HANG))
+def test_finite_multi_stream_reads_every_record_once(storage, write_tfrecords, shards, shuffle):
     spec = [("a", 1), ("b", 9), ("c", 4), ("d", 0 + 2)]
     paths = storage.put(write_tfrecords(spec))
     seen = []
