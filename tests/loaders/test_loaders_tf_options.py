@@ -209,15 +209,7 @@ def test_tilestreams_reader_gives_the_native_stream_in_the_same_order(
     assert ids(on_error="skip", shuffle=False) == ids(shuffle=False)
 
 
-@pytest.mark.parametrize(
-    "storage",
-    storage_kinds(
-        xfail="URLs are read by the record stream (loaders.stream._skip_or_raise), whose give-up "
-        "message is 'every record of this shard failed', not tile_dataset's local reader's "
-        "'every record read failed' (the same error otherwise)"
-    ),
-    indirect=True,
-)
+@pytest.mark.parametrize("storage", storage_kinds(), indirect=True)
 def test_skip_does_not_loop_forever_when_every_record_goes_bad(storage, tf, write_tfrecords):
     from tilestream.tf import tile_dataset
 
