@@ -134,12 +134,18 @@ class RemoteStore:
             "bytes_up": int(c.bytes_up),
         }
 
+    def server_pid(self) -> int:
+        """SeaweedFS's process id."""
+        pid = self.server.pid
+        if pid is None:
+            raise RuntimeError("SeaweedFS is not running")
+        return int(pid)
+
     def server_cpu(self) -> float:
         """CPU seconds SeaweedFS has used so far (its process and threads)."""
         import psutil
 
-        process = getattr(self.server, "_process", None)
-        if process is None:
+        if self.server.pid is None:
             return 0.0
-        times = psutil.Process(process.pid).cpu_times()
+        times = psutil.Process(self.server.pid).cpu_times()
         return float(times.user + times.system)

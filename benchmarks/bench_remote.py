@@ -27,7 +27,12 @@ local at 0 ms and 0.7x at 20 ms with at least 20 records per request.
 Usage::
 
     python benchmarks/bench_remote.py --quick            # a smoke run (~1 min)
-    python benchmarks/bench_remote.py --write-docs       # the full run (~10 min)
+    python benchmarks/bench_remote.py --write-docs       # the full run (~6 min)
+    python benchmarks/bench_remote.py --cores split --write-docs   # the store on its own core (~9 min)
+
+With ``--cores split`` SeaweedFS and the proxies run on one core and every contender,
+local or remote, on the others: as where the store has machines of its own, the
+client's CPU is not shared with the store's (its section in the docs is separate).
 
 Results go to ``benchmarks/_work/bench_remote.json``; ``--write-docs`` writes the
 "Object storage" section of ``docs/benchmarks.md`` (``--from-json PATH --write-docs``
@@ -95,12 +100,38 @@ def _scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+def pin_store(store: RemoteStore) -> set[int]:
+    """``--cores split``: SeaweedFS and this process (the proxies) on the last core.
+
+    Returns the other cores, the contenders' (local and remote alike): as where the store
+    runs on machines of its own, the client's CPU is not shared with the store's.
+    """
+    import psutil
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--cores split needs at least two cores")
+    mine = {cores[-1]}
+    processes = [psutil.Process(), psutil.Process(store.server_pid())]
+    processes += processes[1].children(recursive=True)
+    for process in processes:
+        for thread in process.threads():  # every thread: an affinity is per thread
+            os.sched_setaffinity(thread.id, mine)
+    return set(cores[:-1])
+
+
 def run_child(
-    spec: dict[str, Any], store: RemoteStore | None, ms: int | None, *, count: bool = True
+    spec: dict[str, Any],
+    store: RemoteStore | None,
+    ms: int | None,
+    *,
+    count: bool = True,
+    cores: set[int] | None = None,
 ) -> Result:
     """One contender in a fresh process; with the store side's CPU seconds and its traffic.
 
     ``count=False``: a run that does not go through the proxy of ``ms`` (no traffic).
+    ``cores``: the CPUs the contender runs on (all of this process's by default).
     """
     if ms is None:
         store = None  # a local contender: no store side to count
@@ -115,6 +146,7 @@ def run_child(
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
     )
     whole = time.perf_counter() - t0
     secrets = []
@@ -154,14 +186,14 @@ def summarise(runs: list[Result]) -> Result:
 def _rounds(
     plan: list[tuple[str, dict[str, Any], int | None]],
     store: RemoteStore,
-    rounds: int,
+    args: argparse.Namespace,
     first: dict[str, Result] | None = None,
 ) -> dict[str, Result]:
     """Run every (label, spec, latency) of ``plan`` ``rounds`` times, order rotating; medians."""
     results: dict[str, list[Result]] = {label: [] for label, _, _ in plan}
     for label, r in (first or {}).items():
         results[label].append(r)
-    for round_ in range(rounds):
+    for round_ in range(args.rounds):
         shift = round_ % len(plan)
         for label, spec, ms in plan[shift:] + plan[:shift]:
             if len(results[label]) > round_:
@@ -171,7 +203,7 @@ def _rounds(
             spec = dict(spec)
             if "out_url" in spec:  # a fresh prefix each run: no resume
                 spec["out_url"] = f"{spec['out_url']}/r{round_}"
-            result = run_child(spec, store, ms, count=ms != 0)
+            result = run_child(spec, store, ms, count=ms != 0, cores=args.client_cores)
             results[label].append(result)
             if "error" in result:
                 print(f"  {label}: not run: {result['error']}", flush=True)
@@ -185,30 +217,30 @@ def _rounds(
     summaries = {label: summarise(runs) for label, runs in results.items()}
     for label, spec, ms in plan:
         if ms == 0 and "error" not in summaries[label]:
-            summaries[label]["traffic"] = _count(spec, store)
+            summaries[label]["traffic"] = _count(spec, store, args.client_cores)
     return summaries
 
 
-def _count(spec: dict[str, Any], store: RemoteStore) -> dict[str, int]:
+def _count(spec: dict[str, Any], store: RemoteStore, cores: set[int] | None) -> dict[str, int]:
     """The traffic of a 0 ms contender: one more run, untimed, through the 0 ms proxy."""
     spec = {**spec, "options": store.options(0, counted=True)}
     if "out_url" in spec:
         spec["out_url"] = f"{spec['out_url']}/counted"
-    result = run_child(spec, store, 0)
+    result = run_child(spec, store, 0, cores=cores)
     if "error" in result:
         raise SystemExit(f"the counting run failed: {result['error']}")
     return dict(result["traffic"])
 
 
 def bench_extraction(store: RemoteStore, slide: Path, args: argparse.Namespace) -> Result:
-    """The extraction contenders and the floors; medians over ``args.rounds``."""
+    """The extraction contenders; medians over ``args.rounds``."""
     from _remote_extract import needed_stored_bytes
 
     url = store.url(f"slides/{slide.name}")
     base = {"slide": str(slide), "url": url, "tile_px": TILE_PX, "tile_um": TILE_UM}
     local = {**base, "which": "local"}
     print("extraction: tilestream on local disk (round 1 first: its tiles are the others')")
-    first = run_child(local, None, None)
+    first = run_child(local, None, None, cores=args.client_cores)
     if "error" in first:
         raise SystemExit(f"the local extraction failed: {first['error']}")
     coords = coords_copy(slide, TILE_PX, TILE_UM)
@@ -222,12 +254,10 @@ def bench_extraction(store: RemoteStore, slide: Path, args: argparse.Namespace) 
                 spec["out_url"] = store.url(f"out/{ms}ms")
                 spec["direct_options"] = store.server.storage_options
             plan.append((f"{which}@{ms}", spec, ms))
-    rows = _rounds(plan, store, args.rounds, {"local": first})
-    print("extraction: the floors")
-    floors = measure_floors_apart(slide, coords, TILE_PX)
+    rows = _rounds(plan, store, args, {"local": first})
     return {
         "rows": rows,
-        "floors": floors,
+        "coords": str(coords),
         "needed": needed_stored_bytes(slide, coords),
         "slide_bytes": slide.stat().st_size,
         "kept_tiles": first["tiles"],
@@ -246,7 +276,7 @@ def bench_training(store: RemoteStore, paths: list[Path], args: argparse.Namespa
                 continue  # tf.data is the peer at the first latency only (time budget)
             spec = {"which": which, "urls": urls, "options": store.options(ms)}
             plan.append((f"{which}@{ms}", spec, ms))
-    rows = _rounds(plan, store, args.rounds)
+    rows = _rounds(plan, store, args)
     return {
         "rows": rows,
         "files": len(paths),
@@ -283,6 +313,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 6,000 px slide, 2,000 tiles, 1 round"
     )
+    parser.add_argument(
+        "--cores",
+        choices=("shared", "split"),
+        default="shared",
+        help="shared: the store and the contenders share every core; split: the store on "
+        "one core, each contender on the others",
+    )
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument(
         "--from-json",
@@ -297,6 +334,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.latencies = [int(x) for x in str(args.latencies).split(",") if x]
     args.extract = [x for x in str(args.extract).split(",") if x]
     args.skip = {x for x in str(args.skip).split(",") if x}
+    args.client_cores = None
     return args
 
 
@@ -318,17 +356,31 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     slide = make_slide(args.size, GEOMETRIES[GEOMETRY])
     records = prepare_records(WORK / "remote", args.tiles, args.files)
-    kept = ("size", "tiles", "files", "rounds", "latencies", "extract", "quick")
+    kept = ("size", "tiles", "files", "rounds", "latencies", "extract", "quick", "cores")
     results: Result = {"args": {k: getattr(args, k) for k in kept}}
     with RemoteStore(tuple(args.latencies)) as store:
         results["upload_seconds"] = _upload(store, slide, records)
         print(
             f"uploaded the slide and {len(records)} TFRecords in {results['upload_seconds']:.0f} s"
         )
+        if args.cores == "split":
+            args.client_cores = pin_store(store)
+            print(
+                f"the store on core(s) {sorted(set(os.sched_getaffinity(0)))}, contenders on "
+                f"{sorted(args.client_cores)}"
+            )
         if "extraction" not in args.skip:
             results["extraction"] = bench_extraction(store, slide, args)
         if "training" not in args.skip:
             results["training"] = bench_training(store, records, args)
+    if "extraction" in results:
+        # Measured with the store stopped (its background work once doubled them), on the
+        # contenders' cores.
+        print("extraction: the floors")
+        if args.client_cores:
+            os.sched_setaffinity(0, args.client_cores)
+        coords = Path(results["extraction"]["coords"])
+        results["extraction"]["floors"] = measure_floors_apart(slide, coords, TILE_PX)
     results["load"] = [load_start, os.getloadavg()[0]]
     results["wall_seconds"] = time.perf_counter() - t0
     (WORK / "bench_remote.json").write_text(json.dumps(results, indent=1))

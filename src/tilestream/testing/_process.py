@@ -76,6 +76,11 @@ class ServerProcess(abc.ABC):
         """Whether the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs, else ``None``."""
+        return self._process.pid if self.running and self._process is not None else None
+
     @abc.abstractmethod
     def start(self) -> Self:
         """Configure and start the server, and wait until it answers."""
