@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _remote import storage_kinds
 from tilestream.errors import (
     ConfigError,
     CorruptRecordError,
@@ -126,16 +125,6 @@ def test_infinite_stream_cycles_files_with_weights(storage, write_tfrecords):
     assert set(got) == set(expected([("a", 3), ("b", 5)]))
 
 
-@pytest.mark.parametrize(
-    "storage",
-    storage_kinds(
-        xfail="remote infinite streams: over S3 the epoch_length=8 streams do not end (a hang, "
-        "since loaders.remote.shuffle_passes); over HTTP each shard gets the same records every "
-        "cycle (block_order of a 6-record file is one block, so shard_chunks' contiguous runs "
-        "never change: later cycles are not reshuffled)"
-    ),
-    indirect=True,
-)
 @pytest.mark.timeout(60)
 def test_infinite_shards_stay_disjoint_within_a_cycle(storage, write_tfrecords):
     (path,) = storage.put(write_tfrecords([("a", 6)]))

@@ -168,10 +168,7 @@ def test_verify_false_reads_records_whose_crc_is_damaged(storage, tf, torch, wri
     assert int(skipping.skipped) == 1
 
 
-# Local only: a remote infinite pass over these tiny files spends about 50 s filling the shuffle
-# buffer one request per cycle (see test_loaders_stream's xfail); the remote infinite dataset
-# is covered by test_loaders_tf::test_weights_batches_and_infinite[s3].
-@pytest.mark.parametrize("storage", storage_kinds("local"), indirect=True)
+@pytest.mark.parametrize("storage", storage_kinds(), indirect=True)
 def test_epoch_length_bounds_each_pass_of_an_infinite_dataset(storage, tf, torch, write_tfrecords):
     from tilestream.tf import tile_dataset
     from tilestream.torch import TileDataset

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.torch
 SPEC = [("a", 7), ("b", 1), ("c", 12), ("d", 3)]
 
 
-# Infinite remote streams are slow to start (see test_loaders_stream's xfail): s3 stands for
-# both remote kinds here, whose stream code is the same.
-INFINITE_KINDS = storage_kinds("local", "s3")
+INFINITE_KINDS = storage_kinds()
 
 
 def expected(spec):
@@ -173,9 +171,7 @@ def test_construction_errors(storage, torch, write_tfrecords, tmp_path):
         TileDataset(paths, balance="category", **storage.kw)
 
 
-# Local only: remote, its 6 DataLoader iterators each fill the 1,024-record shuffle buffer one
-# request per cycle of a tiny shard (about 70 s; see test_loaders_stream's xfail).
-@pytest.mark.parametrize("storage", storage_kinds("local"), indirect=True)
+@pytest.mark.parametrize("storage", storage_kinds(), indirect=True)
 def test_infinite_mode_keeps_ranks_in_step(storage, torch, write_tfrecords, monkeypatch):
     from tilestream.torch import TileDataset
 

@@ -229,6 +229,31 @@ def test_a_persistent_fault_is_a_clear_error_and_no_hang(
     proxy.clear()
 
 
+def test_an_infinite_stream_of_small_records_reads_ahead_a_bounded_number_of_blocks(
+    proxied: tuple[FaultProxy, list[str], dict[str, Any], list[str]],
+) -> None:
+    # A shard of 3 records of a 9-record file: every pass is a new block. The byte budget
+    # (64 MiB) alone would queue one request per pass until it held 64 MiB of them.
+    from tilestream.loaders.remote import BlockPrefetcher
+
+    proxy, urls, options, _ = proxied
+    b_url = next(u for u in urls if "b" in u.rsplit("/", 1)[1])  # 9 records
+    list(multi_tfrecord_loader([b_url], infinite=False, storage_options=options))  # the index
+    proxy.reset_counters()
+    started = time.monotonic()
+    got = list(
+        multi_tfrecord_loader(
+            [b_url], shard=(1, 3), seed=2, shuffle=True, epoch_length=40, storage_options=options
+        )
+    )
+    assert len(got) == 40 and time.monotonic() - started < 10
+    # 14 passes of 3 records, at most 3 requests each (blocks of a record: 9 // 3 shards is
+    # 3, cut into blocks of 3 or fewer), plus what was queued ahead at the end and opening the file.
+    limit = 14 * 3 + BlockPrefetcher.ahead_blocks + BlockPrefetcher.workers + 4
+    assert proxy.counters.requests <= limit, proxy.counters
+    assert len({_key(r) for r in got}) > 3  # the shard's records change from pass to pass
+
+
 @pytest.mark.tensorflow
 def test_tile_dataset_tf_matches_local(request: Any, write_tfrecords: Any) -> None:
     tf = pytest.importorskip("tensorflow")

@@ -12,8 +12,10 @@ request each, ahead of the consumer:
   (DataLoader workers and ranks).
 - **Order.** Without ``shuffle`` each file is read in record order. With
   ``shuffle``, each file's records are cut into blocks of
-  ``block_records`` consecutive records and **the blocks** are permuted per
-  ``(seed, epoch, file)`` (:func:`block_order`); files are interleaved at
+  ``block_records`` consecutive records (fewer where a shard's share of the
+  file is smaller: then the shares still change from epoch to epoch and from
+  one pass of an infinite stream to the next) and **the blocks** are permuted
+  per ``(seed, epoch, file, pass)`` (:func:`block_order`); files are interleaved at
   random by weight as locally; then a **shuffle buffer** of
   ``shuffle_buffer`` records (seeded by ``(seed, epoch, shard)``) mixes the
   records read. An infinite stream mixes each pass over the shard's records
@@ -31,7 +33,10 @@ request each, ahead of the consumer:
   ahead of the consumer and fetches every block on first need on background
   threads (:attr:`BlockPrefetcher.workers` requests in flight), while the
   blocks held stay within ``read_ahead`` bytes (more only while each file
-  interleaved holds one block). Each record is checked by
+  interleaved holds one block) and at most
+  :attr:`BlockPrefetcher.ahead_blocks` blocks wait whose first record the
+  consumer has not taken yet (so an infinite stream over small records does
+  not queue thousands of tiny requests to fill the byte budget). Each record is checked by
   :func:`tilestream.tfrecord.framing.payload_of` (CRCs; errors name the URL,
   the record and its offset) when the consumer takes it.
 
@@ -159,6 +164,7 @@ class _Block:
     size: int
     future: Future[bytes]
     pending: int  # records of it not yet taken
+    started: bool = False  # the consumer has taken its first record
 
 
 class _FileCursor:
@@ -193,6 +199,7 @@ class BlockPrefetcher:
 
     workers = 8
     block_bytes = 16 << 20
+    ahead_blocks = 4 * workers
 
     def __init__(
         self,
@@ -211,6 +218,7 @@ class BlockPrefetcher:
         self._budget = read_ahead
         self._verify = verify
         self._held = 0
+        self._unstarted = 0  # blocks fetched whose first record is still ahead
         self._ahead: deque[tuple[int, int, _Block]] = deque()
         self._files: dict[int, _FileCursor] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -243,6 +251,7 @@ class BlockPrefetcher:
         future = self._pool.submit(remote.read_range, base, total)
         cur.covered = cur.pos + k
         self._held += total
+        self._unstarted += 1
         return _Block(f, record, base, total, future, k)
 
     def _pull(self) -> bool:
@@ -266,7 +275,9 @@ class BlockPrefetcher:
         return True
 
     def _fill(self) -> None:
-        while not self._done and (not self._ahead or self._held < self._budget):
+        while not self._done and (
+            not self._ahead or (self._held < self._budget and self._unstarted < self.ahead_blocks)
+        ):
             if not self._pull():
                 return
 
@@ -281,6 +292,9 @@ class BlockPrefetcher:
                 src = self.sources[f]
                 offset = int(src.offsets[record])
                 block.pending -= 1
+                if not block.started:
+                    block.started = True
+                    self._unstarted -= 1
                 data = block.future.result()  # a storage error is raised, not skipped
                 if block.pending == 0:
                     self._held -= block.size

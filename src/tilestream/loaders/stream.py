@@ -238,13 +238,16 @@ def _stream(
     shard_index = -1 if shard is None else shard[0]
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, shard_index + 1, 1 << 20]))
 
+    shards = 1 if shard is None else shard[1]
+
     def order_of(f: int, cycle: int) -> np.ndarray:
         """File ``f``'s record order in a cycle: fixed by ``(seed, epoch, f, cycle)``."""
         n = lengths[f]
         if not shuffle:
             return np.arange(n)
-        if remote:
-            return block_order(n, plan.block_records, _order_rng(seed, epoch, f, cycle))
+        if remote:  # blocks no longer than a shard's share, so shares change with the order
+            block = max(1, min(plan.block_records, n // shards))
+            return block_order(n, block, _order_rng(seed, epoch, f, cycle))
         return _order_rng(seed, epoch, f, cycle).permutation(n)
 
     positions = _positions(ranges, weights, rng, order_of, infinite=infinite, interleave=interleave)
