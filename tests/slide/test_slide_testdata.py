@@ -17,6 +17,7 @@ import openslide
 import pytest
 import tifffile
 
+from slide.conftest import SlideAt
 from tilestream.errors import (
     CorruptSlideError,
     MissingMPPError,
@@ -25,7 +26,6 @@ from tilestream.errors import (
     TileStreamError,
     UnsupportedSlideError,
 )
-from slide.conftest import SlideAt
 from tilestream.slide import detect_format, open_slide
 
 pytestmark = pytest.mark.testdata
