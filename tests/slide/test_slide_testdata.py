@@ -94,9 +94,7 @@ def test_auto_picks_the_fastest_correct_backend(
 
 
 @pytest.mark.parametrize("name", sorted(UNOPENABLE))
-def test_unopenable_files_raise_unsupported(
-    slides_dir: Path, name: str, slide_at: SlideAt
-) -> None:
+def test_unopenable_files_raise_unsupported(slides_dir: Path, name: str, slide_at: SlideAt) -> None:
     text, cause_backend = UNOPENABLE[name]
     path = slide_at.name(slides_dir / name)
     with pytest.raises(UnsupportedSlideError) as info:
