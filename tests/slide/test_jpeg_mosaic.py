@@ -23,6 +23,7 @@ import simplejpeg
 from PIL import Image
 
 from conftest import missing  # tests/conftest.py: skip here, fail under CI=true
+from slide.conftest import SlideAt
 from tilestream.errors import MissingDependencyError
 from tilestream.slide import jpeg_mosaic as jm
 from tilestream.slide import open_slide
@@ -83,8 +84,10 @@ def _seam_band(x: int, y: int, size: int, tile: int) -> np.ndarray:
     return band
 
 
-def test_real_aperio_tiles_give_the_stored_pixels_bit_for_bit(cmu_slide: Path) -> None:
-    with open_slide(cmu_slide, backend="tifffile") as slide:
+def test_real_aperio_tiles_give_the_stored_pixels_bit_for_bit(
+    cmu_slide: Path, slide_at: SlideAt
+) -> None:
+    with slide_at.open(cmu_slide, backend="tifffile") as slide:
         width, height = slide.dimensions
         assert slide.stored_tile_grid(0) == (240, 240)
         cache = jm.CoefficientCache(
@@ -110,10 +113,10 @@ def test_real_aperio_tiles_give_the_stored_pixels_bit_for_bit(cmu_slide: Path) -
 
 
 @pytest.mark.parametrize("tile_size", [240, 256])
-def test_synthetic_slides(tmp_path: Path, tile_size: int) -> None:
+def test_synthetic_slides(tmp_path: Path, tile_size: int, slide_at: SlideAt) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=1100, height=800, levels=1, tile_size=tile_size, seed=4)
-    with open_slide(path, backend="tifffile") as slide:
+    with slide_at.open(path, backend="tifffile") as slide:
         cache = jm.CoefficientCache.for_slide(slide, 0)
         assert cache is not None and cache.image_size == (1100, 800)
         for y in range(0, 800 - 255, 256):
@@ -223,8 +226,8 @@ def test_huffman_tables_stored_or_optimal(tissue: np.ndarray) -> None:
         simplejpeg.decode_jpeg(out)
 
 
-def test_no_cache_for_levels_without_stored_jpeg_tiles(slides_dir: Path) -> None:
-    with open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", backend="tifffile") as slide:
+def test_no_cache_for_levels_without_stored_jpeg_tiles(slides_dir: Path, slide_at: SlideAt) -> None:
+    with slide_at.open(slides_dir / "tcga-cr-7395-01a-01-ts1.svs", backend="tifffile") as slide:
         assert slide.stored_tile_grid(0) is None
         assert jm.CoefficientCache.for_slide(slide, 0) is None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slide.conftest import SlideAt
 from tilestream.errors import SlideError, UnsupportedSlideError
 from tilestream.slide import (
     Slide,
@@ -235,10 +236,10 @@ def test_mpp_without_a_physical_unit() -> None:
 
 
 @pytest.mark.testdata
-def test_magnification_methods_delegate(slides_dir: Path) -> None:
+def test_magnification_methods_delegate(slides_dir: Path, slide_at: SlideAt) -> None:
     from tilestream.slide import magnification, tiling
 
-    with open_slide(slides_dir / "CMU-1-Small-Region.svs") as slide:
+    with slide_at.open(slides_dir / "CMU-1-Small-Region.svs") as slide:
         assert slide.metadata() == magnification.metadata(slide)
         assert slide.native_magnification() == magnification.native_magnification(slide)
         assert slide.magnification_for_level(2) == magnification.magnification_for_level(slide, 2)

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from _crafted_tiff import small_jpeg, write_tiff
+from slide.conftest import SlideAt
 from tilestream.errors import CorruptSlideError, SlideError, SlideTooLargeError
 from tilestream.slide import DeepZoomGenerator, open_slide
 from tilestream.slide import overview as overview_module
@@ -142,7 +143,7 @@ def test_sparse_slide_is_read_in_bounded_memory_and_time(tmp_path: Path) -> None
     _assert_too_large(results["huge_region"], path, "100000x100000", "region budget")
 
 
-def test_sparse_tiles_are_never_decoded_nor_cached(tmp_path: Path) -> None:
+def test_sparse_tiles_are_never_decoded_nor_cached(tmp_path: Path, slide_at: SlideAt) -> None:
     path = write_tiff(
         tmp_path / "sparse.tif",
         width=20000,
@@ -150,7 +151,7 @@ def test_sparse_tiles_are_never_decoded_nor_cached(tmp_path: Path) -> None:
         tile=(256, 256),
         segments={0: small_jpeg(256, value=40), 2000: small_jpeg(256, value=200)},
     )
-    with open_slide(path) as slide:
+    with slide_at.open(path) as slide:
         thumb = np.asarray(slide.get_thumbnail((200, 200)))
         info = slide.cache_info()
         assert info is not None
@@ -168,7 +169,9 @@ def test_sparse_tiles_are_never_decoded_nor_cached(tmp_path: Path) -> None:
     assert thumb.shape == (120, 200, 3)
 
 
-def test_byte_count_beyond_the_file_is_corrupt_not_an_allocation(tmp_path: Path) -> None:
+def test_byte_count_beyond_the_file_is_corrupt_not_an_allocation(
+    tmp_path: Path, slide_at: SlideAt
+) -> None:
     path = write_tiff(
         tmp_path / "lie.tif", width=512, height=512, tile=(256, 256), segments={0: small_jpeg(256)}
     )
@@ -177,33 +180,34 @@ def test_byte_count_beyond_the_file_is_corrupt_not_an_allocation(tmp_path: Path)
     index = data.find(len(small_jpeg(256)).to_bytes(4, "little"), 8 + len(small_jpeg(256)))
     data[index : index + 4] = (2**31).to_bytes(4, "little")
     path.write_bytes(bytes(data))
+    name = slide_at.name(path)
     tracemalloc.start()
     try:
-        with open_slide(path, backend="tifffile") as slide:
+        with slide_at.open(path, backend="tifffile") as slide:
             with pytest.raises(CorruptSlideError, match="beyond the end") as info:
                 slide.read_region((0, 0), 0, (16, 16))
             _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert str(path) in str(info.value)
+    assert name in str(info.value)
     assert peak < 64 << 20
 
 
-def test_region_budget_is_checked_before_reading(tmp_path: Path) -> None:
+def test_region_budget_is_checked_before_reading(tmp_path: Path, slide_at: SlideAt) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=2048, height=1024, levels=1)
     limits = SlideLimits(region_bytes=4 << 20)
-    with open_slide(path, limits=limits) as slide:
+    with slide_at.open(path, limits=limits) as slide:
         assert slide.limits is limits
         slide.read_region((0, 0), 0, (1024, 1024))  # 4 MiB as RGBA: at the budget
         with pytest.raises(SlideTooLargeError, match=r"1025x1024 px needs 4\.0 MiB") as info:
             slide.read_region((0, 0), 0, (1025, 1024), as_array=True)
-        assert str(path) in str(info.value) and isinstance(info.value, OSError)
+        assert slide_at.name(path) in str(info.value) and isinstance(info.value, OSError)
         with pytest.raises(SlideTooLargeError, match="reduced 2x"):
             slide.read_region_reduced((0, 0), 0, (2048, 1024), 2)
         # The thumbnail's level is over budget: reduced in chunks instead.
         thumb = slide.get_thumbnail((256, 256))
-        with open_slide(path) as unbounded:
+        with slide_at.open(path) as unbounded:
             expected = unbounded.get_thumbnail((256, 256))
         assert thumb.size == expected.size
         diff = np.abs(np.asarray(thumb, np.int16) - np.asarray(expected, np.int16))
@@ -211,39 +215,41 @@ def test_region_budget_is_checked_before_reading(tmp_path: Path) -> None:
     # Pickled to workers with its budget.
     import pickle
 
-    with pickle.loads(pickle.dumps(open_slide(path, limits=limits))) as again:
+    with pickle.loads(pickle.dumps(slide_at.open(path, limits=limits))) as again:
         assert again.limits == limits
 
 
-def test_tile_budget_refuses_any_backend(tmp_path: Path) -> None:
+def test_tile_budget_refuses_any_backend(tmp_path: Path, slide_at: SlideAt) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=1024, height=1024, levels=1, tile_size=256)
     small = SlideLimits(tile_bytes=256 * 256 * 4 - 1)
     for backend in ("auto", "tifffile", "openslide"):
         with pytest.raises(SlideTooLargeError, match=r"256x256 px needs 256\.0 KiB"):
-            open_slide(path, backend=backend, limits=small)
-        open_slide(path, backend=backend, limits=SlideLimits(tile_bytes=256 * 256 * 4)).close()
+            slide_at.open(path, backend=backend, limits=small)
+        slide_at.open(path, backend=backend, limits=SlideLimits(tile_bytes=256 * 256 * 4)).close()
 
 
-def test_flat_and_associated_images_are_checked(tmp_path: Path, cmu_slide: Path) -> None:
+def test_flat_and_associated_images_are_checked(
+    tmp_path: Path, cmu_slide: Path, slide_at: SlideAt
+) -> None:
     png = tmp_path / "flat.png"
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(png)
     with pytest.raises(SlideTooLargeError, match="flat image"):
-        open_slide(png, limits=SlideLimits(region_bytes=400 * 300 * 4 - 1))
+        slide_at.open(png, limits=SlideLimits(region_bytes=400 * 300 * 4 - 1))
     for backend in ("tifffile", "openslide"):
         limits = SlideLimits(region_bytes=1280 * 431 * 4 - 1)
-        with open_slide(cmu_slide, backend=backend, limits=limits) as slide:
+        with slide_at.open(cmu_slide, backend=backend, limits=limits) as slide:
             slide.associated_images["label"]
             with pytest.raises(SlideTooLargeError, match="associated image 'macro'"):
                 slide.associated_images["macro"]
 
 
-def test_default_limits_are_module_wide(tmp_path: Path) -> None:
+def test_default_limits_are_module_wide(tmp_path: Path, slide_at: SlideAt) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=1024, height=512, levels=1)
     old = set_default_limits(SlideLimits(region_bytes=1000))
     try:
-        with open_slide(path) as slide, pytest.raises(SlideTooLargeError):
+        with slide_at.open(path) as slide, pytest.raises(SlideTooLargeError):
             slide.read_region((0, 0), 0, (16, 16))
     finally:
         set_default_limits(old)
@@ -252,10 +258,12 @@ def test_default_limits_are_module_wide(tmp_path: Path) -> None:
         SlideLimits(tile_bytes=0)
 
 
-def test_deepzoom_tiles_over_budget_are_reduced_in_chunks(cmu_slide: Path) -> None:
+def test_deepzoom_tiles_over_budget_are_reduced_in_chunks(
+    cmu_slide: Path, slide_at: SlideAt
+) -> None:
     """A one-level slide: coarse Deep Zoom levels read the whole slide per tile."""
     limits = SlideLimits(region_bytes=1 << 20)
-    with open_slide(cmu_slide, limits=limits) as bounded, open_slide(cmu_slide) as slide:
+    with slide_at.open(cmu_slide, limits=limits) as bounded, slide_at.open(cmu_slide) as slide:
         dz_small = DeepZoomGenerator(bounded)
         dz = DeepZoomGenerator(slide)
         for level in range(dz.level_count - 4):
@@ -279,11 +287,15 @@ def test_deepzoom_tiles_over_budget_are_reduced_in_chunks(cmu_slide: Path) -> No
     ),
 )
 def test_read_level_resized_is_the_exact_box_mean(
-    synthetic_small: Path, factor: int, chunk: int, rect: tuple[int, int, int, int]
+    synthetic_small: Path,
+    factor: int,
+    chunk: int,
+    rect: tuple[int, int, int, int],
+    slide_at: SlideAt,
 ) -> None:
     x, y, w, h = rect
     w, h = min(w, 1000 - x), min(h, 600 - y)
-    with open_slide(synthetic_small) as slide:
+    with slide_at.open(synthetic_small) as slide:
         full = slide.read_region((x, y), 0, (w, h), as_array=True)
         size = (max(1, w // factor), max(1, h // factor))
         old = overview_module.CHUNK_PIXELS, overview_module.BAND_BYTES

@@ -15,8 +15,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from slide.conftest import SlideAt
 from tilestream.errors import SlideError
-from tilestream.slide import open_slide
 from tilestream.slide.color import ColorTransform
 
 GAMMA = 563 / 256  # Adobe RGB's 2.2 as the u8Fixed8 an ICC curve stores
@@ -124,10 +124,10 @@ def adobe_slide(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndar
 
 @pytest.mark.parametrize("backend", ["tifffile", "openslide"])
 def test_srgb_conversion_matches_the_textbook(
-    adobe_slide: tuple[Path, np.ndarray], backend: str
+    adobe_slide: tuple[Path, np.ndarray], backend: str, slide_at: SlideAt
 ) -> None:
     path, pixels = adobe_slide
-    with open_slide(path, backend=backend, color="srgb") as slide:
+    with slide_at.open(path, backend=backend, color="srgb") as slide:
         assert slide.color_profile == adobe_rgb_icc()
         got = slide.read_region((0, 0), 0, (400, 300), as_array=True)
         want = textbook_adobe_to_srgb(pixels)
@@ -140,16 +140,16 @@ def test_srgb_conversion_matches_the_textbook(
         assert thumb.mode == "RGB"
         transform = slide.color_transform()
         assert transform is not None and slide.color_transform() is transform  # built once
-    with open_slide(path, backend=backend) as plain:  # default: stored values untouched
+    with slide_at.open(path, backend=backend) as plain:  # default: stored values untouched
         np.testing.assert_array_equal(
             plain.read_region((0, 0), 0, (400, 300), as_array=True), pixels
         )
 
 
 @pytest.mark.testdata
-def test_srgb_is_a_no_op_without_a_profile(slides_dir: Path) -> None:
+def test_srgb_is_a_no_op_without_a_profile(slides_dir: Path, slide_at: SlideAt) -> None:
     path = slides_dir / "CMU-1-Small-Region.svs"
-    with open_slide(path, color="srgb") as a, open_slide(path) as b:
+    with slide_at.open(path, color="srgb") as a, slide_at.open(path) as b:
         assert a.color_profile is None and a.color_transform() is None
         np.testing.assert_array_equal(
             a.read_region((10, 10), 0, (64, 64), as_array=True),
@@ -158,9 +158,9 @@ def test_srgb_is_a_no_op_without_a_profile(slides_dir: Path) -> None:
 
 
 @pytest.mark.testdata
-def test_srgb_profile_of_tcga_is_near_identity(slides_dir: Path) -> None:
+def test_srgb_profile_of_tcga_is_near_identity(slides_dir: Path, slide_at: SlideAt) -> None:
     path = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
-    with open_slide(path, color="srgb") as a, open_slide(path) as b:
+    with slide_at.open(path, color="srgb") as a, slide_at.open(path) as b:
         assert a.color_profile is not None
         x = a.read_region((1000, 1000), 0, (256, 256), as_array=True).astype(int)
         y = b.read_region((1000, 1000), 0, (256, 256), as_array=True).astype(int)

@@ -14,8 +14,8 @@ import simplejpeg
 import tifffile
 from PIL import Image
 
+from slide.conftest import SlideAt
 from tilestream.errors import UnsupportedSlideError
-from tilestream.slide import open_slide
 from tilestream.slide.base import DEFAULT_CACHE_BYTES, MAX_AUTO_CACHE_BYTES
 from tilestream.slide.fastpath import FileReader, StoredLevel, TileCache, merge_jpeg_tables
 
@@ -63,9 +63,9 @@ def test_tile_cache_disabled() -> None:
 
 @pytest.mark.testdata
 def test_grid_order_read_decodes_each_stored_tile_once(
-    slides_dir: Path, cmu_reference: np.ndarray
+    slides_dir: Path, cmu_reference: np.ndarray, slide_at: SlideAt
 ) -> None:
-    with open_slide(slides_dir / CMU) as slide:
+    with slide_at.open(slides_dir / CMU) as slide:
         assert slide.backend == "tifffile"
         w, h = slide.dimensions
         for y in range(0, h, 256):
@@ -81,9 +81,11 @@ def test_grid_order_read_decodes_each_stored_tile_once(
 
 
 @pytest.mark.testdata
-def test_small_cache_stays_bounded_and_correct(slides_dir: Path, cmu_reference: np.ndarray) -> None:
+def test_small_cache_stays_bounded_and_correct(
+    slides_dir: Path, cmu_reference: np.ndarray, slide_at: SlideAt
+) -> None:
     budget = 4 * 240 * 240 * 3  # four decoded tiles
-    with open_slide(slides_dir / CMU, cache_bytes=budget) as slide:
+    with slide_at.open(slides_dir / CMU, cache_bytes=budget) as slide:
         w, h = slide.dimensions
         rng = np.random.default_rng(7)
         for _ in range(60):
@@ -129,8 +131,8 @@ def test_growing_budget_decodes_once_where_a_fixed_one_cannot(
 
 
 @pytest.mark.testdata
-def test_default_budget(slides_dir: Path) -> None:
-    with open_slide(slides_dir / CMU) as slide:
+def test_default_budget(slides_dir: Path, slide_at: SlideAt) -> None:
+    with slide_at.open(slides_dir / CMU) as slide:
         info = slide.cache_info()
         assert info is not None and info["max_bytes"] == DEFAULT_CACHE_BYTES
         slide.read_region((0, 0), 0, (2220, 2967), as_array=True)
@@ -139,8 +141,10 @@ def test_default_budget(slides_dir: Path) -> None:
 
 
 @pytest.mark.testdata
-def test_no_cache_still_reads(slides_dir: Path, cmu_reference: np.ndarray) -> None:
-    with open_slide(slides_dir / CMU, cache_bytes=0) as slide:
+def test_no_cache_still_reads(
+    slides_dir: Path, cmu_reference: np.ndarray, slide_at: SlideAt
+) -> None:
+    with slide_at.open(slides_dir / CMU, cache_bytes=0) as slide:
         got = slide.read_region((500, 700), 0, (480, 480), as_array=True)
         np.testing.assert_array_equal(got, cmu_reference[700:1180, 500:980, :3])
         assert slide.cache_info() == {
@@ -153,9 +157,11 @@ def test_no_cache_still_reads(slides_dir: Path, cmu_reference: np.ndarray) -> No
 
 
 @pytest.mark.testdata
-def test_threads_share_one_slide(slides_dir: Path, cmu_reference: np.ndarray) -> None:
+def test_threads_share_one_slide(
+    slides_dir: Path, cmu_reference: np.ndarray, slide_at: SlideAt
+) -> None:
     failures: list[BaseException] = []
-    with open_slide(slides_dir / CMU, cache_bytes=8 * 240 * 240 * 3) as slide:
+    with slide_at.open(slides_dir / CMU, cache_bytes=8 * 240 * 240 * 3) as slide:
 
         def work(seed: int) -> None:
             rng = np.random.default_rng(seed)
@@ -176,8 +182,8 @@ def test_threads_share_one_slide(slides_dir: Path, cmu_reference: np.ndarray) ->
 
 
 @pytest.mark.testdata
-def test_other_backends_have_no_tile_cache(slides_dir: Path) -> None:
-    with open_slide(slides_dir / CMU, backend="openslide") as slide:
+def test_other_backends_have_no_tile_cache(slides_dir: Path, slide_at: SlideAt) -> None:
+    with slide_at.open(slides_dir / CMU, backend="openslide") as slide:
         assert slide.cache_info() is None
 
 
@@ -194,11 +200,11 @@ def _decoders(data: bytes) -> dict[str, np.ndarray]:
 
 @pytest.mark.testdata
 def test_stored_aperio_tiles_decode_to_openslide_pixels(
-    slides_dir: Path, cmu_reference: np.ndarray
+    slides_dir: Path, cmu_reference: np.ndarray, slide_at: SlideAt
 ) -> None:
     """Aperio tiles are RGB-coded JPEG with shared tables: the bytes we hand out
     carry the tables and an Adobe transform=0 marker, so every decoder agrees."""
-    with open_slide(slides_dir / CMU) as slide:
+    with slide_at.open(slides_dir / CMU) as slide:
         assert slide.stored_tile_grid(0) == (240, 240)
         w, h = slide.dimensions
         for row in range(-(-h // 240)):
@@ -218,12 +224,14 @@ def test_stored_aperio_tiles_decode_to_openslide_pixels(
 
 
 @pytest.mark.testdata
-def test_stored_ycbcr_tiles_pass_through(tmp_path: Path, slides_dir: Path) -> None:
+def test_stored_ycbcr_tiles_pass_through(
+    tmp_path: Path, slides_dir: Path, slide_at: SlideAt
+) -> None:
     """Generic JPEG TIFF (YCbCr, subsampled, tables in JPEGTables): no Adobe marker."""
     pixels = tifffile.imread(slides_dir / CMU)[:512, :768]
     path = tmp_path / "ycbcr.tif"
     tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", photometric="rgb")
-    with open_slide(path) as slide, openslide.OpenSlide(path) as osr:
+    with slide_at.open(path) as slide, openslide.OpenSlide(path) as osr:
         assert slide.stored_tile_grid(0) == (256, 256)
         for col, row in [(0, 0), (2, 1)]:
             data = slide.read_stored_tile_bytes(0, col, row)
@@ -245,9 +253,9 @@ def test_stored_ycbcr_tiles_pass_through(tmp_path: Path, slides_dir: Path) -> No
     ],
 )
 def test_no_pass_through_without_stored_jpeg_tiles(
-    slides_dir: Path, name: str, backend: str
+    slides_dir: Path, name: str, backend: str, slide_at: SlideAt
 ) -> None:
-    with open_slide(slides_dir / name, backend=backend) as slide:
+    with slide_at.open(slides_dir / name, backend=backend) as slide:
         assert slide.stored_tile_grid(0) is None
         with pytest.raises(UnsupportedSlideError, match="no stored JPEG tiles"):
             slide.read_stored_tile_bytes(0, 0, 0)

@@ -16,7 +16,7 @@ import openslide
 import pytest
 import tifffile
 
-from tilestream.slide import open_slide
+from slide.conftest import SlideAt
 from tilestream.slide.fastpath import ycbcr_to_rgb
 
 pytestmark = pytest.mark.testdata
@@ -65,10 +65,12 @@ def he_pixels(slides_dir: Path) -> np.ndarray:
     return tifffile.imread(slides_dir / "CMU-1-Small-Region.svs")[800:1312, 300:1068]
 
 
-def test_ycbcr_jp2k_matches_openslide(tmp_path: Path, he_pixels: np.ndarray) -> None:
+def test_ycbcr_jp2k_matches_openslide(
+    tmp_path: Path, he_pixels: np.ndarray, slide_at: SlideAt
+) -> None:
     path = tmp_path / "ycbcr.svs"
     write_ycbcr_svs(path, he_pixels)
-    with open_slide(path) as slide, openslide.OpenSlide(path) as osr:
+    with slide_at.open(path) as slide, openslide.OpenSlide(path) as osr:
         assert slide.backend == "tifffile"
         assert slide.vendor == "aperio" and slide.mpp == (0.5, 0.5)
         got = np.asarray(slide.read_region((0, 0), 0, (768, 512)))
@@ -79,11 +81,11 @@ def test_ycbcr_jp2k_matches_openslide(tmp_path: Path, he_pixels: np.ndarray) -> 
 
 
 def test_undecodable_ycbcr_jp2k_falls_back_to_openslide(
-    tmp_path: Path, he_pixels: np.ndarray
+    tmp_path: Path, he_pixels: np.ndarray, slide_at: SlideAt
 ) -> None:
     path = tmp_path / "bad.svs"
     write_ycbcr_svs(path, he_pixels, corrupt_first=True)
-    with open_slide(path) as slide:
+    with slide_at.open(path) as slide:
         assert slide.backend == "openslide"
 
 
@@ -94,9 +96,9 @@ def test_ycbcr_to_rgb_is_the_jfif_conversion() -> None:
     assert np.abs(back.astype(int) - rgb).max() <= 2
 
 
-def test_rgb_jp2k_real_slide(slides_dir: Path) -> None:
+def test_rgb_jp2k_real_slide(slides_dir: Path, slide_at: SlideAt) -> None:
     path = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
-    with open_slide(path) as slide, openslide.OpenSlide(path) as osr:
+    with slide_at.open(path) as slide, openslide.OpenSlide(path) as osr:
         for loc in [(0, 0), (1024, 768), (4443 - 300, 3567 - 200)]:
             np.testing.assert_array_equal(
                 np.asarray(slide.read_region(loc, 0, (300, 200))),

