@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from _outputs import assert_same_outputs
+from _remote import Remote, storage_kinds
 from tilestream.extract import ExtractConfig, extract_slides
 from tilestream.runfolder import slide_staleness, stale_slides
 from tilestream.testing.synthetic import make_synthetic_slide
@@ -183,13 +184,20 @@ def test_slide_rewritten_with_same_size_and_mtime_is_reextracted(
     assert _extract(slide, out, CONFIG_A) != "skipped"
 
 
-def test_passthrough_and_stored_quality_are_recorded(cmu_slide: Path, tmp_path: Path) -> None:
-    slide = tmp_path / "aligned.svs"
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_passthrough_and_stored_quality_are_recorded(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    """Again with the slide read from SeaweedFS: the same records and outputs."""
+    local = tmp_path / "aligned.svs"
     make_synthetic_slide(
-        slide, width=2048, height=1536, tile_size=256, mpp=0.5, jpeg_quality=70,
+        local, width=2048, height=1536, tile_size=256, mpp=0.5, jpeg_quality=70,
         source_tiles=cmu_slide, seed=1,
     )  # fmt: skip
-    run = extract_slides([slide], tmp_path / "out", workers=1, threads=1, tile_px=256, tile_um=128)
+    slide, kw = storage.name(local), storage.kw
+    run = extract_slides(
+        [slide], tmp_path / "out", workers=1, threads=1, tile_px=256, tile_um=128, **kw
+    )
     result = run.results[0]
     assert result.status == "done" and result.passthrough == result.tiles > 0
     assert result.stored_quality is not None and abs(result.stored_quality - 70) <= 1
@@ -203,7 +211,7 @@ def test_passthrough_and_stored_quality_are_recorded(cmu_slide: Path, tmp_path: 
     assert f"quality {result.stored_quality}" in report
     reencoded = extract_slides(
         [slide], tmp_path / "off", workers=1, threads=1, tile_px=256, tile_um=128,
-        jpeg_passthrough=False,
+        jpeg_passthrough=False, **kw,
     ).results[0]  # fmt: skip
     assert reencoded.passthrough == 0 and reencoded.stored_quality is None
 
