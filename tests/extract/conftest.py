@@ -35,17 +35,19 @@ _COMPARED = (
 )
 #: What each local run left, by test (its name and parameters other than ``storage``).
 _LOCAL: dict[str, dict[str, str]] = {}
+#: Whether a test's call passed (set by the hook below, read by the fixture).
+_PASSED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, Any, None]:
+    """Note whether the test itself passed (only then are its outputs compared)."""
     outcome = yield
     report = outcome.get_result()
     if report.when == "call":
         item.stash[_PASSED] = report.passed
-
-
-_PASSED = pytest.StashKey[bool]()
 
 
 def _digest(path: Path) -> str:
