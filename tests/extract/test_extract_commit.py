@@ -184,17 +184,23 @@ def test_slide_rewritten_with_same_size_and_mtime_is_reextracted(
     assert _extract(slide, out, CONFIG_A) != "skipped"
 
 
-@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
-def test_passthrough_and_stored_quality_are_recorded(
-    cmu_slide: Path, tmp_path: Path, storage: Remote
-) -> None:
-    """Again with the slide read from SeaweedFS: the same records and outputs."""
-    local = tmp_path / "aligned.svs"
+@pytest.fixture(scope="module")
+def aligned_q70(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
+    """A generated slide of 256 px JPEG tiles at quality 70, 0.5 um/px (tiles copied at 128 um)."""
+    path = tmp_path_factory.mktemp("aligned") / "aligned.svs"
     make_synthetic_slide(
-        local, width=2048, height=1536, tile_size=256, mpp=0.5, jpeg_quality=70,
+        path, width=2048, height=1536, tile_size=256, mpp=0.5, jpeg_quality=70,
         source_tiles=cmu_slide, seed=1,
     )  # fmt: skip
-    slide, kw = storage.name(local), storage.kw
+    return path
+
+
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_passthrough_and_stored_quality_are_recorded(
+    aligned_q70: Path, tmp_path: Path, storage: Remote
+) -> None:
+    """Again with the slide read from SeaweedFS: the same records and outputs."""
+    slide, kw = storage.name(aligned_q70), storage.kw
     run = extract_slides(
         [slide], tmp_path / "out", workers=1, threads=1, tile_px=256, tile_um=128, **kw
     )
