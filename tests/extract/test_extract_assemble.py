@@ -5,6 +5,9 @@ snapped grid reads 256 native pixels on a 256 px stride: every output tile is a
 mosaic of whole MCUs of up to four stored tiles. Those tiles are assembled from
 the stored coefficients (no decode, no re-encode): their pixels are the
 scanner's, bit for bit.
+
+Run again with the slides read from SeaweedFS (``storage``): the same tiles assembled,
+the same outputs byte for byte (``tests/extract/conftest.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _remote import Remote, storage_kinds
 from conftest import missing
 from tilestream.extract import extract_tiles
 from tilestream.slide import jpeg_mosaic, open_slide
@@ -43,8 +47,11 @@ def _tiles(out: Path) -> list[tuple[int, int, bytes]]:
     return [(int(r["loc_x"]), int(r["loc_y"]), bytes(r["image_raw"])) for r in TFRecord(path)]
 
 
-def test_tiles_are_assembled_with_the_scanners_pixels(aperio_slide: Path, tmp_path: Path) -> None:
-    result = extract_tiles(aperio_slide, tmp_path, tile_px=256, tile_um=128, threads=2)
+def test_tiles_are_assembled_with_the_scanners_pixels(
+    aperio_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(aperio_slide)
+    result = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, threads=2, **storage.kw)
     assert result.status == "done" and result.tiles > 10
     assert result.tile_grid is not None and result.tile_grid["read_px"] == 256
     assert result.assembled == result.passthrough == result.tiles
@@ -59,8 +66,11 @@ def test_tiles_are_assembled_with_the_scanners_pixels(aperio_slide: Path, tmp_pa
             assert np.array_equal(decode_image(data), ref), (cx, cy)
 
 
-def test_the_real_aperio_slide_is_assembled_bit_for_bit(cmu_slide: Path, tmp_path: Path) -> None:
-    result = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128)
+def test_the_real_aperio_slide_is_assembled_bit_for_bit(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(cmu_slide)
+    result = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, **storage.kw)
     assert result.tiles > 0 and result.assembled == result.tiles
     with open_slide(cmu_slide) as slide:
         for cx, cy, data in _tiles(tmp_path):
@@ -68,10 +78,14 @@ def test_the_real_aperio_slide_is_assembled_bit_for_bit(cmu_slide: Path, tmp_pat
             assert np.array_equal(decode_image(data), ref), (cx, cy)
 
 
-def test_without_passthrough_every_tile_is_reencoded(aperio_slide: Path, tmp_path: Path) -> None:
-    lossless = extract_tiles(aperio_slide, tmp_path / "a", tile_px=256, tile_um=128)
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_without_passthrough_every_tile_is_reencoded(
+    aperio_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(aperio_slide)
+    lossless = extract_tiles(slide, tmp_path / "a", tile_px=256, tile_um=128, **storage.kw)
     encoded = extract_tiles(
-        aperio_slide, tmp_path / "b", tile_px=256, tile_um=128, jpeg_passthrough=False
+        slide, tmp_path / "b", tile_px=256, tile_um=128, jpeg_passthrough=False, **storage.kw
     )
     assert encoded.assembled == encoded.passthrough == 0
     assert encoded.tiles == lossless.tiles
@@ -97,10 +111,14 @@ def test_no_assembly_where_pixels_must_change(
     assert result.assembled == 0, why
 
 
-def test_an_off_grid_origin_is_reencoded(aperio_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_an_off_grid_origin_is_reencoded(
+    aperio_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
     # a random origin off the 8 px MCU grid: the tiles cannot be cut from whole MCUs
+    slide = storage.name(aperio_slide)
     result = extract_tiles(
-        aperio_slide, tmp_path, tile_px=256, tile_um=128, randomize_origin=True, seed=5
+        slide, tmp_path, tile_px=256, tile_um=128, randomize_origin=True, seed=5, **storage.kw
     )
     assert result.status == "done"
     assert result.assembled == 0 or result.assembled == result.tiles
@@ -118,13 +136,15 @@ def _corrupt_one_tile(src: Path, dst: Path) -> None:
     dst.write_bytes(bytes(data))
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_a_corrupt_stored_tile_fails_as_it_does_without_assembly(
-    aperio_slide: Path, tmp_path: Path
+    aperio_slide: Path, tmp_path: Path, storage: Remote
 ) -> None:
     broken = tmp_path / "broken.svs"
     _corrupt_one_tile(aperio_slide, broken)
+    slide = storage.name(broken)
     results = [
-        extract_tiles(broken, tmp_path / name, tile_px=256, tile_um=128, **opts)  # type: ignore[arg-type]
+        extract_tiles(slide, tmp_path / name, tile_px=256, tile_um=128, **opts, **storage.kw)  # type: ignore[arg-type]
         for name, opts in (("a", {}), ("b", {"jpeg_passthrough": False}))
     ]
     lossless, encoded = results

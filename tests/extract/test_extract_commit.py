@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from _outputs import assert_same_outputs
+from _remote import Remote, storage_kinds
 from tilestream.extract import ExtractConfig, extract_slides
 from tilestream.runfolder import slide_staleness, stale_slides
 from tilestream.testing.synthetic import make_synthetic_slide
@@ -183,13 +184,26 @@ def test_slide_rewritten_with_same_size_and_mtime_is_reextracted(
     assert _extract(slide, out, CONFIG_A) != "skipped"
 
 
-def test_passthrough_and_stored_quality_are_recorded(cmu_slide: Path, tmp_path: Path) -> None:
-    slide = tmp_path / "aligned.svs"
+@pytest.fixture(scope="module")
+def aligned_q70(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> Path:
+    """A generated slide of 256 px JPEG tiles at quality 70, 0.5 um/px (tiles copied at 128 um)."""
+    path = tmp_path_factory.mktemp("aligned") / "aligned.svs"
     make_synthetic_slide(
-        slide, width=2048, height=1536, tile_size=256, mpp=0.5, jpeg_quality=70,
+        path, width=2048, height=1536, tile_size=256, mpp=0.5, jpeg_quality=70,
         source_tiles=cmu_slide, seed=1,
     )  # fmt: skip
-    run = extract_slides([slide], tmp_path / "out", workers=1, threads=1, tile_px=256, tile_um=128)
+    return path
+
+
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_passthrough_and_stored_quality_are_recorded(
+    aligned_q70: Path, tmp_path: Path, storage: Remote
+) -> None:
+    """Again with the slide read from SeaweedFS: the same records and outputs."""
+    slide, kw = storage.name(aligned_q70), storage.kw
+    run = extract_slides(
+        [slide], tmp_path / "out", workers=1, threads=1, tile_px=256, tile_um=128, **kw
+    )
     result = run.results[0]
     assert result.status == "done" and result.passthrough == result.tiles > 0
     assert result.stored_quality is not None and abs(result.stored_quality - 70) <= 1
@@ -203,7 +217,7 @@ def test_passthrough_and_stored_quality_are_recorded(cmu_slide: Path, tmp_path: 
     assert f"quality {result.stored_quality}" in report
     reencoded = extract_slides(
         [slide], tmp_path / "off", workers=1, threads=1, tile_px=256, tile_um=128,
-        jpeg_passthrough=False,
+        jpeg_passthrough=False, **kw,
     ).results[0]  # fmt: skip
     assert reencoded.passthrough == 0 and reencoded.stored_quality is None
 

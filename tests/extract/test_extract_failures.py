@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from _remote import Remote, storage_kinds
 from tilestream.cli import main
 from tilestream.extract import ExtractConfig, SlideTask, extract_slides
 from tilestream.extract import engine as engine_module
@@ -19,13 +20,21 @@ def _bug(*args: object, **kwargs: object) -> None:
     raise KeyError("a bug planted in tilestream's own code")
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_bad_input_is_a_slide_failure_logged_at_warning(
-    cmu_slide: Path, slides_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cmu_slide: Path,
+    slides_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    storage: Remote,
 ) -> None:
-    broken = slides_dir / "histolab-broken.svs"
+    """Again with the slides in SeaweedFS: a broken object and a missing key fail the same."""
+    good, broken = storage.put([cmu_slide, slides_dir / "histolab-broken.svs"])
+    here = str(tmp_path) if storage.local else good.rsplit("/", 1)[0]
+    missing = storage.join(here, "missing.svs")
     with caplog.at_level(logging.WARNING, logger="tilestream"):
-        run = extract_slides([cmu_slide, broken, tmp_path / "missing.svs"], tmp_path / "o",
-                             tile_px=128, tile_um=256, workers=1)  # fmt: skip
+        run = extract_slides([good, broken, missing], tmp_path / "o",
+                             tile_px=128, tile_um=256, workers=1, **storage.kw)  # fmt: skip
     assert run.done == 1 and len(run.failed) == 2 and run.bugs == []
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.message]
     assert {"histolab-broken", "missing"} <= {r.message.split()[1] for r in warned}

@@ -1,4 +1,8 @@
-"""Stored JPEG tiles copied into TFRecords without re-encoding, where the grid aligns."""
+"""Stored JPEG tiles copied into TFRecords without re-encoding, where the grid aligns.
+
+Run again with the slide read from SeaweedFS (``storage``): the same tiles copied, the
+same outputs byte for byte (``tests/extract/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import openslide
 import pytest
 
+from _remote import Remote, storage_kinds
 from tilestream.extract import extract_tiles
 from tilestream.testing.synthetic import make_synthetic_slide
 from tilestream.tfrecord import TFRecord, decode_image
@@ -23,8 +28,11 @@ def aligned_slide(tmp_path_factory: pytest.TempPathFactory, cmu_slide: Path) -> 
     return path
 
 
-def test_passthrough_bytes_decode_to_openslide_pixels(aligned_slide: Path, tmp_path: Path) -> None:
-    r = extract_tiles(aligned_slide, tmp_path, tile_px=256, tile_um=128)
+def test_passthrough_bytes_decode_to_openslide_pixels(
+    aligned_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(aligned_slide)
+    r = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, **storage.kw)
     assert r.status == "done", r.error
     assert r.passthrough == r.tiles > 0
     osr = openslide.OpenSlide(str(aligned_slide))
@@ -39,19 +47,23 @@ def test_passthrough_bytes_decode_to_openslide_pixels(aligned_slide: Path, tmp_p
     osr.close()
 
 
-def test_passthrough_off_or_misaligned_reencodes(aligned_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_passthrough_off_or_misaligned_reencodes(
+    aligned_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide, kw = storage.name(aligned_slide), storage.kw
     off = extract_tiles(
-        aligned_slide, tmp_path / "off", tile_px=256, tile_um=128, jpeg_passthrough=False
+        slide, tmp_path / "off", tile_px=256, tile_um=128, jpeg_passthrough=False, **kw
     )
     assert off.status == "done" and off.passthrough == 0
     shifted = extract_tiles(
-        aligned_slide, tmp_path / "shift", tile_px=256, tile_um=128, randomize_origin=True, seed=5
+        slide, tmp_path / "shift", tile_px=256, tile_um=128, randomize_origin=True, seed=5, **kw
     )
     # off the stored tiles: nothing copied whole (tiles on the 8 px MCU grid are assembled
     # from the stored tiles' MCUs instead: tests/extract/test_extract_assemble.py)
     assert shifted.status == "done" and shifted.passthrough == shifted.assembled
-    half = extract_tiles(aligned_slide, tmp_path / "half", tile_px=256, tile_um=128, stride_div=2)
+    half = extract_tiles(slide, tmp_path / "half", tile_px=256, tile_um=128, stride_div=2, **kw)
     assert half.passthrough == half.assembled  # a half-tile stride: no stored tile is a tile
     assert half.assembled in (0, half.tiles)
-    on = extract_tiles(aligned_slide, tmp_path / "on", tile_px=256, tile_um=128)
+    on = extract_tiles(slide, tmp_path / "on", tile_px=256, tile_um=128, **kw)
     assert on.tiles == off.tiles  # same selection either way

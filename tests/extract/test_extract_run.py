@@ -1,4 +1,11 @@
-"""Extraction of real slides end to end: outputs, pixels, resume, batches and bad input."""
+"""Extraction of real slides end to end: outputs, pixels, resume, batches and bad input.
+
+The tests that take ``storage`` run again with the slides read from SeaweedFS (by S3
+URL and by the filer's HTTP URL), outputs in the local ``tmp_path``, and give the
+same outputs byte for byte (``tests/extract/conftest.py``). Tests of the outputs and
+pixels and of resuming run over both; those of the options run over S3 only, to keep
+the suite's time down (the options act on pixels already read, whichever the store).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import openslide
 import pytest
 from PIL import Image
 
+from _remote import Remote, storage_kinds
 from tilestream.errors import ConfigError, ExtractionError
 from tilestream.extract import ExtractConfig, extract_slides, extract_tiles
 from tilestream.tfrecord import TFRecord, decode_image, load_index
@@ -27,8 +35,11 @@ def _coords(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_outputs_are_complete_and_consistent(cmu_slide: Path, tmp_path: Path) -> None:
-    result = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128)
+def test_outputs_are_complete_and_consistent(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(cmu_slide)
+    result = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, **storage.kw)
     assert result.status == "done", result.error
     run = tmp_path / "256px_128um"
     name = "CMU-1-Small-Region"
@@ -96,7 +107,7 @@ def _compare_with_openslide(slide: Path, run: Path, tile_px: int) -> list[float]
     return psnrs
 
 
-def test_pixels_match_openslide(cmu_slide: Path, tmp_path: Path) -> None:
+def test_pixels_match_openslide(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
     """Tiles read back equal the same region read through OpenSlide (and resized the same way).
 
     At native resolution (no resize) every sampled tile is above 40 dB at JPEG
@@ -105,37 +116,45 @@ def test_pixels_match_openslide(cmu_slide: Path, tmp_path: Path) -> None:
     with the tile re-encoded and compared to itself), so the bound there is
     35 dB per tile.
     """
-    native = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=256 * 0.499, quality=95)
+    slide = storage.name(cmu_slide)
+    native = extract_tiles(
+        slide, tmp_path, tile_px=256, tile_um=256 * 0.499, quality=95, **storage.kw
+    )
     assert native.status == "done", native.error
     assert native.extract_px == 256 and native.level == 0
     psnr_native = _compare_with_openslide(cmu_slide, tmp_path / "256px_127.744um", 256)
     assert min(psnr_native) > 40.0, psnr_native
 
-    resized = extract_tiles(cmu_slide, tmp_path, tile_px=299, tile_um=302, quality=95)
+    resized = extract_tiles(slide, tmp_path, tile_px=299, tile_um=302, quality=95, **storage.kw)
     assert resized.status == "done", resized.error
     assert resized.extract_px == round(302 / 0.499)
     psnr_resized = _compare_with_openslide(cmu_slide, tmp_path / "299px_302um", 299)
     assert min(psnr_resized) > 35.0, psnr_resized
 
 
-def test_rerun_skips_and_config_change_reextracts(cmu_slide: Path, tmp_path: Path) -> None:
-    first = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256)
+def test_rerun_skips_and_config_change_reextracts(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(cmu_slide)
+    first = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, **storage.kw)
     tfr = tmp_path / "128px_256um" / "CMU-1-Small-Region.tfrecords"
     before = (tfr.stat().st_mtime_ns, tfr.read_bytes())
-    again = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256)
+    again = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, **storage.kw)
     assert again.status == "skipped" and again.tiles == first.tiles
     assert (tfr.stat().st_mtime_ns, tfr.read_bytes()) == before
-    changed = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, quality=60)
+    changed = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, quality=60, **storage.kw)
     assert changed.status == "done" and changed.config_hash != first.config_hash
     assert tfr.read_bytes() != before[1]
     forced = extract_tiles(
-        cmu_slide, tmp_path, tile_px=128, tile_um=256, quality=60, overwrite=True
+        slide, tmp_path, tile_px=128, tile_um=256, quality=60, overwrite=True, **storage.kw
     )
     assert forced.status == "done"
 
 
-def test_to_images(cmu_slide: Path, tmp_path: Path) -> None:
-    r = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, to_images=True)
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_to_images(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
+    slide = storage.name(cmu_slide)
+    r = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, to_images=True, **storage.kw)
     folder = tmp_path / "128px_256um" / "CMU-1-Small-Region"
     files = sorted(folder.glob("*.jpg"))
     assert len(files) == r.tiles > 0
@@ -145,25 +164,28 @@ def test_to_images(cmu_slide: Path, tmp_path: Path) -> None:
     assert np.asarray(Image.open(files[0])).shape == (128, 128, 3)
 
 
-def test_png_and_filters_change_selection(cmu_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_png_and_filters_change_selection(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
+    slide = storage.name(cmu_slide)
     loose = extract_tiles(
-        cmu_slide,
+        slide,
         tmp_path / "a",
         tile_px=128,
         tile_um=256,
         tissue_method="none",
         grayspace_fraction=None,
         pen="off",
+        **storage.kw,
     )
     strict = extract_tiles(
-        cmu_slide, tmp_path / "b", tile_px=128, tile_um=256, whitespace_fraction=0.3
+        slide, tmp_path / "b", tile_px=128, tile_um=256, whitespace_fraction=0.3, **storage.kw
     )
     assert loose.tiles == loose.grid  # no filter: every grid tile
     assert (
         strict.tiles < loose.tiles and strict.rejected["tissue"] + strict.rejected["whitespace"] > 0
     )
     png = extract_tiles(
-        cmu_slide, tmp_path / "c", tile_px=64, tile_um=128, img_format="png", max_tiles=5
+        slide, tmp_path / "c", tile_px=64, tile_um=128, img_format="png", max_tiles=5, **storage.kw
     )
     assert png.tiles == 5 and png.rejected["max_tiles"] > 0
     with TFRecord(tmp_path / "c" / "64px_128um" / "CMU-1-Small-Region.tfrecords") as tfr:
@@ -171,20 +193,34 @@ def test_png_and_filters_change_selection(cmu_slide: Path, tmp_path: Path) -> No
         assert decode_image(tfr[0]["image_raw"]).shape == (64, 64, 3)
 
 
-def test_blur_qc_flags_and_filters(cmu_slide: Path, tmp_path: Path) -> None:
-    flagged = extract_tiles(cmu_slide, tmp_path / "a", tile_px=128, tile_um=256, blur_threshold=1e9)
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_blur_qc_flags_and_filters(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
+    slide = storage.name(cmu_slide)
+    flagged = extract_tiles(
+        slide, tmp_path / "a", tile_px=128, tile_um=256, blur_threshold=1e9, **storage.kw
+    )
     assert flagged.status == "done" and flagged.blurry == flagged.tiles and flagged.blurry_slide
     rows = _coords(tmp_path / "a" / "128px_256um" / "CMU-1-Small-Region.coords.csv")
     assert all(r["blurry"] == "1" and float(r["blur"]) > 0 for r in rows)
-    none = extract_tiles(cmu_slide, tmp_path / "b", tile_px=128, tile_um=256, blur_threshold=1.0)
+    none = extract_tiles(
+        slide, tmp_path / "b", tile_px=128, tile_um=256, blur_threshold=1.0, **storage.kw
+    )
     assert none.blurry == 0
     filtered = extract_tiles(
-        cmu_slide, tmp_path / "c", tile_px=128, tile_um=256, blur_threshold=1e9, blur_filter=True
+        slide,
+        tmp_path / "c",
+        tile_px=128,
+        tile_um=256,
+        blur_threshold=1e9,
+        blur_filter=True,
+        **storage.kw,
     )
     assert filtered.status == "failed" and "blurry" in (filtered.error or "")
 
 
-def test_rois_inside_and_outside(cmu_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_rois_inside_and_outside(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
+    slide = storage.name(cmu_slide)
     roi = tmp_path / "roi.geojson"
     left = [[0, 0], [1100, 0], [1100, 2967], [0, 2967], [0, 0]]
     roi.write_text(json.dumps({"type": "FeatureCollection", "features": [
@@ -192,15 +228,19 @@ def test_rois_inside_and_outside(cmu_slide: Path, tmp_path: Path) -> None:
     ]}))  # fmt: skip
     common = {"tile_px": 128, "tile_um": 128, "tissue_method": "none", "grayspace_fraction": None,
               "pen": "off"}  # fmt: skip
-    inside = extract_tiles(cmu_slide, tmp_path / "in", roi=roi, **common)
-    outside = extract_tiles(cmu_slide, tmp_path / "out", roi=roi, roi_method="outside", **common)
-    ignored = extract_tiles(cmu_slide, tmp_path / "ig", roi=roi, roi_method="ignore", **common)
+    inside = extract_tiles(slide, tmp_path / "in", roi=roi, **common, **storage.kw)
+    outside = extract_tiles(
+        slide, tmp_path / "out", roi=roi, roi_method="outside", **common, **storage.kw
+    )
+    ignored = extract_tiles(
+        slide, tmp_path / "ig", roi=roi, roi_method="ignore", **common, **storage.kw
+    )
     rows_in = _coords(tmp_path / "in" / "128px_128um" / "CMU-1-Small-Region.coords.csv")
     rows_out = _coords(tmp_path / "out" / "128px_128um" / "CMU-1-Small-Region.coords.csv")
     assert all(int(r["loc_x"]) < 1100 for r in rows_in)
     assert all(int(r["loc_x"]) >= 1100 for r in rows_out)
     assert inside.tiles + outside.tiles == ignored.tiles == ignored.grid
-    frac = extract_tiles(cmu_slide, tmp_path / "fr", roi=roi, roi_fraction=1.0, **common)
+    frac = extract_tiles(slide, tmp_path / "fr", roi=roi, roi_fraction=1.0, **common, **storage.kw)
     rows_fr = _coords(tmp_path / "fr" / "128px_128um" / "CMU-1-Small-Region.coords.csv")
     assert (
         all(int(r["x"]) + int(r["width"]) <= 1100 + 8 for r in rows_fr)
@@ -208,17 +248,19 @@ def test_rois_inside_and_outside(cmu_slide: Path, tmp_path: Path) -> None:
     )
 
 
-def test_bad_rois_fail_the_slide_clearly(cmu_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_bad_rois_fail_the_slide_clearly(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
+    slide = storage.name(cmu_slide)
     far = tmp_path / "far.geojson"
     ring = [[50000, 50000], [60000, 50000], [60000, 60000], [50000, 50000]]
     far.write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
-    r = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, roi=far)
+    r = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, roi=far, **storage.kw)
     assert r.status == "failed" and "outside the slide" in (r.error or "")
     bad = tmp_path / "bad.csv"
     bad.write_text("ROI_name,X_base\na,1\n")
-    r2 = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, roi=bad)
+    r2 = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, roi=bad, **storage.kw)
     assert r2.status == "failed" and "bad.csv" in (r2.error or "") and r2.error_type == "ROIError"
-    r3 = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, roi_method="inside")
+    r3 = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, roi_method="inside", **storage.kw)
     assert r3.status == "failed" and "no ROI" in (r3.error or "")
 
 
@@ -238,16 +280,22 @@ def test_upsampling_and_missing_mpp_are_refused(
     assert fixed.status == "done" and fixed.tiles > 0 and fixed.mpp == 0.5
 
 
-def test_batch_over_every_real_slide(slides_dir: Path, tmp_path: Path) -> None:
-    """The whole shared folder: good slides extract, bad ones are recorded, the batch completes."""
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_batch_over_every_real_slide(slides_dir: Path, tmp_path: Path, storage: Remote) -> None:
+    """The whole shared folder: good slides extract, bad ones are recorded, the batch completes.
+
+    Remote: the folder's copy under an S3 prefix, ending in ``/`` as a prefix to search
+    does (an HTTP server lists no folders).
+    """
     progress: list[int] = []
     run = extract_slides(
-        [slides_dir],
+        [storage.put_tree(slides_dir) + "/"],
         tmp_path,
         tile_px=128,
         tile_um="10x",
         workers=2,
         progress=lambda p: progress.append(p.slides_done),
+        **storage.kw,
     )
     by_name = {r.slide: r for r in run.results}
     expected_names = {
@@ -291,16 +339,17 @@ def test_batch_over_every_real_slide(slides_dir: Path, tmp_path: Path) -> None:
     assert not list(run.run_dir.rglob("*.tmp"))
 
 
-def test_csv_slide_list_with_overrides(slides_dir: Path, tmp_path: Path) -> None:
+def test_csv_slide_list_with_overrides(slides_dir: Path, tmp_path: Path, storage: Remote) -> None:
     listing = tmp_path / "slides.csv"
-    listing.write_text(
-        "slide,mpp\n"
-        f"{slides_dir / 'tcga-cr-7395-01a-01-ts1.svs'},0.5\n"
-        f"{slides_dir / 'kidney-48-5.tif'},0.8\n"
-        f"{tmp_path / 'missing.svs'},\n"
+    tcga, kidney = storage.put(
+        [slides_dir / "tcga-cr-7395-01a-01-ts1.svs", slides_dir / "kidney-48-5.tif"]
     )
+    missing = storage.join(tcga.rsplit("/", 1)[0], "missing.svs")
+    listing.write_text(f"slide,mpp\n{tcga},0.5\n{kidney},0.8\n{missing},\n")
     # the kidney crop holds one small fragment of tissue: small tiles
-    run = extract_slides([listing], tmp_path / "out", tile_px=32, tile_um=32, workers=1)
+    run = extract_slides(
+        [listing], tmp_path / "out", tile_px=32, tile_um=32, workers=1, **storage.kw
+    )
     by_name = {r.slide: r for r in run.results}
     assert by_name["tcga-cr-7395-01a-01-ts1"].status == "done"
     assert by_name["kidney-48-5"].status == "done" and by_name["kidney-48-5"].mpp == 0.8
@@ -329,10 +378,12 @@ def test_output_folder_not_writable(cmu_slide: Path, tmp_path: Path) -> None:
         extract_tiles(cmu_slide, blocker / "out", tile_px=64, tile_um=64)
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_each_task_logs_its_memory_estimate(
-    cmu_slide: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cmu_slide: Path, tmp_path: Path, storage: Remote, caplog: pytest.LogCaptureFixture
 ) -> None:
+    slide = storage.name(cmu_slide)
     with caplog.at_level("INFO", logger="tilestream.extract.engine"):
-        extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, threads=2)
+        extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, threads=2, **storage.kw)
     estimates = [r.getMessage() for r in caplog.records if "memory estimate" in r.getMessage()]
     assert len(estimates) == 1 and "CMU-1-Small-Region" in estimates[0] and "MB" in estimates[0]

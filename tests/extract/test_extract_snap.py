@@ -3,6 +3,9 @@
 Aperio scanners write 0.499 um/px: 128 um is 256.51 level-0 px. The exact grid
 rounds that to 257 and resizes every tile 257 -> 256; ``grid="snap"`` reads 256
 native pixels (127.744 um), which is also the grid Slideflow computes.
+
+The extractions run again with the slides read from SeaweedFS (``storage``): the same
+grid and outputs, byte for byte (``tests/extract/conftest.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import openslide
 import pytest
 import tifffile
 
+from _remote import Remote, storage_kinds
 from tilestream.errors import ExtractionError
 from tilestream.extract import extract_tiles
 from tilestream.extract.config import SNAP_TOLERANCE, ExtractConfig
@@ -232,8 +236,11 @@ def _stored_scan(path: Path, col: int, row: int) -> bytes:
     return raw[raw.index(b"\xff\xda") :]
 
 
-def test_passthrough_on_256_px_tiles_at_0_499(aperio_256: Path, tmp_path: Path) -> None:
-    r = extract_tiles(aperio_256, tmp_path, tile_px=256, tile_um=128)
+def test_passthrough_on_256_px_tiles_at_0_499(
+    aperio_256: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(aperio_256)
+    r = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, **storage.kw)
     assert r.status == "done", r.error
     assert r.extract_px == 256 and r.passthrough == r.tiles > 0
     osr = openslide.OpenSlide(str(aperio_256))
@@ -248,13 +255,19 @@ def test_passthrough_on_256_px_tiles_at_0_499(aperio_256: Path, tmp_path: Path) 
             assert np.abs(decode_image(data).astype(np.int16) - ref).max() <= 1, (x, y)
     osr.close()
     # the exact grid cannot pass through: 257 px resized to 256
-    e = extract_tiles(aperio_256, tmp_path / "exact", tile_px=256, tile_um=128, grid="exact")
+    e = extract_tiles(
+        slide, tmp_path / "exact", tile_px=256, tile_um=128, grid="exact", **storage.kw
+    )
     assert e.status == "done" and e.extract_px == 257 and e.passthrough == 0
 
 
-def test_240_px_aperio_tiles_are_native_pixels(cmu_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_240_px_aperio_tiles_are_native_pixels(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
     """CMU-1-Small-Region: a real Aperio slide, 240 px stored tiles at 0.499 um/px."""
-    r = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128, img_format="png")
+    src = storage.name(cmu_slide)
+    r = extract_tiles(src, tmp_path, tile_px=256, tile_um=128, img_format="png", **storage.kw)
     assert r.status == "done", r.error
     assert r.extract_px == 256 and r.passthrough == 0  # 256 px tiles do not align with 240
     run = tmp_path / "256px_128um"
@@ -268,7 +281,13 @@ def test_240_px_aperio_tiles_are_native_pixels(cmu_slide: Path, tmp_path: Path) 
             np.testing.assert_array_equal(got, native)  # lossless PNG of native pixels
     # the exact grid resizes 257 -> 256: its tiles are not the native pixels
     e = extract_tiles(
-        cmu_slide, tmp_path / "e", tile_px=256, tile_um=128, img_format="png", grid="exact"
+        src,
+        tmp_path / "e",
+        tile_px=256,
+        tile_um=128,
+        img_format="png",
+        grid="exact",
+        **storage.kw,
     )
     erow = _coords(tmp_path / "e" / "256px_128um" / "CMU-1-Small-Region.coords.csv")[0]
     assert e.extract_px == 257 and int(erow["width"]) == 257
@@ -281,8 +300,12 @@ def test_240_px_aperio_tiles_are_native_pixels(cmu_slide: Path, tmp_path: Path) 
         assert not np.array_equal(decode_image(tfr[0]["image_raw"]), native)
 
 
-def test_the_effective_microns_are_recorded(cmu_slide: Path, tmp_path: Path) -> None:
-    r = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128)
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_the_effective_microns_are_recorded(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(cmu_slide)
+    r = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, **storage.kw)
     assert r.status == "done", r.error
     run = tmp_path / "256px_128um"
     name = "CMU-1-Small-Region"
@@ -311,30 +334,36 @@ def test_the_effective_microns_are_recorded(cmu_slide: Path, tmp_path: Path) -> 
     assert "127.744 um per tile" in report
 
 
-def test_an_exact_run_is_not_passed_off_as_a_snapped_one(cmu_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_an_exact_run_is_not_passed_off_as_a_snapped_one(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(cmu_slide)
     name = "CMU-1-Small-Region"
     run = tmp_path / "256px_128um"
-    exact = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128, grid="exact")
+    exact = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, grid="exact", **storage.kw)
     assert exact.status == "done" and exact.extract_px == 257
     assert {r["tile_um"] for r in _coords(run / f"{name}.coords.csv")} == {"128.243"}
     report = (run / "report.html").read_text()
     assert "Tile grid: exact" in report and "snapped" not in report
-    again = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128, grid="exact")
+    again = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, grid="exact", **storage.kw)
     assert again.status == "skipped"
-    snap = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128)  # the default
+    snap = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, **storage.kw)  # the default
     assert snap.status == "done" and snap.extract_px == 256  # re-extracted, not skipped
     assert snap.config_hash != exact.config_hash
     assert {int(r["width"]) for r in _coords(run / f"{name}.coords.csv")} == {256}
-    back = extract_tiles(cmu_slide, tmp_path, tile_px=256, tile_um=128, grid="exact")
+    back = extract_tiles(slide, tmp_path, tile_px=256, tile_um=128, grid="exact", **storage.kw)
     assert back.status == "done" and back.extract_px == 257
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_cli_grid_option_and_snap_line(
-    cmu_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cmu_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: Remote
 ) -> None:
     from tilestream.cli import main
 
-    base = ["extract", str(cmu_slide), "--tile-px", "256", "--tile-um", "128", "--no-progress"]
+    base = ["extract", storage.name(cmu_slide), "--tile-px", "256", "--tile-um", "128",
+            "--no-progress", *storage.cli_args]  # fmt: skip
     assert main([*base, "--out", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "tile grid snapped to native pixels (no resize) on 1 slide(s)" in out

@@ -2,7 +2,9 @@
 
 ``extract_slide_task`` is plan -> select -> write tiles -> write outputs ->
 result; these tests run a stage alone on a real slide (the shared test data or
-a synthetic SVS) and hold it to what a full run writes.
+a synthetic SVS) and hold it to what a full run writes. The tests that take ``storage``
+run again with the slide read from SeaweedFS: the same outputs, byte for byte
+(``tests/extract/conftest.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _remote import Remote, storage_kinds
 from tilestream.errors import ExtractionError
 from tilestream.extract import ExtractConfig, SlideTask, extract_slides, extract_tiles
 from tilestream.extract.engine import build_result, prepare_slide_outputs
@@ -47,12 +50,16 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_selection_stage_keeps_the_tiles_a_full_run_writes(cmu_slide: Path, tmp_path: Path) -> None:
-    result = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, name="s1")
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_selection_stage_keeps_the_tiles_a_full_run_writes(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
+    slide = storage.name(cmu_slide)
+    result = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, name="s1", **storage.kw)
     assert result.status == "done"
     outputs = slide_outputs(tmp_path / CONFIG.label, "s1")
 
-    plan = plan_slide(SlideTask(str(cmu_slide), "s1"), CONFIG)
+    plan = plan_slide(SlideTask(slide, "s1", storage_options=storage.options), CONFIG)
     selection = select_tiles(plan.grid, plan.lowres, CONFIG, rois=plan.rois, name="s1")
     kept = selection.kept_indices
     coords = _rows(outputs["coords"])
@@ -78,16 +85,15 @@ def test_tile_boxes_cover_each_tile_in_the_low_resolution_image(cmu_slide: Path)
 
 
 def test_stages_called_one_by_one_write_what_a_full_run_writes(
-    synthetic: Path, tmp_path: Path
+    synthetic: Path, tmp_path: Path, storage: Remote
 ) -> None:
     config = ExtractConfig(tile_px=64, tile_um=64, blur_threshold=5.0)
-    full = extract_slides([SlideTask(str(synthetic), "syn")], tmp_path / "full", config=config,
-                          workers=1)  # fmt: skip
+    task = SlideTask(storage.name(synthetic), "syn", storage_options=storage.options)
+    full = extract_slides([task], tmp_path / "full", config=config, workers=1)
     assert full.done == 1
     want = slide_outputs(tmp_path / "full" / config.label, "syn")
 
     run_dir = tmp_path / "staged"
-    task = SlideTask(str(synthetic), "syn")
     outputs = prepare_slide_outputs(run_dir, "syn")
     assert outputs == slide_outputs(run_dir, "syn") and outputs["state"].parent.is_dir()
     plan = plan_slide(task, config)
@@ -107,10 +113,11 @@ def test_stages_called_one_by_one_write_what_a_full_run_writes(
         assert getattr(result, key) == state[key], key
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_the_output_stage_writes_the_run_folder_contract_for_given_tiles(
-    synthetic: Path, tmp_path: Path
+    synthetic: Path, tmp_path: Path, storage: Remote
 ) -> None:
-    task = SlideTask(str(synthetic), "syn")
+    task = SlideTask(storage.name(synthetic), "syn", storage_options=storage.options)
     plan = plan_slide(task, CONFIG)
     selection = select_tiles(plan.grid, plan.lowres, CONFIG, name="syn")
     outputs = prepare_slide_outputs(tmp_path, "syn", to_images=True)
@@ -132,8 +139,10 @@ def test_the_output_stage_writes_the_run_folder_contract_for_given_tiles(
     assert outputs["preview"].read_bytes()[:2] == b"\xff\xd8"
 
 
-def test_planning_refuses_a_slide_smaller_than_a_tile(slides_dir: Path) -> None:
-    task = SlideTask(str(slides_dir / "openslide-python-small.svs"), "small")
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_planning_refuses_a_slide_smaller_than_a_tile(slides_dir: Path, storage: Remote) -> None:
+    small = storage.name(slides_dir / "openslide-python-small.svs")
+    task = SlideTask(small, "small", storage_options=storage.options)
     plan = plan_slide(task, CONFIG)
     assert len(plan.grid) == 0
     selection = select_tiles(plan.grid, plan.lowres, CONFIG, name="small")
@@ -141,13 +150,17 @@ def test_planning_refuses_a_slide_smaller_than_a_tile(slides_dir: Path) -> None:
         check_selection(plan, selection, CONFIG, "small")
 
 
-def test_planning_refuses_an_roi_off_the_slide(cmu_slide: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_planning_refuses_an_roi_off_the_slide(
+    cmu_slide: Path, tmp_path: Path, storage: Remote
+) -> None:
     roi = tmp_path / "far.csv"
     roi.write_text(
         "ROI_name,X_base,Y_base\nfar,900000,900000\nfar,900100,900000\nfar,900100,900100\n"
     )
+    task = SlideTask(storage.name(cmu_slide), "s1", roi=str(roi), storage_options=storage.options)
     with pytest.raises(ExtractionError, match="lies outside the slide") as info:
-        plan_slide(SlideTask(str(cmu_slide), "s1", roi=str(roi)), CONFIG)
+        plan_slide(task, CONFIG)
     assert str(roi) in str(info.value)
 
 

@@ -13,6 +13,7 @@ import simplejpeg
 from numpy.typing import NDArray
 from PIL import Image
 
+from _remote import Remote
 from tilestream.extract import ExtractConfig, extract_tiles
 from tilestream.extract.grid import plan_grid
 from tilestream.extract.tiles import CHUNK, iter_encoded_tiles
@@ -81,17 +82,20 @@ def _lanczos(region: Image.Image, size: int, pyvips: ModuleType | None) -> NDArr
 
 @pytest.mark.parametrize("resizer", ["pillow", "vips"])
 def test_resized_tiles_from_two_threads_match_openslide(
-    cmu_slide: Path, tmp_path: Path, resizer: str, request: pytest.FixtureRequest
+    cmu_slide: Path, tmp_path: Path, resizer: str, request: pytest.FixtureRequest, storage: Remote
 ) -> None:
     """The 299 px / 302 um extraction with threads: OpenSlide's region, Lanczos, JPEG q95.
 
     Byte for byte: the resize path reads exactly OpenSlide's pixels and resizes them
-    with the configured resizer's plain Lanczos-3 (no cheaper approximation).
+    with the configured resizer's plain Lanczos-3 (no cheaper approximation); from the
+    slide in SeaweedFS too (by S3 and HTTP URL), against OpenSlide on the local file.
     """
     pyvips = request.getfixturevalue("pyvips") if resizer == "vips" else None
+    slide = storage.name(cmu_slide)
     result = extract_tiles(
-        cmu_slide, tmp_path, tile_px=299, tile_um=302, quality=95, threads=2, resizer=resizer
-    )
+        slide, tmp_path, tile_px=299, tile_um=302, quality=95, threads=2, resizer=resizer,
+        **storage.kw,
+    )  # fmt: skip
     assert result.status == "done", result.error
     run = tmp_path / "299px_302um"
     rows = (run / "CMU-1-Small-Region.coords.csv").read_text().splitlines()[1:]

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from _remote import Remote, storage_kinds
 from tilestream.extract import ExtractConfig, extract_slides, extract_tiles
 from tilestream.extract.grid import plan_grid
 from tilestream.extract.lowres import LowRes
@@ -170,11 +171,14 @@ REAL = [
 ]
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 @pytest.mark.parametrize(("slide", "options"), REAL, ids=[s for s, _ in REAL])
 def test_exported_outline_given_back_keeps_the_same_tiles(
-    slides_dir: Path, tmp_path: Path, slide: str, options: dict[str, Any]
+    slides_dir: Path, tmp_path: Path, slide: str, options: dict[str, Any], storage: Remote
 ) -> None:
-    first = extract_tiles(slides_dir / slide, tmp_path / "a", threads=1, **options)
+    """The slides read from SeaweedFS too: the same outlines and tiles, byte for byte."""
+    src = storage.name(slides_dir / slide)
+    first = extract_tiles(src, tmp_path / "a", threads=1, **options, **storage.kw)
     assert first.status == "done", first.error
     run = next((tmp_path / "a").iterdir())
     outline = slide_outputs(run, first.slide)["outlines"]
@@ -182,7 +186,7 @@ def test_exported_outline_given_back_keeps_the_same_tiles(
     names = [f["properties"]["classification"]["name"] for f in data["features"]]
     assert names[0] == "Tissue" and set(names[1:]) <= {"Pen", "Fold", "Blur"}, names
     again = extract_tiles(
-        slides_dir / slide, tmp_path / "b", threads=1, roi=outline, roi_method="inside", **options
+        src, tmp_path / "b", threads=1, roi=outline, roi_method="inside", **options, **storage.kw
     )
     assert again.status == "done", again.error
     run_b = next((tmp_path / "b").iterdir())
@@ -192,15 +196,21 @@ def test_exported_outline_given_back_keeps_the_same_tiles(
     assert slide_outputs(run_b, first.slide)["outlines"].read_bytes() == outline.read_bytes()
 
 
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
 def test_round_trip_through_roi_dir_and_csv_column_with_a_user_roi(
-    cmu_slide: Path, tmp_path: Path
+    cmu_slide: Path, tmp_path: Path, storage: Remote
 ) -> None:
-    """A slide extracted inside a QuPath CSV ROI: its outline file carries the ROI too."""
+    """A slide extracted inside a QuPath CSV ROI: its outline file carries the ROI too.
+
+    Again with the slide read from SeaweedFS (the ROIs stay local).
+    """
+    slide = storage.name(cmu_slide)
     roi_csv = tmp_path / "rois" / "CMU-1-Small-Region.csv"
     roi_csv.parent.mkdir()
     roi_csv.write_text("ROI_name,X_base,Y_base\nr,300,200\nr,1900,300\nr,1700,1400\nr,400,1300\n")
-    options: dict[str, Any] = {"tile_px": 64, "tile_um": 32, "workers": 1, "threads": 1}
-    first = extract_slides([cmu_slide], tmp_path / "a", roi_dir=roi_csv.parent, **options)
+    options: dict[str, Any] = {"tile_px": 64, "tile_um": 32, "workers": 1, "threads": 1,
+                               **storage.kw}  # fmt: skip
+    first = extract_slides([slide], tmp_path / "a", roi_dir=roi_csv.parent, **options)
     res = first.results[0]
     assert res.status == "done" and res.rejected["roi"] > 0
     run = first.run_dir
@@ -211,12 +221,12 @@ def test_round_trip_through_roi_dir_and_csv_column_with_a_user_roi(
     assert names[0] == "Tissue" and names[-1] is None, names
     assert set(names[1:-1]) <= {"Pen", "Fold", "Blur"}, names
     # --roi-dir pointing at the run folder itself finds <slide>.geojson
-    via_dir = extract_slides([cmu_slide], tmp_path / "b", roi_dir=run, **options)
+    via_dir = extract_slides([slide], tmp_path / "b", roi_dir=run, **options)
     assert via_dir.results[0].status == "done"
     assert _kept(via_dir.run_dir, res.slide) == _kept(run, res.slide)
     # the CSV slide list's roi column
     listing = tmp_path / "slides.csv"
-    listing.write_text(f"slide,roi\n{cmu_slide},{run / f'{res.slide}.geojson'}\n")
+    listing.write_text(f"slide,roi\n{slide},{run / f'{res.slide}.geojson'}\n")
     via_csv = extract_slides([listing], tmp_path / "c", **options)
     assert via_csv.results[0].status == "done"
     assert _kept(via_csv.run_dir, res.slide) == _kept(run, res.slide)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
+from _remote import Remote, storage_kinds
 from tilestream.errors import ConfigError
 from tilestream.extract import extract_tiles
 from tilestream.extract.config import ExtractConfig
@@ -117,8 +118,11 @@ def test_out_of_focus_half_is_found(lowres: dict[str, LowRes], name: str) -> Non
     assert (base.qc_masks["blur"] & tissue).sum() <= 0.01 * tissue.sum()
 
 
-def test_qc_columns_in_coordinates(cmu_slide: Path, tmp_path: Path) -> None:
-    r = extract_tiles(cmu_slide, tmp_path, **TILE)
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_qc_columns_in_coordinates(cmu_slide: Path, tmp_path: Path, storage: Remote) -> None:
+    """Again with the slide read from SeaweedFS: the same QC columns, byte for byte."""
+    slide = storage.name(cmu_slide)
+    r = extract_tiles(slide, tmp_path, **TILE, **storage.kw)
     assert r.status == "done" and set(r.qc) == {"tissue_mm2", "pen_mm2", "fold_mm2", "blur_mm2"}
     # the slide is 1.1 x 1.5 mm; its tissue covers a good part of it
     assert r.qc["tissue_mm2"] is not None and 0.3 < r.qc["tissue_mm2"] < 1.65
@@ -126,7 +130,9 @@ def test_qc_columns_in_coordinates(cmu_slide: Path, tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[-3:] == ["pen", "fold", "blur_map"]
     assert all(float(row["pen"]) == 0.0 for row in rows)  # "remove": no kept tile holds ink
-    off = extract_tiles(cmu_slide, tmp_path / "off", pen="off", fold="off", blur_map="off", **TILE)
+    off = extract_tiles(
+        slide, tmp_path / "off", pen="off", fold="off", blur_map="off", **TILE, **storage.kw
+    )
     with open(tmp_path / "off" / "64px_64um" / "CMU-1-Small-Region.coords.csv", newline="") as f:
         assert (csv.DictReader(f).fieldnames or [])[-2:] == ["blur", "blurry"]  # no QC columns
     assert off.qc == {"tissue_mm2": pytest.approx(off.qc["tissue_mm2"])}

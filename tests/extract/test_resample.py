@@ -14,6 +14,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
+from _remote import Remote, storage_kinds
 from tilestream.errors import ConfigError, MissingDependencyError
 from tilestream.extract import ExtractConfig, extract_tiles, resample
 from tilestream.extract.resample import resize_tile, resolve_resizer
@@ -181,17 +182,24 @@ def test_without_pyvips_auto_is_pillow_and_vips_says_what_to_install() -> None:
         ExtractConfig(tile_px=299, tile_um=302, resizer="vips")
 
 
-def test_run_records_the_resizer(cmu_slide: Path, tmp_path: Path, pyvips: ModuleType) -> None:
-    """config.json names the resizer; changing it re-extracts the slide (other pixels)."""
+@pytest.mark.parametrize("storage", storage_kinds("local", "s3"), indirect=True)
+def test_run_records_the_resizer(
+    cmu_slide: Path, tmp_path: Path, pyvips: ModuleType, storage: Remote
+) -> None:
+    """config.json names the resizer; changing it re-extracts the slide (other pixels).
+
+    Again with the slide in SeaweedFS: the same outputs (``tests/extract/conftest.py``).
+    """
     import json
 
-    first = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, resizer="pillow")
+    slide, kw = storage.name(cmu_slide), storage.kw
+    first = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, resizer="pillow", **kw)
     cfg = json.loads((tmp_path / "128px_256um" / "config.json").read_text())
     assert first.status == "done" and cfg["config"]["resizer"] == "pillow"
     assert "libvips" not in cfg["versions"]
-    again = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, resizer="pillow")
+    again = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, resizer="pillow", **kw)
     assert again.status == "skipped"
-    other = extract_tiles(cmu_slide, tmp_path, tile_px=128, tile_um=256, resizer="vips")
+    other = extract_tiles(slide, tmp_path, tile_px=128, tile_um=256, resizer="vips", **kw)
     assert other.status == "done"
     cfg = json.loads((tmp_path / "128px_256um" / "config.json").read_text())
     assert cfg["config"]["resizer"] == "vips"
