@@ -49,12 +49,24 @@ def test_every_record_exactly_once_per_epoch(
 
     paths = storage.put(write_tfrecords(SPEC))
     ds = TileDataset(paths, as_dict=True, seed=3, **storage.kw)
-    seen = []
+    by_rank = []
     for rank in range(world):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", str(world))
-        seen += run(loader_for(torch, ds, workers))
-    assert sorted(seen) == expected(SPEC)
+        by_rank.append(run(loader_for(torch, ds, workers)))
+    seen = [r for records in by_rank for r in records]
+    assert sorted(seen) == expected(SPEC), _what_differs(by_rank, expected(SPEC))
+
+
+def _what_differs(by_rank: list[list[tuple[str, int]]], want: list[tuple[str, int]]) -> str:
+    """Records missing, repeated and unexpected, and what each rank gave (a one-off failure
+    must say which)."""
+    counts = collections.Counter(r for records in by_rank for r in records)
+    missing = sorted(set(want) - set(counts))
+    repeated = sorted(r for r, n in counts.items() if n > 1)
+    unexpected = sorted(set(counts) - set(want))
+    ranks = "; ".join(f"rank {i}: {len(rs)} {sorted(rs)}" for i, rs in enumerate(by_rank))
+    return f"missing {missing}, repeated {repeated}, unexpected {unexpected}; {ranks}"
 
 
 def test_more_shards_than_files_and_records(storage, torch, write_tfrecords, monkeypatch):

@@ -77,6 +77,56 @@ def test_view_prints_the_url_and_serves_until_interrupted(run_root: Path) -> Non
             proc.communicate()
 
 
+def test_view_stops_cleanly_on_sigterm(run_root: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tilestream", "view", str(run_root), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    try:
+        url, _ = _read_url(proc)
+        with urllib.request.urlopen(url + "api/slides", timeout=120) as resp:
+            assert len(json.load(resp)["slides"]) == 2
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_landing_on_another_thread_stops_the_server(
+    run_root: Path, signum: int
+) -> None:
+    """The signal is delivered to a helper thread, not the main one: the server still stops,
+    and the handlers and wakeup fd the test process had are back afterwards."""
+    from tilestream.cli.cmd_view import serve_until_signalled
+
+    assert threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signum)
+    answered: list[int] = []
+    server = ViewerServer(run_root, port=0)
+
+    def ask_then_signal() -> None:
+        with urllib.request.urlopen(server.url + "api/slides", timeout=120) as resp:
+            answered.append(len(json.load(resp)["slides"]))
+        signal.pthread_kill(threading.get_ident(), signum)  # to this thread only
+
+    helper = threading.Timer(0.2, ask_then_signal)
+    try:
+        helper.start()
+        assert serve_until_signalled(server) == signum
+    finally:
+        helper.join(60)
+        server.close()
+    assert answered == [2]
+    assert signal.getsignal(signum) is before
+    assert signal.set_wakeup_fd(-1) == -1  # none was left behind
+
+
 def test_view_missing_path_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,7 +5,7 @@ URL: a slide object (``s3://bucket/slides/a.svs``, ``https://host/a.svs``), a
 run folder in a store (``s3://bucket/out/256px_128um``) or a DICOMweb series,
 with ``--storage-option KEY=VALUE`` for the store (never shown). The
 server listens on loopback (``--host 127.0.0.1``) by default and prints its URL;
-Ctrl-C stops it. Off loopback it requires a random access token, printed in the
+Ctrl-C (``SIGINT``) or ``SIGTERM`` stops it (see :func:`serve_until_signalled`). Off loopback it requires a random access token, printed in the
 URL (``?token=...``); ``--token`` asks for one on loopback too, ``--no-token``
 runs without one off loopback (anyone who can reach it sees everything). See
 :mod:`tilestream.viewer`.
@@ -13,8 +13,11 @@ runs without one off loopback (anyone who can reach it sees everything). See
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,10 @@ from tilestream.cli._storage import storage_option
 from tilestream.viewer import ViewerServer, is_loopback
 from tilestream.viewer.httpd import MAX_CONNECTIONS, REQUEST_TIMEOUT
 
-__all__ = ["register"]
+__all__ = ["STOP_SIGNALS", "register", "serve_until_signalled"]
+
+#: Signals that stop the viewer cleanly (exit status 0).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,8 +107,64 @@ def register(group: click.Group) -> None:
             )
         sys.stdout.flush()
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
+            serve_until_signalled(server)
             console.print("stopped")
         finally:
             server.close()
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """The Python-level handler of a stop signal: the wakeup byte does the work."""
+
+
+def serve_until_signalled(server: ViewerServer, signals: Sequence[int] = STOP_SIGNALS) -> int:
+    """Serve on a background thread until one of ``signals`` arrives; return its number.
+
+    The main thread waits on the signal wakeup fd (:func:`signal.set_wakeup_fd`),
+    which the interpreter's C-level handler writes whichever thread the kernel
+    delivers the signal to, with no Python code in between. Waiting for a
+    ``KeyboardInterrupt`` to surface in ``serve_forever`` instead lost the
+    signal now and then on a loaded machine (the handler had run, no signal was
+    pending, and the server went on serving). A signal ignored when the viewer
+    started (``SIG_IGN``, as for a background job) stays ignored. The previous
+    handlers are back before this returns (a second Ctrl-C while the server
+    closes interrupts as usual). Off the main thread, where signal handlers
+    cannot be set, this is ``serve_forever`` until ``KeyboardInterrupt``.
+
+    Examples
+    --------
+    >>> import os, threading
+    >>> from tilestream.extract import demo_slide_path
+    >>> server = ViewerServer(demo_slide_path(), port=0)
+    >>> timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    >>> timer.start()
+    >>> serve_until_signalled(server) == signal.SIGTERM
+    True
+    >>> server.close()
+    """
+    if threading.current_thread() is not threading.main_thread():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            return signal.SIGINT
+        return 0
+    wanted = {int(s) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)  # the C handler must never block on a full buffer
+    previous = {s: signal.getsignal(s) for s in wanted}
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        for s in wanted:
+            signal.signal(s, _ignore)
+        server.start()
+        while True:
+            for byte in reader.recv(64):
+                if byte in wanted:
+                    return byte
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, left as it was
+                signal.signal(s, handler)
+        reader.close()
+        writer.close()
