@@ -431,7 +431,10 @@ def tile_dataset(
     - ``epoch_length`` (infinite mode only) is the number of records of each
       pass over the dataset (of this shard); without it an infinite dataset
       never ends;
-    - TFRecords given by URL are read as in :mod:`tilestream.loaders.remote`;
+    - TFRecords given by URL are read as in :mod:`tilestream.loaders.remote`
+      (through ``tf.data.Dataset.from_generator``: there a corrupt record
+      raises ``tf.errors.InvalidArgumentError``, its message naming the URL
+      and the record, as TensorFlow gives no generator ``DataLossError``);
     - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a
       corrupt record raises ``tf.errors.DataLossError``), except with
       ``on_error="skip"`` or ``verify=False``: then tilestream's reader reads
