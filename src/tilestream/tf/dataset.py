@@ -432,9 +432,7 @@ def tile_dataset(
       pass over the dataset (of this shard); without it an infinite dataset
       never ends;
     - TFRecords given by URL are read as in :mod:`tilestream.loaders.remote`
-      (through ``tf.data.Dataset.from_generator``: there a corrupt record
-      raises ``tf.errors.InvalidArgumentError``, its message naming the URL
-      and the record, as TensorFlow gives no generator ``DataLossError``);
+      (a corrupt one raises ``InvalidArgumentError``: ``docs/storage.md``);
     - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a
       corrupt record raises ``tf.errors.DataLossError``), except with
       ``on_error="skip"`` or ``verify=False``: then tilestream's reader reads
