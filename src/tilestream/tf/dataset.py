@@ -431,10 +431,9 @@ def tile_dataset(
     - ``epoch_length`` (infinite mode only) is the number of records of each
       pass over the dataset (of this shard); without it an infinite dataset
       never ends;
-    - TFRecords given by URL are read as in :mod:`tilestream.loaders.remote`
-      (a corrupt one raises ``InvalidArgumentError``: ``docs/storage.md``);
-    - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a
-      corrupt record raises ``tf.errors.DataLossError``), except with
+    - TFRecords given by URL are read as in :mod:`tilestream.loaders.remote`;
+    - records are read by ``TFRecordDataset`` (CRCs checked by TensorFlow; a corrupt
+      record raises ``DataLossError``, by URL ``InvalidArgumentError``), except with
       ``on_error="skip"`` or ``verify=False``: then tilestream's reader reads
       them (the same records, order and checks), and a corrupt record is
       passed over, logged and counted in ``int(dataset.skipped)``
