@@ -188,9 +188,9 @@ def extraction_verdicts(ex: Result) -> list[str]:
     return lines
 
 
-def _split_cores(results_or_args: Result) -> bool:
-    args = results_or_args.get("args", results_or_args)
-    return bool(args.get("cores") == "split")
+def _split_cores(results: Result) -> bool:
+    """Whether ``results`` come from a ``--cores split`` run."""
+    return bool(results["args"].get("cores") == "split")
 
 
 def extraction_notes(ex: Result, *, split: bool = False) -> list[str]:
@@ -442,8 +442,7 @@ def print_report(results: Result) -> None:
     if "extraction" in results:
         print("\n".join(["", *extraction_table(results["extraction"]), ""]))
         print("\n".join(extraction_verdicts(results["extraction"])))
-        split = _split_cores(results)
-        print("\n".join(extraction_notes(results["extraction"], split=split)))
+        print("\n".join(extraction_notes(results["extraction"], split=_split_cores(results))))
     if "training" in results:
         print("\n".join(["", *training_table(results["training"]), ""]))
         print("\n".join(training_verdicts(results["training"])))
