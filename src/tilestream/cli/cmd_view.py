@@ -5,8 +5,9 @@ URL: a slide object (``s3://bucket/slides/a.svs``, ``https://host/a.svs``), a
 run folder in a store (``s3://bucket/out/256px_128um``) or a DICOMweb series,
 with ``--storage-option KEY=VALUE`` for the store (never shown). The
 server listens on loopback (``--host 127.0.0.1``) by default and prints its URL;
-Ctrl-C (``SIGINT``) or ``SIGTERM`` stops it (see :func:`serve_until_signalled`). Off loopback it requires a random access token, printed in the
-URL (``?token=...``); ``--token`` asks for one on loopback too, ``--no-token``
+Ctrl-C (``SIGINT``) or ``SIGTERM`` stops it (see :func:`serve_until_signalled`).
+Off loopback it requires a random access token, printed in the URL
+(``?token=...``); ``--token`` asks for one on loopback too, ``--no-token``
 runs without one off loopback (anyone who can reach it sees everything). See
 :mod:`tilestream.viewer`.
 """

@@ -15,8 +15,8 @@ request each, ahead of the consumer:
   ``block_records`` consecutive records (fewer where a shard's share of the
   file is smaller: then the shares still change from epoch to epoch and from
   one pass of an infinite stream to the next) and **the blocks** are permuted
-  per ``(seed, epoch, file, pass)`` (:func:`block_order`); files are interleaved at
-  random by weight as locally; then a **shuffle buffer** of
+  per ``(seed, epoch, file, pass)`` (:func:`block_order`); files are
+  interleaved at random by weight as locally; then a **shuffle buffer** of
   ``shuffle_buffer`` records (seeded by ``(seed, epoch, shard)``) mixes the
   records read. An infinite stream mixes each pass over the shard's records
   on its own (:func:`shuffle_passes`): no record comes twice before the pass
@@ -36,8 +36,8 @@ request each, ahead of the consumer:
   interleaved holds one block) and at most
   :attr:`BlockPrefetcher.ahead_blocks` blocks wait whose first record the
   consumer has not taken yet (so an infinite stream over small records does
-  not queue thousands of tiny requests to fill the byte budget). Each record is checked by
-  :func:`tilestream.tfrecord.framing.payload_of` (CRCs; errors name the URL,
+  not queue thousands of tiny requests to fill the byte budget). Each record
+  is checked by :func:`tilestream.tfrecord.framing.payload_of` (CRCs; errors name the URL,
   the record and its offset) when the consumer takes it.
 
 The store's counters (:attr:`Store.stats <tilestream.storage.Store.stats>`:
